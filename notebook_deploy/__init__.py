@@ -1,0 +1,62 @@
+"""notebook-deploy: take a model from a Jupyter notebook to a versioned bundle, a REST endpoint and an image.
+
+    import notebook_deploy as nd
+    bundle = nd.capture(model, sample=X_test[:5])   # a versioned bundle in the local store
+    server = nd.serve(bundle)                        # a REST API on localhost, in a child process
+    server.predict(X_test[:3])
+
+Names are imported on first use, so ``import notebook_deploy`` stays fast and light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "capture": ".capture",
+    "Bundle": ".bundle",
+    "Store": ".store",
+    "load": ".api",
+    "serve": ".serving.process",
+    "Server": ".serving.process",
+    "create_app": ".serving.app",
+    "NotebookDeployError": ".errors",
+    "BundleIntegrityError": ".errors",
+    "BundleReferenceError": ".errors",
+    "CaptureError": ".errors",
+    "InputError": ".errors",
+    "ServeError": ".errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .api import load
+    from .bundle import Bundle
+    from .capture import capture
+    from .errors import (
+        BundleIntegrityError,
+        BundleReferenceError,
+        CaptureError,
+        InputError,
+        NotebookDeployError,
+        ServeError,
+    )
+    from .serving.app import create_app
+    from .serving.process import Server, serve
+    from .store import Store
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'notebook_deploy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,304 @@
+"""The bundle format: a directory that holds everything needed to serve and to rebuild a model.
+
+Layout::
+
+    bundle.json        the manifest: identity, model, schema, requirements, sha256 of every file
+    model.pkl          the model, serialized with cloudpickle
+    requirements.txt   the lock: every distribution the model needs, pinned to the captured version
+    environment.json   a snapshot of the whole capturing environment, for audit
+    sample.json        a few input rows and the model's outputs on them
+
+The version id is a hash of the manifest's content (which includes the hash of every file) leaving out
+when and after what it was made, so the same capture twice is the same version. The manifest also
+carries a digest of its own canonical text, so a change to any byte of any file is found by ``verify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import display
+from .errors import BundleIntegrityError
+from .methods import resolve_method
+from .schema import Schema, schema_from_dict
+
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+MODEL_FILE = "model.pkl"
+LOCK_FILE = "requirements.txt"
+ENVIRONMENT_FILE = "environment.json"
+SAMPLE_FILE = "sample.json"
+
+# Manifest fields that say when and after what a version was made, not what it is.
+_NOT_CONTENT = ("version", "created", "parent", "digest")
+
+
+class Bundle:
+    """A bundle on disk: its manifest, files and model. Get one from ``capture``, ``load`` or ``Store``."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], verify: bool = True) -> "Bundle":
+        """Read the bundle at ``path``; with ``verify`` (the default) check every file's hash first."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        bundle = cls(path, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def ref(self) -> str:
+        """``name:version``, a reference that always means this bundle."""
+        return f"{self.name}:{self.version}"
+
+    @property
+    def created(self) -> str:
+        return self.manifest["created"]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.manifest["model"]["methods"])
+
+    @property
+    def requirements(self) -> list[str]:
+        """The distributions the model itself uses, pinned (the lock in requirements.txt adds their dependencies)."""
+        return list(self.manifest["requirements"])
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.manifest.get("warnings", []))
+
+    @property
+    def input_schema(self) -> Schema:
+        return schema_from_dict(self.manifest["schema"]["input"])
+
+    def output_schema(self, method: str) -> Schema:
+        return schema_from_dict(self.manifest["schema"]["outputs"][method])
+
+    @property
+    def size(self) -> int:
+        """Bytes on disk, all files included."""
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    # -- content ----------------------------------------------------------------------------------
+    def lock(self) -> list[str]:
+        """The lines of requirements.txt: every needed distribution as ``name==version``."""
+        text = (self.path / LOCK_FILE).read_text()
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    def environment(self) -> dict[str, Any]:
+        """The snapshot of the environment the bundle was captured in."""
+        return json.loads((self.path / ENVIRONMENT_FILE).read_text())
+
+    @cached_property
+    def sample(self) -> dict[str, Any]:
+        """The stored sample: ``{"instances": [...], "outputs": {method: [...]}}``."""
+        return orjson.loads((self.path / SAMPLE_FILE).read_bytes())
+
+    @cached_property
+    def model(self) -> Any:
+        """The model object, unpickled on first use."""
+        import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
+        import pickle
+
+        with open(self.path / MODEL_FILE, "rb") as f:
+            return pickle.load(f)
+
+    def predict(self, data: Any, method: str = "predict") -> Any:
+        """Call the model's ``method`` on ``data`` in this process."""
+        if method not in self.methods:
+            raise ValueError(f"{self.ref} has no method {method!r}; it has {', '.join(self.methods)}")
+        return resolve_method(self.model, method)(data)
+
+    # -- integrity --------------------------------------------------------------------------------
+    def verify(self) -> None:
+        """Check the manifest's digest and version and every file's hash; raise ``BundleIntegrityError``."""
+        verify_manifest(self.manifest, self.path / MANIFEST)
+        listed = self.manifest["files"]
+        for name, expected in listed.items():
+            file = self.path / name
+            if not file.is_file():
+                raise BundleIntegrityError(str(file), "is missing; the bundle is incomplete")
+            if file_digest(file) != expected:
+                raise BundleIntegrityError(
+                    str(file), "does not match the hash in bundle.json: the file was changed or truncated"
+                )
+        for file in self.path.iterdir():
+            if file.name != MANIFEST and file.name not in listed:
+                raise BundleIntegrityError(str(file), "is not listed in bundle.json: it was added after capture")
+
+    def export(self, destination: str | os.PathLike[str]) -> Path:
+        """Write this bundle as one ``.tar.gz`` file; a directory destination gets ``NAME-VERSION.tar.gz``."""
+        destination = Path(destination)
+        if destination.is_dir():
+            destination = destination / f"{self.name}-{self.version}.tar.gz"
+        write_archive(self.path, destination, mtime=_timestamp(self.created))
+        return destination
+
+    # -- display ----------------------------------------------------------------------------------
+    def _summary(self) -> list[tuple[str, str]]:
+        model = self.manifest["model"]
+        rows = [
+            ("model", model["type"]),
+            ("methods", ", ".join(self.methods)),
+            ("input", self.input_schema.describe()),
+            ("packages", ", ".join(self.requirements) or "none"),
+            ("python", self.manifest["python"]["version"]),
+            ("size", display.human_size(self.size)),
+            ("created", self.created),
+        ]
+        if self.manifest.get("labels"):
+            rows.append(("labels", ", ".join(f"{k}={v}" for k, v in self.manifest["labels"].items())))
+        rows += [("warning", w) for w in self.warnings]
+        return rows
+
+    def __repr__(self) -> str:
+        return f"<Bundle {self.ref} {self.manifest['model']['type']} ({', '.join(self.methods)})>"
+
+    def __str__(self) -> str:
+        return display.text_table(f"Bundle {self.ref}", self._summary())
+
+    def _repr_html_(self) -> str:
+        return display.html_table(f"Bundle {self.ref}", self._summary())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bundle) and other.ref == self.ref and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash((self.ref, self.path))
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one text a manifest is written as, so that its digest can be checked byte for byte."""
+    return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def seal_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Hash the files in ``directory``, derive the version id and digest, and write bundle.json."""
+    manifest = dict(manifest)
+    manifest["format"] = FORMAT_VERSION
+    manifest["files"] = {
+        f.name: file_digest(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name != MANIFEST
+    }
+    manifest["version"] = content_version(manifest)
+    manifest.pop("digest", None)
+    manifest["digest"] = "sha256:" + hashlib.sha256(canonical_json(manifest)).hexdigest()
+    write_file(directory / MANIFEST, canonical_json(manifest))
+    return manifest
+
+
+def content_version(manifest: dict[str, Any]) -> str:
+    """The version id: 12 hex digits of the hash of everything the manifest says about the content."""
+    content = {k: v for k, v in manifest.items() if k not in _NOT_CONTENT}
+    return hashlib.sha256(canonical_json(content)).hexdigest()[:12]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Parse ``path/bundle.json``; raise ``BundleIntegrityError`` if it is missing or not a manifest."""
+    file = path / MANIFEST
+    try:
+        manifest = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise BundleIntegrityError(str(file), "is missing: this directory is not a bundle") from None
+    except ValueError as error:
+        raise BundleIntegrityError(str(file), f"is not valid JSON ({error}): the manifest was damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BundleIntegrityError(
+            str(file), f"has format {found!r}; this notebook-deploy reads format {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_manifest(manifest: dict[str, Any], file: Path) -> None:
+    """Check that bundle.json is byte for byte the canonical text of a manifest whose digest and version hold."""
+    unsealed = {k: v for k, v in manifest.items() if k != "digest"}
+    expected_digest = "sha256:" + hashlib.sha256(canonical_json(unsealed)).hexdigest()
+    if (
+        manifest.get("digest") != expected_digest
+        or file.read_bytes() != canonical_json(manifest)
+        or manifest.get("version") != content_version(manifest)
+    ):
+        raise BundleIntegrityError(str(file), "was changed after capture: its digest or version does not match")
+
+
+def write_archive(directory: Path, destination: Path, mtime: int) -> None:
+    """Write ``directory`` as a reproducible .tar.gz (sorted entries, fixed owners and times), atomically."""
+    import gzip
+
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+    try:
+        with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for file in sorted(directory.iterdir()):
+                    info = tarfile.TarInfo(file.name)
+                    info.size = file.stat().st_size
+                    info.mtime = mtime
+                    info.mode = 0o644
+                    with open(file, "rb") as f:
+                        tar.addfile(info, f)
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def extract_archive(archive: Path, directory: Path) -> None:
+    """Unpack a bundle archive into the empty ``directory``, refusing anything but plain top-level files."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                if not member.isfile() or "/" in member.name or member.name in ("", ".", ".."):
+                    raise BundleIntegrityError(
+                        str(archive), f"holds {member.name!r}, which is not a bundle file: refusing to import it"
+                    )
+                source = tar.extractfile(member)
+                assert source is not None
+                with open(directory / member.name, "wb") as out:
+                    out.write(source.read())
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise BundleIntegrityError(str(archive), f"is not a readable bundle archive ({error})") from None
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write a bundle file and flush it to disk (the store renames a bundle into place only when all is there)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _timestamp(iso: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso).timestamp())
+

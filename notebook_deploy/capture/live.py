@@ -1,0 +1,166 @@
+"""Capture a live model object into a versioned bundle in the store."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from ..bundle import ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file
+from ..errors import CaptureError, InputError
+from ..methods import available_methods, resolve_method
+from ..schema import as_rows, dumps, head, infer_schema, to_jsonable
+from ..store import Store, check_name, name_from
+from .packages import environment_snapshot, package_state
+from .pickling import PROTOCOL, dump_model
+
+SAMPLE_ROWS = 5
+
+
+def capture(
+    model: Any,
+    name: str | None = None,
+    sample: Any = None,
+    *,
+    methods: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
+    sample_rows: int = SAMPLE_ROWS,
+) -> Bundle:
+    """Capture ``model`` into a new bundle version and return it.
+
+    ``sample`` is a few rows of the model's input (a NumPy array, a DataFrame or a list of rows): the
+    request schema is inferred from it, the model is tested on it, and the packages the model needs are
+    found by running the model on it in a fresh Python. ``name`` defaults to the variable the model is
+    bound to in the caller. ``methods`` defaults to every inference method the model has.
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    name = name if name is not None else name_from(_variable_name(model) or type(model).__name__)
+    check_name(name)
+    warnings: list[str] = []
+    rows = _sample_rows(model, sample, warnings)
+    schema = infer_schema(rows)
+    instances = schema.encode(head(rows, sample_rows))
+    model_input = schema.decode(instances)  # exactly what the server will hand the model
+    outputs, output_schemas = _run_methods(model, methods, model_input, warnings)
+
+    pickled = dump_model(model)
+    if pickled.by_value_modules:
+        warnings.append(
+            "local modules shipped inside the pickle (not installed packages): " + ", ".join(pickled.by_value_modules)
+        )
+    with store.staging() as staged:
+        write_file(staged / MODEL_FILE, pickled.data)
+        write_file(staged / SAMPLE_FILE, dumps({"instances": instances, "outputs": outputs}))
+        state = package_state(
+            staged / MODEL_FILE,
+            model_input,
+            list(outputs),
+            referenced_modules=set(pickled.referenced_modules) | {type(model_input).__module__},
+            expected_outputs=outputs,
+        )
+        write_file(staged / LOCK_FILE, state.lock_text().encode())
+        write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
+        manifest = seal_manifest(
+            staged,
+            {
+                "name": name,
+                "created": datetime.now(timezone.utc).isoformat(),
+                "parent": store.latest_version(name),
+                "python": {"version": platform.python_version(), "implementation": platform.python_implementation()},
+                "model": {"type": f"{type(model).__module__}.{type(model).__qualname__}", "methods": list(outputs)},
+                "serialization": {
+                    "format": "cloudpickle",
+                    "cloudpickle": cloudpickle.__version__,
+                    "protocol": PROTOCOL,
+                    "by_value_modules": list(pickled.by_value_modules),
+                },
+                "schema": {"input": schema.to_dict(), "outputs": output_schemas},
+                "requirements": state.direct,
+                "provenance": _provenance(),
+                "labels": dict(labels or {}),
+                "warnings": warnings + state.warnings,
+                "runtime": {"notebook-deploy": _own_version()},
+            },
+        )
+        return store.commit(staged, manifest)  # an identical earlier capture is kept as it is
+
+
+def _sample_rows(model: Any, sample: Any, warnings: list[str]) -> Any:
+    if sample is not None:
+        try:
+            return as_rows(sample)
+        except InputError as error:
+            raise CaptureError(str(error)) from None
+    features = getattr(model, "n_features_in_", None)
+    if isinstance(features, int) and not hasattr(model, "feature_names_in_"):
+        warnings.append(f"no sample was given: rows are assumed to be {features} float64 values")
+        return np.zeros((1, features))
+    raise CaptureError(
+        "pass sample=..., a few rows of the model's input (for example sample=X_train[:5]): notebook-deploy "
+        "infers the request schema from it, tests the model on it, and finds the packages the model needs "
+        "by running it"
+    )
+
+
+def _run_methods(
+    model: Any, requested: list[str] | None, model_input: Any, warnings: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = requested or available_methods(model)
+    if not names:
+        raise CaptureError(
+            f"a {type(model).__name__} has no predict method and is not callable: capture a fitted model, "
+            "or a function that takes the input rows"
+        )
+    outputs, schemas = {}, {}
+    for method in names:
+        try:
+            result = resolve_method(model, method)(model_input)
+            schemas[method] = infer_schema(result).to_dict()
+        except Exception as error:  # noqa: BLE001 - any failure means the method cannot be served
+            if requested:
+                raise CaptureError(f"{method} failed on the sample: {type(error).__name__}: {error}") from error
+            warnings.append(f"{method} is not served: it failed on the sample ({type(error).__name__}: {error})")
+            continue
+        outputs[method] = to_jsonable(result)
+    if not outputs:
+        raise CaptureError("no inference method of the model worked on the sample: " + "; ".join(warnings))
+    return outputs, schemas
+
+
+def _variable_name(model: Any) -> str | None:
+    """The name the caller (the first frame outside notebook_deploy) binds ``model`` to, if any."""
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("notebook_deploy"):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    for scope in (frame.f_locals, frame.f_globals):
+        for key, value in scope.items():
+            if value is model and not key.startswith("_"):
+                return key
+    return None
+
+
+def _provenance() -> dict[str, Any]:
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    return {
+        "source": "script" if script else "interactive",
+        "entry": Path(script).name if script else None,
+    }
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("notebook-deploy")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,47 @@
+"""Run as a script in a fresh interpreter: load a pickled model, call its methods on a sample, and report
+every module that loaded and the outputs (the MLflow approach to finding what a model really needs).
+
+Usage: python probe.py MODEL_PICKLE INPUT_PICKLE METHODS_JSON BLOCKED_JSON REPORT_DIR
+
+BLOCKED_JSON lists top-level module names whose import must fail, so that packages a library merely
+tries to import when present (pandas from scikit-learn, for one) can be shown not to be needed.
+Only the standard library and notebook_deploy.methods (which imports nothing) load before the first
+snapshot of ``sys.modules``, so that everything loaded afterwards is the model's own doing.
+"""
+
+import importlib.abc
+import json
+import pickle
+import sys
+
+
+class _Blocker(importlib.abc.MetaPathFinder):
+    def __init__(self, blocked: set) -> None:
+        self.blocked = blocked
+
+    def find_spec(self, name, path=None, target=None):  # noqa: ANN001 - the finder protocol
+        if name.partition(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the notebook-deploy probe)", name=name)
+        return None
+
+
+def main(model_path: str, input_path: str, methods_json: str, blocked_json: str, report_dir: str) -> None:
+    from notebook_deploy.methods import resolve_method
+
+    sys.meta_path.insert(0, _Blocker(set(json.loads(blocked_json))))
+    before = set(sys.modules)
+    with open(model_path, "rb") as f:
+        model = pickle.load(f)
+    with open(input_path, "rb") as f:
+        data = pickle.load(f)
+    outputs = {name: resolve_method(model, name)(data) for name in json.loads(methods_json)}
+    loaded = sorted(set(sys.modules) - before)
+    report = {name: getattr(sys.modules[name], "__file__", None) for name in loaded if name in sys.modules}
+    with open(f"{report_dir}/modules.json", "w") as f:
+        json.dump(report, f)
+    with open(f"{report_dir}/outputs.pkl", "wb") as f:
+        pickle.dump(outputs, f, protocol=5)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:6])

@@ -1,0 +1,220 @@
+"""The ``notebook-deploy`` command: a thin layer over the Store, load and serving calls."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import __version__, display
+from .errors import NotebookDeployError
+from .serving.limits import DEFAULT_MAX_BODY_BYTES
+from .store import LATEST, Store
+
+REF_HELP = "REF is NAME (its latest version), NAME:TAG, NAME:VERSION (or 4+ leading digits), or a bundle folder."
+
+
+def _errors_as_messages(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print notebook-deploy's own errors as one clear line with exit code 1, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NotebookDeployError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Capture a model from Python first:
+  import notebook_deploy as nd
+  nd.capture(model, sample=X_test[:5])      # then:
+  notebook-deploy list
+  notebook-deploy serve model --port 8000
+Run 'notebook-deploy COMMAND --help' for examples of each command.""",
+)
+@click.option(
+    "--store", "store_path", envvar="NOTEBOOK_DEPLOY_HOME", type=click.Path(file_okay=False, path_type=Path),
+    help="The bundle store to use [default: ~/.notebook_deploy, or $NOTEBOOK_DEPLOY_HOME].",
+)
+@click.version_option(__version__, prog_name="notebook-deploy")
+@click.pass_context
+def cli(ctx: click.Context, store_path: Path | None) -> None:
+    """Take models from notebooks to versioned bundles and REST endpoints."""
+    ctx.obj = Store(store_path)
+
+
+@cli.command("list", epilog="""\b
+Examples:
+  notebook-deploy list              every bundle, every version
+  notebook-deploy list iris         the versions of iris, oldest first""")
+@click.argument("name", required=False)
+@click.pass_obj
+@_errors_as_messages
+def list_command(store: Store, name: str | None) -> None:
+    """List bundles: name, version, tags, created, model and size."""
+    bundles = store.list(name)
+    if not bundles:
+        click.echo(f"No bundles in {store.root}. Capture one in Python: notebook_deploy.capture(model, sample=X[:5])")
+        return
+    rows = [("NAME", "VERSION", "TAGS", "CREATED", "MODEL", "SIZE")]
+    for b in bundles:
+        created = b.created[:19].replace("T", " ")
+        model_type = b.manifest["model"]["type"].rsplit(".", 1)[-1]
+        rows.append((b.name, b.version, ",".join(store.tags_of(b)), created, model_type, display.human_size(b.size)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy show iris                 summary of the latest version
+  notebook-deploy show iris:prod --json     the whole manifest, as JSON
+  notebook-deploy show iris --lock          the pinned requirements
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest (bundle.json).")
+@click.option("--lock", is_flag=True, help="Print the pinned requirements (requirements.txt).")
+@click.pass_obj
+@_errors_as_messages
+def show(store: Store, ref: str, as_json: bool, lock: bool) -> None:
+    """Show one bundle, after checking every file against its manifest."""
+    from .api import load
+
+    bundle = load(ref, store)
+    if as_json:
+        click.echo(json.dumps(bundle.manifest, indent=2))
+    elif lock:
+        click.echo("\n".join(bundle.lock()))
+    else:
+        click.echo(str(bundle))
+        tags = store.tags_of(bundle) if bundle.path.parent.parent == store.root / "bundles" else []
+        if tags:
+            click.echo(f"  tags      {', '.join(tags)}")
+        click.echo(f"  path      {bundle.path}")
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy serve iris                       on http://127.0.0.1:8000
+  notebook-deploy serve iris:prod --port 0         on a free port
+  notebook-deploy serve iris --host 0.0.0.0        reachable from other machines
+Then:
+  curl -X POST http://127.0.0.1:8000/predict -H 'content-type: application/json' \\
+       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2]]}}'
+  open http://127.0.0.1:8000/docs for the API, with the bundle's sample as example.
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the server's URL to this file (JSON) once it answers requests: for scripts.")
+@click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, type=int,
+              help="Refuse request bodies larger than this with 413.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.pass_obj
+@_errors_as_messages
+def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, max_body_bytes: int,
+          log_level: str) -> None:
+    """Serve a bundle over HTTP until interrupted (Ctrl+C)."""
+    from .api import load
+    from .serving.runner import run
+
+    bundle = load(ref, store)
+
+    def announce(url: str) -> None:
+        click.echo(f"Serving {bundle.ref} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
+
+    run(bundle, host, port, ready_file=ready_file, on_ready=announce, max_body_bytes=max_body_bytes,
+        log_level=log_level)
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy tag iris:3f2a9c1b7d4e prod    mark a version as prod
+  notebook-deploy tag iris:3f2a latest          roll back: latest (what 'iris' means) moves to 3f2a…
+  notebook-deploy tag iris --remove prod        remove the tag
+{REF_HELP}""")
+@click.argument("ref")
+@click.argument("tag")
+@click.option("--remove", is_flag=True, help="Remove TAG from REF's name instead of setting it.")
+@click.pass_obj
+@_errors_as_messages
+def tag(store: Store, ref: str, tag: str, remove: bool) -> None:
+    """Point TAG at the version REF names (moving it if it is set)."""
+    if remove:
+        name = ref.partition(":")[0]
+        store.untag(name, tag)
+        click.echo(f"Removed {name}:{tag}")
+        return
+    bundle = store.tag(ref, tag)
+    click.echo(f"{bundle.name}:{tag} -> {bundle.version}")
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy rm iris:3f2a9c1b7d4e     delete one version
+  notebook-deploy rm iris --all            delete every version of iris
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--all", "everything", is_flag=True, help="Delete every version of REF's name.")
+@click.pass_obj
+@_errors_as_messages
+def rm(store: Store, ref: str, everything: bool) -> None:
+    """Delete a bundle version; tags on it go too, and 'latest' falls back to the newest left."""
+    if everything:
+        name = ref.partition(":")[0]
+        for bundle in store.list(name):
+            store.delete(bundle.ref)
+            click.echo(f"Deleted {bundle.ref}")
+        return
+    bundle = store.delete(ref)
+    click.echo(f"Deleted {bundle.ref}")
+
+
+@cli.command("export", epilog=f"""\b
+Examples:
+  notebook-deploy export iris                        writes ./iris-VERSION.tar.gz
+  notebook-deploy export iris:prod -o /tmp/iris.tar.gz
+Import it elsewhere with: notebook-deploy import iris-VERSION.tar.gz
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("."),
+              help="The archive's path, or a folder to write NAME-VERSION.tar.gz in.  [default: .]")
+@click.pass_obj
+@_errors_as_messages
+def export(store: Store, ref: str, output: Path) -> None:
+    """Write a bundle as one .tar.gz file."""
+    from .api import load
+
+    path = load(ref, store).export(output)
+    click.echo(str(path))
+
+
+@cli.command("import", epilog="""\b
+Example:
+  notebook-deploy import iris-3f2a9c1b7d4e.tar.gz
+Every file is checked against the archive's manifest before the bundle is added.""")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-latest", is_flag=True, help=f"Add the version without moving the '{LATEST}' tag to it.")
+@click.pass_obj
+@_errors_as_messages
+def import_command(store: Store, archive: Path, no_latest: bool) -> None:
+    """Add a bundle archive made by 'export' to the store."""
+    bundle = store.import_archive(archive, tag_latest=not no_latest)
+    click.echo(f"Imported {bundle.ref}")
+
+
+def main() -> None:
+    """Entry point of the ``notebook-deploy`` script."""
+    cli(prog_name="notebook-deploy")
+

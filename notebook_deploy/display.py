@@ -1,0 +1,33 @@
+"""Small helpers that render summaries for terminals and notebooks."""
+
+from __future__ import annotations
+
+import html
+from typing import Iterable
+
+
+def human_size(size: int) -> str:
+    """``1536`` → ``'1.5 KiB'``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def html_table(title: str, rows: Iterable[tuple[str, str]]) -> str:
+    """A two-column HTML table with a bold title, for ``_repr_html_``; values are escaped."""
+    body = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+        for k, v in rows
+    )
+    return f"<div><strong>{html.escape(title)}</strong><table>{body}</table></div>"
+
+
+def text_table(title: str, rows: Iterable[tuple[str, str]]) -> str:
+    """The same summary as plain text, aligned for a terminal."""
+    rows = list(rows)
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join([title, *(f"  {k.ljust(width)}  {v}" for k, v in rows)])

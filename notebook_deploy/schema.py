@@ -1,0 +1,448 @@
+"""Input and output schemas inferred from a sample, and the conversions between JSON rows and model data.
+
+Two shapes of data are known:
+
+- a *tensor*: a NumPy array whose first axis is the row (``TensorSchema``: dtype and per-row shape);
+- a *table*: a pandas DataFrame with named, typed columns (``TableSchema``).
+
+``decode`` turns the ``instances`` of a request into the exact type the model was captured with and
+raises ``InputError`` naming the row and feature that does not fit; ``encode`` goes the other way.
+The checks are vectorised with NumPy; rows are only walked one by one to word an error message.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import orjson
+
+from .errors import InputError
+
+# Element kinds, shared by tensors and table columns.
+FLOAT, INT, BOOL, STR, CATEGORY, DATETIME, ANY = (
+    "float", "int", "bool", "str", "category", "datetime", "any",
+)
+
+_JSON_TYPES = {
+    FLOAT: {"type": ["number", "null"]},
+    INT: {"type": "integer"},
+    BOOL: {"type": "boolean"},
+    STR: {"type": ["string", "null"]},
+    DATETIME: {"type": "string", "format": "date-time"},
+    ANY: {},
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One named feature of a table: its element kind and the exact pandas dtype to rebuild."""
+
+    name: str
+    kind: str
+    dtype: str
+    categories: tuple[Any, ...] | None = None
+
+    def json_schema(self) -> dict[str, Any]:
+        if self.kind == CATEGORY:
+            return {"enum": [*self.categories, None]} if self.categories is not None else {}
+        return dict(_JSON_TYPES[self.kind])
+
+
+@dataclass(frozen=True)
+class TensorSchema:
+    """Rows of a NumPy array: ``shape`` is the shape of one row (``()`` for one value a row)."""
+
+    kind: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def decode(self, instances: Any) -> np.ndarray:
+        """Turn JSON rows into the array the model expects, or raise ``InputError``."""
+        _require_rows(instances)
+        array = _as_array(instances, self.shape)
+        return _convert(array, instances, self.kind, self.dtype, feature=None)
+
+    def encode(self, data: Any) -> list[Any]:
+        """Turn model input rows into JSON-ready rows."""
+        return to_jsonable(np.asarray(data))
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one row."""
+        item: dict[str, Any] = dict(_JSON_TYPES[self.kind])
+        for size in reversed(self.shape):
+            item = {"type": "array", "items": item, "minItems": size, "maxItems": size}
+        return item
+
+    def describe(self) -> str:
+        return f"{self.dtype} rows of shape {list(self.shape)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "tensor", "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """Rows of a pandas DataFrame, sent as objects keyed by feature name or as lists in column order."""
+
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def decode(self, instances: Any) -> Any:
+        """Turn JSON rows into a DataFrame with the captured columns and dtypes, or raise ``InputError``."""
+        import pandas as pd
+
+        _require_rows(instances)
+        values = self._columns_of(instances)
+        data = {}
+        for column in self.columns:
+            raw = values[column.name]
+            if column.kind == CATEGORY:
+                data[column.name] = _categorical(raw, column)
+            elif column.kind == DATETIME:
+                data[column.name] = _datetimes(raw, column)
+            else:
+                array = _as_array(raw, ())
+                data[column.name] = _convert(array, raw, column.kind, _numpy_dtype(column), column.name)
+        frame = pd.DataFrame(data, copy=False)
+        for column in self.columns:
+            if str(frame[column.name].dtype) != column.dtype:
+                frame[column.name] = frame[column.name].astype(column.dtype)
+        return frame
+
+    def _columns_of(self, instances: list[Any]) -> dict[str, list[Any]]:
+        names = self.names
+        if isinstance(instances[0], dict):
+            expected = set(names)
+            for i, row in enumerate(instances):
+                if not isinstance(row, dict):
+                    raise InputError(f"row {i}: every row must be an object like row 0, got {_type_name(row)}")
+                if row.keys() != expected:
+                    missing = [n for n in names if n not in row]
+                    if missing:
+                        raise InputError(f"row {i}: missing feature {_quoted(missing)}; expected {_quoted(names)}")
+                    unknown = sorted(str(k) for k in row.keys() - expected)
+                    raise InputError(f"row {i}: unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
+            return {n: [row[n] for row in instances] for n in names}
+        for i, row in enumerate(instances):
+            if not isinstance(row, list):
+                raise InputError(
+                    f"row {i}: expected an object keyed by feature name or a list of {len(names)} values, "
+                    f"got {_type_name(row)}"
+                )
+            if len(row) != len(names):
+                raise InputError(f"row {i} has {len(row)} values, expected {len(names)}: {_quoted(names)}")
+        return {n: list(col) for n, col in zip(names, zip(*instances))}
+
+    def encode(self, data: Any) -> list[Any]:
+        """Turn a DataFrame into JSON-ready rows (objects keyed by feature name)."""
+        return to_jsonable(data)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one row: an object keyed by feature name, or a list in column order."""
+        return {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {c.name: c.json_schema() for c in self.columns},
+                    "required": self.names,
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "array",
+                    "prefixItems": [c.json_schema() for c in self.columns],
+                    "minItems": len(self.columns),
+                    "maxItems": len(self.columns),
+                },
+            ]
+        }
+
+    def describe(self) -> str:
+        return "table of " + ", ".join(f"{c.name}: {c.dtype}" for c in self.columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "table",
+            "columns": [
+                {"name": c.name, "kind": c.kind, "dtype": c.dtype}
+                | ({"categories": list(c.categories)} if c.categories is not None else {})
+                for c in self.columns
+            ],
+        }
+
+
+Schema = Union[TensorSchema, TableSchema]
+
+
+def infer_schema(data: Any) -> Schema:
+    """Infer the schema of rows of ``data`` (an array-like or a pandas DataFrame)."""
+    if _is_dataframe(data):
+        return TableSchema(tuple(_column_of(name, data[name]) for name in data.columns))
+    array = np.asarray(data)
+    if array.ndim == 0:
+        raise InputError("a sample must have rows: got a single value; wrap it in a list")
+    kind = _kind_of_array(array)
+    dtype = "object" if kind in (STR, ANY) else str(array.dtype)
+    return TensorSchema(kind=kind, dtype=dtype, shape=tuple(array.shape[1:]))
+
+
+def schema_from_dict(spec: dict[str, Any]) -> Schema:
+    """Rebuild a schema from its ``to_dict`` form (as stored in bundle.json)."""
+    if spec["type"] == "tensor":
+        return TensorSchema(kind=spec["kind"], dtype=spec["dtype"], shape=tuple(spec["shape"]))
+    return TableSchema(
+        tuple(
+            Column(
+                c["name"], c["kind"], c["dtype"],
+                tuple(c["categories"]) if "categories" in c else None,
+            )
+            for c in spec["columns"]
+        )
+    )
+
+
+def as_rows(sample: Any) -> Any:
+    """Normalise a user-given sample to a NumPy array or a DataFrame, the two shapes a schema knows."""
+    if _is_dataframe(sample) or isinstance(sample, np.ndarray):
+        return sample
+    if type(sample).__module__.startswith("pandas") and hasattr(sample, "to_numpy"):
+        return sample.to_numpy()
+    if isinstance(sample, (list, tuple)) and sample and all(isinstance(r, dict) for r in sample):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(sample)
+    if isinstance(sample, (list, tuple)):
+        return np.asarray(sample)
+    raise InputError(
+        f"cannot use a {type(sample).__name__} as a sample: pass a NumPy array, a pandas DataFrame "
+        "or a list of rows"
+    )
+
+
+def head(data: Any, rows: int) -> Any:
+    """The first ``rows`` rows of an array or DataFrame."""
+    return data.iloc[:rows] if _is_dataframe(data) else data[:rows]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert model data (NumPy, pandas, scalars) into plain JSON values; NaN becomes ``None``."""
+    return orjson.loads(dumps(value))
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise model data to JSON bytes, fast, with NumPy and pandas values encoded natively."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):  # object or string arrays, which orjson does not take natively
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if _is_dataframe(value):
+        return value.to_dict(orient="records")
+    module = type(value).__module__
+    if module.startswith("pandas"):
+        if hasattr(value, "isoformat"):
+            return None if value != value else value.isoformat()  # NaT is not equal to itself
+        if hasattr(value, "tolist"):
+            return value.tolist()
+        if value is _pandas_na():
+            return None
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, float) or hasattr(value, "__float__"):
+        return float(value)
+    raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
+
+
+def _pandas_na() -> Any:
+    import pandas as pd
+
+    return pd.NA
+
+
+def _is_dataframe(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
+
+
+def _column_of(name: Any, series: Any) -> Column:
+    import pandas as pd
+
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return Column(str(name), CATEGORY, "category", tuple(to_jsonable(dtype.categories.to_numpy())))
+    if pd.api.types.is_bool_dtype(dtype):
+        return Column(str(name), BOOL, str(dtype))
+    if pd.api.types.is_integer_dtype(dtype):
+        return Column(str(name), INT, str(dtype))
+    if pd.api.types.is_float_dtype(dtype):
+        return Column(str(name), FLOAT, str(dtype))
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return Column(str(name), DATETIME, str(dtype))
+    values = series.dropna()
+    if all(isinstance(v, str) for v in values):
+        return Column(str(name), STR, str(dtype))
+    return Column(str(name), ANY, str(dtype))
+
+
+def _kind_of_array(array: np.ndarray) -> str:
+    code = array.dtype.kind
+    if code == "f":
+        return FLOAT
+    if code in "iu":
+        return INT
+    if code == "b":
+        return BOOL
+    if code in "US":
+        return STR
+    if code == "M":
+        return DATETIME
+    if code == "O" and all(isinstance(v, str) or v is None for v in array.ravel()):
+        return STR
+    return ANY
+
+
+def _numpy_dtype(column: Column) -> str:
+    """The NumPy dtype that carries a column's values before pandas casts them ("Int64" → "int64")."""
+    if column.kind in (FLOAT, INT, BOOL):
+        try:
+            return str(np.dtype(column.dtype))
+        except TypeError:  # a pandas extension dtype: Int64, Float32, boolean
+            return {"boolean": "bool"}.get(column.dtype, column.dtype.lower())
+    return "object"
+
+
+def _require_rows(instances: Any) -> None:
+    if not isinstance(instances, list):
+        raise InputError(f'"instances" must be a list of rows, got {_type_name(instances)}')
+    if not instances:
+        raise InputError('"instances" is empty: send at least one row')
+
+
+def _as_array(rows: list[Any], shape: tuple[int, ...]) -> np.ndarray:
+    """``np.asarray`` of the rows, checked against the per-row shape, with an error naming the first bad row."""
+    try:
+        array = np.asarray(rows)
+    except (ValueError, TypeError):  # ragged rows
+        array = None
+    if array is not None and array.shape == (len(rows), *shape):
+        return array
+    for i, row in enumerate(rows):
+        found = _shape_of(row)
+        if found != shape:
+            if not shape:
+                raise InputError(f"row {i}: expected a single value, got {_describe_value(row)}")
+            if found is None or len(found) != len(shape):
+                raise InputError(f"row {i}: expected a list of shape {list(shape)}, got {_describe_value(row)}")
+            raise InputError(f"row {i} has shape {list(found)}, expected {list(shape)}")
+    raise InputError(f"rows do not form an array of row shape {list(shape)}")
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    """The shape of a nested list, or None where its rows are ragged."""
+    if not isinstance(value, list):
+        return ()
+    if not value:
+        return (0,)
+    inner = {_shape_of(v) for v in value}
+    if len(inner) != 1 or None in inner:
+        return None
+    return (len(value), *inner.pop())
+
+
+def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature: str | None) -> np.ndarray:
+    """Cast ``array`` (``np.asarray(rows)``) to ``dtype``, refusing values of the wrong kind.
+
+    The common case is one dtype check; ``rows`` is walked only when NumPy's guess is not already right.
+    """
+    code = array.dtype.kind
+    if kind == FLOAT:
+        if code in "fiub":
+            return array.astype(dtype, copy=False)
+        _check(rows, lambda v: v is None or _is_number(v), "a number or null", feature)
+        return np.array(rows, dtype=dtype)  # null becomes NaN
+    if kind == INT:
+        if code in "iu":
+            return array.astype(dtype, copy=False)
+        _check(rows, lambda v: _is_number(v) and float(v).is_integer(), "an integer", feature)
+        return np.array(rows, dtype=dtype)
+    if kind == BOOL:
+        if code != "b":
+            _check(rows, lambda v: isinstance(v, bool), "true or false", feature)
+        return array
+    if kind == STR and code != "U":
+        _check(rows, lambda v: v is None or isinstance(v, str), "a string or null", feature)
+    return array if code == "O" else np.array(rows, dtype=object)
+
+
+def _check(rows: list[Any], ok: Any, expected: str, feature: str | None) -> None:
+    """Raise an InputError at the first element of ``rows`` that ``ok`` refuses."""
+    for index, value in _walk(rows):
+        if not ok(value):
+            where = f"row {index[0]}" + (f", feature '{feature}'" if feature is not None else "")
+            if feature is None and len(index) > 1:
+                where += ", position " + ",".join(str(i) for i in index[1:])
+            raise InputError(f"{where}: expected {expected}, got {_describe_value(value)}")
+
+
+def _walk(value: Any, index: tuple[int, ...] = ()) -> Any:
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, (*index, i))
+    else:
+        yield index, value
+
+
+def _categorical(values: list[Any], column: Column) -> Any:
+    import pandas as pd
+
+    known = set(column.categories or ())
+    for i, value in enumerate(values):
+        if value is not None and value not in known:
+            raise InputError(
+                f"row {i}, feature '{column.name}': unknown category {_describe_value(value)}; "
+                f"known: {_quoted(list(column.categories or ()))}"
+            )
+    return pd.Categorical(values, categories=list(column.categories or ()))
+
+
+def _datetimes(values: list[Any], column: Column) -> Any:
+    import pandas as pd
+
+    for i, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"row {i}, feature '{column.name}': expected a date-time string, got {_describe_value(value)}")
+        try:
+            pd.Timestamp(value)
+        except (ValueError, TypeError) as error:
+            raise InputError(f"row {i}, feature '{column.name}': {value!r} is not a date-time ({error})") from None
+    return pd.to_datetime(values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _describe_value(value: Any) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{_type_name(value)} {text}"
+
+
+def _quoted(names: list[Any]) -> str:
+    return ", ".join(f"'{n}'" for n in names)

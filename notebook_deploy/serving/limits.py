@@ -1,0 +1,81 @@
+"""ASGI middleware that refuses request bodies over a size limit with a JSON 413."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# A refused body is still read and thrown away up to this many bytes, so that a client which sends the
+# whole body before reading the answer sees the 413 instead of a reset connection.
+_DRAIN_BYTES = 256 * 1024 * 1024
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Answer 413 to requests whose body exceeds ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(receive, send, int(declared))
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if started:
+                raise
+            await self._refuse(receive, send, None)
+
+    async def _refuse(self, receive: Receive, send: Send, declared: int | None) -> None:
+        drained = 0
+        more = True
+        while more and drained < _DRAIN_BYTES:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            more = message.get("more_body", False) and message["type"] == "http.request"
+        size = f"{declared} bytes" if declared is not None else "more than that"
+        body = orjson.dumps(
+            {"detail": f"the request body is {size}; the limit is {self.max_bytes} bytes: send fewer rows per request"}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

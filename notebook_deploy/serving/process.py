@@ -1,0 +1,173 @@
+"""A bundle served on localhost by a child process, and the handle to talk to it and stop it.
+
+The child is ``python -m notebook_deploy serve``, the same code path as the CLI. It is stopped when the
+handle's ``stop`` is called, when the ``with`` block ends, when the Python process that started it exits
+normally (atexit), and, should that process die without cleaning up, by the child itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import orjson
+import requests
+
+from .. import display
+from ..api import load
+from ..bundle import Bundle
+from ..errors import InputError, ServeError
+from ..schema import as_rows, dumps
+from ..store import Store
+from .runner import PARENT_PID_VARIABLE
+
+_RUNNING: "weakref.WeakSet[Server]" = weakref.WeakSet()
+_WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() still reads; removed at exit
+
+
+class Server:
+    """A running local server for one bundle. Get one from ``notebook_deploy.serve``."""
+
+    def __init__(self, bundle: Bundle, process: subprocess.Popen[bytes], url: str, workdir: Path) -> None:
+        self.bundle = bundle
+        self.url = url
+        self._process = process
+        self._workdir = workdir
+        self._session = requests.Session()
+        _RUNNING.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    @property
+    def docs_url(self) -> str:
+        return f"{self.url}/docs"
+
+    def predict(self, data: Any, method: str = "predict", timeout: float = 60) -> Any:
+        """Send ``data`` (rows as for ``Bundle.predict``) over HTTP and decode the answer to the type the
+        model returns (an array, or a DataFrame). A 422 raises ``InputError``, other errors ``ServeError``."""
+        instances = self.bundle.input_schema.encode(as_rows(data))
+        response = self.post(method, {"instances": instances}, timeout=timeout)
+        if response.status_code == 422:
+            raise InputError(response.json()["detail"])
+        if response.status_code != 200:
+            raise ServeError(f"{self.url}/{method} answered {response.status_code}: {_detail(response)}")
+        return self.bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
+
+    def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
+        """POST ``payload`` as JSON to ``path`` on this server and return the raw response."""
+        return self._session.post(
+            f"{self.url}/{path.lstrip('/')}", data=dumps(payload),
+            headers={"content-type": "application/json"}, timeout=timeout,
+        )
+
+    def logs(self) -> str:
+        """Everything the server has written to its standard output and error."""
+        try:
+            return (self._workdir / "server.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop the server (gracefully, then by force after ``timeout`` seconds)."""
+        if self.running:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._session.close()
+        _RUNNING.discard(self)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _summary(self) -> list[tuple[str, str]]:
+        return [
+            ("url", self.url),
+            ("docs", self.docs_url),
+            ("status", "running" if self.running else f"stopped (exit code {self._process.returncode})"),
+            ("methods", ", ".join(f"POST /{m}" for m in self.bundle.methods)),
+            ("pid", str(self.pid)),
+        ]
+
+    def __repr__(self) -> str:
+        return f"<Server {self.bundle.ref} at {self.url} ({'running' if self.running else 'stopped'})>"
+
+    def __str__(self) -> str:
+        return display.text_table(f"Server for {self.bundle.ref}", self._summary())
+
+    def _repr_html_(self) -> str:
+        link = f"<p><a href='{self.docs_url}' target='_blank'>Open the API docs</a></p>"
+        return display.html_table(f"Server for {self.bundle.ref}", self._summary()) + link
+
+
+def serve(
+    ref: str | os.PathLike[str] | Bundle,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    max_body_bytes: int | None = None,
+    timeout: float = 120,
+) -> Server:
+    """Serve a bundle (a Bundle, a reference or a path) on ``host:port`` in a child process and return
+    once it answers; ``port=0`` picks a free port. Stop it with ``.stop()`` or a ``with`` block."""
+    bundle = load(ref, store)
+    workdir = Path(tempfile.mkdtemp(prefix="notebook-deploy-server-"))
+    _WORKDIRS.append(workdir)
+    ready_file = workdir / "ready.json"
+    command = [
+        sys.executable, "-m", "notebook_deploy", "serve", str(bundle.path),
+        "--host", host, "--port", str(port), "--ready-file", str(ready_file),
+    ]
+    if max_body_bytes is not None:
+        command += ["--max-body-bytes", str(max_body_bytes)]
+    env = dict(os.environ, **{PARENT_PID_VARIABLE: str(os.getpid())})
+    with open(workdir / "server.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + timeout
+    while not ready_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log_text = (workdir / "server.log").read_text(errors="replace").strip()
+            reason = "did not start in time" if process.returncode in (None, -9) else f"exited with {process.returncode}"
+            raise ServeError(f"the server for {bundle.ref} {reason}. Its output:\n{log_text[-3000:]}")
+        time.sleep(0.02)
+    url = json.loads(ready_file.read_text())["url"]
+    return Server(bundle, process, url, workdir)
+
+
+def _detail(response: requests.Response) -> str:
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:500]
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+    for workdir in _WORKDIRS:
+        shutil.rmtree(workdir, ignore_errors=True)

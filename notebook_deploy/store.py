@@ -1,0 +1,275 @@
+"""The local store of versioned bundles.
+
+Layout under the root (``~/.notebook_deploy``, or ``$NOTEBOOK_DEPLOY_HOME``)::
+
+    bundles/NAME/VERSION/   one immutable bundle directory per version
+    bundles/NAME/tags.json  {"latest": VERSION, "prod": VERSION, ...}
+    tmp/                    bundles being written, and versions being deleted
+    lock                    the file whose lock serialises writers
+
+A bundle is written in ``tmp/`` and renamed into place only when complete, so a reader never sees half
+a version, and a capture killed halfway leaves only a staging directory that the next writer removes.
+Every change to ``bundles/`` holds an exclusive ``flock`` on ``lock``; tags are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .bundle import Bundle, extract_archive, read_manifest
+from .errors import BundleIntegrityError, BundleReferenceError
+
+LATEST = "latest"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+VERSION_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+
+
+def default_root() -> Path:
+    """``$NOTEBOOK_DEPLOY_HOME`` if set, else ``~/.notebook_deploy``."""
+    return Path(os.environ.get("NOTEBOOK_DEPLOY_HOME") or Path.home() / ".notebook_deploy")
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``name[:tag-or-version]`` into its parts; a bare name means ``name:latest``."""
+    name, _, selector = ref.partition(":")
+    check_name(name)
+    return name, selector or LATEST
+
+
+def check_name(name: str) -> None:
+    """Raise unless ``name`` can name a bundle (and so, later, an image repository)."""
+    if not NAME_PATTERN.match(name):
+        raise BundleReferenceError(
+            f"{name!r} is not a valid bundle name: use lowercase letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (at most 128 characters)"
+        )
+
+
+def check_tag(tag: str) -> None:
+    """Raise unless ``tag`` can be a tag: not a version id, which would make references ambiguous."""
+    if not TAG_PATTERN.match(tag) or VERSION_PATTERN.match(tag):
+        raise BundleReferenceError(
+            f"{tag!r} is not a valid tag: use letters, digits, '.', '_' and '-' (at most 128), "
+            "and not 12 hex digits, which read as a version id"
+        )
+
+
+def name_from(text: str) -> str:
+    """Make a valid bundle name from any text: ``'RandomForestClassifier'`` → ``'randomforestclassifier'``."""
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return cleaned[:128] or "model"
+
+
+class Store:
+    """A directory of versioned bundles with tags. ``Store()`` opens the default one."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    @property
+    def _bundles(self) -> Path:
+        return self.root / "bundles"
+
+    @property
+    def _tmp(self) -> Path:
+        return self.root / "tmp"
+
+    # -- reading ----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """The names that have at least one version, sorted."""
+        if not self._bundles.is_dir():
+            return []
+        return sorted(p.name for p in self._bundles.iterdir() if p.is_dir() and self._versions_of(p.name))
+
+    def list(self, name: str | None = None) -> list[Bundle]:
+        """Every version (of ``name``, or of all names), oldest first; manifests are read, files not hashed."""
+        names = [name] if name is not None else self.names()
+        bundles = []
+        for each in names:
+            for version in self._versions_of(each):
+                path = self._bundles / each / version
+                bundles.append(Bundle(path, read_manifest(path)))
+        return sorted(bundles, key=lambda b: (b.name, b.created, b.version))
+
+    def tags(self, name: str) -> dict[str, str]:
+        """The tags of ``name``: tag → version."""
+        check_name(name)
+        try:
+            return json.loads((self._bundles / name / "tags.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def tags_of(self, bundle: Bundle) -> list[str]:
+        """The tags that point at ``bundle``'s version."""
+        return sorted(t for t, v in self.tags(bundle.name).items() if v == bundle.version)
+
+    def resolve(self, ref: str) -> tuple[str, str]:
+        """``(name, version)`` for a reference: ``name``, ``name:latest``, ``name:TAG``, ``name:VERSION``
+        (or a unique prefix of at least 4 digits of one)."""
+        name, selector = parse_ref(ref)
+        versions = self._versions_of(name)
+        if not versions:
+            known = ", ".join(self.names()) or "none yet: capture a model first"
+            raise BundleReferenceError(f"no bundle named {name!r} in {self.root} (names: {known})")
+        tags = self.tags(name)
+        if selector in tags and tags[selector] in versions:
+            return name, tags[selector]
+        if selector == LATEST:
+            return name, self._newest(name, versions)
+        matches = [v for v in versions if v.startswith(selector)] if len(selector) >= 4 else []
+        if len(matches) == 1:
+            return name, matches[0]
+        if len(matches) > 1:
+            raise BundleReferenceError(f"{ref!r} is ambiguous: it starts {len(matches)} versions; give more digits")
+        raise BundleReferenceError(
+            f"{name!r} has no tag or version {selector!r}; tags: {', '.join(sorted(tags)) or 'none'}; "
+            f"see `notebook-deploy list {name}`"
+        )
+
+    def get(self, ref: str, verify: bool = True) -> Bundle:
+        """The bundle a reference names, its files checked against the manifest unless ``verify=False``."""
+        name, version = self.resolve(ref)
+        return Bundle.open(self._bundles / name / version, verify=verify)
+
+    def latest_version(self, name: str) -> str | None:
+        """The version ``name`` resolves to, or None if there is none."""
+        try:
+            return self.resolve(name)[1]
+        except BundleReferenceError:
+            return None
+
+    # -- writing ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh directory to write a bundle in, removed on exit unless ``commit`` moved it into place."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"stage-{os.getpid()}-", dir=self._tmp))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def commit(self, staged: Path, manifest: dict, tag_latest: bool = True) -> Bundle:
+        """Move a sealed bundle from ``staged`` into place and point ``latest`` at it.
+
+        Committing a version that is already there keeps the existing one: versions derive from content.
+        """
+        name, version = manifest["name"], manifest["version"]
+        with self._locked():
+            target = self._bundles / name / version
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staged, target)
+            if tag_latest:
+                self._set_tag(name, LATEST, version)
+        return Bundle.open(target, verify=False)
+
+    def tag(self, ref: str, tag: str) -> Bundle:
+        """Point ``tag`` at the version ``ref`` names; moving ``latest`` back is a rollback."""
+        check_tag(tag)
+        with self._locked():
+            name, version = self.resolve(ref)
+            self._set_tag(name, tag, version)
+        return self.get(f"{name}:{version}", verify=False)
+
+    def untag(self, name: str, tag: str) -> None:
+        """Remove ``tag`` from ``name``."""
+        with self._locked():
+            tags = self.tags(name)
+            if tag not in tags:
+                raise BundleReferenceError(f"{name!r} has no tag {tag!r}")
+            del tags[tag]
+            self._write_tags(name, tags)
+
+    def delete(self, ref: str) -> Bundle:
+        """Delete the version ``ref`` names and the tags on it; ``latest`` falls back to the newest left."""
+        with self._locked():
+            name, version = self.resolve(ref)
+            bundle = Bundle.open(self._bundles / name / version, verify=False)
+            self._remove_dir(self._bundles / name / version)
+            tags = {t: v for t, v in self.tags(name).items() if v != version}
+            remaining = self._versions_of(name)
+            if remaining:
+                tags.setdefault(LATEST, self._newest(name, remaining))
+                self._write_tags(name, tags)
+            else:
+                self._remove_dir(self._bundles / name)
+        return bundle
+
+    def import_archive(self, archive: str | os.PathLike[str], tag_latest: bool = True) -> Bundle:
+        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash."""
+        with self.staging() as staged:
+            extract_archive(Path(archive), staged)
+            bundle = Bundle.open(staged)  # verifies
+            check_name(bundle.name)
+            if not VERSION_PATTERN.match(bundle.version):
+                raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")
+            return self.commit(staged, bundle.manifest, tag_latest=tag_latest)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _versions_of(self, name: str) -> list[str]:
+        directory = self._bundles / name
+        if not directory.is_dir():
+            return []
+        return [p.name for p in directory.iterdir() if VERSION_PATTERN.match(p.name) and (p / "bundle.json").is_file()]
+
+    def _newest(self, name: str, versions: list[str]) -> str:
+        return max(versions, key=lambda v: (read_manifest(self._bundles / name / v)["created"], v))
+
+    def _set_tag(self, name: str, tag: str, version: str) -> None:
+        tags = self.tags(name)
+        tags[tag] = version
+        self._write_tags(name, tags)
+
+    def _write_tags(self, name: str, tags: dict[str, str]) -> None:
+        path = self._bundles / name / "tags.json"
+        temporary = path.with_name(f".tags.{os.getpid()}.json")
+        temporary.write_text(json.dumps(tags, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+
+    def _remove_dir(self, path: Path) -> None:
+        """Take ``path`` out of view in one rename, then delete it."""
+        doomed = Path(tempfile.mkdtemp(prefix=f"delete-{os.getpid()}-", dir=self._tmp))
+        os.rename(path, doomed / path.name)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(exist_ok=True)
+        with open(self.root / "lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                self._clean_stale_staging()
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _clean_stale_staging(self) -> None:
+        """Remove what writers that died (a capture killed halfway) left in ``tmp/``."""
+        for entry in self._tmp.iterdir():
+            match = re.match(r"^(?:stage|delete)-(\d+)-", entry.name)
+            if match and not _process_alive(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
