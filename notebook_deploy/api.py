@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .bundle import MANIFEST, Bundle
+from .bundle import Bundle
 from .store import Store
 
 
@@ -15,7 +15,7 @@ def load(ref: str | os.PathLike[str] | Bundle, store: Store | str | os.PathLike[
     ``BundleIntegrityError`` naming it."""
     if isinstance(ref, Bundle):
         return ref
-    if isinstance(ref, os.PathLike) or (Path(ref) / MANIFEST).is_file():
+    if isinstance(ref, os.PathLike) or os.sep in ref or Path(ref).is_dir():  # names cannot hold a separator
         return Bundle.open(Path(ref))
     store = store if isinstance(store, Store) else Store(store)
     return store.get(str(ref))

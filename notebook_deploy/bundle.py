@@ -258,7 +258,7 @@ def write_archive(directory: Path, destination: Path, mtime: int) -> None:
 
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.part")
     try:
-        with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime) as gz:
+        with open(temporary, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=mtime) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for file in sorted(directory.iterdir()):
                     info = tarfile.TarInfo(file.name)

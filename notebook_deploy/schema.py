@@ -31,7 +31,7 @@ _JSON_TYPES = {
     INT: {"type": "integer"},
     BOOL: {"type": "boolean"},
     STR: {"type": ["string", "null"]},
-    DATETIME: {"type": "string", "format": "date-time"},
+    DATETIME: {"type": ["string", "null"], "format": "date-time"},
     ANY: {},
 }
 
@@ -370,7 +370,7 @@ def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature:
         _check(rows, lambda v: v is None or _is_number(v), "a number or null", feature)
         return np.array(rows, dtype=dtype)  # null becomes NaN
     if kind == INT:
-        if code in "iu":
+        if code in "iub":
             return array.astype(dtype, copy=False)
         _check(rows, lambda v: _is_number(v) and float(v).is_integer(), "an integer", feature)
         return np.array(rows, dtype=dtype)
@@ -378,7 +378,7 @@ def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature:
         if code != "b":
             _check(rows, lambda v: isinstance(v, bool), "true or false", feature)
         return array
-    if kind == STR and code != "U":
+    if kind == STR:  # checked even when NumPy made strings: it turns ["a", 5] into ["a", "5"]
         _check(rows, lambda v: v is None or isinstance(v, str), "a string or null", feature)
     return array if code == "O" else np.array(rows, dtype=object)
 
@@ -420,15 +420,24 @@ def _datetimes(values: list[Any], column: Column) -> Any:
     for i, value in enumerate(values):
         if value is not None and not isinstance(value, str):
             raise InputError(f"row {i}, feature '{column.name}': expected a date-time string, got {_describe_value(value)}")
-        try:
-            pd.Timestamp(value)
-        except (ValueError, TypeError) as error:
-            raise InputError(f"row {i}, feature '{column.name}': {value!r} is not a date-time ({error})") from None
-    return pd.to_datetime(values)
+    try:
+        return pd.to_datetime(values, format="ISO8601").astype(column.dtype)
+    except (ValueError, TypeError) as error:
+        for i, value in enumerate(values):
+            try:
+                pd.to_datetime([value], format="ISO8601").astype(column.dtype)
+            except (ValueError, TypeError):
+                raise InputError(
+                    f"row {i}, feature '{column.name}': {value!r} is not a date-time of this feature's kind "
+                    f"({column.dtype}): send ISO 8601 text such as '2024-01-31T12:00:00'"
+                ) from None
+        raise InputError(f"feature '{column.name}': {error}") from None
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # JSON true and false count as 1 and 0 where numbers go: NumPy casts them so on the vectorised path,
+    # and refusing them there would cost a scan of every value of every request.
+    return isinstance(value, (int, float))
 
 
 def _type_name(value: Any) -> str:

@@ -34,16 +34,17 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(receive, send, int(declared))
+            await self._refuse(receive, send, int(declared), body_done=False)
             return
         received = 0
-        started = False
+        started = body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise _TooLarge
             return message
@@ -58,11 +59,11 @@ class BodySizeLimit:
         except _TooLarge:
             if started:
                 raise
-            await self._refuse(receive, send, None)
+            await self._refuse(receive, send, None, body_done)
 
-    async def _refuse(self, receive: Receive, send: Send, declared: int | None) -> None:
+    async def _refuse(self, receive: Receive, send: Send, declared: int | None, body_done: bool) -> None:
         drained = 0
-        more = True
+        more = not body_done  # once the body is complete, receive() only waits for the client to leave
         while more and drained < _DRAIN_BYTES:
             message = await receive()
             drained += len(message.get("body", b""))

@@ -1,0 +1,75 @@
+"""Shared fixtures: small fitted models and their data, and a store in a temporary folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import notebook_deploy as nd
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """No test touches the user's own store."""
+    monkeypatch.setenv("NOTEBOOK_DEPLOY_HOME", str(tmp_path / "default-store"))
+
+
+@pytest.fixture
+def store(tmp_path) -> nd.Store:
+    return nd.Store(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def iris():
+    return load_iris(return_X_y=True)
+
+
+@pytest.fixture(scope="session")
+def forest(iris):
+    X, y = iris
+    return RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def customers() -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 300),
+            "income": rng.normal(50.0, 12.0, 300),
+            "city": rng.choice(["paris", "rome", "oslo"], 300),
+        }
+    )
+    return frame, (frame["age"] + rng.normal(0, 10, 300) > 45).astype(int)
+
+
+@pytest.fixture(scope="session")
+def pipeline(customers):
+    frame, target = customers
+    preprocess = ColumnTransformer(
+        [("num", StandardScaler(), ["age", "income"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]
+    )
+    return make_pipeline(preprocess, LogisticRegression()).fit(frame, target)
+
+
+@pytest.fixture(scope="session")
+def session_store(tmp_path_factory) -> nd.Store:
+    """A store shared by tests that only read the bundles captured into it."""
+    return nd.Store(tmp_path_factory.mktemp("session-store"))
+
+
+@pytest.fixture(scope="session")
+def forest_bundle(forest, iris, session_store) -> nd.Bundle:
+    return nd.capture(forest, name="forest", sample=iris[0][:5], store=session_store)
+
+
+@pytest.fixture(scope="session")
+def pipeline_bundle(pipeline, customers, session_store) -> nd.Bundle:
+    return nd.capture(pipeline, name="customers", sample=customers[0].head(), store=session_store)

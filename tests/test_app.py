@@ -1,0 +1,141 @@
+"""The generated ASGI app, driven in-process through Starlette's TestClient."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+import notebook_deploy as nd
+
+
+@pytest.fixture(scope="module")
+def forest_client(forest_bundle):
+    with TestClient(nd.create_app(forest_bundle, max_body_bytes=64 * 1024)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def pipeline_client(pipeline_bundle):
+    with TestClient(nd.create_app(pipeline_bundle)) as client:
+        yield client
+
+
+def test_predictions_over_http_equal_in_process(forest_client, forest, iris):
+    X = iris[0][::7]
+    for method in ("predict", "predict_proba", "predict_log_proba"):
+        response = forest_client.post(f"/{method}", json={"instances": X.tolist()})
+        assert response.status_code == 200, response.text
+        expected = getattr(forest, method)(X)
+        got = np.asarray(response.json()["predictions"], dtype=float)
+        got[np.isnan(got)] = -np.inf  # JSON has no infinity: log(0) travels as null
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_pandas_pipeline_takes_rows_as_objects_or_lists(pipeline_client, pipeline, customers):
+    frame = customers[0].head(30)
+    expected = pipeline.predict_proba(frame).tolist()
+    as_objects = pipeline_client.post("/predict_proba", json={"instances": frame.to_dict(orient="records")})
+    as_lists = pipeline_client.post("/predict_proba", json={"instances": frame.values.tolist()})
+    assert as_objects.json()["predictions"] == expected
+    assert as_lists.json()["predictions"] == expected
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"", 400, "not valid JSON"),
+        (b"[[1, 2, 3, 4]]", 422, '{"instances": [row, ...]}'),
+        (b'{"rows": [[1, 2, 3, 4]]}', 422, '{"instances": [row, ...]}'),
+        (b'{"instances": []}', 422, "empty"),
+        (b'{"instances": [[1, 2, 3]]}', 422, "row 0 has shape [3], expected [4]"),
+        (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 4, 5]]}', 422, "row 1 has shape [5], expected [4]"),
+        (b'{"instances": [[1, 2, "three", 4]]}', 422, 'row 0, position 2: expected a number or null, got a string "three"'),
+        (b'{"instances": [[1, 2, "3", 4]]}', 422, "expected a number"),
+        (b'{"instances": [1, 2, 3, 4]}', 422, "row 0: expected a list of shape [4]"),
+    ],
+)
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(forest_client, body, status, fragment):
+    response = forest_client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert fragment in response.json()["detail"]
+    assert forest_client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "row, fragment",
+    [
+        ({"age": 30, "income": 50.0}, "row 0: missing feature 'city'"),
+        ({"age": 30, "income": 50.0, "city": "rome", "zip": 1}, "unknown feature 'zip'"),
+        ({"age": "thirty", "income": 50.0, "city": "rome"}, "row 0, feature 'age': expected an integer"),
+        ({"age": 30, "income": "high", "city": "rome"}, "row 0, feature 'income': expected a number"),
+        ({"age": 30, "income": 50.0, "city": 7}, "row 0, feature 'city': expected a string"),
+        ([30, 50.0], "row 0 has 2 values, expected 3"),
+    ],
+)
+def test_table_errors_name_the_feature(pipeline_client, row, fragment):
+    response = pipeline_client.post("/predict", json={"instances": [row]})
+    assert response.status_code == 422
+    assert fragment in response.json()["detail"]
+
+
+def test_oversized_bodies_are_refused_declared_or_streamed(forest_client):
+    big = orjson.dumps({"instances": [[1.0, 2.0, 3.0, 4.0]] * 10_000})
+    assert len(big) > 64 * 1024
+    declared = forest_client.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert "limit is 65536 bytes" in declared.json()["detail"]
+
+    def chunks():
+        for start in range(0, len(big), 4096):
+            yield big[start : start + 4096]
+
+    streamed = forest_client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert forest_client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+
+
+class _FragileModel:
+    """Raises on negative input, like a model with an assertion in its feature code."""
+
+    def predict(self, rows):
+        rows = np.asarray(rows)
+        if (rows < 0).any():
+            raise ValueError("negative values are not supported")
+        return rows.sum(axis=1)
+
+
+def test_a_model_that_raises_gets_a_json_500_and_serving_goes_on(store):
+    bundle = nd.capture(_FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
+    with TestClient(nd.create_app(bundle)) as client:
+        failed = client.post("/predict", json={"instances": [[-1.0, 2.0]]})
+        assert failed.status_code == 500
+        assert failed.json() == {"detail": "the model's predict raised ValueError: negative values are not supported"}
+        assert client.post("/predict", json={"instances": [[1.0, 2.0]]}).json() == {"predictions": [3.0]}
+
+
+def test_string_labels_and_health_endpoints(store, iris):
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = iris
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    bundle = nd.capture(DecisionTreeClassifier(random_state=0).fit(X, labels), name="named", sample=X[:5], store=store)
+    with TestClient(nd.create_app(bundle)) as client:
+        assert client.post("/predict", json={"instances": X[:2].tolist()}).json() == {"predictions": ["setosa", "setosa"]}
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"ready": True, "model": bundle.ref, "sample_check": "match"}
+        meta = client.get("/metadata").json()
+        assert (meta["name"], meta["version"]) == ("named", bundle.version)
+        assert meta["schema"]["outputs"]["predict"]["kind"] == "str"
+
+
+def test_openapi_documents_each_method_with_schema_and_example(forest_client, forest_bundle):
+    spec = forest_client.get("/openapi.json").json()
+    assert {"/predict", "/predict_proba", "/predict_log_proba", "/healthz", "/readyz", "/metadata"} <= set(spec["paths"])
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    row = body["schema"]["properties"]["instances"]["items"]
+    assert (row["minItems"], row["maxItems"]) == (4, 4)
+    assert body["example"] == {"instances": forest_bundle.sample["instances"]}
+    assert forest_client.get("/docs").status_code == 200

@@ -1,0 +1,173 @@
+"""Capture of live models: package state, pickling of local code, methods, samples and naming."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+
+import numpy as np
+import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.linear_model import LogisticRegression
+
+import notebook_deploy as nd
+from notebook_deploy.errors import CaptureError
+
+
+def _lock(bundle: nd.Bundle) -> dict[str, str]:
+    return dict(line.split("==") for line in bundle.lock())
+
+
+def test_lock_pins_what_a_numpy_model_needs_and_nothing_else(forest_bundle):
+    import boto3  # noqa: F401  - loaded in this process, yet not needed by the model
+
+    lock = _lock(forest_bundle)
+    for name in ("scikit-learn", "numpy", "scipy"):
+        assert lock[name] == metadata.version(name)
+    assert not {"boto3", "botocore", "pandas", "notebook-deploy", "pytest"} & set(lock)
+    assert forest_bundle.requirements == [f"scikit-learn=={metadata.version('scikit-learn')}"]
+
+
+def test_lock_of_a_pandas_pipeline_pins_pandas(pipeline_bundle):
+    lock = _lock(pipeline_bundle)
+    for name in ("scikit-learn", "numpy", "scipy", "pandas"):
+        assert lock[name] == metadata.version(name)
+    assert "boto3" not in lock
+
+
+def test_environment_snapshot_lists_everything_installed(forest_bundle):
+    names = {d["name"].lower() for d in forest_bundle.environment()["distributions"]}
+    assert {"boto3", "scikit-learn", "pytest"} <= names
+
+
+def test_same_capture_twice_is_the_same_version(forest, iris, store):
+    first = nd.capture(forest, name="forest", sample=iris[0][:5], store=store)
+    second = nd.capture(forest, name="forest", sample=iris[0][:5], store=store)
+    assert first.version == second.version
+    assert len(store.list("forest")) == 1
+
+
+def test_a_changed_model_is_a_new_version_whose_parent_is_the_last(iris, store):
+    X, y = iris
+    first = nd.capture(LogisticRegression(max_iter=500).fit(X, y), name="lr", sample=X[:3], store=store)
+    second = nd.capture(LogisticRegression(max_iter=500, C=0.1).fit(X, y), name="lr", sample=X[:3], store=store)
+    assert first.version != second.version
+    assert first.manifest["parent"] is None
+    assert second.manifest["parent"] == first.version
+    assert store.get("lr").version == second.version
+
+
+def test_name_defaults_to_the_callers_variable(iris, store):
+    X, y = iris
+    churn_model = LogisticRegression(max_iter=500).fit(X, y)
+    assert nd.capture(churn_model, sample=X[:2], store=store).name == "churn_model"
+
+
+def test_inference_methods_and_sample_outputs_are_recorded(forest_bundle, forest, iris):
+    assert forest_bundle.methods == ["predict", "predict_proba", "predict_log_proba"]
+    sample = forest_bundle.sample
+    assert len(sample["instances"]) == 5
+    assert sample["outputs"]["predict"] == forest.predict(iris[0][:5]).tolist()
+    assert forest_bundle.manifest["schema"]["input"] == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4]}
+
+
+class _PartlyBroken:
+    def predict(self, rows):
+        return np.asarray(rows).sum(axis=1)
+
+    def transform(self, rows):
+        raise RuntimeError("transform is not implemented")
+
+
+def test_a_method_that_fails_on_the_sample_is_left_out_with_a_warning(store):
+    bundle = nd.capture(_PartlyBroken(), name="partly", sample=np.ones((2, 3)), store=store)
+    assert bundle.methods == ["predict"]
+    assert any("transform is not served" in w and "not implemented" in w for w in bundle.warnings)
+
+
+def test_a_requested_method_that_fails_refuses_the_capture(store):
+    with pytest.raises(CaptureError, match="transform failed on the sample"):
+        nd.capture(_PartlyBroken(), name="partly", sample=np.ones((2, 3)), methods=["transform"], store=store)
+    assert store.list() == []
+
+
+def test_a_plain_function_is_served_as_predict(store):
+    def double(rows):
+        return np.asarray(rows) * 2
+
+    bundle = nd.capture(double, name="double", sample=[[1.0, 2.0]], store=store)
+    assert bundle.methods == ["predict"]
+    assert nd.load("double", store).predict(np.array([[3.0, 4.0]])).tolist() == [[6.0, 8.0]]
+
+
+def test_without_a_sample_the_error_says_what_to_pass(store):
+    with pytest.raises(CaptureError, match=r"sample=X_train\[:5\]"):
+        nd.capture(_PartlyBroken(), name="nosample", store=store)
+
+
+def test_without_a_sample_a_fitted_estimator_gives_its_feature_count(iris, store):
+    X, y = iris
+    bundle = nd.capture(LogisticRegression(max_iter=500).fit(X, y), name="nosample", store=store)
+    assert bundle.manifest["schema"]["input"]["shape"] == [4]
+    assert any("no sample was given" in w for w in bundle.warnings)
+
+
+class _UnloadableHere:
+    """Pickles fine, but fails to load in any other process."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+    def predict(self, rows):
+        return np.zeros(len(rows))
+
+
+def _refuse_to_load():
+    raise RuntimeError("this object cannot be rebuilt")
+
+
+def test_a_model_that_cannot_load_in_a_fresh_python_is_refused(store):
+    with pytest.raises(CaptureError, match="(?s)could not be loaded.*cannot be rebuilt"):
+        nd.capture(_UnloadableHere(), name="unloadable", sample=np.ones((1, 2)), store=store)
+    assert store.list() == []
+
+
+@pytest.mark.integration
+def test_local_modules_are_shipped_inside_the_pickle(tmp_path, store, iris, monkeypatch):
+    """A helper module next to the notebook is not installed anywhere: the bundle must carry it."""
+    helpers = tmp_path / "src"
+    helpers.mkdir()
+    (helpers / "feature_helpers_xyz.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+
+            def add_ratio(rows):
+                rows = np.asarray(rows)
+                return np.column_stack([rows, rows[:, 0] / rows[:, 1]])
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(helpers))
+    import feature_helpers_xyz
+
+    X, y = iris
+    model = make_pipeline(FunctionTransformer(feature_helpers_xyz.add_ratio), LogisticRegression(max_iter=500)).fit(X, y)
+    bundle = nd.capture(model, name="ratio", sample=X[:5], store=store)
+    assert bundle.manifest["serialization"]["by_value_modules"] == ["feature_helpers_xyz"]
+    assert any("feature_helpers_xyz" in w for w in bundle.warnings)
+
+    # In a fresh Python that cannot import the helper, the bundle still loads and predicts the same.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import sys, json, numpy as np, notebook_deploy as nd\n"
+        "assert 'feature_helpers_xyz' not in sys.modules\n"
+        f"b = nd.load({str(bundle.path)!r})\n"
+        f"print(json.dumps(b.predict(np.array({X[:20].tolist()})).tolist()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == str(model.predict(X[:20]).tolist())
