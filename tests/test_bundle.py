@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
@@ -23,21 +22,16 @@ BUNDLE_FILES = ["bundle.json", "environment.json", "model.pkl", "requirements.tx
 
 
 @pytest.fixture(scope="module")
-def data():
-    return load_iris(return_X_y=True)
-
-
-@pytest.fixture(scope="module")
-def model(data):
-    X, y = data
+def model(iris):
+    X, y = iris
     return LogisticRegression(max_iter=500).fit(X, y)
 
 
 @pytest.fixture(scope="module")
-def captured(model, data, tmp_path_factory) -> nd.Bundle:
+def captured(model, iris, tmp_path_factory) -> nd.Bundle:
     """One capture for the whole module; tests that damage a bundle work on a copy of its directory."""
     store = nd.Store(tmp_path_factory.mktemp("bundle-store"))
-    return nd.capture(model, name="iris-clf", sample=data[0][:5], store=store)
+    return nd.capture(model, name="iris-clf", sample=iris[0][:5], store=store)
 
 
 @pytest.fixture
@@ -358,8 +352,8 @@ def test_content_version_follows_file_hashes(captured):
 
 
 # -- using a bundle ------------------------------------------------------------------------------------
-def test_predict_equals_the_models_own(captured, copy, model, data):
-    X = data[0][::7]
+def test_predict_equals_the_models_own(captured, copy, model, iris):
+    X = iris[0][::7]
     bundle = nd.Bundle.open(copy)
     np.testing.assert_array_equal(bundle.predict(X), model.predict(X))
     np.testing.assert_array_equal(bundle.predict(X, method="predict_proba"), model.predict_proba(X))
@@ -372,14 +366,14 @@ def test_predict_refuses_unknown_method(captured):
         captured.predict(np.zeros((1, 4)), method="transform")
 
 
-def test_bundle_accessors(captured, data, model):
+def test_bundle_accessors(captured, iris, model):
     assert captured.methods[0] == "predict"
     assert "predict_proba" in captured.methods
     assert any(r.startswith("scikit-learn==") for r in captured.requirements)
     assert any(line.startswith("scikit-learn==") for line in captured.lock())
     assert captured.input_schema.to_dict() == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4]}
-    assert captured.sample["instances"] == data[0][:5].tolist()
-    assert captured.sample["outputs"]["predict"] == model.predict(data[0][:5]).tolist()
+    assert captured.sample["instances"] == iris[0][:5].tolist()
+    assert captured.sample["outputs"]["predict"] == model.predict(iris[0][:5]).tolist()
     assert captured.size == sum((captured.path / n).stat().st_size for n in BUNDLE_FILES)
     assert isinstance(captured.environment(), dict)
 

@@ -274,13 +274,17 @@ TABLE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("instances, fragments", [case[1:] for case in TABLE_ERRORS], ids=[c[0] for c in TABLE_ERRORS])
-def test_table_decode_refusals(table, instances, fragments):
+def assert_refused(schema, instances, fragments):
     with pytest.raises(InputError) as info:
-        table.decode(instances)
+        schema.decode(instances)
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("instances, fragments", [case[1:] for case in TABLE_ERRORS], ids=[c[0] for c in TABLE_ERRORS])
+def test_table_decode_refusals(table, instances, fragments):
+    assert_refused(table, instances, fragments)
 
 
 def test_number_in_string_feature_is_refused_after_a_string_row(table):
@@ -333,11 +337,7 @@ TENSOR_ERRORS = [
     "schema, instances, fragments", [case[1:] for case in TENSOR_ERRORS], ids=[c[0] for c in TENSOR_ERRORS]
 )
 def test_tensor_decode_refusals(schema, instances, fragments):
-    with pytest.raises(InputError) as info:
-        schema.decode(instances)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert_refused(schema, instances, fragments)
 
 
 def test_number_in_text_input_is_refused_after_a_string_row():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
@@ -25,21 +24,16 @@ NAME = "clf"
 
 
 @pytest.fixture(scope="module")
-def data():
-    return load_iris(return_X_y=True)
-
-
-@pytest.fixture(scope="module")
-def models(data):
-    X, y = data
+def models(iris):
+    X, y = iris
     return [LogisticRegression(C=c, max_iter=1000).fit(X, y) for c in (1.0, 0.1, 0.01)]
 
 
 @pytest.fixture(scope="module")
-def template(models, data, tmp_path_factory):
+def template(models, iris, tmp_path_factory):
     """A store with three versions of ``clf``, captured in order; tests work on a copy of it."""
     store = nd.Store(tmp_path_factory.mktemp("template") / "store")
-    bundles = [nd.capture(m, name=NAME, sample=data[0][:5], store=store) for m in models]
+    bundles = [nd.capture(m, name=NAME, sample=iris[0][:5], store=store) for m in models]
     return store.root, [b.version for b in bundles]
 
 
@@ -201,7 +195,7 @@ def test_unknown_full_version_is_refused(store):
 
 
 # -- tags and rollback -----------------------------------------------------------------------------------
-def test_rollback_by_moving_latest(store, versions, data):
+def test_rollback_by_moving_latest(store, versions, iris):
     assert store.get(NAME).version == versions[-1]
     bundle = store.tag(f"{NAME}:{versions[0]}", "latest")
     assert bundle.version == versions[0]
@@ -283,9 +277,9 @@ def test_deleting_the_last_version_removes_the_name(store, versions):
 
 
 # -- captures -------------------------------------------------------------------------------------------
-def test_same_model_twice_is_the_same_version(store, versions, models, data):
+def test_same_model_twice_is_the_same_version(store, versions, models, iris):
     before = store.get(f"{NAME}:{versions[0]}")
-    again = nd.capture(models[0], name=NAME, sample=data[0][:5], store=store)
+    again = nd.capture(models[0], name=NAME, sample=iris[0][:5], store=store)
     assert again.version == versions[0]
     assert sorted(p.name for p in (store.root / "bundles" / NAME).iterdir()) == sorted([*versions, "tags.json"])
     assert len(store.list(NAME)) == 3
@@ -298,8 +292,8 @@ def test_same_model_twice_is_the_same_version(store, versions, models, data):
     assert list((store.root / "tmp").iterdir()) == []
 
 
-def test_new_model_under_a_name_gets_the_previous_latest_as_parent(store, versions, data):
-    X, y = data
+def test_new_model_under_a_name_gets_the_previous_latest_as_parent(store, versions, iris):
+    X, y = iris
     store.tag(f"{NAME}:{versions[0]}", "latest")  # rolled back: the parent is what `clf` meant
     model = LogisticRegression(C=5.0, max_iter=1000).fit(X, y)
     bundle = nd.capture(model, name=NAME, sample=X[:5], store=store)
@@ -406,7 +400,7 @@ KILLED_CHILD = textwrap.dedent(
 
 
 @pytest.mark.integration
-def test_killed_capture_leaves_nothing_visible(tmp_path, data):
+def test_killed_capture_leaves_nothing_visible(tmp_path, iris):
     helpers = tmp_path / "helpers"
     helpers.mkdir()
     (helpers / "bigmodel.py").write_text(BIG_MODEL)
@@ -441,7 +435,7 @@ def test_killed_capture_leaves_nothing_visible(tmp_path, data):
     with pytest.raises(BundleReferenceError):
         store.resolve("big")
 
-    X, y = data
+    X, y = iris
     small = LogisticRegression(max_iter=1000).fit(X, y)
     bundle = nd.capture(small, name="small", sample=X[:5], store=store)
     bundle.verify()
