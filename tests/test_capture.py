@@ -171,3 +171,26 @@ def test_local_modules_are_shipped_inside_the_pickle(tmp_path, store, iris, monk
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == str(model.predict(X[:20]).tolist())
+
+
+def test_an_editable_install_in_the_lock_is_a_warning(tmp_path):
+    """A real dist-info folder, as pip leaves it for `pip install -e`, read through importlib.metadata."""
+    from notebook_deploy.capture.packages import _origin_warnings
+
+    info = tmp_path / "mylib-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylib\nVersion: 0.1.0\n")
+    (info / "direct_url.json").write_text('{"url": "file:///home/ana/mylib", "dir_info": {"editable": true}}')
+    [warning] = _origin_warnings(metadata.PathDistribution(info))
+    assert "mylib is an editable install" in warning and "mylib==0.1.0" in warning
+
+
+def test_a_module_no_distribution_owns_is_a_warning(tmp_path):
+    from notebook_deploy.capture.packages import state_from_modules
+
+    orphan = tmp_path / "orphan_module.py"
+    orphan.write_text("")
+    state = state_from_modules({"orphan_module": str(orphan), "json": None}, owners={})
+    assert state.lock == {}
+    [warning] = state.warnings
+    assert "module 'orphan_module' is used by the model but belongs to no installed distribution" in warning

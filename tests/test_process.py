@@ -53,11 +53,11 @@ def test_a_pandas_bundle_served_by_reference_answers_dataframes(pipeline_bundle,
 
 
 def test_bad_input_over_real_http_then_the_next_good_request(forest_bundle):
-    with nd.serve(forest_bundle, max_body_bytes=1_000_000) as server:
+    with nd.serve(forest_bundle) as server:  # the default limit, 10 MiB
         huge = b'{"instances": [' + b"[1.0, 2.0, 3.0, 4.0]," * 1_000_000 + b"[1, 2, 3, 4]]}"
         assert len(huge) > 20_000_000
         refused = requests.post(server.url + "/predict", data=huge, headers={"content-type": "application/json"})
-        assert refused.status_code == 413 and "limit is 1000000 bytes" in refused.json()["detail"]
+        assert refused.status_code == 413 and "limit is 10485760 bytes" in refused.json()["detail"]
         for body, status in [(b"{", 400), (b'{"instances": [["a", 1, 2, 3]]}', 422), (b'{"instances": [[1]]}', 422)]:
             response = requests.post(server.url + "/predict", data=body, headers={"content-type": "application/json"})
             assert response.status_code == status and response.json()["detail"]
