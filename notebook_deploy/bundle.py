@@ -10,7 +10,7 @@ Layout::
 
 The version id is a hash of the manifest's content (which includes the hash of every file) leaving out
 when and after what it was made, so the same capture twice is the same version. The manifest also
-carries a digest of its own canonical text, so a change to any byte of any file is found by ``verify``.
+carries a digest of its own canonical text, so a change to any byte of any file is found by ``check_integrity``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Bundle:
         manifest = read_manifest(path)
         bundle = cls(path, manifest)
         if verify:
-            bundle.verify()
+            bundle.check_integrity()
         return bundle
 
     # -- identity ---------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class Bundle:
         return resolve_method(self.model, method)(data)
 
     # -- integrity --------------------------------------------------------------------------------
-    def verify(self) -> None:
+    def check_integrity(self) -> None:
         """Check the manifest's digest and version and every file's hash; raise ``BundleIntegrityError``."""
         verify_manifest(self.manifest, self.path / MANIFEST)
         listed = self.manifest["files"]

@@ -212,7 +212,7 @@ class Store:
         """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash."""
         with self.staging() as staged:
             extract_archive(Path(archive), staged)
-            bundle = Bundle.open(staged)  # verifies
+            bundle = Bundle.open(staged)  # checks integrity
             check_name(bundle.name)
             if not VERSION_PATTERN.match(bundle.version):
                 raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")

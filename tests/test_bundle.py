@@ -64,7 +64,7 @@ def test_fresh_bundle_has_the_documented_files(captured):
 
 
 def test_fresh_bundle_verifies(captured, copy):
-    captured.verify()
+    captured.check_integrity()
     for bundle in (nd.Bundle.open(copy), nd.load(copy), nd.load(str(copy))):
         assert bundle.ref == captured.ref
         assert bundle.manifest == captured.manifest
@@ -155,7 +155,7 @@ def test_open_without_verify_skips_hashing(copy):
     flip_middle_byte(copy / "model.pkl")
     bundle = nd.Bundle.open(copy, verify=False)
     with pytest.raises(BundleIntegrityError, match="model.pkl"):
-        bundle.verify()
+        bundle.check_integrity()
 
 
 # -- export and import -----------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_export_then_import_into_another_store(captured, tmp_path):
     imported = other.import_archive(archive)
     assert imported.ref == captured.ref
     assert imported.path == other.root / "bundles" / captured.name / captured.version
-    imported.verify()
+    imported.check_integrity()
     reopened = other.get(captured.name)
     assert reopened.ref == captured.ref
     assert other.tags(captured.name) == {"latest": captured.version}

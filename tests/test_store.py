@@ -438,7 +438,7 @@ def test_killed_capture_leaves_nothing_visible(tmp_path, iris):
     X, y = iris
     small = LogisticRegression(max_iter=1000).fit(X, y)
     bundle = nd.capture(small, name="small", sample=X[:5], store=store)
-    bundle.verify()
+    bundle.check_integrity()
     assert store.names() == ["small"]
     assert [b.ref for b in store.list()] == [bundle.ref]
     assert not staged[0].exists()
