@@ -23,6 +23,10 @@ _EXPORTS = {
     "serve": ".serving.process",
     "Server": ".serving.process",
     "create_app": ".serving.app",
+    "slice_cells": ".capture.slicing",
+    "verify": ".verify",
+    "Verification": ".verify",
+    "deploy_notebook": ".jupyter.headless",
     "NotebookDeployError": ".errors",
     "BundleIntegrityError": ".errors",
     "BundleReferenceError": ".errors",
@@ -47,7 +51,10 @@ if TYPE_CHECKING:
     )
     from .serving.app import create_app
     from .serving.process import Server, serve
+    from .capture.slicing import slice_cells
+    from .jupyter.headless import deploy_notebook
     from .store import Store
+    from .verify import Verification, verify
 
 
 def __getattr__(name: str) -> Any:
@@ -56,6 +63,13 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     globals()[name] = value
     return value
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext notebook_deploy``: record the session's executions and add the ``%deploy`` magic."""
+    from .jupyter.extension import load_ipython_extension as load
+
+    load(shell)
 
 
 def __dir__() -> list[str]:

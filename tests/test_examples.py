@@ -24,4 +24,4 @@ def test_quickstart_runs_the_notebook_serves_and_shows_a_prediction(tmp_path):
     bundle = nd.Store(tmp_path / "store").get("iris")
     assert f"Captured {bundle.ref}" in result.stdout
     assert '-> 200 {"predictions":[2,1]}' in result.stdout
-    assert bundle.manifest["provenance"]["source"] == "interactive"
+    assert bundle.manifest["provenance"]["kind"] == "interactive"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import platform
+import shutil
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import nbformat
 import numpy as np
 
 from ..bundle import ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file
@@ -21,8 +23,12 @@ from ..schema import as_rows, dumps, head, infer_schema, to_jsonable
 from ..store import Store, check_name, name_from
 from .packages import environment_snapshot, package_state
 from .pickling import PROTOCOL, dump_model
+from .recipe import RECIPE_FILE, History, Recipe, build_recipe
+from .recipe import include_data as include_data_files
+from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_values
 
 SAMPLE_ROWS = 5
+DATA_LIMIT = 10 * 1024 * 1024
 
 
 def capture(
@@ -34,6 +40,10 @@ def capture(
     labels: dict[str, str] | None = None,
     store: Store | str | os.PathLike[str] | None = None,
     sample_rows: int = SAMPLE_ROWS,
+    history: History | None = None,
+    variable: str | None = None,
+    include_data: bool | int = False,
+    allow_secrets: bool = False,
 ) -> Bundle:
     """Capture ``model`` into a new bundle version and return it.
 
@@ -41,9 +51,16 @@ def capture(
     request schema is inferred from it, the model is tested on it, and the packages the model needs are
     found by running the model on it in a fresh Python. ``name`` defaults to the variable the model is
     bound to in the caller. ``methods`` defaults to every inference method the model has.
+
+    With ``history`` (what ran in the session, see ``notebook_deploy.capture.recipe``), the executions
+    that rebuild ``variable`` (the model's variable name) are kept in the bundle as a runnable recipe;
+    ``include_data`` stores copies of the data files it reads (``True``: those up to 10 MiB; a number:
+    up to that many bytes). The recipe and the globals that notebook code in the model reads are
+    scanned for credentials first; a finding refuses the capture unless ``allow_secrets`` is true.
     """
     store = store if isinstance(store, Store) else Store(store)
-    name = name if name is not None else name_from(_variable_name(model) or type(model).__name__)
+    variable = variable or _variable_name(model)
+    name = name if name is not None else name_from(variable or type(model).__name__)
     check_name(name)
     warnings: list[str] = []
     rows = _sample_rows(model, sample, warnings)
@@ -53,6 +70,12 @@ def capture(
     outputs, output_schemas = _run_methods(model, methods, model_input, warnings)
 
     pickled = dump_model(model)
+    recipe = _recipe(history, variable) if history is not None else None
+    if not allow_secrets:
+        findings = find_secrets_in_values(_scannable(pickled.captured_globals))
+        if recipe is not None:
+            findings = find_secrets_in_cells(recipe.cells, [f"cell [{c}]" for c in recipe.counts]) + findings
+        check_no_secrets(findings)
     if pickled.by_value_modules:
         warnings.append(
             "local modules shipped inside the pickle (not installed packages): " + ", ".join(pickled.by_value_modules)
@@ -69,6 +92,11 @@ def capture(
         )
         write_file(staged / LOCK_FILE, state.lock_text().encode())
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
+        if recipe is not None:
+            write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
+            limit = DATA_LIMIT if include_data is True else int(include_data)
+            for bundle_name, source in include_data_files(recipe, history, limit) if include_data else []:
+                shutil.copyfile(source, staged / bundle_name)
         manifest = seal_manifest(
             staged,
             {
@@ -85,7 +113,8 @@ def capture(
                 },
                 "schema": {"input": schema.to_dict(), "outputs": output_schemas},
                 "requirements": state.direct,
-                "provenance": _provenance(),
+                "provenance": _provenance(history),
+                "recipe": recipe.to_dict() if recipe is not None else None,
                 "labels": dict(labels or {}),
                 "warnings": warnings + state.warnings,
                 "runtime": {"notebook-deploy": _own_version()},
@@ -150,13 +179,26 @@ def _variable_name(model: Any) -> str | None:
     return None
 
 
-def _provenance() -> dict[str, Any]:
+def _provenance(history: History | None) -> dict[str, Any]:
+    if history is not None:
+        return dict(history.source)
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
-    return {
-        "source": "script" if script else "interactive",
-        "entry": Path(script).name if script else None,
-    }
+    return {"kind": "script" if script else "interactive", "path": Path(script).name if script else None}
+
+
+def _recipe(history: History, variable: str | None) -> Recipe:
+    if variable is None:
+        raise CaptureError("pass variable=..., the name the model has in the session, to build its recipe")
+    try:
+        return build_recipe(history, variable)
+    except ValueError as error:
+        raise CaptureError(f"no recipe for {variable!r}: {error}") from None
+
+
+def _scannable(values: dict[str, Any]) -> dict[str, Any]:
+    """The plain data among captured globals (strings and containers), which is what may hold a secret."""
+    return {k: v for k, v in values.items() if isinstance(v, (str, bytes, dict, list, tuple))}
 
 
 def _own_version() -> str:

@@ -27,20 +27,25 @@ class PickledModel:
     data: bytes
     by_value_modules: tuple[str, ...]
     referenced_modules: frozenset[str]  # the module of every class, function and instance in the pickle
+    captured_globals: dict[str, Any]  # globals that functions pickled by value carry, by name
 
 
 class _ModuleRecordingPickler(cloudpickle.Pickler):
     """A cloudpickle Pickler that notes the module of every class, function and instance it writes."""
 
-    def __init__(self, file: io.BytesIO, modules: set[str]) -> None:
+    def __init__(self, file: io.BytesIO, modules: set[str], captured: dict[str, Any]) -> None:
         super().__init__(file, protocol=PROTOCOL)
         self._modules = modules
+        self._captured = captured
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.ModuleType):
             self._modules.add(obj.__name__)
         elif isinstance(obj, (type, types.FunctionType)):
             self._modules.add(getattr(obj, "__module__", None) or "")
+            if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+                names = obj.__code__.co_names
+                self._captured.update((n, obj.__globals__[n]) for n in names if n in obj.__globals__)
         else:
             self._modules.add(type(obj).__module__)
         return super().reducer_override(obj)
@@ -51,11 +56,12 @@ def dump_model(model: Any) -> PickledModel:
     registered: list[types.ModuleType] = []
     try:
         for _ in range(10):  # each round may reach further local modules through the ones just added
-            buffer, modules = io.BytesIO(), set[str]()
-            _ModuleRecordingPickler(buffer, modules).dump(model)
+            buffer, modules, captured = io.BytesIO(), set[str](), dict[str, Any]()
+            _ModuleRecordingPickler(buffer, modules, captured).dump(model)
             local = [m for m in _top_level_modules(modules) if is_local_module(m) and m not in registered]
             if not local:
-                return PickledModel(buffer.getvalue(), tuple(sorted(m.__name__ for m in registered)), frozenset(modules))
+                by_value = tuple(sorted(m.__name__ for m in registered))
+                return PickledModel(buffer.getvalue(), by_value, frozenset(modules), captured)
             for module in local:
                 cloudpickle.register_pickle_by_value(module)
                 registered.append(module)

@@ -251,6 +251,8 @@ class _Function:
     mutated_params: set[int]
     calls: set[str]
     files: set[str]
+    is_class: bool = False
+    serving_free: set[str] = field(default_factory=set)  # globals read by what can run when serving
 
 
 class _Analysis:
@@ -496,11 +498,13 @@ class _Analysis:
             s.weak.add(member)
 
     def _held_by(self, value: ast.expr) -> set[str]:
-        """Notebook functions and classes the value of ``value`` keeps (uncalled, or instances)."""
+        """Notebook code the value of ``value`` keeps: functions passed uncalled, instances of classes."""
         held: set[str] = set()
+        called = {id(n.func) for n in _walk_scope(value) if isinstance(n, ast.Call)}
         for node in _walk_scope(value):
             if isinstance(node, ast.Name) and node.id in self.functions:
-                held.add(node.id)
+                if id(node) not in called or self.functions[node.id].is_class:
+                    held.add(node.id)
             elif isinstance(node, ast.Name) and node.id in self.holds:
                 held |= self.holds[node.id]
             elif isinstance(node, ast.Lambda):
@@ -537,17 +541,18 @@ class _Analysis:
             held |= self.holds.get(member, set())
         return held
 
-    def _globals_of(self, function: str, seen: set[str] | None = None) -> set[str]:
+    def _globals_of(self, function: str, seen: set[str] | None = None, serving: bool = False) -> set[str]:
         """The globals a notebook function or class reads when called, through the notebook functions
-        it calls, as they are defined now."""
+        it calls, as they are defined now; with ``serving``, only what can run when the model serves
+        (a class's ``fit`` and ``__init__`` do not)."""
         seen = seen if seen is not None else set()
         if function in seen or function not in self.functions:
             return set()
         seen.add(function)
         summary = self.functions[function]
-        names = set(summary.free) | {function}
-        for callee in summary.calls:
-            names |= self._globals_of(callee, seen)
+        names = set(summary.serving_free if serving else summary.free) | {function}
+        for callee in summary.calls & (summary.serving_free if serving else summary.calls):
+            names |= self._globals_of(callee, seen, serving)
         for path in summary.files:
             names.add(f"@file:{path}")
         return names
@@ -720,7 +725,7 @@ class _Analysis:
         visited: set[tuple[str, int]] = set()
         work: list[tuple[str, int]] = [(target, len(self.statements))]
         for held in self._held_code(target):  # code the target holds is pickled with today's globals
-            work += [(name, len(self.statements)) for name in self._globals_of(held)]
+            work += [(name, len(self.statements)) for name in self._globals_of(held, serving=True)]
         while work:
             symbol, position = work.pop()
             if (symbol, position) in visited:
@@ -874,21 +879,25 @@ def _summarise_function(node: ast.FunctionDef | ast.AsyncFunctionDef, rules: Sli
             mutated_params.add(params.index(target_root))
         elif target_root in free:
             mutates.add(target_root)
-    return _Function(node.name, params, free, writes, mutates, mutated_params, calls & free, files)
+    return _Function(node.name, params, free, writes, mutates, mutated_params, calls & free, files,
+                     serving_free=free)
 
 
 def _summarise_class(node: ast.ClassDef, rules: SliceRules) -> _Function:
     """A class as one callable: the union of what its methods do (any of them may run)."""
-    summary = _Function(node.name, [], set(), set(), set(), set(), set(), set())
+    summary = _Function(node.name, [], set(), set(), set(), set(), set(), set(), is_class=True)
     for child in node.body:
         if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
             method = _summarise_function(child, rules)
             summary.free |= method.free
+            if child.name not in rules.mutating and child.name != "__init__":
+                summary.serving_free |= method.free
             summary.writes |= method.writes
             summary.mutates |= method.mutates
             summary.calls |= method.calls
             summary.files |= method.files
     summary.free.discard(node.name)
+    summary.serving_free.discard(node.name)
     return summary
 
 

@@ -1,0 +1,182 @@
+"""The recipe: the executions that rebuild a model, in order, as a runnable notebook, with the data
+files they read. It is built from an execution history (a live kernel's, or a saved notebook's) by
+the static slicer, and stored in the bundle next to the pickle it can rebuild."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .slicing import DEFAULT_RULES, SliceRules, slice_history
+
+RECIPE_FILE = "recipe.ipynb"
+
+
+@dataclass
+class History:
+    """What ran in a session, in execution order: sources (IPython syntax) and their execution counts."""
+
+    sources: list[str]
+    counts: list[int]
+    failed: set[int] = field(default_factory=set)  # execution counts that raised
+    file_hashes: dict[str, str] = field(default_factory=dict)  # absolute path -> sha256 when first read
+    workdir: str = field(default_factory=os.getcwd)  # where the session started
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "kernel"})
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataFile:
+    """A file the recipe reads that no kept execution writes."""
+
+    path: str  # as the notebook names it: relative to the session's starting folder, or absolute
+    sha256: str | None
+    size: int | None
+    included: bool = False  # a copy is stored in the bundle (see ``bundle_name``)
+
+    @property
+    def bundle_name(self) -> str:
+        return f"data-{(self.sha256 or '')[:12]}-{Path(self.path).name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size, "included": self.included}
+
+
+@dataclass
+class Recipe:
+    """The executions to replay for ``target``, and what they need."""
+
+    target: str
+    cells: list[str]
+    counts: list[int]
+    failed: list[int]
+    files: list[DataFile]
+    environment_actions: list[str]
+    warnings: list[str]
+    source: dict[str, Any]
+    workdir: str
+
+    def to_notebook(self) -> Any:
+        """A notebook of the kept executions; cells that raised when they ran are tagged so that a
+        replay expects it (nbclient's ``raises-exception``). Cell ids are stable, so the same recipe is
+        the same bytes."""
+        import nbformat
+        from nbformat.v4 import new_code_cell, new_notebook
+
+        cells = []
+        for source, count in zip(self.cells, self.counts):
+            metadata: dict[str, Any] = {"notebook_deploy": {"execution_count": count}}
+            if count in self.failed:
+                metadata["tags"] = ["raises-exception"]
+            cell = new_code_cell(source, metadata=metadata)
+            cell["id"] = f"execution-{count}"
+            cells.append(cell)
+        notebook = new_notebook(cells=cells, metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "notebook_deploy": {"target": self.target},
+        })
+        nbformat.validate(notebook)
+        return notebook
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary kept in bundle.json."""
+        return {
+            "target": self.target,
+            "executions": self.counts,
+            "failed": self.failed,
+            "files": [f.to_dict() for f in self.files],
+            "environment_actions": self.environment_actions,
+            "warnings": self.warnings,
+            "source": self.source,
+            "workdir": self.workdir,
+        }
+
+
+def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_RULES) -> Recipe:
+    """Slice ``history`` for ``target`` and describe the data files the kept executions read."""
+    result = slice_history(history.sources, target, rules=rules)
+    counts = [history.counts[i] for i in result.cells]
+    files = [_data_file(path, history) for path in result.files_read]
+    warnings = list(history.warnings) + result.warnings
+    warnings += [f"data file {f.path} is gone: the recipe cannot be replayed without it" for f in files if f.size is None]
+    return Recipe(
+        target=target,
+        cells=[history.sources[i] for i in result.cells],
+        counts=counts,
+        failed=[c for c in counts if c in history.failed],
+        files=files,
+        environment_actions=result.environment_actions,
+        warnings=warnings,
+        source=history.source,
+        workdir=history.workdir,
+    )
+
+
+def history_from_notebook(path: str | os.PathLike[str]) -> History:
+    """The history a saved notebook can tell: its code cells ordered by execution count. A notebook
+    keeps only the last run of each cell, so re-runs, deleted cells and edits after a run are lost;
+    the warnings say where it shows."""
+    import nbformat
+
+    notebook = nbformat.read(os.fspath(path), as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code" and c.source.strip()]
+    ran = sorted((c for c in code if c.get("execution_count")), key=lambda c: c.execution_count)
+    warnings = []
+    never = len(code) - len(ran)
+    if never:
+        warnings.append(f"{never} code cell(s) of {Path(path).name} have no execution count and are left out")
+    counts = [c.execution_count for c in ran]
+    missing = sorted(set(range(1, counts[-1] + 1)) - set(counts)) if counts else []
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        warnings.append(
+            f"executions {shown} are not in the saved notebook (re-run or deleted cells): "
+            "capture from the live kernel with %deploy for an exact recipe"
+        )
+    positions = [code.index(c) for c in ran]
+    if positions != sorted(positions):
+        warnings.append("cells ran out of their order in the notebook; the recipe follows the execution order")
+    failed = {c.execution_count for c in ran if any(o.get("output_type") == "error" for o in c.get("outputs", []))}
+    return History(
+        sources=[c.source for c in ran],
+        counts=counts,
+        failed=failed,
+        workdir=str(Path(path).resolve().parent),
+        source={"kind": "notebook", "path": str(path)},
+        warnings=warnings,
+    )
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _data_file(path: str, history: History) -> DataFile:
+    absolute = Path(history.workdir, path).resolve()
+    size = absolute.stat().st_size if absolute.is_file() else None
+    recorded = history.file_hashes.get(str(absolute))
+    sha = recorded or (file_sha256(absolute) if size is not None else None)
+    return DataFile(path=path, sha256=sha, size=size)
+
+
+def include_data(recipe: Recipe, history: History, max_bytes: int) -> list[tuple[str, Path]]:
+    """Mark the recipe's data files of at most ``max_bytes`` as included; return (bundle name, source)."""
+    included = []
+    for data in recipe.files:
+        source = Path(history.workdir, data.path)
+        if data.size is not None and data.size <= max_bytes and data.sha256 == file_sha256(source):
+            data.included = True
+            included.append((data.bundle_name, source))
+    return included
+
+
+def data_file_map(files: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """path -> bundle file name, for the included data files of a recipe summary."""
+    return {f["path"]: DataFile(f["path"], f["sha256"], f["size"], True).bundle_name for f in files if f["included"]}

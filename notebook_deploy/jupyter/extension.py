@@ -1,0 +1,212 @@
+"""The IPython extension: ``%load_ext notebook_deploy`` records what each cell does and adds ``%deploy``.
+
+Loaded at the start of a notebook, it notes which executions failed and the sha256 of each data file
+when a cell first reads it (an audit hook on ``open``), so the recipe knows the data as it was read.
+Loaded later, the kernel's own input history still gives the exact executions, in order.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .. import display
+from ..bundle import Bundle
+from ..capture.live import capture
+from ..capture.recipe import History, file_sha256
+from ..errors import NotebookDeployError
+from ..schema import as_rows, head
+
+_HASH_LIMIT = 256 * 1024 * 1024  # larger files are hashed at capture time, not at every read
+_IGNORED_PREFIXES = tuple({sys.prefix, sys.base_prefix, "/proc", "/sys", "/dev", str(Path.home() / ".ipython"),
+                           str(Path.home() / ".local" / "share" / "jupyter")})
+
+
+class SessionRecorder:
+    """Follows a kernel's executions: which failed, and each data file's hash when it was read."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.first_count = shell.execution_count
+        self.workdir = os.getcwd()
+        self.failed: set[int] = set()
+        self.file_hashes: dict[str, str] = {}
+        self._in_cell = False
+        self._hashing = False
+        shell.events.register("pre_run_cell", self._pre_run_cell)
+        shell.events.register("post_run_cell", self._post_run_cell)
+        sys.addaudithook(self._audit)  # cannot be removed: it does nothing outside a cell
+
+    def _pre_run_cell(self, info: Any) -> None:
+        self._in_cell = True
+
+    def _post_run_cell(self, result: Any) -> None:
+        self._in_cell = False
+        if not result.success and result.execution_count is not None:
+            self.failed.add(result.execution_count)
+
+    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if event != "open" or not self._in_cell or self._hashing:
+            return
+        path, mode = args[0], args[1]
+        if not isinstance(path, str) or not isinstance(mode, str) or "r" not in mode or "+" in mode:
+            return
+        absolute = os.path.abspath(path)
+        if absolute.startswith(_IGNORED_PREFIXES) or absolute.endswith((".py", ".pyc", ".so")):
+            return
+        self._hashing = True
+        try:
+            if os.path.isfile(absolute) and os.path.getsize(absolute) <= _HASH_LIMIT:
+                self.file_hashes[absolute] = file_sha256(absolute)
+        except OSError:
+            pass
+        finally:
+            self._hashing = False
+
+    def history(self) -> History:
+        """The executions of this session before the running one, with what the hooks saw."""
+        current = self.shell.execution_count
+        raw = self.shell.history_manager.input_hist_raw
+        warnings = []
+        if self.first_count > 1:
+            warnings.append(
+                f"notebook_deploy was loaded at execution {self.first_count}: for earlier cells, failures and "
+                "data files as they were read are not known. Load it in the first cell for an exact recipe"
+            )
+        return History(
+            sources=list(raw[1:current]),
+            counts=list(range(1, current)),
+            failed=set(self.failed),
+            file_hashes=dict(self.file_hashes),
+            workdir=self.workdir,
+            source={"kind": "kernel", "notebook": os.environ.get("JPY_SESSION_NAME")},
+            warnings=warnings,
+        )
+
+
+_RECORDERS: dict[int, SessionRecorder] = {}
+
+
+def recorder_for(shell: Any) -> SessionRecorder:
+    """The shell's recorder, started now if the extension was not loaded before."""
+    if id(shell) not in _RECORDERS:
+        _RECORDERS[id(shell)] = SessionRecorder(shell)
+    return _RECORDERS[id(shell)]
+
+
+def deploy_from_kernel(
+    shell: Any,
+    variable: str,
+    *,
+    name: str | None = None,
+    sample: str | None = None,
+    include_data: bool = False,
+    allow_secrets: bool = False,
+    store: str | None = None,
+) -> tuple[Bundle, list[str]]:
+    """Capture ``variable`` from the kernel with its recipe; return the bundle and notes for the user.
+
+    ``sample`` is an expression evaluated in the kernel; without it, the first argument of the last
+    ``VARIABLE.fit(...)`` in the recipe is used when it is a plain variable (its first 5 rows)."""
+    namespace = shell.user_ns
+    if variable not in namespace:
+        raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
+    history = recorder_for(shell).history()
+    notes = []
+    if sample is not None:
+        data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
+    else:
+        data, guessed = _guess_sample(history.sources, variable, namespace)
+        if guessed:
+            notes.append(f"sample: the first 5 rows of {guessed} (pass --sample EXPR to choose)")
+    bundle = capture(
+        namespace[variable], name=name, sample=head(as_rows(data), 5) if data is not None else None,
+        history=history, variable=variable, include_data=include_data, allow_secrets=allow_secrets, store=store,
+    )
+    return bundle, notes
+
+
+def _guess_sample(sources: list[str], variable: str, namespace: dict[str, Any]) -> tuple[Any, str | None]:
+    """The training input of ``variable``: the first argument of its last ``fit`` call, if a plain name."""
+    from ..capture.slicing import to_python
+
+    found = None
+    for source in sources:
+        try:
+            tree = ast.parse(to_python(source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("fit", "partial_fit", "fit_transform")
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == variable
+                    and node.args and isinstance(node.args[0], ast.Name)):
+                found = node.args[0].id
+    if found is None or found not in namespace:
+        return None, None
+    return namespace[found], found
+
+
+def summary(bundle: Bundle, notes: list[str]) -> str:
+    """The few lines %deploy prints."""
+    recipe = bundle.manifest.get("recipe") or {}
+    lines = [f"Captured {bundle.ref} ({display.human_size(bundle.size)})"]
+    if recipe:
+        kept, data = recipe["executions"], recipe["files"]
+        lines.append(f"  recipe    {len(kept)} cell(s) kept: {', '.join(f'[{c}]' for c in kept)}")
+        if data:
+            lines.append("  data      " + ", ".join(f["path"] + (" (included)" if f["included"] else "") for f in data))
+    lines.append(f"  packages  {', '.join(bundle.requirements) or 'none'}")
+    lines += [f"  note      {n}" for n in notes]
+    lines += [f"  warning   {w}" for w in bundle.warnings + (recipe.get("warnings") or [])]
+    return "\n".join(lines)
+
+
+@magics_class
+class DeployMagics(Magics):
+    """``%deploy``: capture a model with its recipe, and optionally serve it."""
+
+    @magic_arguments()
+    @argument("model", help="the variable that holds the model")
+    @argument("--name", help="the bundle's name (default: the variable's name)")
+    @argument("--sample", help="an expression giving a few input rows (default: the rows the model was fitted on)")
+    @argument("--serve", action="store_true", help="serve the bundle on localhost once captured")
+    @argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
+    @argument("--include-data", action="store_true", help="store copies of the data files (up to 10 MiB each)")
+    @argument("--allow-secrets", action="store_true", help="capture even if the recipe seems to hold credentials")
+    @line_magic
+    def deploy(self, line: str) -> Any:
+        """Capture MODEL from this kernel, with the cells that built it, into a new bundle version.
+
+        Examples::
+
+            %deploy clf
+            %deploy clf --name churn --sample X_test[:5] --serve
+        """
+        args = parse_argstring(self.deploy, line)
+        try:
+            bundle, notes = deploy_from_kernel(
+                self.shell, args.model, name=args.name, sample=args.sample,
+                include_data=args.include_data, allow_secrets=args.allow_secrets,
+            )
+        except NotebookDeployError as error:
+            print(f"%deploy: {error}", file=sys.stderr)
+            return None
+        print(summary(bundle, notes))
+        if args.serve:
+            from ..serving.process import serve
+
+            return serve(bundle, port=args.port)
+        return None
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """Called by ``%load_ext notebook_deploy``."""
+    recorder_for(shell)
+    shell.register_magics(DeployMagics)

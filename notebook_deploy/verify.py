@@ -1,0 +1,217 @@
+"""Rebuild a bundle's model from its recipe in a fresh kernel and compare it with the captured one.
+
+The recipe's cells run in a new kernel (this Python, or a fresh virtual environment built from the
+bundle's lock) in a scratch folder holding the recipe's data files, checked against their recorded
+hashes. A last cell calls the rebuilt model on the stored sample; its outputs must equal the stored
+outputs: labels exactly, numbers within a tolerance. The report names the first cell that failed or
+the first output that differs.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import display
+from .api import load
+from .bundle import LOCK_FILE, Bundle
+from .capture.recipe import RECIPE_FILE, data_file_map, file_sha256
+from .errors import NotebookDeployError
+from .schema import to_jsonable
+from .store import Store
+
+# The last cell of a replay. Standard library only, so it runs in a fresh environment too; a plain
+# callable serves as predict, as in notebook_deploy.methods.resolve_method.
+_OUTPUT_CELL = """\
+import pickle as _nd_pickle
+with open({input!r}, "rb") as _nd_file:
+    _nd_input = _nd_pickle.load(_nd_file)
+_nd_model = {target}
+_nd_outputs = {{m: (getattr(_nd_model, m) if hasattr(_nd_model, m) else _nd_model)(_nd_input) for m in {methods!r}}}
+with open({output!r}, "wb") as _nd_file:
+    _nd_pickle.dump(_nd_outputs, _nd_file)
+"""
+
+
+@dataclass
+class Verification:
+    """The result of ``verify``: true when the recipe rebuilt a model that gives the stored outputs."""
+
+    ref: str
+    reproducible: bool
+    summary: str
+    environment: str
+    seconds: float
+    failed_cell: int | None = None  # the execution count of the recipe cell that raised
+    differences: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.reproducible
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = [("result", "reproducible" if self.reproducible else "NOT reproducible"), ("detail", self.summary),
+                ("environment", self.environment), ("time", f"{self.seconds:.1f} s")]
+        return rows + [("difference", d) for d in self.differences[1:6]]
+
+    def __str__(self) -> str:
+        return display.text_table(f"Verification of {self.ref}", self._rows())
+
+    def _repr_html_(self) -> str:
+        return display.html_table(f"Verification of {self.ref}", self._rows())
+
+
+def verify(
+    ref: str | Bundle,
+    *,
+    fresh_env: bool = False,
+    data_dir: str | None = None,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    timeout: float = 900,
+    store: Store | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Verification:
+    """Replay the bundle's recipe in a fresh kernel and compare the rebuilt model's outputs on the
+    stored sample with the stored outputs. ``fresh_env`` runs the kernel in a new virtual environment
+    built from the bundle's lock. Data files come from the bundle when included, else from
+    ``data_dir`` or where the notebook read them."""
+    import nbformat
+
+    bundle = load(ref, store)
+    recipe = bundle.manifest.get("recipe")
+    if not recipe:
+        raise NotebookDeployError(
+            f"{bundle.ref} has no recipe to verify: capture it with %deploy in the notebook, or with "
+            "notebook_deploy.deploy_notebook(...), so that the cells that built it are kept"
+        )
+    say = progress or (lambda message: None)
+    started = time.monotonic()
+    environment = "a fresh virtual environment built from the lock" if fresh_env else "this Python environment"
+
+    def result(ok: bool, summary: str, **extra: Any) -> Verification:
+        return Verification(bundle.ref, ok, summary, environment, time.monotonic() - started, **extra)
+
+    with tempfile.TemporaryDirectory(prefix="notebook-deploy-verify-") as scratch_name:
+        scratch = Path(scratch_name)
+        work = scratch / "work"
+        work.mkdir()
+        problem = _place_data(bundle, recipe, work, data_dir)
+        if problem:
+            return result(False, problem)
+        notebook = nbformat.reads((bundle.path / RECIPE_FILE).read_text(), as_version=4)
+        with open(scratch / "input.pkl", "wb") as f:
+            pickle.dump(bundle.input_schema.decode(bundle.sample["instances"]), f)
+        notebook.cells.append(nbformat.v4.new_code_cell(_OUTPUT_CELL.format(
+            input=str(scratch / "input.pkl"), output=str(scratch / "output.pkl"),
+            target=recipe["target"], methods=bundle.methods,
+        )))
+        kernel = _fresh_kernel(bundle, scratch, say) if fresh_env else None
+        say(f"replaying {len(notebook.cells) - 1} cells in a fresh kernel")
+        failure = _execute(notebook, work, kernel, timeout)
+        if failure:
+            cell, message = failure
+            where = f"cell [{cell}]" if cell is not None else "the output check"
+            return result(False, f"{where} raised {message}", failed_cell=cell)
+        with open(scratch / "output.pkl", "rb") as f:
+            rebuilt = to_jsonable(pickle.load(f))
+    differences = [d for method in bundle.methods
+                   for d in _differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)]
+    if differences:
+        return result(False, differences[0], differences=differences)
+    rows = len(bundle.sample["instances"])
+    return result(True, f"the rebuilt model gives the stored outputs of {', '.join(bundle.methods)} on {rows} sample rows")
+
+
+def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: str | None) -> str | None:
+    """Copy the recipe's data files into ``work`` at their recorded paths; a problem, if any, as text."""
+    in_bundle = data_file_map(recipe["files"])
+    for data in recipe["files"]:
+        relative = not Path(data["path"]).is_absolute()
+        candidates = []
+        if data["path"] in in_bundle:
+            candidates.append(bundle.path / in_bundle[data["path"]])
+        if data_dir is not None:
+            candidates.append(Path(data_dir, data["path"]))
+        candidates.append(Path(recipe.get("workdir", "."), data["path"]) if relative else Path(data["path"]))
+        source = next((c for c in candidates if c.is_file()), None)
+        if source is None:
+            return f"data file {data['path']} is not available: pass data_dir=, or capture with include_data=True"
+        if data["sha256"] and file_sha256(source) != data["sha256"]:
+            return f"data file {data['path']} ({source}) changed since capture: its sha256 differs"
+        if relative:
+            destination = work / data["path"]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+    return None
+
+
+def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None]) -> Any:
+    """A kernel manager for a new virtual environment with exactly the bundle's lock installed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    venv = scratch / "venv"
+    say("creating a virtual environment from the bundle's lock")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-r", str(bundle.path / LOCK_FILE), "ipykernel"],
+        capture_output=True, text=True,
+    )
+    if install.returncode != 0:
+        raise NotebookDeployError(f"installing the lock of {bundle.ref} failed:\n{install.stderr[-3000:]}")
+    spec = scratch / "kernels" / "notebook-deploy-verify"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        '{"argv": ["%s", "-m", "ipykernel_launcher", "-f", "{connection_file}"], '
+        '"display_name": "verify", "language": "python"}' % python
+    )
+    specs = KernelSpecManager(kernel_dirs=[str(scratch / "kernels")])
+    return KernelManager(kernel_name="notebook-deploy-verify", kernel_spec_manager=specs)
+
+
+def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[int | None, str] | None:
+    """Run the notebook; on an error, the execution count of the failing recipe cell and the error."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    options: dict[str, Any] = {"timeout": timeout, "resources": {"metadata": {"path": str(work)}}}
+    client = NotebookClient(notebook, km=kernel, **options) if kernel is not None else NotebookClient(
+        notebook, kernel_name="python3", **options)
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        for cell in notebook.cells:
+            if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) and \
+                    "raises-exception" not in cell.metadata.get("tags", []):
+                count = cell.metadata.get("notebook_deploy", {}).get("execution_count")
+                return count, f"{error.ename}: {error.evalue}"
+        return None, f"{error.ename}: {error.evalue}"
+    return None
+
+
+def _differences(expected: Any, actual: Any, where: str, rtol: float, atol: float) -> list[str]:
+    """Where ``actual`` departs from ``expected`` (JSON values): labels exactly, numbers within tolerance."""
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{where}: expected {len(expected)} values, got {len(actual)}"]
+        found: list[str] = []
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            label = f"{where}, row {i}" if where.count(",") == 0 else f"{where}[{i}]"
+            found += _differences(e, a, label, rtol, atol)
+        return found
+    numbers = (int, float)
+    if isinstance(expected, numbers) and isinstance(actual, numbers) and not isinstance(expected, bool):
+        if math.isclose(expected, actual, rel_tol=rtol, abs_tol=atol):
+            return []
+    elif expected == actual:
+        return []
+    return [f"{where}: expected {expected!r}, got {actual!r}"]
