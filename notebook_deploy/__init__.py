@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "capture": ".capture",
+    "capture": ".capturing",
     "Bundle": ".bundle",
     "Store": ".store",
     "load": ".api",
     "serve": ".serving.process",
     "Server": ".serving.process",
     "create_app": ".serving.app",
-    "slice_cells": ".capture.slicing",
+    "slice_cells": ".capturing.slicing",
     "verify": ".verify",
     "Verification": ".verify",
     "deploy_notebook": ".jupyter.headless",
@@ -40,7 +40,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .api import load
     from .bundle import Bundle
-    from .capture import capture
+    from .capturing import capture
     from .errors import (
         BundleIntegrityError,
         BundleReferenceError,
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     )
     from .serving.app import create_app
     from .serving.process import Server, serve
-    from .capture.slicing import slice_cells
+    from .capturing.slicing import slice_cells
     from .jupyter.headless import deploy_notebook
     from .store import Store
     from .verify import Verification, verify

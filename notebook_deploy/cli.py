@@ -214,6 +214,56 @@ def import_command(store: Store, archive: Path, no_latest: bool) -> None:
     click.echo(f"Imported {bundle.ref}")
 
 
+@cli.command(epilog="""\b
+Examples:
+  notebook-deploy deploy train.ipynb --model clf
+  notebook-deploy deploy train.ipynb --model clf --name churn --sample "X_test[:5]" --include-data
+The notebook runs top to bottom in a fresh kernel in its own folder; then the variable is captured
+with the cells that built it (its recipe), as %deploy does in a live notebook.""")
+@click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "variable", required=True, help="The variable that holds the model.")
+@click.option("--name", help="The bundle's name [default: the variable's name].")
+@click.option("--sample", help="A Python expression giving a few input rows [default: the rows it was fitted on].")
+@click.option("--include-data", is_flag=True, help="Store copies of the data files the recipe reads (up to 10 MiB each).")
+@click.option("--allow-secrets", is_flag=True, help="Capture even if the recipe seems to hold credentials.")
+@click.pass_obj
+@_errors_as_messages
+def deploy(store: Store, notebook: Path, variable: str, name: str | None, sample: str | None,
+           include_data: bool, allow_secrets: bool) -> None:
+    """Run a notebook headless and capture one of its variables with its recipe."""
+    from .jupyter.extension import summary
+    from .jupyter.headless import deploy_notebook
+
+    click.echo(f"Running {notebook} ...", err=True)
+    bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=include_data,
+                             allow_secrets=allow_secrets, store=store)
+    click.echo(summary(bundle, []))
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy verify churn                 replay the recipe in this Python environment
+  notebook-deploy verify churn --fresh-env     ... in a new virtual environment built from the lock
+  notebook-deploy verify churn --data-dir /data/snapshots
+Exit status 0 when the rebuilt model gives the stored outputs, 1 when it does not.
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--fresh-env", is_flag=True, help="Build a new virtual environment from the bundle's lock first.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+              help="Where to find the recipe's data files when the bundle does not include them.")
+@click.pass_obj
+@_errors_as_messages
+def verify(store: Store, ref: str, fresh_env: bool, data_dir: str | None) -> None:
+    """Rebuild a bundle's model from its recipe and compare it with the captured one."""
+    from .verify import verify as run_verify
+
+    report = run_verify(ref, fresh_env=fresh_env, data_dir=data_dir, store=store,
+                        progress=lambda message: click.echo(f"... {message}", err=True))
+    click.echo(str(report))
+    if not report:
+        raise SystemExit(1)
+
+
 def main() -> None:
     """Entry point of the ``notebook-deploy`` script."""
     cli(prog_name="notebook-deploy")

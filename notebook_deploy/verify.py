@@ -23,7 +23,7 @@ from typing import Any, Callable
 from . import display
 from .api import load
 from .bundle import LOCK_FILE, Bundle
-from .capture.recipe import RECIPE_FILE, data_file_map, file_sha256
+from .capturing.recipe import RECIPE_FILE, data_file_map, file_sha256
 from .errors import NotebookDeployError
 from .schema import to_jsonable
 from .store import Store

@@ -175,7 +175,7 @@ def test_local_modules_are_shipped_inside_the_pickle(tmp_path, store, iris, monk
 
 def test_an_editable_install_in_the_lock_is_a_warning(tmp_path):
     """A real dist-info folder, as pip leaves it for `pip install -e`, read through importlib.metadata."""
-    from notebook_deploy.capture.packages import _origin_warnings
+    from notebook_deploy.capturing.packages import _origin_warnings
 
     info = tmp_path / "mylib-0.1.0.dist-info"
     info.mkdir()
@@ -186,7 +186,7 @@ def test_an_editable_install_in_the_lock_is_a_warning(tmp_path):
 
 
 def test_a_module_no_distribution_owns_is_a_warning(tmp_path):
-    from notebook_deploy.capture.packages import state_from_modules
+    from notebook_deploy.capturing.packages import state_from_modules
 
     orphan = tmp_path / "orphan_module.py"
     orphan.write_text("")

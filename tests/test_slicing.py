@@ -1,4 +1,4 @@
-"""Static slicing of a notebook's execution history (``notebook_deploy.capture.slicing``).
+"""Static slicing of a notebook's execution history (``notebook_deploy.capturing.slicing``).
 
 These tests are written from the specification of ``slice_cells`` only, not from its code.
 Each case of ``CASES`` lists cell sources in execution order, a target name, the executions
@@ -19,7 +19,7 @@ import pytest
 
 def _slicing():
     # Imported lazily so that the sanity checks of the table run even before the module exists.
-    from notebook_deploy.capture import slicing
+    from notebook_deploy.capturing import slicing
 
     return slicing
 

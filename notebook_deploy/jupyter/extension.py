@@ -18,8 +18,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .. import display
 from ..bundle import Bundle
-from ..capture.live import capture
-from ..capture.recipe import History, file_sha256
+from ..capturing.live import capture
+from ..capturing.recipe import History, file_sha256
 from ..errors import NotebookDeployError
 from ..schema import as_rows, head
 
@@ -134,7 +134,7 @@ def deploy_from_kernel(
 
 def _guess_sample(sources: list[str], variable: str, namespace: dict[str, Any]) -> tuple[Any, str | None]:
     """The training input of ``variable``: the first argument of its last ``fit`` call, if a plain name."""
-    from ..capture.slicing import to_python
+    from ..capturing.slicing import to_python
 
     found = None
     for source in sources:

@@ -95,7 +95,7 @@ _ENVIRONMENT_MAGICS = {"pip", "conda", "mamba", "uv", "sx", "system"}
 _IGNORED_MAGICS = {"matplotlib", "load_ext", "reload_ext", "unload_ext", "autoreload", "aimport", "who", "whos",
                    "who_ls", "config", "env", "history", "lsmagic", "magic", "pwd", "ls", "precision", "xmode",
                    "pdb", "debug", "tb", "reset_selective", "pinfo", "pinfo2", "psearch", "page", "colors",
-                   "automagic", "notebook", "qtconsole", "connect_info", "load", "pycat", "doctest_mode"}
+                   "automagic", "notebook", "qtconsole", "connect_info", "load", "pycat", "doctest_mode", "deploy"}
 _CODE_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 _BUILTINS = frozenset(dir(builtins)) | {"get_ipython", "display", "In", "Out", "exit", "quit"}
 

@@ -52,7 +52,7 @@ def capture(
     found by running the model on it in a fresh Python. ``name`` defaults to the variable the model is
     bound to in the caller. ``methods`` defaults to every inference method the model has.
 
-    With ``history`` (what ran in the session, see ``notebook_deploy.capture.recipe``), the executions
+    With ``history`` (what ran in the session, see ``notebook_deploy.capturing.recipe``), the executions
     that rebuild ``variable`` (the model's variable name) are kept in the bundle as a runnable recipe;
     ``include_data`` stores copies of the data files it reads (``True``: those up to 10 MiB; a number:
     up to that many bytes). The recipe and the globals that notebook code in the model reads are

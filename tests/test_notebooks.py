@@ -1,0 +1,162 @@
+"""The example notebooks in real kernels: %deploy, verify, deploy_notebook and the CLI."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+import notebook_deploy as nd
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "example_notebooks"
+
+pytestmark = pytest.mark.integration
+
+
+class Kernel:
+    """A real IPython kernel that runs cells one at a time, as a person does in JupyterLab."""
+
+    def __init__(self, cwd: Path, store: Path) -> None:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "NOTEBOOK_DEPLOY_HOME": str(store)}
+        self.manager, self.client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+
+    def run(self, source: str) -> str:
+        """Execute one cell; return what it printed and displayed, and raise on an error."""
+        text: list[str] = []
+
+        def collect(message: dict) -> None:
+            content = message["content"]
+            if message["msg_type"] == "stream":
+                text.append(content["text"])
+            elif message["msg_type"] in ("execute_result", "display_data"):
+                text.append(content["data"].get("text/plain", ""))
+            elif message["msg_type"] == "error":
+                text.append(f"{content['ename']}: {content['evalue']}")
+
+        reply = self.client.execute_interactive(source, output_hook=collect, timeout=300)
+        output = "".join(text)
+        if reply["content"]["status"] != "ok":
+            raise AssertionError(f"cell failed: {source!r}\n{output}")
+        return output
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    shutil.copytree(EXAMPLES, tmp_path / "notebooks")
+    return tmp_path / "notebooks", nd.Store(tmp_path / "store")
+
+
+@pytest.fixture
+def kernel(workspace):
+    folder, store = workspace
+    running = Kernel(folder, store.root)
+    yield running
+    running.close()
+
+
+def code_cells(name: str) -> list[str]:
+    return [c.source for c in nbformat.read(EXAMPLES / name, as_version=4).cells if c.cell_type == "code"]
+
+
+def captured(output: str, store: nd.Store) -> nd.Bundle:
+    match = re.search(r"Captured (\S+:[0-9a-f]{12})", output)
+    assert match, output
+    return store.get(match.group(1))
+
+
+@pytest.mark.parametrize("notebook", ["pandas_pipeline.ipynb", "custom_model.ipynb"])
+def test_deploy_in_a_kernel_then_verify(kernel, workspace, notebook):
+    folder, store = workspace
+    *cells, deploy = code_cells(notebook)
+    for cell in cells:
+        kernel.run(cell)
+    bundle = captured(kernel.run(deploy), store)
+    recipe = bundle.manifest["recipe"]
+    assert recipe["executions"], recipe
+    report = nd.verify(bundle)
+    assert report.reproducible, str(report)
+
+
+def test_the_pandas_recipe_leaves_exploration_out(kernel, workspace):
+    folder, store = workspace
+    cells = code_cells("pandas_pipeline.ipynb")
+    for cell in cells[:-1]:
+        kernel.run(cell)
+    output = kernel.run(cells[-1])
+    bundle = captured(output, store)
+    kept = nbformat.read(bundle.path / "recipe.ipynb", as_version=4).cells
+    sources = "\n".join(c.source for c in kept)
+    assert "describe()" not in sources and "value_counts" not in sources and "predict_proba" not in sources
+    assert 'pd.read_csv("data/customers.csv")' in sources and "churn_model.fit" in sources
+    assert bundle.manifest["recipe"]["files"][0]["path"] == "data/customers.csv"
+    assert "sample: the first 5 rows of X_train" in output
+
+
+def test_out_of_order_refit_is_what_the_recipe_rebuilds(kernel, workspace):
+    """Run top to bottom, then change C and re-run only the fit cell: the recipe follows the kernel."""
+    folder, store = workspace
+    load, data, tuning, fit, deploy = code_cells("out_of_order.ipynb")
+    for cell in (load, data, tuning, fit):
+        kernel.run(cell)
+    kernel.run("C = 0.05")
+    kernel.run(fit)
+    bundle = captured(kernel.run(deploy), store)
+    kept = [c.source for c in nbformat.read(bundle.path / "recipe.ipynb", as_version=4).cells]
+    assert kept == [data, "C = 0.05", fit]
+    assert bundle.manifest["recipe"]["executions"] == [2, 5, 6]
+    assert nd.verify(bundle).reproducible
+
+    edited = folder / "edited"
+    shutil.copytree(bundle.path, edited)
+    notebook = nbformat.read(edited / "recipe.ipynb", as_version=4)
+    notebook.cells[1].source = "C = 1.0"
+    nbformat.write(notebook, edited / "recipe.ipynb")
+    from notebook_deploy.bundle import seal_manifest
+
+    seal_manifest(edited, {k: v for k, v in bundle.manifest.items() if k != "files"})
+    report = nd.verify(nd.Bundle.open(edited))
+    assert not report.reproducible
+    assert re.match(r"predict(_proba|_log_proba)?, row \d+", report.summary) or "decision_function" in report.summary
+
+
+def test_a_notebook_with_a_cloud_key_is_refused_naming_the_cell(kernel, workspace):
+    folder, store = workspace
+    kernel.run("%load_ext notebook_deploy")
+    kernel.run("import numpy as np")
+    kernel.run('AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\nAWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"')
+    kernel.run("def model(rows):\n    print(AWS_ACCESS_KEY_ID)\n    return np.asarray(rows).sum(axis=1)")
+    output = kernel.run("%deploy model --sample [[1.0, 2.0]]")
+    assert "cell [3]" in output and "AWS" in output and "allow" in output.lower()
+    assert store.list() == []
+    assert "Captured" in kernel.run("%deploy model --sample [[1.0, 2.0]] --allow-secrets")
+
+
+def test_deploy_notebook_runs_it_headless(workspace):
+    folder, store = workspace
+    bundle = nd.deploy_notebook(folder / "custom_model.ipynb", "centroids", sample="X[:5]", store=store)
+    assert bundle.manifest["model"]["type"] == "__main__.CentroidClassifier"
+    assert bundle.manifest["recipe"]["source"]["kind"] == "kernel"
+    assert nd.verify(bundle).reproducible
+
+
+def test_cli_deploy_and_verify(workspace):
+    folder, store = workspace
+    run = [sys.executable, "-m", "notebook_deploy", "--store", str(store.root)]
+    deployed = subprocess.run([*run, "deploy", str(folder / "out_of_order.ipynb"), "--model", "clf", "--name", "cancer"],
+                              capture_output=True, text=True, timeout=600)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "Captured cancer:" in deployed.stdout and "recipe" in deployed.stdout
+    verified = subprocess.run([*run, "verify", "cancer"], capture_output=True, text=True, timeout=600)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "reproducible" in verified.stdout
