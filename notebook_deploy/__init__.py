@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "capture": ".capturing",
+    "capture": ".capturing.live",
     "Bundle": ".bundle",
     "Store": ".store",
     "load": ".api",
@@ -40,7 +40,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .api import load
     from .bundle import Bundle
-    from .capturing import capture
+    from .capturing.live import capture
     from .errors import (
         BundleIntegrityError,
         BundleReferenceError,

@@ -240,6 +240,33 @@ def deploy(store: Store, notebook: Path, variable: str, name: str | None, sample
     click.echo(summary(bundle, []))
 
 
+@cli.command(epilog="""\b
+Examples:
+  notebook-deploy recipe train.ipynb --model clf
+Reads the saved notebook without running it: cells in the order of their execution counts. A saved
+notebook keeps only each cell's last run, so re-runs and edits after a run are lost (the warnings say
+where it shows); %deploy in the live kernel, or 'notebook-deploy deploy', gives the exact recipe.""")
+@click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "variable", required=True, help="The variable to rebuild.")
+def recipe(notebook: Path, variable: str) -> None:
+    """Show which cells of a saved notebook rebuild a variable."""
+    from .capturing.recipe import build_recipe, history_from_notebook
+
+    try:
+        found = build_recipe(history_from_notebook(notebook), variable)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    for count, source in zip(found.counts, found.cells):
+        click.echo(f"[{count}]")
+        click.echo("    " + source.replace("\n", "\n    "))
+    for data in found.files:
+        click.echo(f"data: {data.path}" + ("" if data.size is not None else " (missing)"))
+    for action in found.environment_actions:
+        click.echo(f"environment: {action}")
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}")
+
+
 @cli.command(epilog=f"""\b
 Examples:
   notebook-deploy verify churn                 replay the recipe in this Python environment

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
 from notebook_deploy.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ def test_a_tampered_bundle_is_refused_naming_the_file(store, two_versions):
     assert result.exit_code == 1 and "model.pkl" in result.output and "changed or truncated" in result.output
 
 
-@pytest.mark.parametrize("command", ["list", "show", "serve", "tag", "rm", "export", "import"])
+@pytest.mark.parametrize("command", ["list", "show", "serve", "tag", "rm", "export", "import", "deploy", "verify", "recipe"])
 def test_every_command_help_teaches_by_example(store, command):
     output = run(store, command, "--help").output
     assert "Example" in output and f"notebook-deploy {command}" in output
@@ -124,3 +127,19 @@ def test_serve_command_answers_over_http(store, two_versions, tmp_path):
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert f"Serving iris:{new.version} at {url}" in stderr
+
+
+def test_recipe_previews_the_cells_of_a_saved_notebook(store, tmp_path):
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "example_notebooks" / "pandas_pipeline.ipynb", as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    for count, cell in enumerate(code, start=1):  # as if run top to bottom
+        cell.execution_count = count
+    nbformat.write(notebook, tmp_path / "saved.ipynb")
+    output = run(store, "recipe", str(tmp_path / "saved.ipynb"), "--model", "churn_model").output
+    kept = [int(line[1:-1]) for line in output.splitlines() if line.startswith("[")]
+    assert kept == [2, 3, 6, 7, 8]  # not describe (4), value_counts (5), predict_proba (9), %load_ext, %deploy
+    assert "data: data/customers.csv (missing)" in output  # the data folder was not copied along
+    failed = run(store, "recipe", str(tmp_path / "saved.ipynb"), "--model", "nothing", ok=False)
+    assert failed.exit_code == 1 and "'nothing' is never assigned" in failed.output

@@ -136,10 +136,10 @@ def test_a_notebook_with_a_cloud_key_is_refused_naming_the_cell(kernel, workspac
     kernel.run("import numpy as np")
     kernel.run('AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\nAWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"')
     kernel.run("def model(rows):\n    print(AWS_ACCESS_KEY_ID)\n    return np.asarray(rows).sum(axis=1)")
-    output = kernel.run("%deploy model --sample [[1.0, 2.0]]")
+    output = kernel.run("%deploy model --sample '[[1.0, 2.0]]'")
     assert "cell [3]" in output and "AWS" in output and "allow" in output.lower()
     assert store.list() == []
-    assert "Captured" in kernel.run("%deploy model --sample [[1.0, 2.0]] --allow-secrets")
+    assert "Captured" in kernel.run("%deploy model --sample '[[1.0, 2.0]]' --allow-secrets")
 
 
 def test_deploy_notebook_runs_it_headless(workspace):

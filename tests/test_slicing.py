@@ -452,6 +452,16 @@ CASES: list[dict] = [
         must_not=[3],
     ),
     dict(
+        # the target is itself a notebook function: the globals it reads when served count as they are
+        # at the end (KEY = 2), not as they were when it was defined (KEY = 1)
+        id="target_function_reads_global_at_serving_time",
+        cells=["import numpy as np", "KEY = 1", "def model(rows):\n    return np.asarray(rows) * KEY", "KEY = 2",
+               "model([1, 2])"],
+        target="model",
+        must=[0, 2, 3],
+        must_not=[1, 4],
+    ),
+    dict(
         # bump() mutates the global counter: both calls are updates; print is not
         id="function_mutates_global_counter",
         cells=[

@@ -1,5 +1,5 @@
-"""Capturing: a live model, the notebook cells behind it and its package state, into a bundle."""
+"""Capturing: a live model, the notebook cells behind it and its package state, into a bundle.
 
-from .live import capture
-
-__all__ = ["capture"]
+Kept free of imports: the package probe runs as ``python -m notebook_deploy.capturing.probe`` and must
+load nothing but the standard library before it takes its first snapshot of ``sys.modules``.
+"""

@@ -28,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 from ..errors import CaptureError
 from ..schema import to_jsonable
 
-PROBE = Path(__file__).with_name("probe.py")
+PROBE = "notebook_deploy.capturing.probe"
 # The runtime that serves a bundle is installed on its own; it is not one of the model's needs.
 _RUNTIME = {"notebook-deploy"}
 
@@ -88,7 +88,7 @@ def probe(
         paths = [p or os.getcwd() for p in sys.path]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
         command = [
-            sys.executable, str(PROBE), str(model_file), str(input_file),
+            sys.executable, "-m", PROBE, str(model_file), str(input_file),
             json.dumps(methods), json.dumps(blocked), scratch,
         ]
         try:

@@ -1,7 +1,9 @@
 """Run as a script in a fresh interpreter: load a pickled model, call its methods on a sample, and report
 every module that loaded and the outputs (the MLflow approach to finding what a model really needs).
 
-Usage: python probe.py MODEL_PICKLE INPUT_PICKLE METHODS_JSON BLOCKED_JSON REPORT_DIR
+Usage: python -m notebook_deploy.capturing.probe MODEL_PICKLE INPUT_PICKLE METHODS_JSON BLOCKED_JSON REPORT_DIR
+(as a module, not a script path: a script's folder would go first on sys.path and its neighbours, such
+as secrets.py, would shadow the standard library)
 
 BLOCKED_JSON lists top-level module names whose import must fail, so that packages a library merely
 tries to import when present (pandas from scikit-learn, for one) can be shown not to be needed.

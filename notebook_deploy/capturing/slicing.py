@@ -724,7 +724,8 @@ class _Analysis:
         included: set[int] = set()
         visited: set[tuple[str, int]] = set()
         work: list[tuple[str, int]] = [(target, len(self.statements))]
-        for held in self._held_code(target):  # code the target holds is pickled with today's globals
+        held_code = self._held_code(target) | ({target} if target in self.functions else set())
+        for held in held_code:  # code the target is or holds is pickled with today's globals
             work += [(name, len(self.statements)) for name in self._globals_of(held, serving=True)]
         while work:
             symbol, position = work.pop()

@@ -190,9 +190,12 @@ class DeployMagics(Magics):
             %deploy clf --name churn --sample X_test[:5] --serve
         """
         args = parse_argstring(self.deploy, line)
+        sample = args.sample
+        if sample and len(sample) > 1 and sample[0] == sample[-1] and sample[0] in "'\"":
+            sample = sample[1:-1]  # IPython's splitter keeps the quotes of --sample "X[:5, [0, 2]]"
         try:
             bundle, notes = deploy_from_kernel(
-                self.shell, args.model, name=args.name, sample=args.sample,
+                self.shell, args.model, name=args.name, sample=sample,
                 include_data=args.include_data, allow_secrets=args.allow_secrets,
             )
         except NotebookDeployError as error:
