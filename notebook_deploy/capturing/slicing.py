@@ -588,7 +588,7 @@ class _Analysis:
     def _notebook_call(self, name: str, call: ast.Call, s: Statement) -> None:
         summary = self.functions[name]
         s.uses |= self._globals_of(name)
-        for written in summary.writes | summary.mutates:
+        for written in summary.writes | (summary.mutates - self.imported):  # np.asarray(...) changes no np
             s.uses.add(written)
             self._update(written, s)
         for index in summary.mutated_params:
