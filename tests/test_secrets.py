@@ -8,6 +8,7 @@ own secret scanning would stop.
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
@@ -158,6 +159,11 @@ POSITIVE = [
         db_pass = "{PASSWORD}"
         df = pd.read_sql("select * from sales", conn)
      ''', "password in an assignment", 2, PASSWORD),
+    ("password-assignment-plain", f'''
+        import getpass
+        user = getpass.getuser()
+        password = "{PASSWORD}"
+     ''', "password in an assignment", 3, PASSWORD),
     ("annotated-token-assignment", f'''
         API_TOKEN: str = "{HEX_SECRET}"
      ''', "token in an assignment", 1, HEX_SECRET),
@@ -300,6 +306,13 @@ def test_ordinary_notebook_code_is_not_a_credential(source):
 def test_a_cell_that_is_not_python_does_not_break_the_scan():
     cells = ["%%bash\nfor f in data/*.csv; do wc -l $f; done", "def f(:\n  (((", "?? np.mean", f'token = "{HF}"']
     assert [(f.kind, f.where) for f in find_secrets_in_cells(cells)] == [("Hugging Face token", "cell 3, line 1")]
+
+
+def test_a_huge_line_of_data_is_scanned_in_linear_time():
+    started = time.monotonic()
+    cells = ["blob = " + "a1b2" * 250_000, "QUJD" * 250_000, "x." * 250_000, "s3+" * 250_000]
+    assert find_secrets_in_cells(cells) == []
+    assert time.monotonic() - started < 10  # about a second; a quadratic pattern takes hours
 
 
 def test_labels_must_name_every_cell():

@@ -67,7 +67,7 @@ _PROVIDER: list[tuple[str, re.Pattern[str]]] = [
     ("JSON Web Token", re.compile(r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})")),
 ]
 
-_URL_CREDENTIALS = re.compile(r"""[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@"'<>{}]*:(?P<v>[^\s@/"'<>]+)@""")
+_URL_CREDENTIALS = re.compile(r"""(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s:/@"'<>{}]*:(?P<v>[^\s@/"'<>]+)@""")
 _URL_QUERY = re.compile(
     r"""[?&](?P<name>access_token|auth_token|token|api_key|apikey|key|sig|password|pwd|secret|client_secret)"""
     r"""=(?P<v>[^&\s"'#<>]+)""",
@@ -78,7 +78,10 @@ _BEARER = re.compile(r"(?i)(?<![A-Za-z0-9])bearer\s+(?P<v>[A-Za-z0-9\-._~+/]{16,
 _BASIC = re.compile(r"(?i)(?<![A-Za-z0-9])basic\s+(?P<v>[A-Za-z0-9+/]{12,}={0,2})(?![A-Za-z0-9+/=])")
 
 # Secret-named places that hold a string literal. Group name is the name, dq/sq the value.
-_ASSIGNMENT = re.compile(rf"(?P<name>[A-Za-z_][\w.]*)\s*(?::\s*[\w.\[\], |]+?\s*)?(?<![=!<>:])=(?!=)\s*{_STR}")
+# Matches start only where a name starts, and names and annotations are bounded: linear on long lines.
+_ASSIGNMENT = re.compile(
+    rf"(?<![\w.])(?P<name>[A-Za-z_][\w.]{{0,100}})[ \t]{{0,20}}(?::[ \t]*[\w.\[\], |]{{1,60}}?[ \t]*)?(?<![=!<>:])=(?!=)\s*{_STR}"
+)
 _SUBSCRIPT = re.compile(rf"""\[\s*[rRuUbB]?(?P<kq>["'])(?P<name>[^"'\n]{{1,100}})(?P=kq)\s*\]\s*=(?!=)\s*{_STR}""")
 _DICT_ENTRY = re.compile(rf"""(?P<kq>["'])(?P<name>[^"'\n]{{1,100}})(?P=kq)\s*:\s*{_STR}""")
 _ENV_CALL = re.compile(
