@@ -131,6 +131,13 @@ class Bundle:
             raise ValueError(f"{self.ref} has no method {method!r}; it has {', '.join(self.methods)}")
         return resolve_method(self.model, method)(data)
 
+    def verify(self, **options: Any) -> Any:
+        """Rebuild the model from the bundle's recipe in a fresh kernel and compare its outputs with the
+        stored ones; see ``notebook_deploy.verify`` for the options. Returns a ``Verification``."""
+        from .verify import verify
+
+        return verify(self, **options)
+
     # -- integrity --------------------------------------------------------------------------------
     def check_integrity(self) -> None:
         """Check the manifest's digest and version and every file's hash; raise ``BundleIntegrityError``."""

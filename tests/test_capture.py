@@ -194,3 +194,12 @@ def test_a_module_no_distribution_owns_is_a_warning(tmp_path):
     assert state.lock == {}
     [warning] = state.warnings
     assert "module 'orphan_module' is used by the model but belongs to no installed distribution" in warning
+
+
+def test_environment_variables_never_reach_a_bundle(iris, store, monkeypatch):
+    marker = "nd-env-marker-8f3a1c"
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", marker)
+    X, y = iris
+    bundle = nd.capture(LogisticRegression(max_iter=500).fit(X, y), name="env", sample=X[:3], store=store)
+    for file in bundle.path.iterdir():
+        assert marker.encode() not in file.read_bytes(), file.name

@@ -160,3 +160,15 @@ def test_cli_deploy_and_verify(workspace):
     verified = subprocess.run([*run, "verify", "cancer"], capture_output=True, text=True, timeout=600)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "reproducible" in verified.stdout
+
+
+def test_deploy_serve_answers_from_the_kernel(kernel, workspace):
+    folder, store = workspace
+    load, data, tuning, fit, deploy = code_cells("out_of_order.ipynb")
+    for cell in (load, data, tuning, fit):
+        kernel.run(cell)
+    output = kernel.run("server = %deploy clf --sample X[:5] --serve")
+    assert "Captured clf:" in output
+    answer = kernel.run("import requests\nrequests.post(server.url + '/predict', json={'instances': X[:2].tolist()}).json()")
+    assert answer.strip() == repr({"predictions": [0, 0]})
+    kernel.run("server.stop()")

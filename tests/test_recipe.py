@@ -122,3 +122,14 @@ def test_verify_names_the_cell_that_fails_and_missing_data(training, store, tmp_
     assert "changed since capture" in nd.verify(bundle).summary
     (tmp_path / "train.csv").unlink()
     assert "is not available" in nd.verify(bundle).summary
+
+
+@pytest.mark.integration
+def test_verify_in_a_fresh_environment_built_from_the_lock(training, store):
+    model, X, history = training
+    bundle = nd.capture(model, name="lr", sample=X, history=history, variable="model", include_data=True, store=store)
+    steps = []
+    report = bundle.verify(fresh_env=True, progress=steps.append)
+    assert report.reproducible, str(report)
+    assert report.environment == "a fresh virtual environment built from the lock"
+    assert steps[0] == "creating a virtual environment from the bundle's lock"
