@@ -1,0 +1,341 @@
+"""A client of the OCI distribution API on ``requests``: what pushing an image and reading a base need.
+
+Written here rather than taken from PyPI: oras-py re-serialises manifests and reads whole blobs into
+memory, python-dxf refuses authentication over plain http (local registries), google's
+containerregistry is unmaintained, and docker-py needs a daemon (../shared/notes/oci-images.md §0).
+
+- Authentication follows the registry's ``WWW-Authenticate`` challenge: Basic, or a Bearer token fetched
+  from the realm for exactly the scopes a request needs (cached per scope set, fetched again on 401).
+- Blobs: existence check, cross-repository mount, then a monolithic upload for small blobs or PATCH
+  chunks with ``Content-Range`` for large ones; a dropped connection resumes from the offset the
+  registry reports. The ``Location`` of each answer is followed as given (it carries ``_state``).
+- Manifests are sent as the exact bytes given, with their media type, and their digest checked.
+- Connection errors, 429 and 5xx are retried with exponential backoff (``Retry-After`` honoured), then
+  reported with what to do next.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urljoin, urlparse
+
+import requests
+
+from ..errors import NotebookDeployError
+from .credentials import Credentials, find_credentials
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+CHUNK_SIZE = 16 * 1024 * 1024
+
+Progress = Callable[[int, int], None]
+
+
+class RegistryError(NotebookDeployError):
+    """The registry refused a request, or could not be reached."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RegistryAuthError(RegistryError):
+    """The registry wants credentials it did not get, or refused the ones it got."""
+
+
+class _Unreachable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes to push: held in memory or read from a file, with their digest and size."""
+
+    digest: str
+    size: int
+    data: bytes | None = None
+    path: Path | None = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.data is not None:
+            return self.data[offset:offset + length]
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+
+class Registry:
+    """One registry (``host[:port]``). Credentials default to the Docker config and the environment."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        scheme: str = "https",
+        credentials: Credentials | None | str = "auto",
+        retries: int = 4,
+        backoff: float = 0.5,
+        timeout: float = 60,
+    ) -> None:
+        self.host = host
+        self.base = f"{scheme}://{host}"
+        self.credentials = find_credentials(host) if credentials == "auto" else credentials
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._tokens: dict[tuple[str, ...], str] = {}
+        self._basic = False
+
+    # -- blobs ------------------------------------------------------------------------------------
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        response = self._request("HEAD", f"/v2/{repository}/blobs/{digest}", _pull(repository))
+        if response.status_code in (200, 404):
+            return response.status_code == 200
+        raise self._error(response, f"checking blob {digest[:19]} in {repository}")
+
+    def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None,
+                  progress: Progress | None = None, chunk_size: int = CHUNK_SIZE) -> str:
+        """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``."""
+        if self.blob_exists(repository, blob.digest):
+            _report(progress, blob.size, blob.size)
+            return "exists"
+        if mount_from and mount_from != repository:
+            scopes = _push(repository) + _pull(mount_from)
+            response = self._request("POST", f"/v2/{repository}/blobs/uploads/?mount={blob.digest}&from={mount_from}",
+                                     scopes)
+            if response.status_code == 201:
+                _report(progress, blob.size, blob.size)
+                return "mounted"
+            if response.status_code == 202:  # declined: an upload session was opened instead
+                self._upload(repository, blob, progress, chunk_size, response)
+                return "uploaded"
+        self._upload(repository, blob, progress, chunk_size)
+        return "uploaded"
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        response = self._request("GET", f"/v2/{repository}/blobs/{digest}", _pull(repository))
+        if response.status_code != 200:
+            raise self._error(response, f"reading blob {digest[:19]} of {repository}")
+        return response.content
+
+    def _upload(self, repository: str, blob: Blob, progress: Progress | None, chunk_size: int,
+                opened: requests.Response | None = None, restarted: bool = False) -> None:
+        scopes = _push(repository)
+        response = opened or self._request("POST", f"/v2/{repository}/blobs/uploads/", scopes)
+        if response.status_code != 202:
+            raise self._error(response, f"starting an upload to {repository}")
+        location = self._location(response)
+        if blob.size <= chunk_size:  # monolithic: the whole blob with the closing PUT
+            self._close_upload(location, blob, scopes, body=blob.read(0, blob.size))
+            _report(progress, blob.size, blob.size)
+            return
+        offset = 0
+        while offset < blob.size:
+            chunk = blob.read(offset, min(chunk_size, blob.size - offset))
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk)),
+                       "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
+            try:
+                response = self._request("PATCH", location, scopes, data=chunk, headers=headers, retries=0)
+            except _Unreachable:
+                response = None
+            if response is not None and response.status_code == 202:
+                location = self._location(response)
+                offset = _range_end(response) + 1
+            else:  # dropped connection or refused chunk: ask where the registry stands and go on from there
+                status = self._request("GET", location, scopes)
+                if status.status_code == 404 and not restarted:  # the session is gone: start again once
+                    return self._upload(repository, blob, progress, chunk_size, restarted=True)
+                if status.status_code != 204:
+                    raise self._error(status, f"resuming the upload of {blob.digest[:19]} to {repository}")
+                location = self._location(status)
+                offset = _range_end(status) + 1
+            _report(progress, offset, blob.size)
+        self._close_upload(location, blob, scopes, body=b"")
+
+    def _close_upload(self, location: str, blob: Blob, scopes: list[str], body: bytes) -> None:
+        separator = "&" if urlparse(location).query else "?"
+        response = self._request("PUT", f"{location}{separator}digest={blob.digest}", scopes, data=body,
+                                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(body))})
+        if response.status_code != 201:
+            raise self._error(response, f"finishing the upload of {blob.digest[:19]}")
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != blob.digest:
+            raise RegistryError(f"the registry stored {stored} for a blob whose digest is {blob.digest}")
+
+    # -- manifests --------------------------------------------------------------------------------
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store ``body`` (exact bytes) under a tag or digest; return its digest."""
+        response = self._request("PUT", f"/v2/{repository}/manifests/{reference}", _push(repository), data=body,
+                                 headers={"Content-Type": media_type})
+        if response.status_code != 201:
+            raise self._error(response, f"storing the manifest {repository}:{reference}")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise RegistryError(f"the registry stored manifest {stored}, expected {digest}")
+        return digest
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        """The manifest or index bytes and media type of ``repository:reference``."""
+        response = self._request("GET", f"/v2/{repository}/manifests/{reference}", _pull(repository),
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if response.status_code != 200:
+            raise self._error(response, f"reading the manifest of {repository}:{reference}")
+        return response.content, response.headers.get("Content-Type", "").split(";")[0]
+
+    # -- transport --------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, scopes: list[str], *, retries: int | None = None,
+                 headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
+        url = path if path.startswith(("http://", "https://")) else self.base + path
+        attempts = (self.retries if retries is None else retries) + 1
+        authenticated = False
+        attempt = 0
+        while True:
+            try:
+                response = self._session.request(method, url, headers={**(headers or {}), **self._auth(scopes)},
+                                                 timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"),
+                                                 **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as error:
+                attempt += 1
+                if attempt >= attempts:
+                    if retries == 0:
+                        raise _Unreachable(str(error)) from None
+                    raise RegistryError(
+                        f"{self.host} did not answer {method} {urlparse(url).path} after {attempts} attempts "
+                        f"({type(error).__name__}). Check that the registry is up, then run the push again: "
+                        "blobs already uploaded are not sent twice"
+                    ) from None
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            if response.status_code == 401 and not authenticated:
+                authenticated = True
+                self._authenticate(response, scopes)
+                continue
+            if response.status_code in (429, 500, 502, 503, 504) and attempt + 1 < attempts:
+                attempt += 1
+                time.sleep(_retry_after(response) or self.backoff * 2 ** (attempt - 1))
+                continue
+            if response.status_code == 401:
+                raise self._denied(response, scopes)
+            return response
+
+    def _auth(self, scopes: list[str]) -> dict[str, str]:
+        token = self._tokens.get(tuple(scopes))
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        if self._basic and self.credentials:
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {}
+
+    def _authenticate(self, response: requests.Response, scopes: list[str]) -> None:
+        scheme, params = _challenge(response.headers.get("WWW-Authenticate", ""))
+        if scheme == "basic":
+            if not self.credentials:
+                raise RegistryAuthError(
+                    f"{self.host} needs a username and password: add them with `docker login {self.host}`, "
+                    "to ~/.docker/config.json, or in REGISTRY_USERNAME and REGISTRY_PASSWORD"
+                )
+            self._basic = True
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise RegistryAuthError(f"{self.host} asks for an authentication this client does not know: "
+                                    f"{response.headers.get('WWW-Authenticate')!r}")
+        query: list[tuple[str, str]] = [("service", params["service"])] if "service" in params else []
+        query += [("scope", s) for s in scopes]
+        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+        try:
+            answer = self._session.get(params["realm"], params=query, auth=auth, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise RegistryAuthError(f"the token server of {self.host} ({params['realm']}) did not answer: {error}") from None
+        if answer.status_code == 401:
+            raise RegistryAuthError(
+                f"{self.host} refused the username and password for {self.credentials.username if self.credentials else 'anonymous access'}"
+                f": {_message(answer)}. Check the credentials in ~/.docker/config.json or REGISTRY_USERNAME/PASSWORD"
+            )
+        if answer.status_code != 200:
+            raise RegistryAuthError(f"the token server of {self.host} answered {answer.status_code}: {_message(answer)}")
+        body = answer.json()
+        self._tokens[tuple(scopes)] = body.get("token") or body.get("access_token")
+
+    def _denied(self, response: requests.Response, scopes: list[str]) -> RegistryAuthError:
+        who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
+        return RegistryAuthError(
+            f"{self.host} refused {who} for {', '.join(scopes)}: {_message(response)}. "
+            "Check the credentials (docker login, ~/.docker/config.json, REGISTRY_USERNAME/PASSWORD) and "
+            "that they may push to this repository"
+        )
+
+    def _location(self, response: requests.Response) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{self.host} answered {response.status_code} without a Location header")
+        return urljoin(self.base + "/", location)
+
+    def _error(self, response: requests.Response, doing: str) -> RegistryError:
+        code = None
+        try:
+            errors = response.json().get("errors") or []
+            code = errors[0].get("code") if errors else None
+        except ValueError:
+            pass
+        return RegistryError(f"{self.host} answered {response.status_code} {doing}: {_message(response)}", code)
+
+
+def _pull(repository: str) -> list[str]:
+    return [f"repository:{repository}:pull"]
+
+
+def _push(repository: str) -> list[str]:
+    return [f"repository:{repository}:pull,push"]
+
+
+def _report(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _range_end(response: requests.Response) -> int:
+    """The last byte the registry holds, from ``Range: 0-N`` (inclusive)."""
+    match = re.match(r"^(?:bytes=)?0-(\d+)$", response.headers.get("Range", ""))
+    if not match:
+        raise RegistryError(f"the registry answered an upload chunk without a valid Range header: "
+                            f"{response.headers.get('Range')!r}")
+    return int(match.group(1))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return min(float(value), 30.0) if value.replace(".", "", 1).isdigit() else None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="…",service="…"`` → ("bearer", {...}); Bearer is preferred when several are offered."""
+    challenges = re.findall(r'(\w+)\s+((?:\w+="[^"]*"\s*,?\s*)+)', header)
+    parsed = [(scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', params))) for scheme, params in challenges]
+    for wanted in ("bearer", "basic"):
+        for scheme, params in parsed:
+            if scheme == wanted:
+                return scheme, params
+    return (parsed[0] if parsed else ("", {}))
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        if errors:
+            return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+    except ValueError:
+        pass
+    return response.text.strip()[:300] or response.reason
