@@ -1,0 +1,135 @@
+"""The registry client against a real docker-registry, in its three authentication modes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import threading
+
+import pytest
+from registries import Registry as RealRegistry
+
+from notebook_deploy.image.credentials import Credentials
+from notebook_deploy.image.registry import OCI_MANIFEST, Blob, Registry, RegistryAuthError, RegistryError
+
+pytestmark = pytest.mark.integration
+
+
+def blob_of(data: bytes) -> Blob:
+    return Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data)
+
+
+def client_for(real: RealRegistry, **options) -> Registry:
+    credentials = Credentials(real.username, real.password) if real.username else None
+    return Registry(real.host, scheme="http", credentials=credentials, **options)
+
+
+def manifest_for(config: Blob, layers: list[Blob]) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest, "size": config.size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": b.digest, "size": b.size}
+                   for b in layers],
+    }, separators=(",", ":")).encode()
+
+
+@pytest.fixture(params=["none", "basic", "token"])
+def real(request, tmp_path):
+    with RealRegistry(request.param, tmp_path / "registry") as registry:
+        yield registry
+
+
+def test_push_blobs_and_a_manifest_then_skopeo_sees_them(real, tmp_path):
+    client = client_for(real)
+    small, large = blob_of(b"x" * 1000), blob_of(os.urandom(3_000_000))
+    seen: list[int] = []
+    assert client.push_blob("models/iris", small) == "uploaded"
+    assert client.push_blob("models/iris", large, chunk_size=1_000_000, progress=lambda done, total: seen.append(done)) == "uploaded"
+    assert seen == [1_000_000, 2_000_000, 3_000_000]
+    assert client.push_blob("models/iris", large) == "exists"
+    assert client.push_blob("models/other", large, mount_from="models/iris") == "mounted"
+    config = blob_of(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                                 "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+    client.push_blob("models/iris", config)
+    body = manifest_for(config, [small, large])
+    digest = client.put_manifest("models/iris", "v1", body, OCI_MANIFEST)
+    assert digest == "sha256:" + hashlib.sha256(body).hexdigest()
+    assert client.get_manifest("models/iris", "v1") == (body, OCI_MANIFEST)
+    assert client.get_blob("models/iris", large.digest) == large.data
+
+    creds = ["--creds", f"{real.username}:{real.password}"] if real.username else []
+    inspected = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *creds,
+                                f"docker://{real.host}/models/iris:v1"], capture_output=True, check=True)
+    assert inspected.stdout == body
+
+
+def test_credentials_come_from_the_docker_config(tmp_path, monkeypatch):
+    with RealRegistry("token", tmp_path / "registry") as real:
+        (tmp_path / "docker").mkdir()
+        monkeypatch.setenv("DOCKER_CONFIG", str(real.write_docker_config(tmp_path / "docker").parent))
+        client = Registry(real.host, scheme="http")  # credentials="auto"
+        assert client.push_blob("team/app", blob_of(b"config")) == "uploaded"
+        # one token for the pull,push scope was enough for both the check and the upload
+        assert [t["subject"] for t in real.token_server.issued] == ["tester"]
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_a_wrong_password_is_a_clear_error_and_tags_nothing(mode, tmp_path):
+    with RealRegistry(mode, tmp_path / "registry") as real:
+        wrong = Registry(real.host, scheme="http", credentials=Credentials(real.username, "wrong"))
+        with pytest.raises(RegistryAuthError, match=f"{real.host} refused"):
+            wrong.put_manifest("models/iris", "v1", b"{}", OCI_MANIFEST)
+        right = client_for(real)
+        with pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
+            right.get_manifest("models/iris", "v1")
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+def test_anonymous_pushes_are_refused_saying_how_to_log_in(mode, tmp_path):
+    with RealRegistry(mode, tmp_path / "registry") as real:
+        anonymous = Registry(real.host, scheme="http", credentials=None)
+        with pytest.raises(RegistryAuthError, match="docker login|refused anonymous access"):
+            anonymous.push_blob("models/iris", blob_of(b"data"))
+
+
+def test_an_upload_survives_the_registry_going_down_mid_blob(tmp_path):
+    """The registry is killed after the first chunk and comes back a second later: the client asks
+    where the upload stands and goes on from there."""
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = client_for(real, backoff=0.5)
+        data = blob_of(os.urandom(4_000_000))
+        restarted = threading.Event()
+
+        def progress(done: int, total: int) -> None:
+            if done == 1_000_000 and not restarted.is_set():
+                real.kill()
+                threading.Timer(1.0, lambda: (real.restart(), restarted.set())).start()
+
+        assert client.push_blob("models/big", data, chunk_size=1_000_000, progress=progress) == "uploaded"
+        assert restarted.is_set()
+        assert client.get_blob("models/big", data.digest) == data.data
+
+
+def test_a_registry_that_stays_down_gives_a_clear_error_and_a_later_push_completes(tmp_path):
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = client_for(real, retries=2, backoff=0.1)
+        first = blob_of(b"first layer")
+        assert client.push_blob("models/iris", first) == "uploaded"
+        real.kill()
+        with pytest.raises(RegistryError, match="did not answer .* after 3 attempts .* run the push again"):
+            client.push_blob("models/iris", blob_of(b"second layer"))
+        real.restart()
+        assert client.push_blob("models/iris", first) == "exists"
+        assert client.push_blob("models/iris", blob_of(b"second layer")) == "uploaded"
+
+
+def test_a_manifest_naming_a_missing_blob_is_refused_with_the_registry_code(tmp_path):
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = client_for(real)
+        config = blob_of(b"{}")
+        client.push_blob("models/iris", config)
+        with pytest.raises(RegistryError, match="MANIFEST_BLOB_UNKNOWN") as error:
+            client.put_manifest("models/iris", "v1", manifest_for(config, [blob_of(b"never pushed")]), OCI_MANIFEST)
+        assert error.value.code == "MANIFEST_BLOB_UNKNOWN"
