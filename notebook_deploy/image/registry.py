@@ -98,8 +98,11 @@ class Registry:
         self._basic = False
 
     # -- blobs ------------------------------------------------------------------------------------
-    def blob_exists(self, repository: str, digest: str) -> bool:
-        response = self._request("HEAD", f"/v2/{repository}/blobs/{digest}", _pull(repository))
+    def blob_exists(self, repository: str, digest: str, for_push: bool = False) -> bool:
+        """Whether the blob is in ``repository``. ``for_push`` asks for the push scope right away, so a
+        push needs one token, not one for the check and another for the upload."""
+        scopes = _push(repository) if for_push else _pull(repository)
+        response = self._request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes)
         if response.status_code in (200, 404):
             return response.status_code == 200
         raise self._error(response, f"checking blob {digest[:19]} in {repository}")
@@ -107,7 +110,7 @@ class Registry:
     def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None,
                   progress: Progress | None = None, chunk_size: int = CHUNK_SIZE) -> str:
         """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``."""
-        if self.blob_exists(repository, blob.digest):
+        if self.blob_exists(repository, blob.digest, for_push=True):
             _report(progress, blob.size, blob.size)
             return "exists"
         if mount_from and mount_from != repository:
