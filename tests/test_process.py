@@ -96,7 +96,8 @@ def test_the_server_stops_when_the_process_that_started_it_exits(forest_bundle, 
         """
     )
     for mode in ("exit", "wait"):
-        parent = subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE, text=True)
+        env = dict(os.environ, TMPDIR=str(tmp_path))  # a killed parent cannot remove its server's log folder
+        parent = subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE, text=True, env=env)
         pid, url = parent.stdout.readline().split()
         assert requests.get(url + "/healthz").status_code == 200
         if mode == "wait":
