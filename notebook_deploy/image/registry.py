@@ -58,17 +58,21 @@ class _Unreachable(Exception):
 
 @dataclass(frozen=True)
 class Blob:
-    """Bytes to push: held in memory or read from a file, with their digest and size."""
+    """Bytes to push: held in memory, read from a file, or fetched on demand, with their digest and size."""
 
     digest: str
     size: int
     data: bytes | None = None
     path: Path | None = None
+    fetch: Callable[[], bytes] | None = None  # for a blob read only if it must be uploaded (a base layer)
 
     def read(self, offset: int, length: int) -> bytes:
+        if self.data is None and self.fetch is not None:
+            object.__setattr__(self, "data", self.fetch())
         if self.data is not None:
             return self.data[offset:offset + length]
-        assert self.path is not None
+        if self.path is None:
+            raise ValueError(f"blob {self.digest} has no content to upload")
         with open(self.path, "rb") as f:
             f.seek(offset)
             return f.read(length)

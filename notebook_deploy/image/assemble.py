@@ -1,0 +1,171 @@
+"""Assemble an image as data: a base image (resolved from its registry) plus layers appended on top,
+a new config and manifest, pushed blob by blob. No daemon is involved.
+
+The new image follows the base's media-type family (OCI or Docker v2), keeps the base's history and
+adds one history entry per appended layer, and writes the config and manifest canonically, so the same
+base and layers always give the same image digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import NotebookDeployError
+from .layers import DOCKER_LAYER, OCI_LAYER, Layer
+from .reference import ImageReference
+from .registry import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Blob, Progress, Registry
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A resolved base: where it lives, its manifest's layer descriptors and its config."""
+
+    reference: ImageReference
+    media_type: str  # of its manifest: OCI or Docker v2
+    layers: list[dict[str, Any]]
+    config: dict[str, Any]
+
+
+@dataclass
+class ImageSpec:
+    """What the new image adds to the base."""
+
+    layers: list[Layer]
+    history: list[str]  # one line per appended layer, shown by `docker history`
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    working_dir: str | None = None
+    exposed_ports: list[int] = field(default_factory=list)
+    healthcheck: list[str] | None = None  # the command, as in a Dockerfile HEALTHCHECK CMD
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image: its config and manifest bytes and what they reference."""
+
+    base: BaseImage
+    layers: list[Layer]
+    config: bytes
+    manifest: bytes
+    media_type: str
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+
+    @property
+    def config_digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.config).hexdigest()
+
+
+def resolve_base(registry: Registry, reference: ImageReference, platform: str = "linux/amd64") -> BaseImage:
+    """Read the base image's manifest (choosing ``platform`` from an index) and its config."""
+    body, media_type = registry.get_manifest(reference.repository, reference.reference)
+    document = json.loads(body)
+    if media_type in (OCI_INDEX, DOCKER_LIST) or "manifests" in document:
+        chosen = _choose_platform(document.get("manifests", []), platform)
+        if chosen is None:
+            offered = sorted({_platform_of(m) for m in document.get("manifests", [])} - {"unknown/unknown"})
+            raise NotebookDeployError(f"{reference} has no image for {platform}; it offers {', '.join(offered)}")
+        body, media_type = registry.get_manifest(reference.repository, chosen["digest"])
+        document = json.loads(body)
+    if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        raise NotebookDeployError(f"{reference} is a {media_type or 'manifest of unknown type'}, not an image manifest")
+    config = json.loads(registry.get_blob(reference.repository, document["config"]["digest"]))
+    return BaseImage(reference, media_type, list(document["layers"]), config)
+
+
+def assemble(base: BaseImage, spec: ImageSpec) -> Image:
+    """The new image's config and manifest: the base's, with ``spec``'s layers and settings on top."""
+    docker = base.media_type == DOCKER_MANIFEST
+    config = json.loads(json.dumps(base.config))  # a deep copy
+    settings = config.setdefault("config", {})
+    if spec.env:
+        current = dict(e.split("=", 1) for e in settings.get("Env", []) if "=" in e)
+        settings["Env"] = [f"{k}={v}" for k, v in {**current, **spec.env}.items()]
+    for key, value in (("Entrypoint", spec.entrypoint), ("Cmd", spec.cmd), ("User", spec.user),
+                       ("WorkingDir", spec.working_dir)):
+        if value is not None:
+            settings[key] = value
+    if spec.labels:
+        settings["Labels"] = {**(settings.get("Labels") or {}), **spec.labels}
+    if spec.exposed_ports:
+        settings["ExposedPorts"] = {**(settings.get("ExposedPorts") or {}), **{f"{p}/tcp": {} for p in spec.exposed_ports}}
+    if spec.healthcheck:
+        settings["Healthcheck"] = {"Test": ["CMD", *spec.healthcheck], "Interval": 10_000_000_000,
+                                   "Timeout": 5_000_000_000, "Retries": 3}
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] += [l.diff_id for l in spec.layers]
+    config["history"] = list(config.get("history", [])) + [
+        {"created_by": line, "comment": "notebook-deploy"} for line in spec.history
+    ]
+    config.pop("created", None)  # a build time would make every build a new image
+    config_bytes = _canonical(config)
+    layer_type = DOCKER_LAYER if docker else OCI_LAYER
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+                   "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(), "size": len(config_bytes)},
+        "layers": base.layers + [{"mediaType": layer_type, "digest": l.digest, "size": l.size} for l in spec.layers],
+    }
+    if not docker and spec.labels:
+        manifest["annotations"] = dict(spec.labels)
+    return Image(base, spec.layers, config_bytes, _canonical(manifest), manifest["mediaType"])
+
+
+def push_image(registry: Registry, image: Image, target: ImageReference,
+               progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
+    """Push ``image`` to ``target``: the base's layers (mounted when on the same registry), the new
+    layers, the config, then the manifest under the tag. Returns what happened to each blob."""
+    outcome: dict[str, str] = {}
+    if image.base.reference.registry != target.registry:
+        raise NotebookDeployError(
+            f"the base {image.base.reference} is on another registry than {target}: copy the base there first"
+        )
+    base_repository = image.base.reference.repository
+    for layer in image.base.layers:  # mounted from the base's repository; read only if the mount is declined
+        blob = Blob(layer["digest"], layer["size"],
+                    fetch=lambda digest=layer["digest"]: registry.get_blob(base_repository, digest))
+        outcome[layer["digest"]] = registry.push_blob(target.repository, blob, mount_from=base_repository,
+                                                      progress=_named(progress, layer["digest"]))
+    for layer in image.layers:
+        outcome[layer.digest] = registry.push_blob(target.repository, Blob(layer.digest, layer.size, path=layer.path),
+                                                   progress=_named(progress, layer.digest))
+    config = Blob(image.config_digest, len(image.config), image.config)
+    outcome[config.digest] = registry.push_blob(target.repository, config)
+    registry.put_manifest(target.repository, target.tag or "latest", image.manifest, image.media_type)
+    return outcome
+
+
+def _choose_platform(manifests: list[dict[str, Any]], platform: str) -> dict[str, Any] | None:
+    wanted = platform.split("/")
+    for descriptor in manifests:
+        found = _platform_of(descriptor).split("/")
+        if found[:2] == wanted[:2] and (len(wanted) < 3 or found[2:3] == wanted[2:3]):
+            return descriptor
+    return None
+
+
+def _platform_of(descriptor: dict[str, Any]) -> str:
+    platform = descriptor.get("platform", {})
+    text = f"{platform.get('os', 'unknown')}/{platform.get('architecture', 'unknown')}"
+    return text + (f"/{platform['variant']}" if platform.get("variant") else "")
+
+
+def _named(progress: Callable[[str, int, int], None] | None, digest: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(digest, done, total)
+
+
+def _canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

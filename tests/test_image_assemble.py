@@ -1,0 +1,110 @@
+"""Images assembled as data on a base resolved from a real registry, pushed, and read back by skopeo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+from registries import Registry as RealRegistry
+
+from notebook_deploy.errors import NotebookDeployError
+from notebook_deploy.image.assemble import ImageSpec, assemble, push_image, resolve_base
+from notebook_deploy.image.layers import Entry, build_layer
+from notebook_deploy.image.reference import ImageReference
+from notebook_deploy.image.registry import OCI_INDEX, OCI_MANIFEST, Blob, Registry
+
+pytestmark = pytest.mark.integration
+
+
+def _push_json(client: Registry, repository: str, document: dict) -> tuple[str, int]:
+    data = json.dumps(document, sort_keys=True).encode()
+    blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data)
+    client.push_blob(repository, blob)
+    return blob.digest, blob.size
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real registry holding base/python:3.11, an index of a linux/amd64 and a linux/arm64 image."""
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = Registry(real.host, scheme="http", credentials=None)
+        children = []
+        for arch in ("amd64", "arm64"):
+            layer = build_layer([Entry("etc/base-release", f"base for {arch}\n".encode())], tmp_path / f"base-{arch}.tgz")
+            client.push_blob("base/python", Blob(layer.digest, layer.size, path=layer.path))
+            config = {"architecture": arch, "os": "linux", "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["python3"]},
+                      "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}, "history": [{"created_by": "base"}]}
+            config_digest, config_size = _push_json(client, "base/python", config)
+            manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                              "digest": config_digest, "size": config_size},
+                                   "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}]}).encode()
+            digest = client.put_manifest("base/python", f"3.11-{arch}", manifest, OCI_MANIFEST)
+            children.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
+                             "platform": {"os": "linux", "architecture": arch}})
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
+        client.put_manifest("base/python", "3.11", index, OCI_INDEX)
+        yield real, client
+
+
+def _folder(tmp_path, name: str):
+    (tmp_path / name).mkdir()
+    return tmp_path / name
+
+
+def _spec(tmp_path, bundle_text: bytes) -> ImageSpec:
+    deps = build_layer([Entry("opt/venv/lib/site.py", b"# dependencies")], tmp_path / "deps.tgz")
+    bundle = build_layer([Entry("opt/bundle/model.pkl", bundle_text)], tmp_path / f"bundle-{len(bundle_text)}.tgz")
+    return ImageSpec(
+        layers=[deps, bundle], history=["python dependencies", "bundle iris:abc"],
+        entrypoint=["python3", "-m", "notebook_deploy", "serve", "/opt/bundle", "--host", "0.0.0.0"],
+        env={"PORT": "8000"}, labels={"org.opencontainers.image.title": "iris"}, user="1000",
+        exposed_ports=[8000], healthcheck=["python3", "-c", "print('ok')"],
+    )
+
+
+def test_an_index_resolves_to_the_requested_platform(registry):
+    real, client = registry
+    base = ImageReference.parse(f"{real.host}/base/python:3.11")
+    assert resolve_base(client, base, "linux/arm64").config["architecture"] == "arm64"
+    assert resolve_base(client, base).config["architecture"] == "amd64"
+    with pytest.raises(NotebookDeployError, match="no image for linux/s390x; it offers linux/amd64, linux/arm64"):
+        resolve_base(client, base, "linux/s390x")
+
+
+def test_assemble_push_and_read_back_with_skopeo(registry, tmp_path):
+    real, client = registry
+    base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:3.11"))
+    image = assemble(base, _spec(tmp_path, b"model v1"))
+    target = ImageReference.parse(f"{real.host}/models/iris:1")
+    outcome = push_image(client, image, target)
+    assert outcome[base.layers[0]["digest"]] == "mounted"
+    assert [outcome[layer.digest] for layer in image.layers] == ["uploaded", "uploaded"]
+
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"],
+                         capture_output=True, check=True).stdout
+    assert raw == image.manifest
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"],
+                                       capture_output=True, check=True).stdout)
+    assert config["config"]["Env"] == ["PATH=/usr/bin", "PORT=8000"]
+    assert config["config"]["User"] == "1000" and "8000/tcp" in config["config"]["ExposedPorts"]
+    assert config["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
+    assert len(config["rootfs"]["diff_ids"]) == len(config["history"]) == 3
+    assert json.loads(raw)["annotations"] == {"org.opencontainers.image.title": "iris"}
+
+
+def test_same_inputs_same_digest_and_a_model_change_uploads_only_the_bundle_layer(registry, tmp_path):
+    real, client = registry
+    base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:3.11"))
+    first = assemble(base, _spec(_folder(tmp_path, "a"), b"model v1"))
+    again = assemble(base, _spec(_folder(tmp_path, "b"), b"model v1"))
+    assert first.digest == again.digest
+    target = ImageReference.parse(f"{real.host}/models/iris:1")
+    push_image(client, first, target)
+    changed = assemble(base, _spec(_folder(tmp_path, "c"), b"model v2!"))
+    outcome = push_image(client, changed, target.with_tag("2"))
+    deps, bundle = changed.layers
+    assert (outcome[base.layers[0]["digest"]], outcome[deps.digest], outcome[bundle.digest]) == ("exists", "exists", "uploaded")
+    assert changed.digest != first.digest
