@@ -12,6 +12,7 @@ from registries import Registry as RealRegistry
 from notebook_deploy.errors import NotebookDeployError
 from notebook_deploy.image.assemble import ImageSpec, assemble, push_image, resolve_base
 from notebook_deploy.image.layers import Entry, build_layer
+from notebook_deploy.image.outputs import write_image_tar, write_oci_layout
 from notebook_deploy.image.reference import ImageReference
 from notebook_deploy.image.registry import OCI_INDEX, OCI_MANIFEST, Blob, Registry
 
@@ -108,3 +109,27 @@ def test_same_inputs_same_digest_and_a_model_change_uploads_only_the_bundle_laye
     deps, bundle = changed.layers
     assert (outcome[base.layers[0]["digest"]], outcome[deps.digest], outcome[bundle.digest]) == ("exists", "exists", "uploaded")
     assert changed.digest != first.digest
+
+
+def test_oci_layout_and_image_tar_are_read_by_skopeo(registry, tmp_path):
+    real, client = registry
+    base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:3.11"))
+    image = assemble(base, _spec(tmp_path, b"model v1"))
+    fetch = lambda digest: client.get_blob("base/python", digest)  # noqa: E731
+
+    layout = write_oci_layout(image, tmp_path / "layout", "models/iris:1", fetch)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:1"], capture_output=True, check=True).stdout
+    assert raw == image.manifest
+    # skopeo copy re-checks every blob digest on the way into a registry, and keeps the manifest digest
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{real.host}/copied/iris:1"],
+                   capture_output=True, check=True)
+    assert client.get_manifest("copied/iris", "1")[0] == image.manifest
+
+    first = write_image_tar(image, tmp_path / "iris.tar", "models/iris:1", fetch)
+    second = write_image_tar(image, tmp_path / "again.tar", "models/iris:1", fetch)
+    assert first.read_bytes() == second.read_bytes()
+    for transport in ("oci-archive", "docker-archive"):  # the OCI view and the `docker load` view of one tar
+        found = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"{transport}:{first}"],
+                                          capture_output=True, check=True).stdout)
+        assert found["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
+        assert len(found["rootfs"]["diff_ids"]) == 3
