@@ -114,7 +114,8 @@ Then:
 {REF_HELP}""")
 @click.argument("ref")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--port", default=8000, envvar="PORT", show_default=True, type=int,
+              help="Port; 0 picks a free one. $PORT sets it too (as in the images this builds).")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the server's URL to this file (JSON) once it answers requests: for scripts.")
 @click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, type=int,
@@ -289,6 +290,37 @@ def verify(store: Store, ref: str, fresh_env: bool, data_dir: str | None) -> Non
     click.echo(str(report))
     if not report:
         raise SystemExit(1)
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy push iris registry.example.com/models/iris:1
+  notebook-deploy push iris:prod 127.0.0.1:5000/models/iris:prod --base 127.0.0.1:5000/base/python:3.11
+Builds the image as data (no Docker daemon needed): the base (default python:3.X-slim for the
+bundle's Python), then the Python dependencies, the notebook-deploy runtime and the bundle as layers.
+The image serves the bundle on port 8000 (or $PORT). Credentials come from ~/.docker/config.json
+(credential helpers included) or REGISTRY_USERNAME / REGISTRY_PASSWORD. Blobs the registry already
+has are not sent again, so a push after a model-only change uploads only the bundle layer.
+{REF_HELP}""")
+@click.argument("ref")
+@click.argument("image")
+@click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
+@click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
+@click.pass_obj
+@_errors_as_messages
+def push(store: Store, ref: str, image: str, base: str | None, platform: str) -> None:
+    """Build the image that serves a bundle and push it to a registry."""
+    from .image.publish import push as push_image
+
+    finished: set[str] = set()
+
+    def progress(digest: str, done: int, total: int) -> None:
+        if done >= total and digest not in finished:
+            finished.add(digest)
+            click.echo(f"  {digest[7:19]}  {display.human_size(total)}", err=True)
+
+    click.echo(f"Building and pushing {image} ...", err=True)
+    click.echo(str(push_image(ref, image, base=base, platform=platform, store=store, progress=progress)))
 
 
 def main() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 
 import pytest
+from images import push_test_base
 from registries import Registry as RealRegistry
 
 from notebook_deploy.errors import NotebookDeployError
@@ -14,16 +14,9 @@ from notebook_deploy.image.assemble import ImageSpec, assemble, push_image, reso
 from notebook_deploy.image.layers import Entry, build_layer
 from notebook_deploy.image.outputs import write_image_tar, write_oci_layout
 from notebook_deploy.image.reference import ImageReference
-from notebook_deploy.image.registry import OCI_INDEX, OCI_MANIFEST, Blob, Registry
+from notebook_deploy.image.registry import Registry
 
 pytestmark = pytest.mark.integration
-
-
-def _push_json(client: Registry, repository: str, document: dict) -> tuple[str, int]:
-    data = json.dumps(document, sort_keys=True).encode()
-    blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data)
-    client.push_blob(repository, blob)
-    return blob.digest, blob.size
 
 
 @pytest.fixture
@@ -31,22 +24,7 @@ def registry(tmp_path):
     """A real registry holding base/python:3.11, an index of a linux/amd64 and a linux/arm64 image."""
     with RealRegistry("none", tmp_path / "registry") as real:
         client = Registry(real.host, scheme="http", credentials=None)
-        children = []
-        for arch in ("amd64", "arm64"):
-            layer = build_layer([Entry("etc/base-release", f"base for {arch}\n".encode())], tmp_path / f"base-{arch}.tgz")
-            client.push_blob("base/python", Blob(layer.digest, layer.size, path=layer.path))
-            config = {"architecture": arch, "os": "linux", "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["python3"]},
-                      "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}, "history": [{"created_by": "base"}]}
-            config_digest, config_size = _push_json(client, "base/python", config)
-            manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                              "digest": config_digest, "size": config_size},
-                                   "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}]}).encode()
-            digest = client.put_manifest("base/python", f"3.11-{arch}", manifest, OCI_MANIFEST)
-            children.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
-                             "platform": {"os": "linux", "architecture": arch}})
-        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
-        client.put_manifest("base/python", "3.11", index, OCI_INDEX)
+        push_test_base(client, tmp_path)
         yield real, client
 
 

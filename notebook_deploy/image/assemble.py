@@ -123,19 +123,22 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
 
 
 def push_image(registry: Registry, image: Image, target: ImageReference,
-               progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
-    """Push ``image`` to ``target``: the base's layers (mounted when on the same registry), the new
-    layers, the config, then the manifest under the tag. Returns what happened to each blob."""
+               progress: Callable[[str, int, int], None] | None = None,
+               base_registry: Registry | None = None) -> dict[str, str]:
+    """Push ``image`` to ``target``: the base's layers (mounted from the base's repository when it is on
+    the same registry, else copied from ``base_registry``), the new layers, the config, then the
+    manifest under the tag. Returns what happened to each blob: exists, mounted or uploaded."""
     outcome: dict[str, str] = {}
-    if image.base.reference.registry != target.registry:
-        raise NotebookDeployError(
-            f"the base {image.base.reference} is on another registry than {target}: copy the base there first"
-        )
+    same = image.base.reference.registry == target.registry
+    source = registry if same else base_registry
+    if source is None:
+        raise NotebookDeployError(f"the base {image.base.reference} is on another registry: pass base_registry=")
     base_repository = image.base.reference.repository
-    for layer in image.base.layers:  # mounted from the base's repository; read only if the mount is declined
+    for layer in image.base.layers:  # read from the base's registry only if it must be uploaded
         blob = Blob(layer["digest"], layer["size"],
-                    fetch=lambda digest=layer["digest"]: registry.get_blob(base_repository, digest))
-        outcome[layer["digest"]] = registry.push_blob(target.repository, blob, mount_from=base_repository,
+                    fetch=lambda digest=layer["digest"]: source.get_blob(base_repository, digest))
+        outcome[layer["digest"]] = registry.push_blob(target.repository, blob,
+                                                      mount_from=base_repository if same else None,
                                                       progress=_named(progress, layer["digest"]))
     for layer in image.layers:
         outcome[layer.digest] = registry.push_blob(target.repository, Blob(layer.digest, layer.size, path=layer.path),

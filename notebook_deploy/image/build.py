@@ -1,0 +1,153 @@
+"""Build the image that serves a bundle, as data: the base, then three layers in cache-friendly order.
+
+1. the Python dependencies: wheels only, resolved by pip for the image's platform and Python version
+   from the bundle's lock plus the serving runtime's own requirements (pinned to the versions here),
+   installed with ``installer`` so that scripts point at the image's interpreter;
+2. the notebook-deploy runtime: this package's own source files;
+3. the bundle.
+
+A change to the model changes only the last layer, so a re-push uploads only that. All three layers are
+reproducible (see ``layers``), so the same bundle on the same base gives the same image digest.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from ..bundle import Bundle
+from ..errors import NotebookDeployError
+from .assemble import BaseImage, Image, ImageSpec, assemble
+from .layers import Entry, Layer, build_layer, entries_from_directory
+
+SITE = "/opt/notebook-deploy/site-packages"
+SCRIPTS = "/opt/notebook-deploy/bin"
+BUNDLE_DIR = "/opt/bundle"
+PORT = 8000
+INTERPRETER = "/usr/bin/env python3"
+USER = "65532"  # nobody-like: the server needs no privileges
+# What `python -m notebook_deploy serve` imports, pinned below to the versions installed here.
+RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "orjson", "numpy", "cloudpickle", "click", "packaging", "requests")
+_PLATFORM_TAGS = {
+    "linux/amd64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64",
+                    "linux_x86_64"],
+    "linux/arm64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64", "linux_aarch64"],
+}
+_HEALTHCHECK = [
+    "python3", "-c",
+    "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'))",
+]
+
+
+def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> ImageSpec:
+    """The three layers and the settings of the image that serves ``bundle``."""
+    python = bundle.manifest["python"]["version"].rsplit(".", 1)[0]
+    deps = dependency_layer(runtime_requirements() + bundle.lock(), python, platform, work)
+    runtime = build_layer(runtime_entries(), work / "runtime.tar.gz")
+    payload = build_layer([Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())],
+                          work / "bundle.tar.gz")
+    return ImageSpec(
+        layers=[deps, runtime, payload],
+        history=[f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"],
+        entrypoint=["python3", "-m", "notebook_deploy", "serve", BUNDLE_DIR, "--host", "0.0.0.0"],
+        env={"PYTHONPATH": SITE, "PORT": str(PORT), "PYTHONUNBUFFERED": "1"},
+        labels=labels(bundle),
+        user=USER,
+        working_dir=BUNDLE_DIR,
+        exposed_ports=[PORT],
+        healthcheck=_HEALTHCHECK,
+    )
+
+
+def build(bundle: Bundle, base: BaseImage, work: Path, platform: str = "linux/amd64") -> Image:
+    """The image (config, manifest, layers in ``work``) that serves ``bundle`` on ``base``."""
+    _check_python(bundle, base)
+    return assemble(base, image_spec(bundle, work, platform))
+
+
+def labels(bundle: Bundle) -> dict[str, str]:
+    """OCI labels (and annotations) that say which bundle an image serves."""
+    return {
+        "org.opencontainers.image.title": bundle.name,
+        "org.opencontainers.image.version": bundle.version,
+        "org.opencontainers.image.description": f"{bundle.manifest['model']['type']} served by notebook-deploy",
+        "io.notebook-deploy.bundle": bundle.ref,
+        "io.notebook-deploy.digest": bundle.manifest["digest"],
+        "io.notebook-deploy.source": str((bundle.manifest.get("provenance") or {}).get("path") or ""),
+    }
+
+
+def runtime_requirements() -> list[str]:
+    """The serving runtime's requirements, pinned to the versions installed here."""
+    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_REQUIREMENTS]
+
+
+def runtime_entries() -> list[Entry]:
+    """This package's source files, placed in the image's site-packages (no compiled caches)."""
+    package = Path(__file__).resolve().parents[1]
+    return [e for e in entries_from_directory(package, f"{SITE}/notebook_deploy")
+            if "__pycache__" not in e.path and not e.path.endswith(".pyc")]
+
+
+def dependency_layer(requirements: list[str], python: str, platform: str, work: Path) -> Layer:
+    """Download wheels for the image's platform and Python, install them with ``installer`` into a
+    staging tree laid out like the image, and make that tree a layer."""
+    if platform not in _PLATFORM_TAGS:
+        raise NotebookDeployError(f"cannot build for {platform}: known platforms are {', '.join(_PLATFORM_TAGS)}")
+    wheels = download_wheels(requirements, python, platform, work / "wheels")
+    staging = work / "dependencies"
+    install_wheels(wheels, staging)
+    entries = entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS)
+    return build_layer(entries, work / "dependencies.tar.gz")
+
+
+def download_wheels(requirements: list[str], python: str, platform: str, directory: Path) -> list[Path]:
+    """The wheels (and only wheels) of ``requirements`` and their dependencies for the target, in a
+    fresh ``directory`` (pip's own cache makes a repeat cheap)."""
+    directory.mkdir(parents=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing:
+        listing.write("\n".join(sorted(set(requirements))) + "\n")
+    abi = "cp" + python.replace(".", "")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(directory),
+               "--python-version", python, "--implementation", "cp", "--abi", abi,
+               *[arg for tag in _PLATFORM_TAGS[platform] for arg in ("--platform", tag)], "-r", listing.name]
+    result = subprocess.run(command, capture_output=True, text=True)
+    Path(listing.name).unlink()
+    if result.returncode != 0:
+        raise NotebookDeployError(
+            f"resolving wheels for Python {python} on {platform} failed (every requirement must have a wheel "
+            f"for that platform):\n{result.stderr.strip()[-3000:]}"
+        )
+    return sorted(directory.glob("*.whl"))
+
+
+def install_wheels(wheels: list[Path], staging: Path) -> None:
+    """Install ``wheels`` into ``staging/site`` (and scripts into ``staging/bin``) for the image's
+    interpreter, as pip would inside the image, without running anything of theirs."""
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    scheme = {"purelib": staging / "site", "platlib": staging / "site", "headers": staging / "include",
+              "scripts": staging / "bin", "data": staging / "data"}
+    destination = SchemeDictionaryDestination({k: str(v) for k, v in scheme.items()}, interpreter=INTERPRETER,
+                                              script_kind="posix")
+    for wheel in sorted(wheels, key=lambda w: w.name):
+        with WheelFile.open(wheel) as source:
+            install(source, destination, additional_metadata={"INSTALLER": b"notebook-deploy\n"})
+
+
+def _check_python(bundle: Bundle, base: BaseImage) -> None:
+    """Refuse a base whose Python minor differs from the bundle's, where the base says which it has."""
+    wanted = bundle.manifest["python"]["version"].rsplit(".", 1)[0]
+    env = dict(e.split("=", 1) for e in base.config.get("config", {}).get("Env", []) if "=" in e)
+    found = env.get("PYTHON_VERSION")
+    if found and not found.startswith(wanted + "."):
+        raise NotebookDeployError(
+            f"{base.reference} has Python {found}, but {bundle.ref} was captured with Python {wanted}: pickles do "
+            f"not load across Python versions. Use a python:{wanted} base"
+        )
+

@@ -1,0 +1,84 @@
+"""Build the image that serves a bundle and push it to a registry, without a Docker daemon."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import display
+from ..api import load
+from ..bundle import Bundle
+from ..store import Store
+from .assemble import push_image, resolve_base
+from .build import build
+from .outputs import write_image_tar, write_oci_layout
+from .reference import ImageReference
+from .registry import Registry
+
+Progress = Callable[[str, int, int], None]  # (blob digest, bytes done, bytes in all)
+
+
+@dataclass
+class PushResult:
+    """What a push did: the image pushed, its digest, and what happened to each blob."""
+
+    image: str
+    digest: str
+    blobs: dict[str, str] = field(default_factory=dict)  # digest -> exists | mounted | uploaded
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(self.sizes[d] for d, what in self.blobs.items() if what == "uploaded")
+
+    def __str__(self) -> str:
+        counts = {what: sum(1 for v in self.blobs.values() if v == what) for what in ("uploaded", "mounted", "exists")}
+        return (f"Pushed {self.image}@{self.digest}\n  blobs     " +
+                ", ".join(f"{n} {what}" for what, n in counts.items() if n) +
+                f"\n  uploaded  {display.human_size(self.uploaded_bytes)}")
+
+
+def default_base(bundle: Bundle) -> str:
+    """``python:3.X-slim`` for the bundle's Python minor version."""
+    return f"python:{bundle.manifest['python']['version'].rsplit('.', 1)[0]}-slim"
+
+
+def registry_for(reference: ImageReference) -> Registry:
+    """A client for the reference's registry (http for loopback and private addresses)."""
+    return Registry(reference.registry, scheme=reference.scheme)
+
+
+def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
+         store: Store | str | os.PathLike[str] | None = None, progress: Progress | None = None) -> PushResult:
+    """Build the image that serves bundle ``ref`` on ``base`` (default ``python:3.X-slim``) and push it
+    to ``image`` (``registry/repository:tag``). Credentials come from the Docker config or the
+    environment. Blobs already in the registry are not sent again."""
+    bundle = load(ref, store)
+    target = ImageReference.parse(image)
+    base_ref = ImageReference.parse(base or default_base(bundle))
+    registry, base_registry = registry_for(target), registry_for(base_ref)
+    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
+        built = build(bundle, resolve_base(base_registry, base_ref, platform), Path(work), platform)
+        blobs = push_image(registry, built, target, progress, base_registry)
+    sizes = {d["digest"]: d["size"] for d in built.base.layers} | {l.digest: l.size for l in built.layers}
+    sizes[built.config_digest] = len(built.config)
+    return PushResult(str(target), built.digest, blobs, sizes)
+
+
+def export_image(ref: str | Bundle, output: str | os.PathLike[str], *, name: str, base: str | None = None,
+                 platform: str = "linux/amd64", layout: bool = False,
+                 store: Store | str | os.PathLike[str] | None = None) -> Path:
+    """Build the image and write it to ``output``: a tar for ``docker load`` and OCI tools, or with
+    ``layout`` an OCI layout directory. ``name`` is the ``repository:tag`` it is loaded as."""
+    bundle = load(ref, store)
+    base_ref = ImageReference.parse(base or default_base(bundle))
+    base_registry = registry_for(base_ref)
+    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
+        built = build(bundle, resolve_base(base_registry, base_ref, platform), Path(work), platform)
+        fetch = lambda digest: base_registry.get_blob(base_ref.repository, digest)  # noqa: E731
+        if layout:
+            return write_oci_layout(built, Path(output), name, fetch)
+        return write_image_tar(built, Path(output), name, fetch)

@@ -1,0 +1,97 @@
+"""notebook_deploy.push and `notebook-deploy push`: a bundle's image built as data and pushed to a
+real registry (a base without Python here; running the image is tested with a real base and dockerd)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from images import push_test_base
+from registries import Registry as RealRegistry
+from sklearn.linear_model import LogisticRegression
+
+import notebook_deploy as nd
+from notebook_deploy.image.registry import Registry, RegistryAuthError, RegistryError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(tmp_path):
+    with RealRegistry("basic", tmp_path / "registry") as real:
+        client = Registry(real.host, scheme="http", credentials=None)
+        from notebook_deploy.image.credentials import Credentials
+
+        client.credentials = Credentials(real.username, real.password)
+        base = push_test_base(client, tmp_path)
+        (tmp_path / "docker").mkdir()
+        real.write_docker_config(tmp_path / "docker")
+        yield real, base
+
+
+@pytest.fixture
+def docker_config(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+
+
+def _model(C: float, store) -> nd.Bundle:
+    rng = np.random.default_rng(0)
+    X = rng.random((80, 3))
+    y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    return nd.capture(LogisticRegression(C=C).fit(X, y), name="lr", sample=X[:3], store=store)
+
+
+def _config(real, image: str) -> dict:
+    return json.loads(subprocess.run(
+        ["skopeo", "inspect", "--raw", "--config", "--tls-verify=false", "--creds", f"{real.username}:{real.password}",
+         f"docker://{image}"], capture_output=True, check=True).stdout)
+
+
+def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle(registry, docker_config, store):
+    real, base = registry
+    first = _model(1.0, store)
+    result = nd.push(first, f"{real.host}/models/lr:1", base=base)
+    assert sorted(result.blobs.values()).count("uploaded") == 4  # dependencies, runtime, bundle, config
+    config = _config(real, f"{real.host}/models/lr:1")
+    settings = config["config"]
+    assert settings["Labels"]["io.notebook-deploy.bundle"] == first.ref
+    assert settings["Entrypoint"][:4] == ["python3", "-m", "notebook_deploy", "serve"]
+    assert settings["User"] == "65532" and "PORT=8000" in settings["Env"] and "8000/tcp" in settings["ExposedPorts"]
+    assert settings["Healthcheck"]["Test"][0] == "CMD"
+    assert [h["created_by"] for h in config["history"][-3:]][-1] == f"bundle {first.ref}"
+
+    again = nd.push(first, f"{real.host}/models/lr:again", base=base)
+    assert again.digest == result.digest and again.uploaded_bytes == 0  # same bundle, same image
+
+    second = _model(0.01, store)
+    changed = nd.push(second, f"{real.host}/models/lr:2", base=base)
+    uploaded = [d for d, what in changed.blobs.items() if what == "uploaded"]
+    assert len(uploaded) == 2  # the bundle layer and the config; dependencies and runtime exist
+    assert changed.uploaded_bytes < 20_000 < result.uploaded_bytes
+
+
+def test_a_wrong_password_is_a_clear_error_and_tags_nothing(registry, store, tmp_path, monkeypatch):
+    real, base = registry
+    (tmp_path / "wrong").mkdir()
+    real.write_docker_config(tmp_path / "wrong", password="not-it")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "wrong"))
+    with pytest.raises(RegistryAuthError, match="refused"):
+        nd.push(_model(1.0, store), f"{real.host}/models/lr:1", base=base)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    with pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
+        Registry(real.host, scheme="http").get_manifest("models/lr", "1")
+
+
+def test_the_cli_push_prints_the_digest(registry, docker_config, store):
+    real, base = registry
+    bundle = _model(1.0, store)
+    done = subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "push", bundle.ref,
+                           f"{real.host}/models/lr:cli", "--base", base], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Pushed {real.host}/models/lr:cli@sha256:")
+    refused = subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "push", bundle.ref,
+                              "Not/A Valid:Ref", "--base", base], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "not a valid" in refused.stderr
