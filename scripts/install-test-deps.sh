@@ -6,20 +6,21 @@
 set -euo pipefail
 
 # One `command -v a b c` succeeds when any of them is found, so check each.
-# dockerd is checked by its Debian path: /usr/local/bin/docker may be a client with no daemon.
+# Docker is checked by Debian's paths (docker.io puts the daemon in /usr/sbin, the client in /usr/bin):
+# a `docker` found elsewhere on PATH (/usr/local/bin here) may be a client with no daemon.
 missing() {
     local cmd
     for cmd in docker-registry htpasswd skopeo mmdebstrap; do
         command -v "$cmd" >/dev/null 2>&1 || return 0
     done
-    [ -x /usr/bin/dockerd ] && [ -x /usr/bin/docker ] || return 0
+    [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || return 0
     return 1
 }
 
 missing || exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap or /usr/bin/dockerd is missing; run as root to install them" >&2
+    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap or /usr/sbin/dockerd is missing; run as root to install them" >&2
     exit 1
 fi
 
@@ -27,6 +28,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq docker-registry apache2-utils skopeo mmdebstrap docker.io >/dev/null
 if missing; then
-    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap or /usr/bin/dockerd still missing after apt-get install" >&2
+    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap or /usr/sbin/dockerd still missing after apt-get install" >&2
     exit 1
 fi

@@ -92,8 +92,10 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     if spec.env:
         current = dict(e.split("=", 1) for e in settings.get("Env", []) if "=" in e)
         settings["Env"] = [f"{k}={v}" for k, v in {**current, **spec.env}.items()]
-    for key, value in (("Entrypoint", spec.entrypoint), ("Cmd", spec.cmd), ("User", spec.user),
-                       ("WorkingDir", spec.working_dir)):
+    if spec.entrypoint is not None:  # as in a Dockerfile, a new ENTRYPOINT drops the base's CMD
+        settings["Entrypoint"] = spec.entrypoint
+        settings.pop("Cmd", None)
+    for key, value in (("Cmd", spec.cmd), ("User", spec.user), ("WorkingDir", spec.working_dir)):
         if value is not None:
             settings[key] = value
     if spec.labels:

@@ -1,0 +1,77 @@
+"""The whole way: capture, push without a daemon on a real Python base, then pull and run the image
+with a real Docker engine and get the in-process predictions over HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import requests
+from containers import DockerDaemon, push_python_base
+from registries import Registry as RealRegistry
+from registries import free_port
+
+import notebook_deploy as nd
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """A registry holding a Debian Python 3.11 base, and a Docker daemon of the test's own."""
+    workdir = tmp_path_factory.mktemp("engine")
+    with RealRegistry("none", workdir / "registry") as registry, DockerDaemon() as docker:
+        yield registry, docker, push_python_base(registry.host)
+
+
+def _serve(docker: DockerDaemon, image: str) -> tuple[str, str]:
+    """Run ``image`` on the host network on a free port; return the container name and base URL."""
+    port = free_port()
+    name = f"nd-test-{port}"
+    docker.docker("run", "-d", "--rm", "--name", name, "--network", "host", "-e", f"PORT={port}", image)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return name, url
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            logs = docker.docker("logs", name, check=False)
+            raise AssertionError(f"the container never became ready:\n{logs.stdout}{logs.stderr}")
+        time.sleep(0.5)
+
+
+def test_a_pushed_image_serves_the_in_process_predictions(engine, forest_bundle, iris, tmp_path):
+    registry, docker, base = engine
+    image = f"{registry.host}/models/forest:1"
+    result = nd.push(forest_bundle, image, base=base)
+    docker.docker("pull", image)
+    labels = docker.docker("inspect", "--format", "{{json .Config.Labels}}", image).stdout
+    assert forest_bundle.ref in labels
+    name, url = _serve(docker, image)
+    try:
+        X = iris[0][::5]
+        answer = requests.post(f"{url}/predict", json={"instances": X.tolist()}, timeout=30).json()
+        assert answer == {"predictions": forest_bundle.predict(X).tolist()}
+        assert requests.get(f"{url}/readyz", timeout=5).json()["sample_check"] == "match"
+        user = docker.docker("exec", name, "id", "-u").stdout.strip()
+        assert user == "65532"
+    finally:
+        docker.docker("rm", "-f", name, check=False)
+    assert result.digest in docker.docker("inspect", "--format", "{{json .RepoDigests}}", image).stdout
+
+
+def test_an_exported_tar_loads_into_docker_and_serves(engine, pipeline_bundle, customers, tmp_path):
+    registry, docker, base = engine
+    tar = nd.export_image(pipeline_bundle, tmp_path / "customers.tar", name="models/customers:1", base=base)
+    assert "models/customers:1" in docker.docker("load", "-i", str(tar)).stdout
+    name, url = _serve(docker, "models/customers:1")
+    try:
+        frame = customers[0].head(20)
+        answer = requests.post(f"{url}/predict_proba", json={"instances": frame.to_dict(orient="records")}, timeout=30)
+        assert np.array_equal(np.asarray(answer.json()["predictions"]), pipeline_bundle.predict(frame, "predict_proba"))
+    finally:
+        docker.docker("rm", "-f", name, check=False)
