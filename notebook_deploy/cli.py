@@ -306,9 +306,12 @@ has are not sent again, so a push after a model-only change uploads only the bun
 @click.argument("image")
 @click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
 @click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "daemonless", "docker"]),
+              help="daemonless: the registry's HTTP API; docker: load into a Docker daemon and push from it; "
+                   "auto: docker when a daemon answers.")
 @click.pass_obj
 @_errors_as_messages
-def push(store: Store, ref: str, image: str, base: str | None, platform: str) -> None:
+def push(store: Store, ref: str, image: str, base: str | None, platform: str, backend: str) -> None:
     """Build the image that serves a bundle and push it to a registry."""
     from .image.publish import push as push_image
 
@@ -320,7 +323,8 @@ def push(store: Store, ref: str, image: str, base: str | None, platform: str) ->
             click.echo(f"  {digest[7:19]}  {display.human_size(total)}", err=True)
 
     click.echo(f"Building and pushing {image} ...", err=True)
-    click.echo(str(push_image(ref, image, base=base, platform=platform, store=store, progress=progress)))
+    click.echo(str(push_image(ref, image, base=base, platform=platform, backend=backend, store=store,
+                              progress=progress)))
 
 
 def main() -> None:

@@ -3,6 +3,8 @@ with a real Docker engine and get the in-process predictions over HTTP."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
 import numpy as np
@@ -13,6 +15,7 @@ from registries import Registry as RealRegistry
 from registries import free_port
 
 import notebook_deploy as nd
+from notebook_deploy.image.registry import RegistryError
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +78,27 @@ def test_an_exported_tar_loads_into_docker_and_serves(engine, pipeline_bundle, c
         assert np.array_equal(np.asarray(answer.json()["predictions"]), pipeline_bundle.predict(frame, "predict_proba"))
     finally:
         docker.docker("rm", "-f", name, check=False)
+
+
+def test_the_docker_backend_pushes_the_same_image_through_the_daemon(engine, forest_bundle, monkeypatch, tmp_path):
+    registry, docker, base = engine
+    monkeypatch.setenv("DOCKER_HOST", docker.host)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no credentials: the test registry needs none
+    through_docker = nd.push(forest_bundle, f"{registry.host}/models/forest:docker", base=base)  # auto: a daemon answers
+    assert through_docker.backend == "docker" and through_docker.digest.startswith("sha256:")
+    daemonless = nd.push(forest_bundle, f"{registry.host}/models/forest:data", base=base, backend="daemonless")
+    configs = [json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--config", "--tls-verify=false",
+                                          f"docker://{registry.host}/models/forest:{tag}"],
+                                         capture_output=True, check=True).stdout) for tag in ("docker", "data")]
+    assert configs[0]["rootfs"]["diff_ids"] == configs[1]["rootfs"]["diff_ids"]  # the very same layers
+    assert configs[0]["config"]["Labels"] == configs[1]["config"]["Labels"]
+    assert daemonless.backend == "daemonless"
+
+
+def test_an_error_inside_the_docker_push_stream_is_raised(engine, forest_bundle, monkeypatch, tmp_path):
+    registry, docker, base = engine
+    monkeypatch.setenv("DOCKER_HOST", docker.host)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    nowhere = f"127.0.0.1:{free_port()}/models/forest:1"  # nothing listens there
+    with pytest.raises(RegistryError, match="the Docker daemon could not push"):
+        nd.push(forest_bundle, nowhere, base=base, backend="docker")

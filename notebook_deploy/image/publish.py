@@ -11,9 +11,11 @@ from typing import Callable
 from .. import display
 from ..api import load
 from ..bundle import Bundle
+from ..errors import NotebookDeployError
 from ..store import Store
 from .assemble import push_image, resolve_base
 from .build import build
+from .docker_backend import docker_client, load_and_push
 from .outputs import write_image_tar, write_oci_layout
 from .reference import ImageReference
 from .registry import Registry
@@ -29,6 +31,7 @@ class PushResult:
     digest: str
     blobs: dict[str, str] = field(default_factory=dict)  # digest -> exists | mounted | uploaded
     sizes: dict[str, int] = field(default_factory=dict)
+    backend: str = "daemonless"
 
     @property
     def uploaded_bytes(self) -> int:
@@ -36,6 +39,8 @@ class PushResult:
 
     def __str__(self) -> str:
         counts = {what: sum(1 for v in self.blobs.values() if v == what) for what in ("uploaded", "mounted", "exists")}
+        if self.backend == "docker":
+            return f"Pushed {self.image}@{self.digest}\n  through   the Docker daemon"
         return (f"Pushed {self.image}@{self.digest}\n  blobs     " +
                 ", ".join(f"{n} {what}" for what, n in counts.items() if n) +
                 f"\n  uploaded  {display.human_size(self.uploaded_bytes)}")
@@ -52,19 +57,31 @@ def registry_for(reference: ImageReference) -> Registry:
 
 
 def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
-         store: Store | str | os.PathLike[str] | None = None, progress: Progress | None = None) -> PushResult:
+         backend: str = "auto", store: Store | str | os.PathLike[str] | None = None,
+         progress: Progress | None = None) -> PushResult:
     """Build the image that serves bundle ``ref`` on ``base`` (default ``python:3.X-slim``) and push it
     to ``image`` (``registry/repository:tag``). Credentials come from the Docker config or the
-    environment. Blobs already in the registry are not sent again."""
+    environment. ``backend``: ``"daemonless"`` pushes with the registry API (blobs already there are not
+    sent again); ``"docker"`` loads the same image into a Docker daemon and pushes it from there;
+    ``"auto"`` takes the daemon when one answers."""
+    if backend not in ("auto", "daemonless", "docker"):
+        raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
     bundle = load(ref, store)
     target = ImageReference.parse(image)
     base_ref = ImageReference.parse(base or default_base(bundle))
     registry, base_registry = registry_for(target), registry_for(base_ref)
+    client = docker_client() if backend != "daemonless" else None
+    if backend == "docker" and client is None:
+        raise NotebookDeployError("no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'")
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
         built = build(bundle, resolve_base(base_registry, base_ref, platform), Path(work), platform)
+        sizes = {d["digest"]: d["size"] for d in built.base.layers} | {l.digest: l.size for l in built.layers}
+        sizes[built.config_digest] = len(built.config)
+        if client is not None:
+            fetch = lambda digest: base_registry.get_blob(base_ref.repository, digest)  # noqa: E731
+            tar = write_image_tar(built, Path(work) / "image.tar", str(target), fetch)
+            return PushResult(str(target), load_and_push(client, tar, target, progress), {}, sizes, "docker")
         blobs = push_image(registry, built, target, progress, base_registry)
-    sizes = {d["digest"]: d["size"] for d in built.base.layers} | {l.digest: l.size for l in built.layers}
-    sizes[built.config_digest] = len(built.config)
     return PushResult(str(target), built.digest, blobs, sizes)
 
 
