@@ -327,6 +327,31 @@ def push(store: Store, ref: str, image: str, base: str | None, platform: str, ba
                               progress=progress)))
 
 
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy containerize iris --output build/iris
+  docker build -t models/iris:1 build/iris
+  docker build -t models/iris:1 --build-arg BASE=registry.example.com/base/python:3.11 build/iris
+The folder holds a Dockerfile, the Python dependencies already installed for the platform, the
+notebook-deploy runtime and the bundle: the build needs neither pip nor network, and gives the same
+files as 'notebook-deploy push'.
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A new folder to write the build context in.")
+@click.option("--base", help="The default of the Dockerfile's BASE argument [default: python:3.X-slim].")
+@click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
+@click.pass_obj
+@_errors_as_messages
+def containerize(store: Store, ref: str, output: Path, base: str | None, platform: str) -> None:
+    """Write a Docker build context (Dockerfile and files) for the image that serves a bundle."""
+    from .image.context import containerize as write_context
+
+    if output.exists():
+        raise click.ClickException(f"{output} already exists: give a new folder")
+    click.echo(str(write_context(ref, output, base=base, platform=platform, store=store)))
+
+
 def main() -> None:
     """Entry point of the ``notebook-deploy`` script."""
     cli(prog_name="notebook-deploy")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -102,3 +103,21 @@ def test_an_error_inside_the_docker_push_stream_is_raised(engine, forest_bundle,
     nowhere = f"127.0.0.1:{free_port()}/models/forest:1"  # nothing listens there
     with pytest.raises(RegistryError, match="the Docker daemon could not push"):
         nd.push(forest_bundle, nowhere, base=base, backend="docker")
+
+
+def test_containerize_gives_a_context_that_docker_builds_and_runs(engine, forest_bundle, iris, tmp_path):
+    registry, docker, base = engine
+    context = tmp_path / "context"
+    done = subprocess.run([sys.executable, "-m", "notebook_deploy", "containerize", str(forest_bundle.path),
+                           "--output", str(context), "--base", base], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    dockerfile = (context / "Dockerfile").read_text()
+    assert f"ARG BASE={base}" in dockerfile and 'ENTRYPOINT ["python3", "-m", "notebook_deploy"' in dockerfile
+    docker.docker("build", "--network", "host", "-t", "models/forest:built", str(context))
+    name, url = _serve(docker, "models/forest:built")
+    try:
+        X = iris[0][::7]
+        answer = requests.post(f"{url}/predict", json={"instances": X.tolist()}, timeout=30).json()
+        assert answer == {"predictions": forest_bundle.predict(X).tolist()}
+    finally:
+        docker.docker("rm", "-f", name, check=False)

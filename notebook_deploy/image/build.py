@@ -21,7 +21,7 @@ from pathlib import Path
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
 from .assemble import BaseImage, Image, ImageSpec, assemble
-from .layers import Entry, Layer, build_layer, entries_from_directory
+from .layers import Entry, build_layer, entries_from_directory
 
 SITE = "/opt/notebook-deploy/site-packages"
 SCRIPTS = "/opt/notebook-deploy/bin"
@@ -44,14 +44,25 @@ _HEALTHCHECK = [
 
 def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> ImageSpec:
     """The three layers and the settings of the image that serves ``bundle``."""
-    python = bundle.manifest["python"]["version"].rsplit(".", 1)[0]
-    deps = dependency_layer(runtime_requirements() + bundle.lock(), python, platform, work)
+    python = python_minor(bundle)
+    staging = work / "dependencies"
+    install_dependencies(bundle, platform, work / "wheels", staging)
+    deps = build_layer(entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS),
+                       work / "dependencies.tar.gz")
     runtime = build_layer(runtime_entries(), work / "runtime.tar.gz")
     payload = build_layer([Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())],
                           work / "bundle.tar.gz")
+    spec = image_settings(bundle)
+    spec.layers = [deps, runtime, payload]
+    spec.history = [f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"]
+    return spec
+
+
+def image_settings(bundle: Bundle) -> ImageSpec:
+    """What the image runs and says about itself, without layers (shared with the generated Dockerfile)."""
     return ImageSpec(
-        layers=[deps, runtime, payload],
-        history=[f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"],
+        layers=[],
+        history=[],
         entrypoint=["python3", "-m", "notebook_deploy", "serve", BUNDLE_DIR, "--host", "0.0.0.0"],
         env={"PYTHONPATH": SITE, "PORT": str(PORT), "PYTHONUNBUFFERED": "1"},
         labels=labels(bundle),
@@ -92,16 +103,18 @@ def runtime_entries() -> list[Entry]:
             if "__pycache__" not in e.path and not e.path.endswith(".pyc")]
 
 
-def dependency_layer(requirements: list[str], python: str, platform: str, work: Path) -> Layer:
-    """Download wheels for the image's platform and Python, install them with ``installer`` into a
-    staging tree laid out like the image, and make that tree a layer."""
+def python_minor(bundle: Bundle) -> str:
+    """``"3.11"`` for a bundle captured with Python 3.11.7."""
+    return bundle.manifest["python"]["version"].rsplit(".", 1)[0]
+
+
+def install_dependencies(bundle: Bundle, platform: str, wheels: Path, staging: Path) -> None:
+    """Download the wheels of the bundle's lock and the serving runtime for the image's platform and
+    Python, and install them with ``installer`` into ``staging/site`` and ``staging/bin``."""
     if platform not in _PLATFORM_TAGS:
         raise NotebookDeployError(f"cannot build for {platform}: known platforms are {', '.join(_PLATFORM_TAGS)}")
-    wheels = download_wheels(requirements, python, platform, work / "wheels")
-    staging = work / "dependencies"
-    install_wheels(wheels, staging)
-    entries = entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS)
-    return build_layer(entries, work / "dependencies.tar.gz")
+    requirements = runtime_requirements() + bundle.lock()
+    install_wheels(download_wheels(requirements, python_minor(bundle), platform, wheels), staging)
 
 
 def download_wheels(requirements: list[str], python: str, platform: str, directory: Path) -> list[Path]:
