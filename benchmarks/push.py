@@ -1,0 +1,71 @@
+"""Pushing a scikit-learn bundle's image without a daemon: time and bytes, side by side in one run.
+
+Prints: the first push (time, bytes uploaded); a re-push after a model-only change (bytes uploaded,
+next to the bundle layer's size); and the image's size next to the image `docker build` makes from
+the generated build context (`containerize`) on the same base. It starts its own registry, Docker
+daemon and Debian Python base with the test suite's helpers (run scripts/install-test-deps.sh first).
+Run: .venv/bin/python benchmarks/push.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from containers import DockerDaemon, push_python_base  # noqa: E402
+from registries import Registry as LocalRegistry  # noqa: E402
+
+import notebook_deploy as nd  # noqa: E402
+from notebook_deploy.display import human_size  # noqa: E402
+from notebook_deploy.image.context import containerize  # noqa: E402
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.random((2000, 8)), rng.integers(0, 2, 2000)
+    with tempfile.TemporaryDirectory() as scratch, LocalRegistry("none", Path(scratch) / "registry") as registry, \
+            DockerDaemon() as docker:
+        store = nd.Store(Path(scratch) / "store")
+        base = push_python_base(registry.host)
+        first = nd.capture(RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), name="forest",
+                           sample=X[:5], store=store)
+        started = time.perf_counter()
+        pushed = nd.push(first, f"{registry.host}/models/forest:1", base=base, backend="daemonless")
+        first_seconds = time.perf_counter() - started
+
+        second = nd.capture(RandomForestClassifier(n_estimators=60, random_state=1).fit(X, y), name="forest",
+                            sample=X[:5], store=store)
+        started = time.perf_counter()
+        repushed = nd.push(second, f"{registry.host}/models/forest:2", base=base, backend="daemonless")
+        second_seconds = time.perf_counter() - started
+        bundle_layer = max(repushed.sizes[d] for d, what in repushed.blobs.items() if what == "uploaded")
+
+        image = f"{registry.host}/models/forest:1"
+        docker.docker("pull", image)
+        pushed_size = int(docker.docker("image", "inspect", "--format", "{{.Size}}", image).stdout)
+        context = containerize(first, Path(scratch) / "context", base=base)
+        started = time.perf_counter()
+        docker.docker("build", "--network", "host", "-t", "models/forest:dockerfile", str(context))
+        build_seconds = time.perf_counter() - started
+        built_size = int(docker.docker("image", "inspect", "--format", "{{.Size}}", "models/forest:dockerfile").stdout)
+
+    print(f"first push (base mounted, 3 layers + config): {first_seconds:7.2f} s  {human_size(pushed.uploaded_bytes):>10} uploaded")
+    print(f"re-push after a model-only change:             {second_seconds:7.2f} s  {human_size(repushed.uploaded_bytes):>10} uploaded"
+          f"  (bundle layer {human_size(bundle_layer)}; ratio {repushed.uploaded_bytes / bundle_layer:.2f})")
+    print(f"image size, daemonless push:                   {human_size(pushed_size):>20}")
+    print(f"image size, docker build of the context:       {human_size(built_size):>20}  ({build_seconds:.1f} s to build;"
+          f" ratio {pushed_size / built_size:.2f})")
+    print(json.dumps({"first_push_s": round(first_seconds, 2), "first_push_bytes": pushed.uploaded_bytes,
+                      "repush_bytes": repushed.uploaded_bytes, "bundle_layer_bytes": bundle_layer,
+                      "image_bytes": pushed_size, "dockerfile_image_bytes": built_size}))
+
+
+if __name__ == "__main__":
+    main()
