@@ -29,6 +29,7 @@ _EXPORTS = {
     "deploy_notebook": ".jupyter.headless",
     "push": ".image.publish",
     "export_image": ".image.publish",
+    "build_image": ".image.publish",
     "PushResult": ".image.publish",
     "NotebookDeployError": ".errors",
     "BundleIntegrityError": ".errors",
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from .serving.app import create_app
     from .serving.process import Server, serve
     from .capturing.slicing import slice_cells
-    from .image.publish import PushResult, export_image, push
+    from .image.publish import PushResult, build_image, export_image, push
     from .jupyter.headless import deploy_notebook
     from .store import Store
     from .verify import Verification, verify

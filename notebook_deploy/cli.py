@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -315,16 +316,48 @@ def push(store: Store, ref: str, image: str, base: str | None, platform: str, ba
     """Build the image that serves a bundle and push it to a registry."""
     from .image.publish import push as push_image
 
-    finished: set[str] = set()
+    from tqdm import tqdm
 
-    def progress(digest: str, done: int, total: int) -> None:
-        if done >= total and digest not in finished:
-            finished.add(digest)
-            click.echo(f"  {digest[7:19]}  {display.human_size(total)}", err=True)
+    bars: dict[str, tqdm] = {}
+
+    def progress(digest: str, done: int, total: int) -> None:  # one byte bar per layer
+        bar = bars.get(digest)
+        if bar is None:
+            bar = bars[digest] = tqdm(total=total, desc=digest.replace("sha256:", "")[:12], unit="B",
+                                      unit_scale=True, unit_divisor=1024, leave=True, file=sys.stderr)
+        bar.update(done - bar.n)
 
     click.echo(f"Building and pushing {image} ...", err=True)
-    click.echo(str(push_image(ref, image, base=base, platform=platform, backend=backend, store=store,
-                              progress=progress)))
+    try:
+        result = push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    click.echo(str(result))
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy build iris models/iris:1                    into the Docker daemon, if one answers
+  notebook-deploy build iris models/iris:1 --output iris.tar  a tar for 'docker load'
+  notebook-deploy build iris models/iris:1 --layout --output iris-oci
+{REF_HELP}""")
+@click.argument("ref")
+@click.argument("image")
+@click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
+@click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the image here instead of into a daemon.")
+@click.option("--layout", is_flag=True, help="Write an OCI layout folder rather than a tar.")
+@click.pass_obj
+@_errors_as_messages
+def build(store: Store, ref: str, image: str, base: str | None, platform: str, output: Path | None,
+          layout: bool) -> None:
+    """Build the image that serves a bundle, into a Docker daemon or a file, without pushing it."""
+    from .image.publish import build_image
+
+    backend = "daemonless" if output is not None or layout else "auto"
+    click.echo(build_image(ref, image, base=base, platform=platform, backend=backend, output=output,
+                           layout=layout, store=store))
 
 
 @cli.command(epilog=f"""\b

@@ -121,3 +121,18 @@ def test_containerize_gives_a_context_that_docker_builds_and_runs(engine, forest
         assert answer == {"predictions": forest_bundle.predict(X).tolist()}
     finally:
         docker.docker("rm", "-f", name, check=False)
+
+
+def test_build_image_into_the_daemon_or_into_a_file(engine, forest_bundle, monkeypatch, tmp_path):
+    registry, docker, base = engine
+    monkeypatch.setenv("DOCKER_HOST", docker.host)
+    assert nd.build_image(forest_bundle, "models/forest:local", base=base) == "models/forest:local"
+    labels = docker.docker("image", "inspect", "--format", "{{json .Config.Labels}}", "models/forest:local").stdout
+    assert forest_bundle.ref in labels
+    done = subprocess.run([sys.executable, "-m", "notebook_deploy", "build", str(forest_bundle.path), "models/forest:file",
+                           "--base", base, "--output", str(tmp_path / "forest.tar")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{tmp_path / 'forest.tar'}"],
+                                       capture_output=True, check=True).stdout)
+    assert config["config"]["Labels"]["io.notebook-deploy.bundle"] == forest_bundle.ref

@@ -99,3 +99,26 @@ def export_image(ref: str | Bundle, output: str | os.PathLike[str], *, name: str
         if layout:
             return write_oci_layout(built, Path(output), name, fetch)
         return write_image_tar(built, Path(output), name, fetch)
+
+
+def build_image(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
+                backend: str = "auto", output: str | os.PathLike[str] | None = None, layout: bool = False,
+                store: Store | str | os.PathLike[str] | None = None) -> str:
+    """Build the image that serves ``ref`` without pushing it. With a Docker daemon (``backend`` docker,
+    or auto when one answers) it is loaded into the daemon as ``image`` and its name is returned;
+    otherwise it is written to ``output`` (a tar for ``docker load``, or an OCI layout folder with
+    ``layout``; default ``NAME-VERSION.tar``) and that path is returned."""
+    if backend not in ("auto", "daemonless", "docker"):
+        raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
+    bundle = load(ref, store)
+    client = docker_client() if backend != "daemonless" else None
+    if backend == "docker" and client is None:
+        raise NotebookDeployError("no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'")
+    if client is None:
+        destination = Path(output or f"{bundle.name}-{bundle.version}.tar")
+        return str(export_image(bundle, destination, name=image, base=base, platform=platform, layout=layout))
+    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
+        tar = export_image(bundle, Path(work) / "image.tar", name=image, base=base, platform=platform)
+        with open(tar, "rb") as f:
+            client.images.load(f.read())
+    return image
