@@ -136,3 +136,18 @@ def test_build_image_into_the_daemon_or_into_a_file(engine, forest_bundle, monke
     config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{tmp_path / 'forest.tar'}"],
                                        capture_output=True, check=True).stdout)
     assert config["config"]["Labels"]["io.notebook-deploy.bundle"] == forest_bundle.ref
+
+
+def test_the_docker_backend_pushes_with_the_docker_config_credentials(engine, forest_bundle, monkeypatch, tmp_path):
+    registry, docker, base = engine
+    with RealRegistry("basic", tmp_path / "basic-registry") as secured:
+        (tmp_path / "docker-config").mkdir()
+        secured.write_docker_config(tmp_path / "docker-config")
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+        monkeypatch.setenv("DOCKER_HOST", docker.host)
+        result = nd.push(forest_bundle, f"{secured.host}/models/forest:1", base=base, backend="docker")
+        assert result.backend == "docker"
+        found = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds",
+                                f"{secured.username}:{secured.password}", f"docker://{secured.host}/models/forest:1"],
+                               capture_output=True, check=True).stdout
+        assert json.loads(found)["Digest"] == result.digest

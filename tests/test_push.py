@@ -95,3 +95,17 @@ def test_the_cli_push_prints_the_digest(registry, docker_config, store):
     refused = subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "push", bundle.ref,
                               "Not/A Valid:Ref", "--base", base], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "not a valid" in refused.stderr
+
+
+def test_push_to_a_bearer_token_registry(tmp_path, store, monkeypatch):
+    with RealRegistry("token", tmp_path / "token-registry") as real:
+        from notebook_deploy.image.credentials import Credentials
+
+        client = Registry(real.host, scheme="http", credentials=Credentials(real.username, real.password))
+        base = push_test_base(client, tmp_path)
+        (tmp_path / "token-docker").mkdir()
+        real.write_docker_config(tmp_path / "token-docker")
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "token-docker"))
+        result = nd.push(_model(1.0, store), f"{real.host}/models/lr:1", base=base, backend="daemonless")
+        assert result.blobs[json.loads(client.get_manifest("base/python", "3.11-amd64")[0])["layers"][0]["digest"]] == "mounted"
+        assert client.get_manifest("models/lr", "1")[0]  # tagged
