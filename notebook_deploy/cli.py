@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -316,24 +315,8 @@ def push(store: Store, ref: str, image: str, base: str | None, platform: str, ba
     """Build the image that serves a bundle and push it to a registry."""
     from .image.publish import push as push_image
 
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def progress(digest: str, done: int, total: int) -> None:  # one byte bar per layer
-        bar = bars.get(digest)
-        if bar is None:
-            bar = bars[digest] = tqdm(total=total, desc=digest.replace("sha256:", "")[:12], unit="B",
-                                      unit_scale=True, unit_divisor=1024, leave=True, file=sys.stderr)
-        bar.update(done - bar.n)
-
     click.echo(f"Building and pushing {image} ...", err=True)
-    try:
-        result = push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
-    click.echo(str(result))
+    click.echo(str(push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=True)))
 
 
 @cli.command(epilog=f"""\b

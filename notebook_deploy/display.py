@@ -31,3 +31,24 @@ def text_table(title: str, rows: Iterable[tuple[str, str]]) -> str:
     rows = list(rows)
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join([title, *(f"  {k.ljust(width)}  {v}" for k, v in rows)])
+
+
+class ByteBars:
+    """One byte progress bar per blob: tqdm in terminals, widget bars in notebooks (``tqdm.auto``).
+    Call it as a push's ``progress(digest, done, total)``; ``close()`` when the push ends."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, object] = {}
+
+    def __call__(self, digest: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self._bars.get(digest)
+        if bar is None:
+            bar = self._bars[digest] = tqdm(total=total, desc=digest.replace("sha256:", "")[:12], unit="B",
+                                            unit_scale=True, unit_divisor=1024, leave=True)
+        bar.update(done - bar.n)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()  # type: ignore[attr-defined]

@@ -58,14 +58,22 @@ def registry_for(reference: ImageReference) -> Registry:
 
 def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
          backend: str = "auto", store: Store | str | os.PathLike[str] | None = None,
-         progress: Progress | None = None) -> PushResult:
+         progress: Progress | bool | None = None) -> PushResult:
     """Build the image that serves bundle ``ref`` on ``base`` (default ``python:3.X-slim``) and push it
     to ``image`` (``registry/repository:tag``). Credentials come from the Docker config or the
     environment. ``backend``: ``"daemonless"`` pushes with the registry API (blobs already there are not
     sent again); ``"docker"`` loads the same image into a Docker daemon and pushes it from there;
-    ``"auto"`` takes the daemon when one answers."""
+    ``"auto"`` takes the daemon when one answers. ``progress``: a callback ``(digest, done, total)``,
+    or ``True`` for a byte bar per layer (tqdm in terminals, widgets in notebooks)."""
     if backend not in ("auto", "daemonless", "docker"):
         raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
+    if progress is True:
+        bars = display.ByteBars()
+        try:
+            return push(ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars)
+        finally:
+            bars.close()
+    progress = progress or None
     bundle = load(ref, store)
     target = ImageReference.parse(image)
     base_ref = ImageReference.parse(base or default_base(bundle))
