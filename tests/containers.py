@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from notebook_deploy.image.layers import OCI_LAYER, _HashingWriter
+from registries import Service
+
+from notebook_deploy.image.layers import OCI_LAYER, HashingWriter
 from notebook_deploy.image.registry import OCI_MANIFEST, Blob, Registry
 
 SUITE = "bookworm"
@@ -85,7 +87,7 @@ def _build(layer: Path, sidecar: Path, log_path: Path) -> None:
         assert process.stdout is not None
         try:
             with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as compressed:
-                hashing = _HashingWriter(compressed, tar_digest)
+                hashing = HashingWriter(compressed, tar_digest)
                 with tarfile.open(fileobj=process.stdout, mode="r|") as source, \
                         tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as target:
                     for member in source:
@@ -156,7 +158,7 @@ def push_python_base(registry_host: str, cache_dir: Path = DEFAULT_CACHE, reposi
     return f"{registry_host}/{repository}:{tag}"
 
 
-class DockerDaemon:
+class DockerDaemon(Service):
     """A private ``dockerd`` (no iptables, no bridge: run containers with ``--network host``).
 
     Its socket, data and exec roots live in one short temporary folder under /tmp, removed on exit.
@@ -171,17 +173,6 @@ class DockerDaemon:
         self._env = {**{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
                      "DOCKER_CONFIG": str(self.root / "client")}  # not the user's credential helpers
         self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> DockerDaemon:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start dockerd and wait until ``docker info`` answers."""

@@ -184,7 +184,28 @@ class _TokenHandler(BaseHTTPRequestHandler):
         pass
 
 
-class Registry:
+class Service:
+    """A process a test starts and stops: ``with`` starts it, and stops it even if starting failed."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Registry(Service):
     """A ``docker-registry serve`` child process on a free 127.0.0.1 port, in one auth mode.
 
     ``workdir`` holds the config, storage (``data_dir``), log and auth files; a temporary folder,
@@ -208,17 +229,6 @@ class Registry:
         self.password: str | None = None if mode == "none" else PASSWORD
         self.token_server: TokenServer | None = None
         self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Registry:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Write the config (and auth files), start the registry and wait until it answers."""

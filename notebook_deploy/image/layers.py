@@ -51,7 +51,7 @@ def build_layer(entries: Iterable[Entry], destination: Path, media_type: str = O
     tar_digest = hashlib.sha256()
     with open(destination, "wb") as raw:
         with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as compressed:
-            hashing = _HashingWriter(compressed, tar_digest)
+            hashing = HashingWriter(compressed, tar_digest)
             with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 written: set[str] = set()
                 for entry in entries:
@@ -77,7 +77,7 @@ def entries_from_directory(directory: Path, prefix: str) -> list[Entry]:
     return found
 
 
-class _HashingWriter(io.RawIOBase):
+class HashingWriter(io.RawIOBase):
     """Passes bytes on to ``target`` and hashes them: the tar's digest without a second pass."""
 
     def __init__(self, target: gzip.GzipFile, digest: "hashlib._Hash") -> None:
