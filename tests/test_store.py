@@ -326,6 +326,16 @@ CONCURRENT_CHILD = textwrap.dedent(
 )
 
 
+def wait_until(condition, limit: float, message: str, interval: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; fail with ``message`` after ``limit`` seconds (a bound on a
+    wait for another process, not a measurement)."""
+    give_up = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(message)
+        time.sleep(interval)
+
+
 @pytest.mark.integration
 def test_concurrent_captures_into_one_store(tmp_path):
     root = tmp_path / "store"
@@ -337,11 +347,11 @@ def test_concurrent_captures_into_one_store(tmp_path):
         args = [sys.executable, "-c", CONCURRENT_CHILD, str(root), str(ready), str(go), ",".join(map(str, cs))]
         processes.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
-        deadline = time.time() + 120
-        while not all((tmp_path / f"ready-{i}").exists() for i in range(len(groups))):
-            assert time.time() < deadline, "children never got ready"
+        def all_ready() -> bool:
             assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
-            time.sleep(0.01)
+            return all((tmp_path / f"ready-{i}").exists() for i in range(len(groups)))
+
+        wait_until(all_ready, 120, "children never got ready")
         go.touch()
         outputs = [p.communicate(timeout=300) for p in processes]
     finally:
@@ -412,15 +422,14 @@ def test_killed_capture_leaves_nothing_visible(tmp_path, iris):
         start_new_session=True,  # its own process group, so that a probe it started dies with it
     )
     try:
-        deadline = time.time() + 180
-        staged = []
-        while not staged:
+        def staging_appeared() -> bool:
             if process.poll() is not None:
                 out, err = process.communicate()
                 pytest.fail(f"the capture ended before it was killed: {out!r} {err!r}")
-            assert time.time() < deadline, "no staging directory appeared"
-            staged = list((root / "tmp").glob("stage-*")) if (root / "tmp").is_dir() else []
-            time.sleep(0.002)
+            return (root / "tmp").is_dir() and any((root / "tmp").glob("stage-*"))
+
+        wait_until(staging_appeared, 180, "no staging directory appeared", interval=0.002)
+        staged = list((root / "tmp").glob("stage-*"))
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

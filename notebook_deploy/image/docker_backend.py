@@ -30,10 +30,14 @@ def docker_client() -> Any | None:
         return None
 
 
-def load_and_push(client: Any, image_tar: Path, target: ImageReference, progress: Progress | None = None) -> str:
-    """Load ``image_tar`` into the daemon and push it to ``target``; return the manifest digest."""
+def load_image(client: Any, image_tar: Path) -> None:
+    """Load an image tar into the daemon, streamed from the file rather than read into memory."""
     with open(image_tar, "rb") as f:
-        client.images.load(f.read())
+        client.images.load(f)
+
+
+def push_from_daemon(client: Any, target: ImageReference, progress: Progress | None = None) -> str:
+    """Push the daemon's image ``target`` to its registry; return the manifest digest."""
     repository = f"{target.registry}/{target.repository}"
     credentials = find_credentials(target.registry)
     auth = {"username": credentials.username, "password": credentials.password} if credentials else None

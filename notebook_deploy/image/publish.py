@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from .. import display
 from ..api import load
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
 from ..store import Store
-from .assemble import push_image, resolve_base
+from .assemble import Image, push_image, resolve_base
 from .build import build
-from .docker_backend import docker_client, load_and_push
+from .docker_backend import docker_client, load_image, push_from_daemon
 from .outputs import write_image_tar, write_oci_layout
 from .reference import ImageReference
 from .registry import Registry
@@ -65,31 +66,21 @@ def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: st
     sent again); ``"docker"`` loads the same image into a Docker daemon and pushes it from there;
     ``"auto"`` takes the daemon when one answers. ``progress``: a callback ``(digest, done, total)``,
     or ``True`` for a byte bar per layer (tqdm in terminals, widgets in notebooks)."""
-    if backend not in ("auto", "daemonless", "docker"):
-        raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
     if progress is True:
         bars = display.ByteBars()
         try:
             return push(ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars)
         finally:
             bars.close()
-    progress = progress or None
-    bundle = load(ref, store)
+    client = _daemon(backend)
     target = ImageReference.parse(image)
-    base_ref = ImageReference.parse(base or default_base(bundle))
-    registry, base_registry = registry_for(target), registry_for(base_ref)
-    client = docker_client() if backend != "daemonless" else None
-    if backend == "docker" and client is None:
-        raise NotebookDeployError("no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'")
-    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
-        built = build(bundle, resolve_base(base_registry, base_ref, platform), Path(work), platform)
+    with _building(load(ref, store), base, platform) as (built, base_registry, fetch, work):
         sizes = {d["digest"]: d["size"] for d in built.base.layers} | {l.digest: l.size for l in built.layers}
         sizes[built.config_digest] = len(built.config)
         if client is not None:
-            fetch = lambda digest: base_registry.get_blob(base_ref.repository, digest)  # noqa: E731
-            tar = write_image_tar(built, Path(work) / "image.tar", str(target), fetch)
-            return PushResult(str(target), load_and_push(client, tar, target, progress), {}, sizes, "docker")
-        blobs = push_image(registry, built, target, progress, base_registry)
+            load_image(client, write_image_tar(built, work / "image.tar", str(target), fetch))
+            return PushResult(str(target), push_from_daemon(client, target, progress or None), {}, sizes, "docker")
+        blobs = push_image(registry_for(target), built, target, progress or None, base_registry)
     return PushResult(str(target), built.digest, blobs, sizes)
 
 
@@ -98,15 +89,9 @@ def export_image(ref: str | Bundle, output: str | os.PathLike[str], *, name: str
                  store: Store | str | os.PathLike[str] | None = None) -> Path:
     """Build the image and write it to ``output``: a tar for ``docker load`` and OCI tools, or with
     ``layout`` an OCI layout directory. ``name`` is the ``repository:tag`` it is loaded as."""
-    bundle = load(ref, store)
-    base_ref = ImageReference.parse(base or default_base(bundle))
-    base_registry = registry_for(base_ref)
-    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
-        built = build(bundle, resolve_base(base_registry, base_ref, platform), Path(work), platform)
-        fetch = lambda digest: base_registry.get_blob(base_ref.repository, digest)  # noqa: E731
-        if layout:
-            return write_oci_layout(built, Path(output), name, fetch)
-        return write_image_tar(built, Path(output), name, fetch)
+    with _building(load(ref, store), base, platform) as (built, _, fetch, _work):
+        write = write_oci_layout if layout else write_image_tar
+        return write(built, Path(output), name, fetch)
 
 
 def build_image(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
@@ -116,17 +101,33 @@ def build_image(ref: str | Bundle, image: str, *, base: str | None = None, platf
     or auto when one answers) it is loaded into the daemon as ``image`` and its name is returned;
     otherwise it is written to ``output`` (a tar for ``docker load``, or an OCI layout folder with
     ``layout``; default ``NAME-VERSION.tar``) and that path is returned."""
-    if backend not in ("auto", "daemonless", "docker"):
-        raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
+    client = _daemon(backend)
     bundle = load(ref, store)
-    client = docker_client() if backend != "daemonless" else None
-    if backend == "docker" and client is None:
-        raise NotebookDeployError("no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'")
     if client is None:
         destination = Path(output or f"{bundle.name}-{bundle.version}.tar")
         return str(export_image(bundle, destination, name=image, base=base, platform=platform, layout=layout))
-    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as work:
-        tar = export_image(bundle, Path(work) / "image.tar", name=image, base=base, platform=platform)
-        with open(tar, "rb") as f:
-            client.images.load(f.read())
+    with _building(bundle, base, platform) as (built, _, fetch, work):
+        load_image(client, write_image_tar(built, work / "image.tar", image, fetch))
     return image
+
+
+def _daemon(backend: str) -> Any:
+    """The Docker client the backend calls for: None for daemonless, or auto with no daemon answering."""
+    if backend not in ("auto", "daemonless", "docker"):
+        raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
+    client = docker_client() if backend != "daemonless" else None
+    if backend == "docker" and client is None:
+        raise NotebookDeployError("no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'")
+    return client
+
+
+@contextmanager
+def _building(bundle: Bundle, base: str | None, platform: str) -> Iterator[tuple[Image, Registry, Callable[[str], bytes], Path]]:
+    """Build the bundle's image on ``base`` in a scratch folder; yield it, the base's registry, a reader
+    of the base's blobs, and the folder (removed afterwards)."""
+    base_ref = ImageReference.parse(base or default_base(bundle))
+    base_registry = registry_for(base_ref)
+    with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as scratch:
+        work = Path(scratch)
+        built = build(bundle, resolve_base(base_registry, base_ref, platform), work, platform)
+        yield built, base_registry, lambda digest: base_registry.get_blob(base_ref.repository, digest), work
