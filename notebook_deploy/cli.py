@@ -118,25 +118,43 @@ Then:
               help="Port; 0 picks a free one. $PORT sets it too (as in the images this builds).")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the server's URL to this file (JSON) once it answers requests: for scripts.")
-@click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, type=int,
-              help="Refuse request bodies larger than this with 413.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes sharing the port [default: 1].")
+@click.option("--batch/--no-batch", "batching", default=None,
+              help="Join concurrent requests into one model call [default: on where capture found batch calls "
+                   "give the same outputs as single ones].")
+@click.option("--max-batch-size", type=click.IntRange(min=1), help="Most rows in one batched call [default: 64].")
+@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0),
+              help="Longest a request waits for its batch to fill, in milliseconds [default: 2].")
+@click.option("--max-queue", type=click.IntRange(min=1),
+              help="Requests that may wait at once; beyond that the answer is 503 with Retry-After [default: 1024].")
+@click.option("--grpc-port", type=click.IntRange(min=0),
+              help="Also serve the Open Inference Protocol over gRPC on this port.")
+@click.option("--max-body-bytes", type=click.IntRange(min=1),
+              help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].")
+@click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
 @_errors_as_messages
-def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, max_body_bytes: int,
-          log_level: str) -> None:
-    """Serve a bundle over HTTP until interrupted (Ctrl+C)."""
+def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, settings_json: str | None,
+          log_level: str, **options: Any) -> None:
+    """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
+
+    The model answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
+    MLServer and Triton clients speak it), TF Serving's REST API (/v1/models/NAME:predict) and MLflow's
+    /invocations; /metrics has Prometheus metrics and /docs the OpenAPI documentation."""
     from .api import load
     from .serving.runner import run
+    from .serving.settings import ServeSettings
 
     bundle = load(ref, store)
+    settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
+    settings = settings.with_options(**options)
 
     def announce(url: str) -> None:
         click.echo(f"Serving {bundle.ref} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
 
-    run(bundle, host, port, ready_file=ready_file, on_ready=announce, max_body_bytes=max_body_bytes,
-        log_level=log_level)
+    run(bundle, host, port, settings, ready_file=ready_file, on_ready=announce, log_level=log_level)
 
 
 @cli.command(epilog=f"""\b

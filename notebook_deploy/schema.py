@@ -65,6 +65,12 @@ class TensorSchema:
         array = _as_array(instances, self.shape)
         return _convert(array, instances, self.kind, self.dtype, feature=None)
 
+    def decode_columns(self, columns: Any) -> np.ndarray:
+        """Like ``decode``, for data sent by column: an object with one entry, the rows of the tensor."""
+        if not isinstance(columns, dict) or len(columns) != 1:
+            raise InputError("this model takes one input tensor: send an object with exactly one entry, its rows")
+        return self.decode(next(iter(columns.values())))
+
     def encode(self, data: Any) -> list[Any]:
         """Turn model input rows into JSON-ready rows."""
         return to_jsonable(np.asarray(data))
@@ -95,10 +101,33 @@ class TableSchema:
 
     def decode(self, instances: Any) -> Any:
         """Turn JSON rows into a DataFrame with the captured columns and dtypes, or raise ``InputError``."""
+        _require_rows(instances)
+        return self._frame(self._columns_of(instances))
+
+    def decode_columns(self, columns: Any) -> Any:
+        """Like ``decode``, for data sent by column: ``{"feature": [value per row], ...}``."""
+        if not isinstance(columns, dict):
+            raise InputError(f"expected an object of columns keyed by feature name, got {_type_name(columns)}")
+        names = self.names
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise InputError(f"missing feature {_quoted(missing)}; expected {_quoted(names)}")
+        unknown = sorted(str(k) for k in columns.keys() - set(names))
+        if unknown:
+            raise InputError(f"unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
+        for name in names:
+            if not isinstance(columns[name], list):
+                raise InputError(f"feature '{name}': expected a list of values, one per row, got {_type_name(columns[name])}")
+        lengths = {len(columns[n]) for n in names}
+        if len(lengths) != 1:
+            raise InputError("the columns have different lengths: " + ", ".join(f"'{n}': {len(columns[n])}" for n in names))
+        if lengths == {0}:
+            raise InputError("the columns are empty: send at least one row")
+        return self._frame({n: columns[n] for n in names})
+
+    def _frame(self, values: dict[str, list[Any]]) -> Any:
         import pandas as pd
 
-        _require_rows(instances)
-        values = self._columns_of(instances)
         data = {}
         for column in self.columns:
             raw = values[column.name]
@@ -227,6 +256,20 @@ def as_rows(sample: Any) -> Any:
 def head(data: Any, rows: int) -> Any:
     """The first ``rows`` rows of an array or DataFrame."""
     return data.iloc[:rows] if _is_dataframe(data) else data[:rows]
+
+
+def take_rows(data: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of model input or output, keeping its type."""
+    return data.iloc[start:stop] if hasattr(data, "iloc") else data[start:stop]
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Join model inputs of one schema into one batch: arrays along the first axis, DataFrames by rows."""
+    if _is_dataframe(parts[0]):
+        import pandas as pd
+
+        return pd.concat(parts, ignore_index=True)
+    return np.concatenate(parts)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import platform
 import shutil
@@ -19,7 +20,7 @@ import numpy as np
 from ..bundle import ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
-from ..schema import as_rows, dumps, head, infer_schema, to_jsonable
+from ..schema import as_rows, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
 from .packages import environment_snapshot, package_state
 from .pickling import PROTOCOL, dump_model
@@ -104,7 +105,11 @@ def capture(
                 "created": datetime.now(timezone.utc).isoformat(),
                 "parent": store.latest_version(name),
                 "python": {"version": platform.python_version(), "implementation": platform.python_implementation()},
-                "model": {"type": f"{type(model).__module__}.{type(model).__qualname__}", "methods": list(outputs)},
+                "model": {
+                    "type": f"{type(model).__module__}.{type(model).__qualname__}",
+                    "methods": list(outputs),
+                    "batchable": _batch_consistent(model, list(outputs), model_input, outputs),
+                },
                 "serialization": {
                     "format": "cloudpickle",
                     "cloudpickle": cloudpickle.__version__,
@@ -163,6 +168,36 @@ def _run_methods(
     if not outputs:
         raise CaptureError("no inference method of the model worked on the sample: " + "; ".join(warnings))
     return outputs, schemas
+
+
+def _batch_consistent(model: Any, methods: list[str], model_input: Any, outputs: dict[str, Any]) -> bool:
+    """Whether calling each method row by row gives what one call on all the sample's rows gave: then the
+    server may join requests into batches. Floats may differ in the last bits (BLAS takes other paths
+    for one row than for many), so they are compared with a relative tolerance of 1e-9."""
+    rows = len(model_input)
+    if rows < 2:
+        return False
+    for method in methods:
+        call = resolve_method(model, method)
+        try:
+            single = [to_jsonable(call(take_rows(model_input, i, i + 1))) for i in range(rows)]
+        except Exception:  # noqa: BLE001 - a model that cannot take one row is not batched
+            return False
+        if not all(isinstance(s, list) and len(s) == 1 for s in single):
+            return False
+        if not _close([s[0] for s in single], outputs[method]):
+            return False
+    return True
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b and type(a) is type(b)
 
 
 def _variable_name(model: Any) -> str | None:

@@ -1,153 +1,196 @@
-"""The ASGI app generated from a bundle: one POST endpoint per inference method, health and metadata.
+"""The ASGI app generated from a bundle: every protocol's routes over one ``Predictor``, plus health,
+metadata and metrics.
 
-The request path is kept lean: the body is parsed with orjson, checked and converted by the bundle's
-schema in one vectorised step, and the model's output is encoded by orjson without per-row Python work.
-The OpenAPI document is written from the schema rather than from pydantic models, for the same reason.
+The request path is kept lean: bodies are parsed with orjson, checked and converted by the bundle's
+schema in one vectorised step, and outputs are encoded by orjson without per-row Python work. The
+OpenAPI document is written from the schema rather than from pydantic models, for the same reason.
+Errors raised on the way (bad input, a full queue, a model that raises) are turned into answers by one
+handler each, in the body shape of the protocol whose route was called.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from ..api import load
 from ..bundle import Bundle
 from ..errors import InputError
 from ..methods import resolve_method
 from ..schema import dumps, to_jsonable
-from .limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from . import auth
+from .limits import BodySizeLimit
+from .metrics import Metrics
+from .predictor import ModelError, Overloaded, Predictor
+from .settings import ServeSettings
 
 log = logging.getLogger("notebook_deploy.serving")
 
+ErrorBody = Callable[[int, str], Any]  # (status, message) -> the JSON body a protocol's clients expect
 
-def create_app(bundle: Bundle | str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """Build the FastAPI app that serves ``bundle`` (a Bundle, a reference or a path). The model is
-    loaded and checked against the bundle's stored sample before this returns."""
+
+class RequestError(Exception):
+    """A request that cannot be served as sent: answered with ``status`` and the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def detail_body(status: int, message: str) -> dict[str, str]:
+    """The error body of the native API and of FastAPI itself: ``{"detail": message}``."""
+    return {"detail": message}
+
+
+@dataclass
+class ServedModel:
+    """What every protocol module needs to add its routes: the app, the bundle and the predictor."""
+
+    app: FastAPI
+    bundle: Bundle
+    predictor: Predictor
+    settings: ServeSettings
+    sample_check: str
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def route(
+        self,
+        path: str,
+        endpoint: Callable[..., Awaitable[Any]],
+        *,
+        access: str,
+        methods: list[str],
+        error_body: ErrorBody = detail_body,
+        **options: Any,
+    ) -> None:
+        """Add a route that only callers with ``access`` reach (``auth.OPEN``, ``auth.PREDICT`` or
+        ``auth.ADMIN``); errors raised in it are answered with ``error_body``."""
+        endpoint.error_body = error_body  # type: ignore[attr-defined]
+        self.app.add_api_route(
+            path, endpoint, methods=methods, dependencies=auth.dependencies(access, self), **options
+        )
+
+
+def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **options: Any) -> FastAPI:
+    """Build the app that serves ``bundle`` (a Bundle, a reference or a path) with ``settings``; keyword
+    ``options`` override single settings (``create_app(ref, max_body_bytes=1024)``). The model is loaded
+    and checked against the bundle's stored sample before this returns."""
+    from .protocols import PROTOCOLS
+
     bundle = load(bundle)
-    model = bundle.model
+    settings = (settings or ServeSettings()).with_options(**options)
+    predictor = Predictor(bundle, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await predictor.start()
+        for start in served.startup:
+            await start()
+        try:
+            yield
+        finally:
+            for stop in reversed(served.shutdown):
+                await stop()
+            await predictor.stop()
+
     app = FastAPI(
         title=f"{bundle.name}",
         version=bundle.version,
         description=(
             f"Model `{bundle.manifest['model']['type']}` from bundle `{bundle.ref}`, served by notebook-deploy.\n\n"
             f"Input: {bundle.input_schema.describe()}. Send rows as "
-            '`{"instances": [row, ...]}`; the answer is `{"predictions": [...]}`, one entry per row.'
+            '`{"instances": [row, ...]}` to `/predict`; the answer is `{"predictions": [...]}`, one entry per row. '
+            "The same model also answers the Open Inference Protocol (`/v2`), TF Serving's REST API (`/v1`) "
+            "and MLflow's `/invocations`."
         ),
+        lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    for method in bundle.methods:
-        app.add_api_route(
-            f"/{method}",
-            _method_endpoint(bundle, model, method),
-            methods=["POST"],
-            name=method,
-            summary=f"Call the model's {method} on a batch of rows",
-            openapi_extra=_openapi_for(bundle, method),
-            response_class=Response,
-        )
-    sample_check = _check_sample(bundle, model)
+    served = ServedModel(app, bundle, predictor, settings, _check_sample(bundle, predictor.model))
+    metrics = Metrics(served)
+    app.add_middleware(metrics.middleware)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    for add_routes in PROTOCOLS:
+        add_routes(served)
+    metrics.add_routes()
+    _add_service_routes(served)
+    return app
+
+
+def _add_service_routes(served: ServedModel) -> None:
+    bundle = served.bundle
     metadata = {
         key: bundle.manifest[key]
         for key in ("name", "version", "created", "model", "schema", "requirements", "labels", "python", "provenance")
     }
 
-    @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: the model is loaded; and whether it reproduces the stored sample")
     async def readyz() -> dict[str, Any]:
-        return {"ready": True, "model": bundle.ref, "sample_check": sample_check}
+        return {"ready": True, "model": bundle.ref, "sample_check": served.sample_check}
 
-    @app.get("/metadata", summary="The bundle's identity, model, schema and requirements")
     async def metadata_endpoint() -> Response:
         return Response(dumps(metadata), media_type="application/json")
 
-    @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    return app
+    served.route("/healthz", healthz, access=auth.OPEN, methods=["GET"], summary="Liveness: the process answers")
+    served.route(
+        "/readyz", readyz, access=auth.OPEN, methods=["GET"],
+        summary="Readiness: the model is loaded; and whether it reproduces the stored sample",
+    )
+    served.route(
+        "/metadata", metadata_endpoint, access=auth.ADMIN, methods=["GET"],
+        summary="The bundle's identity, model, schema and requirements",
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    served.route("/", root, access=auth.OPEN, methods=["GET"], include_in_schema=False)
 
 
-def _method_endpoint(bundle: Bundle, model: Any, method: str) -> Callable[[Request], Awaitable[Response]]:
-    schema = bundle.input_schema
-    call = resolve_method(model, method)
+def _add_error_handlers(app: FastAPI) -> None:
+    def answer(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        render = getattr(request.scope.get("endpoint"), "error_body", detail_body)
+        return Response(orjson.dumps(render(status, message)), status, headers, media_type="application/json")
 
-    async def endpoint(request: Request) -> Response:
-        try:
-            payload = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as error:
-            return error_response(400, f"the request body is not valid JSON: {error}")
-        if not isinstance(payload, dict) or "instances" not in payload:
-            return error_response(422, 'expected a JSON object {"instances": [row, ...]}')
-        try:
-            data = schema.decode(payload["instances"])
-        except InputError as error:
-            return error_response(422, str(error))
-        try:
-            result = await run_in_threadpool(call, data)
-            body = dumps({"predictions": result})
-        except Exception as error:  # noqa: BLE001 - whatever the model raises becomes a 500, and serving goes on
-            log.exception("%s of %s failed", method, bundle.ref)
-            return error_response(500, f"the model's {method} raised {type(error).__name__}: {error}")
-        return Response(body, media_type="application/json")
+    async def on_request_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestError)
+        return answer(request, error.status, str(error))
 
-    endpoint.__name__ = method
-    return endpoint
+    async def on_input_error(request: Request, error: Exception) -> Response:
+        return answer(request, 422, str(error))
+
+    async def on_overloaded(request: Request, error: Exception) -> Response:
+        return answer(request, 503, str(error), {"Retry-After": str(Overloaded.retry_after)})
+
+    async def on_model_error(request: Request, error: Exception) -> Response:
+        return answer(request, 500, str(error))
+
+    app.add_exception_handler(RequestError, on_request_error)
+    app.add_exception_handler(InputError, on_input_error)
+    app.add_exception_handler(Overloaded, on_overloaded)
+    app.add_exception_handler(ModelError, on_model_error)
 
 
-def error_response(status: int, message: str) -> Response:
-    """A JSON error answer: ``{"detail": message}``, FastAPI's own shape."""
-    return Response(orjson.dumps({"detail": message}), status_code=status, media_type="application/json")
+async def json_body(request: Request) -> Any:
+    """The request's body parsed as JSON, or a 400 that says why it is not JSON."""
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
+        raise RequestError(400, f"the request body is not valid JSON: {error}") from None
 
 
-def _openapi_for(bundle: Bundle, method: str) -> dict[str, Any]:
-    row = bundle.input_schema.json_schema()
-    prediction = bundle.output_schema(method).json_schema()
-    error = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["instances"],
-                        "properties": {"instances": {"type": "array", "minItems": 1, "items": row}},
-                    },
-                    "example": {"instances": bundle.sample["instances"]},
-                }
-            },
-        },
-        "responses": {
-            "200": {
-                "description": "One prediction per row",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["predictions"],
-                            "properties": {"predictions": {"type": "array", "items": prediction}},
-                        },
-                        "example": {"predictions": bundle.sample["outputs"][method]},
-                    }
-                },
-            },
-            "400": {"description": "The body is not JSON", "content": {"application/json": {"schema": error}}},
-            "413": {"description": "The body is too large", "content": {"application/json": {"schema": error}}},
-            "422": {
-                "description": "The rows do not fit the model's input: the message names the row and feature",
-                "content": {"application/json": {"schema": error}},
-            },
-            "500": {"description": "The model raised an error", "content": {"application/json": {"schema": error}}},
-        },
-    }
+def json_response(value: Any, status: int = 200) -> Response:
+    """Model data (NumPy, pandas, plain values) as a JSON answer."""
+    return Response(dumps(value), status, media_type="application/json")
 
 
 def _check_sample(bundle: Bundle, model: Any) -> str:

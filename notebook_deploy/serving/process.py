@@ -29,6 +29,7 @@ from ..errors import InputError, ServeError
 from ..schema import as_rows, dumps
 from ..store import Store
 from .runner import PARENT_PID_VARIABLE
+from .settings import ServeSettings
 
 _RUNNING: "weakref.WeakSet[Server]" = weakref.WeakSet()
 _WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() still reads; removed at exit
@@ -126,11 +127,15 @@ def serve(
     host: str = "127.0.0.1",
     *,
     store: Store | str | os.PathLike[str] | None = None,
-    max_body_bytes: int | None = None,
     timeout: float = 120,
+    settings: ServeSettings | None = None,
+    **options: Any,
 ) -> Server:
     """Serve a bundle (a Bundle, a reference or a path) on ``host:port`` in a child process and return
-    once it answers; ``port=0`` picks a free port. Stop it with ``.stop()`` or a ``with`` block."""
+    once it answers; ``port=0`` picks a free port. Stop it with ``.stop()`` or a ``with`` block.
+
+    ``options`` are ``ServeSettings`` fields, e.g. ``workers=2``, ``batching=True``, ``max_batch_size=32``,
+    ``grpc_port=0``, ``max_body_bytes=...``, ``tls_cert=``/``tls_key=`` files."""
     bundle = load(ref, store)
     workdir = Path(tempfile.mkdtemp(prefix="notebook-deploy-server-"))
     _WORKDIRS.append(workdir)
@@ -139,8 +144,8 @@ def serve(
         sys.executable, "-m", "notebook_deploy", "serve", str(bundle.path),
         "--host", host, "--port", str(port), "--ready-file", str(ready_file),
     ]
-    if max_body_bytes is not None:
-        command += ["--max-body-bytes", str(max_body_bytes)]
+    settings = (settings or ServeSettings()).with_options(**options)
+    command += ["--settings-json", settings.to_json()]
     env = dict(os.environ, **{PARENT_PID_VARIABLE: str(os.getpid())})
     with open(workdir / "server.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

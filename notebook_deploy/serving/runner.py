@@ -1,58 +1,117 @@
-"""Run the app of a bundle under uvicorn on a socket bound here, so that port 0 gives a free port."""
+"""Run the app of a bundle under uvicorn on a socket bound here (so that port 0 gives a free port), in
+this process or in ``settings.workers`` worker processes that share the socket."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
+import ssl
+import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from ..bundle import Bundle
-from .app import create_app
-from .limits import DEFAULT_MAX_BODY_BYTES
+from .metrics import MULTIPROCESS_VARIABLE
+from .settings import ServeSettings
 
 # Set by ``Server`` in the child's environment: the server stops when that process is gone.
 PARENT_PID_VARIABLE = "NOTEBOOK_DEPLOY_PARENT_PID"
+# What a worker process serves: {"bundle": path, "settings": ServeSettings as JSON}.
+WORKER_VARIABLE = "NOTEBOOK_DEPLOY_WORKER"
 
 
 def run(
     bundle: Bundle,
     host: str = "127.0.0.1",
     port: int = 8000,
+    settings: ServeSettings | None = None,
     *,
     ready_file: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
 ) -> None:
-    """Serve ``bundle`` until interrupted. Once requests are answered, its URL is written to
-    ``ready_file`` (as JSON) and passed to ``on_ready``."""
-    app = create_app(bundle, max_body_bytes=max_body_bytes)
+    """Serve ``bundle`` until interrupted; SIGTERM drains the requests in flight first. Once requests
+    are answered, the URL is written to ``ready_file`` (as JSON) and passed to ``on_ready``."""
+    settings = settings or ServeSettings()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    scheme = "https" if settings.tls_cert else "http"
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
-    url = f"http://{url_host}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10))
-    threading.Thread(target=_announce, args=(server, url, ready_file, on_ready), daemon=True).start()
+    url = f"{scheme}://{url_host}:{bound}"
+    local = f"{scheme}://{'[::1]' if family == socket.AF_INET6 else '127.0.0.1'}:{bound}" if host in ("0.0.0.0", "::") else url
+    options: dict[str, Any] = dict(
+        log_level=log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+    )
+    if settings.workers <= 1:
+        from .app import create_app
+
+        server = uvicorn.Server(uvicorn.Config(create_app(bundle, settings), **options))
+        stop: Callable[[], None] = lambda: setattr(server, "should_exit", True)
+        serve_forever: Callable[[], None] = lambda: server.run(sockets=[sock])
+        metrics_dir = None
+    else:
+        metrics_dir = tempfile.mkdtemp(prefix="notebook-deploy-metrics-")
+        os.environ[MULTIPROCESS_VARIABLE] = metrics_dir  # read by prometheus_client as each worker imports it
+        os.environ[WORKER_VARIABLE] = json.dumps({"bundle": str(bundle.path), "settings": settings.to_json()})
+        config = uvicorn.Config(
+            f"{__name__}:worker_app", factory=True, workers=settings.workers, **options
+        )
+        supervisor = Multiprocess(config, sockets=[sock])
+        stop = supervisor.should_exit.set
+        serve_forever = supervisor.run
+    threading.Thread(target=_announce, args=(local, url, ready_file, on_ready), daemon=True).start()
     parent = os.environ.get(PARENT_PID_VARIABLE)
     if parent:
-        threading.Thread(target=_exit_with_parent, args=(server, int(parent)), daemon=True).start()
-    server.run(sockets=[sock])
+        threading.Thread(target=_exit_with_parent, args=(int(parent), stop), daemon=True).start()
+    try:
+        serve_forever()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _announce(server: uvicorn.Server, url: str, ready_file: str | os.PathLike[str] | None,
+def worker_app() -> Any:
+    """The app of one worker process, built from what ``run`` put in the environment."""
+    from ..api import load
+    from .app import create_app
+
+    spec = json.loads(os.environ[WORKER_VARIABLE])
+    supervisor = os.getppid()
+    # A worker whose supervisor was killed stops too, rather than serving on as an orphan.
+    threading.Thread(target=_exit_with_parent, args=(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM)),
+                     daemon=True).start()
+    return create_app(load(spec["bundle"]), ServeSettings.from_json(spec["settings"]))
+
+
+def _announce(local: str, url: str, ready_file: str | os.PathLike[str] | None,
               on_ready: Callable[[str], None] | None) -> None:
-    while not server.started:
-        if server.should_exit:
-            return
-        time.sleep(0.01)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only to see that this server answers, over loopback
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    while True:
+        try:
+            with opener.open(f"{local}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.02)
     if ready_file is not None:
         path = Path(ready_file)
         temporary = path.with_name(path.name + ".part")
@@ -62,7 +121,7 @@ def _announce(server: uvicorn.Server, url: str, ready_file: str | os.PathLike[st
         on_ready(url)
 
 
-def _exit_with_parent(server: uvicorn.Server, parent: int) -> None:
+def _exit_with_parent(parent: int, stop: Callable[[], None]) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
-    server.should_exit = True
+    stop()

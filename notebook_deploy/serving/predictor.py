@@ -1,0 +1,111 @@
+"""The one path every protocol takes to the model: admission, batching or a worker thread, and observers.
+
+Protocols (``serving/protocols``) turn their wire format into model input (an array or a DataFrame, as the
+bundle's schema decodes it), await ``Predictor.predict`` and encode what it returns. Everything that
+must see each prediction (metrics, drift monitoring, the prediction log) registers an observer here, so
+that it sees the same traffic whichever protocol carried it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from ..bundle import Bundle
+from ..methods import resolve_method
+from .batching import Batcher
+from .settings import ServeSettings
+
+log = logging.getLogger("notebook_deploy.serving")
+
+Observer = Callable[[str, Any, Any], None]  # (method, model input, model output)
+
+
+class Overloaded(Exception):
+    """More requests wait than the queue holds: answer 503 and ask the client to retry."""
+
+    retry_after = 1
+
+
+class ModelError(Exception):
+    """The model raised while computing a prediction; the message names the method and the error."""
+
+
+class Predictor:
+    """Calls a bundle's model for every protocol, with batching where it is safe, and a bounded queue."""
+
+    def __init__(self, bundle: Bundle, settings: ServeSettings, model: Any | None = None) -> None:
+        self.bundle = bundle
+        self.settings = settings
+        self.model = bundle.model if model is None else model
+        self._calls = {method: resolve_method(self.model, method) for method in bundle.methods}
+        self.batching = bool(
+            settings.batching if settings.batching is not None else bundle.manifest["model"].get("batchable", False)
+        )
+        self._batchers: dict[str, Batcher] = {}
+        self.pending = 0
+        self.observers: list[Observer] = []
+        self.batch_observers: list[Callable[[str, int], None]] = []
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self._calls)
+
+    def queued(self, method: str) -> int:
+        """Requests of ``method`` waiting for a batch."""
+        batcher = self._batchers.get(method)
+        return batcher.queued if batcher is not None else 0
+
+    async def start(self) -> None:
+        """Start the batchers (needs the running event loop)."""
+        if not self.batching:
+            return
+        for method, call in self._calls.items():
+            batcher = Batcher(
+                call,
+                max_batch_size=self.settings.max_batch_size,
+                max_wait=self.settings.max_batch_wait_ms / 1000,
+                on_batch=lambda rows, method=method: self._on_batch(method, rows),
+            )
+            batcher.start()
+            self._batchers[method] = batcher
+
+    async def stop(self) -> None:
+        """Answer every accepted request, then stop the batchers."""
+        for batcher in self._batchers.values():
+            await batcher.stop()
+        self._batchers.clear()
+
+    async def predict(self, method: str, data: Any) -> Any:
+        """The model's ``method`` on ``data``. Raises ``Overloaded`` when the queue is full (nothing was
+        accepted) and ``ModelError`` when the model raises."""
+        if self.pending >= self.settings.max_queue:
+            raise Overloaded(
+                f"the server is at its limit of {self.settings.max_queue} waiting requests: retry shortly"
+            )
+        if method not in self._calls:
+            raise KeyError(method)
+        self.pending += 1
+        try:
+            batcher = self._batchers.get(method)
+            if batcher is not None:
+                result = await batcher.submit(data)
+            else:
+                result = await run_in_threadpool(self._calls[method], data)
+        except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
+            log.error("%s of %s failed: %s: %s", method, self.bundle.ref, type(error).__name__, error, exc_info=error)
+            raise ModelError(f"the model's {method} raised {type(error).__name__}: {error}") from error
+        finally:
+            self.pending -= 1
+        for observer in self.observers:
+            try:
+                observer(method, data, result)
+            except Exception:  # noqa: BLE001 - monitoring must never fail a prediction
+                log.exception("an observer of %s failed", method)
+        return result
+
+    def _on_batch(self, method: str, rows: int) -> None:
+        for observer in self.batch_observers:
+            observer(method, rows)

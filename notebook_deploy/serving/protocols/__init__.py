@@ -1,0 +1,12 @@
+"""The wire protocols a served bundle speaks. Each module adds its routes to a ``ServedModel``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from . import mlflow, native, tfserving
+
+if TYPE_CHECKING:
+    from ..app import ServedModel
+
+PROTOCOLS: list[Callable[["ServedModel"], None]] = [native.add_routes, tfserving.add_routes, mlflow.add_routes]

@@ -1,0 +1,99 @@
+"""notebook-deploy's own API: ``POST /{method}`` with ``{"instances": [row, ...]}``, answered with
+``{"predictions": [...]}``, one entry per row, described in OpenAPI from the bundle's schema."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from .. import auth
+from ..app import RequestError, json_body, json_response
+
+if TYPE_CHECKING:
+    from ...bundle import Bundle
+    from ..app import ServedModel
+
+ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+
+
+def add_routes(served: "ServedModel") -> None:
+    for method in served.bundle.methods:
+        served.route(
+            f"/{method}",
+            _endpoint(served, method),
+            access=auth.PREDICT,
+            methods=["POST"],
+            name=method,
+            summary=f"Call the model's {method} on a batch of rows",
+            openapi_extra=_openapi_for(served.bundle, method),
+            response_class=Response,
+        )
+
+
+def _endpoint(served: "ServedModel", method: str) -> Callable[[Request], Awaitable[Response]]:
+    decode = served.bundle.input_schema.decode
+    predict = served.predictor.predict
+
+    async def endpoint(request: Request) -> Response:
+        payload = await json_body(request)
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}')
+        return json_response({"predictions": await predict(method, decode(payload["instances"]))})
+
+    endpoint.__name__ = method
+    return endpoint
+
+
+def error_responses(content_schema: dict[str, Any] = ERROR_SCHEMA) -> dict[str, Any]:
+    """The OpenAPI ``responses`` of the errors every inference route may answer."""
+    described = {
+        "400": "The body is not JSON",
+        "401": "An API key is required and was not sent, or is unknown",
+        "403": "The API key's role does not reach this route",
+        "413": "The body is too large",
+        "422": "The rows do not fit the model's input: the message names the row and feature",
+        "500": "The model raised an error",
+        "503": "Too many requests wait: retry after the number of seconds in Retry-After",
+    }
+    return {
+        status: {"description": text, "content": {"application/json": {"schema": content_schema}}}
+        for status, text in described.items()
+    }
+
+
+def _openapi_for(bundle: "Bundle", method: str) -> dict[str, Any]:
+    row = bundle.input_schema.json_schema()
+    prediction = bundle.output_schema(method).json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["instances"],
+                        "properties": {"instances": {"type": "array", "minItems": 1, "items": row}},
+                    },
+                    "example": {"instances": bundle.sample["instances"]},
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "One prediction per row",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["predictions"],
+                            "properties": {"predictions": {"type": "array", "items": prediction}},
+                        },
+                        "example": {"predictions": bundle.sample["outputs"][method]},
+                    }
+                },
+            },
+            **error_responses(),
+        },
+    }

@@ -1,0 +1,139 @@
+"""TensorFlow Serving's REST API, so that its clients work unchanged.
+
+``POST /v1/models/{name}:predict`` (also under ``/versions/{version}`` and ``/labels/{label}``) takes the
+row format ``{"instances": [...]}``, answered with ``{"predictions": [...]}``, or the columnar format
+``{"inputs": ...}``, answered with ``{"outputs": [...]}``. ``signature_name`` picks the method
+(``serving_default`` is ``predict``). ``GET /v1/models/{name}`` reports the model's status and
+``/metadata`` its signature. Errors are ``{"error": message}``, as TF Serving sends them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from .. import auth
+from ..app import RequestError, json_body, json_response
+
+if TYPE_CHECKING:
+    from ..app import ServedModel
+
+DEFAULT_SIGNATURE = "serving_default"
+ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+def error_body(status: int, message: str) -> dict[str, str]:
+    return {"error": message}
+
+
+def add_routes(served: "ServedModel") -> None:
+    from .native import error_responses
+
+    bundle, predictor = served.bundle, served.predictor
+    schema = bundle.input_schema
+
+    def check_name(request: Request) -> None:
+        name = request.path_params["name"]
+        if name != bundle.name:
+            raise RequestError(404, f"Servable not found for request: Latest({name}); this server has '{bundle.name}'")
+
+    async def predict(request: Request) -> Response:
+        check_name(request)
+        payload = await json_body(request)
+        if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
+            raise RequestError(400, 'expected a JSON object with either "instances" (rows) or "inputs" (columns)')
+        method = _method(payload.get("signature_name"), predictor.methods)
+        if "instances" in payload:
+            return json_response({"predictions": await predictor.predict(method, schema.decode(payload["instances"]))})
+        inputs = payload["inputs"]
+        data = schema.decode_columns(inputs) if isinstance(inputs, dict) else schema.decode(inputs)
+        return json_response({"outputs": await predictor.predict(method, data)})
+
+    async def status(request: Request) -> Response:
+        check_name(request)
+        return json_response(
+            {
+                "model_version_status": [
+                    {"version": bundle.version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                ]
+            }
+        )
+
+    async def metadata(request: Request) -> Response:
+        check_name(request)
+        signatures = {
+            (DEFAULT_SIGNATURE if m == "predict" else m): {
+                "method_name": m,
+                "inputs": bundle.manifest["schema"]["input"],
+                "outputs": bundle.manifest["schema"]["outputs"][m],
+            }
+            for m in predictor.methods
+        }
+        return json_response(
+            {
+                "model_spec": {"name": bundle.name, "signature_name": "", "version": bundle.version},
+                "metadata": {"signature_def": {"signature_def": signatures}},
+            }
+        )
+
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "example": bundle.name}
+    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    label = {"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}
+    errors = {**error_responses(ERROR_SCHEMA), "404": _not_found()}
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {"type": "string", "enum": [DEFAULT_SIGNATURE, *predictor.methods]},
+                        "instances": {"type": "array", "minItems": 1, "items": schema.json_schema()},
+                        "inputs": {},
+                    },
+                },
+                "example": {"instances": bundle.sample["instances"]},
+            }
+        },
+    }
+    answer = {"description": "Predictions (row format) or outputs (columnar format)",
+              "content": {"application/json": {"schema": {"type": "object"}}}}
+    for prefix, parameters in (
+        ("/v1/models/{name}", [name]),
+        ("/v1/models/{name}/versions/{version}", [name, version]),
+        ("/v1/models/{name}/labels/{label}", [name, label]),
+    ):
+        served.route(
+            prefix + ":predict", predict, access=auth.PREDICT, methods=["POST"], error_body=error_body,
+            summary="TF Serving: predict", response_class=Response, tags=["TF Serving"],
+            openapi_extra={"parameters": parameters, "requestBody": body, "responses": {"200": answer, **errors}},
+        )
+    served.route(
+        "/v1/models/{name}", status, access=auth.OPEN, methods=["GET"], error_body=error_body,
+        summary="TF Serving: model status", response_class=Response, tags=["TF Serving"],
+        openapi_extra={"parameters": [name], "responses": {"200": _object("The model's version status"), **errors}},
+    )
+    served.route(
+        "/v1/models/{name}/metadata", metadata, access=auth.ADMIN, methods=["GET"], error_body=error_body,
+        summary="TF Serving: model metadata", response_class=Response, tags=["TF Serving"],
+        openapi_extra={"parameters": [name], "responses": {"200": _object("The model's signatures"), **errors}},
+    )
+
+
+def _method(signature: Any, methods: list[str]) -> str:
+    if signature in (None, "", DEFAULT_SIGNATURE):
+        return "predict" if "predict" in methods else methods[0]
+    if signature in methods:
+        return signature
+    raise RequestError(400, f"unknown signature_name {signature!r}: use {DEFAULT_SIGNATURE!r} or one of {methods}")
+
+
+def _object(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _not_found() -> dict[str, Any]:
+    return {"description": "No model of this name is served here",
+            "content": {"application/json": {"schema": ERROR_SCHEMA}}}
