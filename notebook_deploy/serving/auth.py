@@ -18,3 +18,8 @@ ADMIN = "admin"  # metadata, monitoring and metrics too
 def dependencies(access: str, served: "ServedModel") -> list[Any]:
     """The FastAPI dependencies that guard a route of ``access``: none when keys are not required."""
     return []
+
+
+def grpc_interceptors(served: "ServedModel") -> list[Any]:
+    """The grpc.aio server interceptors that apply the same keys to gRPC calls (``authorization`` metadata)."""
+    return []
