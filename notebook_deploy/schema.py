@@ -37,6 +37,34 @@ _JSON_TYPES = {
 
 
 @dataclass(frozen=True)
+class Domain:
+    """Which float values a model takes, as probed at capture: missing values (null, sent as NaN) and
+    magnitudes up to ``limit`` (models that compute in float32 refuse what overflows it)."""
+
+    nullable: bool = True
+    limit: float | None = None
+
+    def json_schema(self, kind: str) -> dict[str, Any]:
+        item: dict[str, Any] = dict(_JSON_TYPES[kind])
+        if kind == FLOAT:
+            if not self.nullable:
+                item["type"] = "number"
+            if self.limit is not None:
+                item.update(minimum=-self.limit, maximum=self.limit)
+        return item
+
+    def check(self, array: np.ndarray, feature: str | None) -> None:
+        """Raise ``InputError`` at the first value of a float array outside this domain."""
+        if not self.nullable:
+            _refuse_first(array, np.isnan(array), "a number (this model does not take missing values)", feature)
+        if self.limit is not None:
+            _refuse_first(array, np.abs(array) > self.limit, f"a number within ±{self.limit:.6g}", feature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nullable": self.nullable, "limit": self.limit}
+
+
+@dataclass(frozen=True)
 class Column:
     """One named feature of a table: its element kind and the exact pandas dtype to rebuild."""
 
@@ -44,11 +72,12 @@ class Column:
     kind: str
     dtype: str
     categories: tuple[Any, ...] | None = None
+    domain: Domain = Domain()
 
     def json_schema(self) -> dict[str, Any]:
         if self.kind == CATEGORY:
             return {"enum": [*self.categories, None]} if self.categories is not None else {}
-        return dict(_JSON_TYPES[self.kind])
+        return self.domain.json_schema(self.kind)
 
 
 @dataclass(frozen=True)
@@ -58,12 +87,15 @@ class TensorSchema:
     kind: str
     dtype: str
     shape: tuple[int, ...]
+    domain: Domain = Domain()
 
     def decode(self, instances: Any) -> np.ndarray:
         """Turn JSON rows into the array the model expects, or raise ``InputError``."""
         _require_rows(instances)
-        array = _as_array(instances, self.shape)
-        return _convert(array, instances, self.kind, self.dtype, feature=None)
+        array = _convert(_as_array(instances, self.shape), instances, self.kind, self.dtype, feature=None)
+        if self.kind == FLOAT:
+            self.domain.check(array, None)
+        return array
 
     def decode_columns(self, columns: Any) -> np.ndarray:
         """Like ``decode``, for data sent by column: an object with one entry, the rows of the tensor."""
@@ -77,7 +109,7 @@ class TensorSchema:
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of one row."""
-        item: dict[str, Any] = dict(_JSON_TYPES[self.kind])
+        item = self.domain.json_schema(self.kind)
         for size in reversed(self.shape):
             item = {"type": "array", "items": item, "minItems": size, "maxItems": size}
         return item
@@ -86,7 +118,8 @@ class TensorSchema:
         return f"{self.dtype} rows of shape {list(self.shape)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "tensor", "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape)}
+        spec = {"type": "tensor", "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape)}
+        return spec | ({"domain": self.domain.to_dict()} if self.domain != Domain() else {})
 
 
 @dataclass(frozen=True)
@@ -136,8 +169,10 @@ class TableSchema:
             elif column.kind == DATETIME:
                 data[column.name] = _datetimes(raw, column)
             else:
-                array = _as_array(raw, ())
-                data[column.name] = _convert(array, raw, column.kind, _numpy_dtype(column), column.name)
+                array = _convert(_as_array(raw, ()), raw, column.kind, _numpy_dtype(column), column.name)
+                if column.kind == FLOAT:
+                    column.domain.check(array, column.name)
+                data[column.name] = array
         frame = pd.DataFrame(data, copy=False)
         for column in self.columns:
             if str(frame[column.name].dtype) != column.dtype:
@@ -200,6 +235,7 @@ class TableSchema:
             "columns": [
                 {"name": c.name, "kind": c.kind, "dtype": c.dtype}
                 | ({"categories": list(c.categories)} if c.categories is not None else {})
+                | ({"domain": c.domain.to_dict()} if c.domain != Domain() else {})
                 for c in self.columns
             ],
         }
@@ -223,12 +259,13 @@ def infer_schema(data: Any) -> Schema:
 def schema_from_dict(spec: dict[str, Any]) -> Schema:
     """Rebuild a schema from its ``to_dict`` form (as stored in bundle.json)."""
     if spec["type"] == "tensor":
-        return TensorSchema(kind=spec["kind"], dtype=spec["dtype"], shape=tuple(spec["shape"]))
+        return TensorSchema(spec["kind"], spec["dtype"], tuple(spec["shape"]), Domain(**spec.get("domain", {})))
     return TableSchema(
         tuple(
             Column(
                 c["name"], c["kind"], c["dtype"],
                 tuple(c["categories"]) if "categories" in c else None,
+                Domain(**c.get("domain", {})),
             )
             for c in spec["columns"]
         )
@@ -426,14 +463,28 @@ def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature:
     return array if code == "O" else np.array(rows, dtype=object)
 
 
+def _refuse_first(array: np.ndarray, bad: np.ndarray, expected: str, feature: str | None) -> None:
+    if not bad.any():
+        return
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = array[index]
+    got = "null" if np.isnan(value) else repr(float(value))
+    raise InputError(f"{_where(index, feature)}: expected {expected}, got {got}")
+
+
+def _where(index: tuple[int, ...], feature: str | None) -> str:
+    """Where a value is in a request: its row, and its feature or position within the row."""
+    where = f"row {index[0]}" + (f", feature '{feature}'" if feature is not None else "")
+    if feature is None and len(index) > 1:
+        where += ", position " + ",".join(str(i) for i in index[1:])
+    return where
+
+
 def _check(rows: list[Any], ok: Any, expected: str, feature: str | None) -> None:
     """Raise an InputError at the first element of ``rows`` that ``ok`` refuses."""
     for index, value in _walk(rows):
         if not ok(value):
-            where = f"row {index[0]}" + (f", feature '{feature}'" if feature is not None else "")
-            if feature is None and len(index) > 1:
-                where += ", position " + ",".join(str(i) for i in index[1:])
-            raise InputError(f"{where}: expected {expected}, got {_describe_value(value)}")
+            raise InputError(f"{_where(index, feature)}: expected {expected}, got {_describe_value(value)}")
 
 
 def _walk(value: Any, index: tuple[int, ...] = ()) -> Any:

@@ -371,7 +371,9 @@ def test_bundle_accessors(captured, iris, model):
     assert "predict_proba" in captured.methods
     assert any(r.startswith("scikit-learn==") for r in captured.requirements)
     assert any(line.startswith("scikit-learn==") for line in captured.lock())
-    assert captured.input_schema.to_dict() == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4]}
+    assert captured.input_schema.to_dict() == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4],
+        "domain": {"nullable": False, "limit": None},  # LogisticRegression refuses NaN
+    }
     assert captured.sample["instances"] == iris[0][:5].tolist()
     assert captured.sample["outputs"]["predict"] == model.predict(iris[0][:5]).tolist()
     assert captured.size == sum((captured.path / n).stat().st_size for n in BUNDLE_FILES)

@@ -71,7 +71,9 @@ def test_inference_methods_and_sample_outputs_are_recorded(forest_bundle, forest
     sample = forest_bundle.sample
     assert len(sample["instances"]) == 5
     assert sample["outputs"]["predict"] == forest.predict(iris[0][:5]).tolist()
-    assert forest_bundle.manifest["schema"]["input"] == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4]}
+    assert forest_bundle.manifest["schema"]["input"] == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4],
+        "domain": {"nullable": True, "limit": 3.4028234663852886e38},  # a forest computes in float32
+    }
 
 
 class _PartlyBroken:
@@ -203,3 +205,21 @@ def test_environment_variables_never_reach_a_bundle(iris, store, monkeypatch):
     bundle = nd.capture(LogisticRegression(max_iter=500).fit(X, y), name="env", sample=X[:3], store=store)
     for file in bundle.path.iterdir():
         assert marker.encode() not in file.read_bytes(), file.name
+
+
+def test_float_values_the_model_refuses_are_found_at_capture_and_refused_with_422(store, iris):
+    from fastapi.testclient import TestClient
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris
+    bundle = nd.capture(LogisticRegression(max_iter=500).fit(X, y), name="linear", sample=X[:5], store=store)
+    assert bundle.manifest["schema"]["input"]["domain"] == {"nullable": False, "limit": None}
+    with TestClient(nd.create_app(bundle)) as client:
+        missing = client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2], [5.1, None, 1.4, 0.2]]})
+        assert missing.status_code == 422
+        assert missing.json()["detail"] == (
+            "row 1, position 1: expected a number (this model does not take missing values), got null"
+        )
+        row = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]["properties"]["instances"]["items"]
+        assert row["items"] == {"type": "number"}

@@ -17,11 +17,13 @@ import cloudpickle
 import nbformat
 import numpy as np
 
+from .. import audit
 from ..bundle import ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
 from ..schema import as_rows, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
+from .domains import probe_domains
 from .packages import environment_snapshot, package_state
 from .pickling import PROTOCOL, dump_model
 from .recipe import RECIPE_FILE, History, Recipe, build_recipe
@@ -69,6 +71,7 @@ def capture(
     instances = schema.encode(head(rows, sample_rows))
     model_input = schema.decode(instances)  # exactly what the server will hand the model
     outputs, output_schemas = _run_methods(model, methods, model_input, warnings)
+    schema = probe_domains(schema, model_input, [resolve_method(model, m) for m in outputs])
 
     pickled = dump_model(model)
     recipe = _recipe(history, variable) if history is not None else None
@@ -125,7 +128,9 @@ def capture(
                 "runtime": {"notebook-deploy": _own_version()},
             },
         )
-        return store.commit(staged, manifest)  # an identical earlier capture is kept as it is
+        bundle = store.commit(staged, manifest)  # an identical earlier capture is kept as it is
+        audit.record("capture", root=store, name=bundle.name, version=bundle.version)
+        return bundle
 
 
 def _sample_rows(model: Any, sample: Any, warnings: list[str]) -> Any:
