@@ -23,6 +23,7 @@ _EXPORTS = {
     "serve": ".serving.process",
     "Server": ".serving.process",
     "create_app": ".serving.app",
+    "ServeSettings": ".serving.settings",
     "slice_cells": ".capturing.slicing",
     "verify": ".verify",
     "Verification": ".verify",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     )
     from .serving.app import create_app
     from .serving.process import Server, serve
+    from .serving.settings import ServeSettings
     from .capturing.slicing import slice_cells
     from .image.publish import PushResult, build_image, export_image, push
     from .jupyter.headless import deploy_notebook
