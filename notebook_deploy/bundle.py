@@ -7,6 +7,7 @@ Layout::
     requirements.txt   the lock: every distribution the model needs, pinned to the captured version
     environment.json   a snapshot of the whole capturing environment, for audit
     sample.json        a few input rows and the model's outputs on them
+    reference.json     reference statistics of the input features and predictions, for drift monitoring
 
 The version id is a hash of the manifest's content (which includes the hash of every file) leaving out
 when and after what it was made, so the same capture twice is the same version. The manifest also
@@ -36,6 +37,7 @@ MODEL_FILE = "model.pkl"
 LOCK_FILE = "requirements.txt"
 ENVIRONMENT_FILE = "environment.json"
 SAMPLE_FILE = "sample.json"
+REFERENCE_FILE = "reference.json"  # drift reference statistics of the inputs and predictions (notebook_deploy.drift)
 
 # Manifest fields that say when and after what a version was made, not what it is.
 _NOT_CONTENT = ("version", "created", "parent", "digest")
@@ -117,6 +119,13 @@ class Bundle:
         return orjson.loads((self.path / SAMPLE_FILE).read_bytes())
 
     @cached_property
+    def reference(self) -> dict[str, Any] | None:
+        """The drift reference statistics (see ``notebook_deploy.drift``), or None for a bundle without them."""
+        if REFERENCE_FILE not in self.manifest.get("files", {}):
+            return None
+        return orjson.loads((self.path / REFERENCE_FILE).read_bytes())
+
+    @cached_property
     def model(self) -> Any:
         """The model object, unpickled on first use."""
         import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
@@ -175,6 +184,10 @@ class Bundle:
             ("size", display.human_size(self.size)),
             ("created", self.created),
         ]
+        reference = self.manifest.get("reference")
+        if reference:
+            rows.append(("drift", f"reference of {reference['rows']} rows ({reference['source']}), "
+                                  f"{len(reference['features'])} features"))
         if self.manifest.get("labels"):
             rows.append(("labels", ", ".join(f"{k}={v}" for k, v in self.manifest["labels"].items())))
         rows += [("warning", w) for w in self.warnings]

@@ -131,6 +131,14 @@ Then:
               help="Also serve the Open Inference Protocol over gRPC on this port.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1),
               help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].")
+@click.option("--drift-window", type=click.IntRange(min=1),
+              help="Live rows each worker keeps to compare with the bundle's reference (/monitor/drift) [default: 1000].")
+@click.option("--drift-threshold", type=click.FloatRange(min=0),
+              help="Flag a feature as drifted when its PSI is above this [default: 0.2].")
+@click.option("--prediction-log", type=click.Path(dir_okay=False, resolve_path=True),
+              help="Append inputs and outputs here as JSON lines, one per row, rotated at 50 MiB [default: none].")
+@click.option("--prediction-log-sample", type=click.FloatRange(min=0, max=1),
+              help="The fraction of rows written to --prediction-log [default: 1].")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))

@@ -18,7 +18,7 @@ import notebook_deploy as nd
 from notebook_deploy.bundle import content_version
 from notebook_deploy.errors import BundleIntegrityError
 
-BUNDLE_FILES = ["bundle.json", "environment.json", "model.pkl", "requirements.txt", "sample.json"]
+BUNDLE_FILES = ["bundle.json", "environment.json", "model.pkl", "reference.json", "requirements.txt", "sample.json"]
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ import cloudpickle
 import nbformat
 import numpy as np
 
-from .. import audit
-from ..bundle import ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file
+from .. import audit, drift
+from ..bundle import (
+    ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file,
+)
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
 from ..schema import as_rows, dumps, head, infer_schema, take_rows, to_jsonable
@@ -47,6 +49,7 @@ def capture(
     variable: str | None = None,
     include_data: bool | int = False,
     allow_secrets: bool = False,
+    reference: Any = None,
 ) -> Bundle:
     """Capture ``model`` into a new bundle version and return it.
 
@@ -60,6 +63,10 @@ def capture(
     ``include_data`` stores copies of the data files it reads (``True``: those up to 10 MiB; a number:
     up to that many bytes). The recipe and the globals that notebook code in the model reads are
     scanned for credentials first; a finding refuses the capture unless ``allow_secrets`` is true.
+
+    ``reference`` (the training inputs, e.g. ``X_train``) gives the statistics that served inputs and
+    predictions are compared with to watch for drift (``notebook_deploy.drift``); without it the sample's
+    rows are the reference, and a sample of fewer than 100 rows is noted in the warnings as too small.
     """
     store = store if isinstance(store, Store) else Store(store)
     variable = variable or _variable_name(model)
@@ -73,6 +80,7 @@ def capture(
     outputs, output_schemas = _run_methods(model, methods, model_input, warnings)
     schema = probe_domains(schema, model_input, [resolve_method(model, m) for m in outputs])
 
+    reference_statistics = _drift_reference(model, reference, sample, rows, schema, list(outputs), warnings)
     pickled = dump_model(model)
     recipe = _recipe(history, variable) if history is not None else None
     if not allow_secrets:
@@ -87,6 +95,8 @@ def capture(
     with store.staging() as staged:
         write_file(staged / MODEL_FILE, pickled.data)
         write_file(staged / SAMPLE_FILE, dumps({"instances": instances, "outputs": outputs}))
+        if reference_statistics is not None:
+            write_file(staged / REFERENCE_FILE, dumps(reference_statistics))
         state = package_state(
             staged / MODEL_FILE,
             model_input,
@@ -124,6 +134,7 @@ def capture(
                 "provenance": _provenance(history),
                 "recipe": recipe.to_dict() if recipe is not None else None,
                 "labels": dict(labels or {}),
+                "reference": drift.summary(reference_statistics) if reference_statistics is not None else None,
                 "warnings": warnings + state.warnings,
                 "runtime": {"notebook-deploy": _own_version()},
             },
@@ -148,6 +159,28 @@ def _sample_rows(model: Any, sample: Any, warnings: list[str]) -> Any:
         "infers the request schema from it, tests the model on it, and finds the packages the model needs "
         "by running it"
     )
+
+
+def _drift_reference(
+    model: Any, reference: Any, sample: Any, rows: Any, schema: Any, methods: list[str], warnings: list[str]
+) -> dict[str, Any] | None:
+    """The drift reference statistics of ``reference`` (or of the sample's rows), None without either."""
+    if reference is None and sample is None:
+        return None  # the rows were made up: they say nothing of the data
+    method = "predict" if "predict" in methods else methods[0]
+    try:
+        data = as_rows(reference) if reference is not None else rows
+        statistics = drift.capture_reference(
+            data, schema, resolve_method(model, method), method, "reference" if reference is not None else "sample"
+        )
+    except (InputError, ValueError) as error:
+        raise CaptureError(f"reference=... does not fit the model's input: {error}") from None
+    if reference is None and statistics["rows"] < drift.WEAK_REFERENCE_ROWS:
+        warnings.append(
+            f"drift statistics come from the {statistics['rows']} sample rows, too few to tell drift from "
+            "noise: capture with reference=X_train to monitor drift"
+        )
+    return statistics
 
 
 def _run_methods(

@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..methods import resolve_method
 from ..schema import dumps, to_jsonable
 from . import auth
+from .drift import install_monitoring
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .predictor import ModelError, Overloaded, Predictor
@@ -114,6 +115,7 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
     )
     served = ServedModel(app, bundle, predictor, settings, _check_sample(bundle, predictor.model))
     metrics = Metrics(served)
+    install_monitoring(served, metrics)  # /monitor/drift, drift gauges, the prediction log
     app.add_middleware(metrics.middleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)

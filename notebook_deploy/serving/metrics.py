@@ -7,6 +7,7 @@ prometheus_client's multiprocess mode does; gauges of live values are summed ove
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -60,6 +61,7 @@ class Metrics:
             labels, registry=self.registry, multiprocess_mode="max",
         ).labels(**model).set(1)
         self._model = model
+        self.before_exposition: list[Callable[[], Any]] = []  # run before each /metrics answer (drift gauges)
         self._requests: dict[tuple[str, int], Any] = {}
         self._latencies: dict[str, Any] = {}
         served.predictor.batch_observers.append(
@@ -117,6 +119,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format, summed over every worker when there are several."""
+        for hook in self.before_exposition:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - a failing hook must not take the metrics down
+                logging.getLogger("notebook_deploy.serving").exception("updating metrics before exposition failed")
         if os.environ.get(MULTIPROCESS_VARIABLE):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)

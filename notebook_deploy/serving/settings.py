@@ -28,6 +28,7 @@ class ServeSettings:
     tls_key: str | None = None
     drift_window: int = 1000
     drift_threshold: float = 0.2
+    drift_min_rows: int = 100
     prediction_log: str | None = None
     prediction_log_sample: float = 1.0
     prediction_log_max_bytes: int = 50 * 1024 * 1024
