@@ -10,7 +10,9 @@ from typing import Any, Callable
 import click
 
 from . import __version__, display
+from .audit import default_path as default_audit_log
 from .errors import NotebookDeployError
+from .keys import default_path as default_keys_file
 from .serving.limits import DEFAULT_MAX_BODY_BYTES
 from .store import LATEST, Store
 
@@ -107,10 +109,13 @@ Examples:
   notebook-deploy serve iris                       on http://127.0.0.1:8000
   notebook-deploy serve iris:prod --port 0         on a free port
   notebook-deploy serve iris --host 0.0.0.0        reachable from other machines
+  notebook-deploy serve iris --tls-cert cert.pem --tls-key key.pem    over HTTPS
 Then:
   curl -X POST http://127.0.0.1:8000/predict -H 'content-type: application/json' \\
        -d '{{"instances": [[5.1, 3.5, 1.4, 0.2]]}}'
   open http://127.0.0.1:8000/docs for the API, with the bundle's sample as example.
+Once the key file has a key ('notebook-deploy keys create --role predict'), every route but health
+and docs needs it: curl -H 'Authorization: Bearer KEY' ...
 {REF_HELP}""")
 @click.argument("ref")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -131,6 +136,18 @@ Then:
               help="Also serve the Open Inference Protocol over gRPC on this port.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1),
               help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].")
+@click.option("--auth/--no-auth", "auth", default=None,
+              help="Require an API key ('Authorization: Bearer KEY') on every route but health and docs "
+                   "[default: on when the key file has any key at start].")
+@click.option("--keys-file", type=click.Path(dir_okay=False, resolve_path=True), envvar="NOTEBOOK_DEPLOY_KEYS_FILE",
+              help="The API key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].")
+@click.option("--audit-log", type=click.Path(dir_okay=False, resolve_path=True), envvar="NOTEBOOK_DEPLOY_AUDIT_LOG",
+              help="Append refused calls here as JSON lines [default: audit.log in the store, or "
+                   "$NOTEBOOK_DEPLOY_AUDIT_LOG].")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+              help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+              help="The private key of --tls-cert (PEM).")
 @click.option("--drift-window", type=click.IntRange(min=1),
               help="Live rows each worker keeps to compare with the bundle's reference (/monitor/drift) [default: 1000].")
 @click.option("--drift-threshold", type=click.FloatRange(min=0),
@@ -158,6 +175,13 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
     bundle = load(ref, store)
     settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
     settings = settings.with_options(**options)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together: give the certificate and its private key, "
+                               "or neither (plain HTTP)")
+    settings = settings.with_options(  # default to the store's key file and audit log
+        keys_file=settings.keys_file or str(default_keys_file(store.root)),
+        audit_log=settings.audit_log or str(default_audit_log(store.root)),
+    )
 
     def announce(url: str) -> None:
         click.echo(f"Serving {bundle.ref} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
@@ -392,6 +416,80 @@ def containerize(store: Store, ref: str, output: Path, base: str | None, platfor
     if output.exists():
         raise click.ClickException(f"{output} already exists: give a new folder")
     click.echo(str(write_context(ref, output, base=base, platform=platform, store=store)))
+
+
+@cli.group("keys", epilog="""\b
+Examples:
+  notebook-deploy keys create --role predict --name dashboard
+  notebook-deploy keys list
+  notebook-deploy keys revoke 3f2a9c1b
+A server requires a key on every route but health and docs as soon as its key file has one (or with
+'serve --auth'). Roles: predict reaches inference only; admin reaches metadata and monitoring too.
+Keys are stored as hashes in keys.json in the store (or --keys-file / $NOTEBOOK_DEPLOY_KEYS_FILE);
+creations and revocations are appended to the store's audit.log.""")
+@click.option("--keys-file", type=click.Path(dir_okay=False, path_type=Path), envvar="NOTEBOOK_DEPLOY_KEYS_FILE",
+              help="The key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].")
+@click.pass_context
+def keys_group(ctx: click.Context, keys_file: Path | None) -> None:
+    """Create, list and revoke the API keys that servers require."""
+    from .keys import KeyStore
+
+    ctx.obj = KeyStore(keys_file, root=ctx.obj.root)
+
+
+@keys_group.command("create", epilog="""\b
+Examples:
+  notebook-deploy keys create --role predict                 for a client that calls the model
+  notebook-deploy keys create --role admin --name grafana    also /metadata, /metrics, monitoring
+  KEY=$(notebook-deploy keys create --role predict)          only the key goes to standard output
+Then:
+  curl -X POST http://127.0.0.1:8000/predict -H "Authorization: Bearer $KEY" \\
+       -H 'content-type: application/json' -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+  nd.serve("iris", api_key=KEY) in Python sends it too.""")
+@click.option("--role", required=True, type=click.Choice(["predict", "admin"]),
+              help="predict: inference only; admin: inference, metadata and monitoring.")
+@click.option("--name", help="A name to recognise the key by in listings [default: ROLE-ID].")
+@click.pass_obj
+@_errors_as_messages
+def keys_create(key_store: Any, role: str, name: str | None) -> None:
+    """Create a key and print it; it is shown this once (only its hash is kept)."""
+    key, record = key_store.create(role, name)
+    click.echo(key)
+    click.echo(f"Created key {record.id} ({record.name}, role {record.role}) in {key_store.path}.\n"
+               "This is the only time the key is shown: keep it in a secret store. Send it as\n"
+               "  Authorization: Bearer <key>", err=True)
+
+
+@keys_group.command("list", epilog="""\b
+Example:
+  notebook-deploy keys list
+Keys themselves are never shown: only their id, name, role and creation time.""")
+@click.pass_obj
+@_errors_as_messages
+def keys_list(key_store: Any) -> None:
+    """List the keys: id, name, role and creation time."""
+    found = key_store.list()
+    if not found:
+        click.echo(f"No keys in {key_store.path}: servers need none (unless started with --auth). "
+                   "Create one: notebook-deploy keys create --role predict")
+        return
+    rows = [("ID", "NAME", "ROLE", "CREATED")] + [(k.id, k.name, k.role, k.created[:19].replace("T", " ")) for k in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@keys_group.command("revoke", epilog="""\b
+Example:
+  notebook-deploy keys revoke 3f2a9c1b
+Running servers refuse the key from their next request (they re-read the key file when it changes).""")
+@click.argument("key_id", metavar="ID")
+@click.pass_obj
+@_errors_as_messages
+def keys_revoke(key_store: Any, key_id: str) -> None:
+    """Revoke a key by its id (see 'keys list')."""
+    record = key_store.revoke(key_id)
+    click.echo(f"Revoked key {record.id} ({record.name}, role {record.role})")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .. import display
+from .. import audit, display
 from ..api import load
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
@@ -72,6 +72,17 @@ def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: st
             return push(ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars)
         finally:
             bars.close()
+    try:
+        result = _push(ref, image, base, platform, backend, store, progress)
+    except BaseException as error:
+        audit.record("push", root=store, reference=image, result="failed", error=f"{type(error).__name__}: {error}"[:500])
+        raise
+    audit.record("push", root=store, reference=result.image, digest=result.digest, result="ok", backend=result.backend)
+    return result
+
+
+def _push(ref: str | Bundle, image: str, base: str | None, platform: str, backend: str,
+          store: Store | str | os.PathLike[str] | None, progress: Progress | bool | None) -> PushResult:
     client = _daemon(backend)
     target = ImageReference.parse(image)
     with _building(load(ref, store), base, platform) as (built, base_registry, fetch, work):

@@ -38,12 +38,18 @@ _WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() stil
 class Server:
     """A running local server for one bundle. Get one from ``notebook_deploy.serve``."""
 
-    def __init__(self, bundle: Bundle, process: subprocess.Popen[bytes], url: str, workdir: Path) -> None:
+    def __init__(self, bundle: Bundle, process: subprocess.Popen[bytes], url: str, workdir: Path, *,
+                 api_key: str | None = None, verify: bool | str | os.PathLike[str] | None = None) -> None:
         self.bundle = bundle
         self.url = url
         self._process = process
         self._workdir = workdir
         self._session = requests.Session()
+        if api_key:  # sent with every request of predict and post
+            self._session.headers["Authorization"] = f"Bearer {api_key}"
+        # TLS: the CA or certificate file to trust, or False. Passed per request, because a session's
+        # verify loses to $REQUESTS_CA_BUNDLE (requests#3829).
+        self._verify = None if verify is None else verify if isinstance(verify, bool) else str(verify)
         _RUNNING.add(self)
 
     @property
@@ -74,6 +80,7 @@ class Server:
         return self._session.post(
             f"{self.url}/{path.lstrip('/')}", data=dumps(payload),
             headers={"content-type": "application/json"}, timeout=timeout,
+            **({} if self._verify is None else {"verify": self._verify}),
         )
 
     def logs(self) -> str:
@@ -129,19 +136,25 @@ def serve(
     store: Store | str | os.PathLike[str] | None = None,
     timeout: float = 120,
     settings: ServeSettings | None = None,
+    api_key: str | None = None,
+    verify: bool | str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Server:
     """Serve a bundle (a Bundle, a reference or a path) on ``host:port`` in a child process and return
     once it answers; ``port=0`` picks a free port. Stop it with ``.stop()`` or a ``with`` block.
 
     ``options`` are ``ServeSettings`` fields, e.g. ``workers=2``, ``batching=True``, ``max_batch_size=32``,
-    ``grpc_port=0``, ``max_body_bytes=...``, ``tls_cert=``/``tls_key=`` files."""
+    ``grpc_port=0``, ``max_body_bytes=...``, ``tls_cert=``/``tls_key=`` files, ``auth=True``,
+    ``keys_file=...``. ``api_key`` is sent as ``Authorization: Bearer`` by the handle's ``predict`` and
+    ``post``; ``verify`` is the certificate (or CA) file they trust over TLS, or False."""
     bundle = load(ref, store)
     workdir = Path(tempfile.mkdtemp(prefix="notebook-deploy-server-"))
     _WORKDIRS.append(workdir)
     ready_file = workdir / "ready.json"
+    root = store.root if isinstance(store, Store) else store  # keys and audit log default to the store's
     command = [
-        sys.executable, "-m", "notebook_deploy", "serve", str(bundle.path),
+        sys.executable, "-m", "notebook_deploy", *(["--store", str(root)] if root is not None else []),
+        "serve", str(bundle.path),
         "--host", host, "--port", str(port), "--ready-file", str(ready_file),
     ]
     settings = (settings or ServeSettings()).with_options(**options)
@@ -160,7 +173,7 @@ def serve(
             raise ServeError(f"the server for {bundle.ref} {reason}. Its output:\n{log_text[-3000:]}")
         time.sleep(0.02)
     url = json.loads(ready_file.read_text())["url"]
-    return Server(bundle, process, url, workdir)
+    return Server(bundle, process, url, workdir, api_key=api_key, verify=verify)
 
 
 def _detail(response: requests.Response) -> str:
