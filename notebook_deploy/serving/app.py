@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException
 
 from ..api import load
 from ..bundle import Bundle
@@ -176,6 +177,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_model_error(request: Request, error: Exception) -> Response:
         return answer(request, 500, str(error))
 
+    async def on_http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)  # raised by auth, or by routing (404, 405)
+        return answer(request, error.status_code, str(error.detail), dict(error.headers or {}))
+
+    app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(InputError, on_input_error)
     app.add_exception_handler(Overloaded, on_overloaded)

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +43,8 @@ def run(
     """Serve ``bundle`` until interrupted; SIGTERM drains the requests in flight first. Once requests
     are answered, the URL is written to ``ready_file`` (as JSON) and passed to ``on_ready``."""
     settings = settings or ServeSettings()
+    if settings.grpc_host is None:
+        settings = replace(settings, grpc_host=host)  # gRPC listens where HTTP does
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

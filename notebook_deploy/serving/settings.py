@@ -21,6 +21,7 @@ class ServeSettings:
     max_queue: int = 1024
     workers: int = 1
     grpc_port: int | None = None
+    grpc_host: str | None = None  # None: the host HTTP is served on (loopback when the app runs in-process)
     auth: bool | None = None
     keys_file: str | None = None
     audit_log: str | None = None

@@ -10,10 +10,9 @@ inputs come as typed ``contents`` or as ``raw_input_contents``; outputs always g
 status codes: a request that does not fit → INVALID_ARGUMENT, an unknown model or version → NOT_FOUND,
 a full queue → UNAVAILABLE, a model that raised → INTERNAL.
 
-Where it listens: ``0.0.0.0:{grpc_port}``, every IPv4 interface. The app is not told which host the HTTP
-server is bound to, and the case this option is for is a container, whose port must be reachable from
-outside it; on a shared machine, keep the port closed by a firewall or serve it with keys (``auth``)
-and TLS (``tls_cert``/``tls_key`` apply to gRPC too). Port 0 picks a free port, which is logged. With
+Where it listens: the host the HTTP server is bound to (``ServeSettings.grpc_host``, which the runner
+sets to it; loopback when the app runs in-process), on ``grpc_port``; port 0 picks a free port, which is
+logged. Keys (``auth``) and TLS (``tls_cert``/``tls_key``) apply to gRPC too. With
 several workers each worker process serves gRPC on the same port (``SO_REUSEPORT``, which grpc sets on
 Linux and which is turned on here only then, so that a single server whose port is taken fails to start
 rather than sharing it with another process) and the kernel spreads connections over them.
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
 # uvicorn's own logger, so that the gRPC address is shown where uvicorn shows the HTTP one
 log = logging.getLogger("uvicorn.error")
 
-HOST = "0.0.0.0"
 # Which field of InferTensorContents carries each datatype (FP16 only travels raw).
 CONTENTS = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -82,7 +80,8 @@ def attach(served: "ServedModel", model: OipModel) -> None:
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(model), server)
-        address = f"{HOST}:{settings.grpc_port}"
+        host = settings.grpc_host or "127.0.0.1"
+        address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
         try:
             if settings.tls_cert and settings.tls_key:
                 credentials = grpc.ssl_server_credentials(
@@ -95,7 +94,7 @@ def attach(served: "ServedModel", model: OipModel) -> None:
             raise ServeError(f"cannot serve gRPC on {address} (is the port in use?): {error}") from None
         await server.start()
         state["server"] = server
-        log.info("Open Inference Protocol over gRPC on %s:%d (process %d)", HOST, port, os.getpid())
+        log.info("Open Inference Protocol over gRPC on %s (port %d, process %d)", address, port, os.getpid())
 
     async def stop() -> None:
         server = state.pop("server", None)
