@@ -30,7 +30,10 @@ PORT = 8000
 INTERPRETER = "/usr/bin/env python3"
 USER = "65532"  # nobody-like: the server needs no privileges
 # What `python -m notebook_deploy serve` imports, pinned below to the versions installed here.
-RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "orjson", "numpy", "cloudpickle", "click", "packaging", "requests")
+RUNTIME_REQUIREMENTS = (
+    "fastapi", "uvicorn", "httptools", "uvloop", "orjson", "numpy", "cloudpickle", "click", "packaging", "requests",
+    "prometheus-client", "grpcio", "protobuf",
+)
 _PLATFORM_TAGS = {
     "linux/amd64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64",
                     "linux_x86_64"],
