@@ -448,11 +448,21 @@ def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature:
         if code in "fiub":
             return array.astype(dtype, copy=False)
         _check(rows, lambda v: v is None or _is_number(v), "a number or null", feature)
-        return np.array(rows, dtype=dtype)  # null becomes NaN
+        try:
+            return np.array(rows, dtype=dtype)  # null becomes NaN
+        except OverflowError:
+            _check(rows, lambda v: v is None or _fits_float(v), "a number within ±1.8e308", feature)
+            raise
     if kind == INT:
-        if code in "iub":
+        info = np.iinfo(dtype)
+        if code == "b" or (code in "iu" and (not array.size or info.min <= array.min() and array.max() <= info.max)):
             return array.astype(dtype, copy=False)
-        _check(rows, lambda v: _is_number(v) and float(v).is_integer(), "an integer", feature)
+        _check(
+            rows,
+            lambda v: _is_number(v) and (isinstance(v, int) or v.is_integer()) and info.min <= v <= info.max,
+            f"an integer (from {info.min} to {info.max})",
+            feature,
+        )
         return np.array(rows, dtype=dtype)
     if kind == BOOL:
         if code != "b":
@@ -528,6 +538,14 @@ def _datetimes(values: list[Any], column: Column) -> Any:
         raise InputError(f"feature '{column.name}': {error}") from None
 
 
+def _fits_float(value: float) -> bool:
+    try:
+        float(value)  # a Python int beyond 1.8e308 does not
+    except OverflowError:
+        return False
+    return True
+
+
 def _is_number(value: Any) -> bool:
     # JSON true and false count as 1 and 0 where numbers go: NumPy casts them so on the vectorised path,
     # and refusing them there would cost a scan of every value of every request.
@@ -541,7 +559,10 @@ def _type_name(value: Any) -> str:
 
 
 def _describe_value(value: Any) -> str:
-    text = orjson.dumps(value, default=str).decode()
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except TypeError:  # an integer beyond 64 bits
+        text = str(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{_type_name(value)} {text}"

@@ -545,7 +545,7 @@ def test_triton_clients_get_the_in_process_predictions_of_an_array_model(forest_
     port = free_port()
     with nd.serve(forest_bundle, grpc_port=port) as server:
         _check_clients(server, port, "forest", forest, X, X.tolist(), ["predict", "predict_proba"])
-        assert f"Open Inference Protocol over gRPC on 0.0.0.0:{port}" in server.logs()
+        assert f"Open Inference Protocol over gRPC on 127.0.0.1:{port}" in server.logs()
 
 
 @pytest.mark.integration
@@ -594,9 +594,9 @@ def test_grpc_with_two_workers_on_one_port_and_a_graceful_stop(store):
     server = nd.serve(slow, grpc_port=port, workers=2)
     try:
         deadline = time.monotonic() + 30
-        while server.logs().count(f"gRPC on 0.0.0.0:{port}") < 2 and time.monotonic() < deadline:
+        while server.logs().count(f"gRPC on 127.0.0.1:{port}") < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert server.logs().count(f"gRPC on 0.0.0.0:{port}") == 2, server.logs()  # SO_REUSEPORT: both bound it
+        assert server.logs().count(f"gRPC on 127.0.0.1:{port}") == 2, server.logs()  # SO_REUSEPORT: both bound it
         client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
         results = {}
 

@@ -481,3 +481,18 @@ def test_to_jsonable(value, expected):
 def test_to_jsonable_refuses_unknown_objects():
     with pytest.raises(TypeError):
         to_jsonable(object())
+
+
+@pytest.mark.parametrize(
+    "schema, rows, message",
+    [
+        (TensorSchema("int", "int64", (2,)), [[2**70, 1]], "row 0, position 0: expected an integer (from -9223372036854775808"),
+        (TensorSchema("int", "int64", (2,)), [[1, 2], [3, 2**63]], "row 1, position 1: expected an integer"),
+        (TensorSchema("int", "int32", (1,)), [[2**40]], "expected an integer (from -2147483648 to 2147483647)"),
+        (TensorSchema("float", "float64", (2,)), [[2**1100, 1]], "row 0, position 0: expected a number within ±1.8e308"),
+    ],
+)
+def test_numbers_beyond_the_dtype_are_refused_not_wrapped(schema, rows, message):
+    with pytest.raises(InputError) as error:
+        schema.decode(rows)
+    assert message in str(error.value)
