@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
@@ -73,3 +74,17 @@ def forest_bundle(forest, iris, session_store) -> nd.Bundle:
 @pytest.fixture(scope="session")
 def pipeline_bundle(pipeline, customers, session_store) -> nd.Bundle:
     return nd.capture(pipeline, name="customers", sample=customers[0].head(), store=session_store)
+
+
+@pytest.fixture(scope="module")
+def forest_client(forest_bundle):
+    """The forest's app with default settings, in-process."""
+    with TestClient(nd.create_app(forest_bundle)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def pipeline_client(pipeline_bundle):
+    """The pandas pipeline's app with default settings, in-process."""
+    with TestClient(nd.create_app(pipeline_bundle)) as client:
+        yield client

@@ -8,18 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import notebook_deploy as nd
-
-
-@pytest.fixture(scope="module")
-def forest_client(forest_bundle):
-    with TestClient(nd.create_app(forest_bundle, max_body_bytes=64 * 1024)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def pipeline_client(pipeline_bundle):
-    with TestClient(nd.create_app(pipeline_bundle)) as client:
-        yield client
+from models import FragileModel
 
 
 def test_predictions_over_http_equal_in_process(forest_client, forest, iris):
@@ -81,7 +70,14 @@ def test_table_errors_name_the_feature(pipeline_client, row, fragment):
     assert fragment in response.json()["detail"]
 
 
-def test_oversized_bodies_are_refused_declared_or_streamed(forest_client):
+@pytest.fixture(scope="module")
+def small_limit_client(forest_bundle):
+    with TestClient(nd.create_app(forest_bundle, max_body_bytes=64 * 1024)) as client:
+        yield client
+
+
+def test_oversized_bodies_are_refused_declared_or_streamed(small_limit_client):
+    forest_client = small_limit_client
     big = orjson.dumps({"instances": [[1.0, 2.0, 3.0, 4.0]] * 10_000})
     assert len(big) > 64 * 1024
     declared = forest_client.post("/predict", content=big, headers={"content-type": "application/json"})
@@ -97,18 +93,8 @@ def test_oversized_bodies_are_refused_declared_or_streamed(forest_client):
     assert forest_client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
 
 
-class _FragileModel:
-    """Raises on negative input, like a model with an assertion in its feature code."""
-
-    def predict(self, rows):
-        rows = np.asarray(rows)
-        if (rows < 0).any():
-            raise ValueError("negative values are not supported")
-        return rows.sum(axis=1)
-
-
 def test_a_model_that_raises_gets_a_json_500_and_serving_goes_on(store):
-    bundle = nd.capture(_FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
+    bundle = nd.capture(FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
     with TestClient(nd.create_app(bundle)) as client:
         failed = client.post("/predict", json={"instances": [[-1.0, 2.0]]})
         assert failed.status_code == 500

@@ -4,7 +4,6 @@ clients (tritonclient.http, with and without binary tensors, and tritonclient.gr
 from __future__ import annotations
 
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 import notebook_deploy as nd
+from models import FragileModel
+from registries import free_port
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2 as pb
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -29,38 +30,10 @@ PROTOCOLS = Path(nd.__file__).parent / "serving" / "protocols"
 HEADER = "Inference-Header-Content-Length"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _FragileModel:
-    """Raises on negative input, like a model with an assertion in its feature code."""
-
-    def predict(self, rows):
-        rows = np.asarray(rows)
-        if (rows < 0).any():
-            raise ValueError("negative values are not supported")
-        return rows.sum(axis=1)
-
-
 class _SlowModel:
     def predict(self, rows):
         time.sleep(float(np.asarray(rows)[0, 0]))
         return np.asarray(rows)[:, 0]
-
-
-@pytest.fixture(scope="module")
-def forest_client(forest_bundle):
-    with TestClient(nd.create_app(forest_bundle)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def pipeline_client(pipeline_bundle):
-    with TestClient(nd.create_app(pipeline_bundle)) as client:
-        yield client
 
 
 def _tensor_request(X, outputs=None, **extra):
@@ -272,7 +245,7 @@ def test_unknown_models_and_versions_are_404(forest_client):
 
 
 def test_a_model_that_raises_gets_a_json_500_and_serving_goes_on(store):
-    bundle = nd.capture(_FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
+    bundle = nd.capture(FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
     tensor = {"name": "input-0", "datatype": "FP64", "shape": [1, 2]}
     with TestClient(nd.create_app(bundle)) as client:
         failed = client.post("/v2/models/fragile/infer", json={"inputs": [{**tensor, "data": [-1.0, 2.0]}]})
@@ -468,7 +441,7 @@ def test_grpc_metadata_and_readiness(forest_grpc, forest_bundle):
 
 
 def test_grpc_model_errors_are_internal_and_a_full_queue_is_unavailable(store):
-    fragile = nd.capture(_FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
+    fragile = nd.capture(FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
     port = free_port()
     with TestClient(nd.create_app(fragile, grpc_port=port)):
         client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
@@ -559,7 +532,7 @@ def test_triton_clients_get_the_in_process_predictions_of_a_dataframe_model(pipe
 
 @pytest.mark.integration
 def test_triton_clients_see_clear_errors_and_the_server_goes_on(store, forest_bundle, iris):
-    fragile = nd.capture(_FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
+    fragile = nd.capture(FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
     port = free_port()
     with nd.serve(fragile, grpc_port=port) as server:
         for label, (module, client, binary) in _clients(server, port).items():

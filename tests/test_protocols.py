@@ -3,22 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from fastapi.testclient import TestClient
 
 import notebook_deploy as nd
-
-
-@pytest.fixture(scope="module")
-def forest_client(forest_bundle):
-    with TestClient(nd.create_app(forest_bundle)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def pipeline_client(pipeline_bundle):
-    with TestClient(nd.create_app(pipeline_bundle)) as client:
-        yield client
 
 
 # --- TF Serving -------------------------------------------------------------------------------------
