@@ -30,6 +30,10 @@ class _Recorder:
         return rows[:, 0] * 2
 
 
+def _batcher(call, **options) -> Batcher:
+    return Batcher(call, executor=ThreadPoolExecutor(max_workers=1), **options)
+
+
 async def _submit_all(batcher: Batcher, values: list[float]) -> list[object]:
     batcher.start()
     try:
@@ -42,7 +46,7 @@ async def _submit_all(batcher: Batcher, values: list[float]) -> list[object]:
 
 def test_concurrent_requests_are_joined_and_each_gets_its_own_rows():
     call = _Recorder()
-    batcher = Batcher(call, max_batch_size=16, max_wait=0.005)
+    batcher = _batcher(call, max_batch_size=16, max_wait=0.005)
     values = [float(v) for v in range(100)]
     results = asyncio.run(_submit_all(batcher, values))
     assert [r.tolist() for r in results] == [[2 * v] for v in values]
@@ -53,7 +57,7 @@ def test_concurrent_requests_are_joined_and_each_gets_its_own_rows():
 
 def test_requests_of_several_rows_are_split_back_in_order():
     call = _Recorder()
-    batcher = Batcher(call, max_batch_size=64, max_wait=0.005)
+    batcher = _batcher(call, max_batch_size=64, max_wait=0.005)
 
     async def scenario():
         batcher.start()
@@ -70,7 +74,7 @@ def test_requests_of_several_rows_are_split_back_in_order():
 
 def test_one_failing_request_fails_alone():
     call = _Recorder(fail_on_negative=True)
-    batcher = Batcher(call, max_batch_size=64, max_wait=0.005)
+    batcher = _batcher(call, max_batch_size=64, max_wait=0.005)
     values = [1.0, 2.0, -3.0, 4.0, 5.0] * 4
     results = asyncio.run(_submit_all(batcher, values))
     for value, result in zip(values, results):
@@ -87,14 +91,14 @@ def test_an_output_without_one_entry_per_row_is_not_split():
         sizes.append(len(rows))
         return np.array([rows.sum()])
 
-    batcher = Batcher(total, max_batch_size=8, max_wait=0.005)
+    batcher = _batcher(total, max_batch_size=8, max_wait=0.005)
     results = asyncio.run(_submit_all(batcher, [1.0, 2.0, 3.0, 4.0]))
     assert [r.tolist() for r in results] == [[1.0], [2.0], [3.0], [4.0]]
 
 
 def test_light_load_is_not_delayed_and_batches_stay_single():
     call = _Recorder(delay=0)
-    batcher = Batcher(call, max_batch_size=64, max_wait=10.0)  # waiting would show as a 10 s hang
+    batcher = _batcher(call, max_batch_size=64, max_wait=10.0)  # waiting would show as a 10 s hang
 
     async def one_at_a_time():
         batcher.start()
@@ -109,7 +113,7 @@ def test_light_load_is_not_delayed_and_batches_stay_single():
 
 def test_stop_answers_every_queued_request():
     call = _Recorder(delay=0.02)
-    batcher = Batcher(call, max_batch_size=4, max_wait=0.001)
+    batcher = _batcher(call, max_batch_size=4, max_wait=0.001)
 
     async def scenario():
         batcher.start()

@@ -11,6 +11,7 @@ handler each, in the body shape of the protocol whose route was called.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -18,7 +19,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import request_response
 
 from ..api import load
 from ..bundle import Bundle
@@ -35,6 +38,7 @@ from .settings import ServeSettings
 log = logging.getLogger("notebook_deploy.serving")
 
 ErrorBody = Callable[[int, str], Any]  # (status, message) -> the JSON body a protocol's clients expect
+FastHandler = Callable[[bytes], Awaitable[bytes]]  # request body -> JSON answer body
 
 
 class RequestError(Exception):
@@ -50,6 +54,56 @@ def detail_body(status: int, message: str) -> dict[str, str]:
     return {"detail": message}
 
 
+class FastLane:
+    """ASGI middleware that answers the hottest routes (``ServedModel.route(..., fast=...)``) itself:
+    a POST to one of them is read, handed to its handler and answered, skipping the framework's routing,
+    request objects and exception middleware, which cost about as much as the model call of a small
+    model. It sits inside the body limit and the metrics, which see it as the route it stands for; errors
+    are answered as the route's own handlers would answer them."""
+
+    def __init__(self, app: Any, routes: dict[str, tuple[APIRoute, FastHandler]]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        entry = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if entry is None:
+            await self.app(scope, receive, send)
+            return
+        route, handler = entry
+        scope["route"], scope["endpoint"] = route, route.endpoint
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        status, headers = 200, []
+        try:
+            payload = await handler(body)
+        except ANSWERED as error:
+            status, text, extra = error_answer(error)
+            payload = error_payload(route.endpoint, status, text)
+            headers = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _LeanRoute(APIRoute):
+    """An APIRoute whose endpoint, if it takes only the ``Request`` and has no dependencies (no keys to
+    check), is called straight by Starlette, skipping FastAPI's dependency solving and exit stacks: about
+    25 µs less per request, on a path whose whole budget is a few hundred. FastAPI still documents it."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        parameters = list(inspect.signature(endpoint).parameters.values())
+        takes_request = len(parameters) == 1 and parameters[0].annotation in (Request, "Request")
+        if takes_request and not self.dependant.dependencies:
+            self.app = request_response(endpoint)
+
+
 @dataclass
 class ServedModel:
     """What every protocol module needs to add its routes: the app, the bundle and the predictor."""
@@ -59,6 +113,7 @@ class ServedModel:
     predictor: Predictor
     settings: ServeSettings
     sample_check: str
+    fast: dict[str, tuple[APIRoute, FastHandler]] = field(default_factory=dict)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -70,14 +125,20 @@ class ServedModel:
         access: str,
         methods: list[str],
         error_body: ErrorBody = detail_body,
+        fast: FastHandler | None = None,
         **options: Any,
     ) -> None:
         """Add a route that only callers with ``access`` reach (``auth.OPEN``, ``auth.PREDICT`` or
-        ``auth.ADMIN``); errors raised in it are answered with ``error_body``."""
+        ``auth.ADMIN``); errors raised in it are answered with ``error_body``. A POST route may also give
+        ``fast``, the same answer as a function of the body bytes, which ``FastLane`` calls directly when
+        no key is needed."""
         endpoint.error_body = error_body  # type: ignore[attr-defined]
-        self.app.add_api_route(
-            path, endpoint, methods=methods, dependencies=auth.dependencies(access, self), **options
+        dependencies = auth.dependencies(access, self)
+        self.app.router.add_api_route(
+            path, endpoint, methods=methods, dependencies=dependencies, route_class_override=_LeanRoute, **options,
         )
+        if fast is not None and not dependencies:
+            self.fast[path] = (self.app.router.routes[-1], fast)  # type: ignore[assignment]
 
 
 def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **options: Any) -> FastAPI:
@@ -113,10 +174,13 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
             "and MLflow's `/invocations`."
         ),
         lifespan=lifespan,
+        # Metrics are Prometheus' (``/metrics``) and logs uvicorn's; OpenTelemetry tracing stays as FastAPI has it.
+        telemetry={"metrics": False, "logs": False},
     )
     served = ServedModel(app, bundle, predictor, settings, _check_sample(bundle, predictor.model))
     metrics = Metrics(served)
     install_monitoring(served, metrics)  # /monitor/drift, drift gauges, the prediction log
+    app.add_middleware(FastLane, routes=served.fast)
     app.add_middleware(metrics.middleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)
@@ -159,41 +223,49 @@ def _add_service_routes(served: ServedModel) -> None:
     served.route("/", root, access=auth.OPEN, methods=["GET"], include_in_schema=False)
 
 
+# The exceptions answered as errors, whichever route or protocol raised them.
+ANSWERED = (HTTPException, RequestError, InputError, Overloaded, ModelError)
+
+
+def error_answer(error: Exception) -> tuple[int, str, dict[str, str]]:
+    """The status, message and headers that answer one of the ``ANSWERED`` exceptions."""
+    if isinstance(error, HTTPException):  # raised by auth, or by routing (404, 405)
+        return error.status_code, str(error.detail), dict(error.headers or {})
+    if isinstance(error, RequestError):
+        return error.status, str(error), {}
+    if isinstance(error, InputError):
+        return 422, str(error), {}
+    if isinstance(error, Overloaded):
+        return 503, str(error), {"Retry-After": str(Overloaded.retry_after)}
+    return 500, str(error), {}  # ModelError
+
+
+def error_payload(endpoint: Any, status: int, message: str) -> bytes:
+    """The JSON body of an error in the shape of ``endpoint``'s protocol (``detail_body`` by default)."""
+    return orjson.dumps(getattr(endpoint, "error_body", detail_body)(status, message))
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    def answer(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-        render = getattr(request.scope.get("endpoint"), "error_body", detail_body)
-        return Response(orjson.dumps(render(status, message)), status, headers, media_type="application/json")
+    async def on_error(request: Request, error: Exception) -> Response:
+        status, message, headers = error_answer(error)
+        body = error_payload(request.scope.get("endpoint"), status, message)
+        return Response(body, status, headers, media_type="application/json")
 
-    async def on_request_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, RequestError)
-        return answer(request, error.status, str(error))
+    for kind in ANSWERED:
+        app.add_exception_handler(kind, on_error)
 
-    async def on_input_error(request: Request, error: Exception) -> Response:
-        return answer(request, 422, str(error))
 
-    async def on_overloaded(request: Request, error: Exception) -> Response:
-        return answer(request, 503, str(error), {"Retry-After": str(Overloaded.retry_after)})
-
-    async def on_model_error(request: Request, error: Exception) -> Response:
-        return answer(request, 500, str(error))
-
-    async def on_http_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, HTTPException)  # raised by auth, or by routing (404, 405)
-        return answer(request, error.status_code, str(error.detail), dict(error.headers or {}))
-
-    app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(RequestError, on_request_error)
-    app.add_exception_handler(InputError, on_input_error)
-    app.add_exception_handler(Overloaded, on_overloaded)
-    app.add_exception_handler(ModelError, on_model_error)
+def parse_json(body: bytes) -> Any:
+    """A request body parsed as JSON, or a 400 that says why it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise RequestError(400, f"the request body is not valid JSON: {error}") from None
 
 
 async def json_body(request: Request) -> Any:
     """The request's body parsed as JSON, or a 400 that says why it is not JSON."""
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as error:
-        raise RequestError(400, f"the request body is not valid JSON: {error}") from None
+    return parse_json(await request.body())
 
 
 def json_response(value: Any, status: int = 200) -> Response:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,12 +34,14 @@ class _Request:
 
 
 class Batcher:
-    """Joins concurrent calls of ``call`` into batches; ``on_batch(rows)`` is told each batch's size."""
+    """Joins concurrent calls of ``call`` into batches, run on ``executor``; ``on_batch(rows)`` is told
+    each batch's size."""
 
     def __init__(
         self,
         call: Callable[[Any], Any],
         *,
+        executor: Executor,
         max_batch_size: int,
         max_wait: float,
         on_batch: Callable[[int], None] = lambda rows: None,
@@ -50,7 +52,7 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Request] = collections.deque()
         self._arrival = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self._executor = executor
         self._typical = 1.0  # running average of requests per batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -69,7 +71,6 @@ class Batcher:
         self._arrival.set()
         if self._task is not None:
             await self._task
-        self._executor.shutdown(wait=True)
 
     async def submit(self, data: Any) -> Any:
         """Call the model on ``data`` as part of a batch and return this request's share of the output."""

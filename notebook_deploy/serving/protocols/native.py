@@ -9,22 +9,25 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from .. import auth
-from ..app import RequestError, json_body, json_response
+from ...schema import dumps
+from ..app import RequestError, parse_json
 
 if TYPE_CHECKING:
     from ...bundle import Bundle
-    from ..app import ServedModel
+    from ..app import FastHandler, ServedModel
 
 ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 
 
 def add_routes(served: "ServedModel") -> None:
     for method in served.bundle.methods:
+        answer = _answer(served, method)
         served.route(
             f"/{method}",
-            _endpoint(served, method),
+            _endpoint(answer, method),
             access=auth.PREDICT,
             methods=["POST"],
+            fast=answer,
             name=method,
             summary=f"Call the model's {method} on a batch of rows",
             openapi_extra=_openapi_for(served.bundle, method),
@@ -32,18 +35,25 @@ def add_routes(served: "ServedModel") -> None:
         )
 
 
-def _endpoint(served: "ServedModel", method: str) -> Callable[[Request], Awaitable[Response]]:
-    decode = served.bundle.input_schema.decode
-    predict = served.predictor.predict
-
+def _endpoint(answer: "FastHandler", method: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        payload = await json_body(request)
-        if not isinstance(payload, dict) or "instances" not in payload:
-            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}')
-        return json_response({"predictions": await predict(method, decode(payload["instances"]))})
+        return Response(await answer(await request.body()), media_type="application/json")
 
     endpoint.__name__ = method
     return endpoint
+
+
+def _answer(served: "ServedModel", method: str) -> "FastHandler":
+    decode = served.bundle.input_schema.decode
+    predict = served.predictor.predict
+
+    async def answer(body: bytes) -> bytes:
+        payload = parse_json(body)
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}')
+        return dumps({"predictions": await predict(method, decode(payload["instances"]))})
+
+    return answer
 
 
 def error_responses(content_schema: dict[str, Any] = ERROR_SCHEMA) -> dict[str, Any]:
