@@ -16,14 +16,17 @@ socket errors), the ratios the serving issue sets targets for (notebook-deploy >
 BentoML and MLflow at 16 connections; batched >= 2x unbatched at 64 connections with no non-2xx), each as
 PASS or MISS, and the versions of every tool. Every server binds 127.0.0.1 on a free port, runs one
 worker, logs no access lines, and must return the same prediction as the in-process model.predict for the
-request row before it is loaded.
+request row before it is loaded. Before each run the script waits (up to a minute) for the machine to be
+quiet (--patience); the "other cpu" column shows how many cores other processes used during the run (flagged above 0.15).
 
 BentoML and MLflow run in their own virtualenvs under ~/.cache/notebook-deploy-bench/, created on first
-use (a few minutes) with scikit-learn pinned to the version in this project's venv, so the very same model
-pickle loads in all of them. `wrk` comes from Debian: apt-get install -y wrk.
+use (under a minute with a warm pip cache) with scikit-learn pinned to the version in this project's venv,
+so the very same model pickle loads in all of them. They hold what `pip install bentoml` / `mlflow` gives,
+which has no uvloop or httptools; --uvloop adds both (venvs *-uvloop), so every uvicorn runs the same loop
+and HTTP parser as this venv's. `wrk` comes from Debian: apt-get install -y wrk.
 
 Run: .venv/bin/python benchmarks/serving.py [--duration 10 | --quick] [--only nd,raw,bentoml,mlflow]
-     [--models cheap,batching]
+     [--models cheap,batching] [--uvloop]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import sklearn
@@ -64,6 +68,7 @@ TARGETS = {"raw": 0.8, "bentoml": 2.0, "mlflow": 2.0, "batched": 2.0}
 SERVERS = ("nd", "raw", "bentoml", "mlflow")
 LABELS = {"nd": "notebook-deploy", "nd-batched": "notebook-deploy batched", "raw": "raw ASGI (uvicorn)",
           "bentoml": "BentoML", "mlflow": "MLflow"}
+NOISY = 0.15  # cores used by other processes during a run above which its row is flagged
 BATCH_OPTIONS = ["--batch", "--max-batch-size", "64", "--max-batch-wait-ms", "2"]
 
 # The BentoML service: one API taking a list of rows, no batching, the same pickle as the others.
@@ -87,13 +92,15 @@ class Model:
         return {"predictions": self.model.predict(rows).tolist()}
 '''
 
-# Run in the MLflow venv: the same pickle, saved as an MLflow model (flavour sklearn, pyfunc).
+# Run in the MLflow venv: the same pickle, saved as an MLflow model (flavour sklearn, pyfunc). MLflow 3's
+# default format, skops, refuses forests (untrusted sklearn.tree._tree.Tree) unless told to trust them;
+# cloudpickle keeps the very object the others serve, and the format only matters at load time.
 MLFLOW_SAVE = '''
 import pickle, sys
 import mlflow.sklearn
 with open(sys.argv[1], "rb") as file:
     model = pickle.load(file)
-mlflow.sklearn.save_model(model, sys.argv[2])
+mlflow.sklearn.save_model(model, sys.argv[2], serialization_format="cloudpickle")
 '''
 
 
@@ -156,6 +163,7 @@ class Launch:
     cwd: Path | None = None
     timeout: float = 90.0
     note: str = ""
+    prepare: Callable[[], None] | None = None  # run first, e.g. to save the model in the server's format
 
 
 @dataclass
@@ -165,6 +173,7 @@ class Load:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    other_cpu: float = 0.0  # cores busy with processes other than the server and wrk during the run
 
     @property
     def errors(self) -> int:
@@ -194,7 +203,8 @@ def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 class Running:
-    """A server in its own process group, stopped (the whole group) on exit."""
+    """A server in its own process group, stopped on exit with all its descendants (SIGTERM to the group
+    first, so arbiters stop their workers; then SIGKILL to whatever of the tree is left)."""
 
     def __init__(self, launch: Launch, port: int, folder: Path):
         self.launch, self.url = launch, f"http://{HOST}:{port}{launch.path}"
@@ -227,22 +237,23 @@ class Running:
 
     def __exit__(self, *exc) -> None:
         group = self.process.pid
+        members = set(tree(group))
         for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                break
+            for kill, target in [(os.killpg, group)] + [(os.kill, pid) for pid in members if pid != group] * (
+                    sig == signal.SIGKILL):
+                try:
+                    kill(target, sig)
+                except ProcessLookupError:
+                    pass
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 self.process.poll()
-                try:
-                    os.killpg(group, 0)  # anything of the group left (workers, arbiters)?
-                except ProcessLookupError:
+                members &= set(processes())  # reaped or exited: gone
+                if not members:
                     break
                 time.sleep(0.1)
-            else:
-                continue
-            break
+            if not members:
+                break
         self.process.wait()
         self.out.close()
 
@@ -252,10 +263,78 @@ class Running:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
-def wrk(url: str, lua: Path, connections: int, seconds: float) -> Load:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all but idle and iowait) since boot."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
+def processes() -> dict[int, tuple[int, float]]:
+    """Every live process but zombies: pid -> (parent pid, CPU seconds used)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+            if rest[0] == "Z":  # exited, not reaped yet
+                continue
+            found[int(stat.parent.name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / TICK)
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def tree(root: int) -> dict[int, float]:
+    """The live processes descending from root (root included): pid -> CPU seconds used. Not a process
+    group: BentoML starts its worker in a session of its own."""
+    table, members = processes(), {}
+    if root in table:
+        members[root] = table[root][1]
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, seconds) in table.items():
+            if parent in members and pid not in members:
+                members[pid] = seconds
+                grew = True
+    return members
+
+
+def tree_seconds(root: int) -> float:
+    return sum(tree(root).values())
+
+
+def wait_until_quiet(limit: float = 0.15, patience: float = 120) -> float:
+    """Wait (at most `patience` s) until other processes use under `limit` of a core; returns the last
+    sample. Everything of this benchmark is idle when this runs."""
+    deadline, said = time.monotonic() + patience, 0.0
+    while True:
+        before, t0 = busy_seconds(), time.monotonic()
+        time.sleep(1)
+        load = (busy_seconds() - before) / (time.monotonic() - t0)
+        if load < limit or time.monotonic() > deadline:
+            return load
+        if time.monotonic() - said > 10:
+            print(f"    waiting: other processes keep {load:.2f} cores busy", flush=True)
+            said = time.monotonic()
+
+
+def wrk(url: str, lua: Path, connections: int, seconds: float, group: int | None = None) -> Load:
+    """One wrk run; `group` is the server's pid, whose process tree's CPU is not counted as other load."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
                "-s", str(lua), url]
+    children, machine = os.times(), busy_seconds()
+    server = tree_seconds(group) if group else 0.0
+    started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    after = os.times()
+    ours = (after.children_user + after.children_system - children.children_user - children.children_system
+            + after.user + after.system - children.user - children.system
+            + (tree_seconds(group) - server if group else 0.0))
+    other_cpu = max(0.0, (busy_seconds() - machine - ours) / elapsed)
     output = result.stdout + result.stderr
     if result.returncode:
         raise RuntimeError(f"wrk failed ({result.returncode}):\n{output}")
@@ -270,7 +349,7 @@ def wrk(url: str, lua: Path, connections: int, seconds: float) -> Load:
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return Load(float(rate[1]), latency("50"), latency("99"), int(non_2xx[1]) if non_2xx else 0,
-                sum(int(n) for n in sockets.groups()) if sockets else 0)
+                sum(int(n) for n in sockets.groups()) if sockets else 0, other_cpu)
 
 
 def write_lua(folder: Path, body: bytes) -> Path:
@@ -325,13 +404,19 @@ def launches(keys: list[str], model_key: str, pickle_path: Path, store: Path, fo
         elif key == "mlflow":
             python = pythons["mlflow"]
             saved = folder / f"mlflow-{model_key}"
-            if not saved.exists():
-                subprocess.run([str(python), "-c", MLFLOW_SAVE, str(pickle_path), str(saved)], check=True,
-                               env={**os.environ, **QUIET}, capture_output=True)
+
+            def save(python: Path = python, saved: Path = saved) -> None:
+                result = subprocess.run([str(python), "-c", MLFLOW_SAVE, str(pickle_path), str(saved)],
+                                        env={**os.environ, **QUIET}, capture_output=True, text=True)
+                if result.returncode:
+                    raise RuntimeError(f"saving the MLflow model failed:\n{result.stderr[-3000:]}")
+
             out.append(Launch("mlflow", [str(python), "-m", "mlflow", "models", "serve", "-m", str(saved),
                                          "--env-manager", "local", "-h", HOST], "/invocations", timeout=120,
+                              # mlflow execs `uvicorn` from PATH, which reads UVICORN_* (no access log)
                               env={"PATH": f"{python.parent}:{os.environ.get('PATH', '')}",
-                                   "MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri()}))
+                                   "UVICORN_ACCESS_LOG": "false", "UVICORN_LOG_LEVEL": "warning",
+                                   "MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri()}, prepare=save))
     return out
 
 
@@ -346,6 +431,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of uncounted load first [3]")
     parser.add_argument("--only", default=",".join(SERVERS), help=f"servers to run, of {','.join(SERVERS)}")
     parser.add_argument("--models", default="cheap,batching", help="models to run, of cheap,batching")
+    parser.add_argument("--patience", type=float, default=120,
+                        help="longest wait for a quiet machine before each run, then it runs flagged [120]")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="add uvloop and httptools to the BentoML and MLflow venvs (named *-uvloop), so their "
+                             "uvicorn runs the same loop and HTTP parser as this venv's when it has them")
     args = parser.parse_args()
     duration, warmup = (3.0, 2.0) if args.quick else (args.duration, args.warmup)
     keys = [k for k in SERVERS if k in args.only.split(",")]
@@ -358,10 +448,12 @@ def main() -> int:
         return 2
     started_all = time.perf_counter()
     pins = [f"scikit-learn=={sklearn.__version__}", "numpy"]
+    if args.uvloop:
+        pins += ["uvloop", "httptools"]
     venvs = {"bentoml": ["bentoml>=1.4,<1.5", *pins], "mlflow": ["mlflow>=3,<4", *pins]}
     pythons, created = {}, {}
     for name in [k for k in ("bentoml", "mlflow") if k in keys]:
-        pythons[name], created[name] = ensure_venv(name, venvs[name])
+        pythons[name], created[name] = ensure_venv(name + ("-uvloop" if args.uvloop else ""), venvs[name])
         found = versions(pythons[name], ["scikit-learn"])["scikit-learn"]
         if found != sklearn.__version__:  # then the pickle would not be the same model
             raise SystemExit(f"the {name} venv has scikit-learn {found}, this one {sklearn.__version__}")
@@ -369,6 +461,9 @@ def main() -> int:
     unbatched, batched, batching_note = serve_options()
     if batching_note:
         print(batching_note)
+    if "nd" in keys:
+        print(f"notebook-deploy serve options: unbatched {' '.join(unbatched) or '(none)'}; "
+              f"batched {' '.join(batched) or '(none)'}")
     results: dict[tuple[str, str, int], Load] = {}
     failures: list[str] = []
     connections = (16, 64)
@@ -393,6 +488,8 @@ def main() -> int:
                 launch.command += port_option(launch, port)
                 label = LABELS[launch.key]
                 try:
+                    if launch.prepare is not None:
+                        launch.prepare()
                     with Running(launch, port, folder) as server:
                         t0 = time.perf_counter()
                         got = server.wait_for_prediction(body)
@@ -405,10 +502,12 @@ def main() -> int:
                             continue
                         wrk(server.url, lua, 16, warmup)
                         for conns in connections:
-                            results[model_key, launch.key, conns] = load = wrk(server.url, lua, conns, duration)
+                            wait_until_quiet(patience=args.patience)
+                            load = wrk(server.url, lua, conns, duration, server.process.pid)
+                            results[model_key, launch.key, conns] = load
                             print(f"    {conns:>2} connections: {load.requests_per_second:9.1f} req/s  "
-                                  f"p50 {load.p50_ms:7.2f} ms  p99 {load.p99_ms:7.2f} ms  errors {load.errors}",
-                                  flush=True)
+                                  f"p50 {load.p50_ms:7.2f} ms  p99 {load.p99_ms:7.2f} ms  errors {load.errors}"
+                                  f"  other cpu {load.other_cpu:.2f}", flush=True)
                 except RuntimeError as error:
                     failures.append(f"{label} ({model_key}): {error}")
                     print(f"  {label}: FAILED: {error}", flush=True)
@@ -428,7 +527,8 @@ def main() -> int:
     for venv, found in tools.items():
         print(f"  {venv}: " + ", ".join(f"{d} {v}" for d, v in found.items()))
     for name, seconds in created.items():
-        print(f"  {name} venv: " + (f"created in {seconds:.0f} s" if seconds is not None else f"reused ({CACHE / name})"))
+        print(f"  {name} venv: " + (f"created in {seconds:.0f} s" if seconds is not None
+                                    else f"reused ({pythons[name].parent.parent})"))
     print(f"total time {time.perf_counter() - started_all:.0f} s")
     for failure in failures:
         print(f"\nFAILED: {failure}")
@@ -443,10 +543,11 @@ def report(results: dict[tuple[str, str, int], Load], model_keys: list[str], con
             if not rows:
                 continue
             print(f"\n{model_key} model, {conns} connections, {duration:g} s, single-row requests")
-            print(f"  {'server':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+            print(f"  {'server':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'other cpu':>10}")
             for key, load in rows:
+                flag = "  <- machine not quiet" if load.other_cpu > NOISY else ""
                 print(f"  {LABELS[key]:<26} {load.requests_per_second:9.1f} {load.p50_ms:8.2f} "
-                      f"{load.p99_ms:8.2f} {load.errors:7d}")
+                      f"{load.p99_ms:8.2f} {load.errors:7d} {load.other_cpu:10.2f}{flag}")
 
     print("\nratios (req/s)                                          measured  target  result")
 
