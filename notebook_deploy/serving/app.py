@@ -11,6 +11,7 @@ handler each, in the body shape of the protocol whose route was called.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -156,6 +157,10 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
         await predictor.start()
         for start in served.startup:
             await start()
+        # What is loaded now (the model, the libraries, the app) lives as long as the server: moved out
+        # of the garbage collector's generations, it is no longer walked by every full collection.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -174,8 +179,9 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
             "and MLflow's `/invocations`."
         ),
         lifespan=lifespan,
-        # Metrics are Prometheus' (``/metrics``) and logs uvicorn's; OpenTelemetry tracing stays as FastAPI has it.
-        telemetry={"metrics": False, "logs": False},
+        # Metrics are Prometheus' (``/metrics``) and logs uvicorn's. FastAPI's OpenTelemetry hooks are off:
+        # left on, they ask for a tracer provider on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     served = ServedModel(app, bundle, predictor, settings, _check_sample(bundle, predictor.model))
     metrics = Metrics(served)
