@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 import notebook_deploy as nd
 
@@ -94,3 +100,43 @@ def test_mlflow_health_version_and_errors(pipeline_client):
     assert bad.status_code == 422 and "missing feature" in bad.json()["message"]
     xml = pipeline_client.post("/invocations", content=b"<rows/>", headers={"content-type": "application/xml"})
     assert xml.status_code == 415 and "application/json or text/csv" in xml.json()["message"]
+
+
+# --- MLflow's own client, against a real server -----------------------------------------------------
+
+MLFLOW_CLIENT = """
+import json, sys
+import pandas as pd
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+host, port, records = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+client = ScoringServerClient(host, port)
+client.wait_server_ready(timeout=30)
+print(json.dumps({"version": client.get_version(),
+                  "predictions": client.invoke(pd.DataFrame.from_records(records)).get_predictions().iloc[:, 0].tolist()}))
+"""
+
+
+@pytest.mark.integration
+def test_mlflows_own_scoring_client_gets_the_in_process_predictions(pipeline_bundle, pipeline, customers, tmp_path):
+    """MLflow's ScoringServerClient, from mlflow-skinny in a venv of its own (cached): MLflow's pins do not
+    fit beside the test environment's."""
+    venv = Path.home() / ".cache" / "notebook-deploy-tests" / "mlflow-skinny-3"
+    python, installed = venv / "bin" / "python", venv / "installed.txt"
+    requirements = ["mlflow-skinny>=3,<4", "pandas", "scipy"]  # the client's dump_input_data imports scipy
+    if not installed.exists() or installed.read_text() != " ".join(requirements):
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+        installed.write_text(" ".join(requirements))
+    frame = customers[0].head(8)
+    script = tmp_path / "client.py"
+    script.write_text(MLFLOW_CLIENT)
+    with nd.serve(pipeline_bundle) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        records = frame.to_json(orient="records")
+        answer = subprocess.run([str(python), str(script), host, port, records],
+                                capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    result = json.loads(answer.stdout)
+    assert result["version"] == nd.__version__
+    assert result["predictions"] == pipeline.predict(frame).tolist()
