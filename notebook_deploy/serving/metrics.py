@@ -70,9 +70,7 @@ class Metrics:
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app`` so that every HTTP request is counted and timed (as ``app.add_middleware`` wants)."""
-        requests, latencies, in_flight, queue, predictor = (
-            self._requests, self._latencies, self.in_flight, self.queue_depth, self.served.predictor
-        )
+        in_flight = self.in_flight
 
         async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
@@ -91,21 +89,26 @@ class Metrics:
             try:
                 await app(scope, receive, send_status)
             finally:
-                in_flight.dec()
-                queue.set(predictor.pending)
-                route = scope.get("route")
-                endpoint = route.path if route is not None else "unmatched"
-                key = (endpoint, status)
-                counter = requests.get(key)
-                if counter is None:
-                    counter = requests[key] = self.requests.labels(**self._model, endpoint=endpoint, status=str(status))
-                counter.inc()
-                timer = latencies.get(endpoint)
-                if timer is None:
-                    timer = latencies[endpoint] = self.latency.labels(**self._model, endpoint=endpoint)
-                timer.observe(time.perf_counter() - start)
+                self.record(scope, status, start)
 
         return counted
+
+    def record(self, scope: dict[str, Any], status: int, start: float) -> None:
+        """Count a request that ``in_flight.inc()`` announced and that was answered with ``status``; its
+        route is ``scope["route"]`` (or ``unmatched``) and it started at ``start`` (``perf_counter``)."""
+        self.in_flight.dec()
+        self.queue_depth.set(self.served.predictor.pending)
+        route = scope.get("route")
+        endpoint = route.path if route is not None else "unmatched"
+        key = (endpoint, status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(**self._model, endpoint=endpoint, status=str(status))
+        counter.inc()
+        timer = self._latencies.get(endpoint)
+        if timer is None:
+            timer = self._latencies[endpoint] = self.latency.labels(**self._model, endpoint=endpoint)
+        timer.observe(time.perf_counter() - start)
 
     def add_routes(self) -> None:
         async def metrics() -> Response:
