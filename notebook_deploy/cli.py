@@ -109,11 +109,14 @@ Examples:
   notebook-deploy serve iris                       on http://127.0.0.1:8000
   notebook-deploy serve iris:prod --port 0         on a free port
   notebook-deploy serve iris --host 0.0.0.0        reachable from other machines
+  notebook-deploy serve iris --workers 2 --grpc-port 8001
+                                                   two processes; the Open Inference Protocol over gRPC too
   notebook-deploy serve iris --tls-cert cert.pem --tls-key key.pem    over HTTPS
 Then:
   curl -X POST http://127.0.0.1:8000/predict -H 'content-type: application/json' \\
        -d '{{"instances": [[5.1, 3.5, 1.4, 0.2]]}}'
-  open http://127.0.0.1:8000/docs for the API, with the bundle's sample as example.
+  open http://127.0.0.1:8000/docs for the API, with the bundle's sample as example;
+  curl http://127.0.0.1:8000/metrics and /monitor/drift for Prometheus metrics and drift.
 Once the key file has a key ('notebook-deploy keys create --role predict'), every route but health
 and docs needs it: curl -H 'Authorization: Bearer KEY' ...
 {REF_HELP}""")
