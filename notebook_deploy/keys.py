@@ -12,7 +12,6 @@ where it is mounted), or the path given; it is written atomically with mode 0600
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -28,7 +27,7 @@ from typing import Any, Iterator
 
 from . import audit
 from .errors import NotebookDeployError
-from .store import default_root
+from .store import default_root, file_lock
 
 log = logging.getLogger("notebook_deploy.keys")
 _NEVER = object()
@@ -197,12 +196,8 @@ class KeyStore:
     def _locked(self) -> Iterator[None]:
         """Serialise writers (two 'keys create' at once) on a lock file next to the key file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            yield
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         """Replace the key file atomically: a 0600 temporary file in the same folder, fsync'd, renamed."""

@@ -13,6 +13,7 @@ The checks are vectorised with NumPy; rows are only walked one by one to word an
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -307,6 +308,25 @@ def concat_rows(parts: list[Any]) -> Any:
 
         return pd.concat(parts, ignore_index=True)
     return np.concatenate(parts)
+
+
+def differences(expected: Any, actual: Any, where: str, rtol: float, atol: float) -> list[str]:
+    """Where ``actual`` departs from ``expected`` (JSON values): labels exactly, numbers within tolerance."""
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{where}: expected {len(expected)} values, got {len(actual)}"]
+        found: list[str] = []
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            label = f"{where}, row {i}" if where.count(",") == 0 else f"{where}[{i}]"
+            found += differences(e, a, label, rtol, atol)
+        return found
+    numbers = (int, float)
+    if isinstance(expected, numbers) and isinstance(actual, numbers) and not isinstance(expected, bool):
+        if math.isclose(expected, actual, rel_tol=rtol, abs_tol=atol):
+            return []
+    elif expected == actual:
+        return []
+    return [f"{where}: expected {expected!r}, got {actual!r}"]
 
 
 def to_jsonable(value: Any) -> Any:

@@ -249,13 +249,9 @@ class Store:
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(exist_ok=True)
-        with open(self.root / "lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                self._clean_stale_staging()
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.root / "lock"):
+            self._clean_stale_staging()
+            yield
 
     def _clean_stale_staging(self) -> None:
         """Remove what writers that died (a capture killed halfway) left in ``tmp/``."""
@@ -263,6 +259,17 @@ class Store:
             match = re.match(r"^(?:stage|delete)-(\d+)-", entry.name)
             if match and not _process_alive(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing): one writer at a time, across processes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _process_alive(pid: int) -> bool:

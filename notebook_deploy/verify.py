@@ -9,7 +9,6 @@ the first output that differs.
 
 from __future__ import annotations
 
-import math
 import pickle
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from .api import load
 from .bundle import LOCK_FILE, Bundle
 from .capturing.recipe import RECIPE_FILE, data_file_map, file_sha256
 from .errors import NotebookDeployError
-from .schema import to_jsonable
+from .schema import differences, to_jsonable
 from .store import Store
 
 # The last cell of a replay. Standard library only, so it runs in a fresh environment too; a plain
@@ -123,7 +122,7 @@ def verify(
         with open(scratch / "output.pkl", "rb") as f:
             rebuilt = to_jsonable(pickle.load(f))
     differences = [d for method in bundle.methods
-                   for d in _differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)]
+                   for d in differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)]
     if differences:
         return result(False, differences[0], differences=differences)
     rows = len(bundle.sample["instances"])
@@ -196,22 +195,3 @@ def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[in
                 return count, f"{error.ename}: {error.evalue}"
         return None, f"{error.ename}: {error.evalue}"
     return None
-
-
-def _differences(expected: Any, actual: Any, where: str, rtol: float, atol: float) -> list[str]:
-    """Where ``actual`` departs from ``expected`` (JSON values): labels exactly, numbers within tolerance."""
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return [f"{where}: expected {len(expected)} values, got {len(actual)}"]
-        found: list[str] = []
-        for i, (e, a) in enumerate(zip(expected, actual)):
-            label = f"{where}, row {i}" if where.count(",") == 0 else f"{where}[{i}]"
-            found += _differences(e, a, label, rtol, atol)
-        return found
-    numbers = (int, float)
-    if isinstance(expected, numbers) and isinstance(actual, numbers) and not isinstance(expected, bool):
-        if math.isclose(expected, actual, rel_tol=rtol, abs_tol=atol):
-            return []
-    elif expected == actual:
-        return []
-    return [f"{where}: expected {expected!r}, got {actual!r}"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import platform
 import shutil
@@ -23,7 +22,7 @@ from ..bundle import (
 )
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
-from ..schema import as_rows, dumps, head, infer_schema, take_rows, to_jsonable
+from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
 from .domains import probe_domains
 from .packages import environment_snapshot, package_state
@@ -223,19 +222,9 @@ def _batch_consistent(model: Any, methods: list[str], model_input: Any, outputs:
             return False
         if not all(isinstance(s, list) and len(s) == 1 for s in single):
             return False
-        if not _close([s[0] for s in single], outputs[method]):
+        if differences(outputs[method], [s[0] for s in single], method, rtol=1e-9, atol=1e-12):
             return False
     return True
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b and type(a) is type(b)
 
 
 def _variable_name(model: Any) -> str | None:

@@ -31,7 +31,6 @@ from ..errors import InputError
 from ..methods import resolve_method
 from ..schema import dumps, to_jsonable
 from . import auth
-from .drift import install_monitoring
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .predictor import ModelError, Overloaded, Predictor
@@ -168,6 +167,7 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
     """Build the app that serves ``bundle`` (a Bundle, a reference or a path) with ``settings``; keyword
     ``options`` override single settings (``create_app(ref, max_body_bytes=1024)``). The model is loaded
     and checked against the bundle's stored sample before this returns."""
+    from .drift import install_monitoring  # both add routes through ServedModel, defined here
     from .protocols import PROTOCOLS
 
     bundle = load(bundle)

@@ -39,6 +39,8 @@ from .. import drift as statistics
 from ..errors import ServeError
 from ..schema import concat_rows, dumps, take_rows, to_jsonable
 from . import auth
+from .app import RequestError
+from .protocols.native import ERROR_SCHEMA, error_responses
 
 if TYPE_CHECKING:
     from .app import ServedModel
@@ -59,13 +61,11 @@ PREDICTION_PREFIX = "prediction:"
 
 def install_monitoring(served: "ServedModel", metrics: "Metrics") -> None:
     """Add ``/monitor/drift``, the drift gauges and, if the settings ask for it, the prediction log."""
-    reference = load_reference(served)
+    reference = served.bundle.reference
     monitor = DriftMonitor(served, metrics, reference) if reference is not None else None
     if monitor is not None:
         served.predictor.observers.append(monitor.observe)
-        metrics_hooks = getattr(metrics, "before_exposition", None)
-        if metrics_hooks is not None:
-            metrics_hooks.append(monitor.report)
+        metrics.before_exposition.append(monitor.report)
         served.startup.append(monitor.start)
         served.shutdown.append(monitor.stop)
     _add_route(served, monitor)
@@ -77,10 +77,6 @@ def install_monitoring(served: "ServedModel", metrics: "Metrics") -> None:
         )
         served.predictor.observers.append(prediction_log.observe)
         served.shutdown.append(prediction_log.aclose)
-
-
-def load_reference(served: "ServedModel") -> dict[str, Any] | None:
-    return getattr(served.bundle, "reference", None)
 
 
 # -- the window -----------------------------------------------------------------------------------------
@@ -111,7 +107,7 @@ class Features:
         chunks = list(self._chunks)
         if not chunks:
             return 0, {name: np.empty(0) for name in self.references}
-        data = concat_rows([_rows(c) for c in chunks]) if len(chunks) > 1 else _rows(chunks[0])
+        data = concat_rows(chunks)
         data = take_rows(data, max(0, len(data) - self.size), len(data))
         columns, _ = statistics.columns_of(data, self.single)
         values = {}
@@ -123,11 +119,6 @@ class Features:
         return self.rows, values
 
 
-def _rows(chunk: Any) -> Any:
-    """A chunk as something ``concat_rows`` joins: DataFrames as they are, anything else as an array."""
-    return chunk if hasattr(chunk, "iloc") and hasattr(chunk, "columns") else np.asarray(chunk)
-
-
 class DriftMonitor:
     """The sliding window of one worker, its drift report and the gauges it sets."""
 
@@ -137,7 +128,7 @@ class DriftMonitor:
         self.reference = reference
         self.size = int(settings.drift_window)
         self.threshold = float(settings.drift_threshold)
-        self.min_rows = int(getattr(settings, "drift_min_rows", 100))
+        self.min_rows = int(settings.drift_min_rows)
         self.inputs = Features(reference["features"], self.size)
         predictions = reference.get("predictions")
         self.method = predictions["method"] if predictions else None
@@ -282,22 +273,20 @@ class DriftMonitor:
 def _add_route(served: "ServedModel", monitor: DriftMonitor | None) -> None:
     async def monitor_drift() -> Response:
         if monitor is None:
-            return Response(dumps({"detail": NO_REFERENCE}), 404, media_type="application/json")
+            raise RequestError(404, NO_REFERENCE)
         return Response(dumps(await run_in_threadpool(monitor.report)), media_type="application/json")
 
-    error = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+    errors = error_responses()
     served.route(
         "/monitor/drift", monitor_drift, access=auth.ADMIN, methods=["GET"], response_class=Response,
         summary="Drift: PSI and KS of each feature's live window against the bundle's reference statistics",
         responses={
             200: {"description": "The drift report of this worker's window",
                   "content": {"application/json": {"schema": REPORT_SCHEMA}}},
-            401: {"description": "An API key is required and was not sent, or is unknown",
-                  "content": {"application/json": {"schema": error}}},
-            403: {"description": "The API key's role does not reach this route",
-                  "content": {"application/json": {"schema": error}}},
+            401: errors["401"],
+            403: errors["403"],
             404: {"description": "The bundle has no reference statistics: capture with reference=X_train",
-                  "content": {"application/json": {"schema": error}}},
+                  "content": {"application/json": {"schema": ERROR_SCHEMA}}},
         },
     )
 

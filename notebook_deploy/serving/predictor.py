@@ -59,7 +59,8 @@ class Predictor:
         # processes (``workers``) are what scale a server across cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._batchers: dict[str, Batcher] = {}
-        self._inline = {method for method, call in self._calls.items() if _fast(call, bundle)}
+        row = take_rows(bundle.input_schema.decode(bundle.sample["instances"]), 0, 1)
+        self._inline = {method for method, call in self._calls.items() if _fast(call, row)}
         self.pending = 0
         self.observers: list[Observer] = []
         self.batch_observers: list[Callable[[str, int], None]] = []
@@ -134,9 +135,8 @@ class Predictor:
             observer(method, rows)
 
 
-def _fast(call: Callable[[Any], Any], bundle: Bundle) -> bool:
-    """Whether ``call`` on one row of the bundle's sample takes under ``INLINE_SECONDS`` (best of three)."""
-    row = take_rows(bundle.input_schema.decode(bundle.sample["instances"]), 0, 1)
+def _fast(call: Callable[[Any], Any], row: Any) -> bool:
+    """Whether ``call`` on ``row`` takes under ``INLINE_SECONDS`` (best of three)."""
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()

@@ -46,7 +46,7 @@ from ... import __version__
 from ...errors import InputError
 from ...schema import BOOL, CATEGORY, FLOAT, INT, TableSchema, TensorSchema, dumps, to_jsonable
 from .. import auth
-from ..app import RequestError, json_response
+from ..app import RequestError, json_response, parse_json
 
 if TYPE_CHECKING:
     from ...bundle import Bundle
@@ -405,10 +405,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[Tensor],
                 f"got {header_length!r}"
             )
         body, binary = body[:int(length)], body[int(length):]
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise RequestError(400, f"the request is not valid JSON: {error}") from None
+    payload = parse_json(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise RequestError(400, 'expected a JSON object {"inputs": [{"name", "datatype", "shape", "data"}, ...]}')
     request_id = payload.get("id")

@@ -42,10 +42,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from ...errors import InputError, ServeError
+from ...errors import ServeError
 from .. import auth
-from ..app import RequestError
-from ..predictor import ModelError, Overloaded
+from ..app import ANSWERED, RequestError, error_answer
 from . import grpc_predict_v2_pb2 as pb
 from . import grpc_predict_v2_pb2_grpc as pb_grpc
 from .oip import BYTES, DATATYPES, NUMERIC, OipModel, Tensor, element_count, from_raw, to_raw
@@ -62,7 +61,7 @@ CONTENTS = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
-_STATUS = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}
+_STATUS = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
 
 def attach(served: "ServedModel", model: OipModel) -> None:
@@ -156,14 +155,9 @@ async def _run(context: Any, call: Any, *args: Any) -> Any:
         if hasattr(result, "__await__"):
             result = await result
         return result
-    except RequestError as error:
-        code, message = _STATUS.get(error.status, grpc.StatusCode.INVALID_ARGUMENT), str(error)
-    except InputError as error:
-        code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
-    except Overloaded as error:
-        code, message = grpc.StatusCode.UNAVAILABLE, str(error)
-    except ModelError as error:
-        code, message = grpc.StatusCode.INTERNAL, str(error)
+    except ANSWERED as error:  # the statuses the REST routes would answer, as gRPC codes
+        status, message, _ = error_answer(error)
+    code = _STATUS.get(status, grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL)
     await context.abort(code, message)
 
 
