@@ -121,10 +121,10 @@ def verify(
             return result(False, f"{where} raised {message}", failed_cell=cell)
         with open(scratch / "output.pkl", "rb") as f:
             rebuilt = to_jsonable(pickle.load(f))
-    differences = [d for method in bundle.methods
-                   for d in differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)]
-    if differences:
-        return result(False, differences[0], differences=differences)
+    found = [d for method in bundle.methods
+             for d in differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)]
+    if found:
+        return result(False, found[0], differences=found)
     rows = len(bundle.sample["instances"])
     return result(True, f"the rebuilt model gives the stored outputs of {', '.join(bundle.methods)} on {rows} sample rows")
 
