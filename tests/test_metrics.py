@@ -46,3 +46,19 @@ def test_two_apps_in_one_process_keep_their_own_metrics(forest_bundle, pipeline_
         first.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
         assert f'model="{forest_bundle.name}"' in first.get("/metrics").text
         assert f'model="{forest_bundle.name}"' not in second.get("/metrics").text
+
+
+def test_folding_durations_into_a_histogram_matches_observing_each():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from notebook_deploy.serving.metrics import LATENCY_BUCKETS, _observe_all
+
+    amounts = [0.0001, 0.0005, 0.0007, 0.003, 0.003, 0.2, 42.0, 0.0]
+    folded, observed = CollectorRegistry(), CollectorRegistry()
+    _observe_all(Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=folded), amounts)
+    one_by_one = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=observed)
+    for amount in amounts:
+        one_by_one.observe(amount)
+    samples = lambda registry: [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples if s.name != "h_created"]  # noqa: E731
+    assert samples(folded) == samples(observed)
+    assert ("h_count", {}, len(amounts)) in samples(folded)

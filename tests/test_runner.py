@@ -48,9 +48,16 @@ def test_two_workers_share_the_port_and_the_metrics_add_up(pid_bundle, monkeypat
         assert {a.status_code for a in answers} == {200}
         pids = {a.json()["predictions"][0] for a in answers}
         assert len(pids) == 2 and server.pid not in pids, pids
-        metrics = requests.get(server.url + "/metrics").text
-    labels = {"model": "pid", "version": pid_bundle.version}
-    assert _samples(metrics, "notebook_deploy_requests_total", endpoint="/predict", status="200", **labels) == 60
+        labels = {"model": "pid", "version": pid_bundle.version}
+        # Each worker folds its counts into the shared files once a second (metrics.FLUSH_SECONDS).
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = requests.get(server.url + "/metrics").text
+            counted = _samples(metrics, "notebook_deploy_requests_total", endpoint="/predict", status="200", **labels)
+            if counted >= 60 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert counted == 60
     assert _samples(metrics, "notebook_deploy_request_duration_seconds_count", endpoint="/predict", **labels) == 60
     assert _samples(metrics, "notebook_deploy_model_info", **labels) == 1
 

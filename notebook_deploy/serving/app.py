@@ -79,7 +79,7 @@ class FastLane:
         route, handler = entry
         scope["route"], scope["endpoint"] = route, route.endpoint
         start, status = time.perf_counter(), 500
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             body, more = b"", True
             while more:

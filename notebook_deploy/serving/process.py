@@ -64,6 +64,19 @@ class Server:
     def docs_url(self) -> str:
         return f"{self.url}/docs"
 
+    @property
+    def id(self) -> str:
+        """The server's id among those a ``Servers`` started: its process id, as text."""
+        return str(self.pid)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The server as JSON-ready data (the Jupyter REST API's Server)."""
+        return {
+            "id": self.id, "ref": self.bundle.ref, "name": self.bundle.name, "version": self.bundle.version,
+            "url": self.url, "docs_url": self.docs_url, "status": "running" if self.running else "stopped",
+            "pid": self.pid, "methods": self.bundle.methods,
+        }
+
     def predict(self, data: Any, method: str = "predict", timeout: float = 60) -> Any:
         """Send ``data`` (rows as for ``Bundle.predict``) over HTTP and decode the answer to the type the
         model returns (an array, or a DataFrame). A 422 raises ``InputError``, other errors ``ServeError``."""
@@ -174,6 +187,35 @@ def serve(
         time.sleep(0.02)
     url = json.loads(ready_file.read_text())["url"]
     return Server(bundle, process, url, workdir, api_key=api_key, verify=verify)
+
+
+class Servers:
+    """The local servers started through it, by id: what the notebook panel and the Jupyter server
+    extension list, test and stop. A server that exits on its own stays listed, as stopped, with its logs."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
+        self._servers: dict[str, Server] = {}
+
+    def start(self, ref: str | os.PathLike[str] | Bundle, port: int = 0, **options: Any) -> Server:
+        """Serve ``ref`` (see ``serve``) and keep its handle."""
+        server = serve(ref, port, store=self.store, **options)
+        self._servers[server.id] = server
+        return server
+
+    def get(self, server_id: str) -> Server:
+        """The server with this id; ``KeyError`` when there is none."""
+        return self._servers[server_id]
+
+    def stop(self, server_id: str) -> Server:
+        """Stop the server with this id (it stays listed, as stopped)."""
+        server = self.get(server_id)
+        server.stop()
+        return server
+
+    def list(self) -> list[Server]:
+        """Every server started here, oldest first."""
+        return list(self._servers.values())
 
 
 def _detail(response: requests.Response) -> str:
