@@ -81,3 +81,8 @@ def load_ipython_extension(shell: Any) -> None:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (the "Deployments" sidebar) shipped in this package."""
+    return [{"src": "labextension", "dest": "notebook-deploy"}]

@@ -1,0 +1,153 @@
+import * as React from 'react';
+
+import { IBundleDetails, IPredictAnswer, IServer } from '../types';
+
+export interface IServerListProps {
+  servers: readonly IServer[];
+  details: (ref: string) => IBundleDetails | undefined;
+  answer: (serverId: string) => IPredictAnswer | undefined;
+  isBusy: (key: string) => boolean;
+  onStop: (server: IServer) => void;
+  onOpenDocs: (server: IServer) => void;
+  onPredict: (server: IServer, method: string, instances: unknown[]) => void;
+}
+
+/** The model servers started from the sidebar: status, URL, and a test request form. */
+export function ServerList(props: IServerListProps): JSX.Element {
+  return (
+    <ul className="nd-ServerList" aria-label="Model servers">
+      {props.servers.map(server => (
+        <ServerCard key={server.id} server={server} {...props} />
+      ))}
+    </ul>
+  );
+}
+
+function ServerCard(props: IServerListProps & { server: IServer }): JSX.Element {
+  const { server } = props;
+  const running = server.status === 'running';
+  return (
+    <li className="nd-Card nd-Server" data-server={server.id} aria-label={`Server ${server.ref}`}>
+      <div className="nd-Card-head">
+        <span className="nd-Card-title">{server.ref}</span>
+        <span className={`nd-Badge nd-mod-${server.status}`} aria-label="Server status">
+          {server.status}
+        </span>
+      </div>
+      <a className="nd-Url" href={server.url} target="_blank" rel="noopener noreferrer">
+        {server.url}
+      </a>
+      <div className="nd-Actions">
+        {running ? (
+          <button
+            className="jp-Button jp-mod-styled jp-mod-warn"
+            aria-label={`Stop ${server.ref}`}
+            disabled={props.isBusy(`stop:${server.id}`)}
+            onClick={() => props.onStop(server)}
+          >
+            Stop
+          </button>
+        ) : null}
+        <button
+          className="jp-Button jp-mod-styled"
+          aria-label={`Open API docs of ${server.ref}`}
+          disabled={!running}
+          onClick={() => props.onOpenDocs(server)}
+        >
+          Open API docs
+        </button>
+      </div>
+      {running ? (
+        <TestRequest
+          server={server}
+          sample={props.details(server.ref)?.sample?.instances ?? null}
+          answer={props.answer(server.id)}
+          sending={props.isBusy(`predict:${server.id}`)}
+          onSend={(method, instances) => props.onPredict(server, method, instances)}
+        />
+      ) : null}
+    </li>
+  );
+}
+
+function TestRequest(props: {
+  server: IServer;
+  sample: unknown[] | null;
+  answer: IPredictAnswer | undefined;
+  sending: boolean;
+  onSend: (method: string, instances: unknown[]) => void;
+}): JSX.Element {
+  const methods = props.server.methods.length ? props.server.methods : ['predict'];
+  const [method, setMethod] = React.useState(methods[0]);
+  const [text, setText] = React.useState<string | null>(null);
+  const [problem, setProblem] = React.useState<string | null>(null);
+  // prefilled from the bundle's sample once its details are in, until the user types
+  const shown = text ?? (props.sample ? JSON.stringify({ instances: props.sample }, null, 1) : '');
+
+  const send = () => {
+    let instances: unknown;
+    try {
+      const parsed = JSON.parse(shown);
+      instances = Array.isArray(parsed) ? parsed : parsed?.instances;
+    } catch (error) {
+      setProblem(`Not JSON: ${(error as Error).message}`);
+      return;
+    }
+    if (!Array.isArray(instances)) {
+      setProblem('Write {"instances": [...]} or a JSON list of rows.');
+      return;
+    }
+    setProblem(null);
+    props.onSend(method, instances);
+  };
+
+  return (
+    <div className="nd-TestRequest">
+      <div className="nd-Actions">
+        <select
+          className="jp-mod-styled"
+          aria-label="Method"
+          value={method}
+          onChange={event => setMethod(event.target.value)}
+        >
+          {methods.map(m => (
+            <option key={m} value={m}>
+              {m}
+            </option>
+          ))}
+        </select>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          aria-label={`Send a test request to ${props.server.ref}`}
+          disabled={props.sending || !shown}
+          onClick={send}
+        >
+          {props.sending ? 'Sending…' : 'Send test request'}
+        </button>
+      </div>
+      <textarea
+        className="nd-Code nd-TestRequest-body"
+        aria-label="Test request body"
+        rows={5}
+        spellCheck={false}
+        value={shown}
+        onChange={event => setText(event.target.value)}
+      />
+      {problem ? (
+        <p className="nd-Problem" role="alert">
+          {problem}
+        </p>
+      ) : null}
+      {props.answer ? (
+        <div className="nd-Answer">
+          <span className={`nd-Badge ${props.answer.status < 400 ? 'nd-mod-succeeded' : 'nd-mod-failed'}`}>
+            HTTP {props.answer.status}
+          </span>
+          <pre className="nd-Code" aria-label="Test answer">
+            {JSON.stringify(props.answer.body, null, 1)}
+          </pre>
+        </div>
+      ) : null}
+    </div>
+  );
+}

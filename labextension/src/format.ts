@@ -1,0 +1,48 @@
+/** Small text formatters for the sidebar. */
+
+/** `1536` → `1.5 KB`. */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !isFinite(bytes)) {
+    return '';
+  }
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** An ISO time in the reader's locale, or the text itself if it is not a time. */
+export function formatTime(iso: string | null | undefined): string {
+  if (!iso) {
+    return '';
+  }
+  const date = new Date(iso);
+  return isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+/** `sklearn.linear_model._logistic.LogisticRegression` → `LogisticRegression`. */
+export function shortType(modelType: string | null | undefined): string {
+  if (!modelType) {
+    return '';
+  }
+  const parts = modelType.split('.');
+  return parts[parts.length - 1];
+}
+
+/** A fraction 0…1 as a whole percentage, clamped. */
+export function percent(fraction: number | null | undefined): number {
+  if (fraction === null || fraction === undefined || !isFinite(fraction)) {
+    return 0;
+  }
+  return Math.round(Math.min(1, Math.max(0, fraction)) * 100);
+}
+
+/** `sha256:abcdef…` → `abcdef123456`. */
+export function shortDigest(digest: string): string {
+  const hex = digest.includes(':') ? digest.split(':')[1] : digest;
+  return hex.slice(0, 12);
+}
