@@ -1,0 +1,109 @@
+import { IBundleDetails, IBundleSummary, IServer, ITask } from '../types';
+
+export const iris: IBundleSummary = {
+  name: 'iris',
+  tags: { latest: '20261124-0930-ab12cd', prod: '20261120-0800-ffee00' },
+  versions: [
+    {
+      version: '20261124-0930-ab12cd',
+      ref: 'iris:20261124-0930-ab12cd',
+      created: '2026-11-24T09:30:00Z',
+      tags: ['latest'],
+      model_type: 'sklearn.ensemble._forest.RandomForestClassifier',
+      methods: ['predict', 'predict_proba'],
+      size: 123456
+    },
+    {
+      version: '20261120-0800-ffee00',
+      ref: 'iris:20261120-0800-ffee00',
+      created: '2026-11-20T08:00:00Z',
+      tags: ['prod'],
+      model_type: 'sklearn.linear_model._logistic.LogisticRegression',
+      methods: ['predict'],
+      size: 2048
+    }
+  ]
+};
+
+export const irisDetails: IBundleDetails = {
+  ...iris.versions[0],
+  name: 'iris',
+  manifest: {},
+  recipe: { cells: [{ source: 'model = RandomForestClassifier().fit(X, y)', execution_count: 3 }] },
+  lock: ['numpy==2.4.6', 'scikit-learn==1.9.1'],
+  requirements: ['scikit-learn'],
+  warnings: [],
+  schema: { input: { description: 'rows of 4 numbers' } },
+  sample: { instances: [[5.1, 3.5, 1.4, 0.2]] },
+  reference: { rows: 150, features: [{ name: '0', kind: 'numeric' }] }
+};
+
+export const server: IServer = {
+  id: '4242',
+  ref: 'iris:20261124-0930-ab12cd',
+  name: 'iris',
+  version: '20261124-0930-ab12cd',
+  url: 'http://127.0.0.1:40123',
+  docs_url: 'http://127.0.0.1:40123/docs',
+  status: 'running',
+  pid: 4242,
+  methods: ['predict', 'predict_proba']
+};
+
+export function task(overrides: Partial<ITask> = {}): ITask {
+  return {
+    id: '3',
+    kind: 'push',
+    ref: 'iris:20261124-0930-ab12cd',
+    target: '127.0.0.1:5000/iris:v1',
+    state: 'running',
+    progress: 0,
+    message: 'building the image',
+    layers: [],
+    result: null,
+    error: null,
+    started: '2026-11-24T09:31:00Z',
+    finished: null,
+    ...overrides
+  };
+}
+
+/** A fake server: `routes['GET bundles']` = answer, or a function of the body, or an Error to throw. */
+export type Routes = Record<string, unknown>;
+
+export interface ICall {
+  method: string;
+  endPoint: string;
+  body: any;
+}
+
+export function fakeRequestAPI(routes: Routes, calls: ICall[]) {
+  return async (endPoint: string, _settings: unknown, init: RequestInit = {}) => {
+    const method = init.method ?? 'GET';
+    const body = init.body ? JSON.parse(init.body as string) : undefined;
+    calls.push({ method, endPoint, body });
+    const key = `${method} ${endPoint}`;
+    if (!(key in routes)) {
+      throw new Error(`unexpected request ${key}`);
+    }
+    let answer = routes[key];
+    if (typeof answer === 'function') {
+      answer = answer(body);
+    }
+    if (answer instanceof Error) {
+      throw answer;
+    }
+    return answer;
+  };
+}
+
+/** Wait until `condition()` holds (React renders asynchronously). */
+export async function waitFor(condition: () => boolean, timeout = 3000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error('condition not met in time');
+    }
+    await new Promise(resolve => setTimeout(resolve, 10));
+  }
+}

@@ -1,0 +1,123 @@
+import { ServerConnection } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
+
+import { DeploymentsModel } from '../model';
+import { requestAPI } from '../request';
+import { DeploymentsSidebar, SIDEBAR_ID } from '../sidebar';
+import { ICall, fakeRequestAPI, iris, irisDetails, server, task, waitFor } from './fixtures';
+
+jest.mock('../request', () => ({
+  ...jest.requireActual('../request'),
+  requestAPI: jest.fn()
+}));
+
+const mockedRequest = requestAPI as jest.MockedFunction<typeof requestAPI>;
+
+describe('DeploymentsSidebar', () => {
+  let model: DeploymentsModel;
+  let sidebar: DeploymentsSidebar;
+  let calls: ICall[];
+  const opened: string[] = [];
+
+  beforeEach(async () => {
+    calls = [];
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(
+        {
+          'GET bundles': { bundles: [iris] },
+          'GET servers': { servers: [server] },
+          'GET tasks': {
+            tasks: [
+              task({
+                state: 'succeeded',
+                progress: 1,
+                message: 'pushed',
+                layers: [{ digest: 'sha256:abcdef0123456789', done: 2048, total: 2048 }],
+                result: { image: '127.0.0.1:5000/iris:v1', digest: 'sha256:dd' }
+              })
+            ]
+          },
+          'GET bundles/iris/20261124-0930-ab12cd': irisDetails,
+          'POST servers/4242/predict': { status: 200, body: { predictions: [0] } }
+        },
+        calls
+      ) as any
+    );
+    model = new DeploymentsModel({
+      serverSettings: ServerConnection.makeSettings(),
+      onError: () => undefined,
+      autoRefresh: false
+    });
+    sidebar = new DeploymentsSidebar({ model, openUrl: url => opened.push(url) });
+    Widget.attach(sidebar, document.body);
+    await model.refresh();
+  });
+
+  afterEach(() => {
+    sidebar.dispose();
+    model.dispose();
+    mockedRequest.mockReset();
+  });
+
+  it('has the id, caption and icon of a sidebar tab', () => {
+    expect(sidebar.id).toBe(SIDEBAR_ID);
+    expect(sidebar.title.caption).toBe('Deployments');
+    expect(sidebar.title.icon).toBeTruthy();
+  });
+
+  it('lists bundles with their versions, tags and model types', async () => {
+    await waitFor(() => sidebar.node.querySelectorAll('.nd-Version').length === 2);
+    const list = sidebar.node.querySelector('[aria-label="Model bundles"]')!;
+    expect(list.querySelector('.nd-Bundle-name')!.textContent).toBe('iris');
+    const versions = Array.from(list.querySelectorAll<HTMLElement>('.nd-Version'));
+    expect(versions[0].textContent).toContain('20261124-0930-ab12cd');
+    expect(versions[0].textContent).toContain('latest');
+    expect(versions[0].textContent).toContain('RandomForestClassifier');
+    expect(versions[1].textContent).toContain('prod');
+    expect(versions.every(v => v.tabIndex === 0)).toBe(true);
+  });
+
+  it('shows the details of a version chosen with the keyboard', async () => {
+    await waitFor(() => sidebar.node.querySelectorAll('.nd-Version').length === 2);
+    const first = sidebar.node.querySelector<HTMLElement>('.nd-Version')!;
+    first.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+    await waitFor(() => sidebar.node.querySelector('.nd-Details .nd-Facts') !== null);
+    const details = sidebar.node.querySelector('.nd-Details')!;
+    expect(details.textContent).toContain('numpy==2.4.6');
+    expect(details.textContent).toContain('RandomForestClassifier().fit(X, y)');
+    expect(details.querySelector('[aria-label="Serve iris:20261124-0930-ab12cd"]')).not.toBeNull();
+  });
+
+  it('shows a running endpoint and its test answer', async () => {
+    await waitFor(() => sidebar.node.querySelector('.nd-Server') !== null);
+    const card = sidebar.node.querySelector('.nd-Server')!;
+    expect(card.querySelector('.nd-Badge')!.textContent).toBe('running');
+    expect(card.querySelector('a')!.getAttribute('href')).toBe('http://127.0.0.1:40123');
+    // the request body is prefilled from the bundle's sample once its details are in
+    await model.loadDetails(server.ref);
+    await waitFor(() =>
+      (card.querySelector('textarea') as HTMLTextAreaElement).value.includes('5.1')
+    );
+    (card.querySelector('[aria-label="Open API docs of iris:20261124-0930-ab12cd"]') as HTMLButtonElement).click();
+    expect(opened).toEqual(['http://127.0.0.1:40123/docs']);
+    (card.querySelector('[aria-label^="Send a test request"]') as HTMLButtonElement).click();
+    await waitFor(() => card.querySelector('[aria-label="Test answer"]') !== null);
+    expect(card.querySelector('[aria-label="Test answer"]')!.textContent).toContain('predictions');
+    expect(calls.find(c => c.method === 'POST')!.body).toEqual({
+      method: 'predict',
+      instances: [[5.1, 3.5, 1.4, 0.2]]
+    });
+  });
+
+  it('shows a finished push at 100 %', async () => {
+    await waitFor(() => sidebar.node.querySelector('.nd-Task') !== null);
+    const card = sidebar.node.querySelector('.nd-Task')!;
+    expect(card.getAttribute('data-state')).toBe('succeeded');
+    const bar = card.querySelector('[role="progressbar"]')!;
+    expect(bar.getAttribute('aria-valuenow')).toBe('100');
+    expect(card.querySelector('.nd-Progress-text')!.textContent).toBe('100%');
+    expect(card.querySelector('.nd-Layer')!.textContent).toContain('abcdef012345');
+    expect(card.querySelector('[aria-label="Pushed image"]')!.textContent).toContain('127.0.0.1:5000/iris:v1');
+    expect(card.querySelector('[aria-label^="Cancel"]')).toBeNull();
+  });
+});
