@@ -4,6 +4,7 @@
     bundle = nd.capture(model, sample=X_test[:5])   # a versioned bundle in the local store
     server = nd.serve(bundle)                        # a REST API on localhost, in a child process
     server.predict(X_test[:3])
+    nd.panel()                                       # the same from buttons, in a notebook
 
 Names are imported on first use, so ``import notebook_deploy`` stays fast and light.
 """
@@ -28,6 +29,7 @@ _EXPORTS = {
     "verify": ".verify",
     "Verification": ".verify",
     "deploy_notebook": ".jupyter.headless",
+    "panel": ".jupyter.panel",
     "push": ".image.publish",
     "export_image": ".image.publish",
     "build_image": ".image.publish",
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from .capturing.slicing import slice_cells
     from .image.publish import PushResult, build_image, export_image, push
     from .jupyter.headless import deploy_notebook
+    from .jupyter.panel import panel
     from .store import Store
     from .verify import Verification, verify
 

@@ -22,6 +22,7 @@ from ..capturing.live import capture
 from ..capturing.recipe import History, file_sha256
 from ..errors import NotebookDeployError
 from ..schema import as_rows, head
+from ..store import Store
 
 _HASH_LIMIT = 256 * 1024 * 1024  # larger files are hashed at capture time, not at every read
 _IGNORED_PREFIXES = tuple({sys.prefix, sys.base_prefix, "/proc", "/sys", "/dev", str(Path.home() / ".ipython"),
@@ -100,31 +101,44 @@ def recorder_for(shell: Any) -> SessionRecorder:
     return _RECORDERS[id(shell)]
 
 
-def deploy_from_kernel(
-    shell: Any,
+def active_recorder(shell: Any) -> SessionRecorder | None:
+    """The shell's recorder if ``%load_ext notebook_deploy`` (or ``%deploy``) started one, else None."""
+    return _RECORDERS.get(id(shell))
+
+
+def deploy_from_kernel(shell: Any, variable: str, **options: Any) -> tuple[Bundle, list[str]]:
+    """Capture ``variable`` from the kernel with its recipe; return the bundle and notes for the user.
+    ``options`` are those of ``capture_variable``."""
+    return capture_variable(shell.user_ns, variable, history=recorder_for(shell).history(), **options)
+
+
+def capture_variable(
+    namespace: dict[str, Any],
     variable: str,
     *,
     name: str | None = None,
     sample: str | None = None,
+    history: History | None = None,
     include_data: bool = False,
     allow_secrets: bool = False,
-    store: str | None = None,
+    store: str | os.PathLike[str] | Store | None = None,
 ) -> tuple[Bundle, list[str]]:
-    """Capture ``variable`` from the kernel with its recipe; return the bundle and notes for the user.
+    """Capture ``namespace[variable]`` (with its recipe when ``history`` is given); return the bundle and
+    notes for the user. What ``%deploy`` and the notebook panel both call.
 
-    ``sample`` is an expression evaluated in the kernel; without it, the first argument of the last
-    ``VARIABLE.fit(...)`` in the recipe is used when it is a plain variable (its first 5 rows)."""
-    namespace = shell.user_ns
+    ``sample`` is an expression evaluated in ``namespace`` (its first 5 rows are used); without it, the first
+    argument of the last ``VARIABLE.fit(...)`` in the history is used when it is a plain variable."""
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
-    history = recorder_for(shell).history()
     notes = []
     if sample is not None:
         data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
-    else:
+    elif history is not None:
         data, guessed = _guess_sample(history.sources, variable, namespace)
         if guessed:
             notes.append(f"sample: the first 5 rows of {guessed} (pass --sample EXPR to choose)")
+    else:
+        data = None
     bundle = capture(
         namespace[variable], name=name, sample=head(as_rows(data), 5) if data is not None else None,
         history=history, variable=variable, include_data=include_data, allow_secrets=allow_secrets, store=store,
@@ -173,13 +187,14 @@ class DeployMagics(Magics):
     """``%deploy``: capture a model with its recipe, and optionally serve it."""
 
     @magic_arguments()
-    @argument("model", help="the variable that holds the model")
+    @argument("model", nargs="?", help="the variable that holds the model")
     @argument("--name", help="the bundle's name (default: the variable's name)")
     @argument("--sample", help="an expression giving a few input rows (default: the rows the model was fitted on)")
     @argument("--serve", action="store_true", help="serve the bundle on localhost once captured")
     @argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
     @argument("--include-data", action="store_true", help="store copies of the data files (up to 10 MiB each)")
     @argument("--allow-secrets", action="store_true", help="capture even if the recipe seems to hold credentials")
+    @argument("--panel", action="store_true", help="show the deploy panel (MODEL, if given, is preselected)")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Capture MODEL from this kernel, with the cells that built it, into a new bundle version.
@@ -188,8 +203,17 @@ class DeployMagics(Magics):
 
             %deploy clf
             %deploy clf --name churn --sample X_test[:5] --serve
+            %deploy --panel
         """
         args = parse_argstring(self.deploy, line)
+        if args.panel:
+            from .panel import DeployPanel
+
+            return DeployPanel(self.shell.user_ns, shell=self.shell, model=args.model)
+        if args.model is None:
+            print("%deploy: name the model's variable (%deploy clf), or show the panel with %deploy --panel",
+                  file=sys.stderr)
+            return None
         sample = args.sample
         if sample and len(sample) > 1 and sample[0] == sample[-1] and sample[0] in "'\"":
             sample = sample[1:-1]  # IPython's splitter keeps the quotes of --sample "X[:5, [0, 2]]"
