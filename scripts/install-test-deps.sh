@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the integration tests run (as root, on Debian 12):
 #   docker-registry (a real registry), apache2-utils (htpasswd for its basic auth), skopeo,
-#   mmdebstrap (a reproducible Python base rootfs) and docker.io (a real dockerd and its client).
+#   mmdebstrap (a reproducible Python base rootfs), docker.io (a real dockerd and its client) and
+#   chromium (the browser the JupyterLab UI tests drive; Playwright's own download is not reachable).
 # Idempotent: does nothing when every command is already there.
 set -euo pipefail
 
@@ -14,20 +15,21 @@ missing() {
         command -v "$cmd" >/dev/null 2>&1 || return 0
     done
     [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || return 0
+    [ -x /usr/bin/chromium ] || return 0
     return 1
 }
 
 missing || exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap or /usr/sbin/dockerd is missing; run as root to install them" >&2
+    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap, /usr/sbin/dockerd or /usr/bin/chromium is missing; run as root to install them" >&2
     exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq docker-registry apache2-utils skopeo mmdebstrap docker.io >/dev/null
+apt-get install -y -qq docker-registry apache2-utils skopeo mmdebstrap docker.io chromium >/dev/null
 if missing; then
-    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap or /usr/sbin/dockerd still missing after apt-get install" >&2
+    echo "install-test-deps.sh: docker-registry, htpasswd, skopeo, mmdebstrap, /usr/sbin/dockerd or /usr/bin/chromium still missing after apt-get install" >&2
     exit 1
 fi

@@ -25,7 +25,7 @@ export async function askPushTarget(
   const result = await showDialog<IPushTarget>({
     title: `Push ${ref}`,
     body: new PushForm(defaults),
-    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Push', ariaLabel: 'Start push' })],
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Push' })],
     focusNodeSelector: 'input'
   });
   if (!result.button.accept || !result.value || !result.value.image) {

@@ -1,0 +1,81 @@
+import { expect, test } from '@jupyterlab/galata';
+
+import { runNotebook, screenshot } from './utils';
+
+/**
+ * The whole chain in a real JupyterLab: a notebook captures a model in its kernel, the Deployments
+ * sidebar lists it, serves it, sends it a test request and pushes its image to a real registry
+ * (ND_UI_REGISTRY, e.g. 127.0.0.1:5000; ND_UI_BASE names a base image there, else the server's default).
+ */
+const registry = process.env.ND_UI_REGISTRY;
+const base = process.env.ND_UI_BASE ?? '';
+
+test.describe('Deployments sidebar', () => {
+  test('captures, lists, serves, answers and pushes a model', async ({ page, tmpPath }, testInfo) => {
+    test.skip(!registry, 'set ND_UI_REGISTRY to a registry address (host:port, plain http)');
+    test.setTimeout(6 * 60 * 1000);
+
+    // 1. a notebook trains and captures "ui-iris" in the real kernel
+    await runNotebook(page, tmpPath, 'ui-iris.ipynb');
+    const output = page.locator('.jp-OutputArea-output').last();
+    await expect(output).toContainText('captured ui-iris:', { timeout: 120 * 1000 });
+
+    // 2. the sidebar lists the bundle
+    await page.sidebar.openTab('notebook-deploy-sidebar');
+    const sidebar = page.locator('#notebook-deploy-sidebar');
+    await expect(sidebar).toBeVisible();
+    await sidebar.getByRole('button', { name: 'Refresh deployments' }).click();
+    const bundles = sidebar.getByRole('list', { name: 'Model bundles' });
+    await expect(bundles).toContainText('ui-iris');
+    const version = sidebar.locator('.nd-Bundle[data-bundle="ui-iris"] .nd-Version').first();
+    await expect(version).toContainText('latest');
+    await version.click();
+    const details = sidebar.locator('.nd-Details');
+    await expect(details).toContainText('LogisticRegression');
+    await expect(details).toContainText('scikit-learn==');
+    await screenshot(page, testInfo, '01-sidebar-bundle', details);
+
+    // 3. serve it: a running endpoint with its URL
+    await details.getByRole('button', { name: /^Serve ui-iris:/ }).click();
+    const server = sidebar.locator('.nd-Server').first();
+    await expect(server.getByLabel('Server status')).toHaveText('running', { timeout: 90 * 1000 });
+    await expect(server.locator('a.nd-Url')).toHaveText(/^http:\/\/127\.0\.0\.1:\d+$/);
+    await screenshot(page, testInfo, '02-endpoint-running', server);
+
+    // 4. a test request, prefilled from the bundle's sample, answered by the model server
+    const body = server.getByLabel('Test request body');
+    await expect(body).toHaveValue(/"instances"/, { timeout: 30 * 1000 });
+    await server.getByRole('button', { name: /^Send a test request/ }).click();
+    const answer = server.getByLabel('Test answer');
+    await expect(answer).toContainText('predictions', { timeout: 30 * 1000 });
+    await expect(server.locator('.nd-Answer .nd-Badge')).toHaveText('HTTP 200');
+    await screenshot(page, testInfo, '03-test-answer', answer);
+
+    // 5. push its image to the registry: progress per layer, then 100 % and succeeded
+    await details.getByRole('button', { name: /^Push ui-iris:/ }).click();
+    const dialog = page.locator('.jp-Dialog');
+    await dialog.getByLabel('Image reference').fill(`${registry}/ui-iris:v1`);
+    await dialog.getByLabel('Backend').selectOption('daemonless');
+    await dialog.getByLabel('Base image').fill(base);
+    await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+    const task = sidebar.locator('.nd-Task').first();
+    await expect(task).toContainText(`${registry}/ui-iris:v1`);
+    await expect(task.locator('.nd-Layer').first()).toBeVisible({ timeout: 240 * 1000 });
+    await screenshot(page, testInfo, '04-push-progress', task);
+    await expect(task).toHaveAttribute('data-state', 'succeeded', { timeout: 240 * 1000 });
+    await expect(task.getByRole('progressbar').first()).toHaveAttribute('aria-valuenow', '100');
+    await expect(task.locator('.nd-Progress-text').first()).toHaveText('100%');
+    await expect(task.getByLabel('Pushed image')).toContainText('sha256:');
+    await screenshot(page, testInfo, '05-push-succeeded', task);
+
+    // 6. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
+    await page.sidebar.openTab('jp-running-sessions');
+    const running = page.locator('#jp-running-sessions');
+    await expect(running).toContainText('Model servers');
+    await expect(running.locator('.nd-RunningItem')).toContainText('ui-iris:');
+    await screenshot(page, testInfo, '06-running-sidebar');
+    await page.sidebar.openTab('notebook-deploy-sidebar');
+    await server.getByRole('button', { name: /^Stop ui-iris:/ }).click();
+    await expect(server.getByLabel('Server status')).toHaveText('stopped', { timeout: 30 * 1000 });
+  });
+});
