@@ -65,6 +65,11 @@ def test_models_and_samples_are_found_and_the_contract_holds(panel):
     assert panel.stop_button.disabled and panel.send_button.disabled and panel.cancel_button.disabled
 
 
+def test_a_model_that_is_not_there_is_named(forest):
+    made = nd.panel({"forest": forest}, model="clf")
+    assert made.model_dropdown.value == "forest" and "'clf' is not a model variable" in made.status.value
+
+
 def test_what_looks_like_a_model_or_data(forest):
     class Callable:
         def __call__(self, rows):

@@ -77,8 +77,10 @@ class DeployPanel(widgets.VBox):
         self._lock = threading.RLock()
         self._build()
         self.refresh()
-        if model is not None and model in self.model_dropdown.options:
+        if model in self.model_dropdown.options:
             self.model_dropdown.value = model
+        elif model is not None:
+            self._show_error(f"{model!r} is not a model variable of this kernel: choose one in Model.")
 
     # -- layout ------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -366,19 +368,19 @@ class DeployPanel(widgets.VBox):
 
     def _status_lines(self, working: dict[str, str]) -> list[tuple[str, str, str]]:
         """The status as (kind, text, html) lines; kind is ``error`` or ``info``."""
-        lines = [("error", self.error, html.escape(self.error))] if self.error else []
-        lines += [("info", doing, html.escape(doing)) for doing in working.values()]
+        lines = [("error", self.error, _text(self.error))] if self.error else []
+        lines += [("info", doing, _text(doing)) for doing in working.values()]
         if self.bundle is not None:
-            lines.append(("info", f"captured {self.bundle.ref}", f"captured <b>{html.escape(self.bundle.ref)}</b>"))
+            lines.append(("info", f"captured {self.bundle.ref}", f"captured <b>{_text(self.bundle.ref)}</b>"))
         if self.server is not None:
             data = self.server.to_dict()
             text = f"server for {data['ref']}: {data['status']} at {data['url']}"
             url = html.escape(data["url"])
-            lines.append(("info", text, f"server for {html.escape(data['ref'])}: <b>{data['status']}</b> at "
+            lines.append(("info", text, f"server for {_text(data['ref'])}: <b>{data['status']}</b> at "
                                         f"<a href='{url}/docs' target='_blank'>{url}</a>"))
         if self.task is not None:
             text = f"push to {self.task.target}: {self.task.state} ({self.task.progress:.0%}), {self.task.message}"
-            lines.append(("info", text, html.escape(text)))
+            lines.append(("info", text, _text(text)))
         return lines
 
     def _store_arg(self) -> str:
@@ -450,8 +452,13 @@ def _push_hint(error: str) -> str:
     return "Check that the registry answers and the base image can be read, then Push again."
 
 
+def _text(text: str) -> str:
+    """``text`` escaped for an element's content (quotes stay readable)."""
+    return html.escape(text, quote=False)
+
+
 def _pre(text: str, style: str = "") -> str:
-    return f"<pre style='white-space:pre-wrap;margin:0;{style}'>{html.escape(text, quote=False)}</pre>"
+    return f"<pre style='white-space:pre-wrap;margin:0;{style}'>{_text(text)}</pre>"
 
 
 def _status_html(lines: list[tuple[str, str, str]]) -> str:
