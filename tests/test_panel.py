@@ -293,7 +293,9 @@ def test_deploy_panel_magic_captures_with_the_recipe(tmp_path):
         "X.shape",  # not part of the recipe
         "%deploy --panel clf",
         "p = _\np.capture_button.click()\nassert p.wait(300), p.status.value\nassert p.error is None, p.error",
+        "%deploy",
     ], tmp_path)
+    assert "show the panel with %deploy --panel" in nb.cells[5].outputs[0]["text"]
     assert "application/vnd.jupyter.widget-view+json" in nb.cells[3].outputs[0]["data"]
     [bundle] = nd.Store().list()
     assert bundle.manifest["recipe"]["executions"] == [2]

@@ -109,7 +109,7 @@ class DeployPanel(widgets.VBox):
         self.base_text = w.Text(description="Base", placeholder="python:3.X-slim (default)")
         self.push_button = w.Button(description="Push", button_style="warning", icon="upload")
         self.cancel_button = w.Button(description="Cancel", icon="times")
-        self.progress = w.FloatProgress(description="Push", min=0.0, max=1.0, value=0.0)
+        self.progress = w.FloatProgress(description="Overall", min=0.0, max=1.0, value=0.0)
         self.layer_bars = w.VBox()
         self.status = w.HTML()
         self.status.add_class("nd-status")
@@ -133,18 +133,18 @@ class DeployPanel(widgets.VBox):
         self.children = [
             w.HTML("<h4 style='margin:0'>notebook-deploy</h4>"),
             self.status,
-            heading("Capture"),
+            heading("Bundle"),
             w.HBox([self.model_dropdown, self.sample_dropdown, self.refresh_button]),
             w.HBox([self.name_text, self.version_text]),
             self.capture_button,
             self.summary,
-            heading("Serve locally"),
+            heading("Local server"),
             w.HBox([self.serve_button, self.stop_button]),
             self.request_box,
             w.HBox([self.method_dropdown, self.send_button, self.http_status]),
             self.response,
             self.server_log,
-            heading("Push"),
+            heading("Container image"),
             w.HBox([self.image_text, self.backend_dropdown, self.base_text]),
             w.HTML(f"<small>{note}</small>"),
             w.HBox([self.push_button, self.cancel_button, self.progress]),
