@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, display
 from .audit import default_path as default_audit_log
@@ -30,6 +31,12 @@ def _errors_as_messages(command: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(error)) from None
 
     return wrapper
+
+
+def _from_environment(option: str) -> dict[str, Any]:
+    """click settings that also read ``option`` from ``$NOTEBOOK_DEPLOY_<OPTION>``, shown in --help: how
+    a server in a container is configured (see ``notebook_deploy.kubernetes``)."""
+    return {"envvar": f"NOTEBOOK_DEPLOY_{option.upper()}", "show_envvar": True}
 
 
 @click.group(
@@ -119,6 +126,9 @@ Then:
   curl http://127.0.0.1:8000/metrics and /monitor/drift for Prometheus metrics and drift.
 Once the key file has a key ('notebook-deploy keys create --role predict'), every route but health
 and docs needs it: curl -H 'Authorization: Bearer KEY' ...
+In a container, options also come from the environment ([env var: ...] below), e.g.
+  NOTEBOOK_DEPLOY_WORKERS=2 NOTEBOOK_DEPLOY_AUTH=true notebook-deploy serve iris
+'notebook-deploy k8s' writes them into a Kubernetes Deployment.
 {REF_HELP}""")
 @click.argument("ref")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -126,41 +136,45 @@ and docs needs it: curl -H 'Authorization: Bearer KEY' ...
               help="Port; 0 picks a free one. $PORT sets it too (as in the images this builds).")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the server's URL to this file (JSON) once it answers requests: for scripts.")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes sharing the port [default: 1].")
-@click.option("--batch/--no-batch", "batching", default=None,
+@click.option("--workers", type=click.IntRange(min=1),
+              **_from_environment("workers"), help="Worker processes sharing the port [default: 1].")
+@click.option("--batch/--no-batch", "batching", default=None, **_from_environment("batching"),
               help="Join concurrent requests into one model call [default: on where capture found batch calls "
                    "give the same outputs as single ones].")
-@click.option("--max-batch-size", type=click.IntRange(min=1), help="Most rows in one batched call [default: 64].")
-@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0),
+@click.option("--max-batch-size", type=click.IntRange(min=1),
+              **_from_environment("max_batch_size"), help="Most rows in one batched call [default: 64].")
+@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), **_from_environment("max_batch_wait_ms"),
               help="Longest a request waits for its batch to fill, in milliseconds [default: 2].")
-@click.option("--max-queue", type=click.IntRange(min=1),
+@click.option("--max-queue", type=click.IntRange(min=1), **_from_environment("max_queue"),
               help="Requests that may wait at once; beyond that the answer is 503 with Retry-After [default: 1024].")
-@click.option("--grpc-port", type=click.IntRange(min=0),
+@click.option("--grpc-port", type=click.IntRange(min=0), **_from_environment("grpc_port"),
               help="Also serve the Open Inference Protocol over gRPC on this port.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1),
+@click.option("--max-body-bytes", type=click.IntRange(min=1), **_from_environment("max_body_bytes"),
               help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].")
-@click.option("--auth/--no-auth", "auth", default=None,
+@click.option("--auth/--no-auth", "auth", default=None, **_from_environment("auth"),
               help="Require an API key ('Authorization: Bearer KEY') on every route but health and docs "
                    "[default: on when the key file has any key at start].")
-@click.option("--keys-file", type=click.Path(dir_okay=False, resolve_path=True), envvar="NOTEBOOK_DEPLOY_KEYS_FILE",
+@click.option("--keys-file", type=click.Path(dir_okay=False, resolve_path=True), **_from_environment("keys_file"),
               help="The API key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].")
-@click.option("--audit-log", type=click.Path(dir_okay=False, resolve_path=True), envvar="NOTEBOOK_DEPLOY_AUDIT_LOG",
+@click.option("--audit-log", type=click.Path(dir_okay=False, resolve_path=True), **_from_environment("audit_log"),
               help="Append refused calls here as JSON lines [default: audit.log in the store, or "
                    "$NOTEBOOK_DEPLOY_AUDIT_LOG].")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
               help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
               help="The private key of --tls-cert (PEM).")
-@click.option("--drift-window", type=click.IntRange(min=1),
+@click.option("--drift-window", type=click.IntRange(min=1), **_from_environment("drift_window"),
               help="Live rows each worker keeps to compare with the bundle's reference (/monitor/drift) [default: 1000].")
-@click.option("--drift-threshold", type=click.FloatRange(min=0),
+@click.option("--drift-threshold", type=click.FloatRange(min=0), **_from_environment("drift_threshold"),
               help="Flag a feature as drifted when its PSI is above this [default: 0.2].")
 @click.option("--prediction-log", type=click.Path(dir_okay=False, resolve_path=True),
+              **_from_environment("prediction_log"),
               help="Append inputs and outputs here as JSON lines, one per row, rotated at 50 MiB [default: none].")
 @click.option("--prediction-log-sample", type=click.FloatRange(min=0, max=1),
+              **_from_environment("prediction_log_sample"),
               help="The fraction of rows written to --prediction-log [default: 1].")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
-@click.option("--log-level", default="info", show_default=True,
+@click.option("--log-level", default="info", show_default=True, **_from_environment("log_level"),
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
 @_errors_as_messages
@@ -177,6 +191,11 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
 
     bundle = load(ref, store)
     settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
+    if settings_json:  # notebook_deploy.serve's own settings win over $NOTEBOOK_DEPLOY_* left in its environment
+        context = click.get_current_context()
+        options = {name: value for name, value in options.items()
+                   if context.get_parameter_source(name) is not ParameterSource.ENVIRONMENT
+                   or getattr(settings, name) is None}
     settings = settings.with_options(**options)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together: give the certificate and its private key, "
@@ -419,6 +438,63 @@ def containerize(store: Store, ref: str, output: Path, base: str | None, platfor
     if output.exists():
         raise click.ClickException(f"{output} already exists: give a new folder")
     click.echo(str(write_context(ref, output, base=base, platform=platform, store=store)))
+
+
+@cli.command("k8s", epilog=f"""\b
+Examples:
+  notebook-deploy k8s iris:latest --image registry.example.com/iris:v1 | kubectl apply -f -
+  notebook-deploy k8s iris --image registry.example.com/iris:v1 --replicas 3 --cpu 1 --memory 1Gi \\
+      --api-keys-secret iris-keys --set workers=2 -o k8s/        then: kubectl apply -f k8s/
+  notebook-deploy k8s iris --image registry.example.com/iris:v1 --kserve
+Writes a Deployment (probes on /healthz and /readyz, non-root, read-only root filesystem), a Service
+on port 80 and a HorizontalPodAutoscaler on CPU; with --kserve, one KServe InferenceService instead.
+IMAGE is the bundle's image, from 'notebook-deploy push'. --api-keys-secret names an existing Secret
+whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys are required.
+--set passes an option of 'notebook-deploy serve' as its environment variable (NOTEBOOK_DEPLOY_...).
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--image", required=True, help="The image that serves the bundle (pushed with 'notebook-deploy push').")
+@click.option("--name", help="The name of every object [default: the bundle's name].")
+@click.option("--namespace", "-n", help="The namespace [default: none written, so kubectl's current one].")
+@click.option("--replicas", default=2, show_default=True, type=int, help="Pods to start with.")
+@click.option("--cpu", default="500m", show_default=True, help="CPU request per pod (the autoscaler's 100%).")
+@click.option("--memory", default="512Mi", show_default=True, help="Memory request per pod.")
+@click.option("--cpu-limit", help="CPU limit per pod [default: none, so no throttling].")
+@click.option("--memory-limit", help="Memory limit per pod [default: the request].")
+@click.option("--port", default=8000, show_default=True, type=int, help="The container's port.")
+@click.option("--min-replicas", type=int, help="The autoscaler's minimum [default: --replicas].")
+@click.option("--max-replicas", default=10, show_default=True, type=int, help="The autoscaler's maximum.")
+@click.option("--target-cpu", "target_cpu_utilization", default=70, show_default=True, type=int,
+              help="The average CPU use the autoscaler aims at, in percent of the request.")
+@click.option("--api-keys-secret", help="A Secret holding the API key file as keys.json; keys are then required.")
+@click.option("--kserve", is_flag=True, help="Write a KServe InferenceService (Open Inference Protocol) instead.")
+@click.option("--set", "settings", multiple=True, metavar="OPTION=VALUE",
+              help="An option of 'notebook-deploy serve', e.g. workers=2 or max-batch-size=32 (repeatable).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one file per manifest into this folder [default: one YAML stream to standard output].")
+@click.pass_obj
+@_errors_as_messages
+def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: Path | None, **options: Any) -> None:
+    """Write Kubernetes manifests that serve a bundle's image."""
+    from .kubernetes import KubernetesError, kubernetes_manifests, manifests_yaml, write_manifests
+
+    serve_options = {}
+    for setting in settings:
+        option, equals, value = setting.partition("=")
+        if not equals or not option:
+            raise click.BadParameter(f"{setting!r} is not OPTION=VALUE (e.g. workers=2)", param_hint="'--set'")
+        serve_options[option.strip().lstrip("-").replace("-", "_")] = value
+    try:
+        manifests = kubernetes_manifests(ref, image, store=store, **options, **serve_options)
+    except KubernetesError as error:
+        flags = {p.name: max(p.opts, key=len) for p in click.get_current_context().command.params}
+        hint = flags.get(error.option) or f"--set {error.option.replace('_', '-')}"
+        raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
+    if output is None:
+        click.echo(manifests_yaml(manifests), nl=False)
+        return
+    for path in write_manifests(manifests, output):
+        click.echo(str(path))
 
 
 @cli.group("keys", epilog="""\b
