@@ -34,6 +34,7 @@ _EXPORTS = {
     "export_image": ".image.publish",
     "build_image": ".image.publish",
     "PushResult": ".image.publish",
+    "kubernetes_manifests": ".kubernetes",
     "NotebookDeployError": ".errors",
     "BundleIntegrityError": ".errors",
     "BundleReferenceError": ".errors",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from .image.publish import PushResult, build_image, export_image, push
     from .jupyter.headless import deploy_notebook
     from .jupyter.panel import panel
+    from .kubernetes import kubernetes_manifests
     from .store import Store
     from .verify import Verification, verify
 
