@@ -96,8 +96,12 @@ def test_galata_ui_tests(tmp_path):
         result = _jlpm(["playwright", "test", "--output", str(OUTPUT)], UI_TESTS, env, timeout=900)
     output = result.stdout + result.stderr
     print(output)  # shown by pytest when the test fails
-    assert result.returncode == 0, f"playwright test exited {result.returncode}:\n{output[-12000:]}"
-    assert re.search(r"\b[1-9]\d* passed\b", output), output[-4000:]
+    # Playwright's report, then the tail of JupyterLab's log (its lines start with [WebServer])
+    report = "\n".join(line for line in output.splitlines() if not line.startswith("[WebServer]"))
+    server_log = "\n".join(line for line in output.splitlines() if line.startswith("[WebServer]"))
+    assert result.returncode == 0, (f"playwright test exited {result.returncode}:\n{report[-12000:]}\n"
+                                    f"--- JupyterLab's log (tail) ---\n{server_log[-4000:]}")
+    assert re.search(r"\b[1-9]\d* passed\b", report), report[-4000:]
     shots = {path.name: path for path in OUTPUT.rglob("*.png")}
     for name in SIDEBAR_SHOTS:
         assert name in shots, f"no screenshot {name} under {OUTPUT}: {sorted(shots)}"

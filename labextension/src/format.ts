@@ -46,3 +46,27 @@ export function shortDigest(digest: string): string {
   const hex = digest.includes(':') ? digest.split(':')[1] : digest;
   return hex.slice(0, 12);
 }
+
+/**
+ * JSON for reading in a narrow panel: an object's keys one per line, and a list of rows one row
+ * per line (`{"instances": [[5.1, 3.5], ...]}`), anything deeper on one line.
+ */
+export function compactJson(value: unknown): string {
+  const line = (v: unknown) => JSON.stringify(v);
+  // rows (lists of lists or objects) and long lists go one item per line
+  const isRows = (v: unknown): v is unknown[] =>
+    Array.isArray(v) && (v.some(item => item !== null && typeof item === 'object') || line(v).length > 60);
+  const list = (items: unknown[], indent: string) =>
+    items.length === 0 ? '[]' : `[\n${items.map(item => indent + '  ' + line(item)).join(',\n')}\n${indent}]`;
+  if (Array.isArray(value)) {
+    return list(value, '');
+  }
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).map(
+      ([key, v]) =>
+        `  ${JSON.stringify(key)}: ${isRows(v) ? list(v, '  ') : line(v)}`
+    );
+    return entries.length === 0 ? '{}' : `{\n${entries.join(',\n')}\n}`;
+  }
+  return line(value) ?? String(value);
+}

@@ -1,5 +1,6 @@
 import * as React from 'react';
 
+import { compactJson } from '../format';
 import { IBundleDetails, IPredictAnswer, IServer } from '../types';
 
 export interface IServerListProps {
@@ -82,7 +83,7 @@ function TestRequest(props: {
   const [text, setText] = React.useState<string | null>(null);
   const [problem, setProblem] = React.useState<string | null>(null);
   // prefilled from the bundle's sample once its details are in, until the user types
-  const shown = text ?? (props.sample ? JSON.stringify({ instances: props.sample }, null, 1) : '');
+  const shown = text ?? (props.sample ? compactJson({ instances: props.sample }) : '');
 
   const send = () => {
     let instances: unknown;
@@ -144,7 +145,7 @@ function TestRequest(props: {
             HTTP {props.answer.status}
           </span>
           <pre className="nd-Code" aria-label="Test answer">
-            {JSON.stringify(props.answer.body, null, 1)}
+            {compactJson(props.answer.body)}
           </pre>
         </div>
       ) : null}

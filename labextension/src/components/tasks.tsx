@@ -68,11 +68,13 @@ function LayerRow({ layer }: { layer: ITaskLayer }): JSX.Element {
   const fraction = layer.total > 0 ? layer.done / layer.total : layer.done > 0 ? 1 : 0;
   return (
     <li className="nd-Layer">
-      <code title={layer.digest}>{shortDigest(layer.digest)}</code>
+      <div className="nd-Layer-line">
+        <code title={layer.digest}>{shortDigest(layer.digest)}</code>
+        <span className="nd-Layer-bytes">
+          {formatBytes(layer.done)} / {formatBytes(layer.total)}
+        </span>
+      </div>
       <ProgressBar label={`Layer ${shortDigest(layer.digest)}`} fraction={fraction} small />
-      <span className="nd-Layer-bytes">
-        {formatBytes(layer.done)} / {formatBytes(layer.total)}
-      </span>
     </li>
   );
 }

@@ -24,6 +24,7 @@ test.describe('Deployments sidebar', () => {
     await page.sidebar.openTab('notebook-deploy-sidebar');
     const sidebar = page.locator('#notebook-deploy-sidebar');
     await expect(sidebar).toBeVisible();
+    await page.sidebar.setWidth(420, 'left'); // room for the screenshots
     await sidebar.getByRole('button', { name: 'Refresh deployments' }).click();
     const bundles = sidebar.getByRole('list', { name: 'Model bundles' });
     await expect(bundles).toContainText('ui-iris');

@@ -10,7 +10,8 @@ test.describe('Notebook panel', () => {
     const panel = page.locator('.jp-OutputArea-output .nd-panel').first();
     await expect(panel).toBeVisible({ timeout: 60 * 1000 });
     for (const label of ['Capture', 'Serve locally', 'Push']) {
-      await expect(panel.getByRole('button', { name: label, exact: true })).toBeVisible();
+      // the buttons have an icon before their description
+      await expect(panel.getByRole('button', { name: new RegExp(`^\\W*${label}$`) })).toBeVisible();
     }
     const dropdown = panel.locator('.widget-dropdown select').first();
     await expect(dropdown).toBeVisible();

@@ -22,7 +22,8 @@ export async function screenshot(
   focus?: Locator
 ): Promise<void> {
   if (focus) {
-    await focus.scrollIntoViewIfNeeded();
+    // the whole element, down to its last line, in view
+    await focus.evaluate(element => element.scrollIntoView({ block: 'end' }));
   }
   const file = testInfo.outputPath(`${name}.png`);
   await page.screenshot({ path: file });
