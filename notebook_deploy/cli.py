@@ -126,7 +126,7 @@ Then:
   curl http://127.0.0.1:8000/metrics and /monitor/drift for Prometheus metrics and drift.
 Once the key file has a key ('notebook-deploy keys create --role predict'), every route but health
 and docs needs it: curl -H 'Authorization: Bearer KEY' ...
-In a container, options also come from the environment ([env var: ...] below), e.g.
+In a container, options also come from the environment ([env var: ...] above), e.g.
   NOTEBOOK_DEPLOY_WORKERS=2 NOTEBOOK_DEPLOY_AUTH=true notebook-deploy serve iris
 'notebook-deploy k8s' writes them into a Kubernetes Deployment.
 {REF_HELP}""")

@@ -77,6 +77,18 @@ def pipeline_bundle(pipeline, customers, session_store) -> nd.Bundle:
 
 
 @pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """For tests that run images: a registry holding a Debian Python 3.11 base, and a Docker daemon of
+    the test module's own. Yields ``(registry, docker, base reference)``."""
+    from containers import DockerDaemon, push_python_base
+    from registries import Registry
+
+    workdir = tmp_path_factory.mktemp("engine")
+    with Registry("none", workdir / "registry") as registry, DockerDaemon() as docker:
+        yield registry, docker, push_python_base(registry.host)
+
+
+@pytest.fixture(scope="module")
 def forest_client(forest_bundle):
     """The forest's app with default settings, in-process."""
     with TestClient(nd.create_app(forest_bundle)) as client:

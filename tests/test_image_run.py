@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import requests
-from containers import DockerDaemon, push_python_base
+from containers import DockerDaemon
 from registries import Registry as RealRegistry
 from registries import free_port
 
@@ -19,14 +19,6 @@ import notebook_deploy as nd
 from notebook_deploy.image.registry import RegistryError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    """A registry holding a Debian Python 3.11 base, and a Docker daemon of the test's own."""
-    workdir = tmp_path_factory.mktemp("engine")
-    with RealRegistry("none", workdir / "registry") as registry, DockerDaemon() as docker:
-        yield registry, docker, push_python_base(registry.host)
 
 
 def _serve(docker: DockerDaemon, image: str) -> tuple[str, str]:
