@@ -36,7 +36,8 @@ SIDEBAR_SHOTS = [
     "03-test-answer.png",
     "04-push-progress.png",
     "05-push-succeeded.png",
-    "06-running-sidebar.png",
+    "07-verify.png",
+    "08-running-sidebar.png",
 ]
 
 pytestmark = pytest.mark.integration

@@ -42,6 +42,12 @@ test.describe('Deployments sidebar', () => {
     await expect(server.getByLabel('Server status')).toHaveText('running', { timeout: 90 * 1000 });
     await expect(server.locator('a.nd-Url')).toHaveText(/^http:\/\/127\.0\.0\.1:\d+$/);
     await screenshot(page, testInfo, '02-endpoint-running', server);
+    const [docs] = await Promise.all([
+      page.waitForEvent('popup'),
+      server.getByRole('button', { name: /^Open API docs of ui-iris:/ }).click()
+    ]);
+    await expect(docs).toHaveURL(/^http:\/\/127\.0\.0\.1:\d+\/docs/);
+    await docs.close();
 
     // 4. a test request, prefilled from the bundle's sample, answered by the model server
     const body = server.getByLabel('Test request body');
@@ -69,12 +75,25 @@ test.describe('Deployments sidebar', () => {
     await expect(task.getByLabel('Pushed image')).toContainText('sha256:');
     await screenshot(page, testInfo, '05-push-succeeded', task);
 
-    // 6. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
+    // 6. move a tag to this version (a rollback, when it is an older one)
+    await details.getByRole('button', { name: /^Move a tag of ui-iris:/ }).click();
+    await dialog.getByLabel('Tag', { exact: true }).fill('prod');
+    await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+    await expect(version.locator('.nd-Tag', { hasText: 'prod' })).toBeVisible();
+
+    // 7. verify it as a task: it ends, and shows its outcome (a verdict, or why it could not replay)
+    await details.getByRole('button', { name: /^Verify ui-iris:/ }).click();
+    const verify = sidebar.locator('.nd-Task', { hasText: 'Verify ui-iris:' }).first();
+    await expect(verify).toHaveAttribute('data-state', /succeeded|failed/, { timeout: 120 * 1000 });
+    await expect(verify.locator('[aria-label="Verification"], [aria-label="Task error"]')).toBeVisible();
+    await screenshot(page, testInfo, '07-verify', verify);
+
+    // 8. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
     await page.sidebar.openTab('jp-running-sessions');
     const running = page.locator('#jp-running-sessions');
     await expect(running).toContainText('Model servers');
     await expect(running.locator('.nd-RunningItem')).toContainText('ui-iris:');
-    await screenshot(page, testInfo, '06-running-sidebar');
+    await screenshot(page, testInfo, '08-running-sidebar');
     await page.sidebar.openTab('notebook-deploy-sidebar');
     await server.getByRole('button', { name: /^Stop ui-iris:/ }).click();
     await expect(server.getByLabel('Server status')).toHaveText('stopped', { timeout: 30 * 1000 });
