@@ -140,6 +140,38 @@ class Bundle:
             raise ValueError(f"{self.ref} has no method {method!r}; it has {', '.join(self.methods)}")
         return resolve_method(self.model, method)(data)
 
+    def recipe(self) -> dict[str, Any] | None:
+        """The recipe that rebuilds the model: its summary in the manifest plus its ``cells``, or None."""
+        summary = self.manifest.get("recipe")
+        if not summary:
+            return None
+        from .capturing.recipe import RECIPE_FILE, recipe_cells
+
+        return {**summary, "cells": recipe_cells(self.path / RECIPE_FILE)}
+
+    def to_dict(self, tags: list[str] | None = None) -> dict[str, Any]:
+        """This version as JSON-ready data, with the store's ``tags`` on it (the Jupyter REST API's version)."""
+        return {
+            "name": self.name, "version": self.version, "ref": self.ref, "created": self.created,
+            "tags": list(tags or []), "model_type": self.manifest["model"]["type"], "methods": self.methods,
+            "size": self.size,
+        }
+
+    def details(self, tags: list[str] | None = None) -> dict[str, Any]:
+        """``to_dict`` plus everything there is to show of this version: manifest, recipe, lock, schemas,
+        sample and the summary of the drift reference (the Jupyter REST API's bundle details)."""
+        reference = self.manifest.get("reference")
+        if reference:
+            features = [{"name": name, "kind": kind} for name, kind in reference["features"].items()]
+            reference = {**reference, "features": features}
+        return {
+            **self.to_dict(tags), "manifest": self.manifest, "recipe": self.recipe(), "lock": self.lock(),
+            "requirements": self.requirements, "warnings": self.warnings,
+            "schema": {"input": _schema_dict(self.input_schema),
+                       "outputs": {method: _schema_dict(self.output_schema(method)) for method in self.methods}},
+            "sample": self.sample, "reference": reference,
+        }
+
     def verify(self, **options: Any) -> Any:
         """Rebuild the model from the bundle's recipe in a fresh kernel and compare its outputs with the
         stored ones; see ``notebook_deploy.verify`` for the options. Returns a ``Verification``."""
@@ -207,6 +239,10 @@ class Bundle:
 
     def __hash__(self) -> int:
         return hash((self.ref, self.path))
+
+
+def _schema_dict(schema: Schema) -> dict[str, Any]:
+    return {"description": schema.describe(), "json_schema": schema.json_schema()}
 
 
 def file_digest(path: Path) -> str:

@@ -19,6 +19,10 @@ class BundleReferenceError(NotebookDeployError):
     """A bundle reference is malformed or names nothing in the store."""
 
 
+class BundleNotFoundError(BundleReferenceError):
+    """A well-formed reference names no bundle, version or tag in the store."""
+
+
 class CaptureError(NotebookDeployError):
     """A model could not be captured into a bundle."""
 
@@ -29,4 +33,8 @@ class InputError(NotebookDeployError):
 
 class ServeError(NotebookDeployError):
     """A local server could not be started or stopped."""
+
+
+class ServerStoppedError(ServeError):
+    """A request was sent to a local server that has stopped."""
 

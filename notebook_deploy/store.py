@@ -22,10 +22,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .bundle import Bundle, extract_archive, read_manifest
-from .errors import BundleIntegrityError, BundleReferenceError
+from .errors import BundleIntegrityError, BundleNotFoundError, BundleReferenceError
 
 LATEST = "latest"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -115,6 +115,19 @@ class Store:
         """The tags that point at ``bundle``'s version."""
         return sorted(t for t, v in self.tags(bundle.name).items() if v == bundle.version)
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every name with its tags and its versions (newest first, each ``Bundle.to_dict``), sorted by name."""
+        return [
+            {"name": name, "tags": self.tags(name),
+             "versions": [b.to_dict(self.tags_of(b)) for b in reversed(self.list(name))]}
+            for name in self.names()
+        ]
+
+    def details(self, ref: str) -> dict[str, Any]:
+        """``Bundle.details`` of the version ``ref`` names, with the tags on it; files are not hashed."""
+        bundle = self.get(ref, verify=False)
+        return bundle.details(self.tags_of(bundle))
+
     def resolve(self, ref: str) -> tuple[str, str]:
         """``(name, version)`` for a reference: ``name``, ``name:latest``, ``name:TAG``, ``name:VERSION``
         (or a unique prefix of at least 4 digits of one)."""
@@ -122,7 +135,7 @@ class Store:
         versions = self._versions_of(name)
         if not versions:
             known = ", ".join(self.names()) or "none yet: capture a model first"
-            raise BundleReferenceError(f"no bundle named {name!r} in {self.root} (names: {known})")
+            raise BundleNotFoundError(f"no bundle named {name!r} in {self.root} (names: {known})")
         tags = self.tags(name)
         if selector in tags and tags[selector] in versions:
             return name, tags[selector]
@@ -133,7 +146,7 @@ class Store:
             return name, matches[0]
         if len(matches) > 1:
             raise BundleReferenceError(f"{ref!r} is ambiguous: it starts {len(matches)} versions; give more digits")
-        raise BundleReferenceError(
+        raise BundleNotFoundError(
             f"{name!r} has no tag or version {selector!r}; tags: {', '.join(sorted(tags)) or 'none'}; "
             f"see `notebook-deploy list {name}`"
         )
@@ -189,7 +202,7 @@ class Store:
         with self._locked():
             tags = self.tags(name)
             if tag not in tags:
-                raise BundleReferenceError(f"{name!r} has no tag {tag!r}")
+                raise BundleNotFoundError(f"{name!r} has no tag {tag!r}")
             del tags[tag]
             self._write_tags(name, tags)
 

@@ -380,6 +380,25 @@ def test_bundle_accessors(captured, iris, model):
     assert isinstance(captured.environment(), dict)
 
 
+def test_to_dict_and_details_are_json_ready(captured):
+    assert captured.to_dict(["latest"]) == {
+        "name": "iris-clf", "version": captured.version, "ref": captured.ref, "created": captured.created,
+        "tags": ["latest"], "model_type": "sklearn.linear_model._logistic.LogisticRegression",
+        "methods": captured.methods, "size": captured.size,
+    }
+    details = captured.details()
+    assert json.loads(json.dumps(details)) == details
+    assert details["tags"] == [] and details["recipe"] is None and captured.recipe() is None
+    assert details["manifest"] == captured.manifest and details["lock"] == captured.lock()
+    assert details["requirements"] == captured.requirements and details["warnings"] == captured.warnings
+    assert details["schema"]["input"] == {"description": captured.input_schema.describe(),
+                                          "json_schema": captured.input_schema.json_schema()}
+    assert set(details["schema"]["outputs"]) == set(captured.methods)
+    assert details["sample"] == captured.sample
+    assert details["reference"]["rows"] == 5
+    assert details["reference"]["features"] == [{"name": str(i), "kind": "numeric"} for i in range(4)]
+
+
 def test_repr_str_and_html_mention_the_ref(captured):
     assert captured.ref in repr(captured)
     assert "LogisticRegression" in repr(captured)

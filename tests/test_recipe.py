@@ -62,6 +62,7 @@ def test_capture_with_a_history_stores_the_recipe(training, store):
     assert recipe["files"][0]["included"] is True
     notebook = nbformat.read(bundle.path / "recipe.ipynb", as_version=4)
     assert len(notebook.cells) == 3
+    assert bundle.recipe() == {**recipe, "cells": [{"source": SOURCES[i], "execution_count": i + 1} for i in (0, 1, 3)]}
     stored = [f for f in bundle.manifest["files"] if f.startswith("data-")]
     assert len(stored) == 1 and stored[0].endswith("-train.csv")
     bundle.check_integrity()

@@ -16,7 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
-from notebook_deploy.errors import BundleReferenceError
+from notebook_deploy.errors import BundleNotFoundError, BundleReferenceError
 from notebook_deploy.store import check_name, check_tag, parse_ref
 
 NAME = "clf"
@@ -232,6 +232,35 @@ def test_untag_latest_falls_back_to_newest(store, versions):
     store.tag(f"{NAME}:{versions[0]}", "latest")
     store.untag(NAME, "latest")
     assert store.resolve(NAME) == (NAME, versions[-1])
+
+
+def test_references_to_nothing_raise_not_found_and_malformed_ones_do_not(store, versions):
+    for ref in ("nothing", f"{NAME}:staging", f"{NAME}:ffffffffffff"):
+        with pytest.raises(BundleNotFoundError):
+            store.resolve(ref)
+    with pytest.raises(BundleNotFoundError):
+        store.untag(NAME, "staging")
+    for ref in ("Bad Name", "../clf"):
+        with pytest.raises(BundleReferenceError) as malformed:
+            store.resolve(ref)
+        assert not isinstance(malformed.value, BundleNotFoundError)
+
+
+# -- summaries -------------------------------------------------------------------------------------------
+def test_summaries_give_each_name_its_tags_and_versions_newest_first(store, versions):
+    store.tag(f"{NAME}:{versions[0]}", "prod")
+    [summary] = store.summaries()
+    assert summary["name"] == NAME and summary["tags"] == {"latest": versions[2], "prod": versions[0]}
+    assert [v["version"] for v in summary["versions"]] == versions[::-1]
+    assert [v["tags"] for v in summary["versions"]] == [["latest"], [], ["prod"]]
+    assert summary["versions"][0] == store.get(NAME).to_dict(["latest"])
+
+
+def test_details_carry_the_tags_on_the_version(store, versions):
+    store.tag(f"{NAME}:{versions[2]}", "prod")
+    details = store.details(NAME)
+    assert details["version"] == versions[2] and details["tags"] == ["latest", "prod"]
+    assert details["lock"] == store.get(NAME).lock()
 
 
 # -- delete ---------------------------------------------------------------------------------------------

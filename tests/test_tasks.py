@@ -10,6 +10,7 @@ import requests
 from images import push_test_base
 from registries import Registry as RealRegistry
 
+from notebook_deploy.errors import ServerStoppedError
 from notebook_deploy.image.registry import Registry
 from notebook_deploy.serving.process import Servers
 from notebook_deploy.tasks import CANCELLED, FAILED, SUCCEEDED, Task, Tasks
@@ -74,5 +75,7 @@ def test_servers_start_list_and_stop(forest_bundle, session_store):
     finally:
         servers.stop(server.id)
     assert servers.get(server.id).to_dict()["status"] == "stopped"
+    with pytest.raises(ServerStoppedError, match="has stopped"):
+        server.post("predict", {"instances": [[1, 2, 3, 4]]})
     with pytest.raises(KeyError):
         servers.get("0")

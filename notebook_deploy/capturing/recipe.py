@@ -177,6 +177,18 @@ def include_data(recipe: Recipe, history: History, max_bytes: int) -> list[tuple
     return included
 
 
+def recipe_cells(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The cells of a recipe notebook written by ``Recipe.to_notebook``: each one's source and the
+    execution count it had in the session."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    return [
+        {"source": cell.source, "execution_count": cell.metadata.get("notebook_deploy", {}).get("execution_count")}
+        for cell in notebook.cells
+    ]
+
+
 def data_file_map(files: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """path -> bundle file name, for the included data files of a recipe summary."""
     return {f["path"]: DataFile(f["path"], f["sha256"], f["size"], True).bundle_name for f in files if f["included"]}

@@ -25,7 +25,7 @@ import requests
 from .. import display
 from ..api import load
 from ..bundle import Bundle
-from ..errors import InputError, ServeError
+from ..errors import InputError, ServeError, ServerStoppedError
 from ..schema import as_rows, dumps
 from ..store import Store
 from .runner import PARENT_PID_VARIABLE
@@ -89,7 +89,10 @@ class Server:
         return self.bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
 
     def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
-        """POST ``payload`` as JSON to ``path`` on this server and return the raw response."""
+        """POST ``payload`` as JSON to ``path`` on this server and return the raw response; raises
+        ``ServerStoppedError`` when the server has stopped."""
+        if not self.running:
+            raise ServerStoppedError(f"the server for {self.bundle.ref} has stopped; start it again")
         return self._session.post(
             f"{self.url}/{path.lstrip('/')}", data=dumps(payload),
             headers={"content-type": "application/json"}, timeout=timeout,

@@ -1,0 +1,314 @@
+"""The Jupyter server extension behind the JupyterLab sidebar "Deployments".
+
+REST routes under ``{base_url}notebook-deploy/`` (docs/jupyter-rest-api.md) that adapt the core calls
+(``Store``, ``Servers``, ``Tasks``) to JSON. Every route needs the Jupyter server's authentication;
+work that blocks (reading bundles, starting a server, the predict proxy) runs in a thread, so the
+server's event loop stays free. Errors are ``{"message": ...}`` with the status ``_status_of`` gives.
+The local servers started here stop when the Jupyter server's process exits (``serve``'s atexit hook),
+or, should it die without cleaning up, by themselves.
+
+Configured in the Jupyter server's config: ``c.NotebookDeploy.store = "/path/to/store"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Callable, TypeVar
+
+import orjson
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.serverapp import ServerApp
+from jupyter_server.utils import url_path_join
+from traitlets import Unicode, default
+from traitlets.config import Configurable
+
+from .. import __version__
+from ..errors import BundleNotFoundError, BundleReferenceError, NotebookDeployError, ServerStoppedError
+from ..image.reference import ImageReference, ImageReferenceError
+from ..serving.process import Servers
+from ..store import Store, default_root
+from ..tasks import Tasks
+
+NAMESPACE = "notebook-deploy"
+SETTINGS_KEY = "notebook_deploy"
+CANCEL_WAIT_SECONDS = 2.0  # how long DELETE tasks/{id} waits for a cancelled task to stop
+
+T = TypeVar("T")
+Fields = dict[str, tuple[type, ...]]  # field name -> the JSON types it may have
+
+
+class NotebookDeploy(Configurable):
+    """The extension's state: the store it shows, and the servers and tasks started through it."""
+
+    store = Unicode(help="The folder of the bundle store (default: $NOTEBOOK_DEPLOY_HOME, else ~/.notebook_deploy).",
+                    config=True)
+
+    @default("store")
+    def _default_store(self) -> str:
+        return str(default_root())
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bundle_store = Store(self.store)
+        self.servers = Servers(self.bundle_store)
+        self.tasks = Tasks(self.bundle_store)
+
+    def exact_ref(self, ref: str) -> str:
+        """``name:version`` for a reference to a bundle in the store (paths are refused)."""
+        return ":".join(self.bundle_store.resolve(ref))
+
+
+class ApiError(tornado.web.HTTPError):
+    """An answer other than 2xx, with the message the client shows."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+# The first entry an error is an instance of gives its status; anything else is a 500.
+_STATUSES: list[tuple[type[BaseException], int]] = [
+    (BundleNotFoundError, 404),
+    (BundleReferenceError, 400),
+    (ImageReferenceError, 400),
+    (ServerStoppedError, 409),
+]
+
+
+def _status_of(error: BaseException) -> int:
+    return next((status for kind, status in _STATUSES if isinstance(error, kind)), 500)
+
+
+def _found(kind: str, lookup: Callable[[str], T], key: str) -> T:
+    """``lookup(key)``, with an unknown key (``KeyError``) as a 404."""
+    try:
+        return lookup(key)
+    except KeyError:
+        raise ApiError(404, f"no {kind} {key!r} was started here; GET {kind}s lists them") from None
+
+
+def _check_fields(body: dict[str, Any], required: Fields, optional: Fields) -> dict[str, Any]:
+    """``body`` if it has every required field, no unknown one, and each of the right type (null is
+    allowed for optional fields); otherwise a 400 saying what was wrong."""
+    unknown = sorted(set(body) - set(required) - set(optional))
+    if unknown:
+        allowed = ", ".join([*required, *optional])
+        raise ApiError(400, f"unknown field {', '.join(map(repr, unknown))}; this route takes {allowed}")
+    missing = [field for field in required if body.get(field) is None]
+    if missing:
+        raise ApiError(400, f"the body needs {', '.join(map(repr, missing))}")
+    for field, types in {**required, **optional}.items():
+        value = body.get(field)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):  # JSON true is no integer
+            expected = " or ".join(_JSON_NAMES[t] for t in types)
+            raise ApiError(400, f"field {field!r} must be {expected}, not {type(value).__name__} {value!r:.80}")
+    return body
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", list: "a list"}
+SERVER_FIELDS: tuple[Fields, Fields] = ({"ref": (str,)}, {"port": (int,)})
+PREDICT_FIELDS: tuple[Fields, Fields] = ({"instances": (list,)}, {"method": (str,)})
+TAG_FIELDS: tuple[Fields, Fields] = ({"version": (str,)}, {})
+TASK_FIELDS: dict[str, tuple[Fields, Fields]] = {
+    "push": ({"kind": (str,), "ref": (str,), "image": (str,)},
+             {"backend": (str,), "base": (str,), "platform": (str,)}),
+    "verify": ({"kind": (str,), "ref": (str,)}, {}),
+}
+
+
+class DeployHandler(APIHandler):
+    """The base of every route: the extension's state, JSON bodies, and answers computed in a thread."""
+
+    @property
+    def deploy(self) -> NotebookDeploy:
+        return self.settings[SETTINGS_KEY]
+
+    def json_object(self) -> dict[str, Any]:
+        """The request body as a JSON object; a 400 saying why when it is not one."""
+        try:
+            body = json.loads(self.request.body or b"")
+        except ValueError as error:
+            raise ApiError(400, f"the body is not JSON ({error})") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, f"the body must be a JSON object, not {type(body).__name__}")
+        return body
+
+    def body(self, fields: tuple[Fields, Fields]) -> dict[str, Any]:
+        """The request body, checked against ``(required, optional)`` fields."""
+        return _check_fields(self.json_object(), *fields)
+
+    async def answer(self, work: Callable[[], Any], status: int = 200) -> None:
+        """Run ``work`` in a thread and send what it returns as JSON; errors become ``{"message"}``."""
+        try:
+            data = await asyncio.to_thread(work)
+        except ApiError:
+            raise
+        except NotebookDeployError as error:
+            raise ApiError(_status_of(error), str(error)) from error
+        except Exception as error:
+            self.log.exception("notebook-deploy: %s %s failed", self.request.method, self.request.path)
+            raise ApiError(500, f"{type(error).__name__}: {error}") from error
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """``{"message": ...}`` for an ``ApiError``; Jupyter's own answer for anything else (403, ...)."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ApiError):
+            self.finish(json.dumps({"message": error.message}))
+        else:
+            super().write_error(status_code, **kwargs)
+
+
+class VersionHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(lambda: {"version": __version__, "store": str(self.deploy.bundle_store.root)})
+
+
+class BundlesHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(lambda: {"bundles": self.deploy.bundle_store.summaries()})
+
+
+class BundleHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str, version: str) -> None:
+        await self.answer(lambda: self.deploy.bundle_store.details(f"{name}:{version}"))
+
+    @tornado.web.authenticated
+    async def delete(self, name: str, version: str) -> None:
+        await self.answer(lambda: {"deleted": self.deploy.bundle_store.delete(f"{name}:{version}").ref})
+
+
+class TagHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def put(self, name: str, tag: str) -> None:
+        version = self.body(TAG_FIELDS)["version"]
+        await self.answer(lambda: {"name": name, "tag": tag,
+                                   "version": self.deploy.bundle_store.tag(f"{name}:{version}", tag).version})
+
+    @tornado.web.authenticated
+    async def delete(self, name: str, tag: str) -> None:
+        def untag() -> dict[str, Any]:
+            self.deploy.bundle_store.untag(name, tag)
+            return {"name": name, "tag": tag, "version": None}
+
+        await self.answer(untag)
+
+
+class ServersHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(lambda: {"servers": [server.to_dict() for server in self.deploy.servers.list()]})
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.body(SERVER_FIELDS)
+        port = body.get("port") or 0
+        if not 0 <= port <= 65535:
+            raise ApiError(400, f"field 'port' must be from 0 (any free port) to 65535, not {port}")
+        await self.answer(lambda: self.deploy.servers.start(self.deploy.exact_ref(body["ref"]), port).to_dict(), 201)
+
+
+class ServerHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def delete(self, server_id: str) -> None:
+        await self.answer(lambda: _found("server", self.deploy.servers.stop, server_id).to_dict())
+
+
+class ServerLogsHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self, server_id: str) -> None:
+        await self.answer(lambda: {"logs": _found("server", self.deploy.servers.get, server_id).logs()})
+
+
+class PredictHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def post(self, server_id: str) -> None:
+        body = self.body(PREDICT_FIELDS)
+
+        def predict() -> dict[str, Any]:
+            server = _found("server", self.deploy.servers.get, server_id)
+            response = server.post(body.get("method") or "predict", {"instances": body["instances"]})
+            try:
+                answer = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                answer = response.text
+            return {"status": response.status_code, "body": answer}
+
+        await self.answer(predict)
+
+
+class TasksHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(lambda: {"tasks": [task.to_dict() for task in self.deploy.tasks.list()]})
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_object()
+        kind = body.get("kind")
+        if kind not in TASK_FIELDS:
+            raise ApiError(400, f"field 'kind' must be one of {', '.join(map(repr, TASK_FIELDS))}, not {kind!r}")
+        _check_fields(body, *TASK_FIELDS[kind])
+        deploy = self.deploy
+
+        def start() -> dict[str, Any]:
+            ref = deploy.exact_ref(body["ref"])
+            if kind == "verify":
+                return deploy.tasks.verify(ref).to_dict()
+            ImageReference.parse(body["image"])  # a malformed image reference is a 400 now, not a failed task
+            options = {field: body[field] for field in ("backend", "base", "platform") if body.get(field) is not None}
+            return deploy.tasks.push(ref, body["image"], **options).to_dict()
+
+        await self.answer(start, 202)
+
+
+class TaskHandler(DeployHandler):
+    @tornado.web.authenticated
+    async def get(self, task_id: str) -> None:
+        await self.answer(lambda: _found("task", self.deploy.tasks.get, task_id).to_dict())
+
+    @tornado.web.authenticated
+    async def delete(self, task_id: str) -> None:
+        def cancel() -> dict[str, Any]:
+            task = _found("task", self.deploy.tasks.get, task_id)
+            task.cancel()
+            task.wait(CANCEL_WAIT_SECONDS)
+            return task.to_dict()
+
+        await self.answer(cancel)
+
+
+_NAME = r"(?P<name>[^/]+)"
+ROUTES: list[tuple[str, type[DeployHandler]]] = [
+    ("version", VersionHandler),
+    ("bundles", BundlesHandler),
+    (f"bundles/{_NAME}/tags/(?P<tag>[^/]+)", TagHandler),
+    (f"bundles/{_NAME}/(?P<version>[^/]+)", BundleHandler),
+    ("servers", ServersHandler),
+    ("servers/(?P<server_id>[^/]+)", ServerHandler),
+    ("servers/(?P<server_id>[^/]+)/logs", ServerLogsHandler),
+    ("servers/(?P<server_id>[^/]+)/predict", PredictHandler),
+    ("tasks", TasksHandler),
+    ("tasks/(?P<task_id>[^/]+)", TaskHandler),
+]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Where Jupyter finds this server extension."""
+    return [{"module": "notebook_deploy.jupyter.server"}]
+
+
+def _load_jupyter_server_extension(server_app: ServerApp) -> None:
+    """Create the extension's state from the server's config and register the routes."""
+    deploy = NotebookDeploy(config=server_app.config)
+    web_app = server_app.web_app
+    web_app.settings[SETTINGS_KEY] = deploy
+    base_url = web_app.settings["base_url"]
+    web_app.add_handlers(".*$", [(url_path_join(base_url, NAMESPACE, pattern), handler) for pattern, handler in ROUTES])
+    server_app.log.info("notebook-deploy: the Deployments routes serve the store at %s", deploy.bundle_store.root)
