@@ -56,8 +56,8 @@ def _jlpm(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> su
     jlpm = shutil.which("jlpm", path=env["PATH"])
     if jlpm is None:
         pytest.fail("jlpm is missing: it comes with jupyterlab (jupyter-builder); pip install -e '.[test]'")
-    return subprocess.run([jlpm, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run([jlpm, *args], check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def _install(folder: Path, env: dict[str, str]) -> None:
