@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import orjson
@@ -51,7 +52,7 @@ class NotebookDeploy(Configurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bundle_store = Store(self.store)
+        self.bundle_store = Store(Path(self.store).expanduser())
         self.servers = Servers(self.bundle_store)
         self.tasks = Tasks(self.bundle_store)
 
@@ -163,18 +164,24 @@ class DeployHandler(APIHandler):
 
 
 class VersionHandler(DeployHandler):
+    """``GET version``: the package version and the store's folder."""
+
     @tornado.web.authenticated
     async def get(self) -> None:
         await self.answer(lambda: {"version": __version__, "store": str(self.deploy.bundle_store.root)})
 
 
 class BundlesHandler(DeployHandler):
+    """``GET bundles``: every name with its tags and versions."""
+
     @tornado.web.authenticated
     async def get(self) -> None:
         await self.answer(lambda: {"bundles": self.deploy.bundle_store.summaries()})
 
 
 class BundleHandler(DeployHandler):
+    """``GET`` (details) and ``DELETE bundles/{name}/{version}``."""
+
     @tornado.web.authenticated
     async def get(self, name: str, version: str) -> None:
         await self.answer(lambda: self.deploy.bundle_store.details(f"{name}:{version}"))
@@ -185,6 +192,8 @@ class BundleHandler(DeployHandler):
 
 
 class TagHandler(DeployHandler):
+    """``PUT`` (point at a version) and ``DELETE bundles/{name}/tags/{tag}``."""
+
     @tornado.web.authenticated
     async def put(self, name: str, tag: str) -> None:
         version = self.body(TAG_FIELDS)["version"]
@@ -201,6 +210,8 @@ class TagHandler(DeployHandler):
 
 
 class ServersHandler(DeployHandler):
+    """``GET servers`` and ``POST servers`` (start one, answering once it is ready)."""
+
     @tornado.web.authenticated
     async def get(self) -> None:
         await self.answer(lambda: {"servers": [server.to_dict() for server in self.deploy.servers.list()]})
@@ -215,18 +226,24 @@ class ServersHandler(DeployHandler):
 
 
 class ServerHandler(DeployHandler):
+    """``DELETE servers/{id}``: stop it (it stays listed, as stopped)."""
+
     @tornado.web.authenticated
     async def delete(self, server_id: str) -> None:
         await self.answer(lambda: _found("server", self.deploy.servers.stop, server_id).to_dict())
 
 
 class ServerLogsHandler(DeployHandler):
+    """``GET servers/{id}/logs``."""
+
     @tornado.web.authenticated
     async def get(self, server_id: str) -> None:
         await self.answer(lambda: {"logs": _found("server", self.deploy.servers.get, server_id).logs()})
 
 
 class PredictHandler(DeployHandler):
+    """``POST servers/{id}/predict``: the model server's own answer to ``{"instances"}``, errors included."""
+
     @tornado.web.authenticated
     async def post(self, server_id: str) -> None:
         body = self.body(PREDICT_FIELDS)
@@ -244,6 +261,8 @@ class PredictHandler(DeployHandler):
 
 
 class TasksHandler(DeployHandler):
+    """``GET tasks`` and ``POST tasks`` (start a push or a verify in the background)."""
+
     @tornado.web.authenticated
     async def get(self) -> None:
         await self.answer(lambda: {"tasks": [task.to_dict() for task in self.deploy.tasks.list()]})
@@ -269,6 +288,8 @@ class TasksHandler(DeployHandler):
 
 
 class TaskHandler(DeployHandler):
+    """``GET tasks/{id}`` and ``DELETE tasks/{id}`` (cancel it)."""
+
     @tornado.web.authenticated
     async def get(self, task_id: str) -> None:
         await self.answer(lambda: _found("task", self.deploy.tasks.get, task_id).to_dict())
