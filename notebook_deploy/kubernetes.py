@@ -101,6 +101,8 @@ def kubernetes_manifests(
                                {"http1": port}, port, resources, api_keys_secret is not None)
         return _plain([_inference_service(metadata, container, min_replicas, max_replicas, target_cpu_utilization,
                                           api_keys_secret)])
+    if grpc_port is not None and (grpc_port < 1 or grpc_port == port):
+        raise KubernetesError("grpc_port", f"must be a fixed port other than port ({port}), not {grpc_port}")
     ports = {"http": port, **({"grpc": grpc_port} if grpc_port is not None else {})}
     container = _container("server", image, bundle, [{"name": "PORT", "value": str(port)}] + environment, ports,
                            "http", resources, api_keys_secret is not None)

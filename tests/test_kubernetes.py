@@ -235,6 +235,7 @@ def test_the_serve_help_names_the_environment_variables():
     ({"prediction_log": "logs/p.jsonl"}, "prediction_log", "absolute path inside the container"),
     ({"tls_cert": "/etc/cert.pem"}, "tls_cert", "not an option the server reads from its environment"),
     ({"kserve": True, "grpc_port": 8001}, "grpc_port", "one port"),
+    ({"grpc_port": 8000}, "grpc_port", "other than port"),
 ])
 def test_bad_options_are_refused_naming_the_option(forest_bundle, options, option, message):
     with pytest.raises(KubernetesError, match=message) as raised:
