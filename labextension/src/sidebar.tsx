@@ -126,6 +126,7 @@ export class DeploymentsSidebar extends ReactWidget {
               onPredict={(server, method, instances) =>
                 void model.predict(server.id, instances, method)
               }
+              onLogs={(server: IServer) => model.logs(server.id)}
             />
           </section>
         ) : null}

@@ -38,7 +38,8 @@ describe('DeploymentsSidebar', () => {
             ]
           },
           'GET bundles/iris/20261124-0930-ab12cd': irisDetails,
-          'POST servers/4242/predict': { status: 200, body: { predictions: [0] } }
+          'POST servers/4242/predict': { status: 200, body: { predictions: [0] } },
+          'GET servers/4242/logs': { logs: 'INFO:     Uvicorn running on http://127.0.0.1:40123' }
         },
         calls
       ) as any
@@ -107,6 +108,17 @@ describe('DeploymentsSidebar', () => {
       method: 'predict',
       instances: [[5.1, 3.5, 1.4, 0.2]]
     });
+  });
+
+  it("shows a server's log when its log view is opened", async () => {
+    await waitFor(() => sidebar.node.querySelector('.nd-Server details') !== null);
+    const details = sidebar.node.querySelector<HTMLDetailsElement>('.nd-Server details')!;
+    details.open = true;
+    details.dispatchEvent(new Event('toggle'));
+    const log = () => details.querySelector('[aria-label^="Log of"]')!.textContent;
+    await waitFor(() => log() !== 'Loading…');
+    expect(log()).toContain('Uvicorn running');
+    expect(calls.map(c => c.endPoint)).toContain('servers/4242/logs');
   });
 
   it('shows a finished push at 100 %', async () => {

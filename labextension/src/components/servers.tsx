@@ -11,6 +11,8 @@ export interface IServerListProps {
   onStop: (server: IServer) => void;
   onOpenDocs: (server: IServer) => void;
   onPredict: (server: IServer, method: string, instances: unknown[]) => void;
+  /** The server's log (its output), for the log view. */
+  onLogs: (server: IServer) => Promise<string | undefined>;
 }
 
 /** The model servers started from the sidebar: status, URL, and a test request form. */
@@ -58,6 +60,7 @@ function ServerCard(props: IServerListProps & { server: IServer }): JSX.Element 
           Open API docs
         </button>
       </div>
+      <ServerLog server={server} onLogs={props.onLogs} />
       {running ? (
         <TestRequest
           server={server}
@@ -68,6 +71,39 @@ function ServerCard(props: IServerListProps & { server: IServer }): JSX.Element 
         />
       ) : null}
     </li>
+  );
+}
+
+function ServerLog(props: {
+  server: IServer;
+  onLogs: (server: IServer) => Promise<string | undefined>;
+}): JSX.Element {
+  const [log, setLog] = React.useState<string | null>(null);
+  const load = async () => {
+    const text = await props.onLogs(props.server);
+    setLog(text ?? '');
+  };
+  return (
+    <details
+      className="nd-Section"
+      onToggle={event => {
+        if ((event.currentTarget as HTMLDetailsElement).open) {
+          void load();
+        }
+      }}
+    >
+      <summary>Log</summary>
+      <button
+        className="jp-Button jp-mod-styled nd-mod-small"
+        aria-label={`Reload the log of ${props.server.ref}`}
+        onClick={() => void load()}
+      >
+        Reload
+      </button>
+      <pre className="nd-Code" aria-label={`Log of ${props.server.ref}`}>
+        {log === null ? 'Loading…' : log || '(empty)'}
+      </pre>
+    </details>
   );
 }
 

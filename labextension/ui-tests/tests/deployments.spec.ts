@@ -48,6 +48,8 @@ test.describe('Deployments sidebar', () => {
     ]);
     await expect(docs).toHaveURL(/^http:\/\/127\.0\.0\.1:\d+\/docs/);
     await docs.close();
+    await server.locator('summary', { hasText: 'Log' }).click();
+    await expect(server.getByLabel(/^Log of ui-iris:/)).not.toHaveText('Loading…');
 
     // 4. a test request, prefilled from the bundle's sample, answered by the model server
     const body = server.getByLabel('Test request body');
