@@ -426,8 +426,13 @@ export function splitRef(ref: string): [string, string] {
   return colon === -1 ? [ref, 'latest'] : [ref.slice(0, colon), ref.slice(colon + 1)];
 }
 
+/** Newest first: by start time, then by id (ids count up; times are to the second). */
 function sortTasks(tasks: ITask[]): ITask[] {
-  return [...tasks].sort((a, b) => (a.started < b.started ? 1 : a.started > b.started ? -1 : 0));
+  const byId = (a: ITask, b: ITask) =>
+    Number(b.id) - Number(a.id) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+  return [...tasks].sort((a, b) =>
+    a.started < b.started ? 1 : a.started > b.started ? -1 : byId(a, b)
+  );
 }
 
 function sameServers(a: readonly IServer[], b: readonly IServer[]): boolean {

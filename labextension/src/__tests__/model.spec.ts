@@ -219,6 +219,36 @@ describe('DeploymentsModel', () => {
   });
 });
 
+describe('task order', () => {
+  it('lists tasks newest first, by id within the same second', async () => {
+    const calls: ICall[] = [];
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(
+        {
+          'GET bundles': { bundles: [] },
+          'GET servers': { servers: [] },
+          'GET tasks': {
+            tasks: [
+              task({ id: '9', state: 'succeeded' }),
+              task({ id: '10', state: 'failed' }),
+              task({ id: '2', state: 'succeeded', started: '2026-11-24T09:00:00Z' })
+            ]
+          }
+        },
+        calls
+      ) as any
+    );
+    const model = new DeploymentsModel({
+      serverSettings: settings,
+      onError: () => undefined,
+      autoRefresh: false
+    });
+    await model.refresh();
+    expect(model.tasks.map(t => t.id)).toEqual(['10', '9', '2']);
+    model.dispose();
+  });
+});
+
 describe('splitRef', () => {
   it('splits at the last colon; a bare name means latest', () => {
     expect(splitRef('iris:v1')).toEqual(['iris', 'v1']);

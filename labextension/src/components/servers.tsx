@@ -181,7 +181,9 @@ function TestRequest(props: {
             HTTP {props.answer.status}
           </span>
           <pre className="nd-Code" aria-label="Test answer">
-            {compactJson(props.answer.body)}
+            {typeof props.answer.body === 'string'
+              ? props.answer.body
+              : compactJson(props.answer.body)}
           </pre>
         </div>
       ) : null}
