@@ -497,6 +497,62 @@ def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: P
         click.echo(str(path))
 
 
+@cli.command("ray", epilog=f"""\b
+Examples:
+  notebook-deploy ray iris                                    on $RAY_ADDRESS, or a local Ray instance
+  notebook-deploy ray iris --address ray://head:10001 --replicas 2 --num-cpus 0.5
+  notebook-deploy ray iris --autoscale 1:4                    1 to 4 replicas, by requests in flight
+  notebook-deploy ray iris --delete                           remove the application again
+Runs the bundle as a Ray Serve application named after it (--name), served by Ray Serve's proxy
+under /NAME with the API of 'notebook-deploy serve' (http://127.0.0.1:8000/iris/predict ...).
+The application outlives this command: the bundle travels inside its config, so replicas that
+restart or scale up later get it. The cluster's Python needs notebook-deploy and the model's
+requirements ('--pip-from-lock' installs the bundle's pinned requirements in the replicas).
+Python: notebook_deploy.targets.ray.deploy("iris", num_replicas=2).
+{REF_HELP}""")
+@click.argument("ref")
+@click.option("--address", envvar="RAY_ADDRESS", show_envvar=True,
+              help="The Ray cluster [default: a running local instance, else a new one].")
+@click.option("--name", help="The Ray Serve application's name [default: the bundle's name].")
+@click.option("--route-prefix", help="The path it is served under [default: /NAME].")
+@click.option("--replicas", "num_replicas", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Replicas, each with its own copy of the model.")
+@click.option("--autoscale", metavar="MIN:MAX", help="Scale between MIN and MAX replicas instead of --replicas.")
+@click.option("--num-cpus", type=click.FloatRange(min=0), help="CPUs Ray reserves per replica [default: Ray's, 1].")
+@click.option("--http-port", type=click.IntRange(min=1, max=65535),
+              help="The port of Ray Serve's proxy, if this starts Ray Serve [default: 8000].")
+@click.option("--pip-from-lock", is_flag=True, help="Install the bundle's pinned requirements in the replicas.")
+@click.option("--delete", is_flag=True, help="Remove the application named --name (or REF's name) instead.")
+@click.pass_obj
+@_errors_as_messages
+def ray_command(store: Store, ref: str, address: str | None, name: str | None, route_prefix: str | None,
+                num_replicas: int, autoscale: str | None, num_cpus: float | None, http_port: int | None,
+                pip_from_lock: bool, delete: bool) -> None:
+    """Run a bundle as a Ray Serve application, with the same HTTP API as 'serve'."""
+    from .api import load
+    from .targets import ray as ray_target
+
+    if delete:
+        ray_target.connect(address)
+        application = name or load(ref, store).name
+        ray_target.delete(application)
+        click.echo(f"Deleted the Ray Serve application {application}")
+        return
+    autoscaling = None
+    if autoscale is not None:
+        low, colon, high = autoscale.partition(":")
+        if not (colon and low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high)):
+            raise click.BadParameter(f"{autoscale!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:4)",
+                                     param_hint="'--autoscale'")
+        autoscaling = {**ray_target.DEFAULT_AUTOSCALING, "min_replicas": int(low), "max_replicas": int(high)}
+    deployment = ray_target.deploy(
+        ref, name=name, num_replicas=num_replicas, autoscaling=autoscaling, address=address,
+        route_prefix=route_prefix, ray_actor_options=None if num_cpus is None else {"num_cpus": num_cpus},
+        pip_from_lock=pip_from_lock, http_port=http_port, store=store,
+    )
+    click.echo(str(deployment))
+
+
 @cli.group("keys", epilog="""\b
 Examples:
   notebook-deploy keys create --role predict --name dashboard

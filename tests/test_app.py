@@ -125,3 +125,21 @@ def test_openapi_documents_each_method_with_schema_and_example(forest_client, fo
     assert (row["minItems"], row["maxItems"]) == (4, 4)
     assert body["example"] == {"instances": forest_bundle.sample["instances"]}
     assert forest_client.get("/docs").status_code == 200
+
+
+def test_the_fast_lane_answers_below_a_root_path(forest_bundle, iris):
+    """Mounted under a prefix (Ray Serve's route prefix sets ``root_path``), POST /predict still takes
+    the fast lane."""
+    app = nd.create_app(forest_bundle)
+    route, handler = app.fast_lane.routes["/predict"]
+    bodies = []
+
+    async def counted(body: bytes) -> bytes:
+        bodies.append(body)
+        return await handler(body)
+
+    app.fast_lane.routes["/predict"] = (route, counted)
+    with TestClient(app, root_path="/forest") as client:
+        answer = client.post("/forest/predict", json={"instances": iris[0][:2].tolist()})
+    assert answer.json() == {"predictions": forest_bundle.predict(iris[0][:2]).tolist()}
+    assert len(bodies) == 1

@@ -22,6 +22,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.routing import request_response
 
@@ -70,7 +71,10 @@ class FastLane:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> bool:
         """Answer the request and return True, or return False to leave it to the app."""
-        entry = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        # The path below the app's mount point (``root_path``: a Ray Serve route prefix), as routing sees it.
+        entry = self.routes.get(get_route_path(scope))
         if entry is None:
             return False
         declared = dict(scope["headers"]).get(b"content-length")

@@ -19,15 +19,14 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import orjson
 import requests
 
 from .. import display
 from ..api import load
 from ..bundle import Bundle
-from ..errors import InputError, ServeError, ServerStoppedError
-from ..schema import as_rows, dumps
+from ..errors import ServeError, ServerStoppedError
 from ..store import Store
+from .client import BundleClient
 from .runner import PARENT_PID_VARIABLE
 from .settings import ServeSettings
 
@@ -35,21 +34,14 @@ _RUNNING: "weakref.WeakSet[Server]" = weakref.WeakSet()
 _WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() still reads; removed at exit
 
 
-class Server:
+class Server(BundleClient):
     """A running local server for one bundle. Get one from ``notebook_deploy.serve``."""
 
     def __init__(self, bundle: Bundle, process: subprocess.Popen[bytes], url: str, workdir: Path, *,
                  api_key: str | None = None, verify: bool | str | os.PathLike[str] | None = None) -> None:
-        self.bundle = bundle
-        self.url = url
+        super().__init__(bundle, url, api_key=api_key, verify=verify)
         self._process = process
         self._workdir = workdir
-        self._session = requests.Session()
-        if api_key:  # sent with every request of predict and post
-            self._session.headers["Authorization"] = f"Bearer {api_key}"
-        # TLS: the CA or certificate file to trust, or False. Passed per request, because a session's
-        # verify loses to $REQUESTS_CA_BUNDLE (requests#3829).
-        self._verify = None if verify is None else verify if isinstance(verify, bool) else str(verify)
         _RUNNING.add(self)
 
     @property
@@ -77,27 +69,12 @@ class Server:
             "pid": self.pid, "methods": self.bundle.methods,
         }
 
-    def predict(self, data: Any, method: str = "predict", timeout: float = 60) -> Any:
-        """Send ``data`` (rows as for ``Bundle.predict``) over HTTP and decode the answer to the type the
-        model returns (an array, or a DataFrame). A 422 raises ``InputError``, other errors ``ServeError``."""
-        instances = self.bundle.input_schema.encode(as_rows(data))
-        response = self.post(method, {"instances": instances}, timeout=timeout)
-        if response.status_code == 422:
-            raise InputError(response.json()["detail"])
-        if response.status_code != 200:
-            raise ServeError(f"{self.url}/{method} answered {response.status_code}: {_detail(response)}")
-        return self.bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
-
     def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
         """POST ``payload`` as JSON to ``path`` on this server and return the raw response; raises
         ``ServerStoppedError`` when the server has stopped."""
         if not self.running:
             raise ServerStoppedError(f"the server for {self.bundle.ref} has stopped; start it again")
-        return self._session.post(
-            f"{self.url}/{path.lstrip('/')}", data=dumps(payload),
-            headers={"content-type": "application/json"}, timeout=timeout,
-            **({} if self._verify is None else {"verify": self._verify}),
-        )
+        return super().post(path, payload, timeout)
 
     def logs(self) -> str:
         """Everything the server has written to its standard output and error."""
@@ -115,7 +92,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        self._session.close()
+        self.close()
         _RUNNING.discard(self)
 
     def __enter__(self) -> "Server":
@@ -219,13 +196,6 @@ class Servers:
     def list(self) -> list[Server]:
         """Every server started here, oldest first."""
         return list(self._servers.values())
-
-
-def _detail(response: requests.Response) -> str:
-    try:
-        return str(response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:500]
 
 
 @atexit.register

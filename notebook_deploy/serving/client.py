@@ -1,0 +1,62 @@
+"""The HTTP client side of a served bundle: send rows, decode the answer to the model's own types.
+
+Shared by every handle to a running server (the local ``Server``, a Ray Serve deployment), so that each
+answers ``predict`` the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+import requests
+
+from ..bundle import Bundle
+from ..errors import InputError, ServeError
+from ..schema import as_rows, dumps
+
+
+class BundleClient:
+    """Talks to the REST API of ``bundle`` served at ``url``."""
+
+    def __init__(self, bundle: Bundle, url: str, *, api_key: str | None = None,
+                 verify: bool | str | os.PathLike[str] | None = None) -> None:
+        self.bundle = bundle
+        self.url = url
+        self._session = requests.Session()
+        if api_key:  # sent with every request of predict and post
+            self._session.headers["Authorization"] = f"Bearer {api_key}"
+        # TLS: the CA or certificate file to trust, or False. Passed per request, because a session's
+        # verify loses to $REQUESTS_CA_BUNDLE (requests#3829).
+        self._verify = None if verify is None else verify if isinstance(verify, bool) else str(verify)
+
+    def predict(self, data: Any, method: str = "predict", timeout: float = 60) -> Any:
+        """Send ``data`` (rows as for ``Bundle.predict``) over HTTP and decode the answer to the type the
+        model returns (an array, or a DataFrame). A 422 raises ``InputError``, other errors ``ServeError``."""
+        instances = self.bundle.input_schema.encode(as_rows(data))
+        response = self.post(method, {"instances": instances}, timeout=timeout)
+        if response.status_code == 422:
+            raise InputError(response.json()["detail"])
+        if response.status_code != 200:
+            raise ServeError(f"{self.url}/{method} answered {response.status_code}: {_detail(response)}")
+        return self.bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
+
+    def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
+        """POST ``payload`` as JSON to ``path`` on this server and return the raw response."""
+        return self._session.post(
+            f"{self.url}/{path.lstrip('/')}", data=dumps(payload),
+            headers={"content-type": "application/json"}, timeout=timeout,
+            **({} if self._verify is None else {"verify": self._verify}),
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections kept open."""
+        self._session.close()
+
+
+def _detail(response: requests.Response) -> str:
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:500]
