@@ -2,6 +2,10 @@
 
 A model is anything with a ``predict`` method (scikit-learn style) or any callable, which is then served
 as ``predict``. Other public inference methods of the scikit-learn family each get an endpoint of their own.
+A PyTorch module is served as ``predict`` too: rows go in as a tensor (floats in the dtype of the module's
+parameters), the call runs without gradients, and a tensor output comes back as a NumPy array.
+
+Imports nothing at module level: the capture probe loads it before it watches what the model imports.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ INFERENCE_METHODS = (
     "transform",
     "score_samples",
 )
+
+
+def is_torch_module(value: Any) -> bool:
+    """A ``torch.nn.Module``, told without importing torch."""
+    return any(c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(value).__mro__)
 
 
 def available_methods(model: Any) -> list[str]:
@@ -33,6 +42,25 @@ def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
     method = getattr(model, name, None)
     if callable(method):
         return method
+    if name == "predict" and is_torch_module(model):
+        return _torch_call(model)
     if name == "predict" and callable(model):
         return model
     raise AttributeError(f"{type(model).__name__} has no inference method {name!r}")
+
+
+def _torch_call(module: Any) -> Callable[[Any], Any]:
+    import numpy as np
+    import torch
+
+    parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
+
+    def predict(data: Any) -> Any:
+        tensor = torch.as_tensor(np.asarray(data))
+        if parameter is not None:
+            tensor = tensor.to(parameter.device, parameter.dtype if tensor.is_floating_point() else None)
+        with torch.no_grad():
+            output = module(tensor)
+        return output.cpu().numpy() if isinstance(output, torch.Tensor) else output
+
+    return predict

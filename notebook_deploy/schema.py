@@ -279,6 +279,8 @@ def as_rows(sample: Any) -> Any:
         return sample
     if type(sample).__module__.startswith("pandas") and hasattr(sample, "to_numpy"):
         return sample.to_numpy()
+    if type(sample).__module__ == "torch" and hasattr(sample, "detach"):  # a torch.Tensor
+        return sample.detach().cpu().numpy()
     if isinstance(sample, (list, tuple)) and sample and all(isinstance(r, dict) for r in sample):
         import pandas as pd
 
@@ -286,8 +288,8 @@ def as_rows(sample: Any) -> Any:
     if isinstance(sample, (list, tuple)):
         return np.asarray(sample)
     raise InputError(
-        f"cannot use a {type(sample).__name__} as a sample: pass a NumPy array, a pandas DataFrame "
-        "or a list of rows"
+        f"cannot use a {type(sample).__name__} as a sample: pass a NumPy array, a pandas DataFrame, "
+        "a torch tensor or a list of rows"
     )
 
 

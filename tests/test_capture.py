@@ -223,3 +223,22 @@ def test_float_values_the_model_refuses_are_found_at_capture_and_refused_with_42
         row = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"][
             "application/json"]["schema"]["properties"]["instances"]["items"]
         assert row["items"] == {"type": "number"}
+
+
+def test_a_torch_module_is_served_as_predict_on_tensors(store):
+    torch = pytest.importorskip("torch")
+    from fastapi.testclient import TestClient
+
+    from notebook_deploy.jupyter.panel import looks_like_model
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    rows = np.random.default_rng(0).normal(size=(6, 4))  # float64: sent to the float32 module as float32
+    bundle = nd.capture(net, name="net", sample=torch.from_numpy(rows), store=store)
+    assert bundle.methods == ["predict"] and looks_like_model(net)
+    assert _lock(bundle)["torch"] == metadata.version("torch")
+    expected = net(torch.from_numpy(rows).float()).detach().numpy()
+    np.testing.assert_allclose(bundle.predict(rows), expected, rtol=1e-6)
+    with TestClient(nd.create_app(bundle)) as client:
+        answer = client.post("/predict", json={"instances": rows.tolist()})
+    np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-6)

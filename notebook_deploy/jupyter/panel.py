@@ -24,7 +24,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
-from ..methods import INFERENCE_METHODS
+from ..methods import INFERENCE_METHODS, is_torch_module
 from ..schema import _is_dataframe
 from ..serving.process import Server, Servers
 from ..store import Store, name_from
@@ -51,7 +51,7 @@ def looks_like_model(value: Any) -> bool:
             return True
     except Exception:  # noqa: BLE001 - an object whose attributes fail to resolve is no model
         return False
-    return any(c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(value).__mro__)
+    return is_torch_module(value)
 
 
 class DeployPanel(widgets.VBox):
