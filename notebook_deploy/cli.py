@@ -499,7 +499,8 @@ def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: P
 
 @cli.command("ray", epilog=f"""\b
 Examples:
-  notebook-deploy ray iris                                    on $RAY_ADDRESS, or a local Ray instance
+  ray start --head                                            a Ray instance on this machine, then:
+  notebook-deploy ray iris                                    on it (or on $RAY_ADDRESS)
   notebook-deploy ray iris --address ray://head:10001 --replicas 2 --num-cpus 0.5
   notebook-deploy ray iris --autoscale 1:4                    1 to 4 replicas, by requests in flight
   notebook-deploy ray iris --delete                           remove the application again
@@ -511,8 +512,8 @@ requirements ('--pip-from-lock' installs the bundle's pinned requirements in the
 Python: notebook_deploy.targets.ray.deploy("iris", num_replicas=2).
 {REF_HELP}""")
 @click.argument("ref")
-@click.option("--address", envvar="RAY_ADDRESS", show_envvar=True,
-              help="The Ray cluster [default: a running local instance, else a new one].")
+@click.option("--address", envvar="RAY_ADDRESS", show_envvar=True, default="auto", show_default=True,
+              help="The Ray cluster; auto: the one running on this machine ('ray start --head').")
 @click.option("--name", help="The Ray Serve application's name [default: the bundle's name].")
 @click.option("--route-prefix", help="The path it is served under [default: /NAME].")
 @click.option("--replicas", "num_replicas", default=1, show_default=True, type=click.IntRange(min=1),
@@ -525,7 +526,7 @@ Python: notebook_deploy.targets.ray.deploy("iris", num_replicas=2).
 @click.option("--delete", is_flag=True, help="Remove the application named --name (or REF's name) instead.")
 @click.pass_obj
 @_errors_as_messages
-def ray_command(store: Store, ref: str, address: str | None, name: str | None, route_prefix: str | None,
+def ray_command(store: Store, ref: str, address: str, name: str | None, route_prefix: str | None,
                 num_replicas: int, autoscale: str | None, num_cpus: float | None, http_port: int | None,
                 pip_from_lock: bool, delete: bool) -> None:
     """Run a bundle as a Ray Serve application, with the same HTTP API as 'serve'."""

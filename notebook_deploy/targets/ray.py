@@ -211,8 +211,14 @@ def connect(address: str | None = None) -> None:
     instance, else a new local one), unless it is connected already."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as error:
+        raise ServeError(f"no Ray cluster answers at {address}: {str(error).rstrip('.')}. Start one with 'ray start --head', "
+                         "or give its address (address=, --address or $RAY_ADDRESS)") from None
 
 
 def delete(name: str) -> None:
