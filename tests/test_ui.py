@@ -34,10 +34,12 @@ SIDEBAR_SHOTS = [
     "01-sidebar-bundle.png",
     "02-endpoint-running.png",
     "03-test-answer.png",
-    "04-push-progress.png",
-    "05-push-succeeded.png",
-    "07-verify.png",
-    "08-running-sidebar.png",
+    "04-push-refused.png",
+    "05-push-progress.png",
+    "06-push-succeeded.png",
+    "07-tag-moved.png",
+    "08-verify.png",
+    "09-running-sidebar.png",
 ]
 
 pytestmark = pytest.mark.integration

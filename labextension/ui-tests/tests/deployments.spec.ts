@@ -21,7 +21,9 @@ test.describe('Deployments sidebar', () => {
     await expect(output).toContainText('captured ui-iris:', { timeout: 120 * 1000 });
 
     // 2. the sidebar lists the bundle
-    await page.sidebar.openTab('notebook-deploy-sidebar');
+    // through its palette command, as a user would from the command palette
+    await page.evaluate(() => (window as any).jupyterapp.commands.execute('notebook-deploy:open'));
+    expect(await page.sidebar.isTabOpen('notebook-deploy-sidebar')).toBe(true);
     const sidebar = page.locator('#notebook-deploy-sidebar');
     await expect(sidebar).toBeVisible();
     await page.sidebar.setWidth(420, 'left'); // room for the screenshots
@@ -48,8 +50,10 @@ test.describe('Deployments sidebar', () => {
     ]);
     await expect(docs).toHaveURL(/^http:\/\/127\.0\.0\.1:\d+\/docs/);
     await docs.close();
-    await server.locator('summary', { hasText: 'Log' }).click();
-    await expect(server.getByLabel(/^Log of ui-iris:/)).not.toHaveText('Loading…');
+    const log = server.locator('summary', { hasText: 'Log' });
+    await log.click();
+    await expect(server.getByLabel(/^Log of ui-iris:/)).toContainText('Serving ui-iris:');
+    await log.click(); // closed again, to keep the screenshots short
 
     // 4. a test request, prefilled from the bundle's sample, answered by the model server
     const body = server.getByLabel('Test request body');
@@ -60,9 +64,18 @@ test.describe('Deployments sidebar', () => {
     await expect(server.locator('.nd-Answer .nd-Badge')).toHaveText('HTTP 200');
     await screenshot(page, testInfo, '03-test-answer', answer);
 
-    // 5. push its image to the registry: progress per layer, then 100 % and succeeded
+    // 5. a malformed image reference: the server refuses it (400) and its message is shown
     await details.getByRole('button', { name: /^Push ui-iris:/ }).click();
     const dialog = page.locator('.jp-Dialog');
+    await dialog.getByLabel('Image reference').fill('Not A/valid ref');
+    await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+    const toast = page.locator('.Toastify__toast', { hasText: 'is not a valid repository name' });
+    await expect(toast).toBeVisible();
+    await page.waitForTimeout(1000); // the toast slides in
+    await screenshot(page, testInfo, '04-push-refused');
+
+    // 6. push its image to the registry: progress per layer, then 100 % and succeeded
+    await details.getByRole('button', { name: /^Push ui-iris:/ }).click();
     await dialog.getByLabel('Image reference').fill(`${registry}/ui-iris:v1`);
     await dialog.getByLabel('Backend').selectOption('daemonless');
     await dialog.getByLabel('Base image').fill(base);
@@ -70,32 +83,33 @@ test.describe('Deployments sidebar', () => {
     const task = sidebar.locator('.nd-Task').first();
     await expect(task).toContainText(`${registry}/ui-iris:v1`);
     await expect(task.locator('.nd-Layer').first()).toBeVisible({ timeout: 240 * 1000 });
-    await screenshot(page, testInfo, '04-push-progress', task);
+    await screenshot(page, testInfo, '05-push-progress', task);
     await expect(task).toHaveAttribute('data-state', 'succeeded', { timeout: 240 * 1000 });
     await expect(task.getByRole('progressbar').first()).toHaveAttribute('aria-valuenow', '100');
     await expect(task.locator('.nd-Progress-text').first()).toHaveText('100%');
     await expect(task.getByLabel('Pushed image')).toContainText('sha256:');
-    await screenshot(page, testInfo, '05-push-succeeded', task);
+    await screenshot(page, testInfo, '06-push-succeeded', task);
 
-    // 6. move a tag to this version (a rollback, when it is an older one)
+    // 7. move a tag to this version (a rollback, when it is an older one)
     await details.getByRole('button', { name: /^Move a tag of ui-iris:/ }).click();
     await dialog.getByLabel('Tag', { exact: true }).fill('prod');
     await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
     await expect(version.locator('.nd-Tag', { hasText: 'prod' })).toBeVisible();
+    await screenshot(page, testInfo, '07-tag-moved', version);
 
-    // 7. verify it as a task: it ends, and shows its outcome (a verdict, or why it could not replay)
+    // 8. verify it as a task: it ends, and shows its outcome (a verdict, or why it could not replay)
     await details.getByRole('button', { name: /^Verify ui-iris:/ }).click();
     const verify = sidebar.locator('.nd-Task', { hasText: 'Verify ui-iris:' }).first();
     await expect(verify).toHaveAttribute('data-state', /succeeded|failed/, { timeout: 120 * 1000 });
     await expect(verify.locator('[aria-label="Verification"], [aria-label="Task error"]')).toBeVisible();
-    await screenshot(page, testInfo, '07-verify', verify);
+    await screenshot(page, testInfo, '08-verify', verify);
 
-    // 8. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
+    // 9. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
     await page.sidebar.openTab('jp-running-sessions');
     const running = page.locator('#jp-running-sessions');
     await expect(running).toContainText('Model servers');
     await expect(running.locator('.nd-RunningItem')).toContainText('ui-iris:');
-    await screenshot(page, testInfo, '08-running-sidebar');
+    await screenshot(page, testInfo, '09-running-sidebar');
     await page.sidebar.openTab('notebook-deploy-sidebar');
     await server.getByRole('button', { name: /^Stop ui-iris:/ }).click();
     await expect(server.getByLabel('Server status')).toHaveText('stopped', { timeout: 30 * 1000 });
