@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 import notebook_deploy as nd
 from models import FragileModel
 from registries import free_port
+from venvs import tool_venv
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2 as pb
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -354,11 +354,7 @@ def test_the_generated_descriptor_is_the_proto_file():
 def test_regenerating_the_stubs_gives_the_committed_files(tmp_path):
     """Runs protoc of grpcio-tools 1.63.0 (see oip_grpc's docstring) from a cached venv of its own: its
     protobuf pin (<6) does not fit beside tritonclient's in the test environment."""
-    tools = Path.home() / ".cache" / "notebook-deploy-tests" / "grpcio-tools-1.63.0"
-    python = tools / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "grpcio-tools==1.63.0"], check=True)
+    python = tool_venv("grpcio-tools-1.63.0", "grpcio-tools==1.63.0") / "bin" / "python"
     root = PROTOCOLS.parents[2]
     proto = "notebook_deploy/serving/protocols/grpc_predict_v2.proto"
     subprocess.run([str(python), "-m", "grpc_tools.protoc", f"-I{root}", f"--python_out={tmp_path}",

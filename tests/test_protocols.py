@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from venvs import tool_venv
 
 import notebook_deploy as nd
 
@@ -121,13 +120,8 @@ print(json.dumps({"version": client.get_version(),
 def test_mlflows_own_scoring_client_gets_the_in_process_predictions(pipeline_bundle, pipeline, customers, tmp_path):
     """MLflow's ScoringServerClient, from mlflow-skinny in a venv of its own (cached): MLflow's pins do not
     fit beside the test environment's."""
-    venv = Path.home() / ".cache" / "notebook-deploy-tests" / "mlflow-skinny-3"
-    python, installed = venv / "bin" / "python", venv / "installed.txt"
-    requirements = ["mlflow-skinny>=3,<4", "pandas", "scipy"]  # the client's dump_input_data imports scipy
-    if not installed.exists() or installed.read_text() != " ".join(requirements):
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
-        installed.write_text(" ".join(requirements))
+    # the client's dump_input_data imports scipy
+    python = tool_venv("mlflow-skinny-3", "mlflow-skinny>=3,<4", "pandas", "scipy") / "bin" / "python"
     frame = customers[0].head(8)
     script = tmp_path / "client.py"
     script.write_text(MLFLOW_CLIENT)
