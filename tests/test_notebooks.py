@@ -101,6 +101,15 @@ def test_the_pandas_recipe_leaves_exploration_out(kernel, workspace):
     assert 'pd.read_csv("data/customers.csv")' in sources and "churn_model.fit" in sources
     assert bundle.manifest["recipe"]["files"][0]["path"] == "data/customers.csv"
     assert "sample: the first 5 rows of X_train" in output
+    assert "loaded at execution" not in output  # the notebook loads the extension in its first cell
+
+
+def test_loading_the_extension_late_is_named_in_a_warning(kernel, workspace):
+    kernel.run("import numpy as np\nfrom sklearn.linear_model import LinearRegression")
+    kernel.run("X = np.arange(10.0).reshape(5, 2); model = LinearRegression().fit(X, X[:, 0])")
+    kernel.run("%load_ext notebook_deploy")
+    output = kernel.run("%deploy model --name late --sample X")
+    assert "notebook_deploy was loaded at execution 3" in output
 
 
 def test_out_of_order_refit_is_what_the_recipe_rebuilds(kernel, workspace):

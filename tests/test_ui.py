@@ -30,7 +30,7 @@ UI_TESTS = LABEXTENSION / "ui-tests"
 OUTPUT = ROOT / "test-output" / "ui-tests"
 CHROMIUM = "/usr/bin/chromium"
 PNG = b"\x89PNG\r\n\x1a\n"
-SIDEBAR_SHOTS = [
+SCREENSHOTS = [
     "01-sidebar-bundle.png",
     "02-endpoint-running.png",
     "03-test-answer.png",
@@ -40,6 +40,9 @@ SIDEBAR_SHOTS = [
     "07-tag-moved.png",
     "08-verify.png",
     "09-running-sidebar.png",
+    "01-panel.png",
+    "02-panel-captured.png",
+    "03-panel-answered.png",
 ]
 
 pytestmark = pytest.mark.integration
@@ -106,7 +109,7 @@ def test_galata_ui_tests(tmp_path):
                                     f"--- JupyterLab's log (tail) ---\n{server_log[-4000:]}")
     assert re.search(r"\b[1-9]\d* passed\b", report), report[-4000:]
     shots = {path.name: path for path in OUTPUT.rglob("*.png")}
-    for name in SIDEBAR_SHOTS:
+    for name in SCREENSHOTS:
         assert name in shots, f"no screenshot {name} under {OUTPUT}: {sorted(shots)}"
         data = shots[name].read_bytes()
         assert len(data) > 1000 and data.startswith(PNG), f"{shots[name]} is not a PNG"

@@ -34,7 +34,9 @@ class SessionRecorder:
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.first_count = shell.execution_count
+        # The running cell's number: its input is already in the history. (``shell.execution_count`` is
+        # one more than that during a cell under ipykernel 7, and equal to it under older kernels.)
+        self.first_count = len(shell.history_manager.input_hist_raw) - 1
         self.workdir = os.getcwd()
         self.failed: set[int] = set()
         self.file_hashes: dict[str, str] = {}

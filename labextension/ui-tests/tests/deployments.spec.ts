@@ -15,10 +15,11 @@ test.describe('Deployments sidebar', () => {
     test.skip(!registry, 'set ND_UI_REGISTRY to a registry address (host:port, plain http)');
     test.setTimeout(6 * 60 * 1000);
 
-    // 1. a notebook trains and captures "ui-iris" in the real kernel
+    // 1. a notebook trains and captures "ui-iris" with %deploy in the real kernel (with its recipe)
     await runNotebook(page, tmpPath, 'ui-iris.ipynb');
     const output = page.locator('.jp-OutputArea-output').last();
-    await expect(output).toContainText('captured ui-iris:', { timeout: 120 * 1000 });
+    await expect(output).toContainText('Captured ui-iris:', { timeout: 120 * 1000 });
+    await expect(output).toContainText('recipe');
 
     // 2. the sidebar lists the bundle
     // through its palette command, as a user would from the command palette
@@ -97,11 +98,11 @@ test.describe('Deployments sidebar', () => {
     await expect(version.locator('.nd-Tag', { hasText: 'prod' })).toBeVisible();
     await screenshot(page, testInfo, '07-tag-moved', version);
 
-    // 8. verify it as a task: it ends, and shows its outcome (a verdict, or why it could not replay)
+    // 8. verify it as a task: %deploy kept the recipe, which replays in a fresh kernel to the same outputs
     await details.getByRole('button', { name: /^Verify ui-iris:/ }).click();
     const verify = sidebar.locator('.nd-Task', { hasText: 'Verify ui-iris:' }).first();
     await expect(verify).toHaveAttribute('data-state', /succeeded|failed/, { timeout: 120 * 1000 });
-    await expect(verify.locator('[aria-label="Verification"], [aria-label="Task error"]')).toBeVisible();
+    await expect(verify.locator('[aria-label="Verification"]')).toContainText('the rebuilt model gives the stored outputs');
     await screenshot(page, testInfo, '08-verify', verify);
 
     // 9. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
