@@ -95,11 +95,7 @@ CHECKS: dict[str, Callable[[str, nd.Store, Any], None]] = {
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.skip(reason=f"run top to bottom by {RUN_ELSEWHERE[name]}"))
-    if name in RUN_ELSEWHERE else name
-    for name in NOTEBOOKS
-])
+@pytest.mark.parametrize("name", [name for name in NOTEBOOKS if name not in RUN_ELSEWHERE])
 def test_example_notebook_runs_top_to_bottom(name, tmp_path, request):
     env = {"NOTEBOOK_DEPLOY_HOME": str(tmp_path / "store")}
     registry = None
