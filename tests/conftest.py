@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +88,26 @@ def engine(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("engine")
     with Registry("none", workdir / "registry") as registry, DockerDaemon() as docker:
         yield registry, docker, push_python_base(registry.host)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """For tests that deploy to Ray Serve: a local Ray instance with Ray Serve's proxy on a free port;
+    yields the cluster's address. Its CPUs are logical slots (four, for the replicas of three
+    applications), not the machine's cores."""
+    import ray
+    from ray import serve
+    from registries import free_port
+
+    # Ray's socket paths must stay short: a folder of its own directly under /tmp
+    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as temp_dir:
+        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -6,33 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
 import requests
-from registries import free_port
 
 from notebook_deploy.errors import InputError, ServeError
 from notebook_deploy.targets import ray as nd_ray
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A local Ray instance with Ray Serve's proxy on a free port; yields the cluster's address. Its CPUs
-    are logical slots (four, for the replicas of three applications), not the machine's cores."""
-    import ray
-    from ray import serve
-
-    # Ray's socket paths must stay short: a folder of its own directly under /tmp
-    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as temp_dir:
-        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-        try:
-            yield ray.get_runtime_context().gcs_address
-        finally:
-            serve.shutdown()
-            ray.shutdown()
 
 
 @pytest.fixture(scope="module")
