@@ -10,6 +10,7 @@ handler each, in the body shape of the protocol whose route was called.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import inspect
@@ -165,6 +166,32 @@ class ServedModel:
         )
         if fast is not None and not dependencies:
             self.fast[path] = (self.app.router.routes[-1], fast)  # type: ignore[assignment]
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run ``job`` every ``seconds`` while the app runs, on its event loop; a failing run is logged
+        (as ``what`` failed) and the next one runs as planned."""
+        task: asyncio.Task[None] | None = None
+
+        async def repeat() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except Exception:  # noqa: BLE001 - a background job must never stop serving
+                    log.exception("%s failed", what)
+
+        async def start() -> None:
+            nonlocal task
+            task = asyncio.get_running_loop().create_task(repeat())
+
+        async def stop() -> None:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        self.startup.append(start)
+        self.shutdown.append(stop)
 
 
 def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **options: Any) -> FastAPI:

@@ -17,9 +17,7 @@ dominate the maximum with noise.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import logging
 import os
 import queue
@@ -66,8 +64,7 @@ def install_monitoring(served: "ServedModel", metrics: "Metrics") -> None:
     if monitor is not None:
         served.predictor.observers.append(monitor.observe)
         metrics.before_exposition.append(monitor.report)
-        served.startup.append(monitor.start)
-        served.shutdown.append(monitor.stop)
+        served.every(REFRESH_SECONDS, lambda: run_in_threadpool(monitor.report), "computing drift statistics")
     _add_route(served, monitor)
     settings = served.settings
     if settings.prediction_log and settings.prediction_log_sample > 0:
@@ -137,7 +134,6 @@ class DriftMonitor:
         self._compute = threading.Lock()
         self._changes = 0
         self._report: tuple[int, dict[str, Any]] | None = None
-        self._task: asyncio.Task[None] | None = None
         labels = ["model", "version", "feature"]
         model = {"model": self.bundle.name, "version": self.bundle.version}
         self._model = model
@@ -243,26 +239,6 @@ class DriftMonitor:
                 if entry["ks"] is not None:
                     self.ks_gauge.labels(**labels).set(entry["ks"])
                 self.detected_gauge.labels(**labels).set(1 if entry["drifted"] else 0)
-
-    # -- the background refresh -------------------------------------------------------------------
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._refresh())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_SECONDS)
-            try:
-                await run_in_threadpool(self.report)
-            except Exception:  # noqa: BLE001 - monitoring must never stop serving
-                log.exception("computing drift statistics failed")
-
 
 def _add_route(served: "ServedModel", monitor: DriftMonitor | None) -> None:
     async def monitor_drift() -> Response:

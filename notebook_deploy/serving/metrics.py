@@ -7,9 +7,7 @@ prometheus_client's multiprocess mode does; gauges of live values are summed ove
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import contextlib
 import logging
 import os
 import time
@@ -76,9 +74,9 @@ class Metrics:
         self._counts: defaultdict[tuple[str, int], int] = defaultdict(int)
         self._durations: defaultdict[str, list[float]] = defaultdict(list)
         self._unflushed = 0
-        self._task: asyncio.Task[None] | None = None
-        served.startup.append(self.start)
-        served.shutdown.append(self.stop)
+        # Flushed once a second, so that other workers' /metrics see this one's counts, and at the end.
+        served.every(FLUSH_SECONDS, self._flush_job, "flushing metrics")
+        served.shutdown.append(self._flush_job)
         served.predictor.batch_observers.append(
             lambda method, rows: self.batch_size.labels(**model, method=method).observe(rows)
         )
@@ -129,23 +127,8 @@ class Metrics:
         for endpoint, seconds in durations.items():
             _observe_all(self.latency.labels(**self._model, endpoint=endpoint), seconds)
 
-    async def start(self) -> None:
-        """Flush once a second from now on, so that other workers' ``/metrics`` see this one's counts."""
-        self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
-
-    async def stop(self) -> None:
-        """Stop flushing periodically, and flush what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def _flush_job(self) -> None:
         self.flush()
-
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            self.flush()
 
     def add_routes(self) -> None:
         async def metrics() -> Response:
