@@ -281,7 +281,7 @@ class Sandbox:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if requests.get(url, timeout=2, verify=False).json() == {"status": "ok"}:
+                if requests.get(url, timeout=2, verify=str(self.work / "cert.pem")).json() == {"status": "ok"}:
                     return
             except requests.RequestException:
                 time.sleep(0.2)
