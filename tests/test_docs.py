@@ -93,7 +93,8 @@ def doc_blocks(path: Path) -> list[list[Command]]:
             continue
         commands = blocks[-1]
         if fence == "console" and not line.startswith("$ "):
-            commands[-1].expected.append(line.strip())
+            if commands:
+                commands[-1].expected.append(line.strip())
             continue
         if fence != "console" and line.startswith("#"):
             if commands:  # a comment line after a command shows its output
@@ -119,7 +120,7 @@ def problem(command: Command) -> str | None:
     if re.search(r"\s\[-", command.text):
         return (f"{where} is a synopsis ([--option]), not a command: show a runnable command and name the "
                 "options in the prose")
-    if not command.text.startswith(RUNNABLE):
+    if not all(part.startswith(RUNNABLE) for part in re.split(r"\s*(?:\|\|?|&&|;)\s*", command.text)):
         return (f"{where}: tests/test_docs.py cannot run it; make it runnable in the sandbox or add it to "
                 "NOT_RUN with the reason")
     return None
@@ -171,11 +172,14 @@ def test_every_doc_command_is_run_or_listed_with_a_reason():
 def test_a_new_command_or_a_synopsis_fails_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "doc.md").write_text("```bash\nkubectl apply -f k8s\n# deployment created\n"
-                                     "notebook-deploy verify churn [--fresh-env]\n```\n```python\nx = 1\n```\n")
-    [[kubectl, synopsis]] = doc_blocks(tmp_path / "doc.md")
-    assert kubectl.expected == ["deployment created"]
-    assert "add it to NOT_RUN with the reason" in problem(kubectl)
-    assert "is a synopsis" in problem(synopsis)
+                                     "notebook-deploy verify churn [--fresh-env]\n"
+                                     "notebook-deploy k8s churn --image host/churn:1 | \\\n  kubectl apply -f -\n"
+                                     "```\n```python\nx = 1\n```\n```console\n$ notebook-deploy list\nNAME\n```\n")
+    [[kubectl, synopsis, pipe], [listing]] = doc_blocks(tmp_path / "doc.md")
+    assert kubectl.expected == ["deployment created"] and listing.expected == ["NAME"]
+    assert pipe.text == "notebook-deploy k8s churn --image host/churn:1 | kubectl apply -f -"
+    assert "add it to NOT_RUN with the reason" in problem(kubectl) and "NOT_RUN" in problem(pipe)
+    assert "is a synopsis" in problem(synopsis) and problem(listing) is None
 
 
 # --- the sandbox ------------------------------------------------------------------------------------------
