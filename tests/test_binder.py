@@ -73,14 +73,21 @@ def test_the_binder_files_follow_repo2dockers_conventions():
     assert "set -euo pipefail" in post_build and 'pip install ".[examples]"' in post_build
 
 
-def test_the_lab_extension_is_enabled(binder):
-    _, env = binder
-    assert re.search(r"notebook-deploy v\S+ enabled\s+OK", jupyter(env, "labextension", "list"))
+@pytest.fixture(params=["binder", "project"])
+def installed(request) -> dict[str, str]:
+    """The environment of an install: the Binder venv, or this project's venv, which the README's test
+    command installed (``pip install -e ".[test]"``)."""
+    if request.param == "binder":
+        return request.getfixturevalue("binder")[1]
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def test_the_server_extension_is_enabled(binder):
-    _, env = binder
-    listed = jupyter(env, "server", "extension", "list")
+def test_the_lab_extension_is_enabled(installed):
+    assert re.search(r"notebook-deploy v\S+ enabled\s+OK", jupyter(installed, "labextension", "list"))
+
+
+def test_the_server_extension_is_enabled(installed):
+    listed = jupyter(installed, "server", "extension", "list")
     assert re.search(r"notebook_deploy\.jupyter\.server\s+enabled", listed), listed
     assert re.search(r"notebook_deploy\.jupyter\.server \S+ OK", listed), listed
 
