@@ -26,8 +26,8 @@ _EXPORTS = {
     "create_app": ".serving.app",
     "ServeSettings": ".serving.settings",
     "slice_cells": ".capturing.slicing",
-    "verify": ".verify",
-    "Verification": ".verify",
+    "verify": ".verification",
+    "Verification": ".verification",
     "deploy_notebook": ".jupyter.headless",
     "panel": ".jupyter.panel",
     "push": ".image.publish",
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from .jupyter.panel import panel
     from .kubernetes import kubernetes_manifests
     from .store import Store
-    from .verify import Verification, verify
+    from .verification import Verification, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -175,7 +175,7 @@ class Bundle:
     def verify(self, **options: Any) -> Any:
         """Rebuild the model from the bundle's recipe in a fresh kernel and compare its outputs with the
         stored ones; see ``notebook_deploy.verify`` for the options. Returns a ``Verification``."""
-        from .verify import verify
+        from .verification import verify
 
         return verify(self, **options)
 

@@ -355,7 +355,7 @@ Exit status 0 when the rebuilt model gives the stored outputs, 1 when it does no
 @_errors_as_messages
 def verify(store: Store, ref: str, fresh_env: bool, data_dir: str | None) -> None:
     """Rebuild a bundle's model from its recipe and compare it with the captured one."""
-    from .verify import verify as run_verify
+    from .verification import verify as run_verify
 
     report = run_verify(ref, fresh_env=fresh_env, data_dir=data_dir, store=store,
                         progress=lambda message: click.echo(f"... {message}", err=True))

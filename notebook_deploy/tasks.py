@@ -152,7 +152,7 @@ class Tasks:
 
     def verify(self, ref: str, *, watch: Callable[[Task], None] | None = None, **options: Any) -> Task:
         """Replay bundle ``ref``'s recipe in a fresh kernel in the background (see ``notebook_deploy.verify``)."""
-        from .verify import verify
+        from .verification import verify
 
         def work(task: Task) -> tuple[Any, str]:
             result = verify(ref, store=self.store, progress=task.report, **options)

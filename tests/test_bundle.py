@@ -412,3 +412,17 @@ def test_bundles_compare_by_ref_and_path(captured, copy):
     same = nd.Bundle.open(captured.path)
     assert same == captured and hash(same) == hash(captured)
     assert nd.Bundle.open(copy) != captured
+
+
+def test_every_lazy_export_is_what_it_names_even_after_its_module_was_imported():
+    # A submodule imported before the name is looked up becomes an attribute of the package: an export
+    # named like its module (nd.verify from notebook_deploy.verify) then turned into the module.
+    script = (
+        "import importlib, inspect, notebook_deploy as nd\n"
+        "for module in set(nd._EXPORTS.values()):\n"
+        "    importlib.import_module(module, 'notebook_deploy')\n"
+        "print(sorted(n for n in nd._EXPORTS if inspect.ismodule(getattr(nd, n))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
