@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
 from registries import Service
 
 from notebook_deploy.image.layers import OCI_LAYER, HashingWriter
@@ -206,6 +207,20 @@ class DockerDaemon(Service):
             raise RuntimeError(f"docker {' '.join(args)} exited with {result.returncode}:\n"
                                f"{result.stdout}{result.stderr}")
         return result
+
+    def wait_until_answers(self, container: str, url: str, timeout: float = 120) -> None:
+        """Wait until GET ``url`` answers 200; after ``timeout`` seconds fail with ``container``'s logs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                logs = self.docker("logs", container, check=False)
+                raise AssertionError(f"the container never became ready:\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """SIGTERM dockerd (it stops its containers and containerd), SIGKILL its group if it hangs; remove the folder."""

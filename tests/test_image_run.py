@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -27,17 +26,8 @@ def _serve(docker: DockerDaemon, image: str) -> tuple[str, str]:
     name = f"nd-test-{port}"
     docker.docker("run", "-d", "--rm", "--name", name, "--network", "host", "-e", f"PORT={port}", image)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return name, url
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            logs = docker.docker("logs", name, check=False)
-            raise AssertionError(f"the container never became ready:\n{logs.stdout}{logs.stderr}")
-        time.sleep(0.5)
+    docker.wait_until_answers(name, f"{url}/readyz")
+    return name, url
 
 
 def test_a_pushed_image_serves_the_in_process_predictions(engine, forest_bundle, iris, tmp_path):

@@ -342,20 +342,6 @@ def probe_url(container: dict[str, Any], probe: str) -> str:
     return f"http://127.0.0.1:{port}{action['path']}"
 
 
-def wait_until_ready(docker, name: str, url: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            logs = docker.docker("logs", name, check=False)
-            raise AssertionError(f"the container never became ready:\n{logs.stdout}{logs.stderr}")
-        time.sleep(0.5)
-
-
 @pytest.mark.integration
 def test_a_container_run_as_the_deployment_says_answers_its_probes(forest_image, forest_bundle, iris):
     docker, image = forest_image
@@ -363,7 +349,7 @@ def test_a_container_run_as_the_deployment_says_answers_its_probes(forest_image,
     (container,) = containers(deployment)
     name = run_as_the_pod_would(docker, image, deployment, {})
     try:
-        wait_until_ready(docker, name, probe_url(container, "readinessProbe"))
+        docker.wait_until_answers(name, probe_url(container, "readinessProbe"))
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert requests.get(probe_url(container, probe), timeout=5).status_code == 200, probe
         base = probe_url(container, "livenessProbe").removesuffix("/healthz")
@@ -394,7 +380,7 @@ def test_a_container_with_the_keys_secret_requires_keys_but_not_on_probes(forest
     secret.chmod(0o755)
     name = run_as_the_pod_would(docker, image, manifest, {"forest-keys": secret})
     try:
-        wait_until_ready(docker, name, probe_url(container, "readinessProbe"))
+        docker.wait_until_answers(name, probe_url(container, "readinessProbe"))
         assert requests.get(probe_url(container, "livenessProbe"), timeout=5).status_code == 200
         base = probe_url(container, "livenessProbe").removesuffix("/healthz")
         rows = {"instances": iris[0][:2].tolist()}
