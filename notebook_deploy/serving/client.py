@@ -12,13 +12,17 @@ from typing import Any
 import orjson
 import requests
 
+from .. import display
 from ..bundle import Bundle
 from ..errors import InputError, ServeError
 from ..schema import as_rows, dumps
 
 
 class BundleClient:
-    """Talks to the REST API of ``bundle`` served at ``url``."""
+    """Talks to the REST API of ``bundle`` served at ``url``. A handle names itself with ``title`` and
+    describes itself with ``_summary()`` rows, shown as text and, in notebooks, as a table."""
+
+    title = "Server for"
 
     def __init__(self, bundle: Bundle, url: str, *, api_key: str | None = None,
                  verify: bool | str | os.PathLike[str] | None = None) -> None:
@@ -49,6 +53,20 @@ class BundleClient:
             headers={"content-type": "application/json"}, timeout=timeout,
             **({} if self._verify is None else {"verify": self._verify}),
         )
+
+    @property
+    def docs_url(self) -> str:
+        return f"{self.url}/docs"
+
+    def _summary(self) -> list[tuple[str, str]]:
+        return [("url", self.url), ("docs", self.docs_url)]
+
+    def __str__(self) -> str:
+        return display.text_table(f"{self.title} {self.bundle.ref}", self._summary())
+
+    def _repr_html_(self) -> str:
+        link = f"<p><a href='{self.docs_url}' target='_blank'>Open the API docs</a></p>"
+        return display.html_table(f"{self.title} {self.bundle.ref}", self._summary()) + link
 
     def close(self) -> None:
         """Close the HTTP connections kept open."""

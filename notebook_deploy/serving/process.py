@@ -21,7 +21,6 @@ from typing import Any
 
 import requests
 
-from .. import display
 from ..api import load
 from ..bundle import Bundle
 from ..errors import ServeError, ServerStoppedError
@@ -51,10 +50,6 @@ class Server(BundleClient):
     @property
     def running(self) -> bool:
         return self._process.poll() is None
-
-    @property
-    def docs_url(self) -> str:
-        return f"{self.url}/docs"
 
     @property
     def id(self) -> str:
@@ -103,8 +98,7 @@ class Server(BundleClient):
 
     def _summary(self) -> list[tuple[str, str]]:
         return [
-            ("url", self.url),
-            ("docs", self.docs_url),
+            *super()._summary(),
             ("status", "running" if self.running else f"stopped (exit code {self._process.returncode})"),
             ("methods", ", ".join(f"POST /{m}" for m in self.bundle.methods)),
             ("pid", str(self.pid)),
@@ -112,13 +106,6 @@ class Server(BundleClient):
 
     def __repr__(self) -> str:
         return f"<Server {self.bundle.ref} at {self.url} ({'running' if self.running else 'stopped'})>"
-
-    def __str__(self) -> str:
-        return display.text_table(f"Server for {self.bundle.ref}", self._summary())
-
-    def _repr_html_(self) -> str:
-        link = f"<p><a href='{self.docs_url}' target='_blank'>Open the API docs</a></p>"
-        return display.html_table(f"Server for {self.bundle.ref}", self._summary()) + link
 
 
 def serve(

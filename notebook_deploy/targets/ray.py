@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import display
 from ..api import load
 from ..bundle import Bundle
 from ..errors import ServeError
@@ -73,14 +72,12 @@ class RayDeployment(BundleClient):
     """A bundle deployed as a Ray Serve application. Get one from ``deploy``; ``predict`` and ``post``
     talk to it over HTTP like a local ``Server``."""
 
+    title = "Ray Serve deployment of"
+
     def __init__(self, bundle: Bundle, name: str, url: str, route_prefix: str) -> None:
         super().__init__(bundle, url)
         self.name = name
         self.route_prefix = route_prefix
-
-    @property
-    def docs_url(self) -> str:
-        return f"{self.url}/docs"
 
     def status(self) -> str:
         """The application's status in Ray Serve (``RUNNING``, ``DEPLOYING``, ...; ``DELETED`` once gone)."""
@@ -120,8 +117,7 @@ class RayDeployment(BundleClient):
     def _summary(self) -> list[tuple[str, str]]:
         replicas = ", ".join(f"{count} {state.lower()}" for state, count in self.replicas().items())
         return [
-            ("url", self.url),
-            ("docs", self.docs_url),
+            *super()._summary(),
             ("Ray Serve application", self.name),
             ("status", self.status()),
             ("replicas", replicas or "none"),
@@ -130,13 +126,6 @@ class RayDeployment(BundleClient):
 
     def __repr__(self) -> str:
         return f"<RayDeployment {self.bundle.ref} as Ray Serve application {self.name!r} at {self.url}>"
-
-    def __str__(self) -> str:
-        return display.text_table(f"Ray Serve deployment of {self.bundle.ref}", self._summary())
-
-    def _repr_html_(self) -> str:
-        link = f"<p><a href='{self.docs_url}' target='_blank'>Open the API docs</a></p>"
-        return display.html_table(f"Ray Serve deployment of {self.bundle.ref}", self._summary()) + link
 
 
 def deploy(
