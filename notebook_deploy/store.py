@@ -113,15 +113,16 @@ class Store:
 
     def tags_of(self, bundle: Bundle) -> list[str]:
         """The tags that point at ``bundle``'s version."""
-        return sorted(t for t, v in self.tags(bundle.name).items() if v == bundle.version)
+        return _tags_at(self.tags(bundle.name), bundle.version)
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every name with its tags and its versions (newest first, each ``Bundle.to_dict``), sorted by name."""
-        return [
-            {"name": name, "tags": self.tags(name),
-             "versions": [b.to_dict(self.tags_of(b)) for b in reversed(self.list(name))]}
-            for name in self.names()
-        ]
+        return [self._summary(name) for name in self.names()]
+
+    def _summary(self, name: str) -> dict[str, Any]:
+        tags = self.tags(name)  # read once per name: the sidebar polls this
+        versions = [b.to_dict(_tags_at(tags, b.version)) for b in reversed(self.list(name))]
+        return {"name": name, "tags": tags, "versions": versions}
 
     def details(self, ref: str) -> dict[str, Any]:
         """``Bundle.details`` of the version ``ref`` names, with the tags on it; files are not hashed."""
@@ -272,6 +273,11 @@ class Store:
             match = re.match(r"^(?:stage|delete)-(\d+)-", entry.name)
             if match and not _process_alive(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _tags_at(tags: dict[str, str], version: str) -> list[str]:
+    """The tags (of ``tag → version``) that point at ``version``, sorted."""
+    return sorted(tag for tag, pointed in tags.items() if pointed == version)
 
 
 @contextlib.contextmanager
