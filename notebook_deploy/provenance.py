@@ -77,7 +77,7 @@ def statement(bundle: Bundle) -> dict[str, Any]:
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"notebook": {"kind": source.get("kind"), "path": source.get("path")},
+                "externalParameters": {"notebook": {"kind": source.get("kind"), "path": _notebook_path(source)},
                                        "name": bundle.name, "target": recipe.get("target"),
                                        "methods": bundle.methods},
                 "internalParameters": {"python": manifest["python"],
@@ -98,8 +98,14 @@ def _digest(value: str) -> dict[str, str]:
     return {algorithm: hexdigest}
 
 
+def _notebook_path(source: dict[str, Any]) -> str | None:
+    """The notebook or script a capture came from: ``path`` (a saved notebook, a script) or ``notebook``
+    (a live kernel's session, as Jupyter names it)."""
+    return source.get("path") or source.get("notebook")
+
+
 def _notebook_uri(source: dict[str, Any]) -> str | None:
-    path = source.get("path")
+    path = _notebook_path(source)
     return f"file:{path}" if path else None
 
 
@@ -117,9 +123,10 @@ def signed_statement(bundle: Bundle) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except ValueError as error:
-        raise UntrustedBundleError(f"{path} is not valid JSON ({error}): the bundle's signature was damaged") from None
+        raise UntrustedBundleError(f"its {SIGNATURE_FILE} is not valid JSON ({error}): the bundle's signature "
+                                   "was damaged") from None
     if not isinstance(value, dict):
-        raise UntrustedBundleError(f"{path} is not a DSSE envelope")
+        raise UntrustedBundleError(f"its {SIGNATURE_FILE} is not a DSSE envelope: the bundle's signature was damaged")
     return value
 
 
@@ -184,13 +191,12 @@ def signers(bundle: Bundle, trust: TrustStore | None = None) -> tuple[list[str],
         subject = json.loads(envelope_payload(signed))["subject"]
         digests = [entry["digest"].get("sha256") for entry in subject]
     except (SigningError, ValueError, KeyError, TypeError, AttributeError):
-        raise UntrustedBundleError(f"{bundle.path / SIGNATURE_FILE} is not a signed in-toto statement: "
+        raise UntrustedBundleError(f"its {SIGNATURE_FILE} is not a signed in-toto statement: "
                                    "the bundle's signature was damaged") from None
     if signed.get("payloadType") != PAYLOAD_TYPE or _digest(bundle.manifest["digest"])["sha256"] not in digests:
         raise UntrustedBundleError(
-            f"{bundle.ref}: its signature is for another bundle (the signed statement does not name this "
-            f"bundle's digest {bundle.manifest['digest']}): it was copied or the bundle was re-sealed; "
-            "refusing to load it")
+            f"its signature is for another bundle (the signed statement does not name this bundle's digest "
+            f"{bundle.manifest['digest']}): it was copied, or the bundle was changed and re-sealed after signing")
     return trusted, others
 
 
@@ -204,7 +210,9 @@ def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsi
         trusted, others = signers(bundle, trust)
     except UntrustedBundleError as error:
         if not allow_unsigned:
-            raise
+            raise UntrustedBundleError(
+                f"refusing to {action} {bundle.ref}: {error}. Get a signed export from its author, or pass "
+                "--allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)") from None
         trusted, others, reason = [], [], str(error)
     else:
         reason = f"signed by {', '.join(others)}, not trusted" if others else "unsigned"
@@ -227,3 +235,13 @@ def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsi
         f"the code in its pickle. Ask its author for a signed export and their public key "
         "('notebook-deploy trust add KEY.pem'); if it is your own capture from before bundles were signed, "
         f"sign it: 'notebook-deploy sign {bundle.ref}'; or pass --allow-unsigned (recorded in the audit log)")
+
+
+def signer_keys(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsigned: bool = False,
+                action: str = "load", audit_log: str | os.PathLike[str] | None = None) -> dict[str, bytes]:
+    """``check_trusted``, returning the public keys (PEM, by id) of the trusted keys that signed
+    ``bundle``: what travels with a bundle checked here to where it is loaded (an image's trust
+    store, the replicas of a Ray deployment), so that it is checked there too."""
+    trust = trust if trust is not None else TrustStore()
+    signed = check_trusted(bundle, trust, allow_unsigned=allow_unsigned, action=action, audit_log=audit_log)
+    return {key_id: key.public_pem for key_id in signed if (key := trust.find(key_id)) is not None}

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..api import load
 from ..bundle import Bundle
 from ..errors import ServeError
-from ..provenance import check_trusted
+from ..provenance import signer_keys
 from ..serving.client import BundleClient
 from ..serving.settings import ServeSettings
 from ..store import Store
@@ -173,9 +173,8 @@ def deploy(
     settings = ServeSettings().with_options(**serve_options)
     # Checked here, against this user's trust store; the replicas check the archive against the keys
     # that signed it, passed in their settings (they have no trust store of their own).
-    trust = settings.trust()
-    signers = check_trusted(bundle, trust, allow_unsigned=settings.allow_unsigned, action="deploy")
-    settings = replace(settings, trusted_keys=tuple(trust.find(key).public_pem.decode() for key in signers))
+    signers = signer_keys(bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="deploy")
+    settings = replace(settings, trusted_keys=tuple(pem.decode() for pem in signers.values()))
     name = name or bundle.name
     route_prefix = route_prefix or f"/{name}"
     actor_options = dict(ray_actor_options or {})
