@@ -215,7 +215,7 @@ def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsi
                 "--allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)") from None
         trusted, others, reason = [], [], str(error)
     else:
-        reason = f"signed by {', '.join(others)}, not trusted" if others else "unsigned"
+        reason = f"signed by {', '.join(others)}, not trusted or not verifying" if others else "unsigned"
     if trusted:
         return trusted
     if allow_unsigned:
@@ -224,6 +224,12 @@ def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsi
         log.warning("%s %s although %s (--allow-unsigned)", action, bundle.ref, reason)
         return []
     where = f"the trust store {trust.directory}"
+    forged = [key_id for key_id in others if trust.find(key_id) is not None]
+    if forged:
+        raise UntrustedBundleError(
+            f"refusing to {action} {bundle.ref}: its signature by the trusted key {', '.join(forged)} does not "
+            "verify: the signature was changed after signing. Get a signed export from its author again, or "
+            "pass --allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)")
     if others:
         raise UntrustedBundleError(
             f"refusing to {action} {bundle.ref}: it is signed by key {', '.join(others)}, which is not trusted in "

@@ -162,6 +162,25 @@ def test_allow_unsigned_imports_and_serves_and_is_audited(forest_bundle, store, 
     assert served and served[-1]["ref"] == bundle.ref
 
 
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "deleted"])
+def test_a_damaged_or_removed_signature_is_refused(forest_bundle, store, tmp_path, damage):
+    bundle = Bundle.open(_copy(forest_bundle, tmp_path))
+    signature = bundle.path / SIGNATURE_FILE
+    text = signature.read_bytes()
+    if damage == "flipped":  # one character of the base64 signature
+        at = text.index(b'"sig": "') + 20
+        signature.write_bytes(text[:at] + (b"A" if text[at:at + 1] != b"A" else b"B") + text[at + 1:])
+        expected = "does not verify"
+    elif damage == "truncated":
+        signature.write_bytes(text[: len(text) // 2])
+        expected = "damaged"
+    else:
+        signature.unlink()
+        expected = "it is unsigned"
+    result = _cli(store, "import", str(bundle.export(tmp_path)))
+    assert result.exit_code == 1 and expected in result.output, result.output
+
+
 def test_the_bundle_signature_verifies_with_openssl_and_names_the_manifest_digest(forest_bundle, tmp_path):
     envelope = json.loads((forest_bundle.path / SIGNATURE_FILE).read_bytes())
     assert envelope["payloadType"] == PAYLOAD_TYPE == "application/vnd.in-toto+json"
