@@ -36,6 +36,7 @@ from test_auth import self_signed_certificate
 
 import notebook_deploy as nd
 from notebook_deploy.image.registry import Registry
+from notebook_deploy.signing import SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE, SigningKey
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -63,6 +64,10 @@ NOT_RUN: dict[str, str] = {
     "bash scripts/quickstart.sh": "its install step is the .venv CI has just made (scripts/test.sh); the rest, "
                                   "examples/quickstart.py, is run by tests/test_examples.py::"
                                   "test_quickstart_runs_the_notebook_serves_and_shows_a_prediction",
+    "openssl pkeyutl -verify -pubin -inkey me.pem -rawin -in pae.bin -sigfile sig.bin":
+        "its input files come from the Python block above it, which this harness does not run; "
+        "tests/test_trust.py::test_the_bundle_signature_verifies_with_openssl_and_names_the_manifest_digest "
+        "runs the same openssl command on the same files",
 }
 
 
@@ -214,8 +219,9 @@ def _write_train_notebook(path: Path) -> None:
 
 
 class Sandbox:
-    """A scratch HOME (store in ~/.notebook_deploy), a working folder with the files the docs name
-    (cert.pem and key.pem, self-signed for 127.0.0.1; train.ipynb, which fits `clf` on iris), and the
+    """A scratch HOME (store in ~/.notebook_deploy, trusting the keys that signed its bundles), a working
+    folder with the files the docs name (cert.pem and key.pem, self-signed for 127.0.0.1; train.ipynb,
+    which fits `clf` on iris; alice.pem, a colleague's public signing key), and the
     environment: PORT (for `serve` without --port) a free port, RAY_ADDRESS conftest's local Ray
     instance (started for the first `notebook-deploy ray`) with its token, pip's cache the user's own."""
 
@@ -227,12 +233,17 @@ class Sandbox:
         shutil.copytree(template, self.home / ".notebook_deploy")
         self_signed_certificate(self.work)
         _write_train_notebook(self.work / "train.ipynb")
+        # the user's trusted keys: those of the session that signed the template's bundles, in the default
+        # place (the sandbox has no signing key of its own until a doc makes one), and a colleague's alice.pem
+        shutil.copytree(os.environ[TRUST_DIR_VARIABLE], self.home / ".notebook_deploy" / "trusted-keys")
+        (self.work / "alice.pem").write_bytes(SigningKey.create(root / "alice" / "key.pem").public_pem())
         self.versions = versions
         self.request = request
         self.values = {"old": versions["old"][:4], "new": versions["new"][:4], "registry": registry[0],
                        "base": registry[1], "port": free_port(), "grpc_port": free_port(), "tmp": self.tmp}
         pip_cache = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True)
-        self.env = {**os.environ, "HOME": str(self.home), "NOTEBOOK_DEPLOY_HOME": str(self.home / ".notebook_deploy"),
+        inherited = {k: v for k, v in os.environ.items() if k not in (SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE)}
+        self.env = {**inherited, "HOME": str(self.home), "NOTEBOOK_DEPLOY_HOME": str(self.home / ".notebook_deploy"),
                     "PORT": str(self.values["port"]), "PIP_CACHE_DIR": pip_cache.stdout.strip(),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         self.servers: list[tuple[Command, subprocess.Popen]] = []
