@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Iterator
 
 from . import audit
 from .errors import NotebookDeployError
-from .store import default_root, file_lock
+from .store import default_root, file_lock, write_private
 
 log = logging.getLogger("notebook_deploy.keys")
 _NEVER = object()
@@ -201,19 +200,7 @@ class KeyStore:
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         """Replace the key file atomically: a 0600 temporary file in the same folder, fsync'd, renamed."""
-        text = json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n"
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # mode 0600
-        try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        write_private(self.path, (json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n").encode())
 
 
 def _record(entry: dict[str, Any]) -> ApiKey:

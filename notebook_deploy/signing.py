@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import audit
 from .errors import NotebookDeployError
-from .store import default_root
+from .store import default_root, write_private
 
 SIGNING_KEY_VARIABLE = "NOTEBOOK_DEPLOY_SIGNING_KEY"
 TRUST_DIR_VARIABLE = "NOTEBOOK_DEPLOY_TRUST_DIR"
@@ -125,7 +124,7 @@ class SigningKey:
         pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, pem)
+        write_private(path, pem)
         key = cls(private, path)
         audit.record("signing_key_create", audit_log=audit_log, root=root, key_id=key.key_id, path=str(path))
         return key
@@ -162,22 +161,6 @@ def default_signing_key(root: str | os.PathLike[str] | None = None) -> SigningKe
     """The key at ``default_key_path(root)`` if there is one, else None."""
     path = default_key_path(root)
     return SigningKey.load(path) if path.exists() else None
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 from its first byte (mkstemp's mode)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,23 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data`` in a file of mode 0600 from its first byte: a temporary
+    file made by mkstemp in the same folder, fsync'd, renamed (key files: API keys, the signing key)."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import pickle
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,22 @@ def test_allow_unsigned_imports_and_serves_and_is_audited(forest_bundle, store, 
         assert server.predict(iris[0][:2]).tolist() == forest_bundle.predict(iris[0][:2]).tolist()
     served = [e for e in audit.read(root=store) if e["event"] == "allow_unsigned" and e["action"] == "serve"]
     assert served and served[-1]["ref"] == bundle.ref
+    # the CLI flag itself, and the variable a container sets
+    for flag, env in ((["--allow-unsigned"], {}), ([], {"NOTEBOOK_DEPLOY_ALLOW_UNSIGNED": "true"})):
+        ready = tmp_path / f"ready-{len(flag)}.json"
+        command = [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", bundle.ref,
+                   "--port", "0", "--ready-file", str(ready), *flag]
+        process = subprocess.Popen(command, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ready.exists(), process.stderr.read() if process.poll() is not None else "not ready in time"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    actions = [e["action"] for e in audit.read(root=store) if e["event"] == "allow_unsigned"]
+    assert actions == ["import", "serve", "serve", "serve"]  # import, nd.serve, the flag, the variable
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "deleted"])
