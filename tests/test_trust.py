@@ -254,3 +254,33 @@ def _headless_capture(tmp_path: Path) -> Bundle:
     nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), work / "train.ipynb")
     return nd.deploy_notebook(work / "train.ipynb", "clf", sample="frame[['a', 'b']].head(3)",
                               store=nd.Store(tmp_path / "store"))
+
+
+def test_ray_replicas_check_the_archive_against_the_signers_keys_they_are_given(forest_bundle, tmp_path, monkeypatch):
+    """A replica has no trust store of its own: deploy passes the keys that signed the bundle."""
+    from notebook_deploy.serving.settings import ServeSettings
+    from notebook_deploy.targets.ray import BundleReplica, _archive_bytes
+
+    monkeypatch.setenv("NOTEBOOK_DEPLOY_TRUST_DIR", str(tmp_path / "empty"))  # as on another machine
+    archive = _archive_bytes(forest_bundle)
+    with pytest.raises(UntrustedBundleError, match="which is not trusted"):
+        BundleReplica(archive, ServeSettings().to_json())
+    signer = SigningKey.load()
+    replica = BundleReplica(archive, ServeSettings(trusted_keys=(signer.public_pem().decode(),)).to_json())
+    assert replica.bundle.manifest["digest"] == forest_bundle.manifest["digest"]
+    stranger = SigningKey.create(tmp_path / "stranger.pem")
+    with pytest.raises(UntrustedBundleError, match="which is not trusted"):
+        BundleReplica(archive, ServeSettings(trusted_keys=(stranger.public_pem().decode(),)).to_json())
+
+
+def test_an_image_carries_the_keys_that_signed_its_bundle_and_refuses_an_untrusted_one(forest_bundle, tmp_path):
+    from notebook_deploy.image.build import TRUST_DIR, image_spec
+    from notebook_deploy.image.context import dockerfile
+
+    text = dockerfile(forest_bundle, "python:3.11-slim", "linux/amd64")
+    assert f"COPY trusted-keys {TRUST_DIR}" in text and f'NOTEBOOK_DEPLOY_TRUST_DIR="{TRUST_DIR}"' in text
+    bundle = Bundle.open(_copy(forest_bundle, tmp_path))
+    (bundle.path / SIGNATURE_FILE).unlink()
+    with pytest.raises(UntrustedBundleError, match="refusing to build an image of .* it is unsigned"):
+        image_spec(bundle, tmp_path / "work")  # before any wheel is downloaded
+    assert not (tmp_path / "work").exists()
