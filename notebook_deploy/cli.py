@@ -109,6 +109,18 @@ def show(store: Store, ref: str, as_json: bool, lock: bool) -> None:
         if tags:
             click.echo(f"  tags      {', '.join(tags)}")
         click.echo(f"  path      {bundle.path}")
+        click.echo(f"  signed    {_signed_by(bundle)}")
+
+
+def _signed_by(bundle: Any) -> str:
+    """Who signed ``bundle``, as 'show' prints it: key ids, each trusted here or not."""
+    from .provenance import UntrustedBundleError, signers
+
+    try:
+        trusted, others = signers(bundle)
+    except UntrustedBundleError as error:
+        return str(error)
+    return ", ".join([f"{key} (trusted)" for key in trusted] + [f"{key} (not trusted)" for key in others]) or "unsigned"
 
 
 @cli.command(epilog=f"""\b

@@ -127,6 +127,13 @@ def test_a_bundle_signed_by_a_trusted_colleague_imports_and_serves(forest_bundle
     assert imported.exit_code == 0, imported.output
     copy = store.get(forest_bundle.name)
     assert (copy.path / SIGNATURE_FILE).read_bytes() == (bundle.path / SIGNATURE_FILE).read_bytes()
+    shown = CliRunner().invoke(cli, ["--store", str(store.root), "show", forest_bundle.name],
+                               env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)}).output
+    assert f"signed    {colleague.key_id} (trusted)" in shown
+    sign(copy, SigningKey.load())  # a second signature, by a key this trust store does not hold: an approval
+    shown = CliRunner().invoke(cli, ["--store", str(store.root), "show", forest_bundle.name],
+                               env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)}).output
+    assert f"signed    {colleague.key_id} (trusted), {SigningKey.load().key_id} (not trusted)" in shown
     with nd.serve(copy, store=store, trust_dir=str(trust.directory)) as server:
         assert server.predict(iris[0][:3]).tolist() == forest_bundle.predict(iris[0][:3]).tolist()
 
