@@ -24,6 +24,8 @@ from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
 from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
+from . import fits
+from .columns import probe_unused_columns
 from .domains import probe_domains
 from .packages import environment_snapshot, package_state
 from .pickling import PROTOCOL, dump_model
@@ -49,6 +51,7 @@ def capture(
     include_data: bool | int = False,
     allow_secrets: bool = False,
     reference: Any = None,
+    sample_source: str | None = None,
 ) -> Bundle:
     """Capture ``model`` into a new bundle version and return it.
 
@@ -63,6 +66,10 @@ def capture(
     up to that many bytes). The recipe and the globals that notebook code in the model reads are
     scanned for credentials first; a finding refuses the capture unless ``allow_secrets`` is true.
 
+    Without ``sample``, the rows are the first rows of the data the model was fitted on, when the IPython
+    extension observed that call (``notebook_deploy.capturing.fits``). ``sample_source`` says where a given
+    sample came from ("given by --sample X[:5]"); it is kept in the manifest and named in errors.
+
     ``reference`` (the training inputs, e.g. ``X_train``) gives the statistics that served inputs and
     predictions are compared with to watch for drift (``notebook_deploy.drift``); without it the sample's
     rows are the reference, and a sample of fewer than 100 rows is noted in the warnings as too small.
@@ -72,12 +79,13 @@ def capture(
     name = name if name is not None else name_from(variable or type(model).__name__)
     check_name(name)
     warnings: list[str] = []
-    rows = _sample_rows(model, sample, warnings)
+    rows, source = _sample_rows(model, sample, sample_source, warnings)
     schema = infer_schema(rows)
     instances = schema.encode(head(rows, sample_rows))
     model_input = schema.decode(instances)  # exactly what the server will hand the model
-    outputs, output_schemas = _run_methods(model, methods, model_input, warnings)
-    schema = probe_domains(schema, model_input, [resolve_method(model, m) for m in outputs])
+    outputs, output_schemas = _run_methods(model, methods, model_input, warnings, source)
+    calls = [resolve_method(model, m) for m in outputs]
+    schema = probe_unused_columns(probe_domains(schema, model_input, calls), model, model_input, calls)
 
     reference_statistics = _drift_reference(model, reference, sample, rows, schema, list(outputs), warnings)
     pickled = dump_model(model)
@@ -129,6 +137,7 @@ def capture(
                     "by_value_modules": list(pickled.by_value_modules),
                 },
                 "schema": {"input": schema.to_dict(), "outputs": output_schemas},
+                "sample": {"source": source, "rows": len(instances)},
                 "requirements": state.direct,
                 "provenance": _provenance(history),
                 "recipe": recipe.to_dict() if recipe is not None else None,
@@ -143,20 +152,41 @@ def capture(
         return bundle
 
 
-def _sample_rows(model: Any, sample: Any, warnings: list[str]) -> Any:
+def _sample_rows(model: Any, sample: Any, source: str | None, warnings: list[str]) -> tuple[Any, str]:
+    """The sample's rows and where they came from: given, observed at the model's fit, or made up."""
     if sample is not None:
+        source = source or "given as sample="
         try:
-            return as_rows(sample)
+            return as_rows(sample), source
         except InputError as error:
-            raise CaptureError(str(error)) from None
+            raise CaptureError(f"the sample ({source}): {error}") from None
+    fit = fits.LOG.find(model)
+    if fit is not None and fit.rows is not None:
+        return fit.rows, fit.describe()
     features = getattr(model, "n_features_in_", None)
     if isinstance(features, int) and not hasattr(model, "feature_names_in_"):
         warnings.append(f"no sample was given: rows are assumed to be {features} float64 values")
-        return np.zeros((1, features))
-    raise CaptureError(
-        "pass sample=..., a few rows of the model's input (for example sample=X_train[:5]): notebook-deploy "
-        "infers the request schema from it, tests the model on it, and finds the packages the model needs "
-        "by running it"
+        return np.zeros((1, features)), f"made up: {features} zeros, from the model's n_features_in_"
+    raise CaptureError(no_sample_message(model, fit))
+
+
+def no_sample_message(model: Any, fit: fits.Fit | None, looked: tuple[str, ...] = ()) -> str:
+    """Why no sample was found for ``model``, where notebook-deploy looked, and how to pass one."""
+    kind = type(model).__name__
+    if fit is not None:
+        seen = f"the call that fitted this {kind} ({fit.call}, given {fit.data}) was observed, but {fit.problem}"
+    elif fits.LOG.active:
+        seen = (f"no fitting call of this {kind} was observed: only .fit/.fit_transform/.partial_fit/.fit_predict "
+                "and lgb/xgb .train calls written in a cell after %load_ext notebook_deploy are (not those inside "
+                "functions)")
+    else:
+        seen = (f"no fitting call of this {kind} was observed: load the extension (%load_ext notebook_deploy) "
+                "before the cell that fits it, and notebook-deploy keeps the rows it was fitted on")
+    return (
+        "no sample: " + "; ".join((seen, *looked, f"the {kind} has no n_features_in_ to make rows from"))
+        + ". Pass a few rows of the model's input: sample=X_train[:5] (in Python), --sample 'X_train[:5]' "
+        "(%deploy, notebook-deploy deploy). notebook-deploy infers the request schema from it, tests the model "
+        "on it, and finds the packages the model needs by running it"
     )
 
 
@@ -183,7 +213,7 @@ def _drift_reference(
 
 
 def _run_methods(
-    model: Any, requested: list[str] | None, model_input: Any, warnings: list[str]
+    model: Any, requested: list[str] | None, model_input: Any, warnings: list[str], source: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     names = requested or available_methods(model)
     if not names:
@@ -192,19 +222,35 @@ def _run_methods(
             "or a function that takes the input rows"
         )
     outputs, schemas = {}, {}
+    failures: list[tuple[str, str]] = []
     for method in names:
         try:
             result = resolve_method(model, method)(model_input)
             schemas[method] = infer_schema(result).to_dict()
         except Exception as error:  # noqa: BLE001 - any failure means the method cannot be served
             if requested:
-                raise CaptureError(f"{method} failed on the sample: {type(error).__name__}: {error}") from error
-            warnings.append(f"{method} is not served: it failed on the sample ({type(error).__name__}: {error})")
+                raise CaptureError(
+                    f"{method} failed on the sample ({source}): {type(error).__name__}: {error}. "
+                    "Pass rows the model takes: sample=... (--sample EXPR)"
+                ) from error
+            failures.append((method, f"{type(error).__name__}: {error}"))
             continue
         outputs[method] = to_jsonable(result)
     if not outputs:
-        raise CaptureError("no inference method of the model worked on the sample: " + "; ".join(warnings))
+        raise CaptureError(
+            f"the model refuses the sample ({source}): {_grouped(failures)}. "
+            "Pass rows the model takes: sample=... (--sample EXPR)"
+        )
+    warnings += [f"{method} is not served: it failed on the sample ({problem})" for method, problem in failures]
     return outputs, schemas
+
+
+def _grouped(failures: list[tuple[str, str]]) -> str:
+    """Methods' errors, each error once with the methods that raised it ("predict, predict_proba: ...")."""
+    by_problem: dict[str, list[str]] = {}
+    for method, problem in failures:
+        by_problem.setdefault(problem.rstrip("."), []).append(method)
+    return "; ".join(f"{', '.join(methods)}: {problem}" for problem, methods in by_problem.items())
 
 
 def _batch_consistent(model: Any, methods: list[str], model_input: Any, outputs: dict[str, Any]) -> bool:

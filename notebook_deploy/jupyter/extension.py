@@ -18,7 +18,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .. import display
 from ..bundle import Bundle
-from ..capturing.live import capture
+from ..capturing import fits
+from ..capturing.live import capture, no_sample_message
 from ..capturing.recipe import History, file_sha256
 from ..errors import NotebookDeployError
 from ..schema import as_rows, head
@@ -100,7 +101,17 @@ def recorder_for(shell: Any) -> SessionRecorder:
     """The shell's recorder, started now if the extension was not loaded before."""
     if id(shell) not in _RECORDERS:
         _RECORDERS[id(shell)] = SessionRecorder(shell)
+        observe_fits(shell)
     return _RECORDERS[id(shell)]
+
+
+def observe_fits(shell: Any) -> None:
+    """Rewrite the shell's cells from now on so that each fitting call records the rows it was given
+    (``notebook_deploy.capturing.fits``): the default sample is then the data the model really saw."""
+    fits.LOG.execution = lambda: len(shell.history_manager.input_hist_raw) - 1  # the running cell's number
+    fits.LOG.active = True
+    shell.push({fits.OBSERVER: fits.observe}, interactive=False)  # hidden from %who
+    shell.ast_transformers.append(fits.FitCalls())
 
 
 def active_recorder(shell: Any) -> SessionRecorder | None:
@@ -128,28 +139,38 @@ def capture_variable(
     """Capture ``namespace[variable]`` (with its recipe when ``history`` is given); return the bundle and
     notes for the user. What ``%deploy`` and the notebook panel both call.
 
-    ``sample`` is an expression evaluated in ``namespace`` (its first 5 rows are used); without it, the first
-    argument of the last ``VARIABLE.fit(...)`` in the history is used when it is a plain variable."""
+    ``sample`` is an expression evaluated in ``namespace`` (its first 5 rows are used); without it, the rows
+    the model was fitted on as observed by the extension; failing that (the model was fitted before
+    ``%load_ext notebook_deploy``), the first argument of the last ``VARIABLE.fit(...)`` in the history
+    when it is a plain variable and the model takes it."""
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
-    notes = []
+    model = namespace[variable]
+    data, source = None, None
     if sample is not None:
-        data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
-    elif history is not None:
-        data, guessed = _guess_sample(history.sources, variable, namespace)
-        if guessed:
-            notes.append(f"sample: the first 5 rows of {guessed} (pass --sample EXPR to choose)")
-    else:
-        data = None
+        try:
+            data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
+        except Exception as error:  # noqa: BLE001 - any error of the user's expression is theirs to see
+            raise NotebookDeployError(f"--sample {sample}: {type(error).__name__}: {error}") from None
+        source = f"given by --sample {sample}"
+    elif history is not None and (fits.LOG.find(model) is None or fits.LOG.find(model).rows is None):
+        data, source, looked = _guess_sample(history.sources, variable, namespace, model)
+        if data is None and not hasattr(model, "n_features_in_"):
+            raise NotebookDeployError(no_sample_message(model, fits.LOG.find(model), looked))
     bundle = capture(
-        namespace[variable], name=name, sample=head(as_rows(data), 5) if data is not None else None,
+        model, name=name, sample=head(as_rows(data), 5) if data is not None else None, sample_source=source,
         history=history, variable=variable, include_data=include_data, allow_secrets=allow_secrets, store=store,
     )
+    notes = [f"sample: {bundle.manifest['sample']['source']}" + ("" if sample else " (pass --sample EXPR to choose)")]
     return bundle, notes
 
 
-def _guess_sample(sources: list[str], variable: str, namespace: dict[str, Any]) -> tuple[Any, str | None]:
-    """The training input of ``variable``: the first argument of its last ``fit`` call, if a plain name."""
+def _guess_sample(
+    sources: list[str], variable: str, namespace: dict[str, Any], model: Any
+) -> tuple[Any, str | None, tuple[str, ...]]:
+    """The training input of ``variable`` read from the cells' text: the first argument of its last ``fit``
+    call, if a plain name that the model takes now (it may have been rebound since the fit). Also what was
+    looked at, for the error when nothing fits."""
     from ..capturing.slicing import to_python
 
     found = None
@@ -165,8 +186,30 @@ def _guess_sample(sources: list[str], variable: str, namespace: dict[str, Any]) 
                     and node.args and isinstance(node.args[0], ast.Name)):
                 found = node.args[0].id
     if found is None or found not in namespace:
-        return None, None
-    return namespace[found], found
+        return None, None, (f"the cells have no {variable}.fit(NAME, ...) call with a name still defined",)
+    problem = _refused(model, namespace[found])
+    if problem:
+        return None, None, (f"{found}, the first argument of {variable}.fit in the cells' text, is not what the "
+                            f"model takes now ({problem}): it was probably rebound after the fit",)
+    return namespace[found], f"the first rows of {found}, the first argument of {variable}.fit in the cells' text", ()
+
+
+def _refused(model: Any, data: Any) -> str | None:
+    """Why ``model`` does not take the first rows of ``data``, or None when one of its methods does."""
+    from ..methods import available_methods, resolve_method
+
+    problems = []
+    try:
+        rows = head(as_rows(data), 5)
+    except NotebookDeployError as error:
+        return str(error)
+    for method in available_methods(model):
+        try:
+            resolve_method(model, method)(rows)
+            return None
+        except Exception as error:  # noqa: BLE001 - any failure means these are not the model's rows
+            problems.append(f"{method}: {type(error).__name__}: {error}")
+    return "; ".join(problems) or "it has no inference method"
 
 
 def summary(bundle: Bundle, notes: list[str]) -> str:
