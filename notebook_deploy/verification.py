@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import display
+from .cell_errors import failed_cell
 from .api import load
 from .bundle import LOCK_FILE, Bundle
 from .capturing.recipe import RECIPE_FILE, data_file_map, file_sha256
@@ -117,8 +118,7 @@ def verify(
         failure = _execute(notebook, work, kernel, timeout)
         if failure:
             cell, message = failure
-            where = f"cell [{cell}]" if cell is not None else "the output check"
-            return result(False, f"{where} raised {message}", failed_cell=cell)
+            return result(False, message, failed_cell=cell)
         with open(scratch / "output.pkl", "rb") as f:
             rebuilt = to_jsonable(pickle.load(f))
     found = [d for method in bundle.methods
@@ -178,7 +178,7 @@ def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None]) -> 
 
 
 def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[int | None, str] | None:
-    """Run the notebook; on an error, the execution count of the failing recipe cell and the error."""
+    """Run the notebook; on an error, the execution count of the failing recipe cell and what failed where."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -188,10 +188,9 @@ def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[in
     try:
         client.execute()
     except CellExecutionError as error:
-        for cell in notebook.cells:
-            if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) and \
-                    "raises-exception" not in cell.metadata.get("tags", []):
-                count = cell.metadata.get("notebook_deploy", {}).get("execution_count")
-                return count, f"{error.ename}: {error.evalue}"
-        return None, f"{error.ename}: {error.evalue}"
+        failed = failed_cell(notebook)
+        if failed is None or failed.index == len(notebook.cells) - 1:
+            return None, f"the output check raised {failed.error if failed else f'{error.ename}: {error.evalue}'}"
+        count = notebook.cells[failed.index].metadata.get("notebook_deploy", {}).get("execution_count")
+        return count, f"cell [{count}] (code cell {failed.code_cell} of the recipe){failed.where()} raised {failed.error}"
     return None

@@ -133,6 +133,9 @@ def _first_rows(source: Any) -> tuple[Any, str | None]:
         source = source.value
     if source is None:
         return None, "the call was given no data the observer can read"
+    if type(source).__name__ == "DMatrix":
+        return None, ("an XGBoost DMatrix keeps no rows, and the Booster xgb.train makes predicts on DMatrix only: "
+                      "fit xgboost.XGBRegressor/XGBClassifier on the array or frame to serve it")
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         return None, f"the data is a file ({source!r}), not rows in memory"
     try:

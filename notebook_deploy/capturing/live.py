@@ -16,7 +16,7 @@ import cloudpickle
 import nbformat
 import numpy as np
 
-from .. import audit, drift
+from .. import audit, drift, repeats
 from ..bundle import (
     ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file,
 )
@@ -37,6 +37,7 @@ SAMPLE_ROWS = 5
 DATA_LIMIT = 10 * 1024 * 1024
 
 
+@repeats.collapsed
 def capture(
     model: Any,
     name: str | None = None,

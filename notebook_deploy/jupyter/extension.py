@@ -16,7 +16,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .. import display
+from .. import display, repeats
 from ..bundle import Bundle
 from ..capturing import fits
 from ..capturing.live import capture, no_sample_message
@@ -125,6 +125,7 @@ def deploy_from_kernel(shell: Any, variable: str, **options: Any) -> tuple[Bundl
     return capture_variable(shell.user_ns, variable, history=recorder_for(shell).history(), **options)
 
 
+@repeats.collapsed
 def capture_variable(
     namespace: dict[str, Any],
     variable: str,

@@ -7,7 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from typing import Any
+
 from ..bundle import Bundle
+from ..cell_errors import failed_cell
 from ..errors import CaptureError
 from ..store import Store
 
@@ -51,11 +54,23 @@ def deploy_notebook(
         )))
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name,
                                 resources={"metadata": {"path": str(path.resolve().parent)}})
+        saved_counts = [c.get("execution_count") for c in notebook.cells if c.cell_type == "code"]
         try:
             client.execute()
         except CellExecutionError as error:
-            failed = next((i for i, c in enumerate(notebook.cells)
-                           if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
-            where = "the capture" if failed == len(notebook.cells) - 1 else f"code cell {failed} of {path.name}"
-            raise CaptureError(f"{where} failed: {error.ename}: {error.evalue}") from None
+            raise CaptureError(_failure(notebook, saved_counts, path.name, error)) from None
         return Bundle.open(json.loads(result.read_text())["path"])
+
+
+def _failure(notebook: Any, saved_counts: list[int | None], name: str, error: Any) -> str:
+    """What failed in a headless run, named as the notebook shows it: code cell, saved execution count, line.
+    The first code cell (``%load_ext``) and the last (the capture) are ours, not the notebook's."""
+    failed = failed_cell(notebook)
+    if failed is None:
+        return f"running {name} failed: {error.ename}: {error.evalue}"
+    if failed.index == len(notebook.cells) - 1:
+        return f"the capture failed: {failed.error}"
+    number = failed.code_cell - 1  # the %load_ext cell in front is not the notebook's
+    count = saved_counts[failed.code_cell - 1]
+    shown = f" (saved as [{count}])" if count is not None else " (not run when last saved)"
+    return f"code cell {number}{shown} of {name} failed{failed.where()}: {failed.error}"
