@@ -37,7 +37,11 @@ def probe_unused_columns(schema: Schema, model: Any, model_input: Any, calls: li
 
 
 def unused_by_pipeline(model: Any, labels: list[Any]) -> list[Any]:
-    """The labels a fitted ColumnTransformer at the head of ``model`` (a pipeline, a search) drops."""
+    """The labels a fitted ColumnTransformer at the head of ``model`` (a pipeline, a search) drops; for a
+    statsmodels result, every column (a formula's frame holds the response and columns the formula does not
+    name, and the model does not say which terms read which column: the probe tells)."""
+    if type(model).__module__.startswith("statsmodels"):
+        return list(labels)
     step = getattr(model, "best_estimator_", model)
     while hasattr(step, "steps") and step.steps:
         step = step.steps[0][1]
