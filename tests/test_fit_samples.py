@@ -10,6 +10,7 @@ import shutil
 
 import nbformat
 import pytest
+import requests
 
 import notebook_deploy as nd
 from notebook_deploy.bundle import seal_manifest
@@ -110,7 +111,7 @@ def test_integer_column_labels_are_served_over_http_with_text_keys(session):
     expected = kernel_json(kernel, "tree.predict(pd.DataFrame({0: [3, 5], 1: [2.5, 9.0]})).tolist()")
     assert served(bundle, [{"0": 3, "1": 2.5}, {"0": 5, "1": 9.0}]) == expected
     with nd.serve(bundle) as server:
-        docs = server.get("/openapi.json").json()["info"]["description"]
+        docs = requests.get(server.url + "/openapi.json", timeout=30).json()["info"]["description"]
     assert "the JSON keys '0', '1' stand for the DataFrame's column labels 0, 1" in docs
 
 
