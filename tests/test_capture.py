@@ -309,7 +309,6 @@ def test_a_column_the_fitted_pipeline_drops_is_optional_once_a_probe_confirms_it
 def test_a_column_the_pipeline_names_as_dropped_but_the_model_reads_stays_required(store):
     pd = pytest.importorskip("pandas")
     from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LinearRegression
 
     frame = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0) ** 2})
     # the ColumnTransformer drops "b", but the function after it reads the frame it was given: b matters

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import nbformat
 import pytest
 import requests
 
 import notebook_deploy as nd
-from notebook_deploy.bundle import seal_manifest
 from notebook_deploy.errors import CaptureError
-from test_notebooks import Kernel, captured
+from test_notebooks import Kernel, captured, with_recipe_cell
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +25,11 @@ def session(tmp_path):
     running = Kernel(tmp_path / "work", store.root)
     yield running, store, tmp_path / "work"
     running.close()
+
+
+def run(kernel: Kernel, *cells: str) -> str:
+    """Run the cells one after another, as separate executions; what the last one printed."""
+    return [kernel.run(cell) for cell in cells][-1]
 
 
 def kernel_json(kernel: Kernel, expression: str):
@@ -51,7 +54,7 @@ def test_chained_fit_of_a_name_rebound_later_and_digits_data_give_the_rows_the_m
     output = kernel.run("%deploy model")
     bundle = captured(output, store)
     assert bundle.manifest["schema"]["input"]["shape"] == [1]
-    assert "sample: the first rows of X, passed to LinearRegression().fit in cell [4]" in output
+    assert "sample    the first rows of X, passed to LinearRegression().fit in cell [4]" in output
     assert served(bundle, [[0.25], [2.0]]) == pytest.approx(kernel_json(kernel, "model.predict([[0.25], [2.0]]).tolist()"))
 
     kernel.run("digits = load_digits()\nnb = GaussianNB()\nnb.fit(digits.data, digits.target)")
@@ -66,22 +69,20 @@ def test_chained_fit_of_a_name_rebound_later_and_digits_data_give_the_rows_the_m
 
 def test_a_model_fitted_before_the_extension_is_loaded_is_not_given_its_rebound_name(session):
     kernel, store, _ = session
-    kernel.run("import numpy as np\nfrom sklearn.linear_model import LinearRegression")
-    kernel.run("X = np.arange(20.0).reshape(-1, 1)\nmodel = LinearRegression()\nmodel.fit(X, X[:, 0] * 2)")
-    kernel.run("X = np.hstack([X, X])")
-    kernel.run("%load_ext notebook_deploy")
-    output = kernel.run("%deploy model")
+    output = run(kernel, "import numpy as np\nfrom sklearn.linear_model import LinearRegression",
+                 "X = np.arange(20.0).reshape(-1, 1)\nmodel = LinearRegression()\nmodel.fit(X, X[:, 0] * 2)",
+                 "X = np.hstack([X, X])", "%load_ext notebook_deploy", "%deploy model")
     assert captured(output, store).manifest["schema"]["input"]["shape"] == [1]
-    assert "sample: made up: 1 zeros, from the model's n_features_in_" in output
+    assert "sample    made up: 1 zeros, from the model's n_features_in_" in output
 
 
 def test_lightgbm_train_and_a_statsmodels_formula_are_sampled_from_their_data(session):
     kernel, store, _ = session
-    kernel.run("%load_ext notebook_deploy")
-    kernel.run("import numpy as np, pandas as pd\nimport lightgbm as lgb\nimport statsmodels.formula.api as smf")
-    kernel.run("rng = np.random.RandomState(1)\nX = rng.rand(300, 4)\ny = 2 * X[:, 0] + X[:, 1] + rng.rand(300) / 10")
-    kernel.run("booster = lgb.train({'verbose': -1, 'num_leaves': 7, 'seed': 0}, lgb.Dataset(X, y), num_boost_round=20)")
-    output = kernel.run("%deploy booster")
+    output = run(kernel, "%load_ext notebook_deploy",
+                 "import numpy as np, pandas as pd\nimport lightgbm as lgb\nimport statsmodels.formula.api as smf",
+                 "rng = np.random.RandomState(1)\nX = rng.rand(300, 4)\ny = 2 * X[:, 0] + X[:, 1] + rng.rand(300) / 10",
+                 "booster = lgb.train({'verbose': -1, 'num_leaves': 7, 'seed': 0}, lgb.Dataset(X, y), num_boost_round=20)",
+                 "%deploy booster")
     bundle = captured(output, store)
     assert "the first rows of X, passed to lgb.train in cell [4]" in output
     assert bundle.manifest["schema"]["input"]["shape"] == [4]
@@ -148,12 +149,6 @@ def test_verify_names_the_failing_recipe_cell_and_its_line(session):
     kernel.run("X = np.arange(10.0).reshape(5, 2)")
     kernel.run("lr = LinearRegression().fit(X, X[:, 0])")
     bundle = captured(kernel.run("%deploy lr"), store)
-    edited = work / "edited"
-    shutil.copytree(bundle.path, edited)
-    recipe = nbformat.read(edited / "recipe.ipynb", as_version=4)
-    recipe.cells[1].source = "X = np.arange(10.0).reshape(5, 2)\nraise ValueError('boom')"
-    nbformat.write(recipe, edited / "recipe.ipynb")
-    seal_manifest(edited, {k: v for k, v in bundle.manifest.items() if k != "files"})
-    report = nd.verify(nd.Bundle.open(edited))
+    report = nd.verify(with_recipe_cell(bundle, work / "edited", 1, "X = np.arange(10.0).reshape(5, 2)\nraise ValueError('boom')"))
     assert not report.reproducible
     assert report.summary == "cell [3] (code cell 2 of the recipe), line 2: `raise ValueError('boom')` raised ValueError: boom"

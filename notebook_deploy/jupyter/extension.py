@@ -147,23 +147,22 @@ def capture_variable(
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
     model = namespace[variable]
-    data, source = None, None
+    data, source, looked = None, None, ()
     if sample is not None:
         try:
             data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
         except Exception as error:  # noqa: BLE001 - any error of the user's expression is theirs to see
             raise NotebookDeployError(f"--sample {sample}: {type(error).__name__}: {error}") from None
         source = f"given by --sample {sample}"
-    elif history is not None and (fits.LOG.find(model) is None or fits.LOG.find(model).rows is None):
+    elif history is not None and getattr(observed := fits.LOG.find(model), "rows", None) is None:
         data, source, looked = _guess_sample(history.sources, variable, namespace, model)
         if data is None and not hasattr(model, "n_features_in_"):
-            raise NotebookDeployError(no_sample_message(model, fits.LOG.find(model), looked))
+            raise NotebookDeployError(no_sample_message(model, observed, looked))
     bundle = capture(
         model, name=name, sample=head(as_rows(data), 5) if data is not None else None, sample_source=source,
         history=history, variable=variable, include_data=include_data, allow_secrets=allow_secrets, store=store,
     )
-    notes = [f"sample: {bundle.manifest['sample']['source']}" + ("" if sample else " (pass --sample EXPR to choose)")]
-    return bundle, notes
+    return bundle, [f"not the sample: {reason}" for reason in looked]
 
 
 def _guess_sample(
@@ -222,6 +221,9 @@ def summary(bundle: Bundle, notes: list[str]) -> str:
         lines.append(f"  recipe    {len(kept)} cell(s) kept: {', '.join(f'[{c}]' for c in kept)}")
         if data:
             lines.append("  data      " + ", ".join(f["path"] + (" (included)" if f["included"] else "") for f in data))
+    source = (bundle.manifest.get("sample") or {}).get("source")
+    if source:
+        lines.append(f"  sample    {source}" + ("" if source.startswith("given") else " (--sample EXPR to choose)"))
     lines.append(f"  packages  {', '.join(bundle.requirements) or 'none'}")
     lines += [f"  note      {n}" for n in notes]
     lines += [f"  warning   {w}" for w in bundle.warnings + (recipe.get("warnings") or [])]
