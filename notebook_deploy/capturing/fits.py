@@ -16,6 +16,7 @@ object it is called on (the frame a formula read, else the exog it was given).
 from __future__ import annotations
 
 import ast
+import types
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -157,8 +158,8 @@ def _is_statsmodels(value: Any) -> bool:
 
 def _is_fitted_object(value: Any) -> bool:
     """An object a fitting call returned or fitted, not a value it computed (an array, labels, a frame)."""
-    if value is None or isinstance(value, (int, float, str, bytes, tuple, list, dict)):
-        return False
+    if value is None or isinstance(value, (int, float, str, bytes, tuple, list, dict, types.ModuleType)):
+        return False  # a module: the owner of lgb.train
     module = type(value).__module__
     return not (module.startswith(("numpy", "pandas", "scipy")) or type(value).__name__ in ("Tensor", "History"))
 
