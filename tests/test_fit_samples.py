@@ -66,6 +66,13 @@ def test_chained_fit_of_a_name_rebound_later_and_digits_data_give_the_rows_the_m
     assert "refuses the sample (given by --sample X): predict, predict_proba, predict_log_proba: ValueError" in refused
     assert "Captured" not in refused
 
+    kernel.run("import pandas as pd\ndef train(rows):\n    inner = LinearRegression()\n    inner.fit(rows, rows.a)\n"
+               "    return inner\nhidden = train(pd.DataFrame({'a': [1.0, 2.0, 3.0]}))")
+    unseen = kernel.run("%deploy hidden")
+    assert "no sample: no fitting call of this LinearRegression was observed" in unseen, unseen
+    assert "(not those inside functions)" in unseen and "the cells have no hidden.fit(NAME, ...) call" in unseen
+    assert "--sample 'X_train[:5]'" in unseen and "Captured" not in unseen
+
 
 def test_a_model_fitted_before_the_extension_is_loaded_is_not_given_its_rebound_name(session):
     kernel, store, _ = session

@@ -164,11 +164,18 @@ def _sample_rows(model: Any, sample: Any, source: str | None, warnings: list[str
     fit = fits.LOG.find(model)
     if fit is not None and fit.rows is not None:
         return fit.rows, fit.describe()
-    features = getattr(model, "n_features_in_", None)
-    if isinstance(features, int) and not hasattr(model, "feature_names_in_"):
+    features = feature_count(model)
+    if features is not None:
         warnings.append(f"no sample was given: rows are assumed to be {features} float64 values")
         return np.zeros((1, features)), f"made up: {features} zeros, from the model's n_features_in_"
     raise CaptureError(no_sample_message(model, fit))
+
+
+def feature_count(model: Any) -> int | None:
+    """How many float values a row has, for an estimator fitted on an array (one fitted on a DataFrame
+    has column names and types that a count does not give)."""
+    features = getattr(model, "n_features_in_", None)
+    return features if isinstance(features, int) and not hasattr(model, "feature_names_in_") else None
 
 
 def no_sample_message(model: Any, fit: fits.Fit | None, looked: tuple[str, ...] = ()) -> str:
@@ -183,8 +190,10 @@ def no_sample_message(model: Any, fit: fits.Fit | None, looked: tuple[str, ...] 
     else:
         seen = (f"no fitting call of this {kind} was observed: load the extension (%load_ext notebook_deploy) "
                 "before the cell that fits it, and notebook-deploy keeps the rows it was fitted on")
+    count = (f"the {kind} was fitted on a DataFrame: its n_features_in_ does not give the columns' names and types"
+             if hasattr(model, "feature_names_in_") else f"the {kind} has no n_features_in_ to make rows from")
     return (
-        "no sample: " + "; ".join((seen, *looked, f"the {kind} has no n_features_in_ to make rows from"))
+        "no sample: " + "; ".join((seen, *looked, count))
         + ". Pass a few rows of the model's input: sample=X_train[:5] (in Python), --sample 'X_train[:5]' "
         "(%deploy, notebook-deploy deploy). notebook-deploy infers the request schema from it, tests the model "
         "on it, and finds the packages the model needs by running it"

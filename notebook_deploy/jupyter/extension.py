@@ -19,7 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from .. import display, repeats
 from ..bundle import Bundle
 from ..capturing import fits
-from ..capturing.live import capture, no_sample_message
+from ..capturing.live import capture, feature_count, no_sample_message
 from ..capturing.recipe import History, file_sha256
 from ..errors import NotebookDeployError
 from ..schema import as_rows, head
@@ -156,7 +156,7 @@ def capture_variable(
         source = f"given by --sample {sample}"
     elif history is not None and getattr(observed := fits.LOG.find(model), "rows", None) is None:
         data, source, looked = _guess_sample(history.sources, variable, namespace, model)
-        if data is None and not hasattr(model, "n_features_in_"):
+        if data is None and feature_count(model) is None:
             raise NotebookDeployError(no_sample_message(model, observed, looked))
     bundle = capture(
         model, name=name, sample=head(as_rows(data), 5) if data is not None else None, sample_source=source,
