@@ -139,6 +139,8 @@ def _first_rows(source: Any) -> tuple[Any, str | None]:
                       "fit xgboost.XGBRegressor/XGBClassifier on the array or frame to serve it")
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         return None, f"the data is a file ({source!r}), not rows in memory"
+    if isinstance(source, (list, tuple)) or type(source).__module__ == "torch":
+        source = source[:_ROWS]  # before as_rows: it would convert all of a long list of texts
     try:
         rows = head(as_rows(source), _ROWS)
     except Exception as error:  # noqa: BLE001 - any container the schema does not know is reported, not raised
