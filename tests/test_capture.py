@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -274,8 +275,11 @@ def test_integer_column_labels_are_captured_and_served_with_text_keys(store, tmp
     rows = [{"0": 3, "1": 1.5}, {"0": 11, "1": 5.5}]
     with TestClient(nd.create_app(bundle)) as client:
         answer = client.post("/predict", json={"instances": rows}).json()
+        split = json.loads(X.iloc[[3, 11]].to_json(orient="split", index=False))  # "columns": [0, 1]
+        mlflow = client.post("/invocations", json={"dataframe_split": split}).json()
         docs = client.get("/openapi.json").json()
-    assert answer["predictions"] == pytest.approx(model.predict(X.iloc[[3, 11]]).tolist(), rel=1e-12)
+    expected = model.predict(X.iloc[[3, 11]]).tolist()
+    assert answer["predictions"] == mlflow["predictions"] == pytest.approx(expected, rel=1e-12)
     assert "the JSON keys '0', '1' stand for the DataFrame's column labels 0, 1" in docs["info"]["description"]
 
 
