@@ -160,6 +160,9 @@ class Bundle:
     def details(self, tags: list[str] | None = None) -> dict[str, Any]:
         """``to_dict`` plus everything there is to show of this version: manifest, recipe, lock, schemas,
         sample and the summary of the drift reference (the Jupyter REST API's bundle details)."""
+        sample = self.manifest.get("sample")  # bundles captured before it was recorded have none
+        if sample:
+            rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
         reference = self.manifest.get("reference")
         if reference:
             features = [{"name": name, "kind": kind} for name, kind in reference["features"].items()]
@@ -216,6 +219,9 @@ class Bundle:
             ("size", display.human_size(self.size)),
             ("created", self.created),
         ]
+        sample = self.manifest.get("sample")  # bundles captured before it was recorded have none
+        if sample:
+            rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
         reference = self.manifest.get("reference")
         if reference:
             rows.append(("drift", f"reference of {reference['rows']} rows ({reference['source']}), "

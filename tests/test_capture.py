@@ -255,6 +255,7 @@ def test_a_chosen_sample_the_model_refuses_is_refused_naming_where_it_came_from(
     assert store.list() == []
     bundle = nd.capture(model, name="wide", sample=X[:5], store=store)
     assert bundle.manifest["sample"] == {"source": "given as sample=", "rows": 5}
+    assert "sample    5 rows: given as sample=" in str(bundle)
 
 
 def test_integer_column_labels_are_captured_and_served_with_text_keys(store, tmp_path):
