@@ -160,9 +160,6 @@ class Bundle:
     def details(self, tags: list[str] | None = None) -> dict[str, Any]:
         """``to_dict`` plus everything there is to show of this version: manifest, recipe, lock, schemas,
         sample and the summary of the drift reference (the Jupyter REST API's bundle details)."""
-        sample = self.manifest.get("sample")  # bundles captured before it was recorded have none
-        if sample:
-            rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
         reference = self.manifest.get("reference")
         if reference:
             features = [{"name": name, "kind": kind} for name, kind in reference["features"].items()]
