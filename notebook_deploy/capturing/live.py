@@ -117,8 +117,8 @@ def capture(
         if recipe is not None:
             write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
             limit = DATA_LIMIT if include_data is True else int(include_data)
-            for bundle_name, source in include_data_files(recipe, history, limit) if include_data else []:
-                shutil.copyfile(source, staged / bundle_name)
+            for bundle_name, data_path in include_data_files(recipe, history, limit) if include_data else []:
+                shutil.copyfile(data_path, staged / bundle_name)
         manifest = seal_manifest(
             staged,
             {
