@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .store import Store, default_root
 
 AUDIT_LOG_VARIABLE = "NOTEBOOK_DEPLOY_AUDIT_LOG"
 log = logging.getLogger("notebook_deploy.audit")
@@ -36,8 +35,12 @@ def default_path(root: Any = None) -> Path:
     configured = os.environ.get(AUDIT_LOG_VARIABLE)
     if configured:
         return Path(configured)
-    root = root.root if isinstance(root, Store) else root
-    return Path(root if root is not None else default_root()) / "audit.log"
+    root = getattr(root, "root", root)  # a Store (which records events here, so this module cannot import it)
+    if root is None:
+        from .store import default_root
+
+        root = default_root()
+    return Path(root) / "audit.log"
 
 
 def record(event: str, *, audit_log: str | os.PathLike[str] | None = None, root: Any = None, **fields: Any) -> None:
