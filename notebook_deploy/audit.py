@@ -35,7 +35,8 @@ def default_path(root: Any = None) -> Path:
     configured = os.environ.get(AUDIT_LOG_VARIABLE)
     if configured:
         return Path(configured)
-    root = getattr(root, "root", root)  # a Store (which records events here, so this module cannot import it)
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        root = root.root  # a Store (which records its changes here, so this module does not import it)
     if root is None:
         from .store import default_root
 
