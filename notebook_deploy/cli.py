@@ -68,19 +68,33 @@ Examples:
 @click.pass_obj
 @_errors_as_messages
 def list_command(store: Store, name: str | None) -> None:
-    """List bundles: name, version, tags, created, model and size."""
-    bundles = store.list(name)
-    if not bundles:
+    """List bundles: name, version, tags, created, model and size; versions or tags that cannot be read
+    are listed as DAMAGED, with the reason."""
+    bundles, damaged = store.inventory(name)
+    if not bundles and not damaged:
         click.echo(f"No bundles in {store.root}. Capture one in Python: notebook_deploy.capture(model, sample=X[:5])")
         return
     rows = [("NAME", "VERSION", "TAGS", "CREATED", "MODEL", "SIZE")]
+    tags = {each: _readable_tags(store, each) for each in {b.name for b in bundles}}
     for b in bundles:
         created = b.created[:19].replace("T", " ")
         model_type = b.manifest["model"]["type"].rsplit(".", 1)[-1]
-        rows.append((b.name, b.version, ",".join(store.tags_of(b)), created, model_type, display.human_size(b.size)))
+        on_it = ",".join(sorted(t for t, v in tags[b.name].items() if v == b.version))
+        rows.append((b.name, b.version, on_it, created, model_type, display.human_size(b.size)))
+    rows += [(d["name"], d["version"], "", "", "DAMAGED", "") for d in damaged]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for d in damaged:
+        click.echo(f"DAMAGED {d['name']}:{d['version']}: {d['reason']}", err=True)
+
+
+def _readable_tags(store: Store, name: str) -> dict[str, str]:
+    """The tags of ``name``, or none when its tags.json is damaged (listed as such)."""
+    try:
+        return store.tags(name)
+    except NotebookDeployError:
+        return {}
 
 
 @cli.command(epilog=f"""\b

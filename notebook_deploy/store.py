@@ -98,14 +98,15 @@ class Store:
     def list(self, name: str | None = None) -> list[Bundle]:
         """Every readable version (of ``name``, or of all names), oldest first; manifests are read, files
         not hashed. Versions whose manifest cannot be read are left out: ``damaged`` lists them."""
-        return self._read(name)[0]
+        return self.inventory(name)[0]
 
     def damaged(self, name: str | None = None) -> list[dict[str, str]]:
         """The versions and tags files (of ``name``, or of all names) that cannot be read, each with
         ``name``, ``version`` (or ``tags.json``), ``path`` and ``reason``: one of them must not hide the rest."""
-        return self._read(name)[1]
+        return self.inventory(name)[1]
 
-    def _read(self, name: str | None) -> tuple[list[Bundle], list[dict[str, str]]]:
+    def inventory(self, name: str | None = None) -> tuple[list[Bundle], list[dict[str, str]]]:
+        """``(list(name), damaged(name))`` from one pass over the manifests."""
         bundles, damaged = [], []
         for each in [name] if name is not None else self.names():
             for version in self._versions_of(each):
@@ -145,7 +146,7 @@ class Store:
         return [self._summary(name) for name in self.names()]
 
     def _summary(self, name: str) -> dict[str, Any]:
-        bundles, damaged = self._read(name)
+        bundles, damaged = self.inventory(name)
         try:
             tags = self.tags(name)  # read once per name: the sidebar polls this
         except BundleIntegrityError:
