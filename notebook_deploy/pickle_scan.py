@@ -35,8 +35,7 @@ import os
 import pickletools
 import types
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import UnsafePickleError
 
@@ -116,8 +115,9 @@ class PickleScan:
                 "findings": list(self.findings)}
 
 
-def scan_pickle(data: bytes) -> PickleScan:
-    """Walk the opcodes of ``data`` without loading it; a pickle that cannot be parsed is a finding."""
+def scan_pickle(data: bytes | BinaryIO) -> PickleScan:
+    """Walk the opcodes of ``data`` (bytes, or a file read as it goes) without loading it; a pickle that
+    cannot be parsed is a finding."""
     scan = PickleScan()
     stack: list[Any] = []
     memo: dict[int, Any] = {}
@@ -134,7 +134,8 @@ def check_pickle(path: str | os.PathLike[str], recorded: dict[str, Any] | None =
     """Scan the pickle at ``path`` and raise ``UnsafePickleError`` naming what it would import or call
     (and what capture recorded, ``recorded``, when that differs): the one check before a pickle that came
     from elsewhere is loaded."""
-    scan = scan_pickle(Path(path).read_bytes())
+    with open(path, "rb") as file:  # read as the opcodes go: a model of gigabytes is not held twice
+        scan = scan_pickle(file)
     if not scan.safe:
         noted = ""
         if recorded is not None and list(recorded.get("findings", [])) != scan.findings:
