@@ -188,12 +188,14 @@ In a container, options also come from the environment ([env var: ...] above), e
               **_from_environment("prediction_log_sample"),
               help="The fraction of rows written to --prediction-log [default: 1].")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
+@click.option("--loaded-by-parent", is_flag=True, hidden=True,
+              help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).")
 @click.option("--log-level", default="info", show_default=True, **_from_environment("log_level"),
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
 @_errors_as_messages
 def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, settings_json: str | None,
-          log_level: str, **options: Any) -> None:
+          loaded_by_parent: bool, log_level: str, **options: Any) -> None:
     """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
 
     The model answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
@@ -203,7 +205,11 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
     from .serving.runner import run
     from .serving.settings import ServeSettings
 
-    bundle = load(ref, store)
+    from .bundle import Bundle
+
+    # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
+    # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
+    bundle = Bundle.open(Path(ref)) if loaded_by_parent else load(ref, store)
     settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
     if settings_json:  # notebook_deploy.serve's own settings win over $NOTEBOOK_DEPLOY_* left in its environment
         context = click.get_current_context()
