@@ -27,7 +27,13 @@ from typing import Any, Iterator
 
 from . import audit
 from .bundle import Bundle, extract_archive, read_manifest, write_file
-from .errors import BundleInUseError, BundleIntegrityError, BundleNotFoundError, BundleReferenceError
+from .errors import (
+    BundleInUseError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+    BundleReferenceError,
+    NotebookDeployError,
+)
 
 LATEST = "latest"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -150,7 +156,7 @@ class Store:
         try:
             tags = self.tags(name)  # read once per name: the sidebar polls this
         except BundleIntegrityError:
-            tags = {}  # _read listed it as damaged
+            tags = {}  # inventory listed it as damaged
         versions = [b.to_dict(_tags_at(tags, b.version)) for b in reversed(bundles)]
         return {"name": name, "tags": tags, "versions": versions, "damaged": damaged}
 
@@ -257,22 +263,26 @@ class Store:
         return bundle
 
     def import_archive(self, archive: str | os.PathLike[str], tag_latest: bool = True) -> Bundle:
-        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash."""
-        with self.staging() as staged:
-            try:
-                extract_archive(Path(archive), staged)
-                bundle = Bundle.open(staged)  # checks integrity
-                check_name(bundle.name)
-                if not VERSION_PATTERN.match(bundle.version):
-                    raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")
-                bundle.check_pickle()  # before anything unpickles it
-            except BundleIntegrityError as error:
-                audit.record("import", root=self, archive=str(archive), result="refused", error=str(error)[:500])
-                raise
-            imported = self.commit(staged, bundle.manifest, tag_latest=tag_latest)
+        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash and
+        scanning its pickle; the import, or its refusal and why, goes to the audit log."""
+        try:
+            imported = self._import_archive(archive, tag_latest)
+        except NotebookDeployError as error:
+            audit.record("import", root=self, archive=str(archive), result="refused", error=str(error)[:500])
+            raise
         audit.record("import", root=self, archive=str(archive), result="ok", name=imported.name,
                      version=imported.version)
         return imported
+
+    def _import_archive(self, archive: str | os.PathLike[str], tag_latest: bool) -> Bundle:
+        with self.staging() as staged:
+            extract_archive(Path(archive), staged)
+            bundle = Bundle.open(staged)  # checks integrity
+            check_name(bundle.name)
+            if not VERSION_PATTERN.match(bundle.version):
+                raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")
+            bundle.check_pickle()  # before anything unpickles it
+            return self.commit(staged, bundle.manifest, tag_latest=tag_latest)
 
     @contextlib.contextmanager
     def serving(self, bundle: Bundle, url: str) -> Iterator[None]:

@@ -175,3 +175,21 @@ def test_a_safe_archive_imports_and_is_audited(forest_bundle, store, tmp_path):
     (entry,) = [e for e in audit.read(root=store) if e["event"] == "import"]
     assert (entry["result"], entry["name"], entry["version"]) == ("ok", "forest", forest_bundle.version)
     assert nd.load(str(imported.path), store).model is not None  # a store's own version, not scanned again
+
+
+def test_a_capture_whose_own_pickle_has_findings_warns_and_is_refused_where_imported(iris, store, tmp_path):
+    namespace = notebook_namespace("""
+        class Logged:
+            def __init__(self, model):
+                self.model = model
+
+            def predict(self, x):
+                os.getpid()
+                return self.model.predict(x)
+    """)
+    model = namespace["Logged"](LogisticRegression(max_iter=300).fit(*iris))
+    bundle = nd.capture(model, name="logged", sample=iris[0][:3], store=store)
+    assert bundle.manifest["pickle_scan"]["findings"] == ["imports module os (cloudpickle.subimport)"]
+    assert any("would be refused where this bundle is imported" in w for w in bundle.warnings)
+    with pytest.raises(UnsafePickleError, match="imports module os"):
+        nd.Store(tmp_path / "elsewhere").import_archive(bundle.export(tmp_path))
