@@ -47,6 +47,7 @@ LIMIT_SECONDS = 1.0  # record_limited writes at most one line per client and eve
 _LIMITED_KEYS = 10_000  # clients remembered by record_limited; the longest quiet are forgotten first
 _limited: "OrderedDict[tuple[str, ...], list[float]]" = OrderedDict()  # key -> [last written, suppressed]
 _limited_lock = threading.Lock()
+_GRPC_PEER = re.compile(r"^(ipv[46]:.+):\d+$")
 
 
 def default_path(root: Any = None) -> Path:
@@ -92,7 +93,9 @@ def record_limited(event: str, client: str | None, *, audit_log: str | os.PathLi
                    root: Any = None, **fields: Any) -> bool:
     """``record``, at most once per ``LIMIT_SECONDS`` for one ``client``, ``event`` and ``status`` in this process; the
     line says how many were ``suppressed`` since the last one. Returns whether a line was written."""
-    key = (str(audit_log or default_path(root)), event, str(client), str(fields.get("status")))
+    peer = _GRPC_PEER.match(str(client))  # "ipv4:HOST:PORT": a new port for each gRPC connection
+    host = peer.group(1) if peer else str(client)
+    key = (str(audit_log or default_path(root)), event, host, str(fields.get("status")))
     now = time.monotonic()
     with _limited_lock:
         state = _limited.get(key)
