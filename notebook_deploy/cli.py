@@ -68,19 +68,33 @@ Examples:
 @click.pass_obj
 @_errors_as_messages
 def list_command(store: Store, name: str | None) -> None:
-    """List bundles: name, version, tags, created, model and size."""
-    bundles = store.list(name)
-    if not bundles:
+    """List bundles: name, version, tags, created, model and size; versions or tags that cannot be read
+    are listed as DAMAGED, with the reason."""
+    bundles, damaged = store.inventory(name)
+    if not bundles and not damaged:
         click.echo(f"No bundles in {store.root}. Capture one in Python: notebook_deploy.capture(model, sample=X[:5])")
         return
     rows = [("NAME", "VERSION", "TAGS", "CREATED", "MODEL", "SIZE")]
+    tags = {each: _readable_tags(store, each) for each in {b.name for b in bundles}}
     for b in bundles:
         created = b.created[:19].replace("T", " ")
         model_type = b.manifest["model"]["type"].rsplit(".", 1)[-1]
-        rows.append((b.name, b.version, ",".join(store.tags_of(b)), created, model_type, display.human_size(b.size)))
+        on_it = ",".join(sorted(t for t, v in tags[b.name].items() if v == b.version))
+        rows.append((b.name, b.version, on_it, created, model_type, display.human_size(b.size)))
+    rows += [(d["name"], d["version"], "", "", "DAMAGED", "") for d in damaged]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for d in damaged:
+        click.echo(f"DAMAGED {d['name']}:{d['version']}: {d['reason']}", err=True)
+
+
+def _readable_tags(store: Store, name: str) -> dict[str, str]:
+    """The tags of ``name``, or none when its tags.json is damaged (listed as such)."""
+    try:
+        return store.tags(name)
+    except NotebookDeployError:
+        return {}
 
 
 @cli.command(epilog=f"""\b
@@ -174,12 +188,14 @@ In a container, options also come from the environment ([env var: ...] above), e
               **_from_environment("prediction_log_sample"),
               help="The fraction of rows written to --prediction-log [default: 1].")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
+@click.option("--loaded-by-parent", is_flag=True, hidden=True,
+              help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).")
 @click.option("--log-level", default="info", show_default=True, **_from_environment("log_level"),
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
 @_errors_as_messages
 def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, settings_json: str | None,
-          log_level: str, **options: Any) -> None:
+          loaded_by_parent: bool, log_level: str, **options: Any) -> None:
     """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
 
     The model answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
@@ -189,7 +205,11 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
     from .serving.runner import run
     from .serving.settings import ServeSettings
 
-    bundle = load(ref, store)
+    from .bundle import Bundle
+
+    # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
+    # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
+    bundle = Bundle.open(Path(ref)) if loaded_by_parent else load(ref, store)
     settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
     if settings_json:  # notebook_deploy.serve's own settings win over $NOTEBOOK_DEPLOY_* left in its environment
         context = click.get_current_context()

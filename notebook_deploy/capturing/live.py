@@ -22,6 +22,7 @@ from ..bundle import (
 )
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
+from ..pickle_scan import scan_pickle
 from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
 from . import fits
@@ -31,7 +32,7 @@ from .packages import environment_snapshot, package_state
 from .pickling import PROTOCOL, dump_model
 from .recipe import RECIPE_FILE, History, Recipe, build_recipe
 from .recipe import include_data as include_data_files
-from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_values
+from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_texts, find_secrets_in_values
 
 SAMPLE_ROWS = 5
 DATA_LIMIT = 10 * 1024 * 1024
@@ -90,12 +91,22 @@ def capture(
 
     reference_statistics = _drift_reference(model, reference, sample, rows, schema, list(outputs), warnings)
     pickled = dump_model(model)
+    pickle_scan = scan_pickle(pickled.data)  # kept in the manifest; checked again wherever the bundle is imported
     recipe = _recipe(history, variable) if history is not None else None
+    data_files = []
+    if recipe is not None and include_data:
+        data_files = include_data_files(recipe, history, DATA_LIMIT if include_data is True else int(include_data))
     if not allow_secrets:
         findings = find_secrets_in_values(_scannable(pickled.captured_globals))
         if recipe is not None:
             findings = find_secrets_in_cells(recipe.cells, [f"cell [{c}]" for c in recipe.counts]) + findings
+        findings += find_secrets_in_texts([("a string in the pickled model", text) for text in pickle_scan.strings])
+        findings += find_secrets_in_texts(
+            [(f"data file {source}", source.read_bytes().decode("utf-8", errors="replace")) for _, source in data_files]
+        )
         check_no_secrets(findings)
+    if not pickle_scan.safe:
+        warnings.append("the pickle would be refused where this bundle is imported: " + "; ".join(pickle_scan.findings))
     if pickled.by_value_modules:
         warnings.append(
             "local modules shipped inside the pickle (not installed packages): " + ", ".join(pickled.by_value_modules)
@@ -116,8 +127,7 @@ def capture(
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
         if recipe is not None:
             write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
-            limit = DATA_LIMIT if include_data is True else int(include_data)
-            for bundle_name, data_path in include_data_files(recipe, history, limit) if include_data else []:
+            for bundle_name, data_path in data_files:
                 shutil.copyfile(data_path, staged / bundle_name)
         manifest = seal_manifest(
             staged,
@@ -137,6 +147,7 @@ def capture(
                     "protocol": PROTOCOL,
                     "by_value_modules": list(pickled.by_value_modules),
                 },
+                "pickle_scan": pickle_scan.to_manifest(),
                 "schema": {"input": schema.to_dict(), "outputs": output_schemas},
                 "sample": {"source": source, "rows": len(instances)},
                 "requirements": state.direct,
