@@ -102,7 +102,7 @@ def capture(
             findings = find_secrets_in_cells(recipe.cells, [f"cell [{c}]" for c in recipe.counts]) + findings
         findings += find_secrets_in_texts([("a string in the pickled model", text) for text in pickle_scan.strings])
         findings += find_secrets_in_texts(
-            [(f"data file {source}", source.read_bytes().decode("utf-8", errors="replace")) for _, source in data_files]
+            [(f"data file {path}", path.read_bytes().decode("utf-8", errors="replace")) for _, path in data_files]
         )
         check_no_secrets(findings)
     if not pickle_scan.safe:
