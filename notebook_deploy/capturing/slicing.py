@@ -357,7 +357,7 @@ class _Analysis:
         if seen.cwd_after and seen.cwd_after != seen.cwd_before:
             last.strong.add("@cwd")
             last.uses.add("@cwd")
-            self.cwd = self._observed_path(seen.cwd_after, seen.cwd_after)
+            self.cwd = self._observed_path(".", seen.cwd_after)  # where later relative paths start
         warnings = self.cell_warnings.setdefault(index, [])
         warnings[:] = [w for w in warnings if not w.startswith("unseeded randomness")]
         for library in sorted(seen.seeded):
