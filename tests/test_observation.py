@@ -186,3 +186,24 @@ def test_a_fetched_url_is_named_in_a_warning(project, web, store):
     assert f"cell [3] fetched {web}/train.csv: the replay fetches it again" in " ".join(warnings)
     assert f"cell [4] fetched {web}/train.csv?copy=1" in " ".join(warnings)
     assert nd.verify(bundle).reproducible
+
+
+def test_data_above_the_cap_is_refused_unless_referenced(project, store):
+    from sklearn.linear_model import LogisticRegression as Model
+
+    from notebook_deploy.capturing.recipe import History
+
+    frame = pd.read_csv(project / "data" / "train.csv")
+    model = Model().fit(frame[["a", "b"]], frame["y"])
+    history = History(sources=["import pandas as pd\nfrom sklearn.linear_model import LogisticRegression as Model",
+                               "frame = pd.read_csv('../data/train.csv')",
+                               "model = Model().fit(frame[['a', 'b']], frame['y'])"],
+                      counts=[1, 2, 3], workdir=str(project / "nb"))
+    options = dict(name="lr", sample=frame[["a", "b"]], history=history, variable="model", store=store)
+    with pytest.raises(nd.CaptureError, match=r"above the 0 MiB cap .*\.\./data/train\.csv .*--reference-data"):
+        nd.capture(model, include_data=100, **options)
+    bundle = nd.capture(model, include_data=100, reference_data=True, **options)
+    [data] = bundle.manifest["recipe"]["files"]
+    assert data["path"] == "../data/train.csv" and not data["included"] and len(data["sha256"]) == 64
+    assert "referenced by path and sha256" in " ".join(bundle.warnings)
+    assert nd.capture(model, include_data=True, **options).manifest["recipe"]["files"][0]["included"]

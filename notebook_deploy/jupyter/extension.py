@@ -226,7 +226,8 @@ def capture_variable(
     name: str | None = None,
     sample: str | None = None,
     history: History | None = None,
-    include_data: bool = False,
+    include_data: bool | int = True,
+    reference_data: bool = False,
     allow_secrets: bool = False,
     store: str | os.PathLike[str] | Store | None = None,
 ) -> tuple[Bundle, list[str]]:
@@ -234,7 +235,9 @@ def capture_variable(
     notes for the user. What ``%deploy`` and the notebook panel both call.
 
     ``sample`` is an expression evaluated in ``namespace`` (its first 5 rows are used); without it, the first
-    argument of the last ``VARIABLE.fit(...)`` in the history is used when it is a plain variable."""
+    argument of the last ``VARIABLE.fit(...)`` in the history is used when it is a plain variable. The
+    recipe's data files are copied into the bundle up to 10 MiB each (``include_data``); larger ones
+    refuse the capture unless ``reference_data`` records them by path and sha256."""
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
     notes = []
@@ -248,7 +251,8 @@ def capture_variable(
         data = None
     bundle = capture(
         namespace[variable], name=name, sample=head(as_rows(data), 5) if data is not None else None,
-        history=history, variable=variable, include_data=include_data, allow_secrets=allow_secrets, store=store,
+        history=history, variable=variable, include_data=include_data, reference_data=reference_data,
+        allow_secrets=allow_secrets, store=store,
     )
     return bundle, notes
 
@@ -302,7 +306,10 @@ class DeployMagics(Magics):
     @argument("--sample", help="an expression giving a few input rows (default: the rows the model was fitted on)")
     @argument("--serve", action="store_true", help="serve the bundle on localhost once captured")
     @argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
-    @argument("--include-data", action="store_true", help="store copies of the data files (up to 10 MiB each)")
+    @argument("--include-data", action="store_true", help="(the default now: kept so older notebooks still run)")
+    @argument("--no-data", action="store_true", help="store no copies of the data files, only their paths and sha256")
+    @argument("--reference-data", action="store_true",
+              help="record data files above the 10 MiB cap by path and sha256 instead of refusing")
     @argument("--allow-secrets", action="store_true", help="capture even if the recipe seems to hold credentials")
     @argument("--panel", action="store_true", help="show the deploy panel (MODEL, if given, is preselected)")
     @line_magic
@@ -330,7 +337,7 @@ class DeployMagics(Magics):
         try:
             bundle, notes = deploy_from_kernel(
                 self.shell, args.model, name=args.name, sample=sample,
-                include_data=args.include_data, allow_secrets=args.allow_secrets,
+                include_data=not args.no_data, reference_data=args.reference_data, allow_secrets=args.allow_secrets,
             )
         except NotebookDeployError as error:
             print(f"%deploy: {error}", file=sys.stderr)
