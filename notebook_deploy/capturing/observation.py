@@ -104,6 +104,8 @@ def _feed(digest: _Digest, value: Any, depth: int) -> bool:
         return _feed_pandas(digest, value)
     if module == "torch" and hasattr(value, "detach"):
         return _feed_array(digest, value.detach().cpu().numpy())
+    if isinstance(value, (set, frozenset)) and len(value) > _ITEMS:
+        return False  # a set has no order to sample by; sorting a large one costs too much
     if isinstance(value, (list, tuple, set, frozenset)):
         items = list(value) if not isinstance(value, (set, frozenset)) else sorted(value, key=repr)
         digest.update(f"{type(value).__name__}{len(items)}".encode())
@@ -135,9 +137,9 @@ def _feed_array(digest: _Digest, array: Any) -> bool:
     import numpy as np
 
     digest.update(f"{array.dtype}{array.shape}".encode())
-    if array.dtype == object:
-        return all(_feed(digest, item, 1) for item in _spread(list(array.ravel())))
     flat = array.reshape(-1)
+    if array.dtype == object:
+        return all(_feed(digest, item, 1) for item in _spread(list(flat[:: max(1, flat.size // _ITEMS)])))
     if array.nbytes > _FULL_BYTES:
         flat = flat[:: max(1, flat.size // _SAMPLE)]
     digest.update(np.ascontiguousarray(flat).tobytes())
