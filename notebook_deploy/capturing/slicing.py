@@ -25,7 +25,7 @@ can extend; a method in neither list is taken to mutate, so that an unknown meth
 
 Where the session recorder watched an execution (an ``Observation``), what it saw refines the text:
 objects changed in place are updates whatever name the code used (an alias, a loop variable), a
-call guessed to mutate an object that did not change is not an update, files read and written and
+unknown method call whose object did not change is not an update, files read and written and
 the working directory are what the code really opened, and the random states are those that moved.
 Without observations (a saved notebook, a recorder loaded late) the static answer stands.
 """
@@ -670,13 +670,15 @@ class _Analysis:
         if isinstance(func, ast.Attribute):
             root = _root(func.value) if _is_chain(func.value) else None
             if root is not None and root not in self.imported and self._mutates(func.attr, call):
-                self._update(root, s, guessed=True)
+                # only an unknown method is a guess an observation may overrule: a sampled digest could
+                # miss what a known mutator (fit, inplace=True) changed
+                self._update(root, s, guessed=func.attr not in self.rules.mutating and not _inplace(call))
                 for held in self._held_code(root):
                     s.uses |= self._globals_of(held)
         if callee in self.rules.mutating_functions and call.args:
             root = _root(call.args[0])
             if root and root not in self.imported:
-                self._update(root, s, guessed=True)
+                self._update(root, s)
         package = self._package_of_callee(func)
         if callee in _CONFIG_CALLS.split() and package:
             s.weak.add(f"@state:{package}")
@@ -696,7 +698,7 @@ class _Analysis:
             s.uses.add(f"@file:{path}")
 
     def _mutates(self, method: str, call: ast.Call) -> bool:
-        if any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords):
+        if _inplace(call):
             return True
         if method in self.rules.pure:
             return False
@@ -1119,6 +1121,10 @@ def _is_view(value: ast.expr) -> bool:
             return False
         node = node.value
     return True
+
+
+def _inplace(call: ast.Call) -> bool:
+    return any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords)
 
 
 def _callee(call: ast.Call) -> str | None:
