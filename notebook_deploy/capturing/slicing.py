@@ -24,7 +24,7 @@ Nothing here runs user code. Which methods mutate their object is data (``SliceR
 can extend; a method in neither list is taken to mutate, so that an unknown method is never lost.
 
 Where the session recorder watched an execution (an ``Observation``), what it saw refines the text:
-objects changed in place are updates whatever name the code used (an alias, a loop variable), a
+objects changed in place are updates whatever name the code used (an alias, a loop variable), an
 unknown method call whose object did not change is not an update, files read and written and
 the working directory are what the code really opened, and the random states are those that moved.
 Without observations (a saved notebook, a recorder loaded late) the static answer stands.
