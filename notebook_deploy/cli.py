@@ -310,25 +310,29 @@ def import_command(store: Store, archive: Path, no_latest: bool) -> None:
 @cli.command(epilog="""\b
 Examples:
   notebook-deploy deploy train.ipynb --model clf
-  notebook-deploy deploy train.ipynb --model clf --name churn --sample "X_test[:5]" --include-data
+  notebook-deploy deploy train.ipynb --model clf --name churn --sample "X_test[:5]" --reference-data
 The notebook runs top to bottom in a fresh kernel in its own folder; then the variable is captured
 with the cells that built it (its recipe), as %deploy does in a live notebook.""")
 @click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "variable", required=True, help="The variable that holds the model.")
 @click.option("--name", help="The bundle's name [default: the variable's name].")
 @click.option("--sample", help="A Python expression giving a few input rows [default: the rows it was fitted on].")
-@click.option("--include-data", is_flag=True, help="Store copies of the data files the recipe reads (up to 10 MiB each).")
+@click.option("--include-data", is_flag=True, hidden=True, help="The default now; kept so older commands still run.")
+@click.option("--no-data", is_flag=True, help="Store no copies of the data files the recipe reads, only paths and sha256.")
+@click.option("--reference-data", is_flag=True,
+              help="Record data files above the 10 MiB cap by path and sha256 instead of refusing.")
 @click.option("--allow-secrets", is_flag=True, help="Capture even if the recipe seems to hold credentials.")
 @click.pass_obj
 @_errors_as_messages
 def deploy(store: Store, notebook: Path, variable: str, name: str | None, sample: str | None,
-           include_data: bool, allow_secrets: bool) -> None:
+           include_data: bool, no_data: bool, reference_data: bool, allow_secrets: bool) -> None:
     """Run a notebook headless and capture one of its variables with its recipe."""
     from .jupyter.extension import summary
     from .jupyter.headless import deploy_notebook
 
     click.echo(f"Running {notebook} ...", err=True)
-    bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=include_data,
+    bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=not no_data,
+                             reference_data=reference_data,
                              allow_secrets=allow_secrets, store=store)
     click.echo(summary(bundle, []))
 

@@ -9,6 +9,7 @@ the first output that differs.
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import subprocess
@@ -101,8 +102,8 @@ def verify(
 
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-verify-") as scratch_name:
         scratch = Path(scratch_name)
-        work = scratch / "work"
-        work.mkdir()
+        work = _replay_folder(scratch / "work", recipe)
+        work.mkdir(parents=True)
         problem = _place_data(bundle, recipe, work, data_dir)
         if problem:
             return result(False, problem)
@@ -129,6 +130,16 @@ def verify(
     return result(True, f"the rebuilt model gives the stored outputs of {', '.join(bundle.methods)} on {rows} sample rows")
 
 
+def _replay_folder(root: Path, recipe: dict[str, Any]) -> Path:
+    """Where the replay runs: ``root`` itself, or a folder under it as deep as the recipe's data files go
+    up (``../data/x.csv``), named as the session's folders were, so that the same relative paths reach
+    the same files."""
+    relative = [Path(f["path"]).parts for f in recipe["files"] if not Path(f["path"]).is_absolute()]
+    up = max((next((i for i, part in enumerate(parts) if part != ".."), len(parts)) for parts in relative), default=0)
+    session = Path(recipe.get("workdir") or ".").resolve().parts[1:]
+    return root.joinpath(*session[len(session) - up:]) if up else root
+
+
 def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: str | None) -> str | None:
     """Copy the recipe's data files into ``work`` at their recorded paths; a problem, if any, as text."""
     in_bundle = data_file_map(recipe["files"])
@@ -146,7 +157,7 @@ def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: st
         if data["sha256"] and file_sha256(source) != data["sha256"]:
             return f"data file {data['path']} ({source}) changed since capture: its sha256 differs"
         if relative:
-            destination = work / data["path"]
+            destination = Path(os.path.normpath(work / data["path"]))
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, destination)
     return None

@@ -51,6 +51,7 @@ def capture(
     history: History | None = None,
     variable: str | None = None,
     include_data: bool | int = False,
+    reference_data: bool = False,
     allow_secrets: bool = False,
     reference: Any = None,
     sample_source: str | None = None,
@@ -65,7 +66,8 @@ def capture(
     With ``history`` (what ran in the session, see ``notebook_deploy.capturing.recipe``), the executions
     that rebuild ``variable`` (the model's variable name) are kept in the bundle as a runnable recipe;
     ``include_data`` stores copies of the data files it reads (``True``: those up to 10 MiB; a number:
-    up to that many bytes). The recipe and the globals that notebook code in the model reads are
+    up to that many bytes); a file above that cap refuses the capture, unless ``reference_data`` is true:
+    then only its path and sha256 are recorded, and verify refuses any other file. The recipe and the globals that notebook code in the model reads are
     scanned for credentials first; a finding refuses the capture unless ``allow_secrets`` is true.
 
     Without ``sample``, the rows are the first rows of the data the model was fitted on, when the IPython
@@ -93,9 +95,11 @@ def capture(
     pickled = dump_model(model)
     pickle_scan = scan_pickle(pickled.data)  # kept in the manifest; checked again wherever the bundle is imported
     recipe = _recipe(history, variable) if history is not None else None
+    limit = DATA_LIMIT if include_data is True else int(include_data)
     data_files = []
     if recipe is not None and include_data:
-        data_files = include_data_files(recipe, history, DATA_LIMIT if include_data is True else int(include_data))
+        _check_data_sizes(recipe, limit, reference_data, warnings)
+        data_files = include_data_files(recipe, history, limit)
     if not allow_secrets:
         findings = find_secrets_in_values(_scannable(pickled.captured_globals))
         if recipe is not None:
@@ -323,6 +327,20 @@ def _recipe(history: History, variable: str | None) -> Recipe:
         return build_recipe(history, variable)
     except ValueError as error:
         raise CaptureError(f"no recipe for {variable!r}: {error}") from None
+
+
+def _check_data_sizes(recipe: Recipe, limit: int, reference_data: bool, warnings: list[str]) -> None:
+    """Refuse data files above the cap for copies, or with ``reference_data`` record them by path and hash."""
+    large = [f for f in recipe.files if f.size is not None and f.size > limit]
+    if large and not reference_data:
+        shown = ", ".join(f"{f.path} ({f.size / 2**20:.1f} MiB)" for f in large)
+        raise CaptureError(
+            f"data files above the {limit / 2**20:.0f} MiB cap for copies in the bundle: {shown}. Pass "
+            "--reference-data (reference_data=True) to record their paths and sha256 only (verify then needs "
+            "those exact files, or --data-dir), or a higher cap with include_data=BYTES"
+        )
+    warnings += [f"data file {f.path} is referenced by path and sha256, not copied: verify needs that exact file"
+                 for f in large]
 
 
 def _scannable(values: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,8 @@ _CAPTURE_CELL = """\
 import json as _nd_json
 from notebook_deploy.jupyter.extension import deploy_from_kernel as _nd_deploy
 _nd_bundle, _nd_notes = _nd_deploy(get_ipython(), {variable!r}, name={name!r}, sample={sample!r},
-                                   include_data={include_data!r}, allow_secrets={allow_secrets!r}, store={store!r})
+                                   include_data={include_data!r}, reference_data={reference_data!r},
+                                   allow_secrets={allow_secrets!r}, store={store!r})
 with open({result!r}, "w") as _nd_file:
     _nd_json.dump({{"path": str(_nd_bundle.path), "notes": _nd_notes}}, _nd_file)
 """
@@ -30,14 +31,16 @@ def deploy_notebook(
     *,
     name: str | None = None,
     sample: str | None = None,
-    include_data: bool = False,
+    include_data: bool | int = True,
+    reference_data: bool = False,
     allow_secrets: bool = False,
     store: Store | str | os.PathLike[str] | None = None,
     timeout: float = 900,
     kernel_name: str = "python3",
 ) -> Bundle:
     """Execute the notebook at ``path`` top to bottom in a fresh kernel (in its own folder), then
-    capture the variable ``model`` from that kernel with its recipe, as ``%deploy`` would."""
+    capture the variable ``model`` from that kernel with its recipe, as ``%deploy`` would (data files
+    copied up to 10 MiB each; ``reference_data`` records larger ones by path and sha256)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -49,7 +52,7 @@ def deploy_notebook(
         result = Path(scratch, "result.json")
         notebook.cells.insert(0, nbformat.v4.new_code_cell("%load_ext notebook_deploy"))
         notebook.cells.append(nbformat.v4.new_code_cell(_CAPTURE_CELL.format(
-            variable=model, name=name, sample=sample, include_data=include_data,
+            variable=model, name=name, sample=sample, include_data=include_data, reference_data=reference_data,
             allow_secrets=allow_secrets, store=str(store.root), result=str(result),
         )))
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name,
