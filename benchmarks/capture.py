@@ -4,12 +4,20 @@ Prints the median of several captures next to a raw baseline (cloudpickle.dumps 
 file write), their ratio, and where the time goes (slicing, pickling, the package probe, writing).
 The goal of issue 3 is under one second. Most of a capture is the package probe: a fresh Python
 that loads the pickle and runs the model, which proves the bundle loads elsewhere and measures what it
-needs; its floor, printed last, is that interpreter importing the model's libraries. Run: .venv/bin/python benchmarks/capture.py [--runs N]
+needs; its floor, printed last, is that interpreter importing the model's libraries.
+
+Then the observing session recorder (issue 12) side by side with the static-only slicer: the same
+30 cells run in an IPython shell and the model is captured with its recipe, once with the recorder
+watching every execution (fingerprints, audit hooks, random states) and once without it (the recipe
+from the static slicer alone). Each run is a fresh interpreter, alternating, so neither inherits the
+other's audit hook; the ratio of the medians is printed (the goal is at most 1.5x).
+Run: .venv/bin/python benchmarks/capture.py [--runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -31,7 +39,7 @@ from notebook_deploy.capturing.recipe import History
 
 EXPLORATION = [
     "df.head()", "df.describe()", "df.info()", 'df["plan"].value_counts()', "df.isna().sum()",
-    'df.groupby("plan")["spend"].mean()', 'df["age"].hist()', "df.corr(numeric_only=True)",
+    'df.groupby("plan")["spend"].mean()', 'df["age"].nlargest(5)', "df.corr(numeric_only=True)",
     'df.sort_values("spend").tail()', 'len(df)',
 ]
 
@@ -59,16 +67,73 @@ def history(folder: Path) -> History:
     return History(sources=cells, counts=list(range(1, 31)), workdir=str(folder))
 
 
+def session_run(folder: Path, observe: bool) -> dict[str, float]:
+    """Run the 30 cells in an IPython shell in ``folder`` and capture ``model``; the seconds it took."""
+    import os
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from notebook_deploy.jupyter.extension import capture_variable, recorder_for
+
+    os.chdir(folder)
+    shell = InteractiveShell.instance()
+    started = time.perf_counter()
+    recorder = recorder_for(shell) if observe else None
+    for cell in history(folder).sources:
+        if not shell.run_cell(cell, store_history=True).success:
+            raise SystemExit(f"cell failed: {cell}")
+    ran = time.perf_counter()
+    if recorder is not None:
+        session = recorder.history()
+    else:
+        raw = shell.history_manager.input_hist_raw
+        session = History(sources=list(raw[1:]), counts=list(range(1, len(raw))), workdir=str(folder))
+    capture_variable(shell.user_ns, "model", sample="X.head()", history=session, store=folder / "store")
+    done = time.perf_counter()
+    return {"cells": ran - started, "capture": done - ran, "total": done - started}
+
+
+def compare_recorder(folder: Path, runs: int) -> None:
+    """The observing recorder against the static-only slicer, each run in a fresh interpreter."""
+    results: dict[str, list[dict[str, float]]] = {"static": [], "observe": []}
+    for run in range(runs):
+        for variant in ("static", "observe"):
+            out = subprocess.run([sys.executable, __file__, "--session", variant, "--folder", str(folder / f"{variant}-{run}")],
+                                 check=True, capture_output=True, text=True)
+            results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    medians = {v: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for v, rows in results.items()}
+    print(f"\nobserving recorder vs static-only slicer, 30 cells run in IPython + capture ({runs} runs, median):")
+    for part in ("cells", "capture", "total"):
+        static, observed = medians["static"][part], medians["observe"][part]
+        print(f"  {part:<8} static {static * 1000:8.1f} ms   observing {observed * 1000:8.1f} ms   ratio {observed / static:5.2f}x")
+    ratio = medians["observe"]["total"] / medians["static"]["total"]
+    print(f"goal at most 1.5x:                                          {'met' if ratio <= 1.5 else 'NOT met'} ({ratio:.2f}x)")
+
+
+def write_data(folder: Path) -> pd.DataFrame:
+    """The customers file the 30 cells read."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame({"age": rng.integers(18, 80, 2000), "spend": rng.gamma(2, 30, 2000),
+                       "plan": rng.choice(["basic", "plus", "pro"], 2000), "churned": rng.integers(0, 2, 2000)})
+    df.to_csv(folder / "customers.csv", index=False)
+    return df
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
-    rng = np.random.default_rng(0)
+    parser.add_argument("--session", choices=["static", "observe"], help=argparse.SUPPRESS)  # one child run
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.session:
+        write_data(Path(options.folder))
+        print(json.dumps(session_run(Path(options.folder), options.session == "observe")))
+        return
+    runs = options.runs
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        df = pd.DataFrame({"age": rng.integers(18, 80, 2000), "spend": rng.gamma(2, 30, 2000),
-                           "plan": rng.choice(["basic", "plus", "pro"], 2000), "churned": rng.integers(0, 2, 2000)})
-        df.to_csv(folder / "customers.csv", index=False)
+        df = write_data(folder)
         X, y = df[["age", "spend", "plan"]], df["churned"]
         columns = ColumnTransformer([("num", StandardScaler(), ["age", "spend"]), ("cat", OneHotEncoder(), ["plan"])])
         model = make_pipeline(columns, RandomForestClassifier(n_estimators=50, random_state=0)).fit(X, y)
@@ -107,6 +172,8 @@ def main() -> None:
     print("where the time goes (one run each):")
     for label, seconds in timings.items():
         print(f"  {label:<44} {seconds * 1000:8.1f} ms")
+    with tempfile.TemporaryDirectory() as scratch:
+        compare_recorder(Path(scratch), runs)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tarfile
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import orjson
 from . import display
 from .errors import BundleIntegrityError
 from .methods import resolve_method
+from .pickle_scan import PickleScan, check_pickle
 from .schema import Schema, schema_from_dict
 
 FORMAT_VERSION = 1
@@ -138,6 +141,11 @@ class Bundle:
         with open(self.path / MODEL_FILE, "rb") as f:
             return pickle.load(f)
 
+    def check_pickle(self) -> PickleScan:
+        """Scan model.pkl's opcodes and raise ``UnsafePickleError`` if loading it would import or call
+        something dangerous: the check before the first unpickle of a bundle that came from elsewhere."""
+        return check_pickle(self.path / MODEL_FILE, self.manifest.get("pickle_scan"))
+
     def predict(self, data: Any, method: str = "predict") -> Any:
         """Call the model's ``method`` on ``data`` in this process."""
         if method not in self.methods:
@@ -190,6 +198,8 @@ class Bundle:
         listed = self.manifest["files"]
         for name, expected in listed.items():
             file = self.path / name
+            if file.is_symlink():
+                raise BundleIntegrityError(str(file), "is a link: a bundle holds plain files only")
             if not file.is_file():
                 raise BundleIntegrityError(str(file), "is missing; the bundle is incomplete")
             if file_digest(file) != expected:
@@ -220,6 +230,9 @@ class Bundle:
             ("size", display.human_size(self.size)),
             ("created", self.created),
         ]
+        sample = self.manifest.get("sample")  # bundles captured before it was recorded have none
+        if sample:
+            rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
         reference = self.manifest.get("reference")
         if reference:
             rows.append(("drift", f"reference of {reference['rows']} rows ({reference['source']}), "
@@ -292,12 +305,29 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise BundleIntegrityError(str(file), "is missing: this directory is not a bundle") from None
     except ValueError as error:
         raise BundleIntegrityError(str(file), f"is not valid JSON ({error}): the manifest was damaged") from None
+    except OSError as error:
+        raise BundleIntegrityError(str(file), f"cannot be read ({error.strerror or error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleIntegrityError(
             str(file), f"has format {found!r}; this notebook-deploy reads format {FORMAT_VERSION}"
         )
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleIntegrityError(str(file), "has no list of files: the manifest was damaged")
+    for name in files:
+        check_file_name(name, str(file))
+    if MANIFEST in files:
+        raise BundleIntegrityError(str(file), f"lists itself ({MANIFEST}) among its files: the manifest was damaged")
     return manifest
+
+
+def check_file_name(name: str, where: str) -> None:
+    """Raise unless ``name`` is a plain file name inside a bundle: no folder, no ``..``, no absolute path."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name \
+            or len(name.encode()) > 255:
+        raise BundleIntegrityError(where, f"names the file {name!r}, which is not a plain file name of a bundle "
+                                          "(no folders, '..' or absolute paths): refusing it")
 
 
 def verify_manifest(manifest: dict[str, Any], file: Path) -> None:
@@ -332,19 +362,53 @@ def write_archive(directory: Path, destination: Path, mtime: int) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def extract_archive(archive: Path, directory: Path) -> None:
-    """Unpack a bundle archive into the empty ``directory``, refusing anything but plain top-level files."""
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What an archive from elsewhere may unpack to: members, bytes per member, bytes in all, and bytes
+    per byte of archive beyond ``free_bytes`` (a few MB of archive must not fill a disk)."""
+
+    members: int = 1000
+    member_bytes: int = 16 << 30
+    total_bytes: int = 32 << 30
+    expansion: int = 100
+    free_bytes: int = 64 << 20
+
+    def total_for(self, archive_bytes: int) -> int:
+        """The most bytes an archive of ``archive_bytes`` may unpack to."""
+        return min(self.total_bytes, self.free_bytes + self.expansion * archive_bytes)
+
+
+def extract_archive(archive: Path, directory: Path, limits: ArchiveLimits = ArchiveLimits()) -> None:
+    """Unpack a bundle archive into the empty ``directory``, refusing anything but plain top-level files
+    and anything over ``limits``. Members are checked by their headers as the archive streams past, and
+    copied to disk in chunks, so a small archive that claims a huge member is refused without unpacking it."""
+    def refuse(reason: str) -> BundleIntegrityError:
+        return BundleIntegrityError(str(archive), f"{reason}: refusing to import it")
+
+    allowed_total = limits.total_for(archive.stat().st_size)
+    total, seen = 0, set()
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar.getmembers():
-                if not member.isfile() or "/" in member.name or member.name in ("", ".", ".."):
-                    raise BundleIntegrityError(
-                        str(archive), f"holds {member.name!r}, which is not a bundle file: refusing to import it"
-                    )
+        with tarfile.open(archive, "r|*") as tar:  # a stream: each member is read once, in order
+            for count, member in enumerate(tar, start=1):
+                if not member.isfile():
+                    raise refuse(f"holds {member.name!r}, which is not a plain file (a folder or a link)")
+                check_file_name(member.name, str(archive))
+                if member.name in seen:
+                    raise refuse(f"holds {member.name!r} twice")
+                seen.add(member.name)
+                total += member.size
+                if count > limits.members:
+                    raise refuse(f"holds more than {limits.members} files")
+                if member.size > limits.member_bytes:
+                    raise refuse(f"holds {member.name!r} of {member.size} bytes, over the limit of "
+                                 f"{limits.member_bytes} bytes a file")
+                if total > allowed_total:
+                    raise refuse(f"unpacks to more than {allowed_total} bytes (at {member.name!r}, "
+                                 f"{member.size} bytes), over the limit for an archive of its size")
                 source = tar.extractfile(member)
                 assert source is not None
                 with open(directory / member.name, "wb") as out:
-                    out.write(source.read())
+                    shutil.copyfileobj(source, out, 1 << 20)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise BundleIntegrityError(str(archive), f"is not a readable bundle archive ({error})") from None
 

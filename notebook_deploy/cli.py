@@ -68,19 +68,33 @@ Examples:
 @click.pass_obj
 @_errors_as_messages
 def list_command(store: Store, name: str | None) -> None:
-    """List bundles: name, version, tags, created, model and size."""
-    bundles = store.list(name)
-    if not bundles:
+    """List bundles: name, version, tags, created, model and size; versions or tags that cannot be read
+    are listed as DAMAGED, with the reason."""
+    bundles, damaged = store.inventory(name)
+    if not bundles and not damaged:
         click.echo(f"No bundles in {store.root}. Capture one in Python: notebook_deploy.capture(model, sample=X[:5])")
         return
     rows = [("NAME", "VERSION", "TAGS", "CREATED", "MODEL", "SIZE")]
+    tags = {each: _readable_tags(store, each) for each in {b.name for b in bundles}}
     for b in bundles:
         created = b.created[:19].replace("T", " ")
         model_type = b.manifest["model"]["type"].rsplit(".", 1)[-1]
-        rows.append((b.name, b.version, ",".join(store.tags_of(b)), created, model_type, display.human_size(b.size)))
+        on_it = ",".join(sorted(t for t, v in tags[b.name].items() if v == b.version))
+        rows.append((b.name, b.version, on_it, created, model_type, display.human_size(b.size)))
+    rows += [(d["name"], d["version"], "", "", "DAMAGED", "") for d in damaged]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for d in damaged:
+        click.echo(f"DAMAGED {d['name']}:{d['version']}: {d['reason']}", err=True)
+
+
+def _readable_tags(store: Store, name: str) -> dict[str, str]:
+    """The tags of ``name``, or none when its tags.json is damaged (listed as such)."""
+    try:
+        return store.tags(name)
+    except NotebookDeployError:
+        return {}
 
 
 @cli.command(epilog=f"""\b
@@ -188,12 +202,14 @@ In a container, options also come from the environment ([env var: ...] above), e
 @click.option("--allow-unsigned", is_flag=True, default=None, **_from_environment("allow_unsigned"),
               help="Serve the bundle even if no trusted key signed it (written to the audit log).")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
+@click.option("--loaded-by-parent", is_flag=True, hidden=True,
+              help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).")
 @click.option("--log-level", default="info", show_default=True, **_from_environment("log_level"),
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
 @_errors_as_messages
 def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, settings_json: str | None,
-          log_level: str, **options: Any) -> None:
+          loaded_by_parent: bool, log_level: str, **options: Any) -> None:
     """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
 
     The model answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
@@ -203,7 +219,11 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
     from .serving.runner import run
     from .serving.settings import ServeSettings
 
-    bundle = load(ref, store)
+    from .bundle import Bundle
+
+    # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
+    # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
+    bundle = Bundle.open(Path(ref)) if loaded_by_parent else load(ref, store)
     settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
     if settings_json:  # notebook_deploy.serve's own settings win over $NOTEBOOK_DEPLOY_* left in its environment
         context = click.get_current_context()
@@ -312,25 +332,29 @@ def import_command(store: Store, archive: Path, no_latest: bool, allow_unsigned:
 @cli.command(epilog="""\b
 Examples:
   notebook-deploy deploy train.ipynb --model clf
-  notebook-deploy deploy train.ipynb --model clf --name churn --sample "X_test[:5]" --include-data
+  notebook-deploy deploy train.ipynb --model clf --name churn --sample "X_test[:5]" --reference-data
 The notebook runs top to bottom in a fresh kernel in its own folder; then the variable is captured
 with the cells that built it (its recipe), as %deploy does in a live notebook.""")
 @click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "variable", required=True, help="The variable that holds the model.")
 @click.option("--name", help="The bundle's name [default: the variable's name].")
 @click.option("--sample", help="A Python expression giving a few input rows [default: the rows it was fitted on].")
-@click.option("--include-data", is_flag=True, help="Store copies of the data files the recipe reads (up to 10 MiB each).")
+@click.option("--include-data", is_flag=True, hidden=True, help="The default now; kept so older commands still run.")
+@click.option("--no-data", is_flag=True, help="Store no copies of the data files the recipe reads, only paths and sha256.")
+@click.option("--reference-data", is_flag=True,
+              help="Record data files above the 10 MiB cap by path and sha256 instead of refusing.")
 @click.option("--allow-secrets", is_flag=True, help="Capture even if the recipe seems to hold credentials.")
 @click.pass_obj
 @_errors_as_messages
 def deploy(store: Store, notebook: Path, variable: str, name: str | None, sample: str | None,
-           include_data: bool, allow_secrets: bool) -> None:
+           include_data: bool, no_data: bool, reference_data: bool, allow_secrets: bool) -> None:
     """Run a notebook headless and capture one of its variables with its recipe."""
     from .jupyter.extension import summary
     from .jupyter.headless import deploy_notebook
 
     click.echo(f"Running {notebook} ...", err=True)
-    bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=include_data,
+    bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=not no_data,
+                             reference_data=reference_data,
                              allow_secrets=allow_secrets, store=store)
     click.echo(summary(bundle, []))
 

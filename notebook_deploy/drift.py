@@ -369,10 +369,10 @@ def capture_reference(
 
 
 def _conform(data: Any, schema: Any) -> Any:
-    names = getattr(schema, "names", None)
+    names = getattr(schema, "labels", None)
     if names is not None:  # a table
         if not _is_dataframe(data):
-            raise ValueError(f"expected a DataFrame with the columns {', '.join(names)}, got a {type(data).__name__}")
+            raise ValueError(f"expected a DataFrame with the columns {', '.join(map(str, names))}, got a {type(data).__name__}")
         missing = [n for n in names if n not in data.columns]
         if missing:
             raise ValueError(f"the columns {', '.join(map(repr, missing))} of the sample are missing")

@@ -38,3 +38,11 @@ class ServeError(NotebookDeployError):
 class ServerStoppedError(ServeError):
     """A request was sent to a local server that has stopped."""
 
+
+
+class UnsafePickleError(BundleIntegrityError):
+    """A bundle's pickle would import or call something dangerous while loading; it was not loaded."""
+
+
+class BundleInUseError(NotebookDeployError):
+    """A version cannot be deleted because a running local server serves it."""

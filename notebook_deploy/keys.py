@@ -35,6 +35,7 @@ KEYS_FILE_VARIABLE = "NOTEBOOK_DEPLOY_KEYS_FILE"
 PREFIX = "ndk_"
 ROLES = ("predict", "admin")  # predict: inference only; admin: metadata and monitoring too
 _KEY = re.compile(r"ndk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
+KEY_PATTERN = _KEY  # what a key looks like: the secret scan of captures knows it (capturing/secrets.py)
 _FORMAT = 1
 
 

@@ -67,18 +67,38 @@ class Domain:
 
 @dataclass(frozen=True)
 class Column:
-    """One named feature of a table: its element kind and the exact pandas dtype to rebuild."""
+    """One named feature of a table: its element kind and the exact pandas dtype to rebuild.
+
+    ``name`` is the feature's JSON key; ``label`` is the DataFrame's own column label when that is not
+    this text (``read_csv(header=None)`` labels columns 0, 1, 2: their keys are "0", "1", "2"). An
+    ``optional`` feature is one the model was found not to use: a request may leave it out, and it is
+    then given ``fill`` (a value of the sample)."""
 
     name: str
     kind: str
     dtype: str
     categories: tuple[Any, ...] | None = None
     domain: Domain = Domain()
+    label: int | float | bool | None = None
+    optional: bool = False
+    fill: Any = None
+
+    @property
+    def key(self) -> Any:
+        """The column's label in the model's DataFrame."""
+        return self.name if self.label is None else self.label
 
     def json_schema(self) -> dict[str, Any]:
         if self.kind == CATEGORY:
-            return {"enum": [*self.categories, None]} if self.categories is not None else {}
-        return self.domain.json_schema(self.kind)
+            item = {"enum": [*self.categories, None]} if self.categories is not None else {}
+        else:
+            item = self.domain.json_schema(self.kind)
+        notes = []
+        if self.label is not None:
+            notes.append(f"the DataFrame column labelled {self.label!r} ({type(self.label).__name__})")
+        if self.optional:
+            notes.append(f"optional: the model does not use it (left out, it is {self.fill!r})")
+        return item | ({"description": "; ".join(notes)} if notes else {})
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,15 @@ class TableSchema:
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def labels(self) -> list[Any]:
+        """The column labels of the model's DataFrame, in order (``names`` are their JSON keys)."""
+        return [c.key for c in self.columns]
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if not c.optional]
+
     def decode(self, instances: Any) -> Any:
         """Turn JSON rows into a DataFrame with the captured columns and dtypes, or raise ``InputError``."""
         _require_rows(instances)
@@ -143,21 +172,23 @@ class TableSchema:
         if not isinstance(columns, dict):
             raise InputError(f"expected an object of columns keyed by feature name, got {_type_name(columns)}")
         names = self.names
-        missing = [n for n in names if n not in columns]
+        missing = [n for n in self.required if n not in columns]
         if missing:
             raise InputError(f"missing feature {_quoted(missing)}; expected {_quoted(names)}")
         unknown = sorted(str(k) for k in columns.keys() - set(names))
         if unknown:
             raise InputError(f"unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
-        for name in names:
+        given = [n for n in names if n in columns]
+        for name in given:
             if not isinstance(columns[name], list):
                 raise InputError(f"feature '{name}': expected a list of values, one per row, got {_type_name(columns[name])}")
-        lengths = {len(columns[n]) for n in names}
+        lengths = {len(columns[n]) for n in given}
         if len(lengths) != 1:
-            raise InputError("the columns have different lengths: " + ", ".join(f"'{n}': {len(columns[n])}" for n in names))
+            raise InputError("the columns have different lengths: " + ", ".join(f"'{n}': {len(columns[n])}" for n in given))
         if lengths == {0}:
             raise InputError("the columns are empty: send at least one row")
-        return self._frame({n: columns[n] for n in names})
+        rows = lengths.pop()
+        return self._frame({c.name: columns[c.name] if c.name in columns else [c.fill] * rows for c in self.columns})
 
     def _frame(self, values: dict[str, list[Any]]) -> Any:
         import pandas as pd
@@ -166,33 +197,37 @@ class TableSchema:
         for column in self.columns:
             raw = values[column.name]
             if column.kind == CATEGORY:
-                data[column.name] = _categorical(raw, column)
+                data[column.key] = _categorical(raw, column)
             elif column.kind == DATETIME:
-                data[column.name] = _datetimes(raw, column)
+                data[column.key] = _datetimes(raw, column)
             else:
                 array = _convert(_as_array(raw, ()), raw, column.kind, _numpy_dtype(column), column.name)
                 if column.kind == FLOAT:
                     column.domain.check(array, column.name)
-                data[column.name] = array
+                data[column.key] = array
         frame = pd.DataFrame(data, copy=False)
         for column in self.columns:
-            if str(frame[column.name].dtype) != column.dtype:
-                frame[column.name] = frame[column.name].astype(column.dtype)
+            if str(frame[column.key].dtype) != column.dtype:
+                frame[column.key] = frame[column.key].astype(column.dtype)
         return frame
 
     def _columns_of(self, instances: list[Any]) -> dict[str, list[Any]]:
         names = self.names
         if isinstance(instances[0], dict):
             expected = set(names)
+            optional = {c.name: c.fill for c in self.columns if c.optional}
             for i, row in enumerate(instances):
                 if not isinstance(row, dict):
                     raise InputError(f"row {i}: every row must be an object like row 0, got {_type_name(row)}")
                 if row.keys() != expected:
-                    missing = [n for n in names if n not in row]
+                    missing = [n for n in names if n not in row and n not in optional]
                     if missing:
                         raise InputError(f"row {i}: missing feature {_quoted(missing)}; expected {_quoted(names)}")
                     unknown = sorted(str(k) for k in row.keys() - expected)
-                    raise InputError(f"row {i}: unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
+                    if unknown:
+                        raise InputError(f"row {i}: unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
+            if optional:
+                return {n: [row.get(n, optional.get(n)) for row in instances] for n in names}
             return {n: [row[n] for row in instances] for n in names}
         for i, row in enumerate(instances):
             if not isinstance(row, list):
@@ -215,7 +250,7 @@ class TableSchema:
                 {
                     "type": "object",
                     "properties": {c.name: c.json_schema() for c in self.columns},
-                    "required": self.names,
+                    "required": self.required,
                     "additionalProperties": False,
                 },
                 {
@@ -228,7 +263,15 @@ class TableSchema:
         }
 
     def describe(self) -> str:
-        return "table of " + ", ".join(f"{c.name}: {c.dtype}" for c in self.columns)
+        text = "table of " + ", ".join(f"{c.name}: {c.dtype}" for c in self.columns)
+        labelled = [c for c in self.columns if c.label is not None]
+        if labelled:
+            text += (f" (the JSON keys {_quoted([c.name for c in labelled])} stand for the DataFrame's column "
+                     f"labels {', '.join(repr(c.label) for c in labelled)})")
+        optional = [c.name for c in self.columns if c.optional]
+        if optional:
+            text += f"; {_quoted(optional)} may be left out of an object row: the model does not use them"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +280,8 @@ class TableSchema:
                 {"name": c.name, "kind": c.kind, "dtype": c.dtype}
                 | ({"categories": list(c.categories)} if c.categories is not None else {})
                 | ({"domain": c.domain.to_dict()} if c.domain != Domain() else {})
+                | ({"label": c.label} if c.label is not None else {})
+                | ({"optional": True, "fill": c.fill} if c.optional else {})
                 for c in self.columns
             ],
         }
@@ -248,7 +293,9 @@ Schema = Union[TensorSchema, TableSchema]
 def infer_schema(data: Any) -> Schema:
     """Infer the schema of rows of ``data`` (an array-like or a pandas DataFrame)."""
     if _is_dataframe(data):
-        return TableSchema(tuple(_column_of(name, data[name]) for name in data.columns))
+        if len(set(map(str, data.columns))) != len(data.columns):
+            raise InputError(f"the sample's column labels {list(data.columns)!r} are not unique as text: rename them")
+        return TableSchema(tuple(_column_of(name, data.iloc[:, i]) for i, name in enumerate(data.columns)))
     array = np.asarray(data)
     if array.ndim == 0:
         raise InputError("a sample must have rows: got a single value; wrap it in a list")
@@ -267,6 +314,9 @@ def schema_from_dict(spec: dict[str, Any]) -> Schema:
                 c["name"], c["kind"], c["dtype"],
                 tuple(c["categories"]) if "categories" in c else None,
                 Domain(**c.get("domain", {})),
+                c.get("label"),
+                c.get("optional", False),
+                c.get("fill"),
             )
             for c in spec["columns"]
         )
@@ -376,23 +426,36 @@ def _is_dataframe(value: Any) -> bool:
 
 
 def _column_of(name: Any, series: Any) -> Column:
+    kind, dtype, categories = _kind_of_series(series)
+    return Column(str(name), kind, dtype, categories, label=_label(name))
+
+
+def _label(name: Any) -> int | float | bool | None:
+    """A column label that is not text, as a JSON value (None for text: the name is the label)."""
+    if isinstance(name, str):
+        return None
+    if isinstance(name, np.generic):
+        name = name.item()
+    if isinstance(name, (int, float, bool)):
+        return name
+    raise InputError(
+        f"the sample's column label {name!r} is a {type(name).__name__}: only text and number labels can be "
+        "served; rename the columns (df.columns = [str(c) for c in df.columns]) before fitting"
+    )
+
+
+def _kind_of_series(series: Any) -> tuple[str, str, tuple[Any, ...] | None]:
     import pandas as pd
 
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        return Column(str(name), CATEGORY, "category", tuple(to_jsonable(dtype.categories.to_numpy())))
-    if pd.api.types.is_bool_dtype(dtype):
-        return Column(str(name), BOOL, str(dtype))
-    if pd.api.types.is_integer_dtype(dtype):
-        return Column(str(name), INT, str(dtype))
-    if pd.api.types.is_float_dtype(dtype):
-        return Column(str(name), FLOAT, str(dtype))
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return Column(str(name), DATETIME, str(dtype))
+        return CATEGORY, "category", tuple(to_jsonable(dtype.categories.to_numpy()))
+    for test, kind in ((pd.api.types.is_bool_dtype, BOOL), (pd.api.types.is_integer_dtype, INT),
+                       (pd.api.types.is_float_dtype, FLOAT), (pd.api.types.is_datetime64_any_dtype, DATETIME)):
+        if test(dtype):
+            return kind, str(dtype), None
     values = series.dropna()
-    if all(isinstance(v, str) for v in values):
-        return Column(str(name), STR, str(dtype))
-    return Column(str(name), ANY, str(dtype))
+    return (STR if all(isinstance(v, str) for v in values) else ANY), str(dtype), None
 
 
 def _kind_of_array(array: np.ndarray) -> str:

@@ -5,6 +5,7 @@ Layout under the root (``~/.notebook_deploy``, or ``$NOTEBOOK_DEPLOY_HOME``)::
     bundles/NAME/VERSION/   one immutable bundle directory per version
     bundles/NAME/tags.json  {"latest": VERSION, "prod": VERSION, ...}
     tmp/                    bundles being written, and versions being deleted
+    serving/NAME/VERSION.PID.json   a local server (process PID) serves NAME:VERSION: it cannot be deleted
     lock                    the file whose lock serialises writers
 
 A bundle is written in ``tmp/`` and renamed into place only when complete, so a reader never sees half
@@ -24,8 +25,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .bundle import Bundle, extract_archive, read_manifest
-from .errors import BundleIntegrityError, BundleNotFoundError, BundleReferenceError
+from . import audit
+from .bundle import Bundle, extract_archive, read_manifest, write_file
+from .errors import (
+    BundleInUseError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+    BundleReferenceError,
+    NotebookDeployError,
+)
 
 LATEST = "latest"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -94,35 +102,63 @@ class Store:
         return sorted(p.name for p in self._bundles.iterdir() if p.is_dir() and self._versions_of(p.name))
 
     def list(self, name: str | None = None) -> list[Bundle]:
-        """Every version (of ``name``, or of all names), oldest first; manifests are read, files not hashed."""
-        names = [name] if name is not None else self.names()
-        bundles = []
-        for each in names:
+        """Every readable version (of ``name``, or of all names), oldest first; manifests are read, files
+        not hashed. Versions whose manifest cannot be read are left out: ``damaged`` lists them."""
+        return self.inventory(name)[0]
+
+    def damaged(self, name: str | None = None) -> list[dict[str, str]]:
+        """The versions and tags files (of ``name``, or of all names) that cannot be read, each with
+        ``name``, ``version`` (or ``tags.json``), ``path`` and ``reason``: one of them must not hide the rest."""
+        return self.inventory(name)[1]
+
+    def inventory(self, name: str | None = None) -> tuple[list[Bundle], list[dict[str, str]]]:
+        """``(list(name), damaged(name))`` from one pass over the manifests."""
+        bundles, damaged = [], []
+        for each in [name] if name is not None else self.names():
             for version in self._versions_of(each):
                 path = self._bundles / each / version
-                bundles.append(Bundle(path, read_manifest(path)))
-        return sorted(bundles, key=lambda b: (b.name, b.created, b.version))
+                try:
+                    bundles.append(_listable(Bundle(path, read_manifest(path)), each, version))
+                except BundleIntegrityError as error:
+                    damaged.append({"name": each, "version": version, "path": str(path), "reason": str(error)})
+            try:
+                self.tags(each)
+            except BundleIntegrityError as error:
+                damaged.append({"name": each, "version": "tags.json", "path": error.path, "reason": str(error)})
+        return sorted(bundles, key=lambda b: (b.name, b.created, b.version)), damaged
 
     def tags(self, name: str) -> dict[str, str]:
-        """The tags of ``name``: tag → version."""
+        """The tags of ``name``: tag → version; ``BundleIntegrityError`` if tags.json cannot be read."""
         check_name(name)
+        path = self._bundles / name / "tags.json"
         try:
-            return json.loads((self._bundles / name / "tags.json").read_text())
+            tags = json.loads(path.read_bytes())
         except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as error:
+            raise BundleIntegrityError(str(path), f"cannot be read ({error}): fix or delete it; "
+                                                  "`notebook-deploy tag` writes it again") from None
+        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+            raise BundleIntegrityError(str(path), "is not an object of tag → version: fix or delete it")
+        return tags
 
     def tags_of(self, bundle: Bundle) -> list[str]:
         """The tags that point at ``bundle``'s version."""
         return _tags_at(self.tags(bundle.name), bundle.version)
 
     def summaries(self) -> list[dict[str, Any]]:
-        """Every name with its tags and its versions (newest first, each ``Bundle.to_dict``), sorted by name."""
+        """Every name with its tags, its versions (newest first, each ``Bundle.to_dict``) and what of it
+        is damaged (``damaged``), sorted by name."""
         return [self._summary(name) for name in self.names()]
 
     def _summary(self, name: str) -> dict[str, Any]:
-        tags = self.tags(name)  # read once per name: the sidebar polls this
-        versions = [b.to_dict(_tags_at(tags, b.version)) for b in reversed(self.list(name))]
-        return {"name": name, "tags": tags, "versions": versions}
+        bundles, damaged = self.inventory(name)
+        try:
+            tags = self.tags(name)  # read once per name: the sidebar polls this
+        except BundleIntegrityError:
+            tags = {}  # inventory listed it as damaged
+        versions = [b.to_dict(_tags_at(tags, b.version)) for b in reversed(bundles)]
+        return {"name": name, "tags": tags, "versions": versions, "damaged": damaged}
 
     def details(self, ref: str) -> dict[str, Any]:
         """``Bundle.details`` of the version ``ref`` names, with the tags on it; files are not hashed."""
@@ -196,6 +232,7 @@ class Store:
         with self._locked():
             name, version = self.resolve(ref)
             self._set_tag(name, tag, version)
+        audit.record("tag", root=self, name=name, tag=tag, version=version)
         return self.get(f"{name}:{version}", verify=False)
 
     def untag(self, name: str, tag: str) -> None:
@@ -204,13 +241,15 @@ class Store:
             tags = self.tags(name)
             if tag not in tags:
                 raise BundleNotFoundError(f"{name!r} has no tag {tag!r}")
-            del tags[tag]
+            version = tags.pop(tag)
             self._write_tags(name, tags)
+        audit.record("untag", root=self, name=name, tag=tag, version=version)
 
     def delete(self, ref: str) -> Bundle:
         """Delete the version ``ref`` names and the tags on it; ``latest`` falls back to the newest left."""
         with self._locked():
             name, version = self.resolve(ref)
+            self._check_not_served(name, version)
             bundle = Bundle.open(self._bundles / name / version, verify=False)
             self._remove_dir(self._bundles / name / version)
             tags = {t: v for t, v in self.tags(name).items() if v != version}
@@ -220,27 +259,80 @@ class Store:
                 self._write_tags(name, tags)
             else:
                 self._remove_dir(self._bundles / name)
+        audit.record("rm", root=self, name=name, version=version)
         return bundle
 
     def import_archive(self, archive: str | os.PathLike[str], tag_latest: bool = True, *,
                        allow_unsigned: bool = False, trust: Any = None) -> Bundle:
-        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash
-        and that a key in ``trust`` (a ``signing.TrustStore``; default: the user's) signed it, unless
-        ``allow_unsigned`` (written to the audit log)."""
-        from .audit import default_path  # imported here: both sit above the store
-        from .provenance import check_trusted
+        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash,
+        that a key in ``trust`` (a ``signing.TrustStore``; default: the user's) signed it, unless
+        ``allow_unsigned`` (written to the audit log), and scanning its pickle; the import, or its refusal
+        and why, goes to the audit log."""
+        try:
+            imported = self._import_archive(archive, tag_latest, allow_unsigned, trust)
+        except NotebookDeployError as error:
+            audit.record("import", root=self, archive=str(archive), result="refused", error=str(error)[:500])
+            raise
+        audit.record("import", root=self, archive=str(archive), result="ok", name=imported.name,
+                     version=imported.version)
+        return imported
+
+    def _import_archive(self, archive: str | os.PathLike[str], tag_latest: bool, allow_unsigned: bool,
+                        trust: Any) -> Bundle:
+        from .provenance import check_trusted  # imported here: provenance sits above the store
 
         with self.staging() as staged:
             extract_archive(Path(archive), staged)
             bundle = Bundle.open(staged)  # checks integrity
             check_trusted(bundle, trust, allow_unsigned=allow_unsigned, action="import",
-                          audit_log=default_path(self))
+                          audit_log=audit.default_path(self))
             check_name(bundle.name)
             if not VERSION_PATTERN.match(bundle.version):
                 raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")
+            bundle.check_pickle()  # before anything unpickles it
             return self.commit(staged, bundle.manifest, tag_latest=tag_latest)
 
+    @contextlib.contextmanager
+    def serving(self, bundle: Bundle, url: str) -> Iterator[None]:
+        """Mark ``bundle`` as served by this process at ``url`` while the block runs, so that ``delete``
+        (from any process) refuses it rather than pull the files from under the server's workers. A
+        process killed without cleaning up leaves a file that is ignored once its process is gone."""
+        directory = self.root / "serving" / bundle.name
+        pin = directory / f"{bundle.version}.{os.getpid()}.json"
+        with self._locked():
+            if not (self._bundles / bundle.name / bundle.version).is_dir():
+                raise BundleNotFoundError(f"{bundle.ref} was deleted before its server started")
+            directory.mkdir(parents=True, exist_ok=True)
+            write_file(pin, json.dumps({"pid": os.getpid(), "url": url, "ref": bundle.ref}).encode())
+        try:
+            yield
+        finally:
+            pin.unlink(missing_ok=True)
+
+    @classmethod
+    def holding(cls, path: Path) -> "Store | None":
+        """The store whose version directory ``path`` is, or None for a bundle elsewhere."""
+        path = Path(path).absolute()
+        if path.parent.parent.name != "bundles" or not VERSION_PATTERN.match(path.name):
+            return None
+        return cls(path.parent.parent.parent)
+
     # -- internals --------------------------------------------------------------------------------
+    def _check_not_served(self, name: str, version: str) -> None:
+        for pin in sorted((self.root / "serving" / name).glob(f"{version}.*.json")):
+            try:
+                served = json.loads(pin.read_bytes())
+                alive = _process_alive(int(served["pid"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                alive = False
+            if not alive:
+                pin.unlink(missing_ok=True)  # its server is gone
+                continue
+            raise BundleInUseError(
+                f"{name}:{version} is served by the local server at {served.get('url')} (process {served['pid']}): "
+                "stop that server first (Ctrl+C, or Server.stop()), then delete the version"
+            )
+
     def _versions_of(self, name: str) -> list[str]:
         directory = self._bundles / name
         if not directory.is_dir():
@@ -248,7 +340,10 @@ class Store:
         return [p.name for p in directory.iterdir() if VERSION_PATTERN.match(p.name) and (p / "bundle.json").is_file()]
 
     def _newest(self, name: str, versions: list[str]) -> str:
-        return max(versions, key=lambda v: (read_manifest(self._bundles / name / v)["created"], v))
+        readable = {b.version: b.created for b in self.list(name) if b.version in versions}
+        if not readable:
+            raise BundleNotFoundError(f"no version of {name!r} can be read: see `notebook-deploy list {name}`")
+        return max(readable, key=lambda v: (readable[v], v))
 
     def _set_tag(self, name: str, tag: str, version: str) -> None:
         tags = self.tags(name)
@@ -258,8 +353,9 @@ class Store:
     def _write_tags(self, name: str, tags: dict[str, str]) -> None:
         path = self._bundles / name / "tags.json"
         temporary = path.with_name(f".tags.{os.getpid()}.json")
-        temporary.write_text(json.dumps(tags, indent=2, sort_keys=True) + "\n")
+        write_file(temporary, (json.dumps(tags, indent=2, sort_keys=True) + "\n").encode())
         os.replace(temporary, path)
+        _fsync_directory(path.parent)  # the rename itself reaches the disk too
 
     def _remove_dir(self, path: Path) -> None:
         """Take ``path`` out of view in one rename, then delete it."""
@@ -281,6 +377,27 @@ class Store:
             match = re.match(r"^(?:stage|delete)-(\d+)-", entry.name)
             if match and not _process_alive(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _listable(bundle: Bundle, name: str, version: str) -> Bundle:
+    """``bundle`` if its manifest has what a listing shows and matches its place in the store."""
+    manifest = bundle.manifest
+    model = manifest.get("model")
+    if (manifest.get("name"), manifest.get("version")) != (name, version):
+        raise BundleIntegrityError(str(bundle.path), f"holds the manifest of {manifest.get('name')}:"
+                                                     f"{manifest.get('version')}, not of {name}:{version}")
+    if not isinstance(manifest.get("created"), str) or not isinstance(model, dict) or "type" not in model \
+            or not isinstance(model.get("methods"), list):
+        raise BundleIntegrityError(str(bundle.path / "bundle.json"), "lacks created, model.type or model.methods")
+    return bundle
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _tags_at(tags: dict[str, str], version: str) -> list[str]:

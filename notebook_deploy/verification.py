@@ -9,6 +9,7 @@ the first output that differs.
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import display
+from .cell_errors import failed_cell
 from .api import load
 from .bundle import LOCK_FILE, Bundle
 from .capturing.recipe import RECIPE_FILE, data_file_map, file_sha256
@@ -100,8 +102,8 @@ def verify(
 
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-verify-") as scratch_name:
         scratch = Path(scratch_name)
-        work = scratch / "work"
-        work.mkdir()
+        work = _replay_folder(scratch / "work", recipe)
+        work.mkdir(parents=True)
         problem = _place_data(bundle, recipe, work, data_dir)
         if problem:
             return result(False, problem)
@@ -117,8 +119,7 @@ def verify(
         failure = _execute(notebook, work, kernel, timeout)
         if failure:
             cell, message = failure
-            where = f"cell [{cell}]" if cell is not None else "the output check"
-            return result(False, f"{where} raised {message}", failed_cell=cell)
+            return result(False, message, failed_cell=cell)
         with open(scratch / "output.pkl", "rb") as f:
             rebuilt = to_jsonable(pickle.load(f))
     found = [d for method in bundle.methods
@@ -127,6 +128,16 @@ def verify(
         return result(False, found[0], differences=found)
     rows = len(bundle.sample["instances"])
     return result(True, f"the rebuilt model gives the stored outputs of {', '.join(bundle.methods)} on {rows} sample rows")
+
+
+def _replay_folder(root: Path, recipe: dict[str, Any]) -> Path:
+    """Where the replay runs: ``root`` itself, or a folder under it as deep as the recipe's data files go
+    up (``../data/x.csv``), named as the session's folders were, so that the same relative paths reach
+    the same files."""
+    relative = [Path(f["path"]).parts for f in recipe["files"] if not Path(f["path"]).is_absolute()]
+    up = max((next((i for i, part in enumerate(parts) if part != ".."), len(parts)) for parts in relative), default=0)
+    session = Path(recipe.get("workdir") or ".").resolve().parts[1:]
+    return root.joinpath(*session[len(session) - up:]) if up else root
 
 
 def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: str | None) -> str | None:
@@ -146,7 +157,7 @@ def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: st
         if data["sha256"] and file_sha256(source) != data["sha256"]:
             return f"data file {data['path']} ({source}) changed since capture: its sha256 differs"
         if relative:
-            destination = work / data["path"]
+            destination = Path(os.path.normpath(work / data["path"]))
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, destination)
     return None
@@ -178,7 +189,7 @@ def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None]) -> 
 
 
 def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[int | None, str] | None:
-    """Run the notebook; on an error, the execution count of the failing recipe cell and the error."""
+    """Run the notebook; on an error, the execution count of the failing recipe cell and what failed where."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -188,10 +199,9 @@ def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[in
     try:
         client.execute()
     except CellExecutionError as error:
-        for cell in notebook.cells:
-            if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) and \
-                    "raises-exception" not in cell.metadata.get("tags", []):
-                count = cell.metadata.get("notebook_deploy", {}).get("execution_count")
-                return count, f"{error.ename}: {error.evalue}"
-        return None, f"{error.ename}: {error.evalue}"
+        failed = failed_cell(notebook)
+        if failed is None or failed.index == len(notebook.cells) - 1:
+            return None, f"the output check raised {failed.error if failed else f'{error.ename}: {error.evalue}'}"
+        count = notebook.cells[failed.index].metadata.get("notebook_deploy", {}).get("execution_count")
+        return count, f"cell [{count}] (code cell {failed.code_cell} of the recipe){failed.where()} raised {failed.error}"
     return None

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -96,3 +97,32 @@ def test_pushes_are_recorded_with_their_result(monkeypatch, store):
         "push", "registry.example/models/m:1", "sha256:" + "1" * 64, "ok")
     assert (failed["reference"], failed["result"]) == ("registry.example/models/m:2", "failed")
     assert "denied" in failed["error"]
+
+
+def test_refusals_are_one_line_a_second_per_client_with_a_count(tmp_path):
+    log = tmp_path / "audit.log"
+    written = [audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=401, path="/predict")
+               for _ in range(50)]
+    audit.record_limited("auth_failure", "10.0.0.2", audit_log=log, status=401, path="/predict")  # another client
+    audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=403, path="/metadata")  # another status
+    for port in (50001, 50002):  # gRPC peers: one client, a port per connection
+        audit.record_limited("auth_failure", f"ipv4:10.0.0.3:{port}", audit_log=log, status=401, path="/infer")
+    assert written.count(True) == 1
+    time.sleep(audit.LIMIT_SECONDS + 0.05)
+    audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=401, path="/predict")
+    entries = [(e["client"], e["status"], e["suppressed"]) for e in audit.read(log)]
+    assert entries == [("10.0.0.1", 401, 0), ("10.0.0.2", 401, 0), ("10.0.0.1", 403, 0), ("ipv4:10.0.0.3:50001", 401, 0),
+                       ("10.0.0.1", 401, 49)]
+
+
+def test_the_log_rotates_by_size_and_keeps_a_few_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit, "MAX_BYTES", 1000)
+    log = tmp_path / "audit.log"
+    for number in range(200):
+        audit.record("tag", audit_log=log, number=number, padding="x" * 100)
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("audit.log"))
+    assert files == ["audit.log"] + [f"audit.log.{n}" for n in range(1, audit.KEEP + 1)]
+    assert all(p.stat().st_size <= 1000 + 400 for p in tmp_path.glob("audit.log*"))
+    numbers = [e["number"] for e in audit.read(log)]
+    assert numbers == list(range(numbers[0], 200)) and numbers[0] > 0  # the oldest went, the rest in order
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tmp_path.glob("audit.log*"))

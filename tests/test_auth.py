@@ -39,6 +39,13 @@ def client(forest_bundle, secured):
         yield client
 
 
+@pytest.fixture(autouse=True)
+def every_refusal_recorded(monkeypatch):
+    """These tests check what each refusal records; the one-line-a-second limit is tested in test_audit.py
+    (the real server's test below runs in another process, where the limit holds)."""
+    monkeypatch.setattr(audit, "LIMIT_SECONDS", 0.0)
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

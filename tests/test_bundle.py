@@ -428,3 +428,109 @@ def test_every_lazy_export_is_what_it_names_even_after_its_module_was_imported()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# -- bounds on archives from elsewhere ----------------------------------------------------------------------
+class Zeros(io.RawIOBase):
+    """``size`` zero bytes, read in chunks: a huge member is written without holding it in memory."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+@pytest.fixture(scope="module")
+def bomb(captured, tmp_path_factory) -> Path:
+    """A real bundle's files plus a 1 GiB member of zeros, gzip'd to about 1 MB."""
+    archive = tmp_path_factory.mktemp("bomb") / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for name in BUNDLE_FILES:
+            tar.add(captured.path / name, arcname=name)
+        info = tarfile.TarInfo("weights.bin")
+        info.size = 1 << 30
+        tar.addfile(info, io.BufferedReader(Zeros(info.size), 1 << 20))
+    return archive
+
+
+def test_a_small_archive_holding_a_huge_member_is_refused_without_unpacking_it(bomb, tmp_path):
+    assert bomb.stat().st_size < 8 << 20
+    script = (
+        "import resource, sys\nimport notebook_deploy as nd\nfrom notebook_deploy.errors import BundleIntegrityError\n"
+        "try:\n    nd.Store(sys.argv[2]).import_archive(sys.argv[1])\nexcept BundleIntegrityError as error:\n"
+        "    print(error)\nprint('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(bomb), str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    message, peak = result.stdout.strip().rsplit("\n", 1)
+    assert "weights.bin" in message and "over the limit for an archive of its size" in message
+    assert int(peak.split()[1]) < 400 * 1024  # KiB: the 1 GiB member was never read into memory
+    assert not any((tmp_path / "store" / "tmp").iterdir()) and nd.Store(tmp_path / "store").names() == []
+
+
+@pytest.mark.parametrize(("limits", "expected"), [
+    ({"members": 3}, "holds more than 3 files"),
+    ({"member_bytes": 100}, "over the limit of 100 bytes a file"),
+    ({"total_bytes": 1000}, "unpacks to more than 1000 bytes"),
+])
+def test_archive_limits(captured, tmp_path, limits, expected):
+    from notebook_deploy.bundle import ArchiveLimits, extract_archive
+
+    archive = captured.export(tmp_path)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(BundleIntegrityError, match=expected):
+        extract_archive(archive, tmp_path / "out", ArchiveLimits(**limits))
+
+
+def test_an_archive_with_a_member_twice_is_refused(captured, tmp_path):
+    with tarfile.open(tmp_path / "twice.tar.gz", "w:gz") as tar:
+        for name in BUNDLE_FILES + ["model.pkl"]:
+            tar.add(captured.path / name, arcname=name)
+    with pytest.raises(BundleIntegrityError, match="holds 'model.pkl' twice"):
+        nd.Store(tmp_path / "store").import_archive(tmp_path / "twice.tar.gz")
+
+
+def resealed(manifest: dict, folder: Path) -> None:
+    """Write ``manifest`` to ``folder`` with a version and digest that hold, as the project's sealing does."""
+    import hashlib
+
+    from notebook_deploy.bundle import canonical_json
+
+    manifest = {k: v for k, v in manifest.items() if k != "digest"}
+    manifest["version"] = content_version(manifest)
+    manifest["digest"] = "sha256:" + hashlib.sha256(canonical_json(manifest)).hexdigest()
+    (folder / "bundle.json").write_bytes(canonical_json(manifest))
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "ABSOLUTE", "..", "bundle.json"])
+def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(captured, tmp_path, name):
+    from notebook_deploy.bundle import file_digest
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(captured.path, folder)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of the bundle")
+    name = str(outside) if name == "ABSOLUTE" else name
+    target = folder / "bundle.json" if name == "bundle.json" else (outside if name != ".." else folder.parent)
+    digest = file_digest(target) if target.is_file() else "sha256:" + "0" * 64
+    resealed({**captured.manifest, "files": {**captured.manifest["files"], name: digest}}, folder)
+    with pytest.raises(BundleIntegrityError, match="not a plain file name of a bundle|lists itself"):
+        nd.Bundle.open(folder)
+
+
+def test_a_linked_file_in_a_bundle_folder_is_refused(captured, tmp_path):
+    folder = tmp_path / "bundle"
+    shutil.copytree(captured.path, folder)
+    (tmp_path / "elsewhere.json").write_bytes((folder / "sample.json").read_bytes())
+    (folder / "sample.json").unlink()
+    (folder / "sample.json").symlink_to(tmp_path / "elsewhere.json")  # same bytes: the hash alone passes it
+    with pytest.raises(BundleIntegrityError, match="sample.json: is a link"):
+        nd.Bundle.open(folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -242,3 +244,103 @@ def test_a_torch_module_is_served_as_predict_on_tensors(store):
     with TestClient(nd.create_app(bundle)) as client:
         answer = client.post("/predict", json={"instances": rows.tolist()})
     np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-6)
+
+
+def test_a_chosen_sample_the_model_refuses_is_refused_naming_where_it_came_from(iris, store):
+    X, y = iris
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    with pytest.raises(CaptureError, match=r"refuses the sample \(given by --sample X\[:, :3\]\): predict, "
+                                           r"predict_proba, .*3 features.*Pass rows the model takes"):
+        nd.capture(model, name="narrow", sample=X[:5, :3], sample_source="given by --sample X[:, :3]", store=store)
+    assert store.list() == []
+    bundle = nd.capture(model, name="wide", sample=X[:5], store=store)
+    assert bundle.manifest["sample"] == {"source": "given as sample=", "rows": 5}
+    assert "sample    5 rows: given as sample=" in str(bundle)
+
+
+def test_integer_column_labels_are_captured_and_served_with_text_keys(store, tmp_path):
+    pd = pytest.importorskip("pandas")
+    from fastapi.testclient import TestClient
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import StandardScaler
+
+    (tmp_path / "plain.csv").write_text("".join(f"{i},{i * 0.5},{(i * 7) % 5}\n" for i in range(20)))
+    frame = pd.read_csv(tmp_path / "plain.csv", header=None)  # columns labelled 0, 1, 2
+    X, y = frame[[0, 1]], frame[2]
+    model = make_pipeline(ColumnTransformer([("scale", StandardScaler(), [0, 1])]), LinearRegression()).fit(X, y)
+    bundle = nd.capture(model, name="unnamed", sample=X[:5], store=store)
+    columns = bundle.manifest["schema"]["input"]["columns"]
+    assert [(c["name"], c["label"]) for c in columns] == [("0", 0), ("1", 1)]
+    assert bundle.sample["instances"][0] == {"0": 0, "1": 0.0}
+    rows = [{"0": 3, "1": 1.5}, {"0": 11, "1": 5.5}]
+    with TestClient(nd.create_app(bundle)) as client:
+        answer = client.post("/predict", json={"instances": rows}).json()
+        split = json.loads(X.iloc[[3, 11]].to_json(orient="split", index=False))  # "columns": [0, 1]
+        mlflow = client.post("/invocations", json={"dataframe_split": split}).json()
+        docs = client.get("/openapi.json").json()
+    expected = model.predict(X.iloc[[3, 11]]).tolist()
+    assert answer["predictions"] == mlflow["predictions"] == pytest.approx(expected, rel=1e-12)
+    assert "the JSON keys '0', '1' stand for the DataFrame's column labels 0, 1" in docs["info"]["description"]
+
+
+def test_a_column_the_fitted_pipeline_drops_is_optional_once_a_probe_confirms_it(store):
+    pd = pytest.importorskip("pandas")
+    from fastapi.testclient import TestClient
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"size": rng.normal(size=40), "city": rng.choice(["a", "b"], 40),
+                          "note": rng.choice(["x", "y", "z"], 40), "id": np.arange(40)})
+    y = frame["size"] * 3 + (frame["city"] == "a")
+    used = ColumnTransformer([("num", "passthrough", ["size"]), ("cat", OneHotEncoder(), ["city"])], remainder="drop")
+    model = make_pipeline(used, LinearRegression()).fit(frame, y)
+    bundle = nd.capture(model, name="dropping", sample=frame[:5], store=store)
+    optional = {c["name"]: c.get("fill") for c in bundle.manifest["schema"]["input"]["columns"] if c.get("optional")}
+    assert optional == {"note": frame["note"][0], "id": 0}
+    row = bundle.input_schema.json_schema()["anyOf"][0]
+    assert row["required"] == ["size", "city"] and "does not use it" in row["properties"]["id"]["description"]
+    with TestClient(nd.create_app(bundle)) as client:
+        short = client.post("/predict", json={"instances": [{"size": 1.5, "city": "b"}]})
+        full = client.post("/predict", json={"instances": [{"size": 1.5, "city": "b", "note": "q", "id": 7}]})
+        missing = client.post("/predict", json={"instances": [{"city": "b"}]})
+    expected = model.predict(pd.DataFrame({"size": [1.5], "city": ["b"], "note": ["q"], "id": [7]})).tolist()
+    assert short.json()["predictions"] == full.json()["predictions"] == pytest.approx(expected, rel=1e-12)
+    assert missing.status_code == 422 and "missing feature 'size'" in missing.json()["detail"]
+
+
+def test_a_column_the_pipeline_names_as_dropped_but_the_model_reads_stays_required(store):
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+
+    frame = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0) ** 2})
+    # the ColumnTransformer drops "b", but the function after it reads the frame it was given: b matters
+    def add_b(rows):
+        return np.asarray(rows["b"])
+
+    class Reads:
+        def __init__(self, inner):
+            self.steps = [("ct", inner)]
+
+        def predict(self, rows):
+            return add_b(rows) + 1
+
+    ct = ColumnTransformer([("a", "passthrough", ["a"])], remainder="drop").fit(frame)
+    bundle = nd.capture(Reads(ct), name="reads", sample=frame[:5], store=store)
+    assert not any(c.get("optional") for c in bundle.manifest["schema"]["input"]["columns"])
+
+
+def test_a_library_warning_raised_at_every_call_of_a_capture_is_shown_once_with_a_count(iris, store):
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    X, y = iris
+    model = LogisticRegression(max_iter=500).fit(pd.DataFrame(X, columns=list("abcd")), y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # the sample is an array: scikit-learn warns at each call that it has no feature names
+        nd.capture(model, name="nameless", sample=X[:5], store=store)
+    texts = [str(w.message) for w in caught if "valid feature names" in str(w.message)]
+    assert len(texts) == 1 and re.search(r"\(raised \d+ times; shown once\)", texts[0]), texts

@@ -143,3 +143,13 @@ def test_recipe_previews_the_cells_of_a_saved_notebook(store, tmp_path):
     assert "data: data/customers.csv (missing)" in output  # the data folder was not copied along
     failed = run(store, "recipe", str(tmp_path / "saved.ipynb"), "--model", "nothing", ok=False)
     assert failed.exit_code == 1 and "'nothing' is never assigned" in failed.output
+
+
+def test_list_shows_a_damaged_version_with_the_reason_and_the_rest(store, two_versions):
+    old, new = two_versions
+    (old.path / "bundle.json").write_text("{cut sho")
+    result = CliRunner().invoke(cli, ["--store", str(store.root), "list"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert rows == [["iris", new.version, "latest", *rows[0][3:]], ["iris", old.version, "DAMAGED"]]
+    assert f"DAMAGED iris:{old.version}: " in result.stderr and "is not valid JSON" in result.stderr

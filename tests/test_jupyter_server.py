@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
 from jupyter_server.utils import JupyterServerAuthWarning
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures: jp_fetch, jp_serverapp, ...
 from registries import free_port
@@ -32,7 +33,7 @@ import notebook_deploy as nd
 import test_tasks
 from notebook_deploy.bundle import seal_manifest
 from notebook_deploy.capturing.recipe import History
-from notebook_deploy.jupyter.server import NAMESPACE, ROUTES
+from notebook_deploy.jupyter.server import AUTH_RESOURCE, NAMESPACE, ROUTES
 
 EXTENSION = "notebook_deploy.jupyter.server"
 registry = test_tasks.registry  # the fixture: a local registry holding a base image
@@ -85,12 +86,25 @@ def deploy_store(template, tmp_path) -> nd.Store:
     return nd.Store(tmp_path / "store")
 
 
+class ReadOnlyDeployments(Authorizer):
+    """A deployment's authorizer that lets users see the Deployments lists and change nothing in them."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return resource != AUTH_RESOURCE or action == "read"
+
+
 @pytest.fixture
-def jp_server_config(deploy_store):
+def authorizer_class() -> type[Authorizer]:
+    return AllowAllAuthorizer
+
+
+@pytest.fixture
+def jp_server_config(deploy_store, authorizer_class):
     return Config({
         "ServerApp": {"jpserver_extensions": {EXTENSION: True, "jupyter_server_terminals": False},
                       "allow_unauthenticated_access": False,
-                      "reraise_server_extension_failures": True},
+                      "reraise_server_extension_failures": True,
+                      "authorizer_class": authorizer_class},
         "NotebookDeploy": {"store": str(deploy_store.root)},
     })
 
@@ -259,6 +273,45 @@ def test_every_route_is_declared_authenticated(jp_configurable_serverapp):
         app = jp_configurable_serverapp()
     assert EXTENSION in app.extension_manager.extensions
     assert not [w for w in caught if issubclass(w.category, JupyterServerAuthWarning)]
+
+
+@pytest.mark.parametrize("authorizer_class", [ReadOnlyDeployments])
+def test_a_read_only_authorizer_lists_but_changes_nothing(api, forest_bundle, deploy_store):
+    status, listed = api("GET", "bundles")
+    assert status == 200 and [b["name"] for b in listed["bundles"]] == ["customers", "forest", "lr"]
+    assert api("GET", "bundles", "forest", forest_bundle.version)[0] == 200
+    assert api("GET", "servers") == (200, {"servers": []})
+    refused = [
+        ("DELETE", ("bundles", "forest", forest_bundle.version), None),
+        ("PUT", ("bundles", "forest", "tags", "prod"), {"version": forest_bundle.version}),
+        ("DELETE", ("bundles", "forest", "tags", "latest"), None),
+        ("POST", ("servers",), {"ref": "forest"}),
+        ("POST", ("servers", "1", "predict"), {"instances": [[1, 2, 3, 4]]}),
+        ("DELETE", ("servers", "1"), None),
+        ("POST", ("tasks",), {"kind": "push", "ref": "forest", "image": "127.0.0.1:1/forest:1"}),
+        ("DELETE", ("tasks", "1"), None),
+    ]
+    for method, parts, body in refused:
+        status, answer = api(method, *parts, body=body)
+        assert status == 403, (method, parts, answer)
+    assert deploy_store.get(forest_bundle.ref).version == forest_bundle.version  # still there
+    assert deploy_store.tags("forest") == listed["bundles"][1]["tags"]  # unchanged
+    assert api("GET", "servers") == (200, {"servers": []}) and api("GET", "tasks") == (200, {"tasks": []})
+
+
+def test_a_damaged_version_or_tags_file_is_listed_as_damaged(api, deploy_store, forest_bundle):
+    (deploy_store.root / "bundles" / "forest" / forest_bundle.version / "bundle.json").write_text("{not json")
+    (deploy_store.root / "bundles" / "customers" / "tags.json").write_text("[1, 2")
+    status, answer = api("GET", "bundles")
+    assert status == 200, answer
+    customers, forest, lr = answer["bundles"]
+    assert [v["version"] for v in forest["versions"]] != [] and forest_bundle.version not in [
+        v["version"] for v in forest["versions"]]
+    (damaged,) = forest["damaged"]
+    assert damaged["version"] == forest_bundle.version and "is not valid JSON" in damaged["reason"]
+    assert customers["versions"] and customers["tags"] == {}
+    assert customers["damaged"][0]["version"] == "tags.json" and "cannot be read" in customers["damaged"][0]["reason"]
+    assert lr["damaged"] == []
 
 
 # -- servers and tasks (real processes) ------------------------------------------------------------------

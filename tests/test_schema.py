@@ -496,3 +496,36 @@ def test_numbers_beyond_the_dtype_are_refused_not_wrapped(schema, rows, message)
     with pytest.raises(InputError) as error:
         schema.decode(rows)
     assert message in str(error.value)
+
+
+def test_integer_column_labels_are_text_keys_in_json_and_labels_again_in_the_frame():
+    frame = pd.DataFrame({0: [1.5, 2.5], 1: ["a", "b"], 2: [3, 4]})
+    schema = infer_schema(frame)
+    assert schema.names == ["0", "1", "2"] and schema.labels == [0, 1, 2]
+    rows = schema.encode(frame)
+    assert rows == [{"0": 1.5, "1": "a", "2": 3}, {"0": 2.5, "1": "b", "2": 4}]
+    again = schema_from_dict(orjson.loads(orjson.dumps(schema.to_dict())))
+    for decoded in (again.decode(rows), again.decode([[1.5, "a", 3], [2.5, "b", 4]]),
+                    again.decode_columns({"0": [1.5, 2.5], "1": ["a", "b"], "2": [3, 4]})):
+        pd.testing.assert_frame_equal(decoded, frame)
+
+
+def test_a_column_label_that_is_neither_text_nor_a_number_is_refused_with_what_to_do():
+    frame = pd.DataFrame([[1.0, 2.0]], columns=pd.MultiIndex.from_tuples([("a", 1), ("a", 2)]))
+    with pytest.raises(InputError, match=r"only text and number labels can be served; rename the columns"):
+        infer_schema(frame)
+
+
+def test_an_optional_column_may_be_left_out_of_object_rows_and_columns_and_is_filled():
+    spec = {"type": "table", "columns": [{"name": "x", "kind": "float", "dtype": "float64"},
+                                         {"name": "id", "kind": "int", "dtype": "int64", "optional": True, "fill": 7}]}
+    schema = schema_from_dict(spec)
+    assert schema.to_dict() == spec
+    expected = pd.DataFrame({"x": [1.0, 2.0], "id": [7, 3]})
+    pd.testing.assert_frame_equal(schema.decode([{"x": 1.0}, {"x": 2.0, "id": 3}]), expected)
+    pd.testing.assert_frame_equal(schema.decode_columns({"x": [1.0, 2.0]}), expected.assign(id=[7, 7]))
+    with pytest.raises(InputError, match="row 0: missing feature 'x'"):
+        schema.decode([{"id": 1}])
+    with pytest.raises(InputError, match="row 1 has 1 values, expected 2"):
+        schema.decode([[1.0, 2], [1.0]])  # rows as lists still give every column, in order
+    assert schema.json_schema()["anyOf"][0]["required"] == ["x"]

@@ -401,3 +401,57 @@ def test_findings_refuse_the_capture_naming_cell_and_line_and_the_way_forward():
 def test_no_findings_no_refusal():
     assert check_no_secrets([]) is None
     assert check_no_secrets(find_secrets_in_cells(["import numpy as np", "%pip install scikit-learn"])) is None
+
+
+# -- this project's keys, more token formats, the pickled model and data files -----------------------------
+GITLAB = "gl" + "pat-xY3kLm9PqR2sT5vW8zAb"
+PYPI = "pypi" + "-AgEIcHlwaS5vcmcCJGI0ZjFhYzYzLTU3ZDEtNGZmZi1iZmE0LTc1ZGZhN2I2YjQ2MwACKlsz"
+NPM = "npm" + "_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+SENDGRID = "SG" + ".ngeVfQFYQlKU0ufo8x5d1A.TwL2iGABf9DHoTf-09kqeF8tAmbihYzrnopKc-1s5cr"
+PROJECT_KEY = "ndk" + "_0a1b2c3d_" + "Xy7" * 14 + "Q"  # the shape notebook_deploy.keys makes
+
+
+@pytest.mark.parametrize(("secret", "kind"), [
+    (PROJECT_KEY, "notebook-deploy API key"), (GITLAB, "GitLab token"), (PYPI, "PyPI token"), (NPM, "npm token"),
+    (SENDGRID, "SendGrid API key"), (SLACK_BOT, "Slack token"), (GH_FINE, "GitHub token"),
+])
+def test_token_formats_are_known_by_their_shape(secret, kind):
+    from notebook_deploy.keys import KEY_PATTERN
+
+    assert KEY_PATTERN.fullmatch(PROJECT_KEY)
+    (finding,) = find_secrets_in_cells([f'client = Client("{secret}")'])  # the name says nothing
+    assert finding.kind == kind and secret not in finding.excerpt
+
+
+def test_a_token_kept_inside_the_model_refuses_the_capture(iris, store):
+    from sklearn.linear_model import LogisticRegression
+
+    import notebook_deploy as nd
+
+    model = LogisticRegression(max_iter=300).fit(*iris)
+    model.registry_login = {"user": "ci", "token": GITLAB}  # an attribute: no global, no cell holds it
+    with pytest.raises(CaptureError, match="a string in the pickled model: GitLab token") as refused:
+        nd.capture(model, sample=iris[0][:3], store=store)
+    assert GITLAB not in str(refused.value) and store.names() == []
+
+
+def test_a_token_in_an_included_data_file_refuses_the_capture(iris, store, tmp_path):
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    import notebook_deploy as nd
+    from notebook_deploy.capturing.recipe import History
+
+    frame = pd.DataFrame(iris[0][:, :2], columns=["a", "b"]).assign(y=iris[1])
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    with open(tmp_path / "train.csv", "a") as f:
+        f.write(f"# uploaded with {NPM}\n")
+    model = LogisticRegression(max_iter=300).fit(frame[["a", "b"]], frame["y"])
+    history = History(sources=["import pandas as pd\nfrom sklearn.linear_model import LogisticRegression",
+                               'frame = pd.read_csv("train.csv", comment="#")',
+                               'model = LogisticRegression(max_iter=300).fit(frame[["a", "b"]], frame["y"])'],
+                      counts=[1, 2, 3], workdir=str(tmp_path))
+    with pytest.raises(CaptureError, match=r"data file .*train.csv, line \d+: npm token"):
+        nd.capture(model, sample=frame[["a", "b"]].head(), history=history, variable="model", include_data=True,
+                   store=store)
+    nd.capture(model, sample=frame[["a", "b"]].head(), history=history, variable="model", store=store)  # not included

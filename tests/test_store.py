@@ -480,3 +480,75 @@ def test_killed_capture_leaves_nothing_visible(tmp_path, iris):
     assert [b.ref for b in store.list()] == [bundle.ref]
     assert not staged[0].exists()
     assert list((root / "tmp").iterdir()) == []
+
+
+# -- audit, damage, served versions -------------------------------------------------------------------------
+def test_tag_untag_and_rm_are_audited(store, versions):
+    from notebook_deploy import audit
+
+    store.tag(f"{NAME}:{versions[0]}", "prod")
+    store.untag(NAME, "prod")
+    store.delete(f"{NAME}:{versions[1]}")
+    events = [(e["event"], e.get("tag"), e["version"]) for e in audit.read(root=store)
+              if e["event"] in ("tag", "untag", "rm")]
+    assert events == [("tag", "prod", versions[0]), ("untag", "prod", versions[0]), ("rm", None, versions[1])]
+
+
+def test_one_damaged_version_or_tags_file_does_not_hide_the_rest(store, versions):
+    (store.root / "bundles" / NAME / versions[0] / "bundle.json").write_text("{broken")
+    (store.root / "bundles" / NAME / versions[1] / "bundle.json").write_text('{"format": 1, "files": {}}')
+    assert [b.version for b in store.list()] == [versions[2]]
+    damaged = {d["version"]: d["reason"] for d in store.damaged()}
+    assert "is not valid JSON" in damaged[versions[0]] and f"not of {NAME}:{versions[1]}" in damaged[versions[1]]
+    (summary,) = store.summaries()
+    assert [v["version"] for v in summary["versions"]] == [versions[2]] and len(summary["damaged"]) == 2
+    (store.root / "bundles" / NAME / "tags.json").write_bytes(b"\xff\xfe")
+    (summary,) = store.summaries()
+    assert summary["tags"] == {} and summary["damaged"][-1]["version"] == "tags.json"
+    with pytest.raises(nd.errors.BundleIntegrityError, match="tags.json: cannot be read"):
+        store.tag(f"{NAME}:{versions[2]}", "prod")  # a write does not overwrite what it cannot read
+
+
+def test_tags_are_flushed_to_disk(store, versions, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    store.tag(f"{NAME}:{versions[0]}", "prod")  # a spy only: a power cut cannot be made here
+    assert any(path.endswith(".json") and ".tags." in path for path in synced)  # the file, before its rename
+    assert str(store.root / "bundles" / NAME) in synced  # and the rename, in its folder
+
+
+def rm_in_another_process(store, ref: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "rm", ref],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_served_version_cannot_be_deleted_from_another_process(store, versions):
+    bundle = store.get(f"{NAME}:{versions[0]}")
+    with store.serving(bundle, "http://127.0.0.1:8123"):
+        refused = rm_in_another_process(store, bundle.ref)
+        assert refused.returncode == 1
+        assert f"{bundle.ref} is served by the local server at http://127.0.0.1:8123 (process {os.getpid()})" \
+            in refused.stderr
+        assert store.get(bundle.ref).version == bundle.version
+    assert rm_in_another_process(store, bundle.ref).returncode == 0  # the server has ended
+
+
+def test_a_pin_left_by_a_killed_server_is_ignored(store, versions):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pins = store.root / "serving" / NAME
+    pins.mkdir(parents=True)
+    (pins / f"{versions[0]}.{dead.pid}.json").write_text(json.dumps({"pid": dead.pid, "url": "http://x"}))
+    store.delete(f"{NAME}:{versions[0]}")
+    assert not any(pins.iterdir())
+
+
+@pytest.mark.integration
+def test_a_running_server_pins_its_version(store, versions, iris):
+    bundle = store.get(f"{NAME}:{versions[0]}")
+    with nd.serve(bundle.ref, store=store, workers=2) as server:
+        refused = rm_in_another_process(store, bundle.ref)
+        assert refused.returncode == 1 and server.url in refused.stderr
+        assert server.predict(iris[0][:2]).tolist() == bundle.predict(iris[0][:2]).tolist()
+    assert rm_in_another_process(store, bundle.ref).returncode == 0

@@ -27,7 +27,7 @@ def probe_domains(schema: Schema, model_input: Any, calls: list[Callable[[Any], 
     row = take_rows(model_input, 0, 1)
     if isinstance(schema, TableSchema):
         columns = tuple(
-            replace(column, domain=_probe(lambda value, name=column.name: _with_column(row, name, value), calls))
+            replace(column, domain=_probe(lambda value, name=column.key: _with_column(row, name, value), calls))
             if column.kind == FLOAT else column
             for column in schema.columns
         )
@@ -61,7 +61,7 @@ def _filled(row: np.ndarray, value: float) -> np.ndarray:
         return np.full_like(row, value)
 
 
-def _with_column(row: Any, name: str, value: float) -> Any:
+def _with_column(row: Any, name: Any, value: float) -> Any:
     changed = row.copy()
     with np.errstate(over="ignore"):  # in a float32 column, 1e300 becomes inf, as the server would make it
         changed[name] = np.array([value], dtype=changed[name].dtype)

@@ -16,26 +16,30 @@ import cloudpickle
 import nbformat
 import numpy as np
 
-from .. import audit, drift
+from .. import audit, drift, repeats
 from ..bundle import (
     ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file,
 )
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
+from ..pickle_scan import scan_pickle
 from ..provenance import sign_own_capture
 from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
+from . import fits
+from .columns import probe_unused_columns
 from .domains import probe_domains
 from .packages import environment_snapshot, package_state
 from .pickling import PROTOCOL, dump_model
 from .recipe import RECIPE_FILE, History, Recipe, build_recipe
 from .recipe import include_data as include_data_files
-from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_values
+from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_texts, find_secrets_in_values
 
 SAMPLE_ROWS = 5
 DATA_LIMIT = 10 * 1024 * 1024
 
 
+@repeats.collapsed
 def capture(
     model: Any,
     name: str | None = None,
@@ -48,8 +52,10 @@ def capture(
     history: History | None = None,
     variable: str | None = None,
     include_data: bool | int = False,
+    reference_data: bool = False,
     allow_secrets: bool = False,
     reference: Any = None,
+    sample_source: str | None = None,
 ) -> Bundle:
     """Capture ``model`` into a new bundle version and return it.
 
@@ -61,8 +67,13 @@ def capture(
     With ``history`` (what ran in the session, see ``notebook_deploy.capturing.recipe``), the executions
     that rebuild ``variable`` (the model's variable name) are kept in the bundle as a runnable recipe;
     ``include_data`` stores copies of the data files it reads (``True``: those up to 10 MiB; a number:
-    up to that many bytes). The recipe and the globals that notebook code in the model reads are
+    up to that many bytes); a file above that cap refuses the capture, unless ``reference_data`` is true:
+    then only its path and sha256 are recorded, and verify refuses any other file. The recipe and the globals that notebook code in the model reads are
     scanned for credentials first; a finding refuses the capture unless ``allow_secrets`` is true.
+
+    Without ``sample``, the rows are the first rows of the data the model was fitted on, when the IPython
+    extension observed that call (``notebook_deploy.capturing.fits``). ``sample_source`` says where a given
+    sample came from ("given by --sample X[:5]"); it is kept in the manifest and named in errors.
 
     ``reference`` (the training inputs, e.g. ``X_train``) gives the statistics that served inputs and
     predictions are compared with to watch for drift (``notebook_deploy.drift``); without it the sample's
@@ -73,21 +84,34 @@ def capture(
     name = name if name is not None else name_from(variable or type(model).__name__)
     check_name(name)
     warnings: list[str] = []
-    rows = _sample_rows(model, sample, warnings)
+    rows, source = _sample_rows(model, sample, sample_source, warnings)
     schema = infer_schema(rows)
     instances = schema.encode(head(rows, sample_rows))
     model_input = schema.decode(instances)  # exactly what the server will hand the model
-    outputs, output_schemas = _run_methods(model, methods, model_input, warnings)
-    schema = probe_domains(schema, model_input, [resolve_method(model, m) for m in outputs])
+    outputs, output_schemas = _run_methods(model, methods, model_input, warnings, source)
+    calls = [resolve_method(model, m) for m in outputs]
+    schema = probe_unused_columns(probe_domains(schema, model_input, calls), model, model_input, calls)
 
     reference_statistics = _drift_reference(model, reference, sample, rows, schema, list(outputs), warnings)
     pickled = dump_model(model)
+    pickle_scan = scan_pickle(pickled.data)  # kept in the manifest; checked again wherever the bundle is imported
     recipe = _recipe(history, variable) if history is not None else None
+    limit = DATA_LIMIT if include_data is True else int(include_data)
+    data_files = []
+    if recipe is not None and include_data:
+        _check_data_sizes(recipe, limit, reference_data, warnings)
+        data_files = include_data_files(recipe, history, limit)
     if not allow_secrets:
         findings = find_secrets_in_values(_scannable(pickled.captured_globals))
         if recipe is not None:
             findings = find_secrets_in_cells(recipe.cells, [f"cell [{c}]" for c in recipe.counts]) + findings
+        findings += find_secrets_in_texts([("a string in the pickled model", text) for text in pickle_scan.strings])
+        findings += find_secrets_in_texts(
+            [(f"data file {path}", path.read_bytes().decode("utf-8", errors="replace")) for _, path in data_files]
+        )
         check_no_secrets(findings)
+    if not pickle_scan.safe:
+        warnings.append("the pickle would be refused where this bundle is imported: " + "; ".join(pickle_scan.findings))
     if pickled.by_value_modules:
         warnings.append(
             "local modules shipped inside the pickle (not installed packages): " + ", ".join(pickled.by_value_modules)
@@ -108,9 +132,8 @@ def capture(
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
         if recipe is not None:
             write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
-            limit = DATA_LIMIT if include_data is True else int(include_data)
-            for bundle_name, source in include_data_files(recipe, history, limit) if include_data else []:
-                shutil.copyfile(source, staged / bundle_name)
+            for bundle_name, data_path in data_files:
+                shutil.copyfile(data_path, staged / bundle_name)
         manifest = seal_manifest(
             staged,
             {
@@ -129,7 +152,9 @@ def capture(
                     "protocol": PROTOCOL,
                     "by_value_modules": list(pickled.by_value_modules),
                 },
+                "pickle_scan": pickle_scan.to_manifest(),
                 "schema": {"input": schema.to_dict(), "outputs": output_schemas},
+                "sample": {"source": source, "rows": len(instances)},
                 "requirements": state.direct,
                 "provenance": _provenance(history),
                 "recipe": recipe.to_dict() if recipe is not None else None,
@@ -145,20 +170,50 @@ def capture(
         return bundle
 
 
-def _sample_rows(model: Any, sample: Any, warnings: list[str]) -> Any:
+def _sample_rows(model: Any, sample: Any, source: str | None, warnings: list[str]) -> tuple[Any, str]:
+    """The sample's rows and where they came from: given, observed at the model's fit, or made up."""
     if sample is not None:
+        source = source or "given as sample="
         try:
-            return as_rows(sample)
+            return as_rows(sample), source
         except InputError as error:
-            raise CaptureError(str(error)) from None
-    features = getattr(model, "n_features_in_", None)
-    if isinstance(features, int) and not hasattr(model, "feature_names_in_"):
+            raise CaptureError(f"the sample ({source}): {error}") from None
+    fit = fits.LOG.find(model)
+    if fit is not None and fit.rows is not None:
+        return fit.rows, fit.describe()
+    features = feature_count(model)
+    if features is not None:
         warnings.append(f"no sample was given: rows are assumed to be {features} float64 values")
-        return np.zeros((1, features))
-    raise CaptureError(
-        "pass sample=..., a few rows of the model's input (for example sample=X_train[:5]): notebook-deploy "
-        "infers the request schema from it, tests the model on it, and finds the packages the model needs "
-        "by running it"
+        return np.zeros((1, features)), f"made up: {features} zeros, from the model's n_features_in_"
+    raise CaptureError(no_sample_message(model, fit))
+
+
+def feature_count(model: Any) -> int | None:
+    """How many float values a row has, for an estimator fitted on an array (one fitted on a DataFrame
+    has column names and types that a count does not give)."""
+    features = getattr(model, "n_features_in_", None)
+    return features if isinstance(features, int) and not hasattr(model, "feature_names_in_") else None
+
+
+def no_sample_message(model: Any, fit: fits.Fit | None, looked: tuple[str, ...] = ()) -> str:
+    """Why no sample was found for ``model``, where notebook-deploy looked, and how to pass one."""
+    kind = type(model).__name__
+    if fit is not None:
+        seen = f"the call that fitted this {kind} ({fit.call}, given {fit.data}) was observed, but {fit.problem}"
+    elif fits.LOG.active:
+        seen = (f"no fitting call of this {kind} was observed: only .fit/.fit_transform/.partial_fit/.fit_predict "
+                "and lgb/xgb .train calls written in a cell after %load_ext notebook_deploy are (not those inside "
+                "functions)")
+    else:
+        seen = (f"no fitting call of this {kind} was observed: load the extension (%load_ext notebook_deploy) "
+                "before the cell that fits it, and notebook-deploy keeps the rows it was fitted on")
+    count = (f"the {kind} was fitted on a DataFrame: its n_features_in_ does not give the columns' names and types"
+             if hasattr(model, "feature_names_in_") else f"the {kind} has no n_features_in_ to make rows from")
+    return (
+        "no sample: " + "; ".join((seen, *looked, count))
+        + ". Pass a few rows of the model's input: sample=X_train[:5] (in Python), --sample 'X_train[:5]' "
+        "(%deploy, notebook-deploy deploy). notebook-deploy infers the request schema from it, tests the model "
+        "on it, and finds the packages the model needs by running it"
     )
 
 
@@ -185,7 +240,7 @@ def _drift_reference(
 
 
 def _run_methods(
-    model: Any, requested: list[str] | None, model_input: Any, warnings: list[str]
+    model: Any, requested: list[str] | None, model_input: Any, warnings: list[str], source: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     names = requested or available_methods(model)
     if not names:
@@ -194,19 +249,35 @@ def _run_methods(
             "or a function that takes the input rows"
         )
     outputs, schemas = {}, {}
+    failures: list[tuple[str, str]] = []
     for method in names:
         try:
             result = resolve_method(model, method)(model_input)
             schemas[method] = infer_schema(result).to_dict()
         except Exception as error:  # noqa: BLE001 - any failure means the method cannot be served
             if requested:
-                raise CaptureError(f"{method} failed on the sample: {type(error).__name__}: {error}") from error
-            warnings.append(f"{method} is not served: it failed on the sample ({type(error).__name__}: {error})")
+                raise CaptureError(
+                    f"{method} failed on the sample ({source}): {type(error).__name__}: {error}. "
+                    "Pass rows the model takes: sample=... (--sample EXPR)"
+                ) from error
+            failures.append((method, f"{type(error).__name__}: {error}"))
             continue
         outputs[method] = to_jsonable(result)
     if not outputs:
-        raise CaptureError("no inference method of the model worked on the sample: " + "; ".join(warnings))
+        raise CaptureError(
+            f"the model refuses the sample ({source}): {_grouped(failures)}. "
+            "Pass rows the model takes: sample=... (--sample EXPR)"
+        )
+    warnings += [f"{method} is not served: it failed on the sample ({problem})" for method, problem in failures]
     return outputs, schemas
+
+
+def _grouped(failures: list[tuple[str, str]]) -> str:
+    """Methods' errors, each error once with the methods that raised it ("predict, predict_proba: ...")."""
+    by_problem: dict[str, list[str]] = {}
+    for method, problem in failures:
+        by_problem.setdefault(problem.rstrip("."), []).append(method)
+    return "; ".join(f"{', '.join(methods)}: {problem}" for problem, methods in by_problem.items())
 
 
 def _batch_consistent(model: Any, methods: list[str], model_input: Any, outputs: dict[str, Any]) -> bool:
@@ -258,6 +329,20 @@ def _recipe(history: History, variable: str | None) -> Recipe:
         return build_recipe(history, variable)
     except ValueError as error:
         raise CaptureError(f"no recipe for {variable!r}: {error}") from None
+
+
+def _check_data_sizes(recipe: Recipe, limit: int, reference_data: bool, warnings: list[str]) -> None:
+    """Refuse data files above the cap for copies, or with ``reference_data`` record them by path and hash."""
+    large = [f for f in recipe.files if f.size is not None and f.size > limit]
+    if large and not reference_data:
+        shown = ", ".join(f"{f.path} ({f.size / 2**20:.1f} MiB)" for f in large)
+        raise CaptureError(
+            f"data files above the {limit / 2**20:.0f} MiB cap for copies in the bundle: {shown}. Pass "
+            "--reference-data (reference_data=True) to record their paths and sha256 only (verify then needs "
+            "those exact files, or --data-dir), or a higher cap with include_data=BYTES"
+        )
+    warnings += [f"data file {f.path} is referenced by path and sha256, not copied: verify needs that exact file"
+                 for f in large]
 
 
 def _scannable(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The recipe: the executions that rebuild a model, in order, as a runnable notebook, with the data
 files they read. It is built from an execution history (a live kernel's, or a saved notebook's) by
-the static slicer, and stored in the bundle next to the pickle it can rebuild."""
+the slicer, refined by what the session recorder observed each execution do where it watched, and
+stored in the bundle next to the pickle it can rebuild. Each kept cell says why it is kept."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .observation import FileAccess, Observation
 from .slicing import DEFAULT_RULES, SliceRules, slice_history
 
 RECIPE_FILE = "recipe.ipynb"
@@ -26,23 +28,26 @@ class History:
     workdir: str = field(default_factory=os.getcwd)  # where the session started
     source: dict[str, Any] = field(default_factory=lambda: {"kind": "kernel"})
     warnings: list[str] = field(default_factory=list)
+    observations: dict[int, Observation] = field(default_factory=dict)  # execution count -> what was seen
 
 
 @dataclass
 class DataFile:
     """A file the recipe reads that no kept execution writes."""
 
-    path: str  # as the notebook names it: relative to the session's starting folder, or absolute
+    path: str  # relative to the session's starting folder (may go up with ..), or absolute as the code gave it
     sha256: str | None
     size: int | None
     included: bool = False  # a copy is stored in the bundle (see ``bundle_name``)
+    read_by: str | None = None  # the package that opened it (pandas, numpy, open() ...), when observed
 
     @property
     def bundle_name(self) -> str:
         return f"data-{(self.sha256 or '')[:12]}-{Path(self.path).name}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size, "included": self.included}
+        return {"path": self.path, "sha256": self.sha256, "size": self.size, "included": self.included,
+                "read_by": self.read_by}
 
 
 @dataclass
@@ -58,6 +63,8 @@ class Recipe:
     warnings: list[str]
     source: dict[str, Any]
     workdir: str
+    reasons: list[list[str]] = field(default_factory=list)  # per kept cell: why it is kept
+    trimmed: list[int] = field(default_factory=list)  # execution counts kept only for some of their imports
 
     def to_notebook(self) -> Any:
         """A notebook of the kept executions; cells that raised when they ran are tagged so that a
@@ -67,8 +74,9 @@ class Recipe:
         from nbformat.v4 import new_code_cell, new_notebook
 
         cells = []
-        for source, count in zip(self.cells, self.counts):
-            metadata: dict[str, Any] = {"notebook_deploy": {"execution_count": count}}
+        for source, count, reasons in zip(self.cells, self.counts, self.reasons or [[]] * len(self.cells)):
+            metadata: dict[str, Any] = {"notebook_deploy": {"execution_count": count, "kept_because": reasons,
+                                                            "trimmed_to_imports": count in self.trimmed}}
             if count in self.failed:
                 metadata["tags"] = ["raises-exception"]
             cell = new_code_cell(source, metadata=metadata)
@@ -92,19 +100,29 @@ class Recipe:
             "warnings": self.warnings,
             "source": self.source,
             "workdir": self.workdir,
+            "reasons": self.reasons,
+            "trimmed": self.trimmed,
         }
 
 
 def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_RULES) -> Recipe:
-    """Slice ``history`` for ``target`` and describe the data files the kept executions read."""
-    result = slice_history(history.sources, target, rules=rules)
+    """Slice ``history`` for ``target`` (refined by its observations) and describe the data files the
+    kept executions read, the URLs they fetched and their randomness."""
+    observations = [history.observations.get(count) for count in history.counts]
+    result = slice_history(history.sources, target, rules=rules, observations=observations, workdir=history.workdir)
     counts = [history.counts[i] for i in result.cells]
-    files = [_data_file(path, history) for path in result.files_read]
+    seen = {a.resolved: a for i in result.cells if observations[i] for a in observations[i].reads}  # type: ignore[union-attr]
+    files = [_data_file(path, history, seen) for path in result.files_read]
     warnings = list(history.warnings) + result.warnings
+    for index in result.cells:
+        warnings += [f"cell [{history.counts[index]}]: {w}" for w in result.cell_warnings.get(index, [])]
+        for url in observations[index].urls if observations[index] else []:  # type: ignore[union-attr]
+            warnings.append(f"cell [{history.counts[index]}] fetched {url}: the replay fetches it again and may get "
+                            "other bytes; save it to a file beside the notebook and read that file to keep them")
     warnings += [f"data file {f.path} is gone: the recipe cannot be replayed without it" for f in files if f.size is None]
     return Recipe(
         target=target,
-        cells=[history.sources[i] for i in result.cells],
+        cells=[result.sources.get(i, history.sources[i]) for i in result.cells],
         counts=counts,
         failed=[c for c in counts if c in history.failed],
         files=files,
@@ -112,6 +130,8 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         warnings=warnings,
         source=history.source,
         workdir=history.workdir,
+        reasons=[result.reasons[i] for i in result.cells],
+        trimmed=[history.counts[i] for i in result.cells if i in result.sources],
     )
 
 
@@ -158,12 +178,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _data_file(path: str, history: History) -> DataFile:
+def _data_file(path: str, history: History, seen: Mapping[str, FileAccess]) -> DataFile:
+    """A data file as the recipe records it: its hash when it was read if that was seen, else now."""
     absolute = Path(history.workdir, path).resolve()
+    access = seen.get(str(absolute))
     size = absolute.stat().st_size if absolute.is_file() else None
-    recorded = history.file_hashes.get(str(absolute))
+    recorded = (access.sha256 if access else None) or history.file_hashes.get(str(absolute))
     sha = recorded or (file_sha256(absolute) if size is not None else None)
-    return DataFile(path=path, sha256=sha, size=size)
+    return DataFile(path=path, sha256=sha, size=size, read_by=access.opener if access else None)
 
 
 def include_data(recipe: Recipe, history: History, max_bytes: int) -> list[tuple[str, Path]]:

@@ -24,12 +24,14 @@ lines) and not always valid Python.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import CaptureError
+from ..keys import KEY_PATTERN
 
-__all__ = ["SecretFinding", "find_secrets_in_cells", "find_secrets_in_values", "check_no_secrets"]
+__all__ = ["SecretFinding", "find_secrets_in_cells", "find_secrets_in_values", "find_secrets_in_texts",
+           "check_no_secrets"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ _PROVIDER: list[tuple[str, re.Pattern[str]]] = [
     ("Google API key", re.compile(r"(?<![A-Za-z0-9_-])(?P<v>AIza[0-9A-Za-z_-]{35})(?![A-Za-z0-9_-])")),
     ("Azure storage account key", re.compile(r"(?i)AccountKey\s*=\s*(?P<v>[A-Za-z0-9+/]{20,}={0,2})")),
     ("Azure shared access key", re.compile(r"(?i)SharedAccessKey\s*=\s*(?P<v>[A-Za-z0-9+/]{20,}={0,2})")),
+    ("notebook-deploy API key", re.compile(rf"(?<![A-Za-z0-9_])(?P<v>{KEY_PATTERN.pattern})(?![A-Za-z0-9_-])")),
+    ("GitLab token", re.compile(r"(?<![A-Za-z0-9_])(?P<v>gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,})")),
+    ("PyPI token", re.compile(r"(?<![A-Za-z0-9_])(?P<v>pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,})")),
+    ("npm token", re.compile(r"(?<![A-Za-z0-9_])(?P<v>npm_[A-Za-z0-9]{36})(?![A-Za-z0-9_])")),
+    ("SendGrid API key", re.compile(r"(?<![A-Za-z0-9_])(?P<v>SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])")),
     ("JSON Web Token", re.compile(r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})")),
 ]
 
@@ -177,6 +184,18 @@ def find_secrets_in_values(values: Mapping[str, object]) -> list[SecretFinding]:
     for name, value in values.items():
         for path, key, text in _strings(value, str(name), "", 0):
             findings += _value_findings(f"global {str(name)!r}{path}", f"{name}{path}", key, text)
+    return findings
+
+
+def find_secrets_in_texts(texts: Iterable[tuple[str, str]]) -> list[SecretFinding]:
+    """Credentials by their shape in ``(where, text)`` pairs that no variable name labels: the strings
+    inside the pickled model (an attribute holding a token) and the data files a bundle includes."""
+    findings: list[SecretFinding] = []
+    for where, text in texts:
+        multiline = "\n" in text.strip("\r\n")
+        for number, line, hits in _scan_text(text):
+            here = f"{where}, line {number}" if multiline else where
+            findings += [SecretFinding(hit.kind, here, _excerpt(line, hits, hit)) for hit in hits]
     return findings
 
 

@@ -22,17 +22,26 @@ so the inputs of all its statements are followed, not only those of the statemen
 
 Nothing here runs user code. Which methods mutate their object is data (``SliceRules``) that users
 can extend; a method in neither list is taken to mutate, so that an unknown method is never lost.
+
+Where the session recorder watched an execution (an ``Observation``), what it saw refines the text:
+objects changed in place are updates whatever name the code used (an alias, a loop variable), an
+unknown method call whose object did not change is not an update, files read and written and
+the working directory are what the code really opened, and the random states are those that moved.
+Without observations (a saved notebook, a recorder loaded late) the static answer stands.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import os
 import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, Sequence
+
+from .observation import Observation
 
 END = 1 << 62
 
@@ -137,6 +146,8 @@ class Statement:
     kills: set[str] = field(default_factory=set)
     uses: set[str] = field(default_factory=set)
     unknown_star: bool = False  # `from unknown import *` or `%run` of an unknown file
+    guessed: set[str] = field(default_factory=set)  # updates inferred from a call, not an assignment
+    import_only: bool = False  # an import statement: a cell kept only for these keeps only them
 
 
 @dataclass
@@ -148,6 +159,10 @@ class Slice:
     files_read: list[str]  # data files the kept executions read and none wrote: the recipe's inputs
     environment_actions: list[str]
     warnings: list[str]
+    reasons: dict[int, list[str]] = field(default_factory=dict)  # cell -> why it is kept
+    cell_warnings: dict[int, list[str]] = field(default_factory=dict)  # kept cell -> what may make its replay differ
+    only_statements: dict[int, list[int]] = field(default_factory=dict)  # cell -> the statements kept
+    sources: dict[int, str] = field(default_factory=dict)  # cell -> the source replayed, when trimmed
 
 
 def slice_cells(cells: Sequence[str], target: str, *, rules: SliceRules = DEFAULT_RULES) -> list[int]:
@@ -156,11 +171,20 @@ def slice_cells(cells: Sequence[str], target: str, *, rules: SliceRules = DEFAUL
     return slice_history(cells, target, rules=rules).cells
 
 
-def slice_history(cells: Sequence[str], target: str, *, rules: SliceRules = DEFAULT_RULES) -> Slice:
-    """``slice_cells`` with the details a recipe records: files read, environment actions, warnings."""
-    analysis = _Analysis(rules)
+def slice_history(
+    cells: Sequence[str],
+    target: str,
+    *,
+    rules: SliceRules = DEFAULT_RULES,
+    observations: Sequence[Observation | None] = (),
+    workdir: str | None = None,
+) -> Slice:
+    """``slice_cells`` with the details a recipe records: files read, environment actions, warnings,
+    why each cell is kept. ``observations`` (aligned with ``cells``, None where nothing was watched)
+    refine the static reading; their paths are made relative to ``workdir``, where the session started."""
+    analysis = _Analysis(rules, workdir)
     for index, source in enumerate(cells):
-        analysis.add_cell(index, source)
+        analysis.add_cell(index, source, observations[index] if index < len(observations) else None)
     return analysis.slice(target)
 
 
@@ -256,8 +280,13 @@ class _Function:
 
 
 class _Analysis:
-    def __init__(self, rules: SliceRules) -> None:
+    def __init__(self, rules: SliceRules, workdir: str | None = None) -> None:
         self.rules = rules
+        self.workdir = workdir
+        self.segments: dict[int, str] = {}  # statement -> its source, for import statements (trimmed cells)
+        self.read_anywhere: set[str] | None = None  # every symbol some statement reads (computed once)
+        self.cell_warnings: dict[int, list[str]] = {}  # cell -> warnings that matter if it is kept
+        self.observed_seeds: set[str] = set()  # libraries an observed execution seeded
         self.statements: list[Statement] = []
         self.cells_of: dict[int, list[int]] = {}
         self.functions: dict[str, _Function] = {}  # name -> summary, for the definition in force
@@ -274,22 +303,83 @@ class _Analysis:
         self.warnings: list[str] = []
 
     # -- building ---------------------------------------------------------------------------------
-    def add_cell(self, index: int, source: str) -> None:
+    def add_cell(self, index: int, source: str, observation: Observation | None = None) -> None:
         self.cells_of[index] = []
+        self.current = index
+        reads_before = len(self.files_read)
         try:
-            tree = ast.parse(to_python(source))
+            python = to_python(source)
+            tree = ast.parse(python)
         except SyntaxError as error:
             self.warnings.append(f"execution {index} is not valid Python ({error.msg}); it is left out")
             return
         for node in tree.body:
-            statement = Statement(cell=index)
+            statement = Statement(cell=index, import_only=isinstance(node, (ast.Import, ast.ImportFrom)))
             self._statement(node, statement)
+            if statement.import_only and not statement.unknown_star:
+                self.segments[len(self.statements)] = ast.get_source_segment(python, node) or ""
             self.cells_of[index].append(len(self.statements))
             self.statements.append(statement)
         if tree.body and isinstance(tree.body[-1], ast.Expr) and not source.rstrip().endswith(";"):
             last = tree.body[-1].value
             if not (isinstance(last, ast.Call) and _callee(last) in ("print", "display", _MAGIC_CALL)):
                 self.statements[-1].strong.add("_")
+        if observation is not None and tree.body:
+            self._observed(index, observation, self.files_read[reads_before:])
+
+    def _observed(self, index: int, seen: Observation, static_reads: list[str]) -> None:
+        """Replace what the text guessed about execution ``index`` by what the recorder saw it do. A file
+        the text names but the recorder did not see opened stays only if it exists (a reader that opens
+        files outside Python, such as pyarrow's, is not seen)."""
+        statements = [self.statements[i] for i in self.cells_of[index]]
+        first, last = statements[0], statements[-1]
+        unseen = [p for p in static_reads if not os.path.isfile(os.path.join(self.workdir or ".", p))]
+        self.files_read = [p for p in self.files_read if p not in unseen]
+        for statement in statements:
+            statement.uses -= {f"@file:{p}" for p in unseen}
+            statement.weak -= statement.guessed & seen.unchanged  # a guessed change that did not happen
+            for symbol in [s for s in statement.uses | statement.weak | statement.strong if s.startswith("@rng:")]:
+                statement.uses.discard(symbol), statement.weak.discard(symbol), statement.strong.discard(symbol)
+        for name in seen.changed:  # changed in place, whatever name the code used for it
+            self._update(name, last)
+            last.uses.add(name)
+        for read in seen.reads:
+            path = self._observed_path(read.given, read.resolved)
+            first.uses.add(f"@file:{path}")
+            if not os.path.isabs(read.given):
+                first.uses.add("@cwd")
+            if path not in self.files_read:
+                self.files_read.append(path)
+        for written in seen.writes:
+            path = self._observed_path(written, written)
+            last.weak.add(f"@file:{path}")
+            self.written.add(path)
+        if seen.cwd_after and seen.cwd_after != seen.cwd_before:
+            last.strong.add("@cwd")
+            last.uses.add("@cwd")
+            self.cwd = self._observed_path(".", seen.cwd_after)  # where later relative paths start
+        warnings = self.cell_warnings.setdefault(index, [])
+        warnings[:] = [w for w in warnings if not w.startswith("unseeded randomness")]
+        for library in sorted(seen.seeded):
+            last.strong.add(f"@rng:{library}")
+            self.observed_seeds.add(library)
+        for library in sorted(seen.rng_drawn - seen.seeded):
+            if library in self.observed_seeds or library in self.seeded:
+                first.uses.add(f"@rng:{library}")
+                first.weak.add(f"@rng:{library}")
+            else:
+                fitted = seen.unseeded_estimators if library == "numpy" else []
+                warnings.append(
+                    f"unseeded randomness: it drew from the global random state of {library} with no seed set before"
+                    + (f" (it fitted {', '.join(fitted)} with random_state=None)" if fitted else "")
+                    + ": replays may differ")
+
+    def _observed_path(self, given: str, resolved: str) -> str:
+        """A path the recorder saw, as the slicer names files: relative to where the session started,
+        unless the code gave it absolute."""
+        if os.path.isabs(given) or self.workdir is None:
+            return posixpath.normpath(resolved)
+        return posixpath.normpath(os.path.relpath(resolved, self.workdir))
 
     def _statement(self, node: ast.stmt, s: Statement) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -339,6 +429,11 @@ class _Analysis:
             for name in _names_bound(node.target):
                 s.weak.add(name)
                 self._forget(name)
+            if isinstance(node.target, ast.Name) and isinstance(node.iter, (ast.Tuple, ast.List)):
+                members = {e.id for e in node.iter.elts if isinstance(e, ast.Name) and e.id not in self.imported}
+                if members:  # `for set_ in (train, test)`: a change of set_ is one of each of them;
+                    # train and test stay apart (one-way: only the loop variable's group holds them)
+                    self.groups[node.target.id] = {node.target.id}.union(*(self._group(m) for m in members))
             bodies = node.body + node.orelse
         elif isinstance(node, (ast.If, ast.While)):
             headers.append(node.test)
@@ -492,10 +587,13 @@ class _Analysis:
     def _group(self, name: str) -> set[str]:
         return self.groups.get(name, {name})
 
-    def _update(self, root: str, s: Statement) -> None:
-        """An in-place change of ``root``: an update of every name that shares its object."""
+    def _update(self, root: str, s: Statement, guessed: bool = False) -> None:
+        """An in-place change of ``root``: an update of every name that shares its object. ``guessed``:
+        inferred from a call, which an observation of the execution may contradict."""
         for member in self._group(root):
             s.weak.add(member)
+            if guessed:
+                s.guessed.add(member)
 
     def _held_by(self, value: ast.expr) -> set[str]:
         """Notebook code the value of ``value`` keeps: functions passed uncalled, instances of classes."""
@@ -572,7 +670,9 @@ class _Analysis:
         if isinstance(func, ast.Attribute):
             root = _root(func.value) if _is_chain(func.value) else None
             if root is not None and root not in self.imported and self._mutates(func.attr, call):
-                self._update(root, s)
+                # only an unknown method is a guess an observation may overrule: a sampled digest could
+                # miss what a known mutator (fit, inplace=True) changed
+                self._update(root, s, guessed=func.attr not in self.rules.mutating and not _inplace(call))
                 for held in self._held_code(root):
                     s.uses |= self._globals_of(held)
         if callee in self.rules.mutating_functions and call.args:
@@ -593,12 +693,12 @@ class _Analysis:
             self._update(written, s)
         for index in summary.mutated_params:
             if index < len(call.args) and _root(call.args[index]):
-                self._update(_root(call.args[index]), s)  # type: ignore[arg-type]
+                self._update(_root(call.args[index]), s, guessed=True)  # type: ignore[arg-type]
         for path in summary.files:
             s.uses.add(f"@file:{path}")
 
     def _mutates(self, method: str, call: ast.Call) -> bool:
-        if any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords):
+        if _inplace(call):
             return True
         if method in self.rules.pure:
             return False
@@ -629,7 +729,8 @@ class _Analysis:
         if not draws:
             return
         if library not in self.seeded:
-            self.warnings.append(f"unseeded randomness from {library} ({callee}): replays may differ")
+            self.cell_warnings.setdefault(self.current, []).append(
+                f"unseeded randomness from {library} ({callee}): replays may differ")
             return
         s.uses.add(f"@rng:{library}")
         s.weak.add(f"@rng:{library}")
@@ -721,7 +822,7 @@ class _Analysis:
     def slice(self, target: str) -> Slice:
         if not any(target in (st.strong | st.weak) for st in self.statements):
             raise ValueError(f"{target!r} is never assigned in this history, so there is nothing to slice")
-        included: set[int] = set()
+        kept = _Kept()
         visited: set[tuple[str, int]] = set()
         work: list[tuple[str, int]] = [(target, len(self.statements))]
         held_code = self._held_code(target) | ({target} if target in self.functions else set())
@@ -739,31 +840,98 @@ class _Analysis:
                     found = True
                     break
                 if symbol in statement.strong:
-                    work += self._include(statement.cell, included)
+                    work += self._include(index, kept, _reason(symbol, statement, strong=True))
                     found = True
                     break
                 if symbol in statement.weak:
-                    work += self._include(statement.cell, included)
+                    work += self._include(index, kept, _reason(symbol, statement, strong=False))
             if not found and not symbol.startswith("@") and symbol not in _BUILTINS:
                 for index in range(position - 1, -1, -1):
                     if self.statements[index].unknown_star:
-                        work += self._include(self.statements[index].cell, included)
-        cells = sorted(included)
-        kept_files = {st_use[6:] for c in cells for i in self.cells_of[c] for st_use in self.statements[i].uses
-                      if st_use.startswith("@file:")}
+                        work += self._include(index, kept, f"may define {symbol} (an import of unknown names)",
+                                              whole=True)
+        cells = sorted(kept.reasons)
+        kept_files = {use[6:] for c in cells for i in self._kept_statements(c, kept)
+                      for use in self.statements[i].uses if use.startswith("@file:")}
+        files_read = [f for f in self.files_read if f in kept_files and f not in self.written | set(self.files)]
+        for cell in cells:
+            uses = {u for i in self._kept_statements(cell, kept) for u in self.statements[i].uses}
+            kept.reasons[cell] += [f"reads file {f}" for f in files_read if f"@file:{f}" in uses]
+        trimmed = {c: self._kept_statements(c, kept) for c in cells if c not in kept.whole}
         return Slice(
             target=target,
             cells=cells,
-            files_read=[f for f in self.files_read if f in kept_files and f not in self.written | set(self.files)],
+            files_read=files_read,
             environment_actions=list(self.environment_actions),
             warnings=list(dict.fromkeys(self.warnings)),
+            cell_warnings={c: list(dict.fromkeys(self.cell_warnings[c])) for c in cells
+                           if self.cell_warnings.get(c) and c not in trimmed},
+            reasons={c: list(dict.fromkeys(r)) for c, r in kept.reasons.items()},
+            only_statements={c: [self.cells_of[c].index(i) for i in s] for c, s in trimmed.items()},
+            sources={c: "\n".join(self.segments[i] for i in s) for c, s in trimmed.items()},
         )
 
-    def _include(self, cell: int, included: set[int]) -> list[tuple[str, int]]:
-        if cell in included:
+    def _include(self, index: int, kept: "_Kept", reason: str, whole: bool = False) -> list[tuple[str, int]]:
+        """Keep the statement at ``index``: an import alone (its cell may be trimmed to its needed
+        imports), anything else with its whole cell; return the symbols to search for next."""
+        statement = self.statements[index]
+        cell = statement.cell
+        kept.reasons.setdefault(cell, []).append(reason)
+        if cell in kept.whole:
             return []
-        included.add(cell)
-        return [(use, index) for index in self.cells_of[cell] for use in self.statements[index].uses]
+        if statement.import_only and not whole and index in self.segments:
+            if index in kept.imports.setdefault(cell, set()):
+                return []
+            kept.imports[cell].add(index)
+            return [(use, index) for use in statement.uses]
+        kept.whole.add(cell)
+        return [(use, i) for i in self.cells_of[cell] for use in self.statements[i].uses]
+
+    def _kept_statements(self, cell: int, kept: "_Kept") -> list[int]:
+        """The statements of a kept cell that are replayed: all, or its needed imports and those that
+        bind names nothing reads from a package it needs (imports for their side effects, such as
+        ``from sklearn.experimental import enable_iterative_imputer``)."""
+        if cell in kept.whole:
+            return self.cells_of[cell]
+        if self.read_anywhere is None:
+            self.read_anywhere = {u for st in self.statements for u in st.uses}
+        needed = kept.imports.get(cell, set())
+        packages = {_import_package(self.segments[i]) for i in needed}
+        return [i for i in self.cells_of[cell] if i in needed or (
+            i in self.segments and not self.statements[i].strong & self.read_anywhere
+            and _import_package(self.segments[i]) in packages)]
+
+
+@dataclass
+class _Kept:
+    """What the backward slice keeps: cells kept whole, the import statements of the others, and why."""
+
+    whole: set[int] = field(default_factory=set)
+    imports: dict[int, set[int]] = field(default_factory=dict)
+    reasons: dict[int, list[str]] = field(default_factory=dict)
+
+
+def _import_package(source: str) -> str:
+    """The top-level package of one import statement's source."""
+    node = ast.parse(source).body[0]
+    module = (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name  # type: ignore[attr-defined]
+    return module.partition(".")[0]
+
+
+def _reason(symbol: str, statement: Statement, strong: bool) -> str:
+    """Why a statement that binds (``strong``) or updates ``symbol`` is kept, in words."""
+    kind, _, detail = symbol.partition(":")
+    if kind == "@file":
+        return f"writes file {detail}"
+    if kind == "@cwd":
+        return "changes the working directory"
+    if kind == "@rng":
+        return f"seeds the {detail} random state" if strong else f"draws from the seeded {detail} random state"
+    if kind == "@state":
+        return f"configures library {detail}"
+    if statement.import_only and strong:
+        return f"imports {symbol}"
+    return f"defines {symbol}" if strong else f"changes {symbol}"
 
 
 # -- AST helpers ----------------------------------------------------------------------------------------
@@ -953,6 +1121,10 @@ def _is_view(value: ast.expr) -> bool:
             return False
         node = node.value
     return True
+
+
+def _inplace(call: ast.Call) -> bool:
+    return any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords)
 
 
 def _callee(call: ast.Call) -> str | None:

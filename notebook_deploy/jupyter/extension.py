@@ -1,8 +1,11 @@
 """The IPython extension: ``%load_ext notebook_deploy`` records what each cell does and adds ``%deploy``.
 
-Loaded at the start of a notebook, it notes which executions failed and the sha256 of each data file
-when a cell first reads it (an audit hook on ``open``), so the recipe knows the data as it was read.
-Loaded later, the kernel's own input history still gives the exact executions, in order.
+Loaded at the start of a notebook, it observes each execution (``capturing.observation``): which
+failed; every file opened (path as given, resolved, size, sha256 when read, and which package opened
+it) and every URL fetched, from audit hooks (``open``, ``urllib.Request``, ``http.client.send``);
+which namespace objects changed in place (fingerprints before and after); which global random
+states moved and which were seeded. Loaded later, the kernel's own input history still gives the
+exact executions, in order, and the static slicer alone answers for the unwatched ones.
 """
 
 from __future__ import annotations
@@ -16,21 +19,27 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .. import display
+from .. import display, repeats
 from ..bundle import Bundle
-from ..capturing.live import capture
+from ..capturing import fits
+from ..capturing import observation as observing
+from ..capturing.live import capture, feature_count, no_sample_message
+from ..capturing.observation import FileAccess, Observation
 from ..capturing.recipe import History, file_sha256
 from ..errors import NotebookDeployError
 from ..schema import as_rows, head
 from ..store import Store
 
 _HASH_LIMIT = 256 * 1024 * 1024  # larger files are hashed at capture time, not at every read
-_IGNORED_PREFIXES = tuple({sys.prefix, sys.base_prefix, "/proc", "/sys", "/dev", str(Path.home() / ".ipython"),
+_IMPORT_MACHINERY = {"importlib", "pkgutil", "zoneinfo", "encodings", "linecache", "inspect", "traceback"}
+_IGNORED_PREFIXES = tuple({sys.prefix, sys.base_prefix, "/proc", "/sys", "/dev", "/etc/", str(Path.home() / ".ipython"),
                            str(Path.home() / ".local" / "share" / "jupyter")})
 
 
 class SessionRecorder:
-    """Follows a kernel's executions: which failed, and each data file's hash when it was read."""
+    """Follows a kernel's executions and keeps an ``Observation`` of each (see the module's docstring)."""
+
+    _EVENTS = frozenset({"open", "urllib.Request", "http.client.send"})
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
@@ -40,37 +49,133 @@ class SessionRecorder:
         self.workdir = os.getcwd()
         self.failed: set[int] = set()
         self.file_hashes: dict[str, str] = {}
-        self._in_cell = False
-        self._hashing = False
+        self.observations: dict[int, Observation] = {}
+        self._current: Observation | None = None
+        self._before: dict[str, tuple[int, str | None]] | None = None  # the last execution's "after"
+        self._rng_before: dict[str, str] = {}
+        self._seed_originals: list[tuple[Any, str, Any]] = []
+        self._hashed: dict[tuple[str, float, int], str] = {}  # (path, mtime, size) -> sha256
+        self._busy = False
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.events.register("post_run_cell", self._post_run_cell)
         sys.addaudithook(self._audit)  # cannot be removed: it does nothing outside a cell
 
     def _pre_run_cell(self, info: Any) -> None:
-        self._in_cell = True
+        self._busy = True
+        try:
+            if self._before is None:  # else nothing ran since the last execution's snapshot
+                self._before = observing.snapshot(self.shell.user_ns)
+            self._rng_before = observing.rng_states()
+        finally:
+            self._busy = False
+        self._current = Observation(cwd_before=os.getcwd())
+        self._watch_seeds()
 
     def _post_run_cell(self, result: Any) -> None:
-        self._in_cell = False
+        observed, self._current = self._current, None
+        self._unwatch_seeds()
         if not result.success and result.execution_count is not None:
             self.failed.add(result.execution_count)
+        if observed is None or result.execution_count is None:
+            return
+        self.observations[result.execution_count] = observed
+        self._busy = True
+        try:
+            namespace = self.shell.user_ns
+            after = observing.snapshot(namespace)
+            before, self._before = self._before or {}, after
+            observed.changed, observed.unchanged = observing.changes(before, after)
+            rebound = {n for n, (identity, _) in after.items() if before.get(n, (None,))[0] != identity}
+            observed.unseeded_estimators = observing.unseeded_estimators(namespace, observed.changed | rebound)
+            rng = observing.rng_states()
+            observed.rng_drawn = {lib for lib, state in rng.items() if self._rng_before.get(lib, state) != state}
+            observed.cwd_after = os.getcwd()
+        finally:
+            self._busy = False
+
+    def _watch_seeds(self) -> None:
+        """Wrap the seeding functions of the imported random libraries while a cell runs, to see a seed set."""
+        for library, (module_name, names) in observing.SEED_FUNCTIONS.items():
+            module = sys.modules.get(module_name)
+            for name in names if module is not None else ():
+                original = getattr(module, name, None)
+                if callable(original):
+                    setattr(module, name, self._seed_wrapper(library, original))
+                    self._seed_originals.append((module, name, original))
+
+    def _unwatch_seeds(self) -> None:
+        for module, name, original in self._seed_originals:
+            setattr(module, name, original)
+        self._seed_originals.clear()
+
+    def _seed_wrapper(self, library: str, original: Any) -> Any:
+        def seed(*args: Any, **kwargs: Any) -> Any:
+            if self._current is not None:
+                self._current.seeded.add(library)
+            return original(*args, **kwargs)
+
+        seed.__wrapped__ = original  # type: ignore[attr-defined]
+        return seed
 
     def _audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if event != "open" or not self._in_cell or self._hashing:
+        if event not in self._EVENTS or self._current is None or self._busy:
             return
-        path, mode = args[0], args[1]
-        if not isinstance(path, str) or not isinstance(mode, str) or "r" not in mode or "+" in mode:
-            return
-        absolute = os.path.abspath(path)
-        if absolute.startswith(_IGNORED_PREFIXES) or absolute.endswith((".py", ".pyc", ".so")):
-            return
-        self._hashing = True
+        self._busy = True
         try:
-            if os.path.isfile(absolute) and os.path.getsize(absolute) <= _HASH_LIMIT:
-                self.file_hashes[absolute] = file_sha256(absolute)
-        except OSError:
+            if event == "open":
+                self._opened(args[0], args[1])
+            elif event == "urllib.Request":
+                self._fetched(str(args[0]))
+            else:
+                self._sent(args[0], args[1])
+        except Exception:  # noqa: BLE001 - observing must never break the user's cell
             pass
         finally:
-            self._hashing = False
+            self._busy = False
+
+    def _opened(self, path: Any, mode: Any) -> None:
+        if not isinstance(mode, str) or self._current is None:
+            return
+        paths = observing.resolve(path, os.getcwd())
+        if paths is None:
+            return
+        given, absolute = paths
+        if absolute.startswith(_IGNORED_PREFIXES) or absolute.endswith((".py", ".pyc", ".so")):
+            return
+        if any(c in mode for c in "wxa+"):
+            self._current.writes.append(absolute)
+            return
+        if not os.path.isfile(absolute):
+            return
+        stat = os.stat(absolute)
+        sha = None
+        if stat.st_size <= _HASH_LIMIT:
+            key = (absolute, stat.st_mtime, stat.st_size)
+            sha = self._hashed.get(key) or self._hashed.setdefault(key, file_sha256(absolute))
+            self.file_hashes.setdefault(absolute, sha)
+        opener = observing.opener(sys._getframe(2))
+        if opener not in _IMPORT_MACHINERY and not any(a.resolved == absolute for a in self._current.reads):
+            self._current.reads.append(FileAccess(given, absolute, opener, stat.st_size, sha))
+
+    def _fetched(self, url: str) -> None:
+        if self._current is not None and url.startswith(("http:", "https:", "ftp:")) and url not in self._current.urls:
+            self._current.urls.append(url)
+
+    def _sent(self, connection: Any, data: Any) -> None:
+        """An HTTP request going out through http.client (requests and urllib3 too): its URL."""
+        if not isinstance(data, (bytes, bytearray)):
+            return
+        method, _, rest = bytes(data[:2048]).partition(b" ")
+        if not method.isalpha() or not method.isupper():
+            return  # a body sent after the headers
+        target = rest.partition(b" ")[0].decode("latin-1")
+        if target.startswith(("http:", "https:")):  # through a proxy
+            self._fetched(target)
+            return
+        secure = getattr(connection, "default_port", 80) == 443
+        port = getattr(connection, "port", None)
+        shown = "" if port in (None, 443 if secure else 80) else f":{port}"
+        self._fetched(f"{'https' if secure else 'http'}://{connection.host}{shown}{target}")
 
     def history(self) -> History:
         """The executions of this session before the running one, with what the hooks saw."""
@@ -90,6 +195,7 @@ class SessionRecorder:
             workdir=self.workdir,
             source={"kind": "kernel", "notebook": os.environ.get("JPY_SESSION_NAME")},
             warnings=warnings,
+            observations={c: o for c, o in self.observations.items() if c < current},
         )
 
 
@@ -100,7 +206,17 @@ def recorder_for(shell: Any) -> SessionRecorder:
     """The shell's recorder, started now if the extension was not loaded before."""
     if id(shell) not in _RECORDERS:
         _RECORDERS[id(shell)] = SessionRecorder(shell)
+        observe_fits(shell)
     return _RECORDERS[id(shell)]
+
+
+def observe_fits(shell: Any) -> None:
+    """Rewrite the shell's cells from now on so that each fitting call records the rows it was given
+    (``notebook_deploy.capturing.fits``): the default sample is then the data the model really saw."""
+    fits.LOG.execution = lambda: len(shell.history_manager.input_hist_raw) - 1  # the running cell's number
+    fits.LOG.active = True
+    shell.push({fits.OBSERVER: fits.observe}, interactive=False)  # hidden from %who
+    shell.ast_transformers.append(fits.FitCalls())
 
 
 def active_recorder(shell: Any) -> SessionRecorder | None:
@@ -114,6 +230,7 @@ def deploy_from_kernel(shell: Any, variable: str, **options: Any) -> tuple[Bundl
     return capture_variable(shell.user_ns, variable, history=recorder_for(shell).history(), **options)
 
 
+@repeats.collapsed
 def capture_variable(
     namespace: dict[str, Any],
     variable: str,
@@ -121,35 +238,48 @@ def capture_variable(
     name: str | None = None,
     sample: str | None = None,
     history: History | None = None,
-    include_data: bool = False,
+    include_data: bool | int = True,
+    reference_data: bool = False,
     allow_secrets: bool = False,
     store: str | os.PathLike[str] | Store | None = None,
 ) -> tuple[Bundle, list[str]]:
     """Capture ``namespace[variable]`` (with its recipe when ``history`` is given); return the bundle and
     notes for the user. What ``%deploy`` and the notebook panel both call.
 
-    ``sample`` is an expression evaluated in ``namespace`` (its first 5 rows are used); without it, the first
-    argument of the last ``VARIABLE.fit(...)`` in the history is used when it is a plain variable."""
+    ``sample`` is an expression evaluated in ``namespace`` (its first 5 rows are used); without it, the rows
+    the model was fitted on as observed by the extension; failing that (the model was fitted before
+    ``%load_ext notebook_deploy``), the first argument of the last ``VARIABLE.fit(...)`` in the history
+    when it is a plain variable and the model takes it. The recipe's data files are copied into the bundle
+    up to 10 MiB each (``include_data``); larger ones refuse the capture unless ``reference_data`` records
+    them by path and sha256."""
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
-    notes = []
+    model = namespace[variable]
+    data, source, looked = None, None, ()
     if sample is not None:
-        data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
-    elif history is not None:
-        data, guessed = _guess_sample(history.sources, variable, namespace)
-        if guessed:
-            notes.append(f"sample: the first 5 rows of {guessed} (pass --sample EXPR to choose)")
-    else:
-        data = None
+        try:
+            data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
+        except Exception as error:  # noqa: BLE001 - any error of the user's expression is theirs to see
+            raise NotebookDeployError(f"--sample {sample}: {type(error).__name__}: {error}") from None
+        source = f"given by --sample {sample}"
+    elif history is not None and getattr(observed := fits.LOG.find(model), "rows", None) is None:
+        data, source, looked = _guess_sample(history.sources, variable, namespace, model)
+        if data is None and feature_count(model) is None:
+            raise NotebookDeployError(no_sample_message(model, observed, looked))
     bundle = capture(
-        namespace[variable], name=name, sample=head(as_rows(data), 5) if data is not None else None,
-        history=history, variable=variable, include_data=include_data, allow_secrets=allow_secrets, store=store,
+        model, name=name, sample=head(as_rows(data), 5) if data is not None else None, sample_source=source,
+        history=history, variable=variable, include_data=include_data, reference_data=reference_data,
+        allow_secrets=allow_secrets, store=store,
     )
-    return bundle, notes
+    return bundle, [f"not the sample: {reason}" for reason in looked]
 
 
-def _guess_sample(sources: list[str], variable: str, namespace: dict[str, Any]) -> tuple[Any, str | None]:
-    """The training input of ``variable``: the first argument of its last ``fit`` call, if a plain name."""
+def _guess_sample(
+    sources: list[str], variable: str, namespace: dict[str, Any], model: Any
+) -> tuple[Any, str | None, tuple[str, ...]]:
+    """The training input of ``variable`` read from the cells' text: the first argument of its last ``fit``
+    call, if a plain name that the model takes now (it may have been rebound since the fit). Also what was
+    looked at, for the error when nothing fits."""
     from ..capturing.slicing import to_python
 
     found = None
@@ -165,8 +295,30 @@ def _guess_sample(sources: list[str], variable: str, namespace: dict[str, Any]) 
                     and node.args and isinstance(node.args[0], ast.Name)):
                 found = node.args[0].id
     if found is None or found not in namespace:
-        return None, None
-    return namespace[found], found
+        return None, None, (f"the cells have no {variable}.fit(NAME, ...) call with a name still defined",)
+    problem = _refused(model, namespace[found])
+    if problem:
+        return None, None, (f"{found}, the first argument of {variable}.fit in the cells' text, is not what the "
+                            f"model takes now ({problem}): it was probably rebound after the fit",)
+    return namespace[found], f"the first rows of {found}, the first argument of {variable}.fit in the cells' text", ()
+
+
+def _refused(model: Any, data: Any) -> str | None:
+    """Why ``model`` does not take the first rows of ``data``, or None when one of its methods does."""
+    from ..methods import available_methods, resolve_method
+
+    problems = []
+    try:
+        rows = head(as_rows(data), 5)
+    except NotebookDeployError as error:
+        return str(error)
+    for method in available_methods(model):
+        try:
+            resolve_method(model, method)(rows)
+            return None
+        except Exception as error:  # noqa: BLE001 - any failure means these are not the model's rows
+            problems.append(f"{method}: {type(error).__name__}: {error}")
+    return "; ".join(problems) or "it has no inference method"
 
 
 def summary(bundle: Bundle, notes: list[str]) -> str:
@@ -176,8 +328,14 @@ def summary(bundle: Bundle, notes: list[str]) -> str:
     if recipe:
         kept, data = recipe["executions"], recipe["files"]
         lines.append(f"  recipe    {len(kept)} cell(s) kept: {', '.join(f'[{c}]' for c in kept)}")
+        for count, why in zip(kept, recipe.get("reasons") or []):
+            trimmed = " (only its imports)" if count in recipe.get("trimmed", []) else ""
+            lines.append(f"            [{count}]{trimmed} {'; '.join(why)}")
         if data:
             lines.append("  data      " + ", ".join(f["path"] + (" (included)" if f["included"] else "") for f in data))
+    source = (bundle.manifest.get("sample") or {}).get("source")
+    if source:
+        lines.append(f"  sample    {source}" + ("" if source.startswith("given") else " (--sample EXPR to choose)"))
     lines.append(f"  packages  {', '.join(bundle.requirements) or 'none'}")
     lines += [f"  note      {n}" for n in notes]
     lines += [f"  warning   {w}" for w in bundle.warnings + (recipe.get("warnings") or [])]
@@ -194,7 +352,10 @@ class DeployMagics(Magics):
     @argument("--sample", help="an expression giving a few input rows (default: the rows the model was fitted on)")
     @argument("--serve", action="store_true", help="serve the bundle on localhost once captured")
     @argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
-    @argument("--include-data", action="store_true", help="store copies of the data files (up to 10 MiB each)")
+    @argument("--include-data", action="store_true", help="(the default now: kept so older notebooks still run)")
+    @argument("--no-data", action="store_true", help="store no copies of the data files, only their paths and sha256")
+    @argument("--reference-data", action="store_true",
+              help="record data files above the 10 MiB cap by path and sha256 instead of refusing")
     @argument("--allow-secrets", action="store_true", help="capture even if the recipe seems to hold credentials")
     @argument("--panel", action="store_true", help="show the deploy panel (MODEL, if given, is preselected)")
     @line_magic
@@ -222,7 +383,7 @@ class DeployMagics(Magics):
         try:
             bundle, notes = deploy_from_kernel(
                 self.shell, args.model, name=args.name, sample=sample,
-                include_data=args.include_data, allow_secrets=args.allow_secrets,
+                include_data=not args.no_data, reference_data=args.reference_data, allow_secrets=args.allow_secrets,
             )
         except NotebookDeployError as error:
             print(f"%deploy: {error}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The Jupyter server extension behind the JupyterLab sidebar "Deployments".
 
 REST routes under ``{base_url}notebook-deploy/`` (docs/jupyter-rest-api.md) that adapt the core calls
-(``Store``, ``Servers``, ``Tasks``) to JSON. Every route needs the Jupyter server's authentication;
+(``Store``, ``Servers``, ``Tasks``) to JSON. Every route needs the Jupyter server's authentication and
+its authorizer's permission on the resource ``notebook_deploy`` (``read``, ``write`` or ``execute``);
 work that blocks (reading bundles, starting a server, the predict proxy) runs in a thread, so the
 server's event loop stays free. Errors are ``{"message": ...}`` with the status ``_status_of`` gives.
 The local servers started here stop when the Jupyter server's process exits (``serve``'s atexit hook),
@@ -19,6 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import url_path_join
@@ -26,7 +28,13 @@ from traitlets import Unicode, default
 from traitlets.config import Configurable
 
 from .. import __version__
-from ..errors import BundleNotFoundError, BundleReferenceError, NotebookDeployError, ServerStoppedError
+from ..errors import (
+    BundleInUseError,
+    BundleNotFoundError,
+    BundleReferenceError,
+    NotebookDeployError,
+    ServerStoppedError,
+)
 from ..image.reference import ImageReference, ImageReferenceError
 from ..serving.process import Servers
 from ..store import Store, default_root
@@ -34,6 +42,7 @@ from ..tasks import Tasks
 
 NAMESPACE = "notebook-deploy"
 SETTINGS_KEY = "notebook_deploy"
+AUTH_RESOURCE = "notebook_deploy"  # the resource Jupyter's Authorizer is asked about for every route
 CANCEL_WAIT_SECONDS = 2.0  # how long DELETE tasks/{id} waits for a cancelled task to stop
 
 T = TypeVar("T")
@@ -75,6 +84,7 @@ _STATUSES: list[tuple[type[BaseException], int]] = [
     (BundleReferenceError, 400),
     (ImageReferenceError, 400),
     (ServerStoppedError, 409),
+    (BundleInUseError, 409),
 ]
 
 
@@ -122,6 +132,11 @@ TASK_FIELDS: dict[str, tuple[Fields, Fields]] = {
 class DeployHandler(APIHandler):
     """The base of every route: the extension's state, JSON bodies, and answers computed in a thread."""
 
+    # Jupyter's authorizer is asked for "read" (GET), "write" (POST, PUT, DELETE: delete, tag, start a
+    # server or a task, stop one) or "execute" (the predict proxy) on this resource, so a deployment can
+    # give a user the sidebar's lists without the power to change anything.
+    auth_resource = AUTH_RESOURCE
+
     @property
     def deploy(self) -> NotebookDeploy:
         return self.settings[SETTINGS_KEY]
@@ -167,6 +182,7 @@ class VersionHandler(DeployHandler):
     """``GET version``: the package version and the store's folder."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         await self.answer(lambda: {"version": __version__, "store": str(self.deploy.bundle_store.root)})
 
@@ -175,6 +191,7 @@ class BundlesHandler(DeployHandler):
     """``GET bundles``: every name with its tags and versions."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         await self.answer(lambda: {"bundles": self.deploy.bundle_store.summaries()})
 
@@ -183,10 +200,12 @@ class BundleHandler(DeployHandler):
     """``GET`` (details) and ``DELETE bundles/{name}/{version}``."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self, name: str, version: str) -> None:
         await self.answer(lambda: self.deploy.bundle_store.details(f"{name}:{version}"))
 
     @tornado.web.authenticated
+    @authorized
     async def delete(self, name: str, version: str) -> None:
         await self.answer(lambda: {"deleted": self.deploy.bundle_store.delete(f"{name}:{version}").ref})
 
@@ -195,12 +214,14 @@ class TagHandler(DeployHandler):
     """``PUT`` (point at a version) and ``DELETE bundles/{name}/tags/{tag}``."""
 
     @tornado.web.authenticated
+    @authorized
     async def put(self, name: str, tag: str) -> None:
         version = self.body(TAG_FIELDS)["version"]
         await self.answer(lambda: {"name": name, "tag": tag,
                                    "version": self.deploy.bundle_store.tag(f"{name}:{version}", tag).version})
 
     @tornado.web.authenticated
+    @authorized
     async def delete(self, name: str, tag: str) -> None:
         def untag() -> dict[str, Any]:
             self.deploy.bundle_store.untag(name, tag)
@@ -213,10 +234,12 @@ class ServersHandler(DeployHandler):
     """``GET servers`` and ``POST servers`` (start one, answering once it is ready)."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         await self.answer(lambda: {"servers": [server.to_dict() for server in self.deploy.servers.list()]})
 
     @tornado.web.authenticated
+    @authorized
     async def post(self) -> None:
         body = self.body(SERVER_FIELDS)
         port = body.get("port") or 0
@@ -229,6 +252,7 @@ class ServerHandler(DeployHandler):
     """``DELETE servers/{id}``: stop it (it stays listed, as stopped)."""
 
     @tornado.web.authenticated
+    @authorized
     async def delete(self, server_id: str) -> None:
         await self.answer(lambda: _found("server", self.deploy.servers.stop, server_id).to_dict())
 
@@ -237,6 +261,7 @@ class ServerLogsHandler(DeployHandler):
     """``GET servers/{id}/logs``."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self, server_id: str) -> None:
         await self.answer(lambda: {"logs": _found("server", self.deploy.servers.get, server_id).logs()})
 
@@ -245,6 +270,7 @@ class PredictHandler(DeployHandler):
     """``POST servers/{id}/predict``: the model server's own answer to ``{"instances"}``, errors included."""
 
     @tornado.web.authenticated
+    @authorized("execute")  # it runs the model
     async def post(self, server_id: str) -> None:
         body = self.body(PREDICT_FIELDS)
 
@@ -264,10 +290,12 @@ class TasksHandler(DeployHandler):
     """``GET tasks`` and ``POST tasks`` (start a push or a verify in the background)."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         await self.answer(lambda: {"tasks": [task.to_dict() for task in self.deploy.tasks.list()]})
 
     @tornado.web.authenticated
+    @authorized
     async def post(self) -> None:
         body = self.json_object()
         kind = body.get("kind")
@@ -291,10 +319,12 @@ class TaskHandler(DeployHandler):
     """``GET tasks/{id}`` and ``DELETE tasks/{id}`` (cancel it)."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self, task_id: str) -> None:
         await self.answer(lambda: _found("task", self.deploy.tasks.get, task_id).to_dict())
 
     @tornado.web.authenticated
+    @authorized
     async def delete(self, task_id: str) -> None:
         def cancel() -> dict[str, Any]:
             task = _found("task", self.deploy.tasks.get, task_id)

@@ -95,8 +95,8 @@ class Guard:
         return None
 
     def record(self, refusal: Refusal, path: str, client: str | None, protocol: str) -> None:
-        audit.record("auth_failure", audit_log=self.audit_log, status=refusal.status, path=path,
-                     reason=refusal.reason, client=client, key_id=refusal.key_id, protocol=protocol)
+        audit.record_limited("auth_failure", client, audit_log=self.audit_log, status=refusal.status, path=path,
+                             reason=refusal.reason, key_id=refusal.key_id, protocol=protocol)
 
 
 def guard_of(served: "ServedModel") -> Guard:

@@ -134,7 +134,7 @@ def serve(
     root = store.root if isinstance(store, Store) else store  # keys and audit log default to the store's
     command = [
         sys.executable, "-m", "notebook_deploy", *(["--store", str(root)] if root is not None else []),
-        "serve", str(bundle.path),
+        "serve", str(bundle.path), "--loaded-by-parent",
         "--host", host, "--port", str(port), "--ready-file", str(ready_file),
     ]
     settings = (settings or ServeSettings()).with_options(**options)

@@ -3,6 +3,7 @@ this process or in ``settings.workers`` worker processes that share the socket."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from ..bundle import Bundle
+from ..store import Store
 from .metrics import MULTIPROCESS_VARIABLE
 from .settings import ServeSettings
 
@@ -81,8 +83,10 @@ def run(
     parent = os.environ.get(PARENT_PID_VARIABLE)
     if parent:
         threading.Thread(target=_exit_with_parent, args=(int(parent), stop), daemon=True).start()
+    store = Store.holding(bundle.path)
     try:
-        serve_forever()
+        with store.serving(bundle, url) if store is not None else contextlib.nullcontext():
+            serve_forever()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -90,7 +94,6 @@ def run(
 
 def worker_app() -> Any:
     """The app of one worker process, built from what ``run`` put in the environment."""
-    from ..api import load
     from .app import create_app
 
     spec = json.loads(os.environ[WORKER_VARIABLE])
@@ -98,7 +101,8 @@ def worker_app() -> Any:
     # A worker whose supervisor was killed stops too, rather than serving on as an orphan.
     threading.Thread(target=_exit_with_parent, args=(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM)),
                      daemon=True).start()
-    return create_app(load(spec["bundle"]), ServeSettings.from_json(spec["settings"]))
+    # The supervisor loaded (and, for a folder from elsewhere, scanned) this bundle; each worker checks its files.
+    return create_app(Bundle.open(spec["bundle"]), ServeSettings.from_json(spec["settings"]))
 
 
 def _announce(local: str, url: str, ready_file: str | os.PathLike[str] | None,

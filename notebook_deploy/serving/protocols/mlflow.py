@@ -112,6 +112,8 @@ def _decode_json(schema: "Schema", payload: Any) -> Any:
         if not isinstance(value, dict) or not isinstance(value.get("data"), list):
             raise RequestError(400, '"dataframe_split" must be an object {"columns": [...], "data": [[...], ...]}')
         columns = value.get("columns")
+        if isinstance(columns, list):  # pandas writes integer labels as numbers: [0, 1]; the keys are "0", "1"
+            columns = [str(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else c for c in columns]
         if columns is None or not hasattr(schema, "names") or columns == schema.names:
             return schema.decode(value["data"])
         if not isinstance(columns, list) or not all(isinstance(row, list) and len(row) == len(columns)

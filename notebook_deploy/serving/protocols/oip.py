@@ -689,8 +689,9 @@ def _example_request(bundle: "Bundle", model: OipModel) -> dict[str, Any]:
     """The stored sample as an inference request."""
     data = bundle.input_schema.decode(bundle.sample["instances"])
     if isinstance(bundle.input_schema, TableSchema):
+        label = {c.name: c.key for c in bundle.input_schema.columns}  # "0" is the frame's column 0
         inputs = [{"name": spec["name"], "datatype": spec["datatype"], "shape": [len(data)],
-                   "data": to_jsonable(data[spec["name"]])} for spec in model.inputs]
+                   "data": to_jsonable(data[label[spec["name"]]])} for spec in model.inputs]
     else:
         array = np.asarray(data)
         inputs = [{"name": TENSOR_INPUT, "datatype": model.inputs[0]["datatype"], "shape": list(array.shape),
