@@ -23,6 +23,8 @@ from notebook_deploy import audit
 from notebook_deploy.bundle import MODEL_FILE, seal_manifest
 from notebook_deploy.errors import UnsafePickleError
 from notebook_deploy.pickle_scan import scan_pickle
+from notebook_deploy.provenance import sign
+from notebook_deploy.signing import SigningKey
 
 
 def notebook_namespace(source: str) -> dict:
@@ -142,11 +144,14 @@ def test_capture_records_the_scan_in_the_manifest(forest_bundle):
 
 def resealed_with(bundle: nd.Bundle, data: bytes, folder) -> nd.Bundle:
     """``bundle`` with its model replaced by ``data`` and sealed again with the project's own function,
-    as someone who wants it imported would do."""
+    as someone who wants it imported would do; signed by a trusted key (the session's), so that what
+    refuses it is the scan, which runs whoever signed (tests/test_trust.py refuses untrusted signers)."""
     shutil.copytree(bundle.path, folder)
     (folder / MODEL_FILE).write_bytes(data)
     manifest = seal_manifest(folder, {**bundle.manifest, "name": "evil"})
-    return nd.Bundle(folder, manifest)
+    resealed = nd.Bundle(folder, manifest)
+    sign(resealed, SigningKey.load())
+    return resealed
 
 
 @pytest.mark.parametrize("make", [payload_pickle, notebook_payload_pickle])
