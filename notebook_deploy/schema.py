@@ -55,7 +55,10 @@ class Domain:
         return item
 
     def check(self, array: np.ndarray, feature: str | None) -> None:
-        """Raise ``InputError`` at the first value of a float array outside this domain."""
+        """Raise ``InputError`` at the first value of a float array outside this domain. Infinities are
+        never in it: no protocol's JSON can carry them, so one that arrives (a binary tensor, gRPC, CSV's
+        ``inf``) is refused on every protocol alike rather than handed to the model."""
+        _refuse_first(array, np.isinf(array), "a finite number", feature)
         if not self.nullable:
             _refuse_first(array, np.isnan(array), "a number (this model does not take missing values)", feature)
         if self.limit is not None:
@@ -563,7 +566,7 @@ def _refuse_first(array: np.ndarray, bad: np.ndarray, expected: str, feature: st
         return
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     value = array[index]
-    got = "null" if np.isnan(value) else repr(float(value))
+    got = "null" if np.isnan(value) else "Infinity" if value > 0 else "-Infinity" if np.isinf(value) else repr(float(value))
     raise InputError(f"{_where(index, feature)}: expected {expected}, got {got}")
 
 

@@ -203,6 +203,31 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong(forest_client, body, hea
     assert forest_client.post("/v2/models/forest/infer", json={"inputs": [GOOD]}).status_code == 200
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinities_are_refused_like_nan_in_json_and_binary_tensors(forest_client, pipeline_client, customers, value):
+    rows = np.ones((2, 4))
+    rows[1, 3] = value
+    body, headers = _binary_request([("input-0", "FP64", rows)], [])
+    binary = forest_client.post("/v2/models/forest/infer", content=body, headers=headers)
+    sign = "-" if value < 0 else ""
+    assert binary.status_code == 422, binary.text
+    assert f"row 1, position 3: expected a finite number, got {sign}Infinity" in binary.json()["error"]
+    frame = customers[0].head(2).copy()
+    frame["income"] = frame["income"].astype(float)
+    frame.loc[frame.index[0], "income"] = value
+    columns, headers = _binary_request(
+        [(c, {"age": "INT64", "income": "FP64", "city": "BYTES"}[c], frame[c].to_numpy()) for c in frame.columns], []
+    )
+    table = pipeline_client.post("/v2/models/customers/infer", content=columns, headers=headers)
+    assert table.status_code == 422 and "feature 'income': expected a finite number" in table.json()["error"]
+    # JSON cannot carry an infinity: a number that overflows a double is refused as well
+    overflow = forest_client.post("/v2/models/forest/infer", content=b'{"inputs":[{"name":"input-0","datatype":"FP64",'
+                                  b'"shape":[1,4],"data":[1,2,3,' + sign.encode() + b'1e999]}]}',
+                                  headers={"content-type": "application/json"})
+    assert 400 <= overflow.status_code < 500 and "infinity" in overflow.text.lower()
+    assert forest_client.post("/v2/models/forest/infer", json={"inputs": [GOOD]}).status_code == 200
+
+
 def test_binary_data_that_does_not_add_up_is_refused(forest_client):
     body, headers = _binary_request([("input-0", "FP64", np.ones((2, 4)))], [])
     short = forest_client.post("/v2/models/forest/infer", content=body[:-3], headers=headers)
@@ -411,6 +436,12 @@ def test_grpc_typed_contents_and_raw_contents(forest_grpc, forest, iris):
          grpc.StatusCode.INVALID_ARGUMENT, "unknown output 'nope'"),
         (lambda r: setattr(r, "model_name", "nope"), grpc.StatusCode.NOT_FOUND, "model 'nope' is not served here"),
         (lambda r: setattr(r, "model_version", "0000"), grpc.StatusCode.NOT_FOUND, "has no version '0000'"),
+        (lambda r: r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4],
+                                contents={"fp64_contents": [1, 2, float("inf"), 4]}),
+         grpc.StatusCode.INVALID_ARGUMENT, "row 0, position 2: expected a finite number, got Infinity"),
+        (lambda r: (r.inputs.add(name="input-0", datatype="FP32", shape=[1, 4]),
+                    r.raw_input_contents.append(np.array([[1, -np.inf, 3, 4]], "<f4").tobytes())),
+         grpc.StatusCode.INVALID_ARGUMENT, "row 0, position 1: expected a finite number, got -Infinity"),
     ],
 )
 def test_grpc_errors_have_status_codes_and_say_what_is_wrong(forest_grpc, build, code, fragment):

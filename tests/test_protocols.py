@@ -82,6 +82,21 @@ def test_mlflow_formats_give_the_same_predictions(pipeline_client, pipeline, cus
     assert csv.json() == expected
 
 
+@pytest.mark.parametrize("text", ["inf", "-inf", "Infinity"])
+def test_infinities_are_refused_by_mlflow_csv_and_tf_serving(pipeline_client, forest_client, customers, text):
+    frame = customers[0].head(2).copy()
+    csv = frame.to_csv(index=False).splitlines()
+    header, first = csv[0].split(","), csv[1].split(",")
+    first[header.index("income")] = text
+    body = "\n".join([csv[0], ",".join(first), *csv[2:]])
+    answer = pipeline_client.post("/invocations", content=body, headers={"content-type": "text/csv"})
+    assert answer.status_code == 422, answer.text
+    assert "feature 'income': expected a finite number" in answer.text
+    tf = forest_client.post("/v1/models/forest:predict", content=b'{"instances": [[1, 2, 3, 1e999]]}',
+                            headers={"content-type": "application/json"})
+    assert 400 <= tf.status_code < 500 and "infinity" in tf.text.lower()
+
+
 def test_mlflow_tensor_model(forest_client, forest, iris):
     X = iris[0][::9]
     for body in ({"instances": X.tolist()}, {"inputs": X.tolist()}, {"dataframe_split": {"data": X.tolist()}}):
