@@ -323,6 +323,17 @@ def test_the_log_is_rotated(forest_with_reference, iris, tmp_path):
                                        "predictions.jsonl.3"]
     assert all(f.stat().st_size <= 4000 for f in files)
     assert all(_log_lines(f) for f in files)
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}  # rotated files stay private
+
+
+def test_the_log_is_readable_by_its_owner_only(forest_with_reference, iris, tmp_path):
+    fresh, old = tmp_path / "fresh.jsonl", tmp_path / "old.jsonl"
+    old.write_bytes(b"")
+    old.chmod(0o644)  # left readable by an earlier version
+    for log in (fresh, old):
+        with TestClient(nd.create_app(forest_with_reference, prediction_log=str(log))) as client:
+            _feed(client, _iris_rows(iris, [], n=5))
+        assert oct(log.stat().st_mode & 0o777) == "0o600" and len(_log_lines(log)) == 5
 
 
 # -- a real server ------------------------------------------------------------------------------------

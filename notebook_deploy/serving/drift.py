@@ -344,8 +344,7 @@ class PredictionLog:
         self._size = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab"):
-                pass
+            _open_private(self.path).close()
         except OSError as error:
             raise ServeError(f"cannot write the prediction log {self.path}: {error}") from None
 
@@ -429,7 +428,7 @@ class PredictionLog:
 
     def _append(self, line: bytes) -> None:
         if self._file is None:
-            self._file = open(self.path, "ab")
+            self._file = _open_private(self.path)
             self._size = self._file.tell()
         if self._size and self._size + len(line) > self.max_bytes:
             self._rotate()
@@ -443,8 +442,16 @@ class PredictionLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._file = open(self.path, "ab")
+        self._file = _open_private(self.path)
         self._size = 0
+
+
+def _open_private(path: Path) -> Any:
+    """Open the prediction log for appending, readable by its owner only (0600): it holds callers' inputs
+    and the model's answers. A log left readable by an older version is narrowed too."""
+    handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+    os.fchmod(handle.fileno(), 0o600)
+    return handle
 
 
 def _pick(data: Any, indexes: list[int]) -> Any:
