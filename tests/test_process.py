@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -63,6 +64,21 @@ def test_bad_input_over_real_http_then_the_next_good_request(forest_bundle):
             assert response.status_code == status and response.json()["detail"]
         good = requests.post(server.url + "/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
         assert good.status_code == 200 and good.json() == {"predictions": [0]}
+
+
+def test_a_declared_body_over_the_limit_is_refused_at_once_without_reading_it(forest_bundle):
+    with nd.serve(forest_bundle) as server:
+        host, port = server.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                        b"Expect: 100-continue\r\nContent-Length: 10000000000\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(65536):  # the server answers and closes, though no body byte was sent
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413 "), answer[:200]  # no "100 Continue" first
+        assert b"connection: close" in head.lower() and b"the limit is 10485760 bytes" in body
+        assert requests.post(server.url + "/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
 
 
 def test_two_servers_get_two_free_ports(forest_bundle, pipeline_bundle):

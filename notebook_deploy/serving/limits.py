@@ -1,4 +1,10 @@
-"""ASGI middleware that refuses request bodies over a size limit with a JSON 413."""
+"""ASGI middleware that refuses request bodies over a size limit with a JSON 413.
+
+A body declared too large (``Content-Length``) is refused before a byte of it is read: the app never calls
+``receive``, so the server sends no ``100 Continue`` and reads nothing, and ``Connection: close`` ends the
+connection instead of draining what the client may still send. A chunked body is counted as it arrives
+and refused once it passes the limit; what the client already sent is read on (up to a bound), so that it
+sees the answer rather than a reset connection."""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-# A refused body is still read and thrown away up to this many bytes, so that a client which sends the
-# whole body before reading the answer sees the 413 instead of a reset connection.
+# A refused chunked body is still read and thrown away up to this many bytes, so that a client which sends
+# the whole body before reading the answer sees the 413 instead of a reset connection.
 _DRAIN_BYTES = 256 * 1024 * 1024
 
 Scope = dict[str, Any]
@@ -66,7 +72,8 @@ class BodySizeLimit:
 
     async def _refuse(self, receive: Receive, send: Send, declared: int | None, body_done: bool) -> None:
         drained = 0
-        more = not body_done  # once the body is complete, receive() only waits for the client to leave
+        # once the body is complete, receive() only waits for the client to leave; a declared body is never read
+        more = not body_done and declared is None
         while more and drained < _DRAIN_BYTES:
             message = await receive()
             drained += len(message.get("body", b""))
@@ -79,7 +86,8 @@ class BodySizeLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                + ([(b"connection", b"close")] if declared is not None else []),
             }
         )
         await send({"type": "http.response.body", "body": body})
