@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -79,6 +80,21 @@ def test_a_declared_body_over_the_limit_is_refused_at_once_without_reading_it(fo
         assert head.startswith(b"HTTP/1.1 413 "), answer[:200]  # no "100 Continue" first
         assert b"connection: close" in head.lower() and b"the limit is 10485760 bytes" in body
         assert requests.post(server.url + "/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+
+
+def test_headers_over_64_kib_get_431_and_the_server_goes_on(forest_bundle):
+    with nd.serve(forest_bundle, workers=2) as server:  # the workers get the same bound
+        host, port = server.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 1_000_000 + b"\r\n\r\n")
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := raw.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"over 65536 bytes" in answer
+        fine = requests.get(server.url + "/healthz", headers={"X-Fine": "a" * 30_000})
+        assert fine.status_code == 200
 
 
 def test_two_servers_get_two_free_ports(forest_bundle, pipeline_bundle):

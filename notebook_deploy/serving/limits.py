@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 # A refused chunked body is still read and thrown away up to this many bytes, so that a client which sends
@@ -91,3 +92,35 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# Request line and headers together. httptools (uvicorn's parser here) buffers a header of any size, so
+# BoundedHead counts the head's bytes itself: past this, a 431 and the connection closed.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class BoundedHead(HttpToolsProtocol):  # type: ignore[misc]
+    """uvicorn's httptools protocol with the request's head bounded to ``MAX_HEADER_BYTES``."""
+
+    _head_bytes = 0
+    _in_head = True
+
+    def on_message_begin(self) -> None:
+        self._head_bytes, self._in_head = 0, True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                message = f"the request's headers are over {MAX_HEADER_BYTES} bytes".encode()
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: " + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n" + message
+                )
+                self.transport.close()

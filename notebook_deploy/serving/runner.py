@@ -23,6 +23,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ..bundle import Bundle
 from ..store import Store
+from .limits import BoundedHead
 from .metrics import MULTIPROCESS_VARIABLE
 from .settings import ServeSettings
 
@@ -61,6 +62,7 @@ def run(
         timeout_graceful_shutdown=settings.graceful_timeout,
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
+        http=BoundedHead,
     )
     if settings.workers <= 1:
         from .app import create_app
