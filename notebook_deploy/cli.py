@@ -199,6 +199,8 @@ In a container, options also come from the environment ([env var: ...] above), e
 @click.option("--prediction-log-sample", type=click.FloatRange(min=0, max=1),
               **_from_environment("prediction_log_sample"),
               help="The fraction of rows written to --prediction-log [default: 1].")
+@click.option("--debug-errors", is_flag=True, default=None, **_from_environment("debug_errors"),
+              help="Return a model's exception text in 500 answers; by default only the server's log has it.")
 @click.option("--allow-unsigned", is_flag=True, default=None, **_from_environment("allow_unsigned"),
               help="Serve the bundle even if no trusted key signed it (written to the audit log).")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")

@@ -93,13 +93,18 @@ def test_oversized_bodies_are_refused_declared_or_streamed(small_limit_client):
     assert forest_client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
 
 
-def test_a_model_that_raises_gets_a_json_500_and_serving_goes_on(store):
+def test_a_model_that_raises_gets_a_json_500_without_its_text_and_serving_goes_on(store, caplog):
     bundle = nd.capture(FragileModel(), name="fragile", sample=np.ones((2, 2)), store=store)
     with TestClient(nd.create_app(bundle)) as client:
         failed = client.post("/predict", json={"instances": [[-1.0, 2.0]]})
         assert failed.status_code == 500
-        assert failed.json() == {"detail": "the model's predict raised ValueError: negative values are not supported"}
+        assert failed.json() == {"detail": "the model's predict raised an error; the server's log has it (serve with "
+                                           "--debug-errors to return it to callers)"}
+        assert "ValueError: negative values are not supported" in caplog.text  # the log keeps it
         assert client.post("/predict", json={"instances": [[1.0, 2.0]]}).json() == {"predictions": [3.0]}
+    with TestClient(nd.create_app(bundle, debug_errors=True)) as client:
+        failed = client.post("/predict", json={"instances": [[-1.0, 2.0]]})
+        assert failed.json() == {"detail": "the model's predict raised ValueError: negative values are not supported"}
 
 
 def test_string_labels_and_health_endpoints(store, iris):

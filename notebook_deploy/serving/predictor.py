@@ -128,7 +128,13 @@ class Predictor:
                     result = await asyncio.get_running_loop().run_in_executor(self._executor, self._calls[method], data)
         except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
             log.error("%s of %s failed: %s: %s", method, self.bundle.ref, type(error).__name__, error, exc_info=error)
-            raise ModelError(f"the model's {method} raised {type(error).__name__}: {error}") from error
+            if self.settings.debug_errors:
+                raise ModelError(f"the model's {method} raised {type(error).__name__}: {error}") from error
+            # its text may hold data, paths or code of the model's: callers get where to look, not what it said
+            raise ModelError(
+                f"the model's {method} raised an error; the server's log has it (serve with --debug-errors "
+                "to return it to callers)"
+            ) from error
         finally:
             self.pending -= 1
         for observer in self.observers:

@@ -34,6 +34,7 @@ class ServeSettings:
     prediction_log_sample: float = 1.0
     prediction_log_max_bytes: int = 50 * 1024 * 1024
     graceful_timeout: float = 30.0
+    debug_errors: bool = False  # return a model's exception text to callers (the log has it either way)
     allow_unsigned: bool = False  # serve a bundle no trusted key signed (written to the audit log)
     trust_dir: str | None = None  # the trusted public keys [default: signing.default_trust_dir()]
     trusted_keys: tuple[str, ...] = ()  # public keys (PEM) trusted too: what a deployment passes to replicas
