@@ -179,7 +179,7 @@ In a container, options also come from the environment ([env var: ...] above), e
               help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].")
 @click.option("--auth/--no-auth", "auth", default=None, **_from_environment("auth"),
               help="Require an API key ('Authorization: Bearer KEY') on every route but health and docs "
-                   "[default: on when the key file has any key at start].")
+                   "[default: on when the key file exists at start, even with no key left in it].")
 @click.option("--keys-file", type=click.Path(dir_okay=False, resolve_path=True), **_from_environment("keys_file"),
               help="The API key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].")
 @click.option("--audit-log", type=click.Path(dir_okay=False, resolve_path=True), **_from_environment("audit_log"),

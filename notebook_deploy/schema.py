@@ -131,6 +131,10 @@ class TensorSchema:
         """Turn model input rows into JSON-ready rows."""
         return to_jsonable(np.asarray(data))
 
+    def example_rows(self, count: int = 2) -> list[Any]:
+        """Rows made from the schema alone (no captured data): the API docs' example when keys are required."""
+        return [_nested(_placeholder(self.kind, None), self.shape) for _ in range(count)]
+
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of one row."""
         item = self.domain.json_schema(self.kind)
@@ -245,6 +249,10 @@ class TableSchema:
     def encode(self, data: Any) -> list[Any]:
         """Turn a DataFrame into JSON-ready rows (objects keyed by feature name)."""
         return to_jsonable(data)
+
+    def example_rows(self, count: int = 2) -> list[Any]:
+        """Rows made from the schema alone (no captured data): the API docs' example when keys are required."""
+        return [{c.name: _placeholder(c.kind, c.categories) for c in self.columns} for _ in range(count)]
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of one row: an object keyed by feature name, or a list in column order."""
@@ -559,6 +567,19 @@ def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature:
     if kind == STR:  # checked even when NumPy made strings: it turns ["a", 5] into ["a", "5"]
         _check(rows, lambda v: v is None or isinstance(v, str), "a string or null", feature)
     return array if code == "O" else np.array(rows, dtype=object)
+
+
+def _placeholder(kind: str, categories: tuple[Any, ...] | None) -> Any:
+    """A value of ``kind`` that says nothing about any captured row."""
+    if kind == CATEGORY and categories:
+        return to_jsonable(categories[0])  # the categories are in the published schema already
+    return {FLOAT: 0.0, INT: 0, BOOL: False, DATETIME: "2024-01-01T00:00:00"}.get(kind, "text")
+
+
+def _nested(value: Any, shape: tuple[int, ...]) -> Any:
+    for size in reversed(shape):
+        value = [value] * size
+    return value
 
 
 def _refuse_first(array: np.ndarray, bad: np.ndarray, expected: str, feature: str | None) -> None:

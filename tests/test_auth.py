@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
 from types import SimpleNamespace
 
 import grpc
@@ -144,6 +145,33 @@ def test_auth_is_on_by_default_only_when_keys_exist(forest_bundle, tmp_path, sec
         assert strict.get("/healthz").status_code == 200
     with TestClient(nd.create_app(forest_bundle, auth=False, **secured.settings)) as off:
         assert off.get("/metadata").status_code == 200
+
+
+def test_auth_stays_on_when_the_key_file_exists_with_no_key_left_and_the_log_says_so(forest_bundle, secured, caplog):
+    caplog.set_level("INFO", logger="notebook_deploy")
+    for key in secured.keys.list():
+        secured.keys.revoke(key.id)  # every key revoked: the file is still there
+    assert len(secured.keys) == 0 and secured.keys.path.exists()
+    with TestClient(nd.create_app(forest_bundle, **secured.settings)) as client:
+        assert client.post("/predict", json=ROWS).status_code == 401
+    assert "auth is on (the key file exists) but" in caplog.text
+    caplog.clear()
+    with TestClient(nd.create_app(forest_bundle, keys_file=str(secured.keys.path.with_name("none.json")))):
+        pass
+    assert "auth is off (no key file: " in caplog.text
+
+
+def test_with_auth_on_the_docs_show_no_captured_rows(forest_bundle, secured):
+    captured = [json.dumps(row, separators=(",", ":")) for row in forest_bundle.sample["instances"]]
+    with TestClient(nd.create_app(forest_bundle, **secured.settings)) as client:
+        document = client.get("/openapi.json").text
+        assert captured and not [row for row in captured if row in document]
+        example = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"][
+            "application/json"]["example"]
+        assert example == {"instances": [[0.0, 0.0, 0.0, 0.0]] * 2}
+        assert client.post("/predict", json=example, headers=bearer(secured.predict)).status_code == 200
+    with TestClient(nd.create_app(forest_bundle, auth=False, **secured.settings)) as client:
+        assert all(v in client.get("/openapi.json").text for v in captured)  # off: the sample is the example
 
 
 def test_auth_off_adds_no_dependency(tmp_path):

@@ -145,6 +145,17 @@ class ServedModel:
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    def example(self) -> dict[str, Any]:
+        """The request and answers the API docs show (``{"instances", "outputs"}``): the captured sample
+        when keys are off; when they are on, rows made from the schema alone, since /docs and
+        /openapi.json are open to anyone who reaches the server."""
+        if not auth.guard_of(self).enabled:
+            return self.bundle.sample
+        return {
+            "instances": self.bundle.input_schema.example_rows(),
+            "outputs": {m: self.bundle.output_schema(m).example_rows() for m in self.bundle.methods},
+        }
+
     def route(
         self,
         path: str,

@@ -6,8 +6,9 @@ probes, the API docs), ``PREDICT`` or ``ADMIN``. Callers send ``Authorization: B
 missing or unknown key is answered 401 (with ``WWW-Authenticate: Bearer``), a key whose role does not
 reach the route 403, and each refusal is written to the audit log (path, reason, client, key id).
 
-Auth is on when ``settings.auth`` is True, or when it is None (the default) and the key file has any
-key at start. When it is off, routes get no dependency at all, so the request path costs nothing more.
+Auth is on when ``settings.auth`` is True, or when it is None (the default) and the key file exists at
+start, even with no key left in it: revoking the last key must not open the server. The server logs at
+start whether auth is on, and why. When it is off, routes get no dependency at all, so the request path costs nothing more.
 The key file is read once at start and again whenever it changes, so revocations apply at once.
 """
 
@@ -65,13 +66,17 @@ class Guard:
         self.keys = KeyStore(settings.keys_file)
         self.audit_log = settings.audit_log
         count = len(self.keys)
-        self.enabled = bool(settings.auth) if settings.auth is not None else count > 0
-        if self.enabled:
-            if count:
-                log.info("API keys required: %d key(s) in %s", count, self.keys.path)
-            else:
-                log.warning("API keys are required but %s has none: every call but health and docs gets 401; "
-                            "create one with 'notebook-deploy keys create --role predict'", self.keys.path)
+        exists = self.keys.path.exists()
+        self.enabled = bool(settings.auth) if settings.auth is not None else exists
+        why = "--auth" if settings.auth else "--no-auth" if settings.auth is not None else (
+            "the key file exists" if exists else "no key file")
+        if not self.enabled:
+            log.info("auth is off (%s: %s): every route answers without a key", why, self.keys.path)
+        elif count:
+            log.info("auth is on (%s): %d key(s) in %s", why, count, self.keys.path)
+        else:
+            log.warning("auth is on (%s) but %s has no key: every call but health and docs gets 401; "
+                        "create one with 'notebook-deploy keys create --role predict'", why, self.keys.path)
 
     def check(self, authorization: str | None, access: str, path: str) -> Refusal | None:
         """None if ``authorization`` (the header's value) reaches ``access``, else why not."""

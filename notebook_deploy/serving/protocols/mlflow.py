@@ -80,7 +80,7 @@ def add_routes(served: "ServedModel") -> None:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": one_of, "example": {"instances": served.bundle.sample["instances"]}},
+                    "application/json": {"schema": one_of, "example": {"instances": served.example()["instances"]}},
                     "text/csv": {"schema": {"type": "string"}},
                 },
             },

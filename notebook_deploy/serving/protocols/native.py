@@ -13,7 +13,6 @@ from ...schema import dumps
 from ..app import RequestError, parse_json
 
 if TYPE_CHECKING:
-    from ...bundle import Bundle
     from ..app import FastHandler, ServedModel
 
 ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
@@ -30,7 +29,7 @@ def add_routes(served: "ServedModel") -> None:
             fast=answer,
             name=method,
             summary=f"Call the model's {method} on a batch of rows",
-            openapi_extra=_openapi_for(served.bundle, method),
+            openapi_extra=_openapi_for(served, method),
             response_class=Response,
         )
 
@@ -73,9 +72,10 @@ def error_responses(content_schema: dict[str, Any] = ERROR_SCHEMA) -> dict[str, 
     }
 
 
-def _openapi_for(bundle: "Bundle", method: str) -> dict[str, Any]:
-    row = bundle.input_schema.json_schema()
-    prediction = bundle.output_schema(method).json_schema()
+def _openapi_for(served: "ServedModel", method: str) -> dict[str, Any]:
+    row = served.bundle.input_schema.json_schema()
+    prediction = served.bundle.output_schema(method).json_schema()
+    example = served.example()
     return {
         "requestBody": {
             "required": True,
@@ -86,7 +86,7 @@ def _openapi_for(bundle: "Bundle", method: str) -> dict[str, Any]:
                         "required": ["instances"],
                         "properties": {"instances": {"type": "array", "minItems": 1, "items": row}},
                     },
-                    "example": {"instances": bundle.sample["instances"]},
+                    "example": {"instances": example["instances"]},
                 }
             },
         },
@@ -100,7 +100,7 @@ def _openapi_for(bundle: "Bundle", method: str) -> dict[str, Any]:
                             "required": ["predictions"],
                             "properties": {"predictions": {"type": "array", "items": prediction}},
                         },
-                        "example": {"predictions": bundle.sample["outputs"][method]},
+                        "example": {"predictions": example["outputs"][method]},
                     }
                 },
             },

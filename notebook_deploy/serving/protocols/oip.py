@@ -612,7 +612,7 @@ def _add(served: "ServedModel", model: OipModel, error_responses: Any, server_me
                     "schema": {"type": "integer", "minimum": 0},
                 }],
                 "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": _request_schema(model), "example": _example_request(bundle, model)}}},
+                    "schema": _request_schema(model), "example": _example_request(bundle, model, served.example())}}},
                 "responses": {
                     "200": {
                         "description": "The outputs; with binary outputs, the JSON part is followed by their bytes",
@@ -685,9 +685,9 @@ def _response_schema() -> dict[str, Any]:
     }
 
 
-def _example_request(bundle: "Bundle", model: OipModel) -> dict[str, Any]:
-    """The stored sample as an inference request."""
-    data = bundle.input_schema.decode(bundle.sample["instances"])
+def _example_request(bundle: "Bundle", model: OipModel, example: dict[str, Any]) -> dict[str, Any]:
+    """The docs' example rows (``ServedModel.example``) as an inference request."""
+    data = bundle.input_schema.decode(example["instances"])
     if isinstance(bundle.input_schema, TableSchema):
         label = {c.name: c.key for c in bundle.input_schema.columns}  # "0" is the frame's column 0
         inputs = [{"name": spec["name"], "datatype": spec["datatype"], "shape": [len(data)],

@@ -94,7 +94,7 @@ def add_routes(served: "ServedModel") -> None:
                         "inputs": {},
                     },
                 },
-                "example": {"instances": bundle.sample["instances"]},
+                "example": {"instances": served.example()["instances"]},
             }
         },
     }
