@@ -24,7 +24,8 @@ from notebook_deploy.image.registry import _challenge
         ("localhost:5000/iris", "localhost:5000", "iris", "latest", "http"),
         ("python:3.11-slim", "registry-1.docker.io", "library/python", "3.11-slim", "https"),
         ("ghcr.io/acme/churn:v2", "ghcr.io", "acme/churn", "v2", "https"),
-        ("10.1.2.3:5000/a/b", "10.1.2.3:5000", "a/b", "latest", "http"),
+        ("10.1.2.3:5000/a/b", "10.1.2.3:5000", "a/b", "latest", "https"),  # private is not loopback
+        ("192.168.1.5/a", "192.168.1.5", "a", "latest", "https"),
         ("[::1]:5000/a", "[::1]:5000", "a", "latest", "http"),
         ("acme/churn", "registry-1.docker.io", "acme/churn", "latest", "https"),
     ],
@@ -32,6 +33,13 @@ from notebook_deploy.image.registry import _challenge
 def test_references_parse_with_docker_defaults(text, registry, repository, tag, scheme):
     ref = ImageReference.parse(text)
     assert (ref.registry, ref.repository, ref.tag, ref.scheme) == (registry, repository, tag, scheme)
+
+
+def test_plain_http_for_a_private_registry_only_when_named_insecure(monkeypatch):
+    monkeypatch.setenv("NOTEBOOK_DEPLOY_INSECURE_REGISTRIES", "10.1.2.3:5000, registry.lan")
+    assert ImageReference.parse("10.1.2.3:5000/a/b").scheme == "http"
+    assert ImageReference.parse("registry.lan/a").scheme == "http"
+    assert ImageReference.parse("10.1.2.3/a").scheme == "https"  # another port is another registry
 
 
 def test_a_digest_reference_and_round_trip():

@@ -133,3 +133,87 @@ def test_a_manifest_naming_a_missing_blob_is_refused_with_the_registry_code(tmp_
         with pytest.raises(RegistryError, match="MANIFEST_BLOB_UNKNOWN") as error:
             client.put_manifest("models/iris", "v1", manifest_for(config, [blob_of(b"never pushed")]), OCI_MANIFEST)
         assert error.value.code == "MANIFEST_BLOB_UNKNOWN"
+
+
+# -- where credentials go ------------------------------------------------------------------------------
+class _Recorder:
+    """A plain HTTP server on 127.0.0.1 that records each request's path and Authorization header and
+    answers with ``answer(handler)``."""
+
+    def __init__(self, answer):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                seen.append((self.command, self.path, self.headers.get("Authorization")))
+                status, headers = answer(self)
+                self.send_response(status)
+                for name, value in {"Content-Length": "0", **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_credentials_never_follow_an_upload_location_or_a_redirect_to_another_origin():
+    secret = Credentials("ana", "s3cret")
+    with _Recorder(lambda h: (201, {})) as other:
+        def registry_answer(handler):
+            if handler.headers.get("Authorization") is None:
+                return 401, {"WWW-Authenticate": 'Basic realm="r"'}
+            if handler.command == "POST":  # the upload session lives elsewhere
+                return 202, {"Location": other.url + "/upload/1", "Range": "0-0"}
+            if handler.command == "GET":
+                return 307, {"Location": other.url + "/blob"}
+            return 404, {}
+
+        with _Recorder(registry_answer) as own:
+            client = Registry(own.url.removeprefix("http://"), scheme="http", credentials=secret, retries=0)
+            client.push_blob("repo", blob_of(b"layer"))
+            with pytest.raises(RegistryError):
+                client.get_blob("repo", blob_of(b"layer").digest)
+    assert any(auth and auth.startswith("Basic ") for _, _, auth in own.seen)  # the registry itself gets them
+    assert other.seen and all(auth is None for _, _, auth in other.seen), other.seen
+
+
+def test_credentials_go_to_a_token_realm_only_over_https_or_on_this_machine():
+    import requests
+
+    class Refuse(requests.adapters.BaseAdapter):
+        """Stands in for a token server on another host, which cannot run here: records, answers nothing."""
+
+        sent = []
+
+        def send(self, request, **kwargs):
+            self.sent.append(request)
+            raise requests.ConnectionError("no network here")
+
+        def close(self):
+            pass
+
+    challenge = {"WWW-Authenticate": 'Bearer realm="http://tokens.example/token",service="s"'}
+    with _Recorder(lambda h: (401, challenge)) as own:
+        client = Registry(own.url.removeprefix("http://"), scheme="http", credentials=Credentials("ana", "s3cret"))
+        refuse = Refuse()
+        client._session.mount("http://tokens.example/", refuse)
+        with pytest.raises(RegistryAuthError, match="not https: the credentials .* are not sent there in the clear"):
+            client.blob_exists("repo", blob_of(b"x").digest)
+    assert refuse.sent == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
@@ -12,6 +13,29 @@ DOCKER_HUB = "registry-1.docker.io"
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+INSECURE_VARIABLE = "NOTEBOOK_DEPLOY_INSECURE_REGISTRIES"
+
+
+def insecure_registries() -> set[str]:
+    """The registries (``host[:port]``, comma-separated in ``$NOTEBOOK_DEPLOY_INSECURE_REGISTRIES``) that
+    the user allows over plain http."""
+    return {h.strip() for h in os.environ.get(INSECURE_VARIABLE, "").split(",") if h.strip()}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (``name[:port]``, ``[v6]:port`` or a URL's netloc) is this machine."""
+    if host.startswith("["):  # [::1]:5000
+        host = host[1:host.index("]")]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ImageReferenceError(NotebookDeployError):
@@ -63,18 +87,12 @@ class ImageReference:
 
     @property
     def scheme(self) -> str:
-        """http for loopback and private-network registries (as Docker treats them), else https."""
-        if self.registry.startswith("["):  # [::1]:5000
-            host = self.registry[1:self.registry.index("]")]
-        else:
-            host = self.registry.rsplit(":", 1)[0]
-        if host == "localhost" or host.endswith(".localhost"):
+        """http for loopback registries (as Docker treats them) and for those the user named insecure in
+        ``$NOTEBOOK_DEPLOY_INSECURE_REGISTRIES`` (Docker's ``insecure-registries``), else https. A private
+        address is no reason for plain http: credentials would cross a network in the clear."""
+        if self.registry in insecure_registries():
             return "http"
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return "https"
-        return "http" if address.is_loopback or address.is_private else "https"
+        return "http" if is_loopback(self.registry) else "https"
 
     def with_tag(self, tag: str) -> "ImageReference":
         return ImageReference(self.registry, self.repository, tag, None)

@@ -29,6 +29,7 @@ import requests
 
 from ..errors import NotebookDeployError
 from .credentials import Credentials, find_credentials
+from .reference import is_loopback
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -210,7 +211,10 @@ class Registry:
         attempt = 0
         while True:
             try:
-                response = self._session.request(method, url, headers={**(headers or {}), **self._auth(scopes)},
+                # credentials go to the registry's own origin only: an upload Location elsewhere gets none
+                # (redirects that requests follows drop them on a change of host, port or scheme itself)
+                own = _origin(url) == _origin(self.base)
+                response = self._session.request(method, url, headers={**(headers or {}), **(self._auth(scopes) if own else {})},
                                                  timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"),
                                                  **kwargs)
             except (requests.ConnectionError, requests.Timeout) as error:
@@ -259,6 +263,12 @@ class Registry:
         if scheme != "bearer" or "realm" not in params:
             raise RegistryAuthError(f"{self.host} asks for an authentication this client does not know: "
                                     f"{response.headers.get('WWW-Authenticate')!r}")
+        realm = urlparse(params["realm"])
+        if self.credentials and realm.scheme != "https" and not (realm.scheme == "http" and is_loopback(realm.netloc)):
+            raise RegistryAuthError(
+                f"{self.host} names the token server {params['realm']}, which is not https: the credentials for "
+                f"{self.host} are not sent there in the clear (only a token server on this machine may use http)"
+            )
         query: list[tuple[str, str]] = [("service", params["service"])] if "service" in params else []
         query += [("scope", s) for s in scopes]
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
@@ -325,6 +335,12 @@ def _range_end(response: requests.Response) -> int:
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     return min(float(value), 30.0) if value.replace(".", "", 1).isdigit() else None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """Scheme and host:port of a URL, the port made explicit: what "the same origin" compares."""
+    parts = urlparse(url)
+    return parts.scheme, f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
