@@ -63,6 +63,14 @@ NOT_RUN: dict[str, str] = {
     "bash scripts/quickstart.sh": "its install step is the .venv CI has just made (scripts/test.sh); the rest, "
                                   "examples/quickstart.py, is run by tests/test_examples.py::"
                                   "test_quickstart_runs_the_notebook_serves_and_shows_a_prediction",
+    "notebook-deploy verify-image registry.example.com/models/churn:1 --key signer.pub.pem":
+        "needs an image pushed with a signing key and that key's public half; tests/test_image_trust.py runs "
+        "verify-image on a signed, an unsigned and a re-tagged image",
+    "cosign verify --key signer.pub.pem --insecure-ignore-tlog=true registry.example.com/models/churn:1":
+        "cosign is not installable here (tests/test_image_trust.py checks the signature with openssl)",
+    "cosign verify-attestation --key signer.pub.pem --insecure-ignore-tlog=true --type slsaprovenance1 "
+    "registry.example.com/models/churn:1":
+        "cosign is not installable here (tests/test_image_trust.py checks the DSSE signature with openssl)",
 }
 
 
