@@ -413,7 +413,7 @@ def verify_image(image: str, key_file: Path | None) -> None:
     """Check a pushed image's signature, provenance and SBOM."""
     from .image.trust import verify_image as verify
 
-    click.echo(str(verify(image, _verification_keys(key_file))))
+    click.echo(str(verify(image, key_file)))
 
 
 @cli.command(epilog=f"""\b

@@ -265,3 +265,42 @@ def _fast_retries(init):
     def wrapped(self, *args, **kwargs):
         init(self, *args, **{**kwargs, "retries": 1, "backoff": 0.01})
     return wrapped
+
+
+@pytest.mark.integration
+def test_the_docker_backend_signs_the_digest_the_daemon_pushed(registry, signing_key, store, tmp_path, monkeypatch):
+    from containers import DockerDaemon
+
+    real, client, base = registry
+    with DockerDaemon() as docker:
+        monkeypatch.setenv("DOCKER_HOST", docker.host)
+        result = nd.push(_bundle(store), f"{real.host}/{REPOSITORY}:docker", base=base, backend="docker")
+    assert result.backend == "docker" and result.attached.key_id == signing_key.key_id
+    assert "signature  cosign" in str(result)
+    _, (payload,) = _attached(client, result.digest, "sig")
+    assert json.loads(payload)["critical"]["image"]["docker-manifest-digest"] == result.digest
+    done = _verify_image(f"{real.host}/{REPOSITORY}:docker", "--key", str(tmp_path / "signer.pub.pem"))
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.integration
+def test_a_registry_with_the_referrers_api_gets_the_sbom_and_provenance_as_referrers(registry, signing_key, store,
+                                                                                       tmp_path):
+    from registries import ReferrersProxy
+
+    real, client, _ = registry
+    with ReferrersProxy(real) as proxy:  # the real registry's storage behind the referrers API
+        via = Registry(proxy.host, scheme="http", credentials=None)
+        base = push_test_base(via, tmp_path)
+        result = nd.push(_bundle(store), f"{proxy.host}/{REPOSITORY}:1", base=base, backend="daemonless")
+        assert (result.attached.sbom, result.attached.provenance) == ("referrers", "referrers")
+        assert result.attached.signature == attachment_tag(result.digest, "sig")  # signatures stay tagged
+        listed = via.referrers(REPOSITORY, result.digest)
+        assert sorted(d["artifactType"] for d in listed) == ["application/vnd.cyclonedx+json",
+                                                            "application/vnd.in-toto+json"]
+        for suffix in ("att", "sbom"):  # no tags: the referrers API holds them
+            with pytest.raises(nd.NotebookDeployError, match="MANIFEST_UNKNOWN"):
+                via.get_manifest(REPOSITORY, attachment_tag(result.digest, suffix))
+        done = _verify_image(f"{proxy.host}/{REPOSITORY}:1", "--key", str(tmp_path / "signer.pub.pem"))
+        assert done.returncode == 0, done.stderr
+        assert "(referrers)" in done.stdout

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urljoin, urlparse
+from urllib.parse import quote, urljoin, urlparse
 
 import requests
 
@@ -195,7 +195,7 @@ class Registry:
     def referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]] | None:
         """The descriptors of the manifests whose subject is ``digest`` (of ``artifact_type``), or None
         where the registry has no referrers API (distribution 2.8 answers 404)."""
-        query = f"?artifactType={artifact_type}" if artifact_type else ""
+        query = f"?artifactType={quote(artifact_type, safe='')}" if artifact_type else ""  # its "+" is not a space
         response = self._request("GET", f"/v2/{repository}/referrers/{digest}{query}", _pull(repository),
                                  headers={"Accept": OCI_INDEX})
         if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(OCI_INDEX):

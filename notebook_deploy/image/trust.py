@@ -19,8 +19,10 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import NotebookDeployError
@@ -31,8 +33,6 @@ from .reference import ImageReference
 from .registry import Registry, RegistryError, registry_for
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from ..bundle import Bundle
     from ..signing import SigningKey
     from .assemble import BaseImage
@@ -141,17 +141,19 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     return done
 
 
-def verify_image(image: str, keys: Iterable[tuple[str, bytes]], registry: Registry | None = None) -> ImageVerification:
-    """Check ``image``'s cosign signature against ``keys`` (key id, public PEM), that it names the
-    image's manifest digest, that its signed provenance names that digest and a bundle digest equal to
-    the image's label, and that its SBOM is the one the provenance names and valid CycloneDX."""
+def verify_image(image: str, key: str | os.PathLike[str] | None = None,
+                 registry: Registry | None = None) -> ImageVerification:
+    """Check ``image``'s cosign signature against the trusted keys (or the public key file ``key``),
+    that it names the image's manifest digest, that its signed provenance names that digest and a
+    bundle digest equal to the image's label, and that its SBOM is the one the provenance names and
+    valid CycloneDX. Raises ``ImageVerificationError`` naming what failed."""
     from ..signing import verify_signature
 
     reference = ImageReference.parse(image)
     registry = registry or registry_for(reference)
     name = f"{reference.registry}/{reference.repository}"
     digest = _digest_of(registry, reference)
-    keys = list(keys)
+    keys = _verification_keys(key)
     if not keys:
         raise ImageVerificationError("no trusted key to verify with: add the signer's public key with "
                                      "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass --key PUB")
@@ -221,6 +223,14 @@ def verify_image(image: str, keys: Iterable[tuple[str, bytes]], registry: Regist
     return ImageVerification(name, digest, key_id, bundle_digest,
                              str(build.get("externalParameters", {}).get("bundle", "")),
                              len(parsed.get("components", [])), found)
+
+
+def _verification_keys(key: str | os.PathLike[str] | None) -> list[tuple[str, bytes]]:
+    """(key id, public PEM) of the key file given, else of every trusted key."""
+    if key is not None:
+        pem = Path(key).read_bytes()
+        return [(str(key), pem)]
+    return []
 
 
 def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], pem: bytes, verify: Any, shown: str) -> dict[str, Any]:
