@@ -408,12 +408,14 @@ SBOM is the one the provenance names and valid CycloneDX. Exit status 0 when all
 @click.argument("image")
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A public key (PEM) to verify with instead of the trusted keys.")
+@click.pass_obj
 @_errors_as_messages
-def verify_image(image: str, key_file: Path | None) -> None:
+def verify_image(store: Store, image: str, key_file: Path | None) -> None:
     """Check a pushed image's signature, provenance and SBOM."""
     from .image.trust import verify_image as verify
+    from .signing import TrustStore
 
-    click.echo(str(verify(image, key_file)))
+    click.echo(str(verify(image, key_file, trust=TrustStore(root=store.root))))
 
 
 @cli.command(epilog=f"""\b

@@ -22,12 +22,12 @@ from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
 from notebook_deploy.image import trust
-from notebook_deploy.image.attachments import (SIGNATURE_ANNOTATION, SIMPLE_SIGNING, attachment_tag, dsse_pae,
+from notebook_deploy.image.attachments import (SIGNATURE_ANNOTATION, SIMPLE_SIGNING, attachment_tag,
                                                simple_signing_payload)
 from notebook_deploy.image.publish import ImageAttachError
 from notebook_deploy.image.registry import OCI_MANIFEST, Registry
 from notebook_deploy.image.sbom import check_sbom
-from notebook_deploy.signing import SigningKey
+from notebook_deploy.signing import SigningKey, TrustStore, pae
 
 REPOSITORY = "models/lr"
 
@@ -40,12 +40,6 @@ def test_the_signature_payload_is_cosigns_simple_signing_layout():
                                     "type": "cosign container image signature"},
                        "optional": {"k": "v"}}
     assert attachment_tag("sha256:" + "b" * 64, "sig") == "sha256-" + "b" * 64 + ".sig"
-
-
-def test_dsse_pae_matches_the_dsse_specification_example():
-    # the worked example of github.com/secure-systems-lab/dsse protocol.md
-    assert dsse_pae("http://example.com/HelloWorld", b"hello world") == \
-        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
 
 
 def test_an_invalid_sbom_is_refused_with_the_schema_error():
@@ -130,7 +124,7 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     assert manifest["layers"][0]["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
     envelope = json.loads(envelope)
     statement_bytes = base64.b64decode(envelope["payload"])
-    (tmp_path / "pae").write_bytes(dsse_pae(envelope["payloadType"], statement_bytes))
+    (tmp_path / "pae").write_bytes(pae(envelope["payloadType"], statement_bytes))
     (tmp_path / "pae.sig").write_bytes(base64.b64decode(envelope["signatures"][0]["sig"]))
     assert subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "signer.pub.pem"),
                            "-rawin", "-in", str(tmp_path / "pae"), "-sigfile", str(tmp_path / "pae.sig")],
@@ -155,6 +149,13 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Verified {real.host}/{REPOSITORY}@{result.digest}")
     assert bundle.manifest["digest"] in done.stdout
+
+    # without --key: the trust store decides; empty, nothing verifies
+    done = _verify_image(f"{real.host}/{REPOSITORY}:1")
+    assert done.returncode == 1 and "no trusted key to verify with" in done.stderr
+    TrustStore().add(signing_key.public_pem(), name="ci")
+    done = _verify_image(f"{real.host}/{REPOSITORY}:1")
+    assert done.returncode == 0 and f"key {signing_key.key_id}" in done.stdout, done.stderr
 
     # a second push of the same image adds no second signature of the same key
     again = nd.push(bundle, f"{real.host}/{REPOSITORY}:again", base=base, backend="daemonless")

@@ -68,17 +68,11 @@ def attachment_tag(digest: str, suffix: Suffix) -> str:
 
 def simple_signing_payload(image: str, digest: str, optional: dict[str, str]) -> bytes:
     """The payload a cosign signature signs: which image (``host/repository``) and manifest digest."""
-    return _canonical({
+    return canonical({
         "critical": {"identity": {"docker-reference": image}, "image": {"docker-manifest-digest": digest},
                      "type": SIGNATURE_TYPE},
         "optional": optional,
     })
-
-
-def dsse_pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE's pre-authentication encoding: what an envelope's signatures sign."""
-    kind = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
 def push_signature(registry: Registry, repository: str, digest: str, layer: Layer) -> str:
@@ -151,7 +145,7 @@ def _push_layers(registry: Registry, repository: str, layers: list[Layer]) -> No
 def _manifest(registry: Registry, repository: str, layers: list[dict[str, Any]],
               subject: dict[str, Any] | None = None, artifact_type: str | None = None) -> bytes:
     """An OCI image manifest over ``layers``, with its config (pushed here) naming them as diff_ids."""
-    config = _canonical({"architecture": "", "os": "", "config": {},
+    config = canonical({"architecture": "", "os": "", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}})
     registry.push_blob(repository, Blob("sha256:" + hashlib.sha256(config).hexdigest(), len(config), config))
     manifest: dict[str, Any] = {
@@ -164,10 +158,11 @@ def _manifest(registry: Registry, repository: str, layers: list[dict[str, Any]],
         manifest["artifactType"] = artifact_type
     if subject:
         manifest["subject"] = subject
-    return _canonical(manifest)
+    return canonical(manifest)
 
 
-def _canonical(document: dict[str, Any]) -> bytes:
+def canonical(document: dict[str, Any]) -> bytes:
+    """Compact JSON with sorted keys: the bytes attached documents are stored and signed as."""
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -13,6 +13,7 @@ from .. import audit, display
 from ..api import load
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
+from ..signing import SigningKey, default_signing_key
 from ..store import Store
 from .assemble import Image, push_image, resolve_base
 from .build import build, dependency_site
@@ -92,7 +93,7 @@ def _push(ref: str | Bundle, image: str, base: str | None, platform: str, backen
           store: Store | str | os.PathLike[str] | None, progress: Progress | bool | None, sign: bool | None) -> PushResult:
     client = _daemon(backend)
     target = ImageReference.parse(image)
-    key = _signing_key(sign)
+    key = _signing_key(sign, getattr(store, "root", store))
     bundle = load(ref, store)
     registry = registry_for(target)
     with _building(bundle, base, platform) as (built, base_registry, fetch, work):
@@ -118,16 +119,14 @@ def _push(ref: str | Bundle, image: str, base: str | None, platform: str, backen
     return result
 
 
-def _signing_key(sign: bool | None) -> Any:
-    """The key pushes sign with: the default signing key, unless ``sign`` is False; required if True."""
+def _signing_key(sign: bool | None, root: str | os.PathLike[str] | None) -> SigningKey | None:
+    """The key pushes sign with: the store's default signing key, unless ``sign`` is False; required if True."""
     if sign is False:
         return None
-    from ..signing import default_signing_key
-
-    key = default_signing_key()
+    key = default_signing_key(root)
     if key is None and sign:
         raise NotebookDeployError("no signing key to sign the image with: create one with "
-                                  "`notebook-deploy keys create --role sign`, or push with --no-sign")
+                                  "`notebook-deploy signing-key create`, or push with --no-sign")
     return key
 
 

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import NotebookDeployError
 from . import sbom
-from .attachments import (DSSE, IN_TOTO, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, Layer, b64, dsse_pae,
+from ..signing import TrustedKey, TrustStore, envelope, envelope_signers, key_id, verify_signature
+from .attachments import (DSSE, IN_TOTO, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, Layer, b64, canonical,
                           push_attachment, push_signature, read_attached, simple_signing_payload)
 from .reference import ImageReference
 from .registry import Registry, RegistryError, registry_for
@@ -64,7 +65,7 @@ class Attached:
         return [f"  {'sbom':<11}{self.packages} Python packages (CycloneDX) at {self.sbom}",
                 f"  {'provenance':<11}in-toto SLSA statement ({signed}) at {self.provenance}",
                 f"  {'signature':<11}" + (f"cosign, key {self.key_id}, at {self.signature}" if self.signature else
-                                          "none: create a key with `notebook-deploy keys create --role sign`")]
+                                          "none: create a key with `notebook-deploy signing-key create`")]
 
 
 @dataclass
@@ -127,13 +128,11 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     sbom_layer = Layer(document, sbom.MEDIA_TYPE)
     done.packages = len(json.loads(document)["components"])
     done.sbom = push_attachment(registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer])
-    statement = json.dumps(image_provenance(bundle, image, digest, base, platform, sbom_layer),
-                           sort_keys=True, separators=(",", ":")).encode()
-    signatures = [{"keyid": key.key_id, "sig": b64(key.sign(dsse_pae(IN_TOTO, statement)))}] if key else []
-    envelope = json.dumps({"payloadType": IN_TOTO, "payload": b64(statement), "signatures": signatures},
-                          sort_keys=True, separators=(",", ":")).encode()
+    statement = canonical(image_provenance(bundle, image, digest, base, platform, sbom_layer))
+    wrapped = envelope(IN_TOTO, statement, key) if key else {"payloadType": IN_TOTO, "payload": b64(statement),
+                                                             "signatures": []}
     done.provenance = push_attachment(registry, target.repository, subject, "att", IN_TOTO,
-                                      [Layer(envelope, DSSE, {"predicateType": SLSA_PROVENANCE})])
+                                      [Layer(canonical(wrapped), DSSE, {"predicateType": SLSA_PROVENANCE})])
     if key is not None:
         payload = simple_signing_payload(image, digest, {KEY_ID_ANNOTATION: key.key_id})
         done.signature = push_signature(registry, target.repository, digest,
@@ -141,20 +140,18 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     return done
 
 
-def verify_image(image: str, key: str | os.PathLike[str] | None = None,
+def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: TrustStore | None = None,
                  registry: Registry | None = None) -> ImageVerification:
-    """Check ``image``'s cosign signature against the trusted keys (or the public key file ``key``),
-    that it names the image's manifest digest, that its signed provenance names that digest and a
-    bundle digest equal to the image's label, and that its SBOM is the one the provenance names and
-    valid CycloneDX. Raises ``ImageVerificationError`` naming what failed."""
-    from ..signing import verify_signature
-
+    """Check ``image``'s cosign signature against the trust store (or only the public key file
+    ``key``), that it names the image's manifest digest, that its provenance is signed by the same key,
+    names that digest and a bundle digest equal to the image's label, and that its SBOM is the one the
+    provenance names and valid CycloneDX. Raises ``ImageVerificationError`` naming what failed."""
     reference = ImageReference.parse(image)
     registry = registry or registry_for(reference)
     name = f"{reference.registry}/{reference.repository}"
     digest = _digest_of(registry, reference)
-    keys = _verification_keys(key)
-    if not keys:
+    keys = _GivenKey(Path(key)) if key is not None else trust or TrustStore()
+    if not keys.list():
         raise ImageVerificationError("no trusted key to verify with: add the signer's public key with "
                                      "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass --key PUB")
     shown = f"{name}@{digest}"
@@ -162,15 +159,16 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None,
     if signed is None:
         raise ImageVerificationError(
             f"{shown} is unsigned: no signature exists at {name}:{digest.replace(':', '-')}.sig. Push it with a "
-            "signing key (`notebook-deploy keys create --role sign`, then `notebook-deploy push`)")
+            "signing key (`notebook-deploy signing-key create`, then `notebook-deploy push`)")
     found = {"sig": signed[0]}
-    key_id = None
+    signer_id = None
     other_digests = []
     for descriptor, payload in signed[1]:
         if descriptor.get("mediaType") != SIMPLE_SIGNING:
             continue
         signature = _b64decode(descriptor.get("annotations", {}).get(SIGNATURE_ANNOTATION, ""))
-        signer = next((kid for kid, pem in keys if signature and verify_signature(pem, payload, signature)), None)
+        signer = next((k.key_id for k in keys.list() if signature and verify_signature(k.public_pem, payload, signature)),
+                      None)
         if signer is None:
             continue
         critical = _json(payload, "signature payload").get("critical", {})
@@ -178,24 +176,23 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None,
         if critical.get("type") != SIGNATURE_TYPE or named != digest:
             other_digests.append(str(named))
             continue
-        key_id = signer
+        signer_id = signer
         break
-    if key_id is None:
+    if signer_id is None:
         if other_digests:
             raise ImageVerificationError(
                 f"{shown}: its signature is for another image ({', '.join(other_digests)}), not this manifest "
                 "digest: the tag was moved to an image that was not signed, or a signature was copied")
         raise ImageVerificationError(
             f"{shown}: no signature at {found['sig']} verifies with a trusted key "
-            f"({', '.join(kid for kid, _ in keys)}). Trust the signer's public key with "
+            f"({', '.join(k.key_id for k in keys.list())}). Trust the signer's public key with "
             "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass it with --key")
-    pem = dict(keys)[key_id]
 
     attested = read_attached(registry, reference.repository, digest, "att", IN_TOTO)
     if attested is None:
         raise ImageVerificationError(f"{shown} is signed but has no provenance attached (sha256-….att or referrers)")
     found["att"] = attested[0]
-    statement = _signed_statement(attested[1], pem, verify_signature, shown)
+    statement = _signed_statement(attested[1], keys, signer_id, shown)
     subjects = [s.get("digest", {}).get("sha256") for s in statement.get("subject", [])]
     if _hex(digest) not in subjects:
         raise ImageVerificationError(f"{shown}: the provenance is about {subjects}, not this image")
@@ -220,31 +217,37 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None,
         parsed = sbom.check_sbom(documents[0])
     except NotebookDeployError as error:
         raise ImageVerificationError(f"{shown}: {error}") from None
-    return ImageVerification(name, digest, key_id, bundle_digest,
+    return ImageVerification(name, digest, signer_id, bundle_digest,
                              str(build.get("externalParameters", {}).get("bundle", "")),
                              len(parsed.get("components", [])), found)
 
 
-def _verification_keys(key: str | os.PathLike[str] | None) -> list[tuple[str, bytes]]:
-    """(key id, public PEM) of the key file given, else of every trusted key."""
-    if key is not None:
-        pem = Path(key).read_bytes()
-        return [(str(key), pem)]
-    return []
+class _GivenKey:
+    """One public key file given to verify with, in place of the trust store (what envelope_signers asks)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            pem = path.read_bytes()
+        except OSError as error:
+            raise ImageVerificationError(f"cannot read the public key {path}: {error}") from None
+        self.key = TrustedKey(key_id(pem), str(path), pem, path)
+
+    def list(self) -> list[TrustedKey]:
+        return [self.key]
+
+    def find(self, identifier: str) -> TrustedKey | None:
+        return self.key if identifier == self.key.key_id else None
 
 
-def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], pem: bytes, verify: Any, shown: str) -> dict[str, Any]:
-    """The statement of the first DSSE envelope signed by ``pem``'s key."""
+def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], keys: Any, signer: str, shown: str) -> dict[str, Any]:
+    """The statement of the first DSSE envelope that the image's signer signed."""
     for descriptor, data in layers:
         if descriptor.get("mediaType") != DSSE:
             continue
-        envelope = _json(data, "provenance envelope")
-        payload = _b64decode(envelope.get("payload", ""))
-        for signature in envelope.get("signatures", []):
-            raw = _b64decode(signature.get("sig", ""))
-            if raw and verify(pem, dsse_pae(envelope.get("payloadType", ""), payload), raw):
-                return _json(payload, "provenance statement")
-    raise ImageVerificationError(f"{shown}: its provenance is not signed by the key that signed the image")
+        wrapped = _json(data, "provenance envelope")
+        if signer in envelope_signers(wrapped, keys)[0]:
+            return _json(_b64decode(wrapped.get("payload", "")), "provenance statement")
+    raise ImageVerificationError(f"{shown}: its provenance is not signed by the key that signed the image ({signer})")
 
 
 def _digest_of(registry: Registry, reference: ImageReference) -> str:
