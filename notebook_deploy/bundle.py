@@ -8,6 +8,8 @@ Layout::
     environment.json   a snapshot of the whole capturing environment, for audit
     sample.json        a few input rows and the model's outputs on them
     reference.json     reference statistics of the input features and predictions, for drift monitoring
+    provenance.dsse.json  the signed in-toto provenance statement (notebook_deploy.provenance); not sealed,
+                       since it names the digest computed from the sealed files
 
 The version id is a hash of the manifest's content (which includes the hash of every file) leaving out
 when and after what it was made, so the same capture twice is the same version. The manifest also
@@ -38,6 +40,8 @@ LOCK_FILE = "requirements.txt"
 ENVIRONMENT_FILE = "environment.json"
 SAMPLE_FILE = "sample.json"
 REFERENCE_FILE = "reference.json"  # drift reference statistics of the inputs and predictions (notebook_deploy.drift)
+SIGNATURE_FILE = "provenance.dsse.json"  # the signed provenance statement (notebook_deploy.provenance)
+UNSEALED = (MANIFEST, SIGNATURE_FILE)  # the files beside the sealed content: the seal and its signature
 
 # Manifest fields that say when and after what a version was made, not what it is.
 _NOT_CONTENT = ("version", "created", "parent", "digest")
@@ -193,7 +197,7 @@ class Bundle:
                     str(file), "does not match the hash in bundle.json: the file was changed or truncated"
                 )
         for file in self.path.iterdir():
-            if file.name != MANIFEST and file.name not in listed:
+            if file.name not in UNSEALED and file.name not in listed:
                 raise BundleIntegrityError(str(file), "is not listed in bundle.json: it was added after capture")
 
     def export(self, destination: str | os.PathLike[str]) -> Path:
@@ -264,7 +268,7 @@ def seal_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     manifest = dict(manifest)
     manifest["format"] = FORMAT_VERSION
     manifest["files"] = {
-        f.name: file_digest(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name != MANIFEST
+        f.name: file_digest(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name not in UNSEALED
     }
     manifest["version"] = content_version(manifest)
     manifest.pop("digest", None)

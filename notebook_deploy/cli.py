@@ -173,6 +173,8 @@ In a container, options also come from the environment ([env var: ...] above), e
 @click.option("--prediction-log-sample", type=click.FloatRange(min=0, max=1),
               **_from_environment("prediction_log_sample"),
               help="The fraction of rows written to --prediction-log [default: 1].")
+@click.option("--allow-unsigned", is_flag=True, default=None, **_from_environment("allow_unsigned"),
+              help="Serve the bundle even if no trusted key signed it (written to the audit log).")
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
 @click.option("--log-level", default="info", show_default=True, **_from_environment("log_level"),
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -204,6 +206,11 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
         keys_file=settings.keys_file or str(default_keys_file(store.root)),
         audit_log=settings.audit_log or str(default_audit_log(store.root)),
     )
+
+    if not settings.allow_unsigned:  # refused here, before any worker starts (create_app checks again)
+        from .provenance import check_trusted
+
+        check_trusted(bundle, settings.trust(), action="serve")
 
     def announce(url: str) -> None:
         click.echo(f"Serving {bundle.ref} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
@@ -276,14 +283,17 @@ def export(store: Store, ref: str, output: Path) -> None:
 @cli.command("import", epilog="""\b
 Example:
   notebook-deploy import iris-3f2a9c1b7d4e.tar.gz
-Every file is checked against the archive's manifest before the bundle is added.""")
+Every file is checked against the archive's manifest, and its signature against the trusted keys
+('notebook-deploy trust list'), before the bundle is added.""")
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--no-latest", is_flag=True, help=f"Add the version without moving the '{LATEST}' tag to it.")
+@click.option("--allow-unsigned", is_flag=True,
+              help="Import it even if no trusted key signed it (written to the audit log).")
 @click.pass_obj
 @_errors_as_messages
-def import_command(store: Store, archive: Path, no_latest: bool) -> None:
+def import_command(store: Store, archive: Path, no_latest: bool, allow_unsigned: bool) -> None:
     """Add a bundle archive made by 'export' to the store."""
-    bundle = store.import_archive(archive, tag_latest=not no_latest)
+    bundle = store.import_archive(archive, tag_latest=not no_latest, allow_unsigned=allow_unsigned)
     click.echo(f"Imported {bundle.ref}")
 
 
@@ -636,7 +646,12 @@ def keys_list(key_store: Any) -> None:
         click.echo(f"No keys in {key_store.path}: servers need none (unless started with --auth). "
                    "Create one: notebook-deploy keys create --role predict")
         return
-    rows = [("ID", "NAME", "ROLE", "CREATED")] + [(k.id, k.name, k.role, k.created[:19].replace("T", " ")) for k in found]
+    _echo_table([("ID", "NAME", "ROLE", "CREATED")]
+                + [(k.id, k.name, k.role, k.created[:19].replace("T", " ")) for k in found])
+
+
+def _echo_table(rows: list[tuple[str, ...]]) -> None:
+    """Print rows as columns, the first row being the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -653,6 +668,146 @@ def keys_revoke(key_store: Any, key_id: str) -> None:
     """Revoke a key by its id (see 'keys list')."""
     record = key_store.revoke(key_id)
     click.echo(f"Revoked key {record.id} ({record.name}, role {record.role})")
+
+
+@cli.group("signing-key", epilog="""\b
+Examples:
+  notebook-deploy signing-key create
+  notebook-deploy signing-key show
+  notebook-deploy signing-key export -o alice.pem      give this file to colleagues
+The first capture makes the key if there is none, and trusts it. The key is ~/.notebook_deploy/
+signing-key.pem (or in $NOTEBOOK_DEPLOY_HOME, or $NOTEBOOK_DEPLOY_SIGNING_KEY), mode 0600. It is not an
+API key ('notebook-deploy keys'): it signs bundles and images; API keys open a server's routes.""")
+def signing_key_group() -> None:
+    """Create, show and export the Ed25519 key that signs your bundles."""
+
+
+@signing_key_group.command("create", epilog="""\b
+Example:
+  notebook-deploy signing-key create
+Its public key is trusted here at once, so your own bundles import and serve.""")
+@_errors_as_messages
+def signing_key_create() -> None:
+    """Make a signing key (refused if there is one) and trust its public key."""
+    from .signing import SigningKey, TrustStore
+
+    key = SigningKey.create()
+    TrustStore().add(key.public_pem(), name="own key")
+    click.echo(f"Created signing key {key.key_id} at {key.path} (mode 0600); its public key is trusted here.\n"
+               "Give colleagues its public key: notebook-deploy signing-key export -o KEY.pem")
+
+
+@signing_key_group.command("show", epilog="""\b
+Example:
+  notebook-deploy signing-key show""")
+@_errors_as_messages
+def signing_key_show() -> None:
+    """Print the signing key's id, file, whether it is trusted here, and its public key."""
+    from .signing import SigningKey, TrustStore
+
+    key = SigningKey.load()
+    trusted = TrustStore().find(key.key_id) is not None
+    click.echo(f"id       {key.key_id}\nfile     {key.path}\ntrusted  {'yes' if trusted else 'no'}")
+    click.echo(key.public_pem().decode(), nl=False)
+
+
+@signing_key_group.command("export", epilog="""\b
+Examples:
+  notebook-deploy signing-key export -o alice.pem
+  openssl pkey -pubin -in alice.pem -noout -text      the file is a standard PEM public key""")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the public key to this file [default: standard output].")
+@_errors_as_messages
+def signing_key_export(output: Path | None) -> None:
+    """Print (or write) the public key that others trust with 'notebook-deploy trust add'."""
+    from .signing import SigningKey
+
+    pem = SigningKey.load().public_pem()
+    if output is None:
+        click.echo(pem.decode(), nl=False)
+    else:
+        output.write_bytes(pem)
+        click.echo(str(output), err=True)
+
+
+@cli.group("trust", epilog="""\b
+Examples:
+  notebook-deploy trust add alice.pem --name alice
+  notebook-deploy trust list
+  notebook-deploy trust remove 3f2a9c1b7d4e5f60
+'import' and 'serve' load only bundles signed by a trusted key (or with --allow-unsigned). The
+trusted keys are the PEM files in ~/.notebook_deploy/trusted-keys/ (or $NOTEBOOK_DEPLOY_TRUST_DIR);
+changes go to the audit log.""")
+def trust_group() -> None:
+    """Trust, list and stop trusting the public keys whose signed bundles may be loaded."""
+
+
+@trust_group.command("add", epilog="""\b
+Example:
+  notebook-deploy trust add alice.pem --name alice
+Check the key's id with its owner first ('notebook-deploy signing-key show' prints it).""")
+@click.argument("public_key_file", metavar="PUBLIC_KEY_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="A name to recognise the key by [default: its id].")
+@_errors_as_messages
+def trust_add(public_key_file: Path, name: str | None) -> None:
+    """Trust the Ed25519 public key in PUBLIC_KEY_FILE (PEM)."""
+    from .signing import TrustStore
+
+    key = TrustStore().add(public_key_file.read_bytes(), name=name)
+    click.echo(f"Trusted key {key.key_id} ({key.name})")
+
+
+@trust_group.command("list", epilog="""\b
+Example:
+  notebook-deploy trust list""")
+@_errors_as_messages
+def trust_list() -> None:
+    """List the trusted keys: id, name and file."""
+    from .signing import TrustStore
+
+    trust = TrustStore()
+    found = trust.list()
+    if not found:
+        click.echo(f"No trusted keys in {trust.directory}: only --allow-unsigned loads bundles. "
+                   "Trust one: notebook-deploy trust add KEY.pem")
+        return
+    _echo_table([("ID", "NAME", "FILE")] + [(k.key_id, k.name, str(k.path)) for k in found])
+
+
+@trust_group.command("remove", epilog="""\b
+Example:
+  notebook-deploy trust remove 3f2a9c1b7d4e5f60
+Bundles signed only by that key are refused from then on.""")
+@click.argument("key_id", metavar="ID")
+@_errors_as_messages
+def trust_remove(key_id: str) -> None:
+    """Stop trusting a key by its id (see 'trust list')."""
+    from .signing import TrustStore
+
+    key = TrustStore().remove(key_id)
+    click.echo(f"Removed trusted key {key.key_id} ({key.name})")
+
+
+@cli.command(epilog=f"""\b
+Examples:
+  notebook-deploy sign iris:3f2a9c1b7d4e     your own capture from before bundles were signed
+  notebook-deploy sign churn                 approve a colleague's bundle after review: your signature
+                                             is added to theirs
+Signing says you vouch for the bundle: whoever trusts your key will load it.
+{REF_HELP}""")
+@click.argument("ref")
+@click.pass_obj
+@_errors_as_messages
+def sign(store: Store, ref: str) -> None:
+    """Add your signature to a bundle's signed provenance statement."""
+    from .api import load
+    from .provenance import sign as sign_bundle
+    from .signing import SigningKey
+
+    bundle = load(ref, store)
+    key = SigningKey.load()
+    sign_bundle(bundle, key, audit_log=default_audit_log(store.root))
+    click.echo(f"Signed {bundle.ref} with key {key.key_id}")
 
 
 def main() -> None:

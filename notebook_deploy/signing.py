@@ -31,7 +31,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -187,26 +187,29 @@ class TrustedKey:
     key_id: str
     name: str
     public_pem: bytes
-    path: Path
+    path: Path | None  # None: given to the TrustStore in memory (``keys``)
 
 
 class TrustStore:
     """The public keys whose signatures are trusted: ``add``, ``list``, ``find``, ``remove``.
 
-    ``directory`` defaults to ``default_trust_dir(root)``. Changes go to the audit log."""
+    ``directory`` defaults to ``default_trust_dir(root)``. ``keys`` (PEM) are trusted too, in memory:
+    how a deployment whose bundle was verified where it was deployed from passes the signer on to its
+    replicas. Changes go to the audit log."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None,
-                 audit_log: str | os.PathLike[str] | None = None) -> None:
+                 audit_log: str | os.PathLike[str] | None = None, keys: Sequence[bytes] = ()) -> None:
         self.directory = Path(directory) if directory is not None else default_trust_dir(root)
         self._root = root
         self._audit_log = audit_log
+        self._keys = [TrustedKey(key_id(pem), "given", _pem_block(pem), None) for pem in keys]
 
     def __repr__(self) -> str:
         return f"TrustStore({str(self.directory)!r})"
 
     def list(self) -> list[TrustedKey]:
         """Every trusted key, by id. A file that is not an Ed25519 public key is skipped (not trusted)."""
-        found: dict[str, TrustedKey] = {}
+        found = {key.key_id: key for key in self._keys}
         for file in sorted(self.directory.glob("*.pem")) if self.directory.is_dir() else []:
             with contextlib.suppress(OSError, SigningError):
                 text = file.read_bytes()
@@ -238,7 +241,7 @@ class TrustStore:
     def remove(self, identifier: str) -> TrustedKey:
         """Stop trusting the key ``identifier``: bundles signed only by it are refused from now on."""
         key = self.find(identifier)
-        if key is None:
+        if key is None or key.path is None:
             known = ", ".join(key.key_id for key in self.list()) or "none"
             raise SigningError(f"no trusted key with id {identifier!r} in {self.directory} (ids: {known}); "
                                "'notebook-deploy trust list' shows them")

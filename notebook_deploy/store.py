@@ -222,11 +222,19 @@ class Store:
                 self._remove_dir(self._bundles / name)
         return bundle
 
-    def import_archive(self, archive: str | os.PathLike[str], tag_latest: bool = True) -> Bundle:
-        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash."""
+    def import_archive(self, archive: str | os.PathLike[str], tag_latest: bool = True, *,
+                       allow_unsigned: bool = False, trust: Any = None) -> Bundle:
+        """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash
+        and that a key in ``trust`` (a ``signing.TrustStore``; default: the user's) signed it, unless
+        ``allow_unsigned`` (written to the audit log)."""
+        from .audit import default_path  # imported here: both sit above the store
+        from .provenance import check_trusted
+
         with self.staging() as staged:
             extract_archive(Path(archive), staged)
             bundle = Bundle.open(staged)  # checks integrity
+            check_trusted(bundle, trust, allow_unsigned=allow_unsigned, action="import",
+                          audit_log=default_path(self))
             check_name(bundle.name)
             if not VERSION_PATTERN.match(bundle.version):
                 raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")

@@ -18,6 +18,20 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import notebook_deploy as nd
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_signing_key(tmp_path_factory):
+    """One signing key and trust store for the session, outside the user's own: the session-scoped
+    bundles are captured (and signed) once and served by many tests, each with its own store home.
+    The first capture makes the key and trusts it, as for a user."""
+    from notebook_deploy.signing import SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE
+
+    folder = tmp_path_factory.mktemp("signing")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SIGNING_KEY_VARIABLE, str(folder / "signing-key.pem"))
+        patch.setenv(TRUST_DIR_VARIABLE, str(folder / "trusted-keys"))
+        yield folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     """No test touches the user's own store."""

@@ -12,9 +12,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from notebook_deploy import audit
 from notebook_deploy.signing import (
-    SigningError, SigningKey, TrustStore, add_signature, default_signing_key, envelope, envelope_signers, key_id,
+    SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE, SigningError, SigningKey, TrustStore, add_signature, default_signing_key, envelope, envelope_signers, key_id,
     pae, verify_signature,
 )
+
+
+@pytest.fixture(autouse=True)
+def _own_signing_files(tmp_path, monkeypatch):
+    """No key and no trusted key yet, in this test's own folder (not the session's)."""
+    monkeypatch.delenv(SIGNING_KEY_VARIABLE)
+    monkeypatch.delenv(TRUST_DIR_VARIABLE)
 
 
 def test_a_created_key_is_private_loads_again_and_is_not_replaced(tmp_path):

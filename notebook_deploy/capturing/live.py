@@ -22,6 +22,7 @@ from ..bundle import (
 )
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
+from ..provenance import sign_own_capture
 from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
 from .domains import probe_domains
@@ -140,6 +141,7 @@ def capture(
         )
         bundle = store.commit(staged, manifest)  # an identical earlier capture is kept as it is
         audit.record("capture", root=store, name=bundle.name, version=bundle.version)
+        sign_own_capture(bundle, audit_log=audit.default_path(store))
         return bundle
 
 

@@ -20,19 +20,22 @@ from pathlib import Path
 
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
+from ..provenance import signer_keys
+from ..signing import TRUST_DIR_VARIABLE
 from .assemble import BaseImage, Image, ImageSpec, assemble
 from .layers import Entry, build_layer, entries_from_directory
 
 SITE = "/opt/notebook-deploy/site-packages"
 SCRIPTS = "/opt/notebook-deploy/bin"
 BUNDLE_DIR = "/opt/bundle"
+TRUST_DIR = "/opt/notebook-deploy/trusted-keys"  # the image's trust store: the keys that signed its bundle
 PORT = 8000
 INTERPRETER = "/usr/bin/env python3"
 USER = "65532"  # nobody-like: the server needs no privileges
 # What `python -m notebook_deploy serve` imports, pinned below to the versions installed here.
 RUNTIME_REQUIREMENTS = (
     "fastapi", "uvicorn", "httptools", "uvloop", "orjson", "numpy", "cloudpickle", "click", "packaging", "requests",
-    "prometheus-client", "grpcio", "protobuf",
+    "prometheus-client", "grpcio", "protobuf", "cryptography",  # cryptography: the bundle signature check
 )
 _PLATFORM_TAGS = {
     "linux/amd64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64",
@@ -48,12 +51,16 @@ _HEALTHCHECK = [
 def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> ImageSpec:
     """The three layers and the settings of the image that serves ``bundle``."""
     python = python_minor(bundle)
+    # The keys that signed the bundle, checked against the builder's trust store, become the image's:
+    # so the image serves this bundle, and refuses another one mounted over it unless they signed it.
+    trusted = signer_keys(bundle, action="build an image of")
     staging = work / "dependencies"
     install_dependencies(bundle, platform, work / "wheels", staging)
     deps = build_layer(entries_from_directory(dependency_site(work), SITE) + entries_from_directory(staging / "bin", SCRIPTS),
                        work / "dependencies.tar.gz")
     runtime = build_layer(runtime_entries(), work / "runtime.tar.gz")
-    payload = build_layer([Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())],
+    payload = build_layer([Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
+                          + [Entry(f"{TRUST_DIR}/{key_id}.pem", pem) for key_id, pem in trusted.items()],
                           work / "bundle.tar.gz")
     spec = image_settings(bundle)
     spec.layers = [deps, runtime, payload]
@@ -72,7 +79,7 @@ def image_settings(bundle: Bundle) -> ImageSpec:
         layers=[],
         history=[],
         entrypoint=["python3", "-m", "notebook_deploy", "serve", BUNDLE_DIR, "--host", "0.0.0.0"],
-        env={"PYTHONPATH": SITE, "PORT": str(PORT), "PYTHONUNBUFFERED": "1"},
+        env={"PYTHONPATH": SITE, "PORT": str(PORT), "PYTHONUNBUFFERED": "1", TRUST_DIR_VARIABLE: TRUST_DIR},
         labels=labels(bundle),
         user=USER,
         working_dir=BUNDLE_DIR,

@@ -16,14 +16,18 @@ from pathlib import Path
 
 from ..api import load
 from ..bundle import Bundle
+from ..provenance import signer_keys
 from ..store import Store
-from .build import BUNDLE_DIR, SCRIPTS, SITE, image_settings, install_dependencies, python_minor, runtime_entries
+from .build import (
+    BUNDLE_DIR, SCRIPTS, SITE, TRUST_DIR, image_settings, install_dependencies, python_minor, runtime_entries,
+)
 
 
 def containerize(ref: str | Bundle, output: str | os.PathLike[str], *, base: str | None = None,
                  platform: str = "linux/amd64", store: Store | str | os.PathLike[str] | None = None) -> Path:
     """Write a build context for the image that serves ``ref`` into the new folder ``output``."""
     bundle = load(ref, store)
+    trusted = signer_keys(bundle, action="build an image of")  # the image's trust store, as in build.image_spec
     output = Path(output)
     output.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-wheels-") as wheels:
@@ -33,6 +37,9 @@ def containerize(ref: str | Bundle, output: str | os.PathLike[str], *, base: str
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(entry.content, target)
     shutil.copytree(bundle.path, output / "bundle")
+    (output / "trusted-keys").mkdir()
+    for key_id, pem in trusted.items():
+        (output / "trusted-keys" / f"{key_id}.pem").write_bytes(pem)
     (output / "Dockerfile").write_text(dockerfile(bundle, base or f"python:{python_minor(bundle)}-slim", platform))
     (output / ".dockerignore").write_text("Dockerfile\n")
     return output
@@ -49,6 +56,7 @@ def dockerfile(bundle: Bundle, base: str, platform: str) -> str:
         f"COPY dependencies/bin {SCRIPTS}",
         f"COPY runtime {SITE}",
         f"COPY bundle {BUNDLE_DIR}",
+        f"COPY trusted-keys {TRUST_DIR}",
         "ENV " + " ".join(f"{k}={json.dumps(v)}" for k, v in spec.env.items()),
         "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in spec.labels.items()),
         f"WORKDIR {spec.working_dir}",

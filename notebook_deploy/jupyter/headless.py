@@ -52,7 +52,8 @@ def deploy_notebook(
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name,
                                 resources={"metadata": {"path": str(path.resolve().parent)}})
         try:
-            client.execute()
+            # JPY_SESSION_NAME, as Jupyter sets it for a notebook's kernel: the bundle's provenance names the notebook
+            client.execute(env={**os.environ, "JPY_SESSION_NAME": str(path.resolve())})
         except CellExecutionError as error:
             failed = next((i for i, c in enumerate(notebook.cells)
                            if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)

@@ -31,6 +31,7 @@ from ..api import load
 from ..bundle import Bundle
 from ..errors import InputError
 from ..methods import resolve_method
+from ..provenance import check_trusted
 from ..schema import dumps, to_jsonable
 from . import auth
 from .limits import BodySizeLimit
@@ -203,6 +204,8 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
 
     bundle = load(bundle)
     settings = (settings or ServeSettings()).with_options(**options)
+    check_trusted(bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="serve",
+                  audit_log=settings.audit_log)  # before the Predictor unpickles the model
     predictor = Predictor(bundle, settings)
 
     @contextlib.asynccontextmanager

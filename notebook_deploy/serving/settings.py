@@ -34,6 +34,15 @@ class ServeSettings:
     prediction_log_sample: float = 1.0
     prediction_log_max_bytes: int = 50 * 1024 * 1024
     graceful_timeout: float = 30.0
+    allow_unsigned: bool = False  # serve a bundle no trusted key signed (written to the audit log)
+    trust_dir: str | None = None  # the trusted public keys [default: signing.default_trust_dir()]
+    trusted_keys: tuple[str, ...] = ()  # public keys (PEM) trusted too: what a deployment passes to replicas
+
+    def trust(self) -> Any:
+        """The ``signing.TrustStore`` a bundle's signature is checked against."""
+        from ..signing import TrustStore
+
+        return TrustStore(self.trust_dir, audit_log=self.audit_log, keys=[key.encode() for key in self.trusted_keys])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -41,7 +50,9 @@ class ServeSettings:
     @classmethod
     def from_json(cls, text: str) -> "ServeSettings":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        values = {k: v for k, v in json.loads(text).items() if k in known}
+        values["trusted_keys"] = tuple(values.get("trusted_keys", ()))  # a list in JSON
+        return cls(**values)
 
     def with_options(self, **options: Any) -> "ServeSettings":
         """A copy with the options that are not None changed."""

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..api import load
 from ..bundle import Bundle
 from ..errors import ServeError
+from ..provenance import signer_keys
 from ..serving.client import BundleClient
 from ..serving.settings import ServeSettings
 from ..store import Store
@@ -56,8 +58,9 @@ class BundleReplica:
         self._folder = Path(tempfile.mkdtemp(prefix="notebook-deploy-ray-"))
         archive_path = self._folder / "bundle.tar.gz"
         archive_path.write_bytes(archive)
-        self.bundle = Store(self._folder / "store").import_archive(archive_path)
         self.settings = ServeSettings.from_json(settings_json)
+        self.bundle = Store(self._folder / "store").import_archive(
+            archive_path, allow_unsigned=self.settings.allow_unsigned, trust=self.settings.trust())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from ..serving.app import create_app
@@ -168,6 +171,10 @@ def deploy(
         raise ServeError(f"{unsupported[0]} does not apply on Ray Serve: use {NOT_ON_RAY[unsupported[0]]}")
     bundle = load(ref, store)
     settings = ServeSettings().with_options(**serve_options)
+    # Checked here, against this user's trust store; the replicas check the archive against the keys
+    # that signed it, passed in their settings (they have no trust store of their own).
+    signers = signer_keys(bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="deploy")
+    settings = replace(settings, trusted_keys=tuple(pem.decode() for pem in signers.values()))
     name = name or bundle.name
     route_prefix = route_prefix or f"/{name}"
     actor_options = dict(ray_actor_options or {})
