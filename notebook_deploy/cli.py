@@ -421,6 +421,8 @@ bundle's Python), then the Python dependencies, the notebook-deploy runtime and 
 The image serves the bundle on port 8000 (or $PORT). Credentials come from ~/.docker/config.json
 (credential helpers included) or REGISTRY_USERNAME / REGISTRY_PASSWORD. Blobs the registry already
 has are not sent again, so a push after a model-only change uploads only the bundle layer.
+Every push attaches the image's SBOM (CycloneDX) and provenance (in-toto) in the registry, and signs
+the image in cosign's format when a signing key exists (see 'notebook-deploy verify-image').
 {REF_HELP}""")
 @click.argument("ref")
 @click.argument("image")
@@ -429,14 +431,39 @@ has are not sent again, so a push after a model-only change uploads only the bun
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "daemonless", "docker"]),
               help="daemonless: the registry's HTTP API; docker: load into a Docker daemon and push from it; "
                    "auto: docker when a daemon answers.")
+@click.option("--sign/--no-sign", default=None,
+              help="Sign the image with the signing key [default: when one exists; --sign fails without one].")
 @click.pass_obj
 @_errors_as_messages
-def push(store: Store, ref: str, image: str, base: str | None, platform: str, backend: str) -> None:
+def push(store: Store, ref: str, image: str, base: str | None, platform: str, backend: str, sign: bool | None) -> None:
     """Build the image that serves a bundle and push it to a registry."""
     from .image.publish import push as push_image
 
     click.echo(f"Building and pushing {image} ...", err=True)
-    click.echo(str(push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=True)))
+    click.echo(str(push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=True,
+                              sign=sign)))
+
+
+@cli.command("verify-image", epilog="""\b
+Examples:
+  notebook-deploy verify-image registry.example.com/models/iris:1
+  notebook-deploy verify-image 127.0.0.1:5000/models/iris:prod --key signer.pub.pem
+Checks, in the registry: the image's cosign signature (the sha256-<digest>.sig tag) against the
+trusted keys ('notebook-deploy trust list') or the public key given; that the signed payload names
+this image's manifest digest (a moved tag or a copied signature fails); that the signed in-toto
+provenance names the image digest and the bundle digest the image is labelled with; and that the
+SBOM is the one the provenance names and valid CycloneDX. Exit status 0 when all hold, 1 otherwise.""")
+@click.argument("image")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A public key (PEM) to verify with instead of the trusted keys.")
+@click.pass_obj
+@_errors_as_messages
+def verify_image(store: Store, image: str, key_file: Path | None) -> None:
+    """Check a pushed image's signature, provenance and SBOM."""
+    from .image.trust import verify_image as verify
+    from .signing import TrustStore
+
+    click.echo(str(verify(image, key_file, trust=TrustStore(root=store.root))))
 
 
 @cli.command(epilog=f"""\b

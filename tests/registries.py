@@ -347,3 +347,89 @@ class Registry(Service):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"auths": auths}, indent=2))
         return path
+
+
+class ReferrersProxy(Service):
+    """A stand-in for a registry with the OCI referrers API, because none that runs here has it
+    (distribution 2.8 has not): an HTTP proxy on 127.0.0.1 in front of a real ``Registry`` that
+    forwards every request to it, and adds what distribution-spec 1.1 asks of a registry with the API:
+    a manifest PUT with a ``subject`` is answered with ``OCI-Subject`` and listed by
+    ``GET /v2/<name>/referrers/<digest>`` (an OCI index, filtered by ``?artifactType=``).
+    """
+
+    def __init__(self, upstream: Registry) -> None:
+        self.upstream = upstream
+        self.referrers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.host = ""
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+        self._server.daemon_threads = True
+        self._server.proxy = self  # type: ignore[attr-defined]
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="referrers-proxy", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def _forward(self) -> None:
+        proxy: ReferrersProxy = self.server.proxy  # type: ignore[attr-defined]
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.split("/")
+        if self.command == "GET" and len(parts) > 4 and parts[-2] == "referrers":
+            name = "/".join(parts[2:-2])
+            wanted = urllib.parse.parse_qs(url.query).get("artifactType", [None])[0]
+            found = [d for d in proxy.referrers.get((name, parts[-1]), [])
+                     if wanted is None or d.get("artifactType") == wanted]
+            body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                               "manifests": found}).encode()
+            headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+            if wanted is not None:
+                headers["OCI-Filters-Applied"] = "artifactType"
+            return self._answer(200, body, headers)
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
+        response = requests.request(self.command, f"{proxy.upstream.url}{self.path}", data=data, headers=headers,
+                                    allow_redirects=False, timeout=60)
+        extra = {}
+        if self.command == "PUT" and "/manifests/" in url.path and response.status_code == 201 and data:
+            manifest = json.loads(data)
+            if "subject" in manifest:
+                name = url.path[len("/v2/"):url.path.index("/manifests/")]
+                descriptor = {"mediaType": manifest.get("mediaType"), "size": len(data),
+                              "digest": response.headers["Docker-Content-Digest"],
+                              "artifactType": manifest.get("artifactType") or manifest["config"]["mediaType"]}
+                listed = proxy.referrers.setdefault((name, manifest["subject"]["digest"]), [])
+                if descriptor not in listed:
+                    listed.append(descriptor)
+                extra["OCI-Subject"] = manifest["subject"]["digest"]
+        skip = ("content-length", "connection", "transfer-encoding", "content-encoding")
+        self._answer(response.status_code, b"" if self.command == "HEAD" else response.content,
+                     {**{k: v for k, v in response.headers.items() if k.lower() not in skip}, **extra},
+                     length=int(response.headers.get("Content-Length") or len(response.content)))
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str], length: int | None = None) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass

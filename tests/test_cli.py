@@ -101,7 +101,8 @@ def test_a_tampered_bundle_is_refused_naming_the_file(store, two_versions):
     assert result.exit_code == 1 and "model.pkl" in result.output and "changed or truncated" in result.output
 
 
-@pytest.mark.parametrize("command", ["list", "show", "serve", "tag", "rm", "export", "import", "deploy", "verify", "recipe", "push", "build", "containerize"])
+@pytest.mark.parametrize("command", ["list", "show", "serve", "tag", "rm", "export", "import", "deploy", "verify", "recipe", "push", "build", "containerize",
+                                     "verify-image"])
 def test_every_command_help_teaches_by_example(store, command):
     output = run(store, command, "--help").output
     assert "Example" in output and f"notebook-deploy {command}" in output

@@ -68,6 +68,14 @@ NOT_RUN: dict[str, str] = {
         "its input files come from the Python block above it, which this harness does not run; "
         "tests/test_trust.py::test_the_bundle_signature_verifies_with_openssl_and_names_the_manifest_digest "
         "runs the same openssl command on the same files",
+    "notebook-deploy verify-image registry.example.com/models/churn:1 --key signer.pub.pem":
+        "needs an image pushed with a signing key and that key's public half; tests/test_image_trust.py runs "
+        "verify-image on a signed, an unsigned and a re-tagged image",
+    "cosign verify --key signer.pub.pem --insecure-ignore-tlog=true registry.example.com/models/churn:1":
+        "cosign is not installable here (tests/test_image_trust.py checks the signature with openssl)",
+    "cosign verify-attestation --key signer.pub.pem --insecure-ignore-tlog=true --type slsaprovenance1 "
+    "registry.example.com/models/churn:1":
+        "cosign is not installable here (tests/test_image_trust.py checks the DSSE signature with openssl)",
 }
 
 

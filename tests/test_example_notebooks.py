@@ -83,7 +83,8 @@ def check_push(output: str, store: nd.Store, registry: Any) -> None:
     digest = re.search(rf"Pushed {re.escape(real.host)}/examples/iris-logistic:1@(sha256:[0-9a-f]{{64}})", output)
     assert digest, output
     assert output.count("<widget>") >= 4  # a progress bar per layer: base, packages, runtime, bundle
-    assert requests.get(f"{real.url}/v2/examples/iris-logistic/tags/list", timeout=10).json()["tags"] == ["1"]
+    tags = requests.get(f"{real.url}/v2/examples/iris-logistic/tags/list", timeout=10).json()["tags"]
+    assert sorted(tags) == ["1", f"{digest.group(1).replace(':', '-')}.att", f"{digest.group(1).replace(':', '-')}.sbom"]
     manifest = requests.head(f"{real.url}/v2/examples/iris-logistic/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10)
     assert manifest.headers["Docker-Content-Digest"] == digest.group(1)
 

@@ -30,6 +30,7 @@ class BaseImage:
     media_type: str  # of its manifest: OCI or Docker v2
     layers: list[dict[str, Any]]
     config: dict[str, Any]
+    digest: str = ""  # of its (platform's) manifest, named in the provenance of images built on it
 
 
 @dataclass
@@ -81,7 +82,8 @@ def resolve_base(registry: Registry, reference: ImageReference, platform: str = 
     if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise NotebookDeployError(f"{reference} is a {media_type or 'manifest of unknown type'}, not an image manifest")
     config = json.loads(registry.get_blob(reference.repository, document["config"]["digest"]))
-    return BaseImage(reference, media_type, list(document["layers"]), config)
+    return BaseImage(reference, media_type, list(document["layers"]), config,
+                     "sha256:" + hashlib.sha256(body).hexdigest())
 
 
 def assemble(base: BaseImage, spec: ImageSpec) -> Image:

@@ -56,7 +56,7 @@ def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> Ima
     trusted = signer_keys(bundle, action="build an image of")
     staging = work / "dependencies"
     install_dependencies(bundle, platform, work / "wheels", staging)
-    deps = build_layer(entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS),
+    deps = build_layer(entries_from_directory(dependency_site(work), SITE) + entries_from_directory(staging / "bin", SCRIPTS),
                        work / "dependencies.tar.gz")
     runtime = build_layer(runtime_entries(), work / "runtime.tar.gz")
     payload = build_layer([Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
@@ -66,6 +66,11 @@ def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> Ima
     spec.layers = [deps, runtime, payload]
     spec.history = [f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"]
     return spec
+
+
+def dependency_site(work: Path) -> Path:
+    """Where ``image_spec`` installed the dependency layer's packages in ``work`` (the SBOM reads it)."""
+    return work / "dependencies" / "site"
 
 
 def image_settings(bundle: Bundle) -> ImageSpec:

@@ -13,15 +13,21 @@ from .. import audit, display
 from ..api import load
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
+from ..signing import SigningKey, default_signing_key
 from ..store import Store
 from .assemble import Image, push_image, resolve_base
-from .build import build
+from .build import build, dependency_site
 from .docker_backend import docker_client, load_image, push_from_daemon
 from .outputs import write_image_tar, write_oci_layout
 from .reference import ImageReference
-from .registry import Registry
+from .registry import Registry, registry_for
+from .trust import Attached, attach
 
 Progress = Callable[[str, int, int], None]  # (blob digest, bytes done, bytes in all)
+
+
+class ImageAttachError(NotebookDeployError):
+    """The image was pushed, but its SBOM, provenance or signature could not be attached."""
 
 
 @dataclass
@@ -33,6 +39,7 @@ class PushResult:
     blobs: dict[str, str] = field(default_factory=dict)  # digest -> exists | mounted | uploaded
     sizes: dict[str, int] = field(default_factory=dict)
     backend: str = "daemonless"
+    attached: Attached | None = None  # the SBOM, provenance and signature attached in the registry
 
     @property
     def uploaded_bytes(self) -> int:
@@ -41,10 +48,12 @@ class PushResult:
     def __str__(self) -> str:
         counts = {what: sum(1 for v in self.blobs.values() if v == what) for what in ("uploaded", "mounted", "exists")}
         if self.backend == "docker":
-            return f"Pushed {self.image}@{self.digest}\n  through   the Docker daemon"
-        return (f"Pushed {self.image}@{self.digest}\n  blobs     " +
-                ", ".join(f"{n} {what}" for what, n in counts.items() if n) +
-                f"\n  uploaded  {display.human_size(self.uploaded_bytes)}")
+            lines = [f"Pushed {self.image}@{self.digest}", "  through   the Docker daemon"]
+        else:
+            lines = [f"Pushed {self.image}@{self.digest}",
+                     "  blobs     " + ", ".join(f"{n} {what}" for what, n in counts.items() if n),
+                     f"  uploaded  {display.human_size(self.uploaded_bytes)}"]
+        return "\n".join(lines + (self.attached.lines() if self.attached else []))
 
 
 def default_base(bundle: Bundle) -> str:
@@ -52,47 +61,73 @@ def default_base(bundle: Bundle) -> str:
     return f"python:{bundle.manifest['python']['version'].rsplit('.', 1)[0]}-slim"
 
 
-def registry_for(reference: ImageReference) -> Registry:
-    """A client for the reference's registry (http for loopback and private addresses)."""
-    return Registry(reference.registry, scheme=reference.scheme)
-
-
 def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
          backend: str = "auto", store: Store | str | os.PathLike[str] | None = None,
-         progress: Progress | bool | None = None) -> PushResult:
+         progress: Progress | bool | None = None, sign: bool | None = None) -> PushResult:
     """Build the image that serves bundle ``ref`` on ``base`` (default ``python:3.X-slim``) and push it
     to ``image`` (``registry/repository:tag``). Credentials come from the Docker config or the
     environment. ``backend``: ``"daemonless"`` pushes with the registry API (blobs already there are not
     sent again); ``"docker"`` loads the same image into a Docker daemon and pushes it from there;
     ``"auto"`` takes the daemon when one answers. ``progress``: a callback ``(digest, done, total)``,
-    or ``True`` for a byte bar per layer (tqdm in terminals, widgets in notebooks)."""
+    or ``True`` for a byte bar per layer (tqdm in terminals, widgets in notebooks). Every push attaches
+    the image's SBOM and provenance; ``sign`` signs it (cosign format) with the signing key: None signs
+    when a key exists, True requires one, False does not sign."""
     if progress is True:
         bars = display.ByteBars()
         try:
-            return push(ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars)
+            return push(ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars,
+                        sign=sign)
         finally:
             bars.close()
     try:
-        result = _push(ref, image, base, platform, backend, store, progress)
+        result = _push(ref, image, base, platform, backend, store, progress, sign)
     except BaseException as error:
         audit.record("push", root=store, reference=image, result="failed", error=f"{type(error).__name__}: {error}"[:500])
         raise
-    audit.record("push", root=store, reference=result.image, digest=result.digest, result="ok", backend=result.backend)
+    audit.record("push", root=store, reference=result.image, digest=result.digest, result="ok", backend=result.backend,
+                 signed_by=result.attached.key_id if result.attached else None)
     return result
 
 
 def _push(ref: str | Bundle, image: str, base: str | None, platform: str, backend: str,
-          store: Store | str | os.PathLike[str] | None, progress: Progress | bool | None) -> PushResult:
+          store: Store | str | os.PathLike[str] | None, progress: Progress | bool | None, sign: bool | None) -> PushResult:
     client = _daemon(backend)
     target = ImageReference.parse(image)
-    with _building(load(ref, store), base, platform) as (built, base_registry, fetch, work):
+    key = _signing_key(sign, getattr(store, "root", store))
+    bundle = load(ref, store)
+    registry = registry_for(target)
+    with _building(bundle, base, platform) as (built, base_registry, fetch, work):
         sizes = {d["digest"]: d["size"] for d in built.base.layers} | {l.digest: l.size for l in built.layers}
         sizes[built.config_digest] = len(built.config)
         if client is not None:
             load_image(client, write_image_tar(built, work / "image.tar", str(target), fetch))
-            return PushResult(str(target), push_from_daemon(client, target, progress or None), {}, sizes, "docker")
-        blobs = push_image(registry_for(target), built, target, progress or None, base_registry)
-    return PushResult(str(target), built.digest, blobs, sizes)
+            result = PushResult(str(target), push_from_daemon(client, target, progress or None), {}, sizes, "docker")
+            manifest, media_type = registry.get_manifest(target.repository, result.digest)  # the daemon's own
+        else:
+            blobs = push_image(registry, built, target, progress or None, base_registry)
+            result = PushResult(str(target), built.digest, blobs, sizes)
+            manifest, media_type = built.manifest, built.media_type
+        subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
+        try:
+            result.attached = attach(registry, target, subject, bundle, dependency_site(work), built.base, platform, key)
+        except Exception as error:
+            raise ImageAttachError(
+                f"Pushed {target}@{result.digest}, but attaching its SBOM, provenance and signature failed: {error}. "
+                "The image is in the registry without its signature, so `notebook-deploy verify-image` refuses it; "
+                "push again to finish (blobs already there are not sent twice)"
+            ) from error
+    return result
+
+
+def _signing_key(sign: bool | None, root: str | os.PathLike[str] | None) -> SigningKey | None:
+    """The key pushes sign with: the store's default signing key, unless ``sign`` is False; required if True."""
+    if sign is False:
+        return None
+    key = default_signing_key(root)
+    if key is None and sign:
+        raise NotebookDeployError("no signing key to sign the image with: create one with "
+                                  "`notebook-deploy signing-key create`, or push with --no-sign")
+    return key
 
 
 def export_image(ref: str | Bundle, output: str | os.PathLike[str], *, name: str, base: str | None = None,

@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urljoin, urlparse
+from urllib.parse import quote, urljoin, urlparse
 
 import requests
 
 from ..errors import NotebookDeployError
 from .credentials import Credentials, find_credentials
-from .reference import is_loopback
+from .reference import ImageReference, is_loopback
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -184,6 +184,27 @@ class Registry:
     # -- manifests --------------------------------------------------------------------------------
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store ``body`` (exact bytes) under a tag or digest; return its digest."""
+        return self._put_manifest(repository, reference, body, media_type)[0]
+
+    def put_referrer(self, repository: str, body: bytes, media_type: str) -> bool:
+        """Store a manifest that has a ``subject`` by its digest; return whether the registry indexed it
+        for the referrers API (it answers ``OCI-Subject``; a registry without the API does not)."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return bool(self._put_manifest(repository, digest, body, media_type)[1].headers.get("OCI-Subject"))
+
+    def referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]] | None:
+        """The descriptors of the manifests whose subject is ``digest`` (of ``artifact_type``), or None
+        where the registry has no referrers API (distribution 2.8 answers 404)."""
+        query = f"?artifactType={quote(artifact_type, safe='')}" if artifact_type else ""  # its "+" is not a space
+        response = self._request("GET", f"/v2/{repository}/referrers/{digest}{query}", _pull(repository),
+                                 headers={"Accept": OCI_INDEX})
+        if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(OCI_INDEX):
+            return None
+        found = response.json().get("manifests") or []
+        return [m for m in found if artifact_type is None or m.get("artifactType") == artifact_type]
+
+    def _put_manifest(self, repository: str, reference: str, body: bytes,
+                      media_type: str) -> tuple[str, requests.Response]:
         response = self._request("PUT", f"/v2/{repository}/manifests/{reference}", _push(repository), data=body,
                                  headers={"Content-Type": media_type})
         if response.status_code != 201:
@@ -192,7 +213,7 @@ class Registry:
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest:
             raise RegistryError(f"the registry stored manifest {stored}, expected {digest}")
-        return digest
+        return digest, response
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The manifest or index bytes and media type of ``repository:reference``."""
@@ -308,6 +329,11 @@ class Registry:
         except ValueError:
             pass
         return RegistryError(f"{self.host} answered {response.status_code} {doing}: {_message(response)}", code)
+
+
+def registry_for(reference: ImageReference) -> Registry:
+    """A client for the reference's registry (http for loopback and private addresses)."""
+    return Registry(reference.registry, scheme=reference.scheme)
 
 
 def _pull(repository: str) -> list[str]:
