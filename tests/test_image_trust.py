@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from notebook_deploy.image.attachments import (SIGNATURE_ANNOTATION, SIMPLE_SIGN
 from notebook_deploy.image.publish import ImageAttachError
 from notebook_deploy.image.registry import OCI_MANIFEST, Registry
 from notebook_deploy.image.sbom import check_sbom
-from notebook_deploy.signing import SigningKey, TrustStore, pae
+from notebook_deploy.signing import TRUST_DIR_VARIABLE, SigningKey, TrustStore, pae
 
 REPOSITORY = "models/lr"
 
@@ -65,6 +67,7 @@ def signing_key(tmp_path, monkeypatch) -> SigningKey:
     monkeypatch.setenv("NOTEBOOK_DEPLOY_SIGNING_KEY", str(tmp_path / "keys" / "signing.key"))
     key = SigningKey.create(tmp_path / "keys" / "signing.key")
     (tmp_path / "signer.pub.pem").write_bytes(key.public_pem())
+    TrustStore().add(key.public_pem(), name="signer")  # its captures are signed by it: image builds need that
     return key
 
 
@@ -80,9 +83,10 @@ def _attached(client: Registry, digest: str, suffix: str) -> tuple[dict, list[by
     return manifest, [client.get_blob(REPOSITORY, layer["digest"]) for layer in manifest["layers"]]
 
 
-def _verify_image(image: str, *args: str) -> subprocess.CompletedProcess:
+def _verify_image(image: str, *args: str, trust_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({TRUST_DIR_VARIABLE: str(trust_dir)} if trust_dir else {})}
     return subprocess.run([sys.executable, "-m", "notebook_deploy", "verify-image", image, *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.integration
@@ -119,7 +123,7 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
                           capture_output=True).returncode != 0
 
     # the provenance: a DSSE envelope signed by the same key, naming the image and the bundle digests
-    manifest, (envelope,) = _attached(client, result.digest, "att")
+    manifest, (envelope, _) = _attached(client, result.digest, "att")
     assert manifest["subject"]["digest"] == result.digest
     assert manifest["layers"][0]["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
     envelope = json.loads(envelope)
@@ -134,7 +138,8 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     assert statement["subject"][0]["digest"] == {"sha256": result.digest[7:]}
     build = statement["predicate"]["buildDefinition"]
     assert build["externalParameters"]["bundleDigest"] == bundle.manifest["digest"]
-    assert {"sha256": bundle.manifest["digest"][7:]} in [d["digest"] for d in build["resolvedDependencies"]]
+    assert {"sha256": bundle.manifest["digest"][7:]} in [d.get("digest") for d in build["resolvedDependencies"]]
+    assert "lock" in [d.get("annotations", {}).get("kind") for d in build["resolvedDependencies"]]  # the bundle's
 
     # the SBOM: valid against CycloneDX's JSON schema, with the image's Python packages as purls
     manifest, (document,) = _attached(client, result.digest, "sbom")
@@ -150,12 +155,17 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     assert done.stdout.startswith(f"Verified {real.host}/{REPOSITORY}@{result.digest}")
     assert bundle.manifest["digest"] in done.stdout
 
-    # without --key: the trust store decides; empty, nothing verifies
-    done = _verify_image(f"{real.host}/{REPOSITORY}:1")
-    assert done.returncode == 1 and "no trusted key to verify with" in done.stderr
-    TrustStore().add(signing_key.public_pem(), name="ci")
+    # without --key: the trust store decides (the fixture trusted the key); an empty one verifies nothing
     done = _verify_image(f"{real.host}/{REPOSITORY}:1")
     assert done.returncode == 0 and f"key {signing_key.key_id}" in done.stdout, done.stderr
+    done = _verify_image(f"{real.host}/{REPOSITORY}:1", trust_dir=tmp_path / "empty-trust")
+    assert done.returncode == 1 and "no trusted key to verify with" in done.stderr
+
+    # the bundle's own signed statement travels with the image, beside the image's
+    _, envelopes = _attached(client, result.digest, "att")
+    assert len(envelopes) == 2
+    bundle_statement = json.loads(base64.b64decode(json.loads(envelopes[1])["payload"]))
+    assert bundle_statement["subject"][0]["digest"] == {"sha256": bundle.manifest["digest"][7:]}
 
     # a second push of the same image adds no second signature of the same key
     again = nd.push(bundle, f"{real.host}/{REPOSITORY}:again", base=base, backend="daemonless")

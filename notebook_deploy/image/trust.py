@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import NotebookDeployError
 from . import sbom
+from ..provenance import signed_statement
+from ..provenance import statement as bundle_statement
 from ..signing import TrustedKey, TrustStore, envelope, envelope_signers, key_id, verify_signature
 from .attachments import (DSSE, IN_TOTO, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, Layer, b64, canonical,
                           push_attachment, push_signature, read_attached, simple_signing_payload)
@@ -95,6 +97,8 @@ def image_provenance(bundle: Bundle, image: str, digest: str, base: BaseImage, p
                      "digest": {"sha256": _hex(bundle.manifest["digest"])}}]
     if base.digest:
         dependencies.append({"name": "base", "uri": f"oci://{base.reference}", "digest": {"sha256": _hex(base.digest)}})
+    # what made the bundle (notebook, recipe, data files, lock), as the bundle's own statement names it
+    dependencies += bundle_statement(bundle)["predicate"]["buildDefinition"]["resolvedDependencies"]
     return {
         "_type": STATEMENT,
         "subject": [{"name": image, "digest": {"sha256": _hex(digest)}}],
@@ -131,8 +135,11 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     statement = canonical(image_provenance(bundle, image, digest, base, platform, sbom_layer))
     wrapped = envelope(IN_TOTO, statement, key) if key else {"payloadType": IN_TOTO, "payload": b64(statement),
                                                              "signatures": []}
-    done.provenance = push_attachment(registry, target.repository, subject, "att", IN_TOTO,
-                                      [Layer(canonical(wrapped), DSSE, {"predicateType": SLSA_PROVENANCE})])
+    layers = [Layer(canonical(wrapped), DSSE, {"predicateType": SLSA_PROVENANCE})]
+    signed_bundle = signed_statement(bundle)  # the bundle's own statement, signed at capture: attached as it is
+    if signed_bundle is not None:
+        layers.append(Layer(canonical(signed_bundle), DSSE, {"predicateType": SLSA_PROVENANCE}))
+    done.provenance = push_attachment(registry, target.repository, subject, "att", IN_TOTO, layers)
     if key is not None:
         payload = simple_signing_payload(image, digest, {KEY_ID_ANNOTATION: key.key_id})
         done.signature = push_signature(registry, target.repository, digest,
@@ -192,10 +199,7 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: T
     if attested is None:
         raise ImageVerificationError(f"{shown} is signed but has no provenance attached (sha256-….att or referrers)")
     found["att"] = attested[0]
-    statement = _signed_statement(attested[1], keys, signer_id, shown)
-    subjects = [s.get("digest", {}).get("sha256") for s in statement.get("subject", [])]
-    if _hex(digest) not in subjects:
-        raise ImageVerificationError(f"{shown}: the provenance is about {subjects}, not this image")
+    statement = _signed_statement(attested[1], keys, signer_id, _hex(digest), shown)
     build = statement.get("predicate", {}).get("buildDefinition", {})
     bundle_digest = build.get("externalParameters", {}).get("bundleDigest", "")
     labelled = _labels(registry, reference.repository, digest).get("io.notebook-deploy.digest")
@@ -239,15 +243,24 @@ class _GivenKey:
         return self.key if identifier == self.key.key_id else None
 
 
-def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], keys: Any, signer: str, shown: str) -> dict[str, Any]:
-    """The statement of the first DSSE envelope that the image's signer signed."""
+def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], keys: Any, signer: str, digest_hex: str,
+                      shown: str) -> dict[str, Any]:
+    """The statement about the image (``digest_hex`` among its subjects) in a DSSE envelope that the
+    image's signer signed. (The bundle's own statement, attached beside it, is about the bundle.)"""
+    about: list[str] = []
     for descriptor, data in layers:
         if descriptor.get("mediaType") != DSSE:
             continue
         wrapped = _json(data, "provenance envelope")
-        if signer in envelope_signers(wrapped, keys)[0]:
-            return _json(_b64decode(wrapped.get("payload", "")), "provenance statement")
-    raise ImageVerificationError(f"{shown}: its provenance is not signed by the key that signed the image ({signer})")
+        statement = _json(_b64decode(wrapped.get("payload", "")), "provenance statement")
+        digests = [s.get("digest", {}).get("sha256") for s in statement.get("subject", []) if isinstance(s, dict)]
+        if digest_hex not in digests:
+            about += [str(d) for d in digests]
+        elif signer in envelope_signers(wrapped, keys)[0]:
+            return statement
+    raise ImageVerificationError(
+        f"{shown}: no provenance statement about this image is signed by the key that signed it ({signer})"
+        + (f"; the attached statements are about sha256:{', sha256:'.join(about)}" if about else ""))
 
 
 def _digest_of(registry: Registry, reference: ImageReference) -> str:
