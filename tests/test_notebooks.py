@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 import notebook_deploy as nd
+from notebook_deploy.signing import SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_notebooks"
@@ -24,7 +26,10 @@ class Kernel:
     """A real IPython kernel that runs cells one at a time, as a person does in JupyterLab."""
 
     def __init__(self, cwd: Path, store: Path) -> None:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "NOTEBOOK_DEPLOY_HOME": str(store)}
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "NOTEBOOK_DEPLOY_HOME": str(store),
+               # the session's signing key and trust store (conftest), so servers this process starts trust
+               # what the kernel captured
+               **{k: os.environ[k] for k in (SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE) if k in os.environ}}
         self.manager, self.client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
 
     def run(self, source: str) -> str:
