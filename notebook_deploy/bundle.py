@@ -276,6 +276,12 @@ def canonical_json(value: Any) -> bytes:
     return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+def compact_json(value: Any) -> bytes:
+    """Compact JSON with sorted keys: the bytes that image documents and signed statements are stored,
+    hashed and signed as (one text for one value, so that a digest made twice is the same)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 def seal_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Hash the files in ``directory``, derive the version id and digest, and write bundle.json."""
     manifest = dict(manifest)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from . import audit
 from .errors import NotebookDeployError
-from .store import default_root, file_lock, write_private
+from .store import default_root, file_lock, replace_file
 
 log = logging.getLogger("notebook_deploy.keys")
 _NEVER = object()
@@ -201,7 +201,7 @@ class KeyStore:
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         """Replace the key file atomically: a 0600 temporary file in the same folder, fsync'd, renamed."""
-        write_private(self.path, (json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n").encode())
+        replace_file(self.path, mode=0o600, data=(json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n").encode())
 
 
 def _record(entry: dict[str, Any]) -> ApiKey:

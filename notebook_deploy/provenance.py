@@ -25,16 +25,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from . import audit
-from .bundle import LOCK_FILE, SIGNATURE_FILE, Bundle
+from .bundle import LOCK_FILE, SIGNATURE_FILE, Bundle, compact_json
 from .errors import NotebookDeployError
 from .signing import (
     SigningError, SigningKey, TrustStore, add_signature, default_signing_key, dumps, envelope, envelope_payload,
     envelope_signers,
 )
+from .store import replace_file
 
 log = logging.getLogger("notebook_deploy.provenance")
 
@@ -133,7 +133,7 @@ def signed_statement(bundle: Bundle) -> dict[str, Any] | None:
 def sign(bundle: Bundle, key: SigningKey, *, audit_log: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Sign ``bundle``'s statement with ``key``, adding to the signatures already there; returns the
     envelope. An envelope whose statement is not this bundle's is replaced."""
-    payload = json.dumps(statement(bundle), sort_keys=True, separators=(",", ":")).encode()
+    payload = compact_json(statement(bundle))
     existing = signed_statement(bundle)
     if existing is not None and _payload_or_none(existing) == payload:
         signed = add_signature(existing, key)
@@ -141,7 +141,9 @@ def sign(bundle: Bundle, key: SigningKey, *, audit_log: str | os.PathLike[str] |
             return existing
     else:
         signed = envelope(PAYLOAD_TYPE, payload, key)
-    _write_beside(bundle.path / SIGNATURE_FILE, dumps(signed))
+    # the temporary file goes in the folder above: a bundle folder holding an unlisted file fails its
+    # integrity check, and a reader may be checking right now
+    replace_file(bundle.path / SIGNATURE_FILE, dumps(signed), scratch=bundle.path.parent)
     audit.record("bundle_sign", audit_log=audit_log, ref=bundle.ref, digest=bundle.manifest["digest"],
                  key_id=key.key_id)
     return signed
@@ -152,17 +154,6 @@ def _payload_or_none(existing: dict[str, Any]) -> bytes | None:
         return envelope_payload(existing)
     except SigningError:
         return None
-
-
-def _write_beside(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically; the temporary file is made in the folder above, since a bundle
-    folder with an unlisted file in it fails its integrity check (a reader may be checking right now)."""
-    temporary = path.parent.parent / f".{path.parent.name}.{path.name}.{os.getpid()}.part"
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def sign_own_capture(bundle: Bundle, *, audit_log: str | os.PathLike[str] | None = None) -> SigningKey:

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import audit
 from .errors import NotebookDeployError
-from .store import default_root, write_private
+from .store import default_root, replace_file
 
 SIGNING_KEY_VARIABLE = "NOTEBOOK_DEPLOY_SIGNING_KEY"
 TRUST_DIR_VARIABLE = "NOTEBOOK_DEPLOY_TRUST_DIR"
@@ -124,7 +124,7 @@ class SigningKey:
         pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(path, pem)
+        replace_file(path, pem, mode=0o600)
         key = cls(private, path)
         audit.record("signing_key_create", audit_log=audit_log, root=root, key_id=key.key_id, path=str(path))
         return key
@@ -216,7 +216,7 @@ class TrustStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{identifier}.pem"
         label = (name or identifier).replace("\n", " ")
-        path.write_bytes(f"{_NAME_PREFIX}{label}\n".encode() + block)
+        replace_file(path, f"{_NAME_PREFIX}{label}\n".encode() + block)
         audit.record("trust_add", audit_log=self._audit_log, root=self._root, key_id=identifier, name=label,
                      trust_dir=str(self.directory))
         return TrustedKey(identifier, label, block, path)

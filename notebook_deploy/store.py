@@ -351,11 +351,7 @@ class Store:
         self._write_tags(name, tags)
 
     def _write_tags(self, name: str, tags: dict[str, str]) -> None:
-        path = self._bundles / name / "tags.json"
-        temporary = path.with_name(f".tags.{os.getpid()}.json")
-        write_file(temporary, (json.dumps(tags, indent=2, sort_keys=True) + "\n").encode())
-        os.replace(temporary, path)
-        _fsync_directory(path.parent)  # the rename itself reaches the disk too
+        replace_file(self._bundles / name / "tags.json", (json.dumps(tags, indent=2, sort_keys=True) + "\n").encode())
 
     def _remove_dir(self, path: Path) -> None:
         """Take ``path`` out of view in one rename, then delete it."""
@@ -392,14 +388,6 @@ def _listable(bundle: Bundle, name: str, version: str) -> Bundle:
     return bundle
 
 
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _tags_at(tags: dict[str, str], version: str) -> list[str]:
     """The tags (of ``tag → version``) that point at ``version``, sorted."""
     return sorted(tag for tag, pointed in tags.items() if pointed == version)
@@ -416,21 +404,29 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with ``data`` in a file of mode 0600 from its first byte: a temporary
-    file made by mkstemp in the same folder, fsync'd, renamed (key files: API keys, the signing key)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+def replace_file(path: Path, data: bytes, *, mode: int = 0o644, scratch: Path | None = None) -> None:
+    """Replace ``path`` atomically with ``data``: readers see the old file or the new one, never part of
+    it, and neither is lost to a crash. The data goes to a temporary file (made by mkstemp, so 0600 from
+    its first byte: key files are never readable by others, even briefly) in ``scratch`` (default: the
+    same folder; it must be on the same file system), is fsync'd, given ``mode``, renamed into place,
+    and the folder is fsync'd so that the rename lasts too."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=scratch or path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _process_alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -250,11 +251,8 @@ def _run_methods(
         )
     outputs, schemas = {}, {}
     failures: list[tuple[str, str]] = []
-    for method in names:
-        try:
-            result = resolve_method(model, method)(model_input)
-            schemas[method] = infer_schema(result).to_dict()
-        except Exception as error:  # noqa: BLE001 - any failure means the method cannot be served
+    for method, result, error in call_methods(model, names, model_input):
+        if error is not None:
             if requested:
                 raise CaptureError(
                     f"{method} failed on the sample ({source}): {type(error).__name__}: {error}. "
@@ -262,6 +260,7 @@ def _run_methods(
                 ) from error
             failures.append((method, f"{type(error).__name__}: {error}"))
             continue
+        schemas[method] = infer_schema(result).to_dict()
         outputs[method] = to_jsonable(result)
     if not outputs:
         raise CaptureError(
@@ -270,6 +269,20 @@ def _run_methods(
         )
     warnings += [f"{method} is not served: it failed on the sample ({problem})" for method, problem in failures]
     return outputs, schemas
+
+
+def call_methods(model: Any, names: list[str], rows: Any) -> Iterator[tuple[str, Any, Exception | None]]:
+    """Call each method of ``names`` on ``rows``: ``(name, result, None)``, or ``(name, None, error)`` when
+    it raised, or gave what no schema describes. Any failure means these rows are not what that method
+    takes, so the error is handed back, not raised."""
+    for name in names:
+        try:
+            result = resolve_method(model, name)(rows)
+            infer_schema(result)
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            yield name, None, error
+            continue
+        yield name, result, None
 
 
 def _grouped(failures: list[tuple[str, str]]) -> str:

@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 _FULL_BYTES = 1 << 20  # arrays up to this size are hashed whole; larger ones are sampled
@@ -40,8 +40,7 @@ class FileAccess:
     sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"given": self.given, "resolved": self.resolved, "opener": self.opener, "size": self.size,
-                "sha256": self.sha256}
+        return asdict(self)
 
 
 @dataclass

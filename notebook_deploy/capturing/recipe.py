@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -46,8 +46,7 @@ class DataFile:
         return f"data-{(self.sha256 or '')[:12]}-{Path(self.path).name}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size, "included": self.included,
-                "read_by": self.read_by}
+        return asdict(self)
 
 
 @dataclass

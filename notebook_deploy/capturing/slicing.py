@@ -338,8 +338,8 @@ class _Analysis:
         for statement in statements:
             statement.uses -= {f"@file:{p}" for p in unseen}
             statement.weak -= statement.guessed & seen.unchanged  # a guessed change that did not happen
-            for symbol in [s for s in statement.uses | statement.weak | statement.strong if s.startswith("@rng:")]:
-                statement.uses.discard(symbol), statement.weak.discard(symbol), statement.strong.discard(symbol)
+            for symbols in (statement.uses, statement.weak, statement.strong):
+                symbols.difference_update([s for s in symbols if s.startswith("@rng:")])
         for name in seen.changed:  # changed in place, whatever name the code used for it
             self._update(name, last)
             last.uses.add(name)

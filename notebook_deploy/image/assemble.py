@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..bundle import compact_json
 from ..errors import NotebookDeployError
 from .layers import DOCKER_LAYER, OCI_LAYER, Layer
 from .reference import ImageReference
@@ -112,7 +113,7 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
         {"created_by": line, "comment": "notebook-deploy"} for line in spec.history
     ]
     config.pop("created", None)  # a build time would make every build a new image
-    config_bytes = _canonical(config)
+    config_bytes = compact_json(config)
     layer_type = DOCKER_LAYER if docker else OCI_LAYER
     manifest = {
         "schemaVersion": 2,
@@ -123,7 +124,7 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     }
     if not docker and spec.labels:
         manifest["annotations"] = dict(spec.labels)
-    return Image(base, spec.layers, config_bytes, _canonical(manifest), manifest["mediaType"])
+    return Image(base, spec.layers, config_bytes, compact_json(manifest), manifest["mediaType"])
 
 
 def push_image(registry: Registry, image: Image, target: ImageReference,
@@ -174,5 +175,3 @@ def _named(progress: Callable[[str, int, int], None] | None, digest: str) -> Pro
     return lambda done, total: progress(digest, done, total)
 
 
-def _canonical(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

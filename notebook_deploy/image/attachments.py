@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..bundle import compact_json
 from ..errors import NotebookDeployError
 from .registry import OCI_MANIFEST, Blob, Registry, RegistryError
 
@@ -68,7 +69,7 @@ def attachment_tag(digest: str, suffix: Suffix) -> str:
 
 def simple_signing_payload(image: str, digest: str, optional: dict[str, str]) -> bytes:
     """The payload a cosign signature signs: which image (``host/repository``) and manifest digest."""
-    return canonical({
+    return compact_json({
         "critical": {"identity": {"docker-reference": image}, "image": {"docker-manifest-digest": digest},
                      "type": SIGNATURE_TYPE},
         "optional": optional,
@@ -145,7 +146,7 @@ def _push_layers(registry: Registry, repository: str, layers: list[Layer]) -> No
 def _manifest(registry: Registry, repository: str, layers: list[dict[str, Any]],
               subject: dict[str, Any] | None = None, artifact_type: str | None = None) -> bytes:
     """An OCI image manifest over ``layers``, with its config (pushed here) naming them as diff_ids."""
-    config = canonical({"architecture": "", "os": "", "config": {},
+    config = compact_json({"architecture": "", "os": "", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}})
     registry.push_blob(repository, Blob("sha256:" + hashlib.sha256(config).hexdigest(), len(config), config))
     manifest: dict[str, Any] = {
@@ -158,12 +159,9 @@ def _manifest(registry: Registry, repository: str, layers: list[dict[str, Any]],
         manifest["artifactType"] = artifact_type
     if subject:
         manifest["subject"] = subject
-    return canonical(manifest)
+    return compact_json(manifest)
 
 
-def canonical(document: dict[str, Any]) -> bytes:
-    """Compact JSON with sorted keys: the bytes attached documents are stored and signed as."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def b64(data: bytes) -> str:

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..bundle import compact_json
 from ..errors import NotebookDeployError
 from . import sbom
 from ..provenance import signed_statement
 from ..provenance import statement as bundle_statement
 from ..signing import TrustedKey, TrustStore, envelope, envelope_signers, key_id, verify_signature
-from .attachments import (DSSE, IN_TOTO, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, Layer, b64, canonical,
+from .attachments import (DSSE, IN_TOTO, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, Layer, b64,
                           push_attachment, push_signature, read_attached, simple_signing_payload)
 from .reference import ImageReference
 from .registry import Registry, RegistryError, registry_for
@@ -132,13 +133,13 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     sbom_layer = Layer(document, sbom.MEDIA_TYPE)
     done.packages = len(json.loads(document)["components"])
     done.sbom = push_attachment(registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer])
-    statement = canonical(image_provenance(bundle, image, digest, base, platform, sbom_layer))
+    statement = compact_json(image_provenance(bundle, image, digest, base, platform, sbom_layer))
     wrapped = envelope(IN_TOTO, statement, key) if key else {"payloadType": IN_TOTO, "payload": b64(statement),
                                                              "signatures": []}
-    layers = [Layer(canonical(wrapped), DSSE, {"predicateType": SLSA_PROVENANCE})]
+    layers = [Layer(compact_json(wrapped), DSSE, {"predicateType": SLSA_PROVENANCE})]
     signed_bundle = signed_statement(bundle)  # the bundle's own statement, signed at capture: attached as it is
     if signed_bundle is not None:
-        layers.append(Layer(canonical(signed_bundle), DSSE, {"predicateType": SLSA_PROVENANCE}))
+        layers.append(Layer(compact_json(signed_bundle), DSSE, {"predicateType": SLSA_PROVENANCE}))
     done.provenance = push_attachment(registry, target.repository, subject, "att", IN_TOTO, layers)
     if key is not None:
         payload = simple_signing_payload(image, digest, {KEY_ID_ANNOTATION: key.key_id})

@@ -23,7 +23,7 @@ from .. import display, repeats
 from ..bundle import Bundle
 from ..capturing import fits
 from ..capturing import observation as observing
-from ..capturing.live import capture, feature_count, no_sample_message
+from ..capturing.live import call_methods, capture, feature_count, no_sample_message
 from ..capturing.observation import FileAccess, Observation
 from ..capturing.recipe import History, file_sha256
 from ..errors import NotebookDeployError
@@ -305,19 +305,17 @@ def _guess_sample(
 
 def _refused(model: Any, data: Any) -> str | None:
     """Why ``model`` does not take the first rows of ``data``, or None when one of its methods does."""
-    from ..methods import available_methods, resolve_method
+    from ..methods import available_methods
 
     problems = []
     try:
         rows = head(as_rows(data), 5)
     except NotebookDeployError as error:
         return str(error)
-    for method in available_methods(model):
-        try:
-            resolve_method(model, method)(rows)
+    for method, _, error in call_methods(model, available_methods(model), rows):
+        if error is None:
             return None
-        except Exception as error:  # noqa: BLE001 - any failure means these are not the model's rows
-            problems.append(f"{method}: {type(error).__name__}: {error}")
+        problems.append(f"{method}: {type(error).__name__}: {error}")
     return "; ".join(problems) or "it has no inference method"
 
 
