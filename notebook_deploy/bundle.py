@@ -5,6 +5,8 @@ Layout::
     bundle.json        the manifest: identity, model, schema, requirements, sha256 of every file
     model.pkl          the model, serialized with cloudpickle
     requirements.txt   the lock: every distribution the model needs, pinned to the captured version
+    recipe.ipynb       the cells that rebuilt the model (when captured from a notebook), with
+    recipe-requirements.txt  what those cells import beyond the lock, pinned, and data-* files they read
     environment.json   a snapshot of the whole capturing environment, for audit
     sample.json        a few input rows and the model's outputs on them
     reference.json     reference statistics of the input features and predictions, for drift monitoring

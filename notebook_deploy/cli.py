@@ -391,21 +391,28 @@ def recipe(notebook: Path, variable: str) -> None:
 @cli.command(epilog=f"""\b
 Examples:
   notebook-deploy verify churn                 replay the recipe in this Python environment
-  notebook-deploy verify churn --fresh-env     ... in a new virtual environment built from the lock
+  notebook-deploy verify churn --fresh-env     ... in a new virtual environment built from the locks
+  notebook-deploy verify churn --fresh-env --env-cache ~/.cache/nd-envs   ... kept for the next run
   notebook-deploy verify churn --data-dir /data/snapshots
 Exit status 0 when the rebuilt model gives the stored outputs, 1 when it does not.
 {REF_HELP}""")
 @click.argument("ref")
-@click.option("--fresh-env", is_flag=True, help="Build a new virtual environment from the bundle's lock first.")
+@click.option("--fresh-env", is_flag=True, help="Build a new virtual environment from the bundle's lock and its "
+              "recipe's own requirements (recipe-requirements.txt) first.")
+@click.option("--env-cache", type=click.Path(file_okay=False),
+              help="With --fresh-env: keep the environment in this folder, one per set of pins, and use it again "
+                   "when a later verify needs the same pins.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="Where to find the recipe's data files when the bundle does not include them.")
 @click.pass_obj
 @_errors_as_messages
-def verify(store: Store, ref: str, fresh_env: bool, data_dir: str | None) -> None:
+def verify(store: Store, ref: str, fresh_env: bool, env_cache: str | None, data_dir: str | None) -> None:
     """Rebuild a bundle's model from its recipe and compare it with the captured one."""
     from .verification import verify as run_verify
 
-    report = run_verify(ref, fresh_env=fresh_env, data_dir=data_dir, store=store,
+    if env_cache and not fresh_env:
+        raise click.UsageError("--env-cache keeps the environments that --fresh-env builds: pass --fresh-env too")
+    report = run_verify(ref, fresh_env=fresh_env, environments=env_cache, data_dir=data_dir, store=store,
                         progress=lambda message: click.echo(f"... {message}", err=True))
     click.echo(str(report))
     if not report:

@@ -9,6 +9,7 @@ the first output that differs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -24,10 +25,10 @@ from . import display
 from .cell_errors import failed_cell
 from .api import load
 from .bundle import LOCK_FILE, Bundle
-from .capturing.recipe import RECIPE_FILE, data_file_map, file_sha256
+from .capturing.recipe import RECIPE_FILE, RECIPE_LOCK_FILE, data_file_map, file_sha256
 from .errors import NotebookDeployError
 from .schema import differences, to_jsonable
-from .store import Store
+from .store import Store, file_lock
 
 # The last cell of a replay. Standard library only, so it runs in a fresh environment too; a plain
 # callable serves as predict, as in notebook_deploy.methods.resolve_method.
@@ -73,6 +74,7 @@ def verify(
     ref: str | Bundle,
     *,
     fresh_env: bool = False,
+    environments: str | os.PathLike[str] | None = None,
     data_dir: str | None = None,
     rtol: float = 1e-7,
     atol: float = 1e-9,
@@ -82,7 +84,8 @@ def verify(
 ) -> Verification:
     """Replay the bundle's recipe in a fresh kernel and compare the rebuilt model's outputs on the
     stored sample with the stored outputs. ``fresh_env`` runs the kernel in a new virtual environment
-    built from the bundle's lock. Data files come from the bundle when included, else from
+    built from the bundle's lock and the recipe's own requirements; ``environments`` keeps those in a
+    folder, one per set of pins, for the next verification with the same pins. Data files come from the bundle when included, else from
     ``data_dir`` or where the notebook read them."""
     import nbformat
 
@@ -95,7 +98,7 @@ def verify(
         )
     say = progress or (lambda message: None)
     started = time.monotonic()
-    environment = "a fresh virtual environment built from the lock" if fresh_env else "this Python environment"
+    environment = "a fresh virtual environment built from the locks" if fresh_env else "this Python environment"
 
     def result(ok: bool, summary: str, **extra: Any) -> Verification:
         return Verification(bundle.ref, ok, summary, environment, time.monotonic() - started, **extra)
@@ -114,7 +117,7 @@ def verify(
             input=str(scratch / "input.pkl"), output=str(scratch / "output.pkl"),
             target=recipe["target"], methods=bundle.methods,
         )))
-        kernel = _fresh_kernel(bundle, scratch, say) if fresh_env else None
+        kernel = _fresh_kernel(bundle, scratch, say, Path(environments) if environments else None) if fresh_env else None
         say(f"replaying {len(notebook.cells) - 1} cells in a fresh kernel")
         failure = _execute(notebook, work, kernel, timeout)
         if failure:
@@ -163,21 +166,35 @@ def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: st
     return None
 
 
-def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None]) -> Any:
-    """A kernel manager for a new virtual environment with exactly the bundle's lock installed."""
+def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None], environments: Path | None) -> Any:
+    """A kernel manager for a new virtual environment with exactly the bundle's lock and the recipe's own
+    requirements installed: in ``scratch``, or kept in ``environments`` under a hash of those pins and
+    used again for the same pins (made complete or not at all: a failed install leaves nothing there)."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
-    venv = scratch / "venv"
-    say("creating a virtual environment from the bundle's lock")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    locks = [bundle.path / name for name in (LOCK_FILE, RECIPE_LOCK_FILE) if (bundle.path / name).is_file()]
+    if environments is None:
+        venv = scratch / "venv"
+        _build_environment(venv, locks, bundle.ref, say)
+    else:
+        pins = "".join(sorted(line for lock in locks for line in lock.read_text().splitlines()
+                              if line and not line.startswith("#")))
+        key = hashlib.sha256(f"{sys.version}\n{pins}".encode()).hexdigest()[:16]
+        environments.mkdir(parents=True, exist_ok=True)
+        venv = environments / key
+        with file_lock(environments / f".{key}.lock"):
+            if (venv / _COMPLETE).exists():
+                say(f"using the environment {venv}, built earlier for the same pins")
+            else:
+                shutil.rmtree(venv, ignore_errors=True)  # a build that was cut short
+                try:
+                    _build_environment(venv, locks, bundle.ref, say)
+                except BaseException:
+                    shutil.rmtree(venv, ignore_errors=True)
+                    raise
+                (venv / _COMPLETE).touch()
     python = venv / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-r", str(bundle.path / LOCK_FILE), "ipykernel"],
-        capture_output=True, text=True,
-    )
-    if install.returncode != 0:
-        raise NotebookDeployError(f"installing the lock of {bundle.ref} failed:\n{install.stderr[-3000:]}")
     spec = scratch / "kernels" / "notebook-deploy-verify"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(
@@ -186,6 +203,20 @@ def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None]) -> 
     )
     specs = KernelSpecManager(kernel_dirs=[str(scratch / "kernels")])
     return KernelManager(kernel_name="notebook-deploy-verify", kernel_spec_manager=specs)
+
+
+_COMPLETE = ".notebook-deploy-complete"  # written last into a kept environment: every pin is installed
+
+
+def _build_environment(venv: Path, locks: list[Path], ref: str, say: Callable[[str], None]) -> None:
+    say(f"creating a virtual environment from {' and '.join(lock.name for lock in locks)}")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    requirements = [argument for lock in locks for argument in ("-r", str(lock))]
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements,
+                              "ipykernel"], capture_output=True, text=True)
+    if install.returncode != 0:
+        raise NotebookDeployError(f"installing {' and '.join(lock.name for lock in locks)} of {ref} failed:\n"
+                                  f"{install.stderr[-3000:]}")
 
 
 def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[int | None, str] | None:

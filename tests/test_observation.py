@@ -6,6 +6,7 @@ and replays the recipe with verify."""
 from __future__ import annotations
 
 import functools
+import sys
 import http.server
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
+from notebook_deploy.capturing import observation as observing
 from notebook_deploy.capturing.observation import changes, fingerprint, snapshot, unseeded_estimators
 from notebook_deploy.capturing.slicing import slice_cells
 
@@ -207,3 +209,13 @@ def test_data_above_the_cap_is_refused_unless_referenced(project, store):
     assert data["path"] == "../data/train.csv" and not data["included"] and len(data["sha256"]) == 64
     assert "referenced by path and sha256" in " ".join(bundle.warnings)
     assert nd.capture(model, include_data=True, **options).manifest["recipe"]["files"][0]["included"]
+
+
+def test_the_modules_an_execution_first_loads_are_seen():
+    import importlib
+
+    before = list(sys.modules)
+    name = next(m for m in ("colorsys", "sndhdr", "xdrlib", "wave", "chunk") if m not in sys.modules)
+    importlib.import_module(name)
+    assert name in observing.first_loaded(before)
+    assert "os" not in observing.first_loaded(before)

@@ -132,5 +132,50 @@ def test_verify_in_a_fresh_environment_built_from_the_lock(training, store):
     steps = []
     report = bundle.verify(fresh_env=True, progress=steps.append)
     assert report.reproducible, str(report)
-    assert report.environment == "a fresh virtual environment built from the lock"
-    assert steps[0] == "creating a virtual environment from the bundle's lock"
+    assert report.environment == "a fresh virtual environment built from the locks"
+    assert steps[0] == "creating a virtual environment from requirements.txt and recipe-requirements.txt"
+
+
+def test_the_recipe_records_what_its_cells_import_beyond_the_lock():
+    from notebook_deploy.capturing.packages import replay_requirements
+    from notebook_deploy.capturing.recipe import imported_modules
+
+    cells = ["import numpy as np, os.path\nfrom patsy import dmatrix", "%matplotlib inline", "from . import local",
+             "def f():\n    import json"]
+    assert imported_modules(cells) == {"numpy", "os", "patsy", "matplotlib", "json"}
+    import patsy
+
+    required = replay_requirements({"numpy", "os", "patsy", "json", "a_notebook_helper"}, {"numpy": "1"})
+    assert f"patsy=={patsy.__version__}" in required  # pinned as installed
+    assert not any(line.lower().startswith("numpy==") for line in required)  # the lock pins it already
+
+
+@pytest.mark.integration
+def test_fresh_env_installs_the_recipes_own_requirements_and_reuses_a_kept_environment(tmp_path, store):
+    """patsy builds the features but the model never loads it: it is not in the model's lock, only in the
+    recipe's, and the replay in a fresh environment needs it."""
+    import numpy as np
+    from patsy import dmatrix
+
+    frame = {"a": np.arange(30.0) % 7, "b": np.arange(30.0) % 5}
+    features = np.asarray(dmatrix("a + b + a:b - 1", frame))
+    model = LogisticRegression().fit(features, (frame["a"] > 3).astype(int))
+    sources = ["import numpy as np\nfrom patsy import dmatrix\nfrom sklearn.linear_model import LogisticRegression",
+               'frame = {"a": np.arange(30.0) % 7, "b": np.arange(30.0) % 5}',
+               'features = np.asarray(dmatrix("a + b + a:b - 1", frame))',
+               'model = LogisticRegression().fit(features, (frame["a"] > 3).astype(int))']
+    history = History(sources=sources, counts=[1, 2, 3, 4], workdir=str(tmp_path))
+    bundle = nd.capture(model, name="patsy", sample=features[:4], history=history, variable="model", store=store)
+    assert not any(line.lower().startswith("patsy") for line in bundle.lock())
+    assert any(line.startswith("patsy==") for line in bundle.manifest["recipe"]["requirements"])
+    assert "patsy==" in (bundle.path / "recipe-requirements.txt").read_text()
+    kept = tmp_path / "environments"
+    steps: list[str] = []
+    first = nd.verify(bundle, fresh_env=True, environments=kept, progress=steps.append)
+    assert first.reproducible, str(first)
+    assert steps[0].startswith("creating a virtual environment")
+    [environment] = [p for p in kept.iterdir() if not p.name.startswith(".")]
+    steps.clear()
+    second = nd.verify(bundle, fresh_env=True, environments=kept, progress=steps.append)
+    assert second.reproducible, str(second)
+    assert steps[0] == f"using the environment {environment}, built earlier for the same pins"

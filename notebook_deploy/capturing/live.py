@@ -30,9 +30,9 @@ from ..store import Store, check_name, name_from
 from . import fits
 from .columns import probe_unused_columns
 from .domains import probe_domains
-from .packages import environment_snapshot, package_state
+from .packages import environment_snapshot, package_state, replay_requirements
 from .pickling import PROTOCOL, dump_model
-from .recipe import RECIPE_FILE, History, Recipe, build_recipe
+from .recipe import RECIPE_FILE, RECIPE_LOCK_FILE, History, Recipe, build_recipe
 from .recipe import include_data as include_data_files
 from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_texts, find_secrets_in_values
 
@@ -132,7 +132,9 @@ def capture(
         write_file(staged / LOCK_FILE, state.lock_text().encode())
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
         if recipe is not None:
+            recipe.requirements = replay_requirements(set(recipe.modules), state.lock)
             write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
+            write_file(staged / RECIPE_LOCK_FILE, recipe.lock_text().encode())
             for bundle_name, data_path in data_files:
                 shutil.copyfile(data_path, staged / bundle_name)
         manifest = seal_manifest(

@@ -57,6 +57,7 @@ class Observation:
     rng_drawn: set[str] = field(default_factory=set)  # libraries whose global random state moved
     seeded: set[str] = field(default_factory=set)  # libraries seeded during the execution
     unseeded_estimators: list[str] = field(default_factory=list)  # "name (Type)" fitted with random_state=None
+    imported: set[str] = field(default_factory=set)  # top-level modules first loaded during the execution
 
 
 # -- fingerprints -------------------------------------------------------------------------------------------
@@ -219,6 +220,13 @@ def rng_states() -> dict[str, str]:
     if "torch" in sys.modules and hasattr(sys.modules["torch"], "get_rng_state"):
         states["torch"] = _digest(sys.modules["torch"].get_rng_state().numpy().tobytes())
     return states
+
+
+def first_loaded(before: Iterable[str]) -> set[str]:
+    """The top-level modules in ``sys.modules`` now that were not in ``before`` (its names then): what an
+    execution imported, directly or through a library that imports lazily (pandas' parquet reader)."""
+    known = set(before)
+    return {name.partition(".")[0] for name in list(sys.modules) if name not in known}
 
 
 def _digest(value: Any) -> str:

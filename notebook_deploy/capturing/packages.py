@@ -147,6 +147,19 @@ def state_from_modules(modules: dict[str, str | None], owners: dict[str, list[st
     return state
 
 
+def replay_requirements(modules: set[str], lock: dict[str, str]) -> list[str]:
+    """The distributions that own ``modules`` (a recipe's imports) and what they require, pinned to the
+    versions installed here, less those the lock pins already: what a fresh environment needs beside
+    the model's lock to run the recipe's cells (plotting, the libraries that prepared the data).
+    Modules of no installed distribution (the notebook's own files) are left out."""
+    owners = metadata.packages_distributions()
+    names = {name for module in modules if module not in sys.stdlib_module_names for name in owners.get(module, ())}
+    locked = {canonicalize_name(name) for name in lock}
+    closure = _with_requirements(names)
+    return sorted((f"{dist.metadata['Name']}=={dist.version}" for key, dist in closure.items() if key not in locked),
+                  key=str.lower)
+
+
 def environment_snapshot() -> dict[str, Any]:
     """Every installed distribution with version and installer, plus Python and platform: for audit."""
     distributions = {}

@@ -5,16 +5,19 @@ stored in the bundle next to the pickle it can rebuild. Each kept cell says why 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .observation import FileAccess, Observation
-from .slicing import DEFAULT_RULES, SliceRules, slice_history
+from .slicing import DEFAULT_RULES, MAGIC_CALL, SliceRules, slice_history, to_python
 
 RECIPE_FILE = "recipe.ipynb"
+# What the recipe's cells import beyond the model's lock, pinned: verify --fresh-env installs both
+RECIPE_LOCK_FILE = "recipe-requirements.txt"
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Recipe:
     workdir: str
     reasons: list[list[str]] = field(default_factory=list)  # per kept cell: why it is kept
     trimmed: list[int] = field(default_factory=list)  # execution counts kept only for some of their imports
+    modules: list[str] = field(default_factory=list)  # top-level modules the kept executions import
+    requirements: list[str] = field(default_factory=list)  # "name==version" the replay needs beside the lock
 
     def to_notebook(self) -> Any:
         """A notebook of the kept executions; cells that raised when they ran are tagged so that a
@@ -88,6 +93,11 @@ class Recipe:
         nbformat.validate(notebook)
         return notebook
 
+    def lock_text(self) -> str:
+        """The text of recipe-requirements.txt: ``requirements``, one a line."""
+        return ("# What the recipe's cells import beyond requirements.txt, pinned as captured. "
+                "Written by notebook-deploy.\n" + "".join(f"{line}\n" for line in self.requirements))
+
     def to_dict(self) -> dict[str, Any]:
         """The summary kept in bundle.json."""
         return {
@@ -101,6 +111,7 @@ class Recipe:
             "workdir": self.workdir,
             "reasons": self.reasons,
             "trimmed": self.trimmed,
+            "requirements": self.requirements,
         }
 
 
@@ -131,7 +142,29 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         workdir=history.workdir,
         reasons=[result.reasons[i] for i in result.cells],
         trimmed=[history.counts[i] for i in result.cells if i in result.sources],
+        modules=sorted(imported_modules(result.sources.get(i, history.sources[i]) for i in result.cells).union(
+            *(observations[i].imported for i in result.cells if observations[i]))),  # type: ignore[union-attr]
     )
+
+
+def imported_modules(sources: Iterable[str]) -> set[str]:
+    """The top-level modules that ``sources`` import by name (``%matplotlib`` counts as matplotlib): with
+    what the recorder saw load, they are what the recipe needs installed beside the model's lock."""
+    modules = set()
+    for source in sources:
+        try:
+            tree = ast.parse(to_python(source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.partition(".")[0])
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == MAGIC_CALL
+                  and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "matplotlib"):
+                modules.add("matplotlib")
+    return modules
 
 
 def history_from_notebook(path: str | os.PathLike[str]) -> History:

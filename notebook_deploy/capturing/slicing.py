@@ -189,7 +189,7 @@ def slice_history(
 
 
 # -- IPython syntax -> analysable Python ----------------------------------------------------------------
-_MAGIC_CALL = "__nd_magic__"
+MAGIC_CALL = "__nd_magic__"
 _ASSIGNED_MAGIC = re.compile(r"^(\s*)([\w.,\s\[\]()*]+?)\s*=\s*([!%])(.*)$")
 
 
@@ -205,9 +205,9 @@ def to_python(source: str) -> str:
             target = args.split()[0] if name == "capture" and args.split() and not args.split()[0].startswith("-") else None
             code = to_python(body)
             if target:
-                code += f"\n{target} = {_MAGIC_CALL}('capture-output', '')"
+                code += f"\n{target} = {MAGIC_CALL}('capture-output', '')"
             return code
-        return f"{_MAGIC_CALL}({name!r}, {args!r}, {body!r})"
+        return f"{MAGIC_CALL}({name!r}, {args!r}, {body!r})"
     lines = []
     for line in _logical_lines(source):
         text = line.lstrip()
@@ -216,7 +216,7 @@ def to_python(source: str) -> str:
         if text.startswith(("%", "!")) and not text.startswith("%%"):
             lines.append(indent + _line_magic(text))
         elif assigned and not text.startswith(("#",)) and _is_magic_assignment(line):
-            lines.append(f"{assigned.group(1)}{assigned.group(2)} = {_MAGIC_CALL}('{assigned.group(3)}', {assigned.group(4)!r})")
+            lines.append(f"{assigned.group(1)}{assigned.group(2)} = {MAGIC_CALL}('{assigned.group(3)}', {assigned.group(4)!r})")
         elif text.endswith("?") and not text.startswith("#") and re.match(r"^[\w.]+\?{1,2}$", text):
             lines.append(indent + "pass")
         else:
@@ -249,7 +249,7 @@ def _is_magic_assignment(line: str) -> bool:
 
 def _line_magic(text: str) -> str:
     if text.startswith("!"):
-        return f"{_MAGIC_CALL}('!', {text[1:]!r})"
+        return f"{MAGIC_CALL}('!', {text[1:]!r})"
     name, _, args = text[1:].partition(" ")
     if name in ("time", "timeit", "prun") and args.strip():
         code = args.strip()
@@ -258,7 +258,7 @@ def _line_magic(text: str) -> str:
             if option in ("-n", "-r", "-p"):
                 _, _, code = code.partition(" ")
         return code
-    return f"{_MAGIC_CALL}({name!r}, {args!r})"
+    return f"{MAGIC_CALL}({name!r}, {args!r})"
 
 
 # -- the analysis ---------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class _Analysis:
             self.statements.append(statement)
         if tree.body and isinstance(tree.body[-1], ast.Expr) and not source.rstrip().endswith(";"):
             last = tree.body[-1].value
-            if not (isinstance(last, ast.Call) and _callee(last) in ("print", "display", _MAGIC_CALL)):
+            if not (isinstance(last, ast.Call) and _callee(last) in ("print", "display", MAGIC_CALL)):
                 self.statements[-1].strong.add("_")
         if observation is not None and tree.body:
             self._observed(index, observation, self.files_read[reads_before:])
@@ -661,7 +661,7 @@ class _Analysis:
 
     def _call(self, call: ast.Call, s: Statement) -> None:
         callee = _callee(call)
-        if callee == _MAGIC_CALL:
+        if callee == MAGIC_CALL:
             self._magic(call, s)
             return
         func = call.func

@@ -56,6 +56,7 @@ class SessionRecorder:
         self._seed_originals: list[tuple[Any, str, Any]] = []
         self._hashed: dict[tuple[str, float, int], str] = {}  # (path, mtime, size) -> sha256
         self._busy = False
+        self._modules_before: list[str] = []
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.events.register("post_run_cell", self._post_run_cell)
         sys.addaudithook(self._audit)  # cannot be removed: it does nothing outside a cell
@@ -69,6 +70,7 @@ class SessionRecorder:
         finally:
             self._busy = False
         self._current = Observation(cwd_before=os.getcwd())
+        self._modules_before = list(sys.modules)
         self._watch_seeds()
 
     def _post_run_cell(self, result: Any) -> None:
@@ -90,6 +92,7 @@ class SessionRecorder:
             rng = observing.rng_states()
             observed.rng_drawn = {lib for lib, state in rng.items() if self._rng_before.get(lib, state) != state}
             observed.cwd_after = os.getcwd()
+            observed.imported = observing.first_loaded(self._modules_before)
         finally:
             self._busy = False
 
