@@ -219,3 +219,12 @@ def test_the_modules_an_execution_first_loads_are_seen():
     importlib.import_module(name)
     assert name in observing.first_loaded(before)
     assert "os" not in observing.first_loaded(before)
+
+
+def test_the_modules_of_the_objects_an_execution_binds_are_seen():
+    """load_iris(as_frame=True) needs pandas even when pandas was imported long before: the frames in
+    the Bunch it returns say so."""
+    from sklearn.datasets import load_iris
+
+    namespace = {"iris": load_iris(as_frame=True), "n": 3, "rows": [np.zeros(2)], "model": LogisticRegression()}
+    assert observing.value_modules(namespace, ["iris", "n", "rows", "model"]) == {"sklearn", "pandas", "numpy"}

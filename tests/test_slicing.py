@@ -1312,3 +1312,23 @@ def test_never_executes_user_code(tmp_path, monkeypatch):
     assert sys.path == path_before
     # a definition that would raise if run is still sliced
     assert slicing.slice_cells(["x = 1 / 0", "y = x + 1"], "y") == [0, 1]
+
+
+def test_a_percent_that_continues_an_expression_is_python_not_a_magic():
+    """From scikit-learn's gallery (plot_ols.py): a ``%`` opening a line inside brackets is the modulo
+    operator; IPython runs it as Python, so the slicer must read it as Python too."""
+    cell = _c(
+        """
+        regr = make_model()
+        print("Mean squared error: %.2f"
+              % score(regr))
+        text = '''
+        %not_a_magic
+        '''
+        %matplotlib inline
+        """
+    )
+    python = _slicing().to_python(cell)
+    assert "% score(regr))" in python and "%not_a_magic" in python
+    assert "__nd_magic__('matplotlib', 'inline')" in python
+    assert _slicing().slice_cells([cell, "regr.fit(X)"], "regr") == [0, 1]

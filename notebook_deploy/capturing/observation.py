@@ -57,7 +57,8 @@ class Observation:
     rng_drawn: set[str] = field(default_factory=set)  # libraries whose global random state moved
     seeded: set[str] = field(default_factory=set)  # libraries seeded during the execution
     unseeded_estimators: list[str] = field(default_factory=list)  # "name (Type)" fitted with random_state=None
-    imported: set[str] = field(default_factory=set)  # top-level modules first loaded during the execution
+    # top-level modules the execution loaded, or whose objects it bound or changed: what a replay needs
+    modules: set[str] = field(default_factory=set)
 
 
 # -- fingerprints -------------------------------------------------------------------------------------------
@@ -227,6 +228,22 @@ def first_loaded(before: Iterable[str]) -> set[str]:
     execution imported, directly or through a library that imports lazily (pandas' parquet reader)."""
     known = set(before)
     return {name.partition(".")[0] for name in list(sys.modules) if name not in known}
+
+
+def value_modules(namespace: Mapping[str, Any], names: Iterable[str]) -> set[str]:
+    """The top-level modules that define the types of the values of ``names``, and of the items of their
+    dicts, lists and tuples (a dataset ``Bunch`` holding frames): the libraries those objects need, even
+    when they were imported before the execution (``load_iris(as_frame=True)`` needs pandas)."""
+    found = set()
+    for name in names:
+        value = namespace.get(name)
+        items = list(value.values())[:_ITEMS] if isinstance(value, dict) else (
+            list(value[:_ITEMS]) if isinstance(value, (list, tuple)) else [])
+        for item in [value, *items]:
+            module = type(item).__module__.partition(".")[0]
+            if module != "builtins":
+                found.add(module)
+    return found
 
 
 def _digest(value: Any) -> str:

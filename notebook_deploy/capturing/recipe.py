@@ -143,7 +143,7 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         reasons=[result.reasons[i] for i in result.cells],
         trimmed=[history.counts[i] for i in result.cells if i in result.sources],
         modules=sorted(imported_modules(result.sources.get(i, history.sources[i]) for i in result.cells).union(
-            *(observations[i].imported for i in result.cells if observations[i]))),  # type: ignore[union-attr]
+            *(observations[i].modules for i in result.cells if observations[i]))),  # type: ignore[union-attr]
     )
 
 

@@ -188,6 +188,9 @@ def slice_history(
     return analysis.slice(target)
 
 
+_NEAR_LEVELS = 3  # an absolute path at most this many folders above the session's is named relative to it
+
+
 # -- IPython syntax -> analysable Python ----------------------------------------------------------------
 MAGIC_CALL = "__nd_magic__"
 _ASSIGNED_MAGIC = re.compile(r"^(\s*)([\w.,\s\[\]()*]+?)\s*=\s*([!%])(.*)$")
@@ -209,11 +212,13 @@ def to_python(source: str) -> str:
             return code
         return f"{MAGIC_CALL}({name!r}, {args!r}, {body!r})"
     lines = []
-    for line in _logical_lines(source):
+    for line, starts_statement in _logical_lines(source):
         text = line.lstrip()
         indent = line[: len(line) - len(text)]
         assigned = _ASSIGNED_MAGIC.match(line)
-        if text.startswith(("%", "!")) and not text.startswith("%%"):
+        if not starts_statement:  # inside brackets or a string: ``% x`` there is Python's operator
+            lines.append(line)
+        elif text.startswith(("%", "!")) and not text.startswith("%%"):
             lines.append(indent + _line_magic(text))
         elif assigned and not text.startswith(("#",)) and _is_magic_assignment(line):
             lines.append(f"{assigned.group(1)}{assigned.group(2)} = {MAGIC_CALL}('{assigned.group(3)}', {assigned.group(4)!r})")
@@ -224,19 +229,70 @@ def to_python(source: str) -> str:
     return "\n".join(lines)
 
 
-def _logical_lines(source: str) -> Iterator[str]:
-    """Lines, with a magic line continued by a trailing backslash joined into one."""
+def _logical_lines(source: str) -> Iterator[tuple[str, bool]]:
+    """Lines, each with whether a statement starts there (as IPython sees magics: not inside brackets,
+    a string or after a backslash); a magic line continued by a trailing backslash is joined into one."""
     pending = ""
+    state: tuple[int, str | None] = (0, None)  # open brackets, open triple quote
+    continued = False
     for line in source.split("\n"):
         if pending:
             line = pending + " " + line.lstrip()
             pending = ""
-        if line.lstrip().startswith(("%", "!")) and line.endswith("\\"):
+        starts = state == (0, None) and not continued
+        if starts and line.lstrip().startswith(("%", "!")) and line.endswith("\\"):
             pending = line[:-1]
             continue
-        yield line
+        yield line, starts
+        if not (starts and line.lstrip().startswith(("%", "!"))):
+            state = _after(state, line)
+        continued = line.endswith("\\") and state[1] is None
     if pending:
-        yield pending
+        yield pending, True
+
+
+def _after(state: tuple[int, str | None], line: str) -> tuple[int, str | None]:
+    """The open brackets and triple quote after ``line``, given those before it. Python's tokenizer would
+    stop at the first magic, so this small scanner of quotes, comments and brackets stands in for it."""
+    depth, quote = state
+    i = 0
+    while i < len(line):
+        if quote:
+            end = line.find(quote, i)
+            while end > 0 and _escaped(line, end):
+                end = line.find(quote, end + 1)
+            if end < 0:
+                return depth, quote
+            i, quote = end + len(quote), None
+            continue
+        char = line[i]
+        if char == "#":
+            break
+        if char in "\"'":
+            if line.startswith(char * 3, i):
+                quote, i = char * 3, i + 3
+                continue
+            end = line.find(char, i + 1)
+            while end > 0 and _escaped(line, end):
+                end = line.find(char, end + 1)
+            if end < 0:
+                break  # an unclosed one-line string: continued by a backslash, or an error
+            i = end + 1
+            continue
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return depth, quote
+
+
+def _escaped(line: str, index: int) -> bool:
+    """Whether the character at ``index`` follows an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and line[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
 
 
 def _is_magic_assignment(line: str) -> bool:
@@ -376,10 +432,17 @@ class _Analysis:
 
     def _observed_path(self, given: str, resolved: str) -> str:
         """A path the recorder saw, as the slicer names files: relative to where the session started,
-        unless the code gave it absolute."""
-        if os.path.isabs(given) or self.workdir is None:
+        unless the code gave it absolute and it lies far from there. An absolute path near the session's
+        folder is usually computed from it (``Path().absolute().parents[1] / "data"``, ``os.getcwd()``), so
+        it is kept relative: the replay, laid out the same way, then reaches its copy."""
+        if self.workdir is None:
             return posixpath.normpath(resolved)
-        return posixpath.normpath(os.path.relpath(resolved, self.workdir))
+        relative = posixpath.normpath(os.path.relpath(resolved, self.workdir))
+        parts = relative.split("/")
+        ups = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+        if os.path.isabs(given) and (ups > _NEAR_LEVELS or ups == len(self.workdir.strip("/").split("/"))):
+            return posixpath.normpath(resolved)
+        return relative
 
     def _statement(self, node: ast.stmt, s: Statement) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

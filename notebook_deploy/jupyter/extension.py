@@ -92,7 +92,8 @@ class SessionRecorder:
             rng = observing.rng_states()
             observed.rng_drawn = {lib for lib, state in rng.items() if self._rng_before.get(lib, state) != state}
             observed.cwd_after = os.getcwd()
-            observed.imported = observing.first_loaded(self._modules_before)
+            observed.modules = observing.first_loaded(self._modules_before) | observing.value_modules(
+                namespace, observed.changed | rebound)
         finally:
             self._busy = False
 
