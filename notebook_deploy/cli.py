@@ -345,18 +345,20 @@ with the cells that built it (its recipe), as %deploy does in a live notebook.""
 @click.option("--no-data", is_flag=True, help="Store no copies of the data files the recipe reads, only paths and sha256.")
 @click.option("--reference-data", is_flag=True,
               help="Record data files above the 10 MiB cap by path and sha256 instead of refusing.")
+@click.option("--keep-fetched", is_flag=True,
+              help="Keep the bytes of the URLs the recipe fetches in the bundle; verify's replay then reads them.")
 @click.option("--allow-secrets", is_flag=True, help="Capture even if the recipe seems to hold credentials.")
 @click.pass_obj
 @_errors_as_messages
 def deploy(store: Store, notebook: Path, variable: str, name: str | None, sample: str | None,
-           include_data: bool, no_data: bool, reference_data: bool, allow_secrets: bool) -> None:
+           include_data: bool, no_data: bool, reference_data: bool, keep_fetched: bool, allow_secrets: bool) -> None:
     """Run a notebook headless and capture one of its variables with its recipe."""
     from .jupyter.extension import summary
     from .jupyter.headless import deploy_notebook
 
     click.echo(f"Running {notebook} ...", err=True)
     bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=not no_data,
-                             reference_data=reference_data,
+                             reference_data=reference_data, keep_fetched=keep_fetched,
                              allow_secrets=allow_secrets, store=store)
     click.echo(summary(bundle, []))
 

@@ -10,6 +10,7 @@ the first output that differs.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -25,6 +26,7 @@ from . import display
 from .cell_errors import failed_cell
 from .api import load
 from .bundle import LOCK_FILE, Bundle
+from .capturing.fetched import REPLAY_CELL, replay_mapping
 from .capturing.recipe import RECIPE_FILE, RECIPE_LOCK_FILE, data_file_map, file_sha256
 from .errors import NotebookDeployError
 from .schema import differences, to_jsonable
@@ -113,13 +115,18 @@ def verify(
         notebook = nbformat.reads((bundle.path / RECIPE_FILE).read_text(), as_version=4)
         with open(scratch / "input.pkl", "wb") as f:
             pickle.dump(bundle.input_schema.decode(bundle.sample["instances"]), f)
+        leading = 0
+        if recipe.get("fetched"):  # the URLs whose bytes the bundle kept answer from them
+            (scratch / "fetched.json").write_text(json.dumps(replay_mapping(bundle.path, recipe["fetched"])))
+            notebook.cells.insert(0, nbformat.v4.new_code_cell(REPLAY_CELL.format(mapping=str(scratch / "fetched.json"))))
+            leading = 1
         notebook.cells.append(nbformat.v4.new_code_cell(_OUTPUT_CELL.format(
             input=str(scratch / "input.pkl"), output=str(scratch / "output.pkl"),
             target=recipe["target"], methods=bundle.methods,
         )))
         kernel = _fresh_kernel(bundle, scratch, say, Path(environments) if environments else None) if fresh_env else None
         say(f"replaying {len(notebook.cells) - 1} cells in a fresh kernel")
-        failure = _execute(notebook, work, kernel, timeout)
+        failure = _execute(notebook, work, kernel, timeout, leading)
         if failure:
             cell, message = failure
             return result(False, message, failed_cell=cell)
@@ -219,8 +226,9 @@ def _build_environment(venv: Path, locks: list[Path], ref: str, say: Callable[[s
                                   f"{install.stderr[-3000:]}")
 
 
-def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[int | None, str] | None:
-    """Run the notebook; on an error, the execution count of the failing recipe cell and what failed where."""
+def _execute(notebook: Any, work: Path, kernel: Any, timeout: float, leading: int) -> tuple[int | None, str] | None:
+    """Run the notebook; on an error, the execution count of the failing recipe cell and what failed where.
+    The first ``leading`` cells and the last are the replay's own, not the recipe's."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -233,6 +241,9 @@ def _execute(notebook: Any, work: Path, kernel: Any, timeout: float) -> tuple[in
         failed = failed_cell(notebook)
         if failed is None or failed.index == len(notebook.cells) - 1:
             return None, f"the output check raised {failed.error if failed else f'{error.ename}: {error.evalue}'}"
+        if failed.index < leading:
+            return None, f"answering the fetched URLs from the bundle's kept bytes raised {failed.error}"
         count = notebook.cells[failed.index].metadata.get("notebook_deploy", {}).get("execution_count")
-        return count, f"cell [{count}] (code cell {failed.code_cell} of the recipe){failed.where()} raised {failed.error}"
+        number = failed.code_cell - leading
+        return count, f"cell [{count}] (code cell {number} of the recipe){failed.where()} raised {failed.error}"
     return None

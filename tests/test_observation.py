@@ -190,6 +190,31 @@ def test_a_fetched_url_is_named_in_a_warning(project, web, store):
     assert nd.verify(bundle).reproducible
 
 
+@pytest.mark.integration
+def test_kept_fetched_bytes_answer_the_replay_when_the_url_has_changed(project, web, store):
+    cells = [
+        "import io\nimport pandas as pd\nimport requests\nfrom sklearn.linear_model import LogisticRegression",
+        f"train = pd.read_csv('{web}/train.csv')",
+        f"extra = pd.read_csv(io.StringIO(requests.get('{web}/train.csv?copy=1').text))",
+        "model = LogisticRegression().fit(train[['a', 'b']] + extra['a'].mean(), train['y'])",
+    ]
+    path = notebook(project / "nb" / "web.ipynb", *cells)
+    kept = nd.deploy_notebook(path, "model", sample="train[['a', 'b']]", keep_fetched=True, store=store)
+    plain = nd.deploy_notebook(path, "model", sample="train[['a', 'b']]", name="plain", store=store)
+    fetched = kept.manifest["recipe"]["fetched"]
+    assert [entry["url"] for entry in fetched] == [f"{web}/train.csv", f"{web}/train.csv?copy=1"]
+    original = (project / "data" / "train.csv").read_bytes()
+    assert all((kept.path / entry["file"]).read_bytes() == original for entry in fetched)
+    assert "are kept in the bundle" in " ".join(kept.manifest["recipe"]["warnings"])
+    assert not plain.manifest["recipe"]["fetched"]
+    # the server now answers other rows: only the bundle that kept the bytes still rebuilds its model
+    rows = [(i % 5, (i * 7) % 3, int(i % 3 == 0), 0) for i in range(40)]
+    (project / "data" / "train.csv").write_text("a,b,y,income_cat\n" + "".join(f"{a},{b},{y},{c}\n" for a, b, y, c in rows))
+    report = nd.verify(kept)
+    assert report.reproducible, str(report)
+    assert not nd.verify(plain).reproducible
+
+
 def test_data_above_the_cap_is_refused_unless_referenced(project, store):
     from sklearn.linear_model import LogisticRegression as Model
 

@@ -29,6 +29,7 @@ from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows,
 from ..store import Store, check_name, name_from
 from . import fits
 from .columns import probe_unused_columns
+from .fetched import keep_fetched as keep_fetched_bytes
 from .domains import probe_domains
 from .packages import environment_snapshot, package_state, replay_requirements
 from .pickling import PROTOCOL, dump_model
@@ -54,6 +55,7 @@ def capture(
     variable: str | None = None,
     include_data: bool | int = False,
     reference_data: bool = False,
+    keep_fetched: bool = False,
     allow_secrets: bool = False,
     reference: Any = None,
     sample_source: str | None = None,
@@ -69,7 +71,9 @@ def capture(
     that rebuild ``variable`` (the model's variable name) are kept in the bundle as a runnable recipe;
     ``include_data`` stores copies of the data files it reads (``True``: those up to 10 MiB; a number:
     up to that many bytes); a file above that cap refuses the capture, unless ``reference_data`` is true:
-    then only its path and sha256 are recorded, and verify refuses any other file. The recipe and the globals that notebook code in the model reads are
+    then only its path and sha256 are recorded, and verify refuses any other file. ``keep_fetched``
+    fetches the URLs the recipe fetched once more and keeps their bytes (up to the same cap), which then
+    answer those URLs in verify's replay (``notebook_deploy.capturing.fetched``). The recipe and the globals that notebook code in the model reads are
     scanned for credentials first; a finding refuses the capture unless ``allow_secrets`` is true.
 
     Without ``sample``, the rows are the first rows of the data the model was fitted on, when the IPython
@@ -132,6 +136,8 @@ def capture(
         write_file(staged / LOCK_FILE, state.lock_text().encode())
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
         if recipe is not None:
+            if keep_fetched:
+                keep_fetched_bytes(recipe, staged, limit)
             recipe.requirements = replay_requirements(set(recipe.modules), state.lock)
             write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
             write_file(staged / RECIPE_LOCK_FILE, recipe.lock_text().encode())

@@ -69,6 +69,8 @@ class Recipe:
     trimmed: list[int] = field(default_factory=list)  # execution counts kept only for some of their imports
     modules: list[str] = field(default_factory=list)  # top-level modules the kept executions import
     requirements: list[str] = field(default_factory=list)  # "name==version" the replay needs beside the lock
+    urls: list[tuple[int, str]] = field(default_factory=list)  # (execution count, URL) the kept executions fetched
+    fetched: list[dict[str, Any]] = field(default_factory=list)  # URLs whose bytes the bundle keeps (fetched.py)
 
     def to_notebook(self) -> Any:
         """A notebook of the kept executions; cells that raised when they ran are tagged so that a
@@ -112,6 +114,7 @@ class Recipe:
             "reasons": self.reasons,
             "trimmed": self.trimmed,
             "requirements": self.requirements,
+            "fetched": self.fetched,
         }
 
 
@@ -124,11 +127,12 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
     seen = {a.resolved: a for i in result.cells if observations[i] for a in observations[i].reads}  # type: ignore[union-attr]
     files = [_data_file(path, history, seen) for path in result.files_read]
     warnings = list(history.warnings) + result.warnings
+    urls: list[tuple[int, str]] = []
     for index in result.cells:
         warnings += [f"cell [{history.counts[index]}]: {w}" for w in result.cell_warnings.get(index, [])]
         for url in observations[index].urls if observations[index] else []:  # type: ignore[union-attr]
-            warnings.append(f"cell [{history.counts[index]}] fetched {url}: the replay fetches it again and may get "
-                            "other bytes; save it to a file beside the notebook and read that file to keep them")
+            urls.append((history.counts[index], url))
+            warnings.append(fetch_warning(history.counts[index], url))
     warnings += [f"data file {f.path} is gone: the recipe cannot be replayed without it" for f in files if f.size is None]
     return Recipe(
         target=target,
@@ -142,9 +146,17 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         workdir=history.workdir,
         reasons=[result.reasons[i] for i in result.cells],
         trimmed=[history.counts[i] for i in result.cells if i in result.sources],
+        urls=urls,
         modules=sorted(imported_modules(result.sources.get(i, history.sources[i]) for i in result.cells).union(
             *(observations[i].modules for i in result.cells if observations[i]))),  # type: ignore[union-attr]
     )
+
+
+def fetch_warning(count: int, url: str) -> str:
+    """What the recipe says of a URL that execution ``count`` fetched and whose bytes are not kept."""
+    return (f"cell [{count}] fetched {url}: the replay fetches it again and may get other bytes; capture with "
+            "--keep-fetched (keep_fetched=True) to keep them in the bundle, or save it to a file beside the "
+            "notebook and read that file")
 
 
 def imported_modules(sources: Iterable[str]) -> set[str]:

@@ -244,6 +244,7 @@ def capture_variable(
     history: History | None = None,
     include_data: bool | int = True,
     reference_data: bool = False,
+    keep_fetched: bool = False,
     allow_secrets: bool = False,
     store: str | os.PathLike[str] | Store | None = None,
 ) -> tuple[Bundle, list[str]]:
@@ -255,7 +256,7 @@ def capture_variable(
     ``%load_ext notebook_deploy``), the first argument of the last ``VARIABLE.fit(...)`` in the history
     when it is a plain variable and the model takes it. The recipe's data files are copied into the bundle
     up to 10 MiB each (``include_data``); larger ones refuse the capture unless ``reference_data`` records
-    them by path and sha256."""
+    them by path and sha256; ``keep_fetched`` keeps the bytes of the URLs the recipe fetched."""
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
     model = namespace[variable]
@@ -273,7 +274,7 @@ def capture_variable(
     bundle = capture(
         model, name=name, sample=head(as_rows(data), 5) if data is not None else None, sample_source=source,
         history=history, variable=variable, include_data=include_data, reference_data=reference_data,
-        allow_secrets=allow_secrets, store=store,
+        keep_fetched=keep_fetched, allow_secrets=allow_secrets, store=store,
     )
     return bundle, [f"not the sample: {reason}" for reason in looked]
 
@@ -358,6 +359,8 @@ class DeployMagics(Magics):
     @argument("--no-data", action="store_true", help="store no copies of the data files, only their paths and sha256")
     @argument("--reference-data", action="store_true",
               help="record data files above the 10 MiB cap by path and sha256 instead of refusing")
+    @argument("--keep-fetched", action="store_true",
+              help="keep the bytes of the URLs the recipe fetches in the bundle, for its replay")
     @argument("--allow-secrets", action="store_true", help="capture even if the recipe seems to hold credentials")
     @argument("--panel", action="store_true", help="show the deploy panel (MODEL, if given, is preselected)")
     @line_magic
@@ -385,7 +388,8 @@ class DeployMagics(Magics):
         try:
             bundle, notes = deploy_from_kernel(
                 self.shell, args.model, name=args.name, sample=sample,
-                include_data=not args.no_data, reference_data=args.reference_data, allow_secrets=args.allow_secrets,
+                include_data=not args.no_data, reference_data=args.reference_data, keep_fetched=args.keep_fetched,
+                allow_secrets=args.allow_secrets,
             )
         except NotebookDeployError as error:
             print(f"%deploy: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ import json as _nd_json
 from notebook_deploy.jupyter.extension import deploy_from_kernel as _nd_deploy
 _nd_bundle, _nd_notes = _nd_deploy(get_ipython(), {variable!r}, name={name!r}, sample={sample!r},
                                    include_data={include_data!r}, reference_data={reference_data!r},
+                                   keep_fetched={keep_fetched!r},
                                    allow_secrets={allow_secrets!r}, store={store!r})
 with open({result!r}, "w") as _nd_file:
     _nd_json.dump({{"path": str(_nd_bundle.path), "notes": _nd_notes}}, _nd_file)
@@ -33,6 +34,7 @@ def deploy_notebook(
     sample: str | None = None,
     include_data: bool | int = True,
     reference_data: bool = False,
+    keep_fetched: bool = False,
     allow_secrets: bool = False,
     store: Store | str | os.PathLike[str] | None = None,
     timeout: float = 900,
@@ -40,7 +42,8 @@ def deploy_notebook(
 ) -> Bundle:
     """Execute the notebook at ``path`` top to bottom in a fresh kernel (in its own folder), then
     capture the variable ``model`` from that kernel with its recipe, as ``%deploy`` would (data files
-    copied up to 10 MiB each; ``reference_data`` records larger ones by path and sha256)."""
+    copied up to 10 MiB each; ``reference_data`` records larger ones by path and sha256; ``keep_fetched``
+    keeps the bytes of the URLs it fetched)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -53,6 +56,7 @@ def deploy_notebook(
         notebook.cells.insert(0, nbformat.v4.new_code_cell("%load_ext notebook_deploy"))
         notebook.cells.append(nbformat.v4.new_code_cell(_CAPTURE_CELL.format(
             variable=model, name=name, sample=sample, include_data=include_data, reference_data=reference_data,
+            keep_fetched=keep_fetched,
             allow_secrets=allow_secrets, store=str(store.root), result=str(result),
         )))
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name,
