@@ -175,30 +175,14 @@ def web(project):
 
 
 @pytest.mark.integration
-def test_a_fetched_url_is_named_in_a_warning(project, web, store):
-    cells = [
+def test_a_fetched_url_is_warned_of_and_kept_bytes_answer_the_replay_when_it_has_changed(project, web, store):
+    fetching = [
         "import io\nimport pandas as pd\nimport requests\nfrom sklearn.linear_model import LogisticRegression",
         f"train = pd.read_csv('{web}/train.csv')",
         f"extra = pd.read_csv(io.StringIO(requests.get('{web}/train.csv?copy=1').text))",
         "model = LogisticRegression().fit(train[['a', 'b']] + extra['a'].mean(), train['y'])",
     ]
-    bundle = nd.deploy_notebook(notebook(project / "nb" / "web.ipynb", *cells), "model", sample="train[['a', 'b']]",
-                                store=store)
-    warnings = bundle.manifest["recipe"]["warnings"]
-    assert f"cell [3] fetched {web}/train.csv: the replay fetches it again" in " ".join(warnings)
-    assert f"cell [4] fetched {web}/train.csv?copy=1" in " ".join(warnings)
-    assert nd.verify(bundle).reproducible
-
-
-@pytest.mark.integration
-def test_kept_fetched_bytes_answer_the_replay_when_the_url_has_changed(project, web, store):
-    cells = [
-        "import io\nimport pandas as pd\nimport requests\nfrom sklearn.linear_model import LogisticRegression",
-        f"train = pd.read_csv('{web}/train.csv')",
-        f"extra = pd.read_csv(io.StringIO(requests.get('{web}/train.csv?copy=1').text))",
-        "model = LogisticRegression().fit(train[['a', 'b']] + extra['a'].mean(), train['y'])",
-    ]
-    path = notebook(project / "nb" / "web.ipynb", *cells)
+    path = notebook(project / "nb" / "web.ipynb", *fetching)
     kept = nd.deploy_notebook(path, "model", sample="train[['a', 'b']]", keep_fetched=True, store=store)
     plain = nd.deploy_notebook(path, "model", sample="train[['a', 'b']]", name="plain", store=store)
     fetched = kept.manifest["recipe"]["fetched"]
@@ -207,6 +191,10 @@ def test_kept_fetched_bytes_answer_the_replay_when_the_url_has_changed(project, 
     assert all((kept.path / entry["file"]).read_bytes() == original for entry in fetched)
     assert "are kept in the bundle" in " ".join(kept.manifest["recipe"]["warnings"])
     assert not plain.manifest["recipe"]["fetched"]
+    warnings = " ".join(plain.manifest["recipe"]["warnings"])
+    assert f"cell [3] fetched {web}/train.csv: the replay fetches it again" in warnings
+    assert f"cell [4] fetched {web}/train.csv?copy=1" in warnings and "--keep-fetched" in warnings
+    assert nd.verify(plain).reproducible
     # the server now answers other rows: only the bundle that kept the bytes still rebuilds its model
     rows = [(i % 5, (i * 7) % 3, int(i % 3 == 0), 0) for i in range(40)]
     (project / "data" / "train.csv").write_text("a,b,y,income_cat\n" + "".join(f"{a},{b},{y},{c}\n" for a, b, y, c in rows))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .observation import FileAccess, Observation
-from .slicing import DEFAULT_RULES, MAGIC_CALL, SliceRules, slice_history, to_python
+from .slicing import DEFAULT_RULES, MAGIC_CALL, SliceRules, cell_nodes, slice_history
 
 RECIPE_FILE = "recipe.ipynb"
 # What the recipe's cells import beyond the model's lock, pinned: verify --fresh-env installs both
@@ -163,19 +163,14 @@ def imported_modules(sources: Iterable[str]) -> set[str]:
     """The top-level modules that ``sources`` import by name (``%matplotlib`` counts as matplotlib): with
     what the recorder saw load, they are what the recipe needs installed beside the model's lock."""
     modules = set()
-    for source in sources:
-        try:
-            tree = ast.parse(to_python(source))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules.update(alias.name.partition(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules.add(node.module.partition(".")[0])
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == MAGIC_CALL
-                  and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "matplotlib"):
-                modules.add("matplotlib")
+    for node in cell_nodes(sources):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.partition(".")[0])
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == MAGIC_CALL
+              and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "matplotlib"):
+            modules.add("matplotlib")
     return modules
 
 

@@ -229,6 +229,17 @@ def to_python(source: str) -> str:
     return "\n".join(lines)
 
 
+def cell_nodes(sources: Iterable[str]) -> Iterator[ast.AST]:
+    """Every syntax node of each cell of ``sources`` (IPython syntax read as ``to_python`` does); a
+    cell that does not parse is skipped."""
+    for source in sources:
+        try:
+            tree = ast.parse(to_python(source))
+        except SyntaxError:
+            continue
+        yield from ast.walk(tree)
+
+
 def _logical_lines(source: str) -> Iterator[tuple[str, bool]]:
     """Lines, each with whether a statement starts there (as IPython sees magics: not inside brackets,
     a string or after a backslash); a magic line continued by a trailing backslash is joined into one."""

@@ -285,20 +285,15 @@ def _guess_sample(
     """The training input of ``variable`` read from the cells' text: the first argument of its last ``fit``
     call, if a plain name that the model takes now (it may have been rebound since the fit). Also what was
     looked at, for the error when nothing fits."""
-    from ..capturing.slicing import to_python
+    from ..capturing.slicing import cell_nodes
 
     found = None
-    for source in sources:
-        try:
-            tree = ast.parse(to_python(source))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("fit", "partial_fit", "fit_transform")
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == variable
-                    and node.args and isinstance(node.args[0], ast.Name)):
-                found = node.args[0].id
+    for node in cell_nodes(sources):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("fit", "partial_fit", "fit_transform")
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == variable
+                and node.args and isinstance(node.args[0], ast.Name)):
+            found = node.args[0].id
     if found is None or found not in namespace:
         return None, None, (f"the cells have no {variable}.fit(NAME, ...) call with a name still defined",)
     problem = _refused(model, namespace[found])
