@@ -38,9 +38,16 @@ from notebook_deploy.capturing import packages, pickling, slicing
 from notebook_deploy.capturing.recipe import History
 
 EXPLORATION = [
-    "df.head()", "df.describe()", "df.info()", 'df["plan"].value_counts()', "df.isna().sum()",
-    'df.groupby("plan")["spend"].mean()', 'df["age"].nlargest(5)', "df.corr(numeric_only=True)",
-    'df.sort_values("spend").tail()', 'len(df)',
+    "df.head()",
+    "df.describe()",
+    "df.info()",
+    'df["plan"].value_counts()',
+    "df.isna().sum()",
+    'df.groupby("plan")["spend"].mean()',
+    'df["age"].nlargest(5)',
+    "df.corr(numeric_only=True)",
+    'df.sort_values("spend").tail()',
+    'len(df)',
 ]
 
 
@@ -98,24 +105,38 @@ def compare_recorder(folder: Path, runs: int) -> None:
     results: dict[str, list[dict[str, float]]] = {"static": [], "observe": []}
     for run in range(runs):
         for variant in ("static", "observe"):
-            out = subprocess.run([sys.executable, __file__, "--session", variant, "--folder", str(folder / f"{variant}-{run}")],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--session", variant, "--folder", str(folder / f"{variant}-{run}")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
     medians = {v: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for v, rows in results.items()}
     print(f"\nobserving recorder vs static-only slicer, 30 cells run in IPython + capture ({runs} runs, median):")
     for part in ("cells", "capture", "total"):
         static, observed = medians["static"][part], medians["observe"][part]
-        print(f"  {part:<8} static {static * 1000:8.1f} ms   observing {observed * 1000:8.1f} ms   ratio {observed / static:5.2f}x")
+        print(
+            f"  {part:<8} static {static * 1000:8.1f} ms   observing {observed * 1000:8.1f} ms   ratio {observed / static:5.2f}x"
+        )
     ratio = medians["observe"]["total"] / medians["static"]["total"]
-    print(f"goal at most 1.5x:                                          {'met' if ratio <= 1.5 else 'NOT met'} ({ratio:.2f}x)")
+    print(
+        f"goal at most 1.5x:                                          {'met' if ratio <= 1.5 else 'NOT met'} ({ratio:.2f}x)"
+    )
 
 
 def write_data(folder: Path) -> pd.DataFrame:
     """The customers file the 30 cells read."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame({"age": rng.integers(18, 80, 2000), "spend": rng.gamma(2, 30, 2000),
-                       "plan": rng.choice(["basic", "plus", "pro"], 2000), "churned": rng.integers(0, 2, 2000)})
+    df = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 2000),
+            "spend": rng.gamma(2, 30, 2000),
+            "plan": rng.choice(["basic", "plus", "pro"], 2000),
+            "churned": rng.integers(0, 2, 2000),
+        }
+    )
     df.to_csv(folder / "customers.csv", index=False)
     return df
 
@@ -142,8 +163,9 @@ def main() -> None:
         captures, baselines = [], []
         for run in range(runs):
             started = time.perf_counter()
-            nd.capture(model, name="bench", sample=X.head(), history=session, variable="model",
-                       store=folder / f"store-{run}")
+            nd.capture(
+                model, name="bench", sample=X.head(), history=session, variable="model", store=folder / f"store-{run}"
+            )
             captures.append(time.perf_counter() - started)
             started = time.perf_counter()
             (folder / "raw.pkl").write_bytes(cloudpickle.dumps(model))
@@ -153,11 +175,17 @@ def main() -> None:
             "slice 30 cells": lambda: slicing.slice_history(session.sources, "model"),
             "pickle": lambda: pickling.dump_model(model),
             "package probe (fresh Python)": lambda: packages.package_state(
-                folder / "raw.pkl", X.head(), ["predict"], {"sklearn", "pandas"}, {"predict": model.predict(X.head()).tolist()}),
+                folder / "raw.pkl",
+                X.head(),
+                ["predict"],
+                {"sklearn", "pandas"},
+                {"predict": model.predict(X.head()).tolist()},
+            ),
             "environment snapshot": packages.environment_snapshot,
         }
         stages["floor: fresh Python imports sklearn+pandas"] = lambda: subprocess.run(
-            [sys.executable, "-c", "import sklearn.ensemble, sklearn.pipeline, sklearn.compose, pandas"], check=True)
+            [sys.executable, "-c", "import sklearn.ensemble, sklearn.pipeline, sklearn.compose, pandas"], check=True
+        )
         timings = {}
         for label, stage in stages.items():
             started = time.perf_counter()

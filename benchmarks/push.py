@@ -30,18 +30,23 @@ from notebook_deploy.image.context import containerize  # noqa: E402
 def main() -> None:
     rng = np.random.default_rng(0)
     X, y = rng.random((2000, 8)), rng.integers(0, 2, 2000)
-    with tempfile.TemporaryDirectory() as scratch, LocalRegistry("none", Path(scratch) / "registry") as registry, \
-            DockerDaemon() as docker:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        LocalRegistry("none", Path(scratch) / "registry") as registry,
+        DockerDaemon() as docker,
+    ):
         store = nd.Store(Path(scratch) / "store")
         base = push_python_base(registry.host)
-        first = nd.capture(RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), name="forest",
-                           sample=X[:5], store=store)
+        first = nd.capture(
+            RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), name="forest", sample=X[:5], store=store
+        )
         started = time.perf_counter()
         pushed = nd.push(first, f"{registry.host}/models/forest:1", base=base, backend="daemonless")
         first_seconds = time.perf_counter() - started
 
-        second = nd.capture(RandomForestClassifier(n_estimators=60, random_state=1).fit(X, y), name="forest",
-                            sample=X[:5], store=store)
+        second = nd.capture(
+            RandomForestClassifier(n_estimators=60, random_state=1).fit(X, y), name="forest", sample=X[:5], store=store
+        )
         started = time.perf_counter()
         repushed = nd.push(second, f"{registry.host}/models/forest:2", base=base, backend="daemonless")
         second_seconds = time.perf_counter() - started
@@ -56,15 +61,30 @@ def main() -> None:
         build_seconds = time.perf_counter() - started
         built_size = int(docker.docker("image", "inspect", "--format", "{{.Size}}", "models/forest:dockerfile").stdout)
 
-    print(f"first push (base mounted, 3 layers + config): {first_seconds:7.2f} s  {human_size(pushed.uploaded_bytes):>10} uploaded")
-    print(f"re-push after a model-only change:             {second_seconds:7.2f} s  {human_size(repushed.uploaded_bytes):>10} uploaded"
-          f"  (bundle layer {human_size(bundle_layer)}; ratio {repushed.uploaded_bytes / bundle_layer:.2f})")
+    print(
+        f"first push (base mounted, 3 layers + config): {first_seconds:7.2f} s  {human_size(pushed.uploaded_bytes):>10} uploaded"
+    )
+    print(
+        f"re-push after a model-only change:             {second_seconds:7.2f} s  {human_size(repushed.uploaded_bytes):>10} uploaded"
+        f"  (bundle layer {human_size(bundle_layer)}; ratio {repushed.uploaded_bytes / bundle_layer:.2f})"
+    )
     print(f"image size, daemonless push:                   {human_size(pushed_size):>20}")
-    print(f"image size, docker build of the context:       {human_size(built_size):>20}  ({build_seconds:.1f} s to build;"
-          f" ratio {pushed_size / built_size:.2f})")
-    print(json.dumps({"first_push_s": round(first_seconds, 2), "first_push_bytes": pushed.uploaded_bytes,
-                      "repush_bytes": repushed.uploaded_bytes, "bundle_layer_bytes": bundle_layer,
-                      "image_bytes": pushed_size, "dockerfile_image_bytes": built_size}))
+    print(
+        f"image size, docker build of the context:       {human_size(built_size):>20}  ({build_seconds:.1f} s to build;"
+        f" ratio {pushed_size / built_size:.2f})"
+    )
+    print(
+        json.dumps(
+            {
+                "first_push_s": round(first_seconds, 2),
+                "first_push_bytes": pushed.uploaded_bytes,
+                "repush_bytes": repushed.uploaded_bytes,
+                "bundle_layer_bytes": bundle_layer,
+                "image_bytes": pushed_size,
+                "dockerfile_image_bytes": built_size,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

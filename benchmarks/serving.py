@@ -45,9 +45,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import sklearn
@@ -61,12 +61,21 @@ HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable  # this project's venv: notebook-deploy and the raw ASGI app run here
 CACHE = Path(os.environ.get("NOTEBOOK_DEPLOY_BENCH_CACHE", Path.home() / ".cache" / "notebook-deploy-bench"))
 HOST = "127.0.0.1"
-QUIET = {"DO_NOT_TRACK": "true", "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-         "PYTHONUNBUFFERED": "1"}
+QUIET = {
+    "DO_NOT_TRACK": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PYTHONUNBUFFERED": "1",
+}
 TARGETS = {"raw": 0.8, "bentoml": 2.0, "mlflow": 2.0, "batched": 2.0}
 SERVERS = ("nd", "raw", "bentoml", "mlflow")
-LABELS = {"nd": "notebook-deploy", "nd-batched": "notebook-deploy batched", "raw": "raw ASGI (uvicorn)",
-          "bentoml": "BentoML", "mlflow": "MLflow"}
+LABELS = {
+    "nd": "notebook-deploy",
+    "nd-batched": "notebook-deploy batched",
+    "raw": "raw ASGI (uvicorn)",
+    "bentoml": "BentoML",
+    "mlflow": "MLflow",
+}
 NOISY = 0.15  # cores used by other processes during a run above which its row is flagged
 BATCH_OPTIONS = ["--batch", "--max-batch-size", "64", "--max-batch-wait-ms", "2"]
 
@@ -105,6 +114,7 @@ mlflow.sklearn.save_model(model, sys.argv[2], serialization_format="cloudpickle"
 
 # ---------------------------------------------------------------------------------------------- models
 
+
 def make_models() -> dict[str, tuple[str, object, np.ndarray]]:
     """Both models, deterministic. They are trained once, here, and pickled with the stdlib pickle; the
     other venvs pin the same scikit-learn, so they unpickle the identical model (not retrained), which the
@@ -112,11 +122,14 @@ def make_models() -> dict[str, tuple[str, object, np.ndarray]]:
     X, y = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
     cheap = LogisticRegression(max_iter=1000).fit(X, y)
     forest = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
-    return {"cheap": ("LogisticRegression, 20 features", cheap, X),
-            "batching": ("RandomForestClassifier, 100 trees, 20 features", forest, X)}
+    return {
+        "cheap": ("LogisticRegression, 20 features", cheap, X),
+        "batching": ("RandomForestClassifier, 100 trees, 20 features", forest, X),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- venvs
+
 
 def ensure_venv(name: str, requirements: list[str]) -> tuple[Path, float | None]:
     """The venv CACHE/name with `requirements`, created if missing or made for other requirements.
@@ -126,16 +139,19 @@ def ensure_venv(name: str, requirements: list[str]) -> tuple[Path, float | None]
     wanted = "\n".join(requirements) + "\n"
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python, None
-    print(f"creating the {name} venv in {root} (one-off, a few minutes): pip install {' '.join(requirements)}",
-          flush=True)
+    print(
+        f"creating the {name} venv in {root} (one-off, a few minutes): pip install {' '.join(requirements)}", flush=True
+    )
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     log = root.parent / f"{name}-pip.log"
     started = time.perf_counter()
     with log.open("w") as out:
-        for command in ([PYTHON, "-m", "venv", str(root)],
-                        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "pip"],
-                        [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements]):
+        for command in (
+            [PYTHON, "-m", "venv", str(root)],
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "pip"],
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
+        ):
             if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode:
                 raise RuntimeError(f"creating the {name} venv failed: {' '.join(command)}\n{tail(log)}")
     marker.write_text(wanted)
@@ -143,18 +159,22 @@ def ensure_venv(name: str, requirements: list[str]) -> tuple[Path, float | None]
 
 
 def versions(python: str | Path, distributions: list[str]) -> dict[str, str]:
-    code = ("import importlib.metadata as m, json, sys\n"
-            "def v(d):\n    try: return m.version(d)\n    except m.PackageNotFoundError: return '-'\n"
-            "print(json.dumps({d: v(d) for d in sys.argv[1:]}))")
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(d):\n    try: return m.version(d)\n    except m.PackageNotFoundError: return '-'\n"
+        "print(json.dumps({d: v(d) for d in sys.argv[1:]}))"
+    )
     result = subprocess.run([str(python), "-c", code, *distributions], capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
 
 # --------------------------------------------------------------------------------------------- servers
 
+
 @dataclass
 class Launch:
     """How to start one server and where it answers predictions."""
+
     key: str
     command: list[str]
     path: str
@@ -209,17 +229,25 @@ class Running:
         self.launch, self.url = launch, f"http://{HOST}:{port}{launch.path}"
         self.log = folder / f"{launch.key}.log"
         self.out = self.log.open("wb")
-        self.process = subprocess.Popen(launch.command, stdout=self.out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=launch.cwd, start_new_session=True,
-                                        env={**os.environ, **QUIET, **launch.env})
+        self.process = subprocess.Popen(
+            launch.command,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=launch.cwd,
+            start_new_session=True,
+            env={**os.environ, **QUIET, **launch.env},
+        )
 
     def wait_for_prediction(self, body: bytes) -> list:
         """Poll with the real request until it is answered with predictions; bounded by launch.timeout."""
         deadline, last = time.monotonic() + self.launch.timeout, "no answer"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{LABELS[self.launch.key]} exited with {self.process.returncode} before "
-                                   f"answering; its log:\n{tail(self.log)}")
+                raise RuntimeError(
+                    f"{LABELS[self.launch.key]} exited with {self.process.returncode} before "
+                    f"answering; its log:\n{tail(self.log)}"
+                )
             try:
                 status, payload = post(self.url, body, timeout=5)
                 if status == 200:
@@ -228,8 +256,10 @@ class Running:
             except (OSError, ValueError, KeyError) as error:
                 last = repr(error)
             time.sleep(0.25)
-        raise RuntimeError(f"{LABELS[self.launch.key]} gave no prediction within {self.launch.timeout:.0f} s "
-                           f"(last: {last}); its log:\n{tail(self.log)}")
+        raise RuntimeError(
+            f"{LABELS[self.launch.key]} gave no prediction within {self.launch.timeout:.0f} s "
+            f"(last: {last}); its log:\n{tail(self.log)}"
+        )
 
     def __enter__(self) -> Running:
         return self
@@ -239,7 +269,8 @@ class Running:
         members = set(tree(group))
         for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
             for kill, target in [(os.killpg, group)] + [(os.kill, pid) for pid in members if pid != group] * (
-                    sig == signal.SIGKILL):
+                sig == signal.SIGKILL
+            ):
                 try:
                     kill(target, sig)
                 except ProcessLookupError:
@@ -322,17 +353,35 @@ def wait_until_quiet(limit: float = 0.15, patience: float = 120) -> float:
 
 def wrk(url: str, lua: Path, connections: int, seconds: float, group: int | None = None) -> Load:
     """One wrk run; `group` is the server's pid, whose process tree's CPU is not counted as other load."""
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
-               "-s", str(lua), url]
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
     children, machine = os.times(), busy_seconds()
     server = tree_seconds(group) if group else 0.0
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.monotonic() - started
     after = os.times()
-    ours = (after.children_user + after.children_system - children.children_user - children.children_system
-            + after.user + after.system - children.user - children.system
-            + (tree_seconds(group) - server if group else 0.0))
+    ours = (
+        after.children_user
+        + after.children_system
+        - children.children_user
+        - children.children_system
+        + after.user
+        + after.system
+        - children.user
+        - children.system
+        + (tree_seconds(group) - server if group else 0.0)
+    )
     other_cpu = max(0.0, (busy_seconds() - machine - ours) / elapsed)
     output = result.stdout + result.stderr
     if result.returncode:
@@ -347,75 +396,161 @@ def wrk(url: str, lua: Path, connections: int, seconds: float, group: int | None
         raise RuntimeError(f"could not read wrk's output:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return Load(float(rate[1]), latency("50"), latency("99"), int(non_2xx[1]) if non_2xx else 0,
-                sum(int(n) for n in sockets.groups()) if sockets else 0, other_cpu)
+    return Load(
+        float(rate[1]),
+        latency("50"),
+        latency("99"),
+        int(non_2xx[1]) if non_2xx else 0,
+        sum(int(n) for n in sockets.groups()) if sockets else 0,
+        other_cpu,
+    )
 
 
 def write_lua(folder: Path, body: bytes) -> Path:
     lua = folder / "post.lua"
-    lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                   f"wrk.body = [==[{body.decode()}]==]\n")
+    lua.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body.decode()}]==]\n'
+    )
     return lua
 
 
 # ------------------------------------------------------------------------------------------------ main
 
+
 def serve_options() -> tuple[list[str], list[str], str]:
     """The serve options for the unbatched and batched runs that `serve --help` lists, and a note on
     what it does not list yet."""
-    helptext = subprocess.run([PYTHON, "-m", "notebook_deploy", "serve", "--help"], capture_output=True,
-                              text=True, check=True).stdout
+    helptext = subprocess.run(
+        [PYTHON, "-m", "notebook_deploy", "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     has = lambda option: re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", helptext) is not None  # noqa: E731
-    missing = [o for o in ("--no-batch", "--batch", "--max-batch-size", "--max-batch-wait-ms", "--workers")
-               if not has(o)]
+    missing = [
+        o for o in ("--no-batch", "--batch", "--max-batch-size", "--max-batch-wait-ms", "--workers") if not has(o)
+    ]
     workers = ["--workers", "1"] if has("--workers") else []
     unbatched = ["--no-batch", *workers] if has("--no-batch") else workers
     batched = [*BATCH_OPTIONS, *workers] if all(has(o) for o in BATCH_OPTIONS if o.startswith("--")) else workers
-    note = (f"note: `notebook-deploy serve --help` does not list {', '.join(missing)} yet: "
+    note = (
+        (
+            f"note: `notebook-deploy serve --help` does not list {', '.join(missing)} yet: "
             f"{'the batched configuration runs WITHOUT batching, ' if batched == workers else ''}"
-            f"passing only what it lists") if missing else ""
+            f"passing only what it lists"
+        )
+        if missing
+        else ""
+    )
     return unbatched, batched, note
 
 
-def launches(keys: list[str], model_key: str, pickle_path: Path, store: Path, folder: Path,
-             pythons: dict[str, Path], unbatched: list[str], batched: list[str], batching_note: str
-             ) -> list[Launch]:
+def launches(
+    keys: list[str],
+    model_key: str,
+    pickle_path: Path,
+    store: Path,
+    folder: Path,
+    pythons: dict[str, Path],
+    unbatched: list[str],
+    batched: list[str],
+    batching_note: str,
+) -> list[Launch]:
     out = []
-    nd_serve = [PYTHON, "-m", "notebook_deploy", "--store", str(store), "serve", f"bench-{model_key}",
-                "--host", HOST, "--log-level", "warning"]
+    nd_serve = [
+        PYTHON,
+        "-m",
+        "notebook_deploy",
+        "--store",
+        str(store),
+        "serve",
+        f"bench-{model_key}",
+        "--host",
+        HOST,
+        "--log-level",
+        "warning",
+    ]
     for key in keys:
         if key == "nd":
             out.append(Launch("nd", [*nd_serve, *unbatched], "/predict", timeout=60))
             if model_key == "batching":
                 out.append(Launch("nd-batched", [*nd_serve, *batched], "/predict", timeout=60, note=batching_note))
         elif key == "raw":
-            out.append(Launch("raw", [PYTHON, "-m", "uvicorn", "raw_asgi:app", "--app-dir", str(HERE),
-                                      "--host", HOST, "--log-level", "warning", "--no-access-log"],
-                              "/", env={"RAW_ASGI_MODEL": str(pickle_path)}, timeout=60))
+            out.append(
+                Launch(
+                    "raw",
+                    [
+                        PYTHON,
+                        "-m",
+                        "uvicorn",
+                        "raw_asgi:app",
+                        "--app-dir",
+                        str(HERE),
+                        "--host",
+                        HOST,
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ],
+                    "/",
+                    env={"RAW_ASGI_MODEL": str(pickle_path)},
+                    timeout=60,
+                )
+            )
         elif key == "bentoml":
             service = folder / f"bento-{model_key}"
             service.mkdir(exist_ok=True)
             (service / "service.py").write_text(BENTO_SERVICE)
             python = pythons["bentoml"]
-            out.append(Launch("bentoml", [str(python), "-m", "bentoml", "serve", "service:Model",
-                                          "--host", HOST], "/predict", cwd=service, timeout=120,
-                              env={"BENCH_MODEL_PICKLE": str(pickle_path), "BENTOML_HOME": str(folder / "bentoml-home")}))
+            out.append(
+                Launch(
+                    "bentoml",
+                    [str(python), "-m", "bentoml", "serve", "service:Model", "--host", HOST],
+                    "/predict",
+                    cwd=service,
+                    timeout=120,
+                    env={"BENCH_MODEL_PICKLE": str(pickle_path), "BENTOML_HOME": str(folder / "bentoml-home")},
+                )
+            )
         elif key == "mlflow":
             python = pythons["mlflow"]
             saved = folder / f"mlflow-{model_key}"
 
             def save(python: Path = python, saved: Path = saved) -> None:
-                result = subprocess.run([str(python), "-c", MLFLOW_SAVE, str(pickle_path), str(saved)],
-                                        env={**os.environ, **QUIET}, capture_output=True, text=True)
+                result = subprocess.run(
+                    [str(python), "-c", MLFLOW_SAVE, str(pickle_path), str(saved)],
+                    env={**os.environ, **QUIET},
+                    capture_output=True,
+                    text=True,
+                )
                 if result.returncode:
                     raise RuntimeError(f"saving the MLflow model failed:\n{result.stderr[-3000:]}")
 
-            out.append(Launch("mlflow", [str(python), "-m", "mlflow", "models", "serve", "-m", str(saved),
-                                         "--env-manager", "local", "-h", HOST], "/invocations", timeout=120,
-                              # mlflow execs `uvicorn` from PATH, which reads UVICORN_* (no access log)
-                              env={"PATH": f"{python.parent}:{os.environ.get('PATH', '')}",
-                                   "UVICORN_ACCESS_LOG": "false", "UVICORN_LOG_LEVEL": "warning",
-                                   "MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri()}, prepare=save))
+            out.append(
+                Launch(
+                    "mlflow",
+                    [
+                        str(python),
+                        "-m",
+                        "mlflow",
+                        "models",
+                        "serve",
+                        "-m",
+                        str(saved),
+                        "--env-manager",
+                        "local",
+                        "-h",
+                        HOST,
+                    ],
+                    "/invocations",
+                    timeout=120,
+                    # mlflow execs `uvicorn` from PATH, which reads UVICORN_* (no access log)
+                    env={
+                        "PATH": f"{python.parent}:{os.environ.get('PATH', '')}",
+                        "UVICORN_ACCESS_LOG": "false",
+                        "UVICORN_LOG_LEVEL": "warning",
+                        "MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri(),
+                    },
+                    prepare=save,
+                )
+            )
     return out
 
 
@@ -430,11 +565,18 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of uncounted load first [3]")
     parser.add_argument("--only", default=",".join(SERVERS), help=f"servers to run, of {','.join(SERVERS)}")
     parser.add_argument("--models", default="cheap,batching", help="models to run, of cheap,batching")
-    parser.add_argument("--patience", type=float, default=120,
-                        help="longest wait for a quiet machine before each run, then it runs flagged [120]")
-    parser.add_argument("--uvloop", action="store_true",
-                        help="add uvloop and httptools to the BentoML and MLflow venvs (named *-uvloop), so their "
-                             "uvicorn runs the same loop and HTTP parser as this venv's when it has them")
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=120,
+        help="longest wait for a quiet machine before each run, then it runs flagged [120]",
+    )
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="add uvloop and httptools to the BentoML and MLflow venvs (named *-uvloop), so their "
+        "uvicorn runs the same loop and HTTP parser as this venv's when it has them",
+    )
     args = parser.parse_args()
     duration, warmup = (3.0, 2.0) if args.quick else (args.duration, args.warmup)
     keys = [k for k in SERVERS if k in args.only.split(",")]
@@ -461,8 +603,10 @@ def main() -> int:
     if batching_note:
         print(batching_note)
     if "nd" in keys:
-        print(f"notebook-deploy serve options: unbatched {' '.join(unbatched) or '(none)'}; "
-              f"batched {' '.join(batched) or '(none)'}")
+        print(
+            f"notebook-deploy serve options: unbatched {' '.join(unbatched) or '(none)'}; "
+            f"batched {' '.join(batched) or '(none)'}"
+        )
     results: dict[tuple[str, str, int], Load] = {}
     failures: list[str] = []
     connections = (16, 64)
@@ -481,8 +625,9 @@ def main() -> int:
                 nd.capture(model, name=f"bench-{model_key}", sample=X[:5], store=store)
             lua = write_lua(folder, body)
             print(f"\n== {model_key} model: {description}; request {len(body)} bytes, expected {expected}", flush=True)
-            for launch in launches(keys, model_key, pickle_path, store, folder, pythons, unbatched, batched,
-                                   batching_note):
+            for launch in launches(
+                keys, model_key, pickle_path, store, folder, pythons, unbatched, batched, batching_note
+            ):
                 port = free_port()
                 launch.command += port_option(launch, port)
                 label = LABELS[launch.key]
@@ -494,8 +639,11 @@ def main() -> int:
                         got = server.wait_for_prediction(body)
                         ready = time.perf_counter() - t0
                         same = got == expected
-                        print(f"  {label:<26} answered in {ready:5.1f} s: predictions {got} "
-                              f"{'== model.predict' if same else '!= model.predict ' + str(expected)}", flush=True)
+                        print(
+                            f"  {label:<26} answered in {ready:5.1f} s: predictions {got} "
+                            f"{'== model.predict' if same else '!= model.predict ' + str(expected)}",
+                            flush=True,
+                        )
                         if not same:
                             failures.append(f"{label} ({model_key}): wrong prediction {got}, expected {expected}")
                             continue
@@ -504,38 +652,66 @@ def main() -> int:
                             wait_until_quiet(patience=args.patience)
                             load = wrk(server.url, lua, conns, duration, server.process.pid)
                             results[model_key, launch.key, conns] = load
-                            print(f"    {conns:>2} connections: {load.requests_per_second:9.1f} req/s  "
-                                  f"p50 {load.p50_ms:7.2f} ms  p99 {load.p99_ms:7.2f} ms  errors {load.errors}"
-                                  f"  other cpu {load.other_cpu:.2f}", flush=True)
+                            print(
+                                f"    {conns:>2} connections: {load.requests_per_second:9.1f} req/s  "
+                                f"p50 {load.p50_ms:7.2f} ms  p99 {load.p99_ms:7.2f} ms  errors {load.errors}"
+                                f"  other cpu {load.other_cpu:.2f}",
+                                flush=True,
+                            )
                 except RuntimeError as error:
                     failures.append(f"{label} ({model_key}): {error}")
                     print(f"  {label}: FAILED: {error}", flush=True)
 
     report(results, model_keys, connections, duration, batching_note)
     print("\nversions:")
-    tools = {"this venv": versions(PYTHON, ["notebook-deploy", "fastapi", "starlette", "uvicorn", "uvloop",
-                                            "httptools", "orjson", "numpy", "scikit-learn"])}
+    tools = {
+        "this venv": versions(
+            PYTHON,
+            [
+                "notebook-deploy",
+                "fastapi",
+                "starlette",
+                "uvicorn",
+                "uvloop",
+                "httptools",
+                "orjson",
+                "numpy",
+                "scikit-learn",
+            ],
+        )
+    }
     if "bentoml" in pythons:
-        tools["bentoml venv"] = versions(pythons["bentoml"], ["bentoml", "starlette", "uvicorn", "uvloop",
-                                                              "httptools", "numpy", "scikit-learn"])
+        tools["bentoml venv"] = versions(
+            pythons["bentoml"], ["bentoml", "starlette", "uvicorn", "uvloop", "httptools", "numpy", "scikit-learn"]
+        )
     if "mlflow" in pythons:
-        tools["mlflow venv"] = versions(pythons["mlflow"], ["mlflow", "fastapi", "uvicorn", "uvloop", "httptools",
-                                                            "numpy", "scikit-learn"])
-    print(f"  python {sys.version.split()[0]}; "
-          f"{subprocess.run(['wrk', '-v'], capture_output=True, text=True).stdout.split(' Copyright')[0].strip()}")
+        tools["mlflow venv"] = versions(
+            pythons["mlflow"], ["mlflow", "fastapi", "uvicorn", "uvloop", "httptools", "numpy", "scikit-learn"]
+        )
+    print(
+        f"  python {sys.version.split()[0]}; "
+        f"{subprocess.run(['wrk', '-v'], capture_output=True, text=True).stdout.split(' Copyright')[0].strip()}"
+    )
     for venv, found in tools.items():
         print(f"  {venv}: " + ", ".join(f"{d} {v}" for d, v in found.items()))
     for name, seconds in created.items():
-        print(f"  {name} venv: " + (f"created in {seconds:.0f} s" if seconds is not None
-                                    else f"reused ({pythons[name].parent.parent})"))
+        print(
+            f"  {name} venv: "
+            + (f"created in {seconds:.0f} s" if seconds is not None else f"reused ({pythons[name].parent.parent})")
+        )
     print(f"total time {time.perf_counter() - started_all:.0f} s")
     for failure in failures:
         print(f"\nFAILED: {failure}")
     return 1 if failures else 0
 
 
-def report(results: dict[tuple[str, str, int], Load], model_keys: list[str], connections: tuple[int, ...],
-           duration: float, batching_note: str) -> None:
+def report(
+    results: dict[tuple[str, str, int], Load],
+    model_keys: list[str],
+    connections: tuple[int, ...],
+    duration: float,
+    batching_note: str,
+) -> None:
     for model_key in model_keys:
         for conns in connections:
             rows = [(key, load) for (m, key, c), load in results.items() if m == model_key and c == conns]
@@ -545,13 +721,16 @@ def report(results: dict[tuple[str, str, int], Load], model_keys: list[str], con
             print(f"  {'server':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'other cpu':>10}")
             for key, load in rows:
                 flag = "  <- machine not quiet" if load.other_cpu > NOISY else ""
-                print(f"  {LABELS[key]:<26} {load.requests_per_second:9.1f} {load.p50_ms:8.2f} "
-                      f"{load.p99_ms:8.2f} {load.errors:7d} {load.other_cpu:10.2f}{flag}")
+                print(
+                    f"  {LABELS[key]:<26} {load.requests_per_second:9.1f} {load.p50_ms:8.2f} "
+                    f"{load.p99_ms:8.2f} {load.errors:7d} {load.other_cpu:10.2f}{flag}"
+                )
 
     print("\nratios (req/s)                                          measured  target  result")
 
-    def ratio(label: str, top: Load | None, bottom: Load | None, target: float, extra_ok: bool = True,
-              extra: str = "") -> None:
+    def ratio(
+        label: str, top: Load | None, bottom: Load | None, target: float, extra_ok: bool = True, extra: str = ""
+    ) -> None:
         if top is None or bottom is None:
             print(f"  {label:<52} {'n/a':>8}  >= {target:g}x  not run")
             return
@@ -560,20 +739,40 @@ def report(results: dict[tuple[str, str, int], Load], model_keys: list[str], con
         print(f"  {label:<52} {value:7.2f}x  >= {target:g}x  {verdict}{extra}")
 
     get = lambda m, k, c: results.get((m, k, c))  # noqa: E731
-    ratio("notebook-deploy / raw ASGI (cheap, 16 conns)", get("cheap", "nd", 16), get("cheap", "raw", 16), TARGETS["raw"])
-    ratio("notebook-deploy / BentoML (cheap, 16 conns)", get("cheap", "nd", 16), get("cheap", "bentoml", 16), TARGETS["bentoml"])
-    ratio("notebook-deploy / MLflow (cheap, 16 conns)", get("cheap", "nd", 16), get("cheap", "mlflow", 16), TARGETS["mlflow"])
+    ratio(
+        "notebook-deploy / raw ASGI (cheap, 16 conns)", get("cheap", "nd", 16), get("cheap", "raw", 16), TARGETS["raw"]
+    )
+    ratio(
+        "notebook-deploy / BentoML (cheap, 16 conns)",
+        get("cheap", "nd", 16),
+        get("cheap", "bentoml", 16),
+        TARGETS["bentoml"],
+    )
+    ratio(
+        "notebook-deploy / MLflow (cheap, 16 conns)",
+        get("cheap", "nd", 16),
+        get("cheap", "mlflow", 16),
+        TARGETS["mlflow"],
+    )
     batched = get("batching", "nd-batched", 64)
     non_2xx = None if batched is None else batched.non_2xx
-    ratio("batched / unbatched (batching model, 64 conns)", batched, get("batching", "nd", 64), TARGETS["batched"],
-          extra_ok=non_2xx == 0, extra=f" ({non_2xx} non-2xx)" if non_2xx is not None else "")
+    ratio(
+        "batched / unbatched (batching model, 64 conns)",
+        batched,
+        get("batching", "nd", 64),
+        TARGETS["batched"],
+        extra_ok=non_2xx == 0,
+        extra=f" ({non_2xx} non-2xx)" if non_2xx is not None else "",
+    )
     if batching_note:
         print(f"  ({batching_note})")
     print("  for reference, at 64 connections (no target):")
     for other in ("raw", "bentoml", "mlflow"):
         top, bottom = get("cheap", "nd", 64), get("cheap", other, 64)
         if top and bottom:
-            print(f"    notebook-deploy / {LABELS[other]:<20} {top.requests_per_second / bottom.requests_per_second:5.2f}x")
+            print(
+                f"    notebook-deploy / {LABELS[other]:<20} {top.requests_per_second / bottom.requests_per_second:5.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "example_notebooks" / "quicksta
 def main() -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     print(f"Running {NOTEBOOK.name} in a fresh kernel ...", flush=True)
-    nbclient.NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    nbclient.NotebookClient(
+        notebook, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
     bundle = nd.load("iris")
     print(f"Captured {bundle.ref} into {nd.Store().root}")
     print(bundle)

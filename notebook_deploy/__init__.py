@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .api import load
     from .bundle import Bundle
     from .capturing.live import capture
+    from .capturing.slicing import slice_cells
     from .errors import (
         BundleIntegrityError,
         BundleReferenceError,
@@ -57,14 +58,13 @@ if TYPE_CHECKING:
         NotebookDeployError,
         ServeError,
     )
-    from .serving.app import create_app
-    from .serving.process import Server, serve
-    from .serving.settings import ServeSettings
-    from .capturing.slicing import slice_cells
     from .image.publish import PushResult, build_image, export_image, push
     from .jupyter.headless import deploy_notebook
     from .jupyter.panel import panel
     from .kubernetes import kubernetes_manifests
+    from .serving.app import create_app
+    from .serving.process import Server, serve
+    from .serving.settings import ServeSettings
     from .store import Store
     from .verification import Verification, verify
 

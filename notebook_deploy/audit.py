@@ -36,7 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
 AUDIT_LOG_VARIABLE = "NOTEBOOK_DEPLOY_AUDIT_LOG"
 log = logging.getLogger("notebook_deploy.audit")
 _KEY = re.compile(r"(ndk_[0-9a-f]{8})_[A-Za-z0-9_-]+")
@@ -45,7 +44,7 @@ MAX_BYTES = 10 << 20  # a log this large is rotated before the next line
 KEEP = 5  # rotated files kept: audit.log.1 (newest) ... audit.log.5
 LIMIT_SECONDS = 1.0  # record_limited writes at most one line per client and event in this time
 _LIMITED_KEYS = 10_000  # clients remembered by record_limited; the longest quiet are forgotten first
-_limited: "OrderedDict[tuple[str, ...], list[float]]" = OrderedDict()  # key -> [last written, suppressed]
+_limited: OrderedDict[tuple[str, ...], list[float]] = OrderedDict()  # key -> [last written, suppressed]
 _limited_lock = threading.Lock()
 _GRPC_PEER = re.compile(r"^(ipv[46]:.+):\d+$")
 
@@ -89,8 +88,9 @@ def record(event: str, *, audit_log: str | os.PathLike[str] | None = None, root:
             log.warning("cannot write the audit log %s (%s): events are not recorded", path, error)
 
 
-def record_limited(event: str, client: str | None, *, audit_log: str | os.PathLike[str] | None = None,
-                   root: Any = None, **fields: Any) -> bool:
+def record_limited(
+    event: str, client: str | None, *, audit_log: str | os.PathLike[str] | None = None, root: Any = None, **fields: Any
+) -> bool:
     """``record``, at most once per ``LIMIT_SECONDS`` for one ``client``, ``event`` and ``status`` in this process; the
     line says how many were ``suppressed`` since the last one. Returns whether a line was written."""
     peer = _GRPC_PEER.match(str(client))  # "ipv4:HOST:PORT": a new port for each gRPC connection

@@ -60,7 +60,7 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], verify: bool = True) -> "Bundle":
+    def open(cls, path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         """Read the bundle at ``path``; with ``verify`` (the default) check every file's hash first."""
         path = Path(path)
         manifest = read_manifest(path)
@@ -137,8 +137,9 @@ class Bundle:
     @cached_property
     def model(self) -> Any:
         """The model object, unpickled on first use."""
-        import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
         import pickle
+
+        import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
 
         with open(self.path / MODEL_FILE, "rb") as f:
             return pickle.load(f)
@@ -166,8 +167,13 @@ class Bundle:
     def to_dict(self, tags: list[str] | None = None) -> dict[str, Any]:
         """This version as JSON-ready data, with the store's ``tags`` on it (the Jupyter REST API's version)."""
         return {
-            "name": self.name, "version": self.version, "ref": self.ref, "created": self.created,
-            "tags": list(tags or []), "model_type": self.manifest["model"]["type"], "methods": self.methods,
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "created": self.created,
+            "tags": list(tags or []),
+            "model_type": self.manifest["model"]["type"],
+            "methods": self.methods,
             "size": self.size,
         }
 
@@ -179,11 +185,18 @@ class Bundle:
             features = [{"name": name, "kind": kind} for name, kind in reference["features"].items()]
             reference = {**reference, "features": features}
         return {
-            **self.to_dict(tags), "manifest": self.manifest, "recipe": self.recipe(), "lock": self.lock(),
-            "requirements": self.requirements, "warnings": self.warnings,
-            "schema": {"input": _schema_dict(self.input_schema),
-                       "outputs": {method: _schema_dict(self.output_schema(method)) for method in self.methods}},
-            "sample": self.sample, "reference": reference,
+            **self.to_dict(tags),
+            "manifest": self.manifest,
+            "recipe": self.recipe(),
+            "lock": self.lock(),
+            "requirements": self.requirements,
+            "warnings": self.warnings,
+            "schema": {
+                "input": _schema_dict(self.input_schema),
+                "outputs": {method: _schema_dict(self.output_schema(method)) for method in self.methods},
+            },
+            "sample": self.sample,
+            "reference": reference,
         }
 
     def verify(self, **options: Any) -> Any:
@@ -237,8 +250,13 @@ class Bundle:
             rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
         reference = self.manifest.get("reference")
         if reference:
-            rows.append(("drift", f"reference of {reference['rows']} rows ({reference['source']}), "
-                                  f"{len(reference['features'])} features"))
+            rows.append(
+                (
+                    "drift",
+                    f"reference of {reference['rows']} rows ({reference['source']}), "
+                    f"{len(reference['features'])} features",
+                )
+            )
         if self.manifest.get("labels"):
             rows.append(("labels", ", ".join(f"{k}={v}" for k, v in self.manifest["labels"].items())))
         rows += [("warning", w) for w in self.warnings]
@@ -332,10 +350,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def check_file_name(name: str, where: str) -> None:
     """Raise unless ``name`` is a plain file name inside a bundle: no folder, no ``..``, no absolute path."""
-    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name \
-            or len(name.encode()) > 255:
-        raise BundleIntegrityError(where, f"names the file {name!r}, which is not a plain file name of a bundle "
-                                          "(no folders, '..' or absolute paths): refusing it")
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+        raise BundleIntegrityError(
+            where,
+            f"names the file {name!r}, which is not a plain file name of a bundle "
+            "(no folders, '..' or absolute paths): refusing it",
+        )
 
 
 def verify_manifest(manifest: dict[str, Any], file: Path) -> None:
@@ -390,6 +410,7 @@ def extract_archive(archive: Path, directory: Path, limits: ArchiveLimits = Arch
     """Unpack a bundle archive into the empty ``directory``, refusing anything but plain top-level files
     and anything over ``limits``. Members are checked by their headers as the archive streams past, and
     copied to disk in chunks, so a small archive that claims a huge member is refused without unpacking it."""
+
     def refuse(reason: str) -> BundleIntegrityError:
         return BundleIntegrityError(str(archive), f"{reason}: refusing to import it")
 
@@ -408,11 +429,15 @@ def extract_archive(archive: Path, directory: Path, limits: ArchiveLimits = Arch
                 if count > limits.members:
                     raise refuse(f"holds more than {limits.members} files")
                 if member.size > limits.member_bytes:
-                    raise refuse(f"holds {member.name!r} of {member.size} bytes, over the limit of "
-                                 f"{limits.member_bytes} bytes a file")
+                    raise refuse(
+                        f"holds {member.name!r} of {member.size} bytes, over the limit of "
+                        f"{limits.member_bytes} bytes a file"
+                    )
                 if total > allowed_total:
-                    raise refuse(f"unpacks to more than {allowed_total} bytes (at {member.name!r}, "
-                                 f"{member.size} bytes), over the limit for an archive of its size")
+                    raise refuse(
+                        f"unpacks to more than {allowed_total} bytes (at {member.name!r}, "
+                        f"{member.size} bytes), over the limit for an archive of its size"
+                    )
                 source = tar.extractfile(member)
                 assert source is not None
                 with open(directory / member.name, "wb") as out:
@@ -433,4 +458,3 @@ def _timestamp(iso: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(iso).timestamp())
-

@@ -28,7 +28,7 @@ class FailedCell:
     error: str
 
     def where(self) -> str:
-        """", line 3: `df = pd.read_csv(path)`" or "" when the line is not known."""
+        """ ", line 3: `df = pd.read_csv(path)`" or "" when the line is not known."""
         if self.line is None:
             return ""
         return f", line {self.line}" + (f": `{self.text.strip()}`" if self.text and self.text.strip() else "")

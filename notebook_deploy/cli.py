@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -50,7 +51,10 @@ Capture a model from Python first:
 Run 'notebook-deploy COMMAND --help' for examples of each command.""",
 )
 @click.option(
-    "--store", "store_path", envvar="NOTEBOOK_DEPLOY_HOME", type=click.Path(file_okay=False, path_type=Path),
+    "--store",
+    "store_path",
+    envvar="NOTEBOOK_DEPLOY_HOME",
+    type=click.Path(file_okay=False, path_type=Path),
     help="The bundle store to use [default: ~/.notebook_deploy, or $NOTEBOOK_DEPLOY_HOME].",
 )
 @click.version_option(__version__, prog_name="notebook-deploy")
@@ -60,10 +64,13 @@ def cli(ctx: click.Context, store_path: Path | None) -> None:
     ctx.obj = Store(store_path)
 
 
-@cli.command("list", epilog="""\b
+@cli.command(
+    "list",
+    epilog="""\b
 Examples:
   notebook-deploy list              every bundle, every version
-  notebook-deploy list iris         the versions of iris, oldest first""")
+  notebook-deploy list iris         the versions of iris, oldest first""",
+)
 @click.argument("name", required=False)
 @click.pass_obj
 @_errors_as_messages
@@ -97,12 +104,14 @@ def _readable_tags(store: Store, name: str) -> dict[str, str]:
         return {}
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy show iris                 summary of the latest version
   notebook-deploy show iris:prod --json     the whole manifest, as JSON
   notebook-deploy show iris --lock          the pinned requirements
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest (bundle.json).")
 @click.option("--lock", is_flag=True, help="Print the pinned requirements (requirements.txt).")
@@ -137,7 +146,8 @@ def _signed_by(bundle: Any) -> str:
     return ", ".join([f"{key} (trusted)" for key in trusted] + [f"{key} (not trusted)" for key in others]) or "unsigned"
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy serve iris                       on http://127.0.0.1:8000
   notebook-deploy serve iris:prod --port 0         on a free port
@@ -155,73 +165,171 @@ and docs needs it: curl -H 'Authorization: Bearer KEY' ...
 In a container, options also come from the environment ([env var: ...] above), e.g.
   NOTEBOOK_DEPLOY_WORKERS=2 NOTEBOOK_DEPLOY_AUTH=true notebook-deploy serve iris
 'notebook-deploy k8s' writes them into a Kubernetes Deployment.
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, envvar="PORT", show_default=True, type=int,
-              help="Port; 0 picks a free one. $PORT sets it too (as in the images this builds).")
-@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the server's URL to this file (JSON) once it answers requests: for scripts.")
-@click.option("--workers", type=click.IntRange(min=1),
-              **_from_environment("workers"), help="Worker processes sharing the port [default: 1].")
-@click.option("--batch/--no-batch", "batching", default=None, **_from_environment("batching"),
-              help="Join concurrent requests into one model call [default: on where capture found batch calls "
-                   "give the same outputs as single ones].")
-@click.option("--max-batch-size", type=click.IntRange(min=1),
-              **_from_environment("max_batch_size"), help="Most rows in one batched call [default: 64].")
-@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), **_from_environment("max_batch_wait_ms"),
-              help="Longest a request waits for its batch to fill, in milliseconds [default: 2].")
-@click.option("--max-queue", type=click.IntRange(min=1), **_from_environment("max_queue"),
-              help="Requests that may wait at once; beyond that the answer is 503 with Retry-After [default: 1024].")
-@click.option("--grpc-port", type=click.IntRange(min=0), **_from_environment("grpc_port"),
-              help="Also serve the Open Inference Protocol over gRPC on this port.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1), **_from_environment("max_body_bytes"),
-              help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].")
-@click.option("--auth/--no-auth", "auth", default=None, **_from_environment("auth"),
-              help="Require an API key ('Authorization: Bearer KEY') on every route but health and docs "
-                   "[default: on when the key file exists at start, even with no key left in it].")
-@click.option("--keys-file", type=click.Path(dir_okay=False, resolve_path=True), **_from_environment("keys_file"),
-              help="The API key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].")
-@click.option("--audit-log", type=click.Path(dir_okay=False, resolve_path=True), **_from_environment("audit_log"),
-              help="Append refused calls here as JSON lines [default: audit.log in the store, or "
-                   "$NOTEBOOK_DEPLOY_AUDIT_LOG].")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
-              help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
-              help="The private key of --tls-cert (PEM).")
-@click.option("--drift-window", type=click.IntRange(min=1), **_from_environment("drift_window"),
-              help="Live rows each worker keeps to compare with the bundle's reference (/monitor/drift) [default: 1000].")
-@click.option("--drift-threshold", type=click.FloatRange(min=0), **_from_environment("drift_threshold"),
-              help="Flag a feature as drifted when its PSI is above this [default: 0.2].")
-@click.option("--prediction-log", type=click.Path(dir_okay=False, resolve_path=True),
-              **_from_environment("prediction_log"),
-              help="Append inputs and outputs here as JSON lines, one per row, rotated at 50 MiB [default: none].")
-@click.option("--prediction-log-sample", type=click.FloatRange(min=0, max=1),
-              **_from_environment("prediction_log_sample"),
-              help="The fraction of rows written to --prediction-log [default: 1].")
-@click.option("--debug-errors", is_flag=True, default=None, **_from_environment("debug_errors"),
-              help="Return a model's exception text in 500 answers; by default only the server's log has it.")
-@click.option("--allow-unsigned", is_flag=True, default=None, **_from_environment("allow_unsigned"),
-              help="Serve the bundle even if no trusted key signed it (written to the audit log).")
+@click.option(
+    "--port",
+    default=8000,
+    envvar="PORT",
+    show_default=True,
+    type=int,
+    help="Port; 0 picks a free one. $PORT sets it too (as in the images this builds).",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the server's URL to this file (JSON) once it answers requests: for scripts.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    **_from_environment("workers"),
+    help="Worker processes sharing the port [default: 1].",
+)
+@click.option(
+    "--batch/--no-batch",
+    "batching",
+    default=None,
+    **_from_environment("batching"),
+    help="Join concurrent requests into one model call [default: on where capture found batch calls "
+    "give the same outputs as single ones].",
+)
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=1),
+    **_from_environment("max_batch_size"),
+    help="Most rows in one batched call [default: 64].",
+)
+@click.option(
+    "--max-batch-wait-ms",
+    type=click.FloatRange(min=0),
+    **_from_environment("max_batch_wait_ms"),
+    help="Longest a request waits for its batch to fill, in milliseconds [default: 2].",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    **_from_environment("max_queue"),
+    help="Requests that may wait at once; beyond that the answer is 503 with Retry-After [default: 1024].",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(min=0),
+    **_from_environment("grpc_port"),
+    help="Also serve the Open Inference Protocol over gRPC on this port.",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    **_from_environment("max_body_bytes"),
+    help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].",
+)
+@click.option(
+    "--auth/--no-auth",
+    "auth",
+    default=None,
+    **_from_environment("auth"),
+    help="Require an API key ('Authorization: Bearer KEY') on every route but health and docs "
+    "[default: on when the key file exists at start, even with no key left in it].",
+)
+@click.option(
+    "--keys-file",
+    type=click.Path(dir_okay=False, resolve_path=True),
+    **_from_environment("keys_file"),
+    help="The API key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, resolve_path=True),
+    **_from_environment("audit_log"),
+    help="Append refused calls here as JSON lines [default: audit.log in the store, or $NOTEBOOK_DEPLOY_AUDIT_LOG].",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="The private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--drift-window",
+    type=click.IntRange(min=1),
+    **_from_environment("drift_window"),
+    help="Live rows each worker keeps to compare with the bundle's reference (/monitor/drift) [default: 1000].",
+)
+@click.option(
+    "--drift-threshold",
+    type=click.FloatRange(min=0),
+    **_from_environment("drift_threshold"),
+    help="Flag a feature as drifted when its PSI is above this [default: 0.2].",
+)
+@click.option(
+    "--prediction-log",
+    type=click.Path(dir_okay=False, resolve_path=True),
+    **_from_environment("prediction_log"),
+    help="Append inputs and outputs here as JSON lines, one per row, rotated at 50 MiB [default: none].",
+)
+@click.option(
+    "--prediction-log-sample",
+    type=click.FloatRange(min=0, max=1),
+    **_from_environment("prediction_log_sample"),
+    help="The fraction of rows written to --prediction-log [default: 1].",
+)
+@click.option(
+    "--debug-errors",
+    is_flag=True,
+    default=None,
+    **_from_environment("debug_errors"),
+    help="Return a model's exception text in 500 answers; by default only the server's log has it.",
+)
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    default=None,
+    **_from_environment("allow_unsigned"),
+    help="Serve the bundle even if no trusted key signed it (written to the audit log).",
+)
 @click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
-@click.option("--loaded-by-parent", is_flag=True, hidden=True,
-              help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).")
-@click.option("--log-level", default="info", show_default=True, **_from_environment("log_level"),
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--loaded-by-parent",
+    is_flag=True,
+    hidden=True,
+    help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    **_from_environment("log_level"),
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 @click.pass_obj
 @_errors_as_messages
-def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None, settings_json: str | None,
-          loaded_by_parent: bool, log_level: str, **options: Any) -> None:
+def serve(
+    store: Store,
+    ref: str,
+    host: str,
+    port: int,
+    ready_file: Path | None,
+    settings_json: str | None,
+    loaded_by_parent: bool,
+    log_level: str,
+    **options: Any,
+) -> None:
     """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
 
     The model answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
     MLServer and Triton clients speak it), TF Serving's REST API (/v1/models/NAME:predict) and MLflow's
     /invocations; /metrics has Prometheus metrics and /docs the OpenAPI documentation."""
     from .api import load
+    from .bundle import Bundle
     from .serving.runner import run
     from .serving.settings import ServeSettings
-
-    from .bundle import Bundle
 
     # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
     # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
@@ -229,13 +337,16 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
     settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
     if settings_json:  # notebook_deploy.serve's own settings win over $NOTEBOOK_DEPLOY_* left in its environment
         context = click.get_current_context()
-        options = {name: value for name, value in options.items()
-                   if context.get_parameter_source(name) is not ParameterSource.ENVIRONMENT
-                   or getattr(settings, name) is None}
+        options = {
+            name: value
+            for name, value in options.items()
+            if context.get_parameter_source(name) is not ParameterSource.ENVIRONMENT or getattr(settings, name) is None
+        }
     settings = settings.with_options(**options)
     if bool(settings.tls_cert) != bool(settings.tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together: give the certificate and its private key, "
-                               "or neither (plain HTTP)")
+        raise click.UsageError(
+            "--tls-cert and --tls-key go together: give the certificate and its private key, or neither (plain HTTP)"
+        )
     settings = settings.with_options(  # default to the store's key file and audit log
         keys_file=settings.keys_file or str(default_keys_file(store.root)),
         audit_log=settings.audit_log or str(default_audit_log(store.root)),
@@ -252,12 +363,14 @@ def serve(store: Store, ref: str, host: str, port: int, ready_file: Path | None,
     run(bundle, host, port, settings, ready_file=ready_file, on_ready=announce, log_level=log_level)
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy tag iris:3f2a9c1b7d4e prod    mark a version as prod
   notebook-deploy tag iris:3f2a latest          roll back: latest (what 'iris' means) moves to 3f2a…
   notebook-deploy tag iris --remove prod        remove the tag
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.argument("tag")
 @click.option("--remove", is_flag=True, help="Remove TAG from REF's name instead of setting it.")
@@ -274,11 +387,13 @@ def tag(store: Store, ref: str, tag: str, remove: bool) -> None:
     click.echo(f"{bundle.name}:{tag} -> {bundle.version}")
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy rm iris:3f2a9c1b7d4e     delete one version
   notebook-deploy rm iris --all            delete every version of iris
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.option("--all", "everything", is_flag=True, help="Delete every version of REF's name.")
 @click.pass_obj
@@ -295,15 +410,23 @@ def rm(store: Store, ref: str, everything: bool) -> None:
     click.echo(f"Deleted {bundle.ref}")
 
 
-@cli.command("export", epilog=f"""\b
+@cli.command(
+    "export",
+    epilog=f"""\b
 Examples:
   notebook-deploy export iris                        writes ./iris-VERSION.tar.gz
   notebook-deploy export iris:prod -o /tmp/iris.tar.gz
 Import it elsewhere with: notebook-deploy import iris-VERSION.tar.gz
-{REF_HELP}""")
+{REF_HELP}""",
+)
 @click.argument("ref")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("."),
-              help="The archive's path, or a folder to write NAME-VERSION.tar.gz in.  [default: .]")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    help="The archive's path, or a folder to write NAME-VERSION.tar.gz in.  [default: .]",
+)
 @click.pass_obj
 @_errors_as_messages
 def export(store: Store, ref: str, output: Path) -> None:
@@ -314,15 +437,19 @@ def export(store: Store, ref: str, output: Path) -> None:
     click.echo(str(path))
 
 
-@cli.command("import", epilog="""\b
+@cli.command(
+    "import",
+    epilog="""\b
 Example:
   notebook-deploy import iris-3f2a9c1b7d4e.tar.gz
 Every file is checked against the archive's manifest, and its signature against the trusted keys
-('notebook-deploy trust list'), before the bundle is added.""")
+('notebook-deploy trust list'), before the bundle is added.""",
+)
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--no-latest", is_flag=True, help=f"Add the version without moving the '{LATEST}' tag to it.")
-@click.option("--allow-unsigned", is_flag=True,
-              help="Import it even if no trusted key signed it (written to the audit log).")
+@click.option(
+    "--allow-unsigned", is_flag=True, help="Import it even if no trusted key signed it (written to the audit log)."
+)
 @click.pass_obj
 @_errors_as_messages
 def import_command(store: Store, archive: Path, no_latest: bool, allow_unsigned: bool) -> None:
@@ -331,44 +458,74 @@ def import_command(store: Store, archive: Path, no_latest: bool, allow_unsigned:
     click.echo(f"Imported {bundle.ref}")
 
 
-@cli.command(epilog="""\b
+@cli.command(
+    epilog="""\b
 Examples:
   notebook-deploy deploy train.ipynb --model clf
   notebook-deploy deploy train.ipynb --model clf --name churn --sample "X_test[:5]" --reference-data
 The notebook runs top to bottom in a fresh kernel in its own folder; then the variable is captured
-with the cells that built it (its recipe), as %deploy does in a live notebook.""")
+with the cells that built it (its recipe), as %deploy does in a live notebook."""
+)
 @click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "variable", required=True, help="The variable that holds the model.")
 @click.option("--name", help="The bundle's name [default: the variable's name].")
 @click.option("--sample", help="A Python expression giving a few input rows [default: the rows it was fitted on].")
 @click.option("--include-data", is_flag=True, hidden=True, help="The default now; kept so older commands still run.")
-@click.option("--no-data", is_flag=True, help="Store no copies of the data files the recipe reads, only paths and sha256.")
-@click.option("--reference-data", is_flag=True,
-              help="Record data files above the 10 MiB cap by path and sha256 instead of refusing.")
-@click.option("--keep-fetched", is_flag=True,
-              help="Keep the bytes of the URLs the recipe fetches in the bundle; verify's replay then reads them.")
+@click.option(
+    "--no-data", is_flag=True, help="Store no copies of the data files the recipe reads, only paths and sha256."
+)
+@click.option(
+    "--reference-data",
+    is_flag=True,
+    help="Record data files above the 10 MiB cap by path and sha256 instead of refusing.",
+)
+@click.option(
+    "--keep-fetched",
+    is_flag=True,
+    help="Keep the bytes of the URLs the recipe fetches in the bundle; verify's replay then reads them.",
+)
 @click.option("--allow-secrets", is_flag=True, help="Capture even if the recipe seems to hold credentials.")
 @click.pass_obj
 @_errors_as_messages
-def deploy(store: Store, notebook: Path, variable: str, name: str | None, sample: str | None,
-           include_data: bool, no_data: bool, reference_data: bool, keep_fetched: bool, allow_secrets: bool) -> None:
+def deploy(
+    store: Store,
+    notebook: Path,
+    variable: str,
+    name: str | None,
+    sample: str | None,
+    include_data: bool,
+    no_data: bool,
+    reference_data: bool,
+    keep_fetched: bool,
+    allow_secrets: bool,
+) -> None:
     """Run a notebook headless and capture one of its variables with its recipe."""
     from .jupyter.extension import summary
     from .jupyter.headless import deploy_notebook
 
     click.echo(f"Running {notebook} ...", err=True)
-    bundle = deploy_notebook(notebook, variable, name=name, sample=sample, include_data=not no_data,
-                             reference_data=reference_data, keep_fetched=keep_fetched,
-                             allow_secrets=allow_secrets, store=store)
+    bundle = deploy_notebook(
+        notebook,
+        variable,
+        name=name,
+        sample=sample,
+        include_data=not no_data,
+        reference_data=reference_data,
+        keep_fetched=keep_fetched,
+        allow_secrets=allow_secrets,
+        store=store,
+    )
     click.echo(summary(bundle, []))
 
 
-@cli.command(epilog="""\b
+@cli.command(
+    epilog="""\b
 Examples:
   notebook-deploy recipe train.ipynb --model clf
 Reads the saved notebook without running it: cells in the order of their execution counts. A saved
 notebook keeps only each cell's last run, so re-runs and edits after a run are lost (the warnings say
-where it shows); %deploy in the live kernel, or 'notebook-deploy deploy', gives the exact recipe.""")
+where it shows); %deploy in the live kernel, or 'notebook-deploy deploy', gives the exact recipe."""
+)
 @click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "variable", required=True, help="The variable to rebuild.")
 def recipe(notebook: Path, variable: str) -> None:
@@ -390,22 +547,34 @@ def recipe(notebook: Path, variable: str) -> None:
         click.echo(f"warning: {warning}")
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy verify churn                 replay the recipe in this Python environment
   notebook-deploy verify churn --fresh-env     ... in a new virtual environment built from the locks
   notebook-deploy verify churn --fresh-env --env-cache ~/.cache/nd-envs   ... kept for the next run
   notebook-deploy verify churn --data-dir /data/snapshots
 Exit status 0 when the rebuilt model gives the stored outputs, 1 when it does not.
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
-@click.option("--fresh-env", is_flag=True, help="Build a new virtual environment from the bundle's lock and its "
-              "recipe's own requirements (recipe-requirements.txt) first.")
-@click.option("--env-cache", type=click.Path(file_okay=False),
-              help="With --fresh-env: keep the environment in this folder, one per set of pins, and use it again "
-                   "when a later verify needs the same pins.")
-@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
-              help="Where to find the recipe's data files when the bundle does not include them.")
+@click.option(
+    "--fresh-env",
+    is_flag=True,
+    help="Build a new virtual environment from the bundle's lock and its "
+    "recipe's own requirements (recipe-requirements.txt) first.",
+)
+@click.option(
+    "--env-cache",
+    type=click.Path(file_okay=False),
+    help="With --fresh-env: keep the environment in this folder, one per set of pins, and use it again "
+    "when a later verify needs the same pins.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Where to find the recipe's data files when the bundle does not include them.",
+)
 @click.pass_obj
 @_errors_as_messages
 def verify(store: Store, ref: str, fresh_env: bool, env_cache: str | None, data_dir: str | None) -> None:
@@ -414,14 +583,21 @@ def verify(store: Store, ref: str, fresh_env: bool, env_cache: str | None, data_
 
     if env_cache and not fresh_env:
         raise click.UsageError("--env-cache keeps the environments that --fresh-env builds: pass --fresh-env too")
-    report = run_verify(ref, fresh_env=fresh_env, environments=env_cache, data_dir=data_dir, store=store,
-                        progress=lambda message: click.echo(f"... {message}", err=True))
+    report = run_verify(
+        ref,
+        fresh_env=fresh_env,
+        environments=env_cache,
+        data_dir=data_dir,
+        store=store,
+        progress=lambda message: click.echo(f"... {message}", err=True),
+    )
     click.echo(str(report))
     if not report:
         raise SystemExit(1)
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy push iris registry.example.com/models/iris:1
   notebook-deploy push iris:prod 127.0.0.1:5000/models/iris:prod --base 127.0.0.1:5000/base/python:3.11
@@ -432,16 +608,25 @@ The image serves the bundle on port 8000 (or $PORT). Credentials come from ~/.do
 has are not sent again, so a push after a model-only change uploads only the bundle layer.
 Every push attaches the image's SBOM (CycloneDX) and provenance (in-toto) in the registry, and signs
 the image in cosign's format when a signing key exists (see 'notebook-deploy verify-image').
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.argument("image")
 @click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
 @click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "daemonless", "docker"]),
-              help="daemonless: the registry's HTTP API; docker: load into a Docker daemon and push from it; "
-                   "auto: docker when a daemon answers.")
-@click.option("--sign/--no-sign", default=None,
-              help="Sign the image with the signing key [default: when one exists; --sign fails without one].")
+@click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "daemonless", "docker"]),
+    help="daemonless: the registry's HTTP API; docker: load into a Docker daemon and push from it; "
+    "auto: docker when a daemon answers.",
+)
+@click.option(
+    "--sign/--no-sign",
+    default=None,
+    help="Sign the image with the signing key [default: when one exists; --sign fails without one].",
+)
 @click.pass_obj
 @_errors_as_messages
 def push(store: Store, ref: str, image: str, base: str | None, platform: str, backend: str, sign: bool | None) -> None:
@@ -449,11 +634,16 @@ def push(store: Store, ref: str, image: str, base: str | None, platform: str, ba
     from .image.publish import push as push_image
 
     click.echo(f"Building and pushing {image} ...", err=True)
-    click.echo(str(push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=True,
-                              sign=sign)))
+    click.echo(
+        str(
+            push_image(ref, image, base=base, platform=platform, backend=backend, store=store, progress=True, sign=sign)
+        )
+    )
 
 
-@cli.command("verify-image", epilog="""\b
+@cli.command(
+    "verify-image",
+    epilog="""\b
 Examples:
   notebook-deploy verify-image registry.example.com/models/iris:1
   notebook-deploy verify-image 127.0.0.1:5000/models/iris:prod --key signer.pub.pem
@@ -461,10 +651,15 @@ Checks, in the registry: the image's cosign signature (the sha256-<digest>.sig t
 trusted keys ('notebook-deploy trust list') or the public key given; that the signed payload names
 this image's manifest digest (a moved tag or a copied signature fails); that the signed in-toto
 provenance names the image digest and the bundle digest the image is labelled with; and that the
-SBOM is the one the provenance names and valid CycloneDX. Exit status 0 when all hold, 1 otherwise.""")
+SBOM is the one the provenance names and valid CycloneDX. Exit status 0 when all hold, 1 otherwise.""",
+)
 @click.argument("image")
-@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A public key (PEM) to verify with instead of the trusted keys.")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A public key (PEM) to verify with instead of the trusted keys.",
+)
 @click.pass_obj
 @_errors_as_messages
 def verify_image(store: Store, image: str, key_file: Path | None) -> None:
@@ -475,12 +670,14 @@ def verify_image(store: Store, image: str, key_file: Path | None) -> None:
     click.echo(str(verify(image, key_file, trust=TrustStore(root=store.root))))
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy build iris models/iris:1                    into the Docker daemon, if one answers
   notebook-deploy build iris models/iris:1 --output iris.tar  a tar for 'docker load'
   notebook-deploy build iris models/iris:1 --layout --output iris-oci
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.argument("image")
 @click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
@@ -489,17 +686,22 @@ Examples:
 @click.option("--layout", is_flag=True, help="Write an OCI layout folder rather than a tar.")
 @click.pass_obj
 @_errors_as_messages
-def build(store: Store, ref: str, image: str, base: str | None, platform: str, output: Path | None,
-          layout: bool) -> None:
+def build(
+    store: Store, ref: str, image: str, base: str | None, platform: str, output: Path | None, layout: bool
+) -> None:
     """Build the image that serves a bundle, into a Docker daemon or a file, without pushing it."""
     from .image.publish import build_image
 
     backend = "daemonless" if output is not None or layout else "auto"
-    click.echo(build_image(ref, image, base=base, platform=platform, backend=backend, output=output,
-                           layout=layout, store=store))
+    click.echo(
+        build_image(
+            ref, image, base=base, platform=platform, backend=backend, output=output, layout=layout, store=store
+        )
+    )
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy containerize iris --output build/iris
   docker build -t models/iris:1 build/iris
@@ -507,10 +709,16 @@ Examples:
 The folder holds a Dockerfile, the Python dependencies already installed for the platform, the
 notebook-deploy runtime and the bundle: the build needs neither pip nor network, and gives the same
 files as 'notebook-deploy push'.
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="A new folder to write the build context in.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A new folder to write the build context in.",
+)
 @click.option("--base", help="The default of the Dockerfile's BASE argument [default: python:3.X-slim].")
 @click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
 @click.pass_obj
@@ -524,7 +732,9 @@ def containerize(store: Store, ref: str, output: Path, base: str | None, platfor
     click.echo(str(write_context(ref, output, base=base, platform=platform, store=store)))
 
 
-@cli.command("k8s", epilog=f"""\b
+@cli.command(
+    "k8s",
+    epilog=f"""\b
 Examples:
   notebook-deploy k8s iris:latest --image registry.example.com/iris:v1 | kubectl apply -f -
   notebook-deploy k8s iris --image registry.example.com/iris:v1 --replicas 3 --cpu 1 --memory 1Gi \\
@@ -535,7 +745,8 @@ on port 80 and a HorizontalPodAutoscaler on CPU; with --kserve, one KServe Infer
 IMAGE is the bundle's image, from 'notebook-deploy push'. --api-keys-secret names an existing Secret
 whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys are required.
 --set passes an option of 'notebook-deploy serve' as its environment variable (NOTEBOOK_DEPLOY_...).
-{REF_HELP}""")
+{REF_HELP}""",
+)
 @click.argument("ref")
 @click.option("--image", required=True, help="The image that serves the bundle (pushed with 'notebook-deploy push').")
 @click.option("--name", help="The name of every object [default: the bundle's name].")
@@ -548,14 +759,29 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 @click.option("--port", default=8000, show_default=True, type=int, help="The container's port.")
 @click.option("--min-replicas", type=int, help="The autoscaler's minimum [default: --replicas].")
 @click.option("--max-replicas", default=10, show_default=True, type=int, help="The autoscaler's maximum.")
-@click.option("--target-cpu", "target_cpu_utilization", default=70, show_default=True, type=int,
-              help="The average CPU use the autoscaler aims at, in percent of the request.")
+@click.option(
+    "--target-cpu",
+    "target_cpu_utilization",
+    default=70,
+    show_default=True,
+    type=int,
+    help="The average CPU use the autoscaler aims at, in percent of the request.",
+)
 @click.option("--api-keys-secret", help="A Secret holding the API key file as keys.json; keys are then required.")
 @click.option("--kserve", is_flag=True, help="Write a KServe InferenceService (Open Inference Protocol) instead.")
-@click.option("--set", "settings", multiple=True, metavar="OPTION=VALUE",
-              help="An option of 'notebook-deploy serve', e.g. workers=2 or max-batch-size=32 (repeatable).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Write one file per manifest into this folder [default: one YAML stream to standard output].")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="OPTION=VALUE",
+    help="An option of 'notebook-deploy serve', e.g. workers=2 or max-batch-size=32 (repeatable).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one file per manifest into this folder [default: one YAML stream to standard output].",
+)
 @click.pass_obj
 @_errors_as_messages
 def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: Path | None, **options: Any) -> None:
@@ -581,7 +807,9 @@ def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: P
         click.echo(str(path))
 
 
-@cli.command("ray", epilog=f"""\b
+@cli.command(
+    "ray",
+    epilog=f"""\b
 Examples:
   ray start --head                                            a Ray instance on this machine, then:
   notebook-deploy ray iris                                    on it (or on $RAY_ADDRESS)
@@ -594,25 +822,51 @@ The application outlives this command: the bundle travels inside its config, so 
 restart or scale up later get it. The cluster's Python needs notebook-deploy and the model's
 requirements ('--pip-from-lock' installs the bundle's pinned requirements in the replicas).
 Python: notebook_deploy.targets.ray.deploy("iris", num_replicas=2).
-{REF_HELP}""")
+{REF_HELP}""",
+)
 @click.argument("ref")
-@click.option("--address", envvar="RAY_ADDRESS", show_envvar=True, default="auto", show_default=True,
-              help="The Ray cluster; auto: the one running on this machine ('ray start --head').")
+@click.option(
+    "--address",
+    envvar="RAY_ADDRESS",
+    show_envvar=True,
+    default="auto",
+    show_default=True,
+    help="The Ray cluster; auto: the one running on this machine ('ray start --head').",
+)
 @click.option("--name", help="The Ray Serve application's name [default: the bundle's name].")
 @click.option("--route-prefix", help="The path it is served under [default: /NAME].")
-@click.option("--replicas", "num_replicas", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Replicas, each with its own copy of the model.")
+@click.option(
+    "--replicas",
+    "num_replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Replicas, each with its own copy of the model.",
+)
 @click.option("--autoscale", metavar="MIN:MAX", help="Scale between MIN and MAX replicas instead of --replicas.")
 @click.option("--num-cpus", type=click.FloatRange(min=0), help="CPUs Ray reserves per replica [default: Ray's, 1].")
-@click.option("--http-port", type=click.IntRange(min=1, max=65535),
-              help="The port of Ray Serve's proxy, if this starts Ray Serve [default: 8000].")
+@click.option(
+    "--http-port",
+    type=click.IntRange(min=1, max=65535),
+    help="The port of Ray Serve's proxy, if this starts Ray Serve [default: 8000].",
+)
 @click.option("--pip-from-lock", is_flag=True, help="Install the bundle's pinned requirements in the replicas.")
 @click.option("--delete", is_flag=True, help="Remove the application named --name (or REF's name) instead.")
 @click.pass_obj
 @_errors_as_messages
-def ray_command(store: Store, ref: str, address: str, name: str | None, route_prefix: str | None,
-                num_replicas: int, autoscale: str | None, num_cpus: float | None, http_port: int | None,
-                pip_from_lock: bool, delete: bool) -> None:
+def ray_command(
+    store: Store,
+    ref: str,
+    address: str,
+    name: str | None,
+    route_prefix: str | None,
+    num_replicas: int,
+    autoscale: str | None,
+    num_cpus: float | None,
+    http_port: int | None,
+    pip_from_lock: bool,
+    delete: bool,
+) -> None:
     """Run a bundle as a Ray Serve application, with the same HTTP API as 'serve'."""
     from .api import load
     from .targets import ray as ray_target
@@ -627,18 +881,28 @@ def ray_command(store: Store, ref: str, address: str, name: str | None, route_pr
     if autoscale is not None:
         low, colon, high = autoscale.partition(":")
         if not (colon and low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high)):
-            raise click.BadParameter(f"{autoscale!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:4)",
-                                     param_hint="'--autoscale'")
+            raise click.BadParameter(
+                f"{autoscale!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:4)", param_hint="'--autoscale'"
+            )
         autoscaling = {**ray_target.DEFAULT_AUTOSCALING, "min_replicas": int(low), "max_replicas": int(high)}
     deployment = ray_target.deploy(
-        ref, name=name, num_replicas=num_replicas, autoscaling=autoscaling, address=address,
-        route_prefix=route_prefix, ray_actor_options=None if num_cpus is None else {"num_cpus": num_cpus},
-        pip_from_lock=pip_from_lock, http_port=http_port, store=store,
+        ref,
+        name=name,
+        num_replicas=num_replicas,
+        autoscaling=autoscaling,
+        address=address,
+        route_prefix=route_prefix,
+        ray_actor_options=None if num_cpus is None else {"num_cpus": num_cpus},
+        pip_from_lock=pip_from_lock,
+        http_port=http_port,
+        store=store,
     )
     click.echo(str(deployment))
 
 
-@cli.group("keys", epilog="""\b
+@cli.group(
+    "keys",
+    epilog="""\b
 Examples:
   notebook-deploy keys create --role predict --name dashboard
   notebook-deploy keys list
@@ -646,9 +910,14 @@ Examples:
 A server requires a key on every route but health and docs as soon as its key file has one (or with
 'serve --auth'). Roles: predict reaches inference only; admin reaches metadata and monitoring too.
 Keys are stored as hashes in keys.json in the store (or --keys-file / $NOTEBOOK_DEPLOY_KEYS_FILE);
-creations and revocations are appended to the store's audit.log.""")
-@click.option("--keys-file", type=click.Path(dir_okay=False, path_type=Path), envvar="NOTEBOOK_DEPLOY_KEYS_FILE",
-              help="The key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].")
+creations and revocations are appended to the store's audit.log.""",
+)
+@click.option(
+    "--keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="NOTEBOOK_DEPLOY_KEYS_FILE",
+    help="The key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].",
+)
 @click.pass_context
 def keys_group(ctx: click.Context, keys_file: Path | None) -> None:
     """Create, list and revoke the API keys that servers require."""
@@ -657,7 +926,9 @@ def keys_group(ctx: click.Context, keys_file: Path | None) -> None:
     ctx.obj = KeyStore(keys_file, root=ctx.obj.root)
 
 
-@keys_group.command("create", epilog="""\b
+@keys_group.command(
+    "create",
+    epilog="""\b
 Examples:
   notebook-deploy keys create --role predict                 for a client that calls the model
   notebook-deploy keys create --role admin --name grafana    also /metadata, /metrics, monitoring
@@ -665,9 +936,14 @@ Examples:
 Then:
   curl -X POST http://127.0.0.1:8000/predict -H "Authorization: Bearer $KEY" \\
        -H 'content-type: application/json' -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
-  nd.serve("iris", api_key=KEY) in Python sends it too.""")
-@click.option("--role", required=True, type=click.Choice(["predict", "admin"]),
-              help="predict: inference only; admin: inference, metadata and monitoring.")
+  nd.serve("iris", api_key=KEY) in Python sends it too.""",
+)
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["predict", "admin"]),
+    help="predict: inference only; admin: inference, metadata and monitoring.",
+)
 @click.option("--name", help="A name to recognise the key by in listings [default: ROLE-ID].")
 @click.pass_obj
 @_errors_as_messages
@@ -675,26 +951,35 @@ def keys_create(key_store: Any, role: str, name: str | None) -> None:
     """Create a key and print it; it is shown this once (only its hash is kept)."""
     key, record = key_store.create(role, name)
     click.echo(key)
-    click.echo(f"Created key {record.id} ({record.name}, role {record.role}) in {key_store.path}.\n"
-               "This is the only time the key is shown: keep it in a secret store. Send it as\n"
-               "  Authorization: Bearer <key>", err=True)
+    click.echo(
+        f"Created key {record.id} ({record.name}, role {record.role}) in {key_store.path}.\n"
+        "This is the only time the key is shown: keep it in a secret store. Send it as\n"
+        "  Authorization: Bearer <key>",
+        err=True,
+    )
 
 
-@keys_group.command("list", epilog="""\b
+@keys_group.command(
+    "list",
+    epilog="""\b
 Example:
   notebook-deploy keys list
-Keys themselves are never shown: only their id, name, role and creation time.""")
+Keys themselves are never shown: only their id, name, role and creation time.""",
+)
 @click.pass_obj
 @_errors_as_messages
 def keys_list(key_store: Any) -> None:
     """List the keys: id, name, role and creation time."""
     found = key_store.list()
     if not found:
-        click.echo(f"No keys in {key_store.path}: servers need none (unless started with --auth). "
-                   "Create one: notebook-deploy keys create --role predict")
+        click.echo(
+            f"No keys in {key_store.path}: servers need none (unless started with --auth). "
+            "Create one: notebook-deploy keys create --role predict"
+        )
         return
-    _echo_table([("ID", "NAME", "ROLE", "CREATED")]
-                + [(k.id, k.name, k.role, k.created[:19].replace("T", " ")) for k in found])
+    _echo_table(
+        [("ID", "NAME", "ROLE", "CREATED")] + [(k.id, k.name, k.role, k.created[:19].replace("T", " ")) for k in found]
+    )
 
 
 def _echo_table(rows: list[tuple[str, ...]]) -> None:
@@ -704,10 +989,13 @@ def _echo_table(rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-@keys_group.command("revoke", epilog="""\b
+@keys_group.command(
+    "revoke",
+    epilog="""\b
 Example:
   notebook-deploy keys revoke 3f2a9c1b
-Running servers refuse the key from their next request (they re-read the key file when it changes).""")
+Running servers refuse the key from their next request (they re-read the key file when it changes).""",
+)
 @click.argument("key_id", metavar="ID")
 @click.pass_obj
 @_errors_as_messages
@@ -717,22 +1005,28 @@ def keys_revoke(key_store: Any, key_id: str) -> None:
     click.echo(f"Revoked key {record.id} ({record.name}, role {record.role})")
 
 
-@cli.group("signing-key", epilog="""\b
+@cli.group(
+    "signing-key",
+    epilog="""\b
 Examples:
   notebook-deploy signing-key create
   notebook-deploy signing-key show
   notebook-deploy signing-key export -o alice.pem      give this file to colleagues
 The first capture makes the key if there is none, and trusts it. The key is ~/.notebook_deploy/
 signing-key.pem (or in $NOTEBOOK_DEPLOY_HOME, or $NOTEBOOK_DEPLOY_SIGNING_KEY), mode 0600. It is not an
-API key ('notebook-deploy keys'): it signs bundles and images; API keys open a server's routes.""")
+API key ('notebook-deploy keys'): it signs bundles and images; API keys open a server's routes.""",
+)
 def signing_key_group() -> None:
     """Create, show and export the Ed25519 key that signs your bundles."""
 
 
-@signing_key_group.command("create", epilog="""\b
+@signing_key_group.command(
+    "create",
+    epilog="""\b
 Example:
   notebook-deploy signing-key create
-Its public key is trusted here at once, so your own bundles import and serve.""")
+Its public key is trusted here at once, so your own bundles import and serve.""",
+)
 @_errors_as_messages
 def signing_key_create() -> None:
     """Make a signing key (refused if there is one) and trust its public key."""
@@ -740,13 +1034,18 @@ def signing_key_create() -> None:
 
     key = SigningKey.create()
     TrustStore().add(key.public_pem(), name="own key")
-    click.echo(f"Created signing key {key.key_id} at {key.path} (mode 0600); its public key is trusted here.\n"
-               "Give colleagues its public key: notebook-deploy signing-key export -o KEY.pem")
+    click.echo(
+        f"Created signing key {key.key_id} at {key.path} (mode 0600); its public key is trusted here.\n"
+        "Give colleagues its public key: notebook-deploy signing-key export -o KEY.pem"
+    )
 
 
-@signing_key_group.command("show", epilog="""\b
+@signing_key_group.command(
+    "show",
+    epilog="""\b
 Example:
-  notebook-deploy signing-key show""")
+  notebook-deploy signing-key show""",
+)
 @_errors_as_messages
 def signing_key_show() -> None:
     """Print the signing key's id, file, whether it is trusted here, and its public key."""
@@ -758,12 +1057,19 @@ def signing_key_show() -> None:
     click.echo(key.public_pem().decode(), nl=False)
 
 
-@signing_key_group.command("export", epilog="""\b
+@signing_key_group.command(
+    "export",
+    epilog="""\b
 Examples:
   notebook-deploy signing-key export -o alice.pem
-  openssl pkey -pubin -in alice.pem -noout -text      the file is a standard PEM public key""")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the public key to this file [default: standard output].")
+  openssl pkey -pubin -in alice.pem -noout -text      the file is a standard PEM public key""",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the public key to this file [default: standard output].",
+)
 @_errors_as_messages
 def signing_key_export(output: Path | None) -> None:
     """Print (or write) the public key that others trust with 'notebook-deploy trust add'."""
@@ -777,23 +1083,31 @@ def signing_key_export(output: Path | None) -> None:
         click.echo(str(output), err=True)
 
 
-@cli.group("trust", epilog="""\b
+@cli.group(
+    "trust",
+    epilog="""\b
 Examples:
   notebook-deploy trust add alice.pem --name alice
   notebook-deploy trust list
   notebook-deploy trust remove 3f2a9c1b7d4e5f60
 'import' and 'serve' load only bundles signed by a trusted key (or with --allow-unsigned). The
 trusted keys are the PEM files in ~/.notebook_deploy/trusted-keys/ (or $NOTEBOOK_DEPLOY_TRUST_DIR);
-changes go to the audit log.""")
+changes go to the audit log.""",
+)
 def trust_group() -> None:
     """Trust, list and stop trusting the public keys whose signed bundles may be loaded."""
 
 
-@trust_group.command("add", epilog="""\b
+@trust_group.command(
+    "add",
+    epilog="""\b
 Example:
   notebook-deploy trust add alice.pem --name alice
-Check the key's id with its owner first ('notebook-deploy signing-key show' prints it).""")
-@click.argument("public_key_file", metavar="PUBLIC_KEY_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+Check the key's id with its owner first ('notebook-deploy signing-key show' prints it).""",
+)
+@click.argument(
+    "public_key_file", metavar="PUBLIC_KEY_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--name", help="A name to recognise the key by [default: its id].")
 @_errors_as_messages
 def trust_add(public_key_file: Path, name: str | None) -> None:
@@ -804,9 +1118,12 @@ def trust_add(public_key_file: Path, name: str | None) -> None:
     click.echo(f"Trusted key {key.key_id} ({key.name})")
 
 
-@trust_group.command("list", epilog="""\b
+@trust_group.command(
+    "list",
+    epilog="""\b
 Example:
-  notebook-deploy trust list""")
+  notebook-deploy trust list""",
+)
 @_errors_as_messages
 def trust_list() -> None:
     """List the trusted keys: id, name and file."""
@@ -815,16 +1132,21 @@ def trust_list() -> None:
     trust = TrustStore()
     found = trust.list()
     if not found:
-        click.echo(f"No trusted keys in {trust.directory}: only --allow-unsigned loads bundles. "
-                   "Trust one: notebook-deploy trust add KEY.pem")
+        click.echo(
+            f"No trusted keys in {trust.directory}: only --allow-unsigned loads bundles. "
+            "Trust one: notebook-deploy trust add KEY.pem"
+        )
         return
     _echo_table([("ID", "NAME", "FILE")] + [(k.key_id, k.name, str(k.path)) for k in found])
 
 
-@trust_group.command("remove", epilog="""\b
+@trust_group.command(
+    "remove",
+    epilog="""\b
 Example:
   notebook-deploy trust remove 3f2a9c1b7d4e5f60
-Bundles signed only by that key are refused from then on.""")
+Bundles signed only by that key are refused from then on.""",
+)
 @click.argument("key_id", metavar="ID")
 @_errors_as_messages
 def trust_remove(key_id: str) -> None:
@@ -835,13 +1157,15 @@ def trust_remove(key_id: str) -> None:
     click.echo(f"Removed trusted key {key.key_id} ({key.name})")
 
 
-@cli.command(epilog=f"""\b
+@cli.command(
+    epilog=f"""\b
 Examples:
   notebook-deploy sign iris:3f2a9c1b7d4e     your own capture from before bundles were signed
   notebook-deploy sign churn                 approve a colleague's bundle after review: your signature
                                              is added to theirs
 Signing says you vouch for the bundle: whoever trusts your key will load it.
-{REF_HELP}""")
+{REF_HELP}"""
+)
 @click.argument("ref")
 @click.pass_obj
 @_errors_as_messages
@@ -860,4 +1184,3 @@ def sign(store: Store, ref: str) -> None:
 def main() -> None:
     """Entry point of the ``notebook-deploy`` script."""
     cli(prog_name="notebook-deploy")
-

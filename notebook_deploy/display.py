@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def human_size(size: int) -> str:
@@ -45,8 +45,14 @@ class ByteBars:
 
         bar = self._bars.get(digest)
         if bar is None:
-            bar = self._bars[digest] = tqdm(total=total, desc=digest.replace("sha256:", "")[:12], unit="B",
-                                            unit_scale=True, unit_divisor=1024, leave=True)
+            bar = self._bars[digest] = tqdm(
+                total=total,
+                desc=digest.replace("sha256:", "")[:12],
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                leave=True,
+            )
         bar.update(done - bar.n)  # type: ignore[attr-defined]
 
     def close(self) -> None:

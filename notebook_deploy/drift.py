@@ -176,8 +176,12 @@ def numeric_reference(name: str, values: np.ndarray) -> dict[str, Any]:
         edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1]))
         proportions = _bin_counts(edges, present) / count
         points = present if count <= KS_POINTS else np.quantile(present, (np.arange(KS_POINTS) + 0.5) / KS_POINTS)
-        summary = {"mean": float(present.mean()), "std": float(present.std()),
-                   "min": float(present[0]), "max": float(present[-1])}
+        summary = {
+            "mean": float(present.mean()),
+            "std": float(present.std()),
+            "min": float(present[0]),
+            "max": float(present[-1]),
+        }
     else:
         edges, proportions, points = np.array([]), np.array([1.0]), np.array([])
         summary = {"mean": None, "std": None, "min": None, "max": None}
@@ -211,7 +215,11 @@ def categorical_reference(name: str, values: np.ndarray) -> dict[str, Any]:
 
 
 def reference_statistics(
-    inputs: Any, predictions: Any = None, *, method: str | None = None, source: str = "reference",
+    inputs: Any,
+    predictions: Any = None,
+    *,
+    method: str | None = None,
+    source: str = "reference",
     rows: int | None = None,
 ) -> dict[str, Any]:
     """The reference of a model: statistics of its input features and, given the outputs of its
@@ -362,7 +370,9 @@ def capture_reference(
         try:
             predictions = predict(_subsample(data, MAX_PREDICTION_ROWS))
         except Exception as error:  # noqa: BLE001 - the reference of the inputs is still worth having
-            notes.append(f"predictions are not monitored: {method} failed on the reference ({type(error).__name__}: {error})")
+            notes.append(
+                f"predictions are not monitored: {method} failed on the reference ({type(error).__name__}: {error})"
+            )
     document = reference_statistics(data, predictions, method=method, source=source, rows=total)
     document["notes"] += notes
     return document
@@ -372,7 +382,9 @@ def _conform(data: Any, schema: Any) -> Any:
     names = getattr(schema, "labels", None)
     if names is not None:  # a table
         if not _is_dataframe(data):
-            raise ValueError(f"expected a DataFrame with the columns {', '.join(map(str, names))}, got a {type(data).__name__}")
+            raise ValueError(
+                f"expected a DataFrame with the columns {', '.join(map(str, names))}, got a {type(data).__name__}"
+            )
         missing = [n for n in names if n not in data.columns]
         if missing:
             raise ValueError(f"the columns {', '.join(map(repr, missing))} of the sample are missing")

@@ -39,7 +39,6 @@ class ServerStoppedError(ServeError):
     """A request was sent to a local server that has stopped."""
 
 
-
 class UnsafePickleError(BundleIntegrityError):
     """A bundle's pickle would import or call something dangerous while loading; it was not loaded."""
 

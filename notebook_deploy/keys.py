@@ -19,10 +19,11 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import audit
 from .errors import NotebookDeployError
@@ -85,8 +86,13 @@ class KeyStore:
     changes on disk (one ``stat`` per call), so a revocation reaches a running server without restart.
     Key changes are written to the audit log (``audit_log``, or the default next to the store)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None,
-                 audit_log: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        audit_log: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else default_path(root)
         self._root = root
         self._audit_log = audit_log
@@ -168,12 +174,20 @@ class KeyStore:
                 key_id = secrets.token_hex(4)
             secret = secrets.token_urlsafe(32)
             key = f"{PREFIX}{key_id}_{secret}"
-            record = ApiKey(key_id, name or f"{role}-{key_id}", role,
-                            datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            record = ApiKey(
+                key_id, name or f"{role}-{key_id}", role, datetime.now(timezone.utc).isoformat(timespec="seconds")
+            )
             entries.append({**asdict(record), "hash": _hash(key)})
             self._write(entries)
-        audit.record("key_create", audit_log=self._audit_log, root=self._root, key_id=key_id, name=record.name,
-                     role=role, keys_file=str(self.path))
+        audit.record(
+            "key_create",
+            audit_log=self._audit_log,
+            root=self._root,
+            key_id=key_id,
+            name=record.name,
+            role=role,
+            keys_file=str(self.path),
+        )
         return key, record
 
     def revoke(self, key_id: str) -> ApiKey:
@@ -184,12 +198,20 @@ class KeyStore:
             found = [entry for entry in entries if entry["id"] == key_id]
             if not found:
                 known = ", ".join(entry["id"] for entry in entries) or "none"
-                raise KeyStoreError(f"no key with id {key_id!r} in {self.path} (ids: {known}); "
-                                "'notebook-deploy keys list' shows them")
+                raise KeyStoreError(
+                    f"no key with id {key_id!r} in {self.path} (ids: {known}); 'notebook-deploy keys list' shows them"
+                )
             self._write([entry for entry in entries if entry["id"] != key_id])
         record = _record(found[0])
-        audit.record("key_revoke", audit_log=self._audit_log, root=self._root, key_id=key_id, name=record.name,
-                     role=record.role, keys_file=str(self.path))
+        audit.record(
+            "key_revoke",
+            audit_log=self._audit_log,
+            root=self._root,
+            key_id=key_id,
+            name=record.name,
+            role=record.role,
+            keys_file=str(self.path),
+        )
         return record
 
     @contextlib.contextmanager
@@ -201,7 +223,9 @@ class KeyStore:
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         """Replace the key file atomically: a 0600 temporary file in the same folder, fsync'd, renamed."""
-        replace_file(self.path, mode=0o600, data=(json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n").encode())
+        replace_file(
+            self.path, mode=0o600, data=(json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n").encode()
+        )
 
 
 def _record(entry: dict[str, Any]) -> ApiKey:

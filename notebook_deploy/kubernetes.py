@@ -84,36 +84,75 @@ def kubernetes_manifests(
 
     bundle = load(ref, store)
     name = _checked_name(name, bundle)
-    _check_options(image, namespace, replicas, port, min_replicas, max_replicas, target_cpu_utilization,
-                   api_keys_secret, cpu=cpu, memory=memory, cpu_limit=cpu_limit, memory_limit=memory_limit)
+    _check_options(
+        image,
+        namespace,
+        replicas,
+        port,
+        min_replicas,
+        max_replicas,
+        target_cpu_utilization,
+        api_keys_secret,
+        cpu=cpu,
+        memory=memory,
+        cpu_limit=cpu_limit,
+        memory_limit=memory_limit,
+    )
     min_replicas = replicas if min_replicas is None else min_replicas
     environment = _environment(serve_options, api_keys_secret)
     grpc_port = int(serve_options["grpc_port"]) if serve_options.get("grpc_port") is not None else None
     metadata = _metadata(name, namespace, bundle)
-    resources = {"requests": {"cpu": cpu, "memory": memory},
-                 "limits": {"memory": memory_limit or memory, **({"cpu": cpu_limit} if cpu_limit else {})}}
+    resources = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"memory": memory_limit or memory, **({"cpu": cpu_limit} if cpu_limit else {})},
+    }
     if kserve:
         if grpc_port is not None:
-            raise KubernetesError("grpc_port", "a KServe predictor exposes one port: leave gRPC out, or use the "
-                                               "Deployment (kserve off)")
+            raise KubernetesError(
+                "grpc_port", "a KServe predictor exposes one port: leave gRPC out, or use the Deployment (kserve off)"
+            )
         # Knative sets $PORT itself from the one container port, refuses a PORT variable and probes by number.
-        container = _container(KSERVE_CONTAINER, image, bundle, environment + [{"name": "PROTOCOL", "value": "v2"}],
-                               {"http1": port}, port, resources, api_keys_secret is not None)
-        return _plain([_inference_service(metadata, container, min_replicas, max_replicas, target_cpu_utilization,
-                                          api_keys_secret)])
+        container = _container(
+            KSERVE_CONTAINER,
+            image,
+            bundle,
+            environment + [{"name": "PROTOCOL", "value": "v2"}],
+            {"http1": port},
+            port,
+            resources,
+            api_keys_secret is not None,
+        )
+        return _plain(
+            [
+                _inference_service(
+                    metadata, container, min_replicas, max_replicas, target_cpu_utilization, api_keys_secret
+                )
+            ]
+        )
     if grpc_port is not None and (grpc_port < 1 or grpc_port == port):
         raise KubernetesError("grpc_port", f"must be a fixed port other than port ({port}), not {grpc_port}")
     ports = {"http": port, **({"grpc": grpc_port} if grpc_port is not None else {})}
-    container = _container("server", image, bundle, [{"name": "PORT", "value": str(port)}] + environment, ports,
-                           "http", resources, api_keys_secret is not None)
+    container = _container(
+        "server",
+        image,
+        bundle,
+        [{"name": "PORT", "value": str(port)}] + environment,
+        ports,
+        "http",
+        resources,
+        api_keys_secret is not None,
+    )
     container["startupProbe"] = _probe("/healthz", "http", period=2, failures=90)  # up to 3 minutes to load
-    container["lifecycle"] = {"preStop": {"exec": {"command": ["python3", "-c",
-                                                               f"import time; time.sleep({DRAIN_SECONDS})"]}}}
-    return _plain([
-        _deployment(metadata, container, replicas, api_keys_secret),
-        _service(metadata, ports),
-        _autoscaler(metadata, min_replicas, max_replicas, target_cpu_utilization),
-    ])
+    container["lifecycle"] = {
+        "preStop": {"exec": {"command": ["python3", "-c", f"import time; time.sleep({DRAIN_SECONDS})"]}}
+    }
+    return _plain(
+        [
+            _deployment(metadata, container, replicas, api_keys_secret),
+            _service(metadata, ports),
+            _autoscaler(metadata, min_replicas, max_replicas, target_cpu_utilization),
+        ]
+    )
 
 
 def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
@@ -149,44 +188,66 @@ def _checked_name(name: str | None, bundle: Bundle) -> str:
         name = re.sub(r"[^a-z0-9-]+", "-", bundle.name.lower()).strip("-")
         name = (name if name[:1].isalpha() else f"model-{name}")[:63].rstrip("-")
     if not _DNS_LABEL.fullmatch(name) or len(name) > 63:
-        raise KubernetesError("name", f"{name!r} is not a valid name: use at most 63 lower case letters, digits "
-                                      "and '-', starting with a letter")
+        raise KubernetesError(
+            "name",
+            f"{name!r} is not a valid name: use at most 63 lower case letters, digits and '-', starting with a letter",
+        )
     return name
 
 
-def _check_options(image: str, namespace: str | None, replicas: int, port: int, min_replicas: int | None,
-                   max_replicas: int, target_cpu_utilization: int, api_keys_secret: str | None,
-                   **quantities: str | None) -> None:
+def _check_options(
+    image: str,
+    namespace: str | None,
+    replicas: int,
+    port: int,
+    min_replicas: int | None,
+    max_replicas: int,
+    target_cpu_utilization: int,
+    api_keys_secret: str | None,
+    **quantities: str | None,
+) -> None:
     if not image or any(c.isspace() for c in image):
         raise KubernetesError("image", f"{image!r} is not an image reference (like registry.example.com/iris:1)")
     if namespace is not None and (not _DNS_SUBDOMAIN.fullmatch(namespace) or "." in namespace or len(namespace) > 63):
-        raise KubernetesError("namespace", f"{namespace!r} is not a namespace name: at most 63 lower case letters, "
-                                           "digits and '-'")
+        raise KubernetesError(
+            "namespace", f"{namespace!r} is not a namespace name: at most 63 lower case letters, digits and '-'"
+        )
     if api_keys_secret is not None and (not _DNS_SUBDOMAIN.fullmatch(api_keys_secret) or len(api_keys_secret) > 253):
-        raise KubernetesError("api_keys_secret", f"{api_keys_secret!r} is not a Secret name: lower case letters, "
-                                                 "digits, '-' and '.'")
-    for option, value in (("replicas", replicas), ("max_replicas", max_replicas),
-                          ("target_cpu_utilization", target_cpu_utilization), ("min_replicas", min_replicas)):
+        raise KubernetesError(
+            "api_keys_secret", f"{api_keys_secret!r} is not a Secret name: lower case letters, digits, '-' and '.'"
+        )
+    for option, value in (
+        ("replicas", replicas),
+        ("max_replicas", max_replicas),
+        ("target_cpu_utilization", target_cpu_utilization),
+        ("min_replicas", min_replicas),
+    ):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise KubernetesError(option, f"must be a whole number of at least 1, not {value!r}")
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise KubernetesError("port", f"must be a port number from 1 to 65535, not {port!r}")
     lowest = replicas if min_replicas is None else min_replicas
     if lowest > max_replicas:
-        raise KubernetesError("min_replicas" if min_replicas is not None else "replicas",
-                              f"{lowest} is more than the maximum number of replicas ({max_replicas})")
+        raise KubernetesError(
+            "min_replicas" if min_replicas is not None else "replicas",
+            f"{lowest} is more than the maximum number of replicas ({max_replicas})",
+        )
     for option, quantity in quantities.items():
         if quantity is not None and not _QUANTITY.fullmatch(str(quantity)):
-            raise KubernetesError(option, f"{quantity!r} is not a Kubernetes quantity (like 500m or 2 for CPU, "
-                                          "512Mi or 2Gi for memory)")
+            raise KubernetesError(
+                option, f"{quantity!r} is not a Kubernetes quantity (like 500m or 2 for CPU, 512Mi or 2Gi for memory)"
+            )
 
 
 def _server_options() -> dict[str, click.Parameter]:
     """The options of ``notebook-deploy serve`` that it also reads from ``$NOTEBOOK_DEPLOY_*``, by name."""
     from .cli import serve
 
-    return {p.name: p for p in serve.params
-            if p.name and isinstance(p.envvar, str) and p.envvar.startswith("NOTEBOOK_DEPLOY_")}
+    return {
+        p.name: p
+        for p in serve.params
+        if p.name and isinstance(p.envvar, str) and p.envvar.startswith("NOTEBOOK_DEPLOY_")
+    }
 
 
 def _environment(options: dict[str, Any], api_keys_secret: str | None) -> list[dict[str, str]]:
@@ -200,8 +261,9 @@ def _environment(options: dict[str, Any], api_keys_secret: str | None) -> list[d
     variables = []
     for option, value in wanted.items():
         if option not in known:
-            raise KubernetesError(option, "not an option the server reads from its environment, which are: "
-                                          + ", ".join(sorted(known)))
+            raise KubernetesError(
+                option, "not an option the server reads from its environment, which are: " + ", ".join(sorted(known))
+            )
         variables.append({"name": str(known[option].envvar), "value": _environment_value(known[option], value)})
     return variables
 
@@ -223,20 +285,38 @@ def _environment_value(option: click.Parameter, value: Any) -> str:
 
 
 def _metadata(name: str, namespace: str | None, bundle: Bundle) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/version": bundle.version,
-              "app.kubernetes.io/managed-by": MANAGED_BY}
-    return {"name": name, **({"namespace": namespace} if namespace else {}), "labels": labels,
-            "annotations": {BUNDLE_ANNOTATION: bundle.ref}}
+    labels = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/version": bundle.version,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    return {
+        "name": name,
+        **({"namespace": namespace} if namespace else {}),
+        "labels": labels,
+        "annotations": {BUNDLE_ANNOTATION: bundle.ref},
+    }
 
 
 def _probe(path: str, port: int | str, *, period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": 2,
-            "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
 
 
-def _container(container_name: str, image: str, bundle: Bundle, environment: list[dict[str, str]],
-               ports: dict[str, int], probe_port: int | str, resources: dict[str, Any],
-               keys_mounted: bool) -> dict[str, Any]:
+def _container(
+    container_name: str,
+    image: str,
+    bundle: Bundle,
+    environment: list[dict[str, str]],
+    ports: dict[str, int],
+    probe_port: int | str,
+    resources: dict[str, Any],
+    keys_mounted: bool,
+) -> dict[str, Any]:
     """The server's container: the image's command, options as variables, probes on the health routes
     (at ``probe_port``, a number or a port's name), a non-root read-only root filesystem, /tmp (and the
     key file) mounted."""
@@ -251,7 +331,9 @@ def _container(container_name: str, image: str, bundle: Bundle, environment: lis
         "image": image,
         "command": image_config.entrypoint,
         "env": environment,
-        "ports": [{"name": port_name, "containerPort": number, "protocol": "TCP"} for port_name, number in ports.items()],
+        "ports": [
+            {"name": port_name, "containerPort": number, "protocol": "TCP"} for port_name, number in ports.items()
+        ],
         "resources": resources,
         "livenessProbe": _probe("/healthz", probe_port, period=10, failures=3),
         "readinessProbe": _probe("/readyz", probe_port, period=5, failures=2),
@@ -271,13 +353,22 @@ def _container(container_name: str, image: str, bundle: Bundle, environment: lis
 def _volumes(api_keys_secret: str | None) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if api_keys_secret is not None:  # 0444: the server's user is not the file's owner; it holds only hashes
-        volumes.append({"name": "api-keys", "secret": {"secretName": api_keys_secret, "defaultMode": 0o444,
-                                                       "items": [{"key": KEYS_FILE, "path": KEYS_FILE}]}})
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {
+                    "secretName": api_keys_secret,
+                    "defaultMode": 0o444,
+                    "items": [{"key": KEYS_FILE, "path": KEYS_FILE}],
+                },
+            }
+        )
     return volumes
 
 
-def _deployment(metadata: dict[str, Any], container: dict[str, Any], replicas: int,
-                api_keys_secret: str | None) -> dict[str, Any]:
+def _deployment(
+    metadata: dict[str, Any], container: dict[str, Any], replicas: int, api_keys_secret: str | None
+) -> dict[str, Any]:
     from .serving.settings import ServeSettings
 
     name = metadata["name"]
@@ -311,14 +402,22 @@ def _service(metadata: dict[str, Any], ports: dict[str, int]) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": {"app.kubernetes.io/name": metadata["name"]},
-            "ports": [{"name": port_name, "port": 80 if port_name == "http" else number, "targetPort": port_name,
-                       "protocol": "TCP"} for port_name, number in ports.items()],
+            "ports": [
+                {
+                    "name": port_name,
+                    "port": 80 if port_name == "http" else number,
+                    "targetPort": port_name,
+                    "protocol": "TCP",
+                }
+                for port_name, number in ports.items()
+            ],
         },
     }
 
 
-def _autoscaler(metadata: dict[str, Any], min_replicas: int, max_replicas: int,
-                target_cpu_utilization: int) -> dict[str, Any]:
+def _autoscaler(
+    metadata: dict[str, Any], min_replicas: int, max_replicas: int, target_cpu_utilization: int
+) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -327,14 +426,27 @@ def _autoscaler(metadata: dict[str, Any], min_replicas: int, max_replicas: int,
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": metadata["name"]},
             "minReplicas": min_replicas,
             "maxReplicas": max_replicas,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": target_cpu_utilization}}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": target_cpu_utilization},
+                    },
+                }
+            ],
         },
     }
 
 
-def _inference_service(metadata: dict[str, Any], container: dict[str, Any], min_replicas: int, max_replicas: int,
-                       target_cpu_utilization: int, api_keys_secret: str | None) -> dict[str, Any]:
+def _inference_service(
+    metadata: dict[str, Any],
+    container: dict[str, Any],
+    min_replicas: int,
+    max_replicas: int,
+    target_cpu_utilization: int,
+    api_keys_secret: str | None,
+) -> dict[str, Any]:
     """A KServe InferenceService whose predictor is the server's container (a custom predictor speaking
     the Open Inference Protocol, declared by ``PROTOCOL=v2``), autoscaled on CPU like the Deployment."""
     return {

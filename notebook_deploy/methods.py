@@ -10,7 +10,8 @@ Imports nothing at module level: the capture probe loads it before it watches wh
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 INFERENCE_METHODS = (
     "predict",

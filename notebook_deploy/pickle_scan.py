@@ -43,27 +43,119 @@ SCANNER = "notebook-deploy-pickle-scan"
 SCANNER_VERSION = 1
 
 # Modules whose callables start processes, open sockets or files, load code or other pickles.
-DENIED_MODULES = frozenset({
-    "os", "posix", "nt", "pty", "subprocess", "_posixsubprocess", "socket", "shutil", "importlib", "sys",
-    "runpy", "ctypes", "multiprocessing", "signal", "code", "codeop", "pdb", "bdb", "webbrowser", "http",
-    "urllib", "urllib3", "requests", "httpx", "ftplib", "smtplib", "telnetlib", "asyncio", "pickle", "_pickle",
-    "marshal", "dill", "joblib", "zipimport", "pkgutil", "site", "io", "_io", "fcntl", "mmap",
-})
+DENIED_MODULES = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "pty",
+        "subprocess",
+        "_posixsubprocess",
+        "socket",
+        "shutil",
+        "importlib",
+        "sys",
+        "runpy",
+        "ctypes",
+        "multiprocessing",
+        "signal",
+        "code",
+        "codeop",
+        "pdb",
+        "bdb",
+        "webbrowser",
+        "http",
+        "urllib",
+        "urllib3",
+        "requests",
+        "httpx",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "asyncio",
+        "pickle",
+        "_pickle",
+        "marshal",
+        "dill",
+        "joblib",
+        "zipimport",
+        "pkgutil",
+        "site",
+        "io",
+        "_io",
+        "fcntl",
+        "mmap",
+    }
+)
 # Callables of harmless modules that run code, read attributes by name or open files.
-DENIED_GLOBALS = frozenset({
-    "builtins.exec", "builtins.eval", "builtins.compile", "builtins.__import__", "builtins.open",
-    "builtins.breakpoint", "builtins.input", "builtins.globals", "builtins.locals", "builtins.vars",
-    "builtins.setattr", "builtins.delattr", "builtins.__build_class__", "builtins.help", "builtins.exit",
-    "builtins.quit", "operator.attrgetter", "operator.methodcaller", "numpy.load", "numpy.fromfile",
-    "numpy.memmap", "numpy.lib.npyio.load",
-})
+DENIED_GLOBALS = frozenset(
+    {
+        "builtins.exec",
+        "builtins.eval",
+        "builtins.compile",
+        "builtins.__import__",
+        "builtins.open",
+        "builtins.breakpoint",
+        "builtins.input",
+        "builtins.globals",
+        "builtins.locals",
+        "builtins.vars",
+        "builtins.setattr",
+        "builtins.delattr",
+        "builtins.__build_class__",
+        "builtins.help",
+        "builtins.exit",
+        "builtins.quit",
+        "operator.attrgetter",
+        "operator.methodcaller",
+        "numpy.load",
+        "numpy.fromfile",
+        "numpy.memmap",
+        "numpy.lib.npyio.load",
+    }
+)
 # Attribute names that reach those callables, or code and globals, from anything.
-DENIED_ATTRIBUTES = DENIED_MODULES | frozenset({
-    "system", "popen", "spawnv", "spawnve", "execv", "execve", "fork", "kill", "remove", "unlink", "rmtree",
-    "Popen", "check_output", "check_call", "getoutput", "run", "call", "exec", "eval", "compile", "__import__",
-    "open", "load", "loads", "__builtins__", "__globals__", "__subclasses__", "__code__", "__getattribute__",
-    "__dict__", "__class__", "__base__", "__bases__", "__mro__", "__loader__", "__spec__", "modules",
-})
+DENIED_ATTRIBUTES = DENIED_MODULES | frozenset(
+    {
+        "system",
+        "popen",
+        "spawnv",
+        "spawnve",
+        "execv",
+        "execve",
+        "fork",
+        "kill",
+        "remove",
+        "unlink",
+        "rmtree",
+        "Popen",
+        "check_output",
+        "check_call",
+        "getoutput",
+        "run",
+        "call",
+        "exec",
+        "eval",
+        "compile",
+        "__import__",
+        "open",
+        "load",
+        "loads",
+        "__builtins__",
+        "__globals__",
+        "__subclasses__",
+        "__code__",
+        "__getattribute__",
+        "__dict__",
+        "__class__",
+        "__base__",
+        "__bases__",
+        "__mro__",
+        "__loader__",
+        "__spec__",
+        "modules",
+    }
+)
 # Builtins that run text as code, as code pickled by value may name them.
 CODE_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "breakpoint", "__builtins__", "globals"})
 
@@ -111,8 +203,12 @@ class PickleScan:
 
     def to_manifest(self) -> dict[str, Any]:
         """The record capture keeps in the manifest (``pickle_scan``)."""
-        return {"scanner": SCANNER, "version": SCANNER_VERSION, "globals": sorted(set(self.globals)),
-                "findings": list(self.findings)}
+        return {
+            "scanner": SCANNER,
+            "version": SCANNER_VERSION,
+            "globals": sorted(set(self.globals)),
+            "findings": list(self.findings),
+        }
 
 
 def scan_pickle(data: bytes | BinaryIO) -> PickleScan:
@@ -142,7 +238,9 @@ def check_pickle(path: str | os.PathLike[str], recorded: dict[str, Any] | None =
             noted = f" (the manifest records {len(recorded.get('findings', []))} findings: it was made elsewhere)"
         raise UnsafePickleError(
             str(path),
-            "loading it would run code that is not a model's: " + "; ".join(scan.findings) + noted
+            "loading it would run code that is not a model's: "
+            + "; ".join(scan.findings)
+            + noted
             + ". It was not loaded. Load only bundles from people you trust; rebuild this model from its "
             "recipe (`notebook-deploy verify`) or inspect it with `python -m pickletools FILE`",
         )
@@ -176,7 +274,7 @@ def _step(opcode: pickletools.OpcodeInfo, arg: Any, stack: list[Any], memo: dict
         items = _pop_to_mark(stack)
         stack.append(_call(items[0], tuple(items[1:]), scan) if items else _Opaque())
     elif name in ("NEWOBJ", "NEWOBJ_EX"):
-        del stack[-(3 if name == "NEWOBJ_EX" else 2):]
+        del stack[-(3 if name == "NEWOBJ_EX" else 2) :]
         stack.append(_Instance())
     elif name == "MARK":
         stack.append(_Mark())
@@ -199,8 +297,11 @@ def _step(opcode: pickletools.OpcodeInfo, arg: Any, stack: list[Any], memo: dict
         stack.append(stack[-1])
     elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
         stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
-    elif opcode.arg is not None and not opcode.stack_before and len(opcode.stack_after) == 1 and name not in (
-        "PERSID", "EXT1", "EXT2", "EXT4"
+    elif (
+        opcode.arg is not None
+        and not opcode.stack_before
+        and len(opcode.stack_after) == 1
+        and name not in ("PERSID", "EXT1", "EXT2", "EXT4")
     ):  # a constant: strings, bytes, numbers
         if isinstance(arg, str):
             scan.strings.append(arg)
@@ -217,7 +318,7 @@ def _generic(opcode: pickletools.OpcodeInfo, stack: list[Any]) -> None:
         before = before[: before.index(pickletools.markobject)]
     kept = stack[-len(before)] if before else None
     if before:
-        del stack[-len(before):]
+        del stack[-len(before) :]
     if opcode.name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD", "READONLY_BUFFER"):
         stack.append(kept)
     else:
@@ -227,7 +328,7 @@ def _generic(opcode: pickletools.OpcodeInfo, stack: list[Any]) -> None:
 def _pop_to_mark(stack: list[Any]) -> list[Any]:
     for index in range(len(stack) - 1, -1, -1):
         if isinstance(stack[index], _Mark):
-            items = stack[index + 1:]
+            items = stack[index + 1 :]
             del stack[index:]
             return items
     raise IndexError("no MARK on the stack")
@@ -236,8 +337,12 @@ def _pop_to_mark(stack: list[Any]) -> list[Any]:
 def _check_global(target: Global, scan: PickleScan) -> None:
     scan.globals.append(str(target))
     parts = target.name.split(".")
-    if (target.module.split(".")[0] in DENIED_MODULES or str(target) in DENIED_GLOBALS
-            or any(part in DENIED_ATTRIBUTES for part in parts[1:]) or parts[0] in DENIED_MODULES):
+    if (
+        target.module.split(".")[0] in DENIED_MODULES
+        or str(target) in DENIED_GLOBALS
+        or any(part in DENIED_ATTRIBUTES for part in parts[1:])
+        or parts[0] in DENIED_MODULES
+    ):
         scan.findings.append(f"imports {target}")
 
 
@@ -256,8 +361,12 @@ def _call(target: Any, args: Any, scan: PickleScan) -> Any:
                 scan.findings.append(f"reads attribute {attribute!r} with builtins.getattr")
     elif _makes_function(target):
         scan.findings.append(f"calls {_function_name(target)}, a function defined inside the pickle, while loading")
-    elif isinstance(target, _Instance) or (isinstance(target, Call) and str(target.callable) == "builtins.getattr"
-                                           and target.args and not isinstance(target.args[0], Global)):
+    elif isinstance(target, _Instance) or (
+        isinstance(target, Call)
+        and str(target.callable) == "builtins.getattr"
+        and target.args
+        and not isinstance(target.args[0], Global)
+    ):
         scan.findings.append("calls a method of an object built while loading")
     if _makes_code(target):
         _check_code(args, scan)
@@ -272,8 +381,13 @@ def _builtin_type(value: Any) -> str | None:
     """``X`` for ``types.X`` or cloudpickle's ``_builtin_type("X")``."""
     if isinstance(value, Global) and value.module == "types":
         return value.name
-    if (isinstance(value, Call) and isinstance(value.callable, Global) and value.callable.name == "_builtin_type"
-            and value.args and isinstance(value.args[0], str)):
+    if (
+        isinstance(value, Call)
+        and isinstance(value.callable, Global)
+        and value.callable.name == "_builtin_type"
+        and value.args
+        and isinstance(value.args[0], str)
+    ):
         return value.args[0]
     return None
 
@@ -287,8 +401,9 @@ def _makes_function(value: Any) -> bool:
     if not isinstance(value, Call):
         return False
     maker = value.callable
-    return (isinstance(maker, Global) and maker.module.startswith("cloudpickle") and maker.name == "_make_function") \
-        or _builtin_type(maker) in _FUNCTION_TYPES
+    return (
+        isinstance(maker, Global) and maker.module.startswith("cloudpickle") and maker.name == "_make_function"
+    ) or _builtin_type(maker) in _FUNCTION_TYPES
 
 
 def _function_name(value: Call) -> str:
@@ -315,8 +430,9 @@ def _check_code(args: tuple[Any, ...], scan: PickleScan) -> None:
 def _rebuild_code(args: tuple[Any, ...]) -> types.CodeType | None:
     """The code object, built (not run) to read its instructions; nested code objects are left out."""
     try:
-        plain = tuple(tuple(None if isinstance(c, (Call, _Opaque)) else c for c in a) if isinstance(a, tuple) else a
-                      for a in args)
+        plain = tuple(
+            tuple(None if isinstance(c, (Call, _Opaque)) else c for c in a) if isinstance(a, tuple) else a for a in args
+        )
         return types.CodeType(*plain)
     except (TypeError, ValueError):
         return None
@@ -334,7 +450,13 @@ def _dangerous_names(code: types.CodeType) -> set[str]:
             elif instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME") and value in CODE_BUILTINS:
                 found.add(value)
             elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD") and value in (
-                "system", "popen", "__subclasses__", "__globals__", "__builtins__", "__import__", "subprocess"
+                "system",
+                "popen",
+                "__subclasses__",
+                "__globals__",
+                "__builtins__",
+                "__import__",
+                "subprocess",
             ):
                 found.add(f".{value}")
     except Exception:  # noqa: BLE001 - instructions made elsewhere that dis cannot read

@@ -31,7 +31,14 @@ from . import audit
 from .bundle import LOCK_FILE, SIGNATURE_FILE, Bundle, compact_json
 from .errors import NotebookDeployError
 from .signing import (
-    SigningError, SigningKey, TrustStore, add_signature, default_signing_key, dumps, envelope, envelope_payload,
+    SigningError,
+    SigningKey,
+    TrustStore,
+    add_signature,
+    default_signing_key,
+    dumps,
+    envelope,
+    envelope_payload,
     envelope_signers,
 )
 from .store import replace_file
@@ -58,13 +65,23 @@ def statement(bundle: Bundle) -> dict[str, Any]:
     source = manifest.get("provenance") or {}
     dependencies: list[dict[str, Any]] = []
     if "recipe.ipynb" in files:
-        dependencies.append({"name": "recipe.ipynb", "uri": _notebook_uri(source),
-                             "digest": _digest(files["recipe.ipynb"]),
-                             "annotations": {"kind": "recipe", "target": recipe.get("target"),
-                                             "executions": recipe.get("executions")}})
+        dependencies.append(
+            {
+                "name": "recipe.ipynb",
+                "uri": _notebook_uri(source),
+                "digest": _digest(files["recipe.ipynb"]),
+                "annotations": {
+                    "kind": "recipe",
+                    "target": recipe.get("target"),
+                    "executions": recipe.get("executions"),
+                },
+            }
+        )
     for data in recipe.get("files") or []:
-        entry: dict[str, Any] = {"name": data["path"], "annotations": {"kind": "data", "size": data.get("size"),
-                                                                        "included": bool(data.get("included"))}}
+        entry: dict[str, Any] = {
+            "name": data["path"],
+            "annotations": {"kind": "data", "size": data.get("size"), "included": bool(data.get("included"))},
+        }
         if data.get("sha256"):
             entry["digest"] = {"sha256": data["sha256"]}
         dependencies.append(entry)
@@ -77,16 +94,20 @@ def statement(bundle: Bundle) -> dict[str, Any]:
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"notebook": {"kind": source.get("kind"), "path": _notebook_path(source)},
-                                       "name": bundle.name, "target": recipe.get("target"),
-                                       "methods": bundle.methods},
-                "internalParameters": {"python": manifest["python"],
-                                       "serialization": manifest.get("serialization")},
+                "externalParameters": {
+                    "notebook": {"kind": source.get("kind"), "path": _notebook_path(source)},
+                    "name": bundle.name,
+                    "target": recipe.get("target"),
+                    "methods": bundle.methods,
+                },
+                "internalParameters": {"python": manifest["python"], "serialization": manifest.get("serialization")},
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {
-                "builder": {"id": BUILDER_ID,
-                            "version": {"notebook-deploy": (manifest.get("runtime") or {}).get("notebook-deploy")}},
+                "builder": {
+                    "id": BUILDER_ID,
+                    "version": {"notebook-deploy": (manifest.get("runtime") or {}).get("notebook-deploy")},
+                },
                 "metadata": {"invocationId": bundle.ref, "startedOn": bundle.created, "finishedOn": bundle.created},
             },
         },
@@ -123,8 +144,9 @@ def signed_statement(bundle: Bundle) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except ValueError as error:
-        raise UntrustedBundleError(f"its {SIGNATURE_FILE} is not valid JSON ({error}): the bundle's signature "
-                                   "was damaged") from None
+        raise UntrustedBundleError(
+            f"its {SIGNATURE_FILE} is not valid JSON ({error}): the bundle's signature was damaged"
+        ) from None
     if not isinstance(value, dict):
         raise UntrustedBundleError(f"its {SIGNATURE_FILE} is not a DSSE envelope: the bundle's signature was damaged")
     return value
@@ -144,8 +166,9 @@ def sign(bundle: Bundle, key: SigningKey, *, audit_log: str | os.PathLike[str] |
     # the temporary file goes in the folder above: a bundle folder holding an unlisted file fails its
     # integrity check, and a reader may be checking right now
     replace_file(bundle.path / SIGNATURE_FILE, dumps(signed), scratch=bundle.path.parent)
-    audit.record("bundle_sign", audit_log=audit_log, ref=bundle.ref, digest=bundle.manifest["digest"],
-                 key_id=key.key_id)
+    audit.record(
+        "bundle_sign", audit_log=audit_log, ref=bundle.ref, digest=bundle.manifest["digest"], key_id=key.key_id
+    )
     return signed
 
 
@@ -163,9 +186,12 @@ def sign_own_capture(bundle: Bundle, *, audit_log: str | os.PathLike[str] | None
     if key is None:
         key = SigningKey.create(audit_log=audit_log)
         TrustStore(audit_log=audit_log).add(key.public_pem(), name="own key")
-        log.warning("Made a signing key (%s) at %s and trusted it: your captures are signed with it. "
-                    "Give colleagues its public key ('notebook-deploy signing-key export') to trust yours.",
-                    key.key_id, key.path)
+        log.warning(
+            "Made a signing key (%s) at %s and trusted it: your captures are signed with it. "
+            "Give colleagues its public key ('notebook-deploy signing-key export') to trust yours.",
+            key.key_id,
+            key.path,
+        )
     sign(bundle, key, audit_log=audit_log)
     return key
 
@@ -182,17 +208,25 @@ def signers(bundle: Bundle, trust: TrustStore | None = None) -> tuple[list[str],
         subject = json.loads(envelope_payload(signed))["subject"]
         digests = [entry["digest"].get("sha256") for entry in subject]
     except (SigningError, ValueError, KeyError, TypeError, AttributeError):
-        raise UntrustedBundleError(f"its {SIGNATURE_FILE} is not a signed in-toto statement: "
-                                   "the bundle's signature was damaged") from None
+        raise UntrustedBundleError(
+            f"its {SIGNATURE_FILE} is not a signed in-toto statement: the bundle's signature was damaged"
+        ) from None
     if signed.get("payloadType") != PAYLOAD_TYPE or _digest(bundle.manifest["digest"])["sha256"] not in digests:
         raise UntrustedBundleError(
             f"its signature is for another bundle (the signed statement does not name this bundle's digest "
-            f"{bundle.manifest['digest']}): it was copied, or the bundle was changed and re-sealed after signing")
+            f"{bundle.manifest['digest']}): it was copied, or the bundle was changed and re-sealed after signing"
+        )
     return trusted, others
 
 
-def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsigned: bool = False,
-                  action: str = "load", audit_log: str | os.PathLike[str] | None = None) -> list[str]:
+def check_trusted(
+    bundle: Bundle,
+    trust: TrustStore | None = None,
+    *,
+    allow_unsigned: bool = False,
+    action: str = "load",
+    audit_log: str | os.PathLike[str] | None = None,
+) -> list[str]:
     """The ids of the trusted keys that signed ``bundle``; raise ``UntrustedBundleError`` if there are
     none, naming the signer and how to trust it, unless ``allow_unsigned`` (then the decision is written
     to the audit log and ``[]`` is returned). Call it before the model is unpickled."""
@@ -203,15 +237,24 @@ def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsi
         if not allow_unsigned:
             raise UntrustedBundleError(
                 f"refusing to {action} {bundle.ref}: {error}. Get a signed export from its author, or pass "
-                "--allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)") from None
+                "--allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)"
+            ) from None
         trusted, others, reason = [], [], str(error)
     else:
         reason = f"signed by {', '.join(others)}, not trusted or not verifying" if others else "unsigned"
     if trusted:
         return trusted
     if allow_unsigned:
-        audit.record("allow_unsigned", audit_log=audit_log, action=action, ref=bundle.ref,
-                     digest=bundle.manifest["digest"], signers=others, reason=reason, path=str(bundle.path))
+        audit.record(
+            "allow_unsigned",
+            audit_log=audit_log,
+            action=action,
+            ref=bundle.ref,
+            digest=bundle.manifest["digest"],
+            signers=others,
+            reason=reason,
+            path=str(bundle.path),
+        )
         log.warning("%s %s although %s (--allow-unsigned)", action, bundle.ref, reason)
         return []
     where = f"the trust store {trust.directory}"
@@ -220,22 +263,31 @@ def check_trusted(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsi
         raise UntrustedBundleError(
             f"refusing to {action} {bundle.ref}: its signature by the trusted key {', '.join(forged)} does not "
             "verify: the signature was changed after signing. Get a signed export from its author again, or "
-            "pass --allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)")
+            "pass --allow-unsigned to load it anyway (it runs the bundle's code; recorded in the audit log)"
+        )
     if others:
         raise UntrustedBundleError(
             f"refusing to {action} {bundle.ref}: it is signed by key {', '.join(others)}, which is not trusted in "
             f"{where}. If you trust its owner, get their public key (they run 'notebook-deploy signing-key "
             "export -o KEY.pem') and run 'notebook-deploy trust add KEY.pem'; or pass --allow-unsigned to "
-            "load it anyway (it runs the bundle's code; recorded in the audit log)")
+            "load it anyway (it runs the bundle's code; recorded in the audit log)"
+        )
     raise UntrustedBundleError(
         f"refusing to {action} {bundle.ref}: it is unsigned, so nothing says who made it, and loading it runs "
         f"the code in its pickle. Ask its author for a signed export and their public key "
         "('notebook-deploy trust add KEY.pem'); if it is your own capture from before bundles were signed, "
-        f"sign it: 'notebook-deploy sign {bundle.ref}'; or pass --allow-unsigned (recorded in the audit log)")
+        f"sign it: 'notebook-deploy sign {bundle.ref}'; or pass --allow-unsigned (recorded in the audit log)"
+    )
 
 
-def signer_keys(bundle: Bundle, trust: TrustStore | None = None, *, allow_unsigned: bool = False,
-                action: str = "load", audit_log: str | os.PathLike[str] | None = None) -> dict[str, bytes]:
+def signer_keys(
+    bundle: Bundle,
+    trust: TrustStore | None = None,
+    *,
+    allow_unsigned: bool = False,
+    action: str = "load",
+    audit_log: str | os.PathLike[str] | None = None,
+) -> dict[str, bytes]:
     """``check_trusted``, returning the public keys (PEM, by id) of the trusted keys that signed
     ``bundle``: what travels with a bundle checked here to where it is loaded (an image's trust
     store, the replicas of a Ray deployment), so that it is checked there too."""

@@ -13,7 +13,8 @@ import contextlib
 import functools
 import threading
 import warnings
-from typing import Callable, Iterator, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")

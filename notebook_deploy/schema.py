@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import orjson
@@ -24,7 +24,13 @@ from .errors import InputError
 
 # Element kinds, shared by tensors and table columns.
 FLOAT, INT, BOOL, STR, CATEGORY, DATETIME, ANY = (
-    "float", "int", "bool", "str", "category", "datetime", "any",
+    "float",
+    "int",
+    "bool",
+    "str",
+    "category",
+    "datetime",
+    "any",
 )
 
 _JSON_TYPES = {
@@ -188,10 +194,14 @@ class TableSchema:
         given = [n for n in names if n in columns]
         for name in given:
             if not isinstance(columns[name], list):
-                raise InputError(f"feature '{name}': expected a list of values, one per row, got {_type_name(columns[name])}")
+                raise InputError(
+                    f"feature '{name}': expected a list of values, one per row, got {_type_name(columns[name])}"
+                )
         lengths = {len(columns[n]) for n in given}
         if len(lengths) != 1:
-            raise InputError("the columns have different lengths: " + ", ".join(f"'{n}': {len(columns[n])}" for n in given))
+            raise InputError(
+                "the columns have different lengths: " + ", ".join(f"'{n}': {len(columns[n])}" for n in given)
+            )
         if lengths == {0}:
             raise InputError("the columns are empty: send at least one row")
         rows = lengths.pop()
@@ -277,8 +287,10 @@ class TableSchema:
         text = "table of " + ", ".join(f"{c.name}: {c.dtype}" for c in self.columns)
         labelled = [c for c in self.columns if c.label is not None]
         if labelled:
-            text += (f" (the JSON keys {_quoted([c.name for c in labelled])} stand for the DataFrame's column "
-                     f"labels {', '.join(repr(c.label) for c in labelled)})")
+            text += (
+                f" (the JSON keys {_quoted([c.name for c in labelled])} stand for the DataFrame's column "
+                f"labels {', '.join(repr(c.label) for c in labelled)})"
+            )
         optional = [c.name for c in self.columns if c.optional]
         if optional:
             text += f"; {_quoted(optional)} may be left out of an object row: the model does not use them"
@@ -298,7 +310,7 @@ class TableSchema:
         }
 
 
-Schema = Union[TensorSchema, TableSchema]
+Schema = TensorSchema | TableSchema
 
 
 def infer_schema(data: Any) -> Schema:
@@ -322,7 +334,9 @@ def schema_from_dict(spec: dict[str, Any]) -> Schema:
     return TableSchema(
         tuple(
             Column(
-                c["name"], c["kind"], c["dtype"],
+                c["name"],
+                c["kind"],
+                c["dtype"],
                 tuple(c["categories"]) if "categories" in c else None,
                 Domain(**c.get("domain", {})),
                 c.get("label"),
@@ -461,8 +475,12 @@ def _kind_of_series(series: Any) -> tuple[str, str, tuple[Any, ...] | None]:
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         return CATEGORY, "category", tuple(to_jsonable(dtype.categories.to_numpy()))
-    for test, kind in ((pd.api.types.is_bool_dtype, BOOL), (pd.api.types.is_integer_dtype, INT),
-                       (pd.api.types.is_float_dtype, FLOAT), (pd.api.types.is_datetime64_any_dtype, DATETIME)):
+    for test, kind in (
+        (pd.api.types.is_bool_dtype, BOOL),
+        (pd.api.types.is_integer_dtype, INT),
+        (pd.api.types.is_float_dtype, FLOAT),
+        (pd.api.types.is_datetime64_any_dtype, DATETIME),
+    ):
         if test(dtype):
             return kind, str(dtype), None
     values = series.dropna()
@@ -587,7 +605,15 @@ def _refuse_first(array: np.ndarray, bad: np.ndarray, expected: str, feature: st
         return
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     value = array[index]
-    got = "null" if np.isnan(value) else "Infinity" if value > 0 else "-Infinity" if np.isinf(value) else repr(float(value))
+    got = (
+        "null"
+        if np.isnan(value)
+        else "Infinity"
+        if value > 0
+        else "-Infinity"
+        if np.isinf(value)
+        else repr(float(value))
+    )
     raise InputError(f"{_where(index, feature)}: expected {expected}, got {got}")
 
 
@@ -632,7 +658,9 @@ def _datetimes(values: list[Any], column: Column) -> Any:
 
     for i, value in enumerate(values):
         if value is not None and not isinstance(value, str):
-            raise InputError(f"row {i}, feature '{column.name}': expected a date-time string, got {_describe_value(value)}")
+            raise InputError(
+                f"row {i}, feature '{column.name}': expected a date-time string, got {_describe_value(value)}"
+            )
     try:
         return pd.to_datetime(values, format="ISO8601").astype(column.dtype)
     except (ValueError, TypeError) as error:

@@ -28,9 +28,10 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -72,10 +73,14 @@ def _public_key(public_pem: bytes) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(_pem_block(public_pem))
     except ValueError as error:
-        raise SigningError(f"not a PEM public key ({error}); export one with 'notebook-deploy signing-key export'") from None
+        raise SigningError(
+            f"not a PEM public key ({error}); export one with 'notebook-deploy signing-key export'"
+        ) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise SigningError(f"the public key is {type(key).__name__.lstrip('_')}, not Ed25519: "
-                           "notebook-deploy signs and verifies with Ed25519 keys only")
+        raise SigningError(
+            f"the public key is {type(key).__name__.lstrip('_')}, not Ed25519: "
+            "notebook-deploy signs and verifies with Ed25519 keys only"
+        )
     return key
 
 
@@ -112,17 +117,25 @@ class SigningKey:
         return f"SigningKey({self.key_id}, {str(self.path)!r})"
 
     @classmethod
-    def create(cls, path: Path | None = None, *, root: str | os.PathLike[str] | None = None,
-               audit_log: str | os.PathLike[str] | None = None) -> "SigningKey":
+    def create(
+        cls,
+        path: Path | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        audit_log: str | os.PathLike[str] | None = None,
+    ) -> SigningKey:
         """Make a new key at ``path`` (default: ``default_key_path(root)``); refuse to replace one,
         which would make every bundle signed with it unverifiable by its owner."""
         path = Path(path) if path is not None else default_key_path(root)
         if path.exists():
-            raise SigningError(f"a signing key already exists at {path}; 'notebook-deploy signing-key show' "
-                               "shows it (delete the file first to replace it)")
+            raise SigningError(
+                f"a signing key already exists at {path}; 'notebook-deploy signing-key show' "
+                "shows it (delete the file first to replace it)"
+            )
         private = Ed25519PrivateKey.generate()
-        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_file(path, pem, mode=0o600)
         key = cls(private, path)
@@ -130,13 +143,15 @@ class SigningKey:
         return key
 
     @classmethod
-    def load(cls, path: Path | None = None, *, root: str | os.PathLike[str] | None = None) -> "SigningKey":
+    def load(cls, path: Path | None = None, *, root: str | os.PathLike[str] | None = None) -> SigningKey:
         """Read the key at ``path`` (default: ``default_key_path(root)``)."""
         path = Path(path) if path is not None else default_key_path(root)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise SigningError(f"no signing key at {path}; make one with 'notebook-deploy signing-key create'") from None
+            raise SigningError(
+                f"no signing key at {path}; make one with 'notebook-deploy signing-key create'"
+            ) from None
         except OSError as error:
             raise SigningError(f"cannot read the signing key {path}: {error}") from None
         try:
@@ -153,8 +168,9 @@ class SigningKey:
 
     def public_pem(self) -> bytes:
         """The public key as SubjectPublicKeyInfo PEM (what ``trust add`` and ``openssl -pubin`` read)."""
-        return self._private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self._private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
 
 def default_signing_key(root: str | os.PathLike[str] | None = None) -> SigningKey | None:
@@ -180,8 +196,14 @@ class TrustStore:
     how a deployment whose bundle was verified where it was deployed from passes the signer on to its
     replicas. Changes go to the audit log."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None,
-                 audit_log: str | os.PathLike[str] | None = None, keys: Sequence[bytes] = ()) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        audit_log: str | os.PathLike[str] | None = None,
+        keys: Sequence[bytes] = (),
+    ) -> None:
         self.directory = Path(directory) if directory is not None else default_trust_dir(root)
         self._root = root
         self._audit_log = audit_log
@@ -197,8 +219,9 @@ class TrustStore:
             with contextlib.suppress(OSError, SigningError):
                 text = file.read_bytes()
                 identifier = key_id(text)
-                found.setdefault(identifier, TrustedKey(identifier, _name_of(text) or file.stem,
-                                                        _pem_block(text), file))
+                found.setdefault(
+                    identifier, TrustedKey(identifier, _name_of(text) or file.stem, _pem_block(text), file)
+                )
         return sorted(found.values(), key=lambda key: key.key_id)
 
     def find(self, identifier: str) -> TrustedKey | None:
@@ -217,8 +240,14 @@ class TrustStore:
         path = self.directory / f"{identifier}.pem"
         label = (name or identifier).replace("\n", " ")
         replace_file(path, f"{_NAME_PREFIX}{label}\n".encode() + block)
-        audit.record("trust_add", audit_log=self._audit_log, root=self._root, key_id=identifier, name=label,
-                     trust_dir=str(self.directory))
+        audit.record(
+            "trust_add",
+            audit_log=self._audit_log,
+            root=self._root,
+            key_id=identifier,
+            name=label,
+            trust_dir=str(self.directory),
+        )
         return TrustedKey(identifier, label, block, path)
 
     def remove(self, identifier: str) -> TrustedKey:
@@ -226,20 +255,29 @@ class TrustStore:
         key = self.find(identifier)
         if key is None or key.path is None:
             known = ", ".join(key.key_id for key in self.list()) or "none"
-            raise SigningError(f"no trusted key with id {identifier!r} in {self.directory} (ids: {known}); "
-                               "'notebook-deploy trust list' shows them")
+            raise SigningError(
+                f"no trusted key with id {identifier!r} in {self.directory} (ids: {known}); "
+                "'notebook-deploy trust list' shows them"
+            )
         key.path.unlink()
-        audit.record("trust_remove", audit_log=self._audit_log, root=self._root, key_id=key.key_id, name=key.name,
-                     trust_dir=str(self.directory))
+        audit.record(
+            "trust_remove",
+            audit_log=self._audit_log,
+            root=self._root,
+            key_id=key.key_id,
+            name=key.name,
+            trust_dir=str(self.directory),
+        )
         return key
 
 
 def _name_of(text: bytes) -> str | None:
     first = text.split(b"\n", 1)[0].decode(errors="replace")
-    return first[len(_NAME_PREFIX):].strip() or None if first.startswith(_NAME_PREFIX) else None
+    return first[len(_NAME_PREFIX) :].strip() or None if first.startswith(_NAME_PREFIX) else None
 
 
 # -- DSSE envelopes -----------------------------------------------------------------------------------
+
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding of ``payload``: the bytes that are signed."""
@@ -249,8 +287,11 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 def envelope(payload_type: str, payload: bytes, key: SigningKey) -> dict[str, Any]:
     """A DSSE envelope of ``payload`` signed by ``key``."""
-    return {"payloadType": payload_type, "payload": base64.b64encode(payload).decode(),
-            "signatures": [_envelope_signature(payload_type, payload, key)]}
+    return {
+        "payloadType": payload_type,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [_envelope_signature(payload_type, payload, key)],
+    }
 
 
 def add_signature(existing: dict[str, Any], key: SigningKey) -> dict[str, Any]:

@@ -22,14 +22,15 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import audit
 from .bundle import Bundle, extract_archive, read_manifest, write_file
 from .errors import (
-    BundleInUseError,
     BundleIntegrityError,
+    BundleInUseError,
     BundleNotFoundError,
     BundleReferenceError,
     NotebookDeployError,
@@ -136,8 +137,9 @@ class Store:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as error:
-            raise BundleIntegrityError(str(path), f"cannot be read ({error}): fix or delete it; "
-                                                  "`notebook-deploy tag` writes it again") from None
+            raise BundleIntegrityError(
+                str(path), f"cannot be read ({error}): fix or delete it; `notebook-deploy tag` writes it again"
+            ) from None
         if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
             raise BundleIntegrityError(str(path), "is not an object of tag → version: fix or delete it")
         return tags
@@ -262,8 +264,14 @@ class Store:
         audit.record("rm", root=self, name=name, version=version)
         return bundle
 
-    def import_archive(self, archive: str | os.PathLike[str], tag_latest: bool = True, *,
-                       allow_unsigned: bool = False, trust: Any = None) -> Bundle:
+    def import_archive(
+        self,
+        archive: str | os.PathLike[str],
+        tag_latest: bool = True,
+        *,
+        allow_unsigned: bool = False,
+        trust: Any = None,
+    ) -> Bundle:
         """Add the bundle in a ``.tar.gz`` made by ``Bundle.export``, after checking every file's hash,
         that a key in ``trust`` (a ``signing.TrustStore``; default: the user's) signed it, unless
         ``allow_unsigned`` (written to the audit log), and scanning its pickle; the import, or its refusal
@@ -273,19 +281,22 @@ class Store:
         except NotebookDeployError as error:
             audit.record("import", root=self, archive=str(archive), result="refused", error=str(error)[:500])
             raise
-        audit.record("import", root=self, archive=str(archive), result="ok", name=imported.name,
-                     version=imported.version)
+        audit.record(
+            "import", root=self, archive=str(archive), result="ok", name=imported.name, version=imported.version
+        )
         return imported
 
-    def _import_archive(self, archive: str | os.PathLike[str], tag_latest: bool, allow_unsigned: bool,
-                        trust: Any) -> Bundle:
+    def _import_archive(
+        self, archive: str | os.PathLike[str], tag_latest: bool, allow_unsigned: bool, trust: Any
+    ) -> Bundle:
         from .provenance import check_trusted  # imported here: provenance sits above the store
 
         with self.staging() as staged:
             extract_archive(Path(archive), staged)
             bundle = Bundle.open(staged)  # checks integrity
-            check_trusted(bundle, trust, allow_unsigned=allow_unsigned, action="import",
-                          audit_log=audit.default_path(self))
+            check_trusted(
+                bundle, trust, allow_unsigned=allow_unsigned, action="import", audit_log=audit.default_path(self)
+            )
             check_name(bundle.name)
             if not VERSION_PATTERN.match(bundle.version):
                 raise BundleIntegrityError(str(archive), f"has a malformed version id {bundle.version!r}")
@@ -310,7 +321,7 @@ class Store:
             pin.unlink(missing_ok=True)
 
     @classmethod
-    def holding(cls, path: Path) -> "Store | None":
+    def holding(cls, path: Path) -> Store | None:
         """The store whose version directory ``path`` is, or None for a bundle elsewhere."""
         path = Path(path).absolute()
         if path.parent.parent.name != "bundles" or not VERSION_PATTERN.match(path.name):
@@ -380,10 +391,16 @@ def _listable(bundle: Bundle, name: str, version: str) -> Bundle:
     manifest = bundle.manifest
     model = manifest.get("model")
     if (manifest.get("name"), manifest.get("version")) != (name, version):
-        raise BundleIntegrityError(str(bundle.path), f"holds the manifest of {manifest.get('name')}:"
-                                                     f"{manifest.get('version')}, not of {name}:{version}")
-    if not isinstance(manifest.get("created"), str) or not isinstance(model, dict) or "type" not in model \
-            or not isinstance(model.get("methods"), list):
+        raise BundleIntegrityError(
+            str(bundle.path),
+            f"holds the manifest of {manifest.get('name')}:{manifest.get('version')}, not of {name}:{version}",
+        )
+    if (
+        not isinstance(manifest.get("created"), str)
+        or not isinstance(model, dict)
+        or "type" not in model
+        or not isinstance(model.get("methods"), list)
+    ):
         raise BundleIntegrityError(str(bundle.path / "bundle.json"), "lacks created, model.type or model.methods")
     return bundle
 

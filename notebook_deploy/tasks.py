@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from .errors import NotebookDeployError
 from .store import Store
@@ -59,7 +60,7 @@ class Task:
     def done(self) -> bool:
         return self._done.is_set()
 
-    def watch(self, callback: Callable[["Task"], None]) -> None:
+    def watch(self, callback: Callable[[Task], None]) -> None:
         """Call ``callback(task)`` on every change (from the task's thread), and once more at the end."""
         self._watchers.append(callback)
 
@@ -77,9 +78,18 @@ class Task:
         with self._lock:
             layers = [{"digest": d, "done": done, "total": total} for d, (done, total) in self.layers.items()]
         return {
-            "id": self.id, "kind": self.kind, "ref": self.ref, "target": self.target, "state": self.state,
-            "progress": self.progress, "message": self.message, "layers": layers, "result": self.result,
-            "error": self.error, "started": self.started, "finished": self.finished,
+            "id": self.id,
+            "kind": self.kind,
+            "ref": self.ref,
+            "target": self.target,
+            "state": self.state,
+            "progress": self.progress,
+            "message": self.message,
+            "layers": layers,
+            "result": self.result,
+            "error": self.error,
+            "started": self.started,
+            "finished": self.finished,
         }
 
     # -- called by the work ----------------------------------------------------------------------
@@ -103,7 +113,7 @@ class Task:
         if self._cancel.is_set():
             raise Cancelled(f"{self.kind} of {self.ref} was cancelled")
 
-    def _run(self, work: Callable[["Task"], tuple[Any, str]]) -> None:
+    def _run(self, work: Callable[[Task], tuple[Any, str]]) -> None:
         try:
             self.result, self.message = work(self)
             self.state = SUCCEEDED
@@ -135,17 +145,31 @@ class Tasks:
         self.store = store
         self._tasks: dict[str, Task] = {}
 
-    def push(self, ref: str, image: str, *, backend: str = "auto", base: str | None = None,
-             platform: str = "linux/amd64", watch: Callable[[Task], None] | None = None) -> Task:
+    def push(
+        self,
+        ref: str,
+        image: str,
+        *,
+        backend: str = "auto",
+        base: str | None = None,
+        platform: str = "linux/amd64",
+        watch: Callable[[Task], None] | None = None,
+    ) -> Task:
         """Build and push bundle ``ref``'s image to ``image`` in the background (see ``notebook_deploy.push``)."""
         from .image.publish import push
 
         def work(task: Task) -> tuple[Any, str]:
             task.report("building the image")
-            result = push(ref, image, base=base, platform=platform, backend=backend, store=self.store,
-                          progress=task.layer)
-            summary = {"image": result.image, "digest": result.digest, "blobs": result.blobs,
-                       "uploaded_bytes": result.uploaded_bytes, "backend": result.backend}
+            result = push(
+                ref, image, base=base, platform=platform, backend=backend, store=self.store, progress=task.layer
+            )
+            summary = {
+                "image": result.image,
+                "digest": result.digest,
+                "blobs": result.blobs,
+                "uploaded_bytes": result.uploaded_bytes,
+                "backend": result.backend,
+            }
             return summary, f"pushed {result.image}@{result.digest}"
 
         return self._start(Task("push", ref, image), work, watch)
@@ -172,10 +196,11 @@ class Tasks:
         if watch is not None:
             task.watch(watch)
         self._tasks[task.id] = task
-        threading.Thread(target=task._run, args=(work,), name=f"notebook-deploy-{task.kind}-{task.id}", daemon=True).start()
+        threading.Thread(
+            target=task._run, args=(work,), name=f"notebook-deploy-{task.kind}-{task.id}", daemon=True
+        ).start()
         return task
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-

@@ -18,16 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import display
-from .cell_errors import failed_cell
 from .api import load
 from .bundle import LOCK_FILE, Bundle
 from .capturing.fetched import REPLAY_CELL, replay_mapping
 from .capturing.recipe import RECIPE_FILE, RECIPE_LOCK_FILE, data_file_map, file_sha256
+from .cell_errors import failed_cell
 from .errors import NotebookDeployError
 from .schema import differences, to_jsonable
 from .store import Store, file_lock
@@ -61,8 +62,12 @@ class Verification:
         return self.reproducible
 
     def _rows(self) -> list[tuple[str, str]]:
-        rows = [("result", "reproducible" if self.reproducible else "NOT reproducible"), ("detail", self.summary),
-                ("environment", self.environment), ("time", f"{self.seconds:.1f} s")]
+        rows = [
+            ("result", "reproducible" if self.reproducible else "NOT reproducible"),
+            ("detail", self.summary),
+            ("environment", self.environment),
+            ("time", f"{self.seconds:.1f} s"),
+        ]
         return rows + [("difference", d) for d in self.differences[1:6]]
 
     def __str__(self) -> str:
@@ -118,13 +123,23 @@ def verify(
         leading = 0
         if recipe.get("fetched"):  # the URLs whose bytes the bundle kept answer from them
             (scratch / "fetched.json").write_text(json.dumps(replay_mapping(bundle.path, recipe["fetched"])))
-            notebook.cells.insert(0, nbformat.v4.new_code_cell(REPLAY_CELL.format(mapping=str(scratch / "fetched.json"))))
+            notebook.cells.insert(
+                0, nbformat.v4.new_code_cell(REPLAY_CELL.format(mapping=str(scratch / "fetched.json")))
+            )
             leading = 1
-        notebook.cells.append(nbformat.v4.new_code_cell(_OUTPUT_CELL.format(
-            input=str(scratch / "input.pkl"), output=str(scratch / "output.pkl"),
-            target=recipe["target"], methods=bundle.methods,
-        )))
-        kernel = _fresh_kernel(bundle, scratch, say, Path(environments) if environments else None) if fresh_env else None
+        notebook.cells.append(
+            nbformat.v4.new_code_cell(
+                _OUTPUT_CELL.format(
+                    input=str(scratch / "input.pkl"),
+                    output=str(scratch / "output.pkl"),
+                    target=recipe["target"],
+                    methods=bundle.methods,
+                )
+            )
+        )
+        kernel = (
+            _fresh_kernel(bundle, scratch, say, Path(environments) if environments else None) if fresh_env else None
+        )
         say(f"replaying {len(notebook.cells) - 1} cells in a fresh kernel")
         failure = _execute(notebook, work, kernel, timeout, leading)
         if failure:
@@ -132,12 +147,17 @@ def verify(
             return result(False, message, failed_cell=cell)
         with open(scratch / "output.pkl", "rb") as f:
             rebuilt = to_jsonable(pickle.load(f))
-    found = [d for method in bundle.methods
-             for d in differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)]
+    found = [
+        d
+        for method in bundle.methods
+        for d in differences(bundle.sample["outputs"][method], rebuilt[method], method, rtol, atol)
+    ]
     if found:
         return result(False, found[0], differences=found)
     rows = len(bundle.sample["instances"])
-    return result(True, f"the rebuilt model gives the stored outputs of {', '.join(bundle.methods)} on {rows} sample rows")
+    return result(
+        True, f"the rebuilt model gives the stored outputs of {', '.join(bundle.methods)} on {rows} sample rows"
+    )
 
 
 def _replay_folder(root: Path, recipe: dict[str, Any]) -> Path:
@@ -147,7 +167,7 @@ def _replay_folder(root: Path, recipe: dict[str, Any]) -> Path:
     relative = [Path(f["path"]).parts for f in recipe["files"] if not Path(f["path"]).is_absolute()]
     up = max((next((i for i, part in enumerate(parts) if part != ".."), len(parts)) for parts in relative), default=0)
     session = Path(recipe.get("workdir") or ".").resolve().parts[1:]
-    return root.joinpath(*session[len(session) - up:]) if up else root
+    return root.joinpath(*session[len(session) - up :]) if up else root
 
 
 def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: str | None) -> str | None:
@@ -185,8 +205,11 @@ def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None], env
         venv = scratch / "venv"
         _build_environment(venv, locks, bundle.ref, say)
     else:
-        pins = "".join(sorted(line for lock in locks for line in lock.read_text().splitlines()
-                              if line and not line.startswith("#")))
+        pins = "".join(
+            sorted(
+                line for lock in locks for line in lock.read_text().splitlines() if line and not line.startswith("#")
+            )
+        )
         key = hashlib.sha256(f"{sys.version}\n{pins}".encode()).hexdigest()[:16]
         environments.mkdir(parents=True, exist_ok=True)
         venv = environments / key
@@ -205,8 +228,13 @@ def _fresh_kernel(bundle: Bundle, scratch: Path, say: Callable[[str], None], env
     spec = scratch / "kernels" / "notebook-deploy-verify"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(
-        '{"argv": ["%s", "-m", "ipykernel_launcher", "-f", "{connection_file}"], '
-        '"display_name": "verify", "language": "python"}' % python
+        json.dumps(
+            {
+                "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "verify",
+                "language": "python",
+            }
+        )
     )
     specs = KernelSpecManager(kernel_dirs=[str(scratch / "kernels")])
     return KernelManager(kernel_name="notebook-deploy-verify", kernel_spec_manager=specs)
@@ -219,11 +247,15 @@ def _build_environment(venv: Path, locks: list[Path], ref: str, say: Callable[[s
     say(f"creating a virtual environment from {' and '.join(lock.name for lock in locks)}")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     requirements = [argument for lock in locks for argument in ("-r", str(lock))]
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements,
-                              "ipykernel"], capture_output=True, text=True)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements, "ipykernel"],
+        capture_output=True,
+        text=True,
+    )
     if install.returncode != 0:
-        raise NotebookDeployError(f"installing {' and '.join(lock.name for lock in locks)} of {ref} failed:\n"
-                                  f"{install.stderr[-3000:]}")
+        raise NotebookDeployError(
+            f"installing {' and '.join(lock.name for lock in locks)} of {ref} failed:\n{install.stderr[-3000:]}"
+        )
 
 
 def _execute(notebook: Any, work: Path, kernel: Any, timeout: float, leading: int) -> tuple[int | None, str] | None:
@@ -233,8 +265,11 @@ def _execute(notebook: Any, work: Path, kernel: Any, timeout: float, leading: in
     from nbclient.exceptions import CellExecutionError
 
     options: dict[str, Any] = {"timeout": timeout, "resources": {"metadata": {"path": str(work)}}}
-    client = NotebookClient(notebook, km=kernel, **options) if kernel is not None else NotebookClient(
-        notebook, kernel_name="python3", **options)
+    client = (
+        NotebookClient(notebook, km=kernel, **options)
+        if kernel is not None
+        else NotebookClient(notebook, kernel_name="python3", **options)
+    )
     try:
         client.execute()
     except CellExecutionError as error:

@@ -49,8 +49,13 @@ _FORMAT = 1  # bump when the way the layer is made changes, to miss old cache en
 
 
 def _mmdebstrap_command(output: str) -> list[str]:
-    command = ["mmdebstrap", "--mode=auto", f"--variant={VARIANT}", "--include=" + ",".join(PACKAGES),
-               "--aptopt=Acquire::Languages \"none\""]
+    command = [
+        "mmdebstrap",
+        "--mode=auto",
+        f"--variant={VARIANT}",
+        "--include=" + ",".join(PACKAGES),
+        "--aptopt=Acquire::Languages \"none\"",
+    ]
     command += [f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDED]
     return command + [SUITE, output, MIRROR]
 
@@ -83,14 +88,17 @@ def _build(layer: Path, sidecar: Path, log_path: Path) -> None:
     tar_digest = hashlib.sha256()
     with open(log_path, "wb") as log, open(partial, "wb") as raw:
         # stdin must not be a pipe: mmdebstrap would read sources.list from it
-        process = subprocess.Popen(_mmdebstrap_command("-"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=log, env=env)
+        process = subprocess.Popen(
+            _mmdebstrap_command("-"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env
+        )
         assert process.stdout is not None
         try:
             with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as compressed:
                 hashing = HashingWriter(compressed, tar_digest)
-                with tarfile.open(fileobj=process.stdout, mode="r|") as source, \
-                        tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as target:
+                with (
+                    tarfile.open(fileobj=process.stdout, mode="r|") as source,
+                    tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as target,
+                ):
                     for member in source:
                         if member.ischr() or member.isblk() or member.isfifo():
                             continue  # the runtime makes /dev; a layer may not carry device nodes
@@ -105,8 +113,15 @@ def _build(layer: Path, sidecar: Path, log_path: Path) -> None:
     with open(partial, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    sidecar.write_text(json.dumps({"digest": f"sha256:{digest.hexdigest()}",
-                                   "diff_id": f"sha256:{tar_digest.hexdigest()}", "size": partial.stat().st_size}))
+    sidecar.write_text(
+        json.dumps(
+            {
+                "digest": f"sha256:{digest.hexdigest()}",
+                "diff_id": f"sha256:{tar_digest.hexdigest()}",
+                "size": partial.stat().st_size,
+            }
+        )
+    )
     os.replace(partial, layer)
 
 
@@ -127,8 +142,9 @@ def layer_digests(layer: Path) -> tuple[str, str]:
     return f"sha256:{digest.hexdigest()}", f"sha256:{diff_id.hexdigest()}"
 
 
-def push_python_base(registry_host: str, cache_dir: Path = DEFAULT_CACHE, repository: str = "base/python",
-                     tag: str = "3.11") -> str:
+def push_python_base(
+    registry_host: str, cache_dir: Path = DEFAULT_CACHE, repository: str = "base/python", tag: str = "3.11"
+) -> str:
     """Push the base as a one-layer linux/amd64 OCI image over plain http; return ``HOST/repository:tag``."""
     layer = python_base_layer(cache_dir)
     digest, diff_id = layer_digests(layer)
@@ -150,12 +166,16 @@ def push_python_base(registry_host: str, cache_dir: Path = DEFAULT_CACHE, reposi
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_blob.digest,
-                   "size": config_blob.size},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_blob.digest,
+            "size": config_blob.size,
+        },
         "layers": [{"mediaType": OCI_LAYER, "digest": layer_blob.digest, "size": layer_blob.size}],
     }
-    client.put_manifest(repository, tag, json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(),
-                        OCI_MANIFEST)
+    client.put_manifest(
+        repository, tag, json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(), OCI_MANIFEST
+    )
     return f"{registry_host}/{repository}:{tag}"
 
 
@@ -171,8 +191,10 @@ class DockerDaemon(Service):
         self.root = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))  # a unix socket path has 107 chars
         self.host = f"unix://{self.root}/docker.sock"
         self.log_path = self.root / "dockerd.log"
-        self._env = {**{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
-                     "DOCKER_CONFIG": str(self.root / "client")}  # not the user's credential helpers
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
+            "DOCKER_CONFIG": str(self.root / "client"),
+        }  # not the user's credential helpers
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -180,12 +202,29 @@ class DockerDaemon(Service):
         for binary in (DOCKERD, DOCKER):
             if not os.access(binary, os.X_OK):
                 raise RuntimeError(f"{binary} is missing: run `bash scripts/install-test-deps.sh` as root")
-        command = [DOCKERD, "--iptables=false", "--ip6tables=false", "--bridge=none",
-                   "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                   "-H", self.host, "--pidfile", str(self.root / "dockerd.pid")]
+        command = [
+            DOCKERD,
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "exec"),
+            "-H",
+            self.host,
+            "--pidfile",
+            str(self.root / "dockerd.pid"),
+        ]
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             env=self._env, start_new_session=True)
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + self.timeout
         while True:
             if self._process.poll() is not None:
@@ -201,11 +240,18 @@ class DockerDaemon(Service):
 
     def docker(self, *args: str, check: bool = True, timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
         """Run ``docker -H <host> ARGS``; output captured as text; raise with it on failure when ``check``."""
-        result = subprocess.run([DOCKER, "-H", self.host, *args], capture_output=True, text=True, env=self._env,
-                                stdin=subprocess.DEVNULL, timeout=timeout)
+        result = subprocess.run(
+            [DOCKER, "-H", self.host, *args],
+            capture_output=True,
+            text=True,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)} exited with {result.returncode}:\n"
-                               f"{result.stdout}{result.stderr}")
+            raise RuntimeError(
+                f"docker {' '.join(args)} exited with {result.returncode}:\n{result.stdout}{result.stderr}"
+            )
         return result
 
     def wait_until_answers(self, container: str, url: str, timeout: float = 120) -> None:

@@ -24,16 +24,35 @@ def push_test_base(client: Registry, workdir: Path, repository: str = "base/pyth
     for arch in ("amd64", "arm64"):
         layer = build_layer([Entry("etc/base-release", f"base for {arch}\n".encode())], workdir / f"base-{arch}.tgz")
         client.push_blob(repository, Blob(layer.digest, layer.size, path=layer.path))
-        config = {"architecture": arch, "os": "linux", "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["python3"]},
-                  "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}, "history": [{"created_by": "base"}]}
+        config = {
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["python3"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+            "history": [{"created_by": "base"}],
+        }
         config_digest, config_size = _push_json(client, repository, config)
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                          "digest": config_digest, "size": config_size},
-                               "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}]}).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": config_size,
+                },
+                "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+            }
+        ).encode()
         digest = client.put_manifest(repository, f"{tag}-{arch}", manifest, OCI_MANIFEST)
-        children.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
-                         "platform": {"os": "linux", "architecture": arch}})
+        children.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": len(manifest),
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
     client.put_manifest(repository, tag, index, OCI_INDEX)
     return f"{client.host}/{repository}:{tag}"

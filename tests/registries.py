@@ -390,10 +390,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.command == "GET" and len(parts) > 4 and parts[-2] == "referrers":
             name = "/".join(parts[2:-2])
             wanted = urllib.parse.parse_qs(url.query).get("artifactType", [None])[0]
-            found = [d for d in proxy.referrers.get((name, parts[-1]), [])
-                     if wanted is None or d.get("artifactType") == wanted]
-            body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                               "manifests": found}).encode()
+            found = [
+                d
+                for d in proxy.referrers.get((name, parts[-1]), [])
+                if wanted is None or d.get("artifactType") == wanted
+            ]
+            body = json.dumps(
+                {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": found}
+            ).encode()
             headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
             if wanted is not None:
                 headers["OCI-Filters-Applied"] = "artifactType"
@@ -401,24 +405,36 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
-        response = requests.request(self.command, f"{proxy.upstream.url}{self.path}", data=data, headers=headers,
-                                    allow_redirects=False, timeout=60)
+        response = requests.request(
+            self.command,
+            f"{proxy.upstream.url}{self.path}",
+            data=data,
+            headers=headers,
+            allow_redirects=False,
+            timeout=60,
+        )
         extra = {}
         if self.command == "PUT" and "/manifests/" in url.path and response.status_code == 201 and data:
             manifest = json.loads(data)
             if "subject" in manifest:
-                name = url.path[len("/v2/"):url.path.index("/manifests/")]
-                descriptor = {"mediaType": manifest.get("mediaType"), "size": len(data),
-                              "digest": response.headers["Docker-Content-Digest"],
-                              "artifactType": manifest.get("artifactType") or manifest["config"]["mediaType"]}
+                name = url.path[len("/v2/") : url.path.index("/manifests/")]
+                descriptor = {
+                    "mediaType": manifest.get("mediaType"),
+                    "size": len(data),
+                    "digest": response.headers["Docker-Content-Digest"],
+                    "artifactType": manifest.get("artifactType") or manifest["config"]["mediaType"],
+                }
                 listed = proxy.referrers.setdefault((name, manifest["subject"]["digest"]), [])
                 if descriptor not in listed:
                     listed.append(descriptor)
                 extra["OCI-Subject"] = manifest["subject"]["digest"]
         skip = ("content-length", "connection", "transfer-encoding", "content-encoding")
-        self._answer(response.status_code, b"" if self.command == "HEAD" else response.content,
-                     {**{k: v for k, v in response.headers.items() if k.lower() not in skip}, **extra},
-                     length=int(response.headers.get("Content-Length") or len(response.content)))
+        self._answer(
+            response.status_code,
+            b"" if self.command == "HEAD" else response.content,
+            {**{k: v for k, v in response.headers.items() if k.lower() not in skip}, **extra},
+            length=int(response.headers.get("Content-Length") or len(response.content)),
+        )
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 

@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from models import FragileModel
 
 import notebook_deploy as nd
-from models import FragileModel
 
 
 def test_predictions_over_http_equal_in_process(forest_client, forest, iris):
@@ -41,7 +41,11 @@ def test_a_pandas_pipeline_takes_rows_as_objects_or_lists(pipeline_client, pipel
         (b'{"instances": []}', 422, "empty"),
         (b'{"instances": [[1, 2, 3]]}', 422, "row 0 has shape [3], expected [4]"),
         (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 4, 5]]}', 422, "row 1 has shape [5], expected [4]"),
-        (b'{"instances": [[1, 2, "three", 4]]}', 422, 'row 0, position 2: expected a number or null, got a string "three"'),
+        (
+            b'{"instances": [[1, 2, "three", 4]]}',
+            422,
+            'row 0, position 2: expected a number or null, got a string "three"',
+        ),
         (b'{"instances": [[1, 2, "3", 4]]}', 422, "expected a number"),
         (b'{"instances": [1, 2, 3, 4]}', 422, "row 0: expected a list of shape [4]"),
     ],
@@ -98,8 +102,10 @@ def test_a_model_that_raises_gets_a_json_500_without_its_text_and_serving_goes_o
     with TestClient(nd.create_app(bundle)) as client:
         failed = client.post("/predict", json={"instances": [[-1.0, 2.0]]})
         assert failed.status_code == 500
-        assert failed.json() == {"detail": "the model's predict raised an error; the server's log has it (serve with "
-                                           "--debug-errors to return it to callers)"}
+        assert failed.json() == {
+            "detail": "the model's predict raised an error; the server's log has it (serve with "
+            "--debug-errors to return it to callers)"
+        }
         assert "ValueError: negative values are not supported" in caplog.text  # the log keeps it
         assert client.post("/predict", json={"instances": [[1.0, 2.0]]}).json() == {"predictions": [3.0]}
     with TestClient(nd.create_app(bundle, debug_errors=True)) as client:
@@ -114,7 +120,9 @@ def test_string_labels_and_health_endpoints(store, iris):
     labels = np.array(["setosa", "versicolor", "virginica"])[y]
     bundle = nd.capture(DecisionTreeClassifier(random_state=0).fit(X, labels), name="named", sample=X[:5], store=store)
     with TestClient(nd.create_app(bundle)) as client:
-        assert client.post("/predict", json={"instances": X[:2].tolist()}).json() == {"predictions": ["setosa", "setosa"]}
+        assert client.post("/predict", json={"instances": X[:2].tolist()}).json() == {
+            "predictions": ["setosa", "setosa"]
+        }
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json() == {"ready": True, "model": bundle.ref, "sample_check": "match"}
         meta = client.get("/metadata").json()
@@ -124,7 +132,9 @@ def test_string_labels_and_health_endpoints(store, iris):
 
 def test_openapi_documents_each_method_with_schema_and_example(forest_client, forest_bundle):
     spec = forest_client.get("/openapi.json").json()
-    assert {"/predict", "/predict_proba", "/predict_log_proba", "/healthz", "/readyz", "/metadata"} <= set(spec["paths"])
+    assert {"/predict", "/predict_proba", "/predict_log_proba", "/healthz", "/readyz", "/metadata"} <= set(
+        spec["paths"]
+    )
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     row = body["schema"]["properties"]["instances"]["items"]
     assert (row["minItems"], row["maxItems"]) == (4, 4)

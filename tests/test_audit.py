@@ -94,15 +94,20 @@ def test_pushes_are_recorded_with_their_result(monkeypatch, store):
         publish.push("m", "registry.example/models/m:2", store=store)
     ok, failed = audit.read(root=store)
     assert (ok["event"], ok["reference"], ok["digest"], ok["result"]) == (
-        "push", "registry.example/models/m:1", "sha256:" + "1" * 64, "ok")
+        "push",
+        "registry.example/models/m:1",
+        "sha256:" + "1" * 64,
+        "ok",
+    )
     assert (failed["reference"], failed["result"]) == ("registry.example/models/m:2", "failed")
     assert "denied" in failed["error"]
 
 
 def test_refusals_are_one_line_a_second_per_client_with_a_count(tmp_path):
     log = tmp_path / "audit.log"
-    written = [audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=401, path="/predict")
-               for _ in range(50)]
+    written = [
+        audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=401, path="/predict") for _ in range(50)
+    ]
     audit.record_limited("auth_failure", "10.0.0.2", audit_log=log, status=401, path="/predict")  # another client
     audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=403, path="/metadata")  # another status
     for port in (50001, 50002):  # gRPC peers: one client, a port per connection
@@ -111,8 +116,13 @@ def test_refusals_are_one_line_a_second_per_client_with_a_count(tmp_path):
     time.sleep(audit.LIMIT_SECONDS + 0.05)
     audit.record_limited("auth_failure", "10.0.0.1", audit_log=log, status=401, path="/predict")
     entries = [(e["client"], e["status"], e["suppressed"]) for e in audit.read(log)]
-    assert entries == [("10.0.0.1", 401, 0), ("10.0.0.2", 401, 0), ("10.0.0.1", 403, 0), ("ipv4:10.0.0.3:50001", 401, 0),
-                       ("10.0.0.1", 401, 49)]
+    assert entries == [
+        ("10.0.0.1", 401, 0),
+        ("10.0.0.2", 401, 0),
+        ("10.0.0.1", 403, 0),
+        ("ipv4:10.0.0.3:50001", 401, 0),
+        ("10.0.0.1", 401, 49),
+    ]
 
 
 def test_the_log_rotates_by_size_and_keeps_a_few_files(tmp_path, monkeypatch):

@@ -30,8 +30,13 @@ def secured(tmp_path):
     keys = KeyStore(tmp_path / "keys.json", audit_log=tmp_path / "audit.log")
     predict_key, _ = keys.create("predict", "client")
     admin_key, _ = keys.create("admin", "ops")
-    return SimpleNamespace(keys=keys, predict=predict_key, admin=admin_key, audit_log=tmp_path / "audit.log",
-                           settings=dict(keys_file=str(keys.path), audit_log=str(tmp_path / "audit.log")))
+    return SimpleNamespace(
+        keys=keys,
+        predict=predict_key,
+        admin=admin_key,
+        audit_log=tmp_path / "audit.log",
+        settings=dict(keys_file=str(keys.path), audit_log=str(tmp_path / "audit.log")),
+    )
 
 
 @pytest.fixture
@@ -65,7 +70,12 @@ def test_no_key_is_401_with_a_challenge_and_says_what_to_send(client, secured):
         answer = client.post("/predict", json=ROWS, headers={"Authorization": header})
         assert (answer.status_code, answer.json()["detail"]) == (401, auth.NO_KEY), header
     (first, *rest) = failures(secured.audit_log)
-    assert (first["status"], first["path"], first["reason"], first["client"]) == (401, "/predict", "missing_key", "testclient")
+    assert (first["status"], first["path"], first["reason"], first["client"]) == (
+        401,
+        "/predict",
+        "missing_key",
+        "testclient",
+    )
     assert [e["reason"] for e in rest] == ["malformed_header"] * 4
     assert secured.predict not in secured.audit_log.read_text()
 
@@ -73,7 +83,9 @@ def test_no_key_is_401_with_a_challenge_and_says_what_to_send(client, secured):
 def test_a_bad_key_is_401(client, secured):
     forged = secured.predict[:-4] + "AAAA"
     response = client.post("/predict", json=ROWS, headers=bearer(forged))
-    assert response.status_code == 401 and response.json() == {"detail": "the API key is not valid (revoked or unknown)"}
+    assert response.status_code == 401 and response.json() == {
+        "detail": "the API key is not valid (revoked or unknown)"
+    }
     assert "invalid_token" in response.headers["www-authenticate"]
     (entry,) = failures(secured.audit_log)
     assert entry["reason"] == "invalid_key" and entry["key_id"] == forged.split("_")[1]
@@ -87,12 +99,14 @@ def test_a_predict_key_reaches_inference_only(client, secured):
     metadata = client.get("/metadata", headers=key)
     assert metadata.status_code == 403
     key_id = secured.predict.split("_")[1]
-    assert metadata.json() == {"detail": f"the key '{key_id}' has role 'predict', which reaches inference only; "
-                                         "/metadata needs an 'admin' key"}
+    assert metadata.json() == {
+        "detail": f"the key '{key_id}' has role 'predict', which reaches inference only; /metadata needs an 'admin' key"
+    }
     assert client.get("/metrics", headers=key).status_code == 403
     assert client.get("/monitor/drift", headers=key).status_code == 403
     assert [(e["status"], e["path"], e["reason"], e["key_id"]) for e in failures(secured.audit_log)] == [
-        (403, path, "insufficient_role", key_id) for path in ("/metadata", "/metrics", "/monitor/drift")]
+        (403, path, "insufficient_role", key_id) for path in ("/metadata", "/metrics", "/monitor/drift")
+    ]
 
 
 def test_open_routes_need_no_key(client):
@@ -130,7 +144,10 @@ def test_a_revoked_key_is_refused_without_restart(client, secured):
 def test_the_openapi_document_declares_the_scheme(client):
     document = client.get("/openapi.json").json()
     assert document["components"]["securitySchemes"]["APIKey"] == {
-        "type": "http", "scheme": "bearer", "description": "An API key: 'notebook-deploy keys create --role predict|admin'"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key: 'notebook-deploy keys create --role predict|admin'",
+    }
     assert document["paths"]["/predict"]["post"]["security"] == [{"APIKey": []}]
     assert "security" not in document["paths"]["/healthz"]["get"]
 
@@ -167,7 +184,8 @@ def test_with_auth_on_the_docs_show_no_captured_rows(forest_bundle, secured):
         document = client.get("/openapi.json").text
         assert captured and not [row for row in captured if row in document]
         example = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"][
-            "application/json"]["example"]
+            "application/json"
+        ]["example"]
         assert example == {"instances": [[0.0, 0.0, 0.0, 0.0]] * 2}
         assert client.post("/predict", json=example, headers=bearer(secured.predict)).status_code == 200
     with TestClient(nd.create_app(forest_bundle, auth=False, **secured.settings)) as client:
@@ -175,8 +193,9 @@ def test_with_auth_on_the_docs_show_no_captured_rows(forest_bundle, secured):
 
 
 def test_auth_off_adds_no_dependency(tmp_path):
-    served = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()),
-                             settings=ServeSettings(keys_file=str(tmp_path / "none.json")))
+    served = SimpleNamespace(
+        app=SimpleNamespace(state=SimpleNamespace()), settings=ServeSettings(keys_file=str(tmp_path / "none.json"))
+    )
     assert auth.dependencies(auth.PREDICT, served) == [] and auth.dependencies(auth.ADMIN, served) == []
     assert auth.grpc_interceptors(served) == []
     with pytest.raises(ValueError, match="auth.OPEN"):
@@ -202,15 +221,19 @@ def test_grpc_calls_obey_the_same_keys(secured):
 
     async def scenario() -> list:
         server = grpc.aio.server(interceptors=auth.grpc_interceptors(served))
-        handlers = {name: grpc.unary_unary_rpc_method_handler(echo)
-                    for name in ("ModelInfer", "ServerLive", "ModelStatistics")}
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(echo) for name in ("ModelInfer", "ServerLive", "ModelStatistics")
+        }
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(echo_stream)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         outcomes = []
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
                 async def call(method: str, key: str | None) -> object:
                     metadata = (("authorization", f"Bearer {key}"),) if key else ()
                     try:
@@ -241,8 +264,11 @@ def test_grpc_calls_obey_the_same_keys(secured):
     assert streamed == grpc.StatusCode.UNAUTHENTICATED
     entries = failures(secured.audit_log)
     assert [(e["protocol"], e["path"].rsplit("/", 1)[1], e["reason"]) for e in entries] == [
-        ("grpc", "ModelInfer", "missing_key"), ("grpc", "ModelInfer", "invalid_key"),
-        ("grpc", "ModelStatistics", "insufficient_role"), ("grpc", "ModelStreamInfer", "missing_key")]
+        ("grpc", "ModelInfer", "missing_key"),
+        ("grpc", "ModelInfer", "invalid_key"),
+        ("grpc", "ModelStatistics", "insufficient_role"),
+        ("grpc", "ModelStreamInfer", "missing_key"),
+    ]
     assert all(e["client"].startswith("ipv4:127.0.0.1:") for e in entries)
 
 
@@ -259,17 +285,22 @@ def self_signed_certificate(folder) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
@@ -286,7 +317,9 @@ def test_a_real_server_refuses_and_records_over_http(forest_bundle, secured, iri
         assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
     entries = failures(secured.audit_log)
     assert [(e["status"], e["path"], e["reason"], e["client"]) for e in entries] == [
-        (401, "/predict", "missing_key", "127.0.0.1"), (403, "/metadata", "insufficient_role", "127.0.0.1")]
+        (401, "/predict", "missing_key", "127.0.0.1"),
+        (403, "/metadata", "insufficient_role", "127.0.0.1"),
+    ]
     assert all(e["pid"] == server.pid for e in entries)
 
 
@@ -305,8 +338,9 @@ def test_keys_default_to_the_store_of_a_served_reference(forest_bundle, session_
 @pytest.mark.integration
 def test_tls_from_a_certificate_and_key(forest_bundle, tmp_path, secured, iris):
     cert, key = self_signed_certificate(tmp_path)
-    with nd.serve(forest_bundle, tls_cert=cert, tls_key=key, verify=cert, api_key=secured.predict,
-                  **secured.settings) as server:
+    with nd.serve(
+        forest_bundle, tls_cert=cert, tls_key=key, verify=cert, api_key=secured.predict, **secured.settings
+    ) as server:
         assert server.url.startswith("https://127.0.0.1:")
         assert server.predict(iris[0][:2]).tolist() == forest_bundle.predict(iris[0][:2]).tolist()
         assert requests.get(f"{server.url}/healthz", verify=cert, timeout=10).json() == {"status": "ok"}

@@ -37,9 +37,7 @@ def _batcher(call, **options) -> Batcher:
 async def _submit_all(batcher: Batcher, values: list[float]) -> list[object]:
     batcher.start()
     try:
-        return await asyncio.gather(
-            *(batcher.submit(np.array([[v]])) for v in values), return_exceptions=True
-        )
+        return await asyncio.gather(*(batcher.submit(np.array([[v]])) for v in values), return_exceptions=True)
     finally:
         await batcher.stop()
 
@@ -62,8 +60,9 @@ def test_requests_of_several_rows_are_split_back_in_order():
     async def scenario():
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.submit(np.arange(n, dtype=float).reshape(-1, 1) + 100 * n)
-                                          for n in (1, 3, 5, 2)))
+            return await asyncio.gather(
+                *(batcher.submit(np.arange(n, dtype=float).reshape(-1, 1) + 100 * n) for n in (1, 3, 5, 2))
+            )
         finally:
             await batcher.stop()
 

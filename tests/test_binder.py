@@ -29,8 +29,13 @@ def repository_copy(target: Path) -> Path:
     """The repository as Binder gets it: the files git knows (new ones not ignored included), plus the
     JupyterLab extension already built, so that `pip install .` does not build it again with node (the
     labextension's own tests build it)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         if (ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -49,8 +54,12 @@ def binder(tmp_path_factory):
     repo = repository_copy(work / "repo")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "VIRTUAL_ENV": str(venv), "HOME": str(work / "home"),
-           "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))}
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "VIRTUAL_ENV": str(venv),
+        "HOME": str(work / "home"),
+        "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),
+    }
     lines = [line.strip() for line in (BINDER / "requirements.txt").read_text().splitlines()]
     requirements = [line for line in lines if line and not line.startswith("#") and line not in UNREACHABLE]
     if requirements:
@@ -103,8 +112,9 @@ def test_the_quickstart_opens_beside_the_sidebar_with_a_bundle_in_the_store(bind
 def test_repo2docker_accepts_the_repository(binder):
     repo, _ = binder
     repo2docker = tool_venv("repo2docker-2026.4.0", "jupyter-repo2docker==2026.4.0") / "bin" / "repo2docker"
-    result = subprocess.run([str(repo2docker), "--no-build", "--debug", str(repo)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [str(repo2docker), "--no-build", "--debug", str(repo)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "Building conda environment for python=3.11" in output

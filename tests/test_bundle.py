@@ -18,8 +18,15 @@ import notebook_deploy as nd
 from notebook_deploy.bundle import content_version
 from notebook_deploy.errors import BundleIntegrityError
 
-BUNDLE_FILES = ["bundle.json", "environment.json", "model.pkl", "provenance.dsse.json", "reference.json", "requirements.txt",
-                "sample.json"]
+BUNDLE_FILES = [
+    "bundle.json",
+    "environment.json",
+    "model.pkl",
+    "provenance.dsse.json",
+    "reference.json",
+    "requirements.txt",
+    "sample.json",
+]
 SEALED_FILES = [f for f in BUNDLE_FILES if f != "provenance.dsse.json"]  # the signature is checked by test_trust
 
 
@@ -62,7 +69,9 @@ def open_both_ways(path: Path) -> list[BundleIntegrityError]:
 # -- a fresh bundle ------------------------------------------------------------------------------------
 def test_fresh_bundle_has_the_documented_files(captured):
     assert sorted(p.name for p in captured.path.iterdir()) == BUNDLE_FILES
-    assert sorted(captured.manifest["files"]) == [f for f in BUNDLE_FILES if f not in ("bundle.json", "provenance.dsse.json")]
+    assert sorted(captured.manifest["files"]) == [
+        f for f in BUNDLE_FILES if f not in ("bundle.json", "provenance.dsse.json")
+    ]
 
 
 def test_fresh_bundle_verifies(captured, copy):
@@ -229,6 +238,7 @@ def test_export_bytes_do_not_depend_on_the_file_name(captured, tmp_path):
 def make_archive(captured: nd.Bundle, path: Path, extra: tarfile.TarInfo, data: bytes, first: bool) -> Path:
     """A gzip tar of the real bundle files plus one ``extra`` member, before or after them."""
     with tarfile.open(path, "w:gz") as tar:
+
         def add_extra():
             tar.addfile(extra, io.BytesIO(data) if extra.isfile() else None)
 
@@ -304,7 +314,9 @@ def test_archive_with_changed_file_is_refused(captured, tmp_path):
     assert not any((store.root / "tmp").iterdir())
 
 
-@pytest.mark.parametrize("content", [b"", b"not an archive at all", b"\x1f\x8b\x08\x00garbage"], ids=["empty", "text", "bad-gzip"])
+@pytest.mark.parametrize(
+    "content", [b"", b"not an archive at all", b"\x1f\x8b\x08\x00garbage"], ids=["empty", "text", "bad-gzip"]
+)
 def test_unreadable_archive_is_refused(tmp_path, content):
     archive = tmp_path / "junk.tar.gz"
     archive.write_bytes(content)
@@ -373,7 +385,11 @@ def test_bundle_accessors(captured, iris, model):
     assert "predict_proba" in captured.methods
     assert any(r.startswith("scikit-learn==") for r in captured.requirements)
     assert any(line.startswith("scikit-learn==") for line in captured.lock())
-    assert captured.input_schema.to_dict() == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4],
+    assert captured.input_schema.to_dict() == {
+        "type": "tensor",
+        "kind": "float",
+        "dtype": "float64",
+        "shape": [4],
         "domain": {"nullable": False, "limit": None},  # LogisticRegression refuses NaN
     }
     assert captured.sample["instances"] == iris[0][:5].tolist()
@@ -384,17 +400,24 @@ def test_bundle_accessors(captured, iris, model):
 
 def test_to_dict_and_details_are_json_ready(captured):
     assert captured.to_dict(["latest"]) == {
-        "name": "iris-clf", "version": captured.version, "ref": captured.ref, "created": captured.created,
-        "tags": ["latest"], "model_type": "sklearn.linear_model._logistic.LogisticRegression",
-        "methods": captured.methods, "size": captured.size,
+        "name": "iris-clf",
+        "version": captured.version,
+        "ref": captured.ref,
+        "created": captured.created,
+        "tags": ["latest"],
+        "model_type": "sklearn.linear_model._logistic.LogisticRegression",
+        "methods": captured.methods,
+        "size": captured.size,
     }
     details = captured.details()
     assert json.loads(json.dumps(details)) == details
     assert details["tags"] == [] and details["recipe"] is None and captured.recipe() is None
     assert details["manifest"] == captured.manifest and details["lock"] == captured.lock()
     assert details["requirements"] == captured.requirements and details["warnings"] == captured.warnings
-    assert details["schema"]["input"] == {"description": captured.input_schema.describe(),
-                                          "json_schema": captured.input_schema.json_schema()}
+    assert details["schema"]["input"] == {
+        "description": captured.input_schema.describe(),
+        "json_schema": captured.input_schema.json_schema(),
+    }
     assert set(details["schema"]["outputs"]) == set(captured.methods)
     assert details["sample"] == captured.sample
     assert details["reference"]["rows"] == 5
@@ -467,8 +490,9 @@ def test_a_small_archive_holding_a_huge_member_is_refused_without_unpacking_it(b
         "try:\n    nd.Store(sys.argv[2]).import_archive(sys.argv[1])\nexcept BundleIntegrityError as error:\n"
         "    print(error)\nprint('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(bomb), str(tmp_path / "store")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(bomb), str(tmp_path / "store")], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     message, peak = result.stdout.strip().rsplit("\n", 1)
     assert "weights.bin" in message and "over the limit for an archive of its size" in message
@@ -476,11 +500,14 @@ def test_a_small_archive_holding_a_huge_member_is_refused_without_unpacking_it(b
     assert not any((tmp_path / "store" / "tmp").iterdir()) and nd.Store(tmp_path / "store").names() == []
 
 
-@pytest.mark.parametrize(("limits", "expected"), [
-    ({"members": 3}, "holds more than 3 files"),
-    ({"member_bytes": 100}, "over the limit of 100 bytes a file"),
-    ({"total_bytes": 1000}, "unpacks to more than 1000 bytes"),
-])
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({"members": 3}, "holds more than 3 files"),
+        ({"member_bytes": 100}, "over the limit of 100 bytes a file"),
+        ({"total_bytes": 1000}, "unpacks to more than 1000 bytes"),
+    ],
+)
 def test_archive_limits(captured, tmp_path, limits, expected):
     from notebook_deploy.bundle import ArchiveLimits, extract_archive
 

@@ -11,9 +11,9 @@ from importlib import metadata
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
 from notebook_deploy.errors import CaptureError
@@ -73,7 +73,11 @@ def test_inference_methods_and_sample_outputs_are_recorded(forest_bundle, forest
     sample = forest_bundle.sample
     assert len(sample["instances"]) == 5
     assert sample["outputs"]["predict"] == forest.predict(iris[0][:5]).tolist()
-    assert forest_bundle.manifest["schema"]["input"] == {"type": "tensor", "kind": "float", "dtype": "float64", "shape": [4],
+    assert forest_bundle.manifest["schema"]["input"] == {
+        "type": "tensor",
+        "kind": "float",
+        "dtype": "float64",
+        "shape": [4],
         "domain": {"nullable": True, "limit": 3.4028234663852886e38},  # a forest computes in float32
     }
 
@@ -159,7 +163,9 @@ def test_local_modules_are_shipped_inside_the_pickle(tmp_path, store, iris, monk
     import feature_helpers_xyz
 
     X, y = iris
-    model = make_pipeline(FunctionTransformer(feature_helpers_xyz.add_ratio), LogisticRegression(max_iter=500)).fit(X, y)
+    model = make_pipeline(FunctionTransformer(feature_helpers_xyz.add_ratio), LogisticRegression(max_iter=500)).fit(
+        X, y
+    )
     bundle = nd.capture(model, name="ratio", sample=X[:5], store=store)
     assert bundle.manifest["serialization"]["by_value_modules"] == ["feature_helpers_xyz"]
     assert any("feature_helpers_xyz" in w for w in bundle.warnings)
@@ -223,7 +229,8 @@ def test_float_values_the_model_refuses_are_found_at_capture_and_refused_with_42
             "row 1, position 1: expected a number (this model does not take missing values), got null"
         )
         row = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"][
-            "application/json"]["schema"]["properties"]["instances"]["items"]
+            "application/json"
+        ]["schema"]["properties"]["instances"]["items"]
         assert row["items"] == {"type": "number"}
 
 
@@ -249,8 +256,11 @@ def test_a_torch_module_is_served_as_predict_on_tensors(store):
 def test_a_chosen_sample_the_model_refuses_is_refused_naming_where_it_came_from(iris, store):
     X, y = iris
     model = LogisticRegression(max_iter=500).fit(X, y)
-    with pytest.raises(CaptureError, match=r"refuses the sample \(given by --sample X\[:, :3\]\): predict, "
-                                           r"predict_proba, .*3 features.*Pass rows the model takes"):
+    with pytest.raises(
+        CaptureError,
+        match=r"refuses the sample \(given by --sample X\[:, :3\]\): predict, "
+        r"predict_proba, .*3 features.*Pass rows the model takes",
+    ):
         nd.capture(model, name="narrow", sample=X[:5, :3], sample_source="given by --sample X[:, :3]", store=store)
     assert store.list() == []
     bundle = nd.capture(model, name="wide", sample=X[:5], store=store)
@@ -292,8 +302,14 @@ def test_a_column_the_fitted_pipeline_drops_is_optional_once_a_probe_confirms_it
     from sklearn.preprocessing import OneHotEncoder
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"size": rng.normal(size=40), "city": rng.choice(["a", "b"], 40),
-                          "note": rng.choice(["x", "y", "z"], 40), "id": np.arange(40)})
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=40),
+            "city": rng.choice(["a", "b"], 40),
+            "note": rng.choice(["x", "y", "z"], 40),
+            "id": np.arange(40),
+        }
+    )
     y = frame["size"] * 3 + (frame["city"] == "a")
     used = ColumnTransformer([("num", "passthrough", ["size"]), ("cat", OneHotEncoder(), ["city"])], remainder="drop")
     model = make_pipeline(used, LinearRegression()).fit(frame, y)
@@ -316,6 +332,7 @@ def test_a_column_the_pipeline_names_as_dropped_but_the_model_reads_stays_requir
     from sklearn.compose import ColumnTransformer
 
     frame = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0) ** 2})
+
     # the ColumnTransformer drops "b", but the function after it reads the frame it was given: b matters
     def add_b(rows):
         return np.asarray(rows["b"])

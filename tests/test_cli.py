@@ -101,8 +101,25 @@ def test_a_tampered_bundle_is_refused_naming_the_file(store, two_versions):
     assert result.exit_code == 1 and "model.pkl" in result.output and "changed or truncated" in result.output
 
 
-@pytest.mark.parametrize("command", ["list", "show", "serve", "tag", "rm", "export", "import", "deploy", "verify", "recipe", "push", "build", "containerize",
-                                     "verify-image"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "list",
+        "show",
+        "serve",
+        "tag",
+        "rm",
+        "export",
+        "import",
+        "deploy",
+        "verify",
+        "recipe",
+        "push",
+        "build",
+        "containerize",
+        "verify-image",
+    ],
+)
 def test_every_command_help_teaches_by_example(store, command):
     output = run(store, command, "--help").output
     assert "Example" in output and f"notebook-deploy {command}" in output
@@ -112,8 +129,19 @@ def test_every_command_help_teaches_by_example(store, command):
 def test_serve_command_answers_over_http(store, two_versions, tmp_path):
     old, new = two_versions
     ready = tmp_path / "ready.json"
-    command = [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", "iris", "--port", "0",
-               "--ready-file", str(ready)]
+    command = [
+        sys.executable,
+        "-m",
+        "notebook_deploy",
+        "--store",
+        str(store.root),
+        "serve",
+        "iris",
+        "--port",
+        "0",
+        "--ready-file",
+        str(ready),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

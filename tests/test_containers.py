@@ -11,7 +11,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from containers import DEFAULT_CACHE, DockerDaemon, layer_digests, push_python_base, python_base_layer
 from registries import Registry
 
@@ -67,8 +66,16 @@ def test_docker_pulls_and_runs_the_base(base_layer: Path, tmp_path: Path) -> Non
         with DockerDaemon() as daemon:
             assert daemon.host.startswith("unix:///tmp/")
             daemon.docker("pull", ref)
-            run = daemon.docker("run", "--rm", "--network", "host", ref, "python3", "-c",
-                                "import json, ssl, sqlite3, venv, sys; print('ok', '%d.%d' % sys.version_info[:2])")
+            run = daemon.docker(
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                ref,
+                "python3",
+                "-c",
+                "import json, ssl, sqlite3, venv, sys; print('ok', '%d.%d' % sys.version_info[:2])",
+            )
         root = daemon.root
     assert run.stdout.strip() == f"ok {sys.version_info.major}.{sys.version_info.minor}"
     assert not root.exists()

@@ -21,11 +21,10 @@ from typing import Any
 import nbformat
 import numpy as np
 import pytest
+from venvs import CACHE
 
 import notebook_deploy as nd
 from notebook_deploy.schema import to_jsonable
-
-from venvs import CACHE
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = json.loads((CORPUS / "cases.json").read_text())
@@ -46,8 +45,13 @@ def _copy(case: dict[str, Any], tmp_path: Path) -> Path:
     notebook_path = tmp_path / case["notebook"]
     if case.get("own"):
         notebook = nbformat.read(notebook_path, as_version=4)
-        notebook.cells.append(nbformat.v4.new_code_cell(_OWN_CELL.format(
-            path=str(tmp_path / "own.pkl"), input=case["own"]["input"], output=case["own"]["output"])))
+        notebook.cells.append(
+            nbformat.v4.new_code_cell(
+                _OWN_CELL.format(
+                    path=str(tmp_path / "own.pkl"), input=case["own"]["input"], output=case["own"]["output"]
+                )
+            )
+        )
         nbformat.write(notebook, notebook_path)
     return notebook_path
 
@@ -68,8 +72,9 @@ def _same(served: Any, own: Any) -> bool:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_a_real_notebook_is_captured_served_and_rebuilt(case: dict[str, Any], tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_real_notebook_is_captured_served_and_rebuilt(
+    case: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pickle
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -87,8 +92,14 @@ def test_a_real_notebook_is_captured_served_and_rebuilt(case: dict[str, Any], tm
     bundle = nd.deploy_notebook(notebook, case["model"], store=store)
     recipe = bundle.manifest["recipe"]
     code_cells = sum(1 for c in nbformat.read(CORPUS / case["notebook"], as_version=4).cells if c.cell_type == "code")
-    record(deploy="ok", sample=bundle.manifest["sample"]["source"], cells=code_cells, kept=len(recipe["executions"]),
-           data=[f["path"] for f in recipe["files"]], recipe_requirements=len(recipe["requirements"]))
+    record(
+        deploy="ok",
+        sample=bundle.manifest["sample"]["source"],
+        cells=code_cells,
+        kept=len(recipe["executions"]),
+        data=[f["path"] for f in recipe["files"]],
+        recipe_requirements=len(recipe["requirements"]),
+    )
     assert bundle.manifest["sample"]["source"], "no sample was found"
 
     _expected(case, "serve")

@@ -20,9 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import pytest
@@ -49,9 +49,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"churn:3f2a\b", "churn:{old}", "the older of the store's two churn versions (its first 4 digits)"),
     (r"churn:9b1c\b", "churn:{new}", "the newer churn version, latest until rolled back"),
     (r"registry\.example\.com", "{registry}", "a docker-registry on loopback, no auth (tests/registries.py)"),
-    (r"^(notebook-deploy push (?:(?!--base ).)*)$", r"\1 --base {base}",
-     "the default base, python:3.X-slim, is on Docker Hub, out of reach: tests/images.py's base, pushed to "
-     "that registry, is appended"),
+    (
+        r"^(notebook-deploy push (?:(?!--base ).)*)$",
+        r"\1 --base {base}",
+        "the default base, python:3.X-slim, is on Docker Hub, out of reach: tests/images.py's base, pushed to "
+        "that registry, is appended",
+    ),
     (r"--port 8000\b", "--port {port}", "a free port (8000 may be taken, e.g. by Ray Serve's proxy)"),
     (r"localhost:8000\b", "localhost:{port}", "the same free port"),
     (r"--grpc-port 8001\b", "--grpc-port {grpc_port}", "a free port"),
@@ -62,20 +65,16 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
 NOT_RUN: dict[str, str] = {
     "bash scripts/test.sh": "CI itself: it runs this test, so running it here would recurse",
     "bash scripts/quickstart.sh": "its install step is the .venv CI has just made (scripts/test.sh); the rest, "
-                                  "examples/quickstart.py, is run by tests/test_examples.py::"
-                                  "test_quickstart_runs_the_notebook_serves_and_shows_a_prediction",
-    "openssl pkeyutl -verify -pubin -inkey me.pem -rawin -in pae.bin -sigfile sig.bin":
-        "its input files come from the Python block above it, which this harness does not run; "
-        "tests/test_trust.py::test_the_bundle_signature_verifies_with_openssl_and_names_the_manifest_digest "
-        "runs the same openssl command on the same files",
-    "notebook-deploy verify-image registry.example.com/models/churn:1 --key signer.pub.pem":
-        "needs an image pushed with a signing key and that key's public half; tests/test_image_trust.py runs "
-        "verify-image on a signed, an unsigned and a re-tagged image",
-    "cosign verify --key signer.pub.pem --insecure-ignore-tlog=true registry.example.com/models/churn:1":
-        "cosign is not installable here (tests/test_image_trust.py checks the signature with openssl)",
+    "examples/quickstart.py, is run by tests/test_examples.py::"
+    "test_quickstart_runs_the_notebook_serves_and_shows_a_prediction",
+    "openssl pkeyutl -verify -pubin -inkey me.pem -rawin -in pae.bin -sigfile sig.bin": "its input files come from the Python block above it, which this harness does not run; "
+    "tests/test_trust.py::test_the_bundle_signature_verifies_with_openssl_and_names_the_manifest_digest "
+    "runs the same openssl command on the same files",
+    "notebook-deploy verify-image registry.example.com/models/churn:1 --key signer.pub.pem": "needs an image pushed with a signing key and that key's public half; tests/test_image_trust.py runs "
+    "verify-image on a signed, an unsigned and a re-tagged image",
+    "cosign verify --key signer.pub.pem --insecure-ignore-tlog=true registry.example.com/models/churn:1": "cosign is not installable here (tests/test_image_trust.py checks the signature with openssl)",
     "cosign verify-attestation --key signer.pub.pem --insecure-ignore-tlog=true --type slsaprovenance1 "
-    "registry.example.com/models/churn:1":
-        "cosign is not installable here (tests/test_image_trust.py checks the DSSE signature with openssl)",
+    "registry.example.com/models/churn:1": "cosign is not installable here (tests/test_image_trust.py checks the DSSE signature with openssl)",
 }
 
 
@@ -131,11 +130,15 @@ def problem(command: Command) -> str | None:
         return None
     where = f"{command.doc}:{command.line}: `{command.text}`"
     if re.search(r"\s\[-", command.text):
-        return (f"{where} is a synopsis ([--option]), not a command: show a runnable command and name the "
-                "options in the prose")
+        return (
+            f"{where} is a synopsis ([--option]), not a command: show a runnable command and name the "
+            "options in the prose"
+        )
     if not all(part.startswith(RUNNABLE) for part in re.split(r"\s*(?:\|\|?|&&|;)\s*", command.text)):
-        return (f"{where}: tests/test_docs.py cannot run it; make it runnable in the sandbox or add it to "
-                "NOT_RUN with the reason")
+        return (
+            f"{where}: tests/test_docs.py cannot run it; make it runnable in the sandbox or add it to "
+            "NOT_RUN with the reason"
+        )
     return None
 
 
@@ -152,22 +155,30 @@ CHECKS: dict[str, Callable[[Sandbox, str], object]] = {
     "notebook-deploy show churn --lock": lambda sb, out: "scikit-learn==" in out and "pandas==" in out,
     "notebook-deploy tag churn:3f2a prod": lambda sb, out: sb.store().tags("churn")["prod"] == sb.versions["old"],
     "notebook-deploy tag churn:3f2a latest": lambda sb, out: sb.store().get("churn").version == sb.versions["old"],
-    "notebook-deploy export churn -o /tmp":
-        lambda sb, out: Path(out.strip()) == sb.tmp / f"churn-{sb.versions['old']}.tar.gz" and Path(out.strip()).is_file(),
-    "notebook-deploy rm churn:9b1c":
-        lambda sb, out: [b.version for b in sb.store().list("churn")] == [sb.versions["old"]],
-    "notebook-deploy deploy train.ipynb --model clf --name churn":
-        lambda sb, out: sb.store().get("churn").manifest["recipe"]["target"] == "clf",
-    "notebook-deploy push churn registry.example.com/models/churn:1":
-        lambda sb, out: f"Pushed {sb.values['registry']}/models/churn:1@sha256:" in out,
-    "notebook-deploy k8s churn --image registry.example.com/models/churn:1":
-        lambda sb, out: _yaml_kinds(out) == ["Deployment", "Service", "HorizontalPodAutoscaler"],
-    "notebook-deploy k8s churn --image registry.example.com/models/churn:1 --kserve":
-        lambda sb, out: _yaml_kinds(out) == ["InferenceService"],
-    "notebook-deploy k8s churn --image registry.example.com/models/churn:1 -o k8s":
-        lambda sb, out: len(list((sb.work / "k8s").glob("churn-*.yaml"))) == 3,
-    'notebook-deploy ray forest --address "$RAY_ADDRESS" --name forest-cli --delete':
-        lambda sb, out: "Deleted the Ray Serve application forest-cli" in out,
+    "notebook-deploy export churn -o /tmp": lambda sb, out: (
+        Path(out.strip()) == sb.tmp / f"churn-{sb.versions['old']}.tar.gz" and Path(out.strip()).is_file()
+    ),
+    "notebook-deploy rm churn:9b1c": lambda sb, out: (
+        [b.version for b in sb.store().list("churn")] == [sb.versions["old"]]
+    ),
+    "notebook-deploy deploy train.ipynb --model clf --name churn": lambda sb, out: (
+        sb.store().get("churn").manifest["recipe"]["target"] == "clf"
+    ),
+    "notebook-deploy push churn registry.example.com/models/churn:1": lambda sb, out: (
+        f"Pushed {sb.values['registry']}/models/churn:1@sha256:" in out
+    ),
+    "notebook-deploy k8s churn --image registry.example.com/models/churn:1": lambda sb, out: (
+        _yaml_kinds(out) == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    ),
+    "notebook-deploy k8s churn --image registry.example.com/models/churn:1 --kserve": lambda sb, out: (
+        _yaml_kinds(out) == ["InferenceService"]
+    ),
+    "notebook-deploy k8s churn --image registry.example.com/models/churn:1 -o k8s": lambda sb, out: (
+        len(list((sb.work / "k8s").glob("churn-*.yaml"))) == 3
+    ),
+    'notebook-deploy ray forest --address "$RAY_ADDRESS" --name forest-cli --delete': lambda sb, out: (
+        "Deleted the Ray Serve application forest-cli" in out
+    ),
 }
 
 
@@ -184,10 +195,12 @@ def test_every_doc_command_is_run_or_listed_with_a_reason():
 
 def test_a_new_command_or_a_synopsis_fails_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    (tmp_path / "doc.md").write_text("```bash\nkubectl apply -f k8s\n# deployment created\n"
-                                     "notebook-deploy verify churn [--fresh-env]\n"
-                                     "notebook-deploy k8s churn --image host/churn:1 | \\\n  kubectl apply -f -\n"
-                                     "```\n```python\nx = 1\n```\n```console\n$ notebook-deploy list\nNAME\n```\n")
+    (tmp_path / "doc.md").write_text(
+        "```bash\nkubectl apply -f k8s\n# deployment created\n"
+        "notebook-deploy verify churn [--fresh-env]\n"
+        "notebook-deploy k8s churn --image host/churn:1 | \\\n  kubectl apply -f -\n"
+        "```\n```python\nx = 1\n```\n```console\n$ notebook-deploy list\nNAME\n```\n"
+    )
     [[kubectl, synopsis, pipe], [listing]] = doc_blocks(tmp_path / "doc.md")
     assert kubectl.expected == ["deployment created"] and listing.expected == ["NAME"]
     assert pipe.text == "notebook-deploy k8s churn --image host/churn:1 | kubectl apply -f -"
@@ -204,8 +217,10 @@ def template_store(tmp_path_factory, pipeline, customers, forest, iris):
     frame, target = customers
     store = nd.Store(tmp_path_factory.mktemp("docs-store"))
     older = clone(pipeline).set_params(logisticregression__C=0.05).fit(frame, target)
-    versions = {"old": nd.capture(older, name="churn", sample=frame.head(), store=store).version,
-                "new": nd.capture(pipeline, name="churn", sample=frame.head(), store=store).version}
+    versions = {
+        "old": nd.capture(older, name="churn", sample=frame.head(), store=store).version,
+        "new": nd.capture(pipeline, name="churn", sample=frame.head(), store=store).version,
+    }
     assert versions["old"][:4] != versions["new"][:4]
     nd.capture(forest, name="forest", sample=iris[0][:5], store=store)
     return store.root, versions
@@ -220,9 +235,11 @@ def registry(tmp_path_factory):
 
 
 def _write_train_notebook(path: Path) -> None:
-    cells = ["from sklearn.datasets import load_iris\nfrom sklearn.linear_model import LogisticRegression",
-             "X, y = load_iris(return_X_y=True)",
-             "clf = LogisticRegression(max_iter=1000).fit(X, y)"]
+    cells = [
+        "from sklearn.datasets import load_iris\nfrom sklearn.linear_model import LogisticRegression",
+        "X, y = load_iris(return_X_y=True)",
+        "clf = LogisticRegression(max_iter=1000).fit(X, y)",
+    ]
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
 
 
@@ -233,8 +250,14 @@ class Sandbox:
     environment: PORT (for `serve` without --port) a free port, RAY_ADDRESS conftest's local Ray
     instance (started for the first `notebook-deploy ray`) with its token, pip's cache the user's own."""
 
-    def __init__(self, root: Path, template: Path, versions: dict[str, str], registry: tuple[str, str],
-                 request: pytest.FixtureRequest) -> None:
+    def __init__(
+        self,
+        root: Path,
+        template: Path,
+        versions: dict[str, str],
+        registry: tuple[str, str],
+        request: pytest.FixtureRequest,
+    ) -> None:
         self.home, self.work, self.tmp = root / "home", root / "work", root / "tmp"
         self.work.mkdir(parents=True)
         self.tmp.mkdir()
@@ -247,13 +270,25 @@ class Sandbox:
         (self.work / "alice.pem").write_bytes(SigningKey.create(root / "alice" / "key.pem").public_pem())
         self.versions = versions
         self.request = request
-        self.values = {"old": versions["old"][:4], "new": versions["new"][:4], "registry": registry[0],
-                       "base": registry[1], "port": free_port(), "grpc_port": free_port(), "tmp": self.tmp}
+        self.values = {
+            "old": versions["old"][:4],
+            "new": versions["new"][:4],
+            "registry": registry[0],
+            "base": registry[1],
+            "port": free_port(),
+            "grpc_port": free_port(),
+            "tmp": self.tmp,
+        }
         pip_cache = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True)
         inherited = {k: v for k, v in os.environ.items() if k not in (SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE)}
-        self.env = {**inherited, "HOME": str(self.home), "NOTEBOOK_DEPLOY_HOME": str(self.home / ".notebook_deploy"),
-                    "PORT": str(self.values["port"]), "PIP_CACHE_DIR": pip_cache.stdout.strip(),
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        self.env = {
+            **inherited,
+            "HOME": str(self.home),
+            "NOTEBOOK_DEPLOY_HOME": str(self.home / ".notebook_deploy"),
+            "PORT": str(self.values["port"]),
+            "PIP_CACHE_DIR": pip_cache.stdout.strip(),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
         self.servers: list[tuple[Command, subprocess.Popen]] = []
 
     def store(self) -> nd.Store:
@@ -269,16 +304,21 @@ class Sandbox:
         if text.startswith("notebook-deploy ray") and "RAY_ADDRESS" not in self.env:
             self.env["RAY_ADDRESS"] = self.request.getfixturevalue("cluster")
             # the token auth ray.init turned on, with the token it wrote under the real HOME
-            self.env.update(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
-                            RAY_AUTH_TOKEN_PATH=str(Path.home() / ".ray" / "auth_token"))
+            self.env.update(
+                RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
+                RAY_AUTH_TOKEN_PATH=str(Path.home() / ".ray" / "auth_token"),
+            )
         if text.startswith("notebook-deploy serve"):
             return self.start(command, text)
         if text.startswith("curl "):
             text += " -sS --max-time 30 -w '\\n%{http_code}'"
-        done = subprocess.run(["bash", "-c", text], cwd=self.work, env=self.env, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            ["bash", "-c", text], cwd=self.work, env=self.env, capture_output=True, text=True, timeout=300
+        )
         where = f"{command.doc}:{command.line}: `{command.text}` (run as `{text}`)"
-        assert done.returncode == 0, f"{where} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        assert done.returncode == 0, (
+            f"{where} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
         out = done.stdout
         if text.startswith("curl "):
             out, _, status = out.rpartition("\n")
@@ -295,8 +335,9 @@ class Sandbox:
     def start(self, command: Command, text: str) -> None:
         """Start a server in the background and wait until /healthz answers."""
         log = open(self.tmp / f"server-{command.line}.log", "w+")
-        process = subprocess.Popen(["bash", "-c", f"exec {text}"], cwd=self.work, env=self.env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {text}"], cwd=self.work, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.servers.append((command, process))
         port = re.search(r"--port (\d+)", text)
         scheme = "https" if "--tls-cert" in text else "http"
@@ -309,14 +350,18 @@ class Sandbox:
             except requests.RequestException:
                 time.sleep(0.2)
         log.seek(0)
-        pytest.fail(f"{command.doc}:{command.line}: `{command.text}` (run as `{text}`) did not answer {url}:\n"
-                    f"{log.read()[-3000:]}")
+        pytest.fail(
+            f"{command.doc}:{command.line}: `{command.text}` (run as `{text}`) did not answer {url}:\n"
+            f"{log.read()[-3000:]}"
+        )
 
     def stop_servers(self) -> None:
         for command, process in self.servers:
             process.send_signal(signal.SIGTERM)
             status = process.wait(timeout=30)  # uvicorn ends by re-raising the signal
-            assert status in (0, -signal.SIGTERM), f"{command.doc}:{command.line}: `{command.text}` exited with {status}"
+            assert status in (0, -signal.SIGTERM), (
+                f"{command.doc}:{command.line}: `{command.text}` exited with {status}"
+            )
         self.servers.clear()
 
 

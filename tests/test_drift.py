@@ -125,7 +125,9 @@ def test_the_reference_is_a_bundle_file_checked_like_the_others(forest_with_refe
     bundle = forest_with_reference
     assert REFERENCE_FILE in bundle.manifest["files"]
     assert bundle.manifest["reference"] == {
-        "source": "reference", "rows": 150, "predictions": "predict",
+        "source": "reference",
+        "rows": 150,
+        "predictions": "predict",
         "features": {"0": "numeric", "1": "numeric", "2": "numeric", "3": "numeric"},
     }
     assert bundle.reference["predictions"]["features"][0]["kind"] == "categorical"  # the three classes
@@ -154,14 +156,19 @@ def test_without_a_reference_the_sample_is_the_reference_with_a_warning(forest_b
 
 def test_a_reference_that_does_not_fit_is_refused(pipeline, customers, drift_store):
     with pytest.raises(CaptureError, match="'city'"):
-        nd.capture(pipeline, name="bad", sample=customers[0].head(), reference=customers[0][["age", "income"]],
-                   store=drift_store)
+        nd.capture(
+            pipeline,
+            name="bad",
+            sample=customers[0].head(),
+            reference=customers[0][["age", "income"]],
+            store=drift_store,
+        )
 
 
 # -- serving --------------------------------------------------------------------------------------------
 def _feed(client: TestClient, rows: list, method: str = "predict", batch: int = 50) -> None:
     for start in range(0, len(rows), batch):
-        response = client.post(f"/{method}", json={"instances": rows[start:start + batch]})
+        response = client.post(f"/{method}", json={"instances": rows[start : start + batch]})
         assert response.status_code == 200, response.text
 
 
@@ -175,11 +182,13 @@ def _iris_rows(iris, shifted: list[int], n: int = 600) -> list:
 
 def _customer_rows(shift: bool, n: int = 600) -> list[dict]:
     rng = np.random.default_rng(1)  # fresh draws of the customers fixture's distributions
-    frame = pd.DataFrame({
-        "age": rng.integers(18, 80, n),
-        "income": rng.normal(50.0, 12.0, n) + (30.0 if shift else 0.0),
-        "city": rng.choice(["paris", "rome", "oslo"], n, p=[0.8, 0.1, 0.1] if shift else None),
-    })
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n),
+            "income": rng.normal(50.0, 12.0, n) + (30.0 if shift else 0.0),
+            "city": rng.choice(["paris", "rome", "oslo"], n, p=[0.8, 0.1, 0.1] if shift else None),
+        }
+    )
     return frame.to_dict(orient="records")
 
 
@@ -305,7 +314,9 @@ def test_sampling_logs_a_fraction_of_rows(forest_with_reference, iris, tmp_path)
     with TestClient(nd.create_app(forest_with_reference, prediction_log=str(none), prediction_log_sample=0)) as client:
         _feed(client, rows[:100])
     assert _log_lines(none) == []
-    with TestClient(nd.create_app(forest_with_reference, prediction_log=str(half), prediction_log_sample=0.5)) as client:
+    with TestClient(
+        nd.create_app(forest_with_reference, prediction_log=str(half), prediction_log_sample=0.5)
+    ) as client:
         _feed(client, rows, batch=10)
         _feed(client, rows[:100], batch=1)
     lines = _log_lines(half)
@@ -315,12 +326,17 @@ def test_sampling_logs_a_fraction_of_rows(forest_with_reference, iris, tmp_path)
 
 def test_the_log_is_rotated(forest_with_reference, iris, tmp_path):
     log = tmp_path / "predictions.jsonl"
-    with TestClient(nd.create_app(forest_with_reference, prediction_log=str(log),
-                                  prediction_log_max_bytes=4000)) as client:
+    with TestClient(
+        nd.create_app(forest_with_reference, prediction_log=str(log), prediction_log_max_bytes=4000)
+    ) as client:
         _feed(client, _iris_rows(iris, [], n=300), batch=20)
     files = sorted(tmp_path.glob("predictions.jsonl*"))
-    assert [f.name for f in files] == ["predictions.jsonl", "predictions.jsonl.1", "predictions.jsonl.2",
-                                       "predictions.jsonl.3"]
+    assert [f.name for f in files] == [
+        "predictions.jsonl",
+        "predictions.jsonl.1",
+        "predictions.jsonl.2",
+        "predictions.jsonl.3",
+    ]
     assert all(f.stat().st_size <= 4000 for f in files)
     assert all(_log_lines(f) for f in files)
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}  # rotated files stay private
@@ -342,8 +358,12 @@ def test_two_workers_answer_drift_and_metrics(forest_with_reference, iris):
     with nd.serve(forest_with_reference, workers=2) as server:
         rows = _iris_rows(iris, [0, 2], n=2000)
         for start in range(0, len(rows), 100):  # a new connection each time, so both workers get some
-            response = requests.post(f"{server.url}/predict", json={"instances": rows[start:start + 100]},
-                                     headers={"connection": "close"}, timeout=30)
+            response = requests.post(
+                f"{server.url}/predict",
+                json={"instances": rows[start : start + 100]},
+                headers={"connection": "close"},
+                timeout=30,
+            )
             assert response.status_code == 200, response.text
         deadline = time.monotonic() + 30
         while True:

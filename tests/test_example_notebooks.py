@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nbclient
 import nbformat
@@ -22,8 +23,14 @@ from notebook_deploy.image.registry import OCI_MANIFEST, Registry
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_notebooks"
 NOTEBOOKS = sorted(path.name for path in EXAMPLES.glob("*.ipynb"))
-REQUIRED = {"quickstart.ipynb", "pandas_pipeline.ipynb", "custom_model.ipynb", "drift_monitoring.ipynb",
-            "pytorch_model.ipynb", "push_to_registry.ipynb"}
+REQUIRED = {
+    "quickstart.ipynb",
+    "pandas_pipeline.ipynb",
+    "custom_model.ipynb",
+    "drift_monitoring.ipynb",
+    "pytorch_model.ipynb",
+    "push_to_registry.ipynb",
+}
 # Notebooks another test file already runs top to bottom in a real kernel, with checks of its own:
 # not run a second time here.
 RUN_ELSEWHERE = {
@@ -53,13 +60,16 @@ def execute(name: str, folder: Path, env: dict[str, str]) -> str:
     """Run a copy of notebook ``name`` in ``folder``; return the text of every output, in order."""
     shutil.copytree(EXAMPLES, folder)
     notebook = nbformat.read(folder / name, as_version=4)
-    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
-                                     resources={"metadata": {"path": str(folder)}})
+    client = nbclient.NotebookClient(
+        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(folder)}}
+    )
     client.execute(env={**os.environ, **env})
     texts = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
-            texts.append(output["text"] if output["output_type"] == "stream" else output.get("data", {}).get("text/plain", ""))
+            texts.append(
+                output["text"] if output["output_type"] == "stream" else output.get("data", {}).get("text/plain", "")
+            )
             if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
                 texts.append("<widget>")
     return "\n".join(texts)
@@ -67,7 +77,9 @@ def execute(name: str, folder: Path, env: dict[str, str]) -> str:
 
 def check_drift(output: str, store: nd.Store, registry: Any) -> None:
     assert re.findall(r"drifted features: (.*)", output) == ["[]", "['income', 'region']"], output
-    assert re.search(r"income\s+numeric\s+\S+\s+\S+\s+True", output) and re.search(r"age\s+numeric\s+\S+\s+\S+\s+False", output)
+    assert re.search(r"income\s+numeric\s+\S+\s+\S+\s+True", output) and re.search(
+        r"age\s+numeric\s+\S+\s+\S+\s+False", output
+    )
     assert store.get("loans").manifest["reference"]["rows"] == 5000
 
 
@@ -85,7 +97,9 @@ def check_push(output: str, store: nd.Store, registry: Any) -> None:
     assert output.count("<widget>") >= 4  # a progress bar per layer: base, packages, runtime, bundle
     tags = requests.get(f"{real.url}/v2/examples/iris-logistic/tags/list", timeout=10).json()["tags"]
     assert [t for t in tags if not t.startswith("sha256-")] == ["1"]  # and the SBOM's, provenance's, signature's
-    manifest = requests.head(f"{real.url}/v2/examples/iris-logistic/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10)
+    manifest = requests.head(
+        f"{real.url}/v2/examples/iris-logistic/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10
+    )
     assert manifest.headers["Docker-Content-Digest"] == digest.group(1)
 
 

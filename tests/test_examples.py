@@ -18,7 +18,11 @@ def test_quickstart_runs_the_notebook_serves_and_shows_a_prediction(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NOTEBOOK_DEPLOY_HOME": str(tmp_path / "store")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     bundle = nd.Store(tmp_path / "store").get("iris")

@@ -31,7 +31,9 @@ def test_fits_inside_functions_and_classes_are_left_as_written():
 
 def test_a_training_call_with_a_dataset_is_described_by_the_dataset_rows():
     tree = fits.FitCalls().visit(ast.parse("booster = lgb.train(params, lgb.Dataset(X_train, y), 10)"))
-    assert f"{fits.OBSERVER}(lgb.train, 'lgb.train', 'X_train')(params, lgb.Dataset(X_train, y), 10)" in ast.unparse(tree)
+    assert f"{fits.OBSERVER}(lgb.train, 'lgb.train', 'X_train')(params, lgb.Dataset(X_train, y), 10)" in ast.unparse(
+        tree
+    )
 
 
 def test_data_that_is_not_rows_is_recorded_with_the_reason():

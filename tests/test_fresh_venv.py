@@ -23,8 +23,11 @@ def report(tmp_path_factory):
     subprocess.run([*pip, str(ROOT), "scikit-learn", "pandas", "boto3"], check=True)
     result = subprocess.run(
         [str(venv / "bin" / "python"), str(ROOT / "tests" / "scripts" / "three_models.py")],
-        cwd=work, env={"PATH": "/usr/bin:/bin", "NOTEBOOK_DEPLOY_HOME": str(work / "store")},
-        capture_output=True, text=True, timeout=600,
+        cwd=work,
+        env={"PATH": "/usr/bin:/bin", "NOTEBOOK_DEPLOY_HOME": str(work / "store")},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

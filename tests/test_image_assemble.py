@@ -37,10 +37,14 @@ def _spec(tmp_path, bundle_text: bytes) -> ImageSpec:
     deps = build_layer([Entry("opt/venv/lib/site.py", b"# dependencies")], tmp_path / "deps.tgz")
     bundle = build_layer([Entry("opt/bundle/model.pkl", bundle_text)], tmp_path / f"bundle-{len(bundle_text)}.tgz")
     return ImageSpec(
-        layers=[deps, bundle], history=["python dependencies", "bundle iris:abc"],
+        layers=[deps, bundle],
+        history=["python dependencies", "bundle iris:abc"],
         entrypoint=["python3", "-m", "notebook_deploy", "serve", "/opt/bundle", "--host", "0.0.0.0"],
-        env={"PORT": "8000"}, labels={"org.opencontainers.image.title": "iris"}, user="1000",
-        exposed_ports=[8000], healthcheck=["python3", "-c", "print('ok')"],
+        env={"PORT": "8000"},
+        labels={"org.opencontainers.image.title": "iris"},
+        user="1000",
+        exposed_ports=[8000],
+        healthcheck=["python3", "-c", "print('ok')"],
     )
 
 
@@ -62,11 +66,17 @@ def test_assemble_push_and_read_back_with_skopeo(registry, tmp_path):
     assert outcome[base.layers[0]["digest"]] == "mounted"
     assert [outcome[layer.digest] for layer in image.layers] == ["uploaded", "uploaded"]
 
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"],
-                         capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"], capture_output=True, check=True
+    ).stdout
     assert raw == image.manifest
-    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"],
-                                       capture_output=True, check=True).stdout)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
     assert config["config"]["Env"] == ["PATH=/usr/bin", "PORT=8000"]
     assert config["config"]["User"] == "1000" and "8000/tcp" in config["config"]["ExposedPorts"]
     assert config["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
@@ -85,7 +95,11 @@ def test_same_inputs_same_digest_and_a_model_change_uploads_only_the_bundle_laye
     changed = assemble(base, _spec(_folder(tmp_path, "c"), b"model v2!"))
     outcome = push_image(client, changed, target.with_tag("2"))
     deps, bundle = changed.layers
-    assert (outcome[base.layers[0]["digest"]], outcome[deps.digest], outcome[bundle.digest]) == ("exists", "exists", "uploaded")
+    assert (outcome[base.layers[0]["digest"]], outcome[deps.digest], outcome[bundle.digest]) == (
+        "exists",
+        "exists",
+        "uploaded",
+    )
     assert changed.digest != first.digest
 
 
@@ -99,15 +113,21 @@ def test_oci_layout_and_image_tar_are_read_by_skopeo(registry, tmp_path):
     raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:1"], capture_output=True, check=True).stdout
     assert raw == image.manifest
     # skopeo copy re-checks every blob digest on the way into a registry, and keeps the manifest digest
-    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{real.host}/copied/iris:1"],
-                   capture_output=True, check=True)
+    subprocess.run(
+        ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{real.host}/copied/iris:1"],
+        capture_output=True,
+        check=True,
+    )
     assert client.get_manifest("copied/iris", "1")[0] == image.manifest
 
     first = write_image_tar(image, tmp_path / "iris.tar", "models/iris:1", fetch)
     second = write_image_tar(image, tmp_path / "again.tar", "models/iris:1", fetch)
     assert first.read_bytes() == second.read_bytes()
     for transport in ("oci-archive", "docker-archive"):  # the OCI view and the `docker load` view of one tar
-        found = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"{transport}:{first}"],
-                                          capture_output=True, check=True).stdout)
+        found = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", "--config", f"{transport}:{first}"], capture_output=True, check=True
+            ).stdout
+        )
         assert found["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
         assert len(found["rootfs"]["diff_ids"]) == 3

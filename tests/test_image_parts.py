@@ -76,12 +76,15 @@ def test_credentials_from_an_inline_docker_config_entry(docker_home):
 def test_a_credential_helper_wins_over_inline_entries(docker_home, tmp_path, monkeypatch):
     helper = tmp_path / "bin" / "docker-credential-fake"
     helper.parent.mkdir()
-    helper.write_text('#!/bin/sh\nread host\necho "{\\"ServerURL\\": \\"$host\\", \\"Username\\": \\"bot\\", \\"Secret\\": \\"from-helper\\"}"\n')
+    helper.write_text(
+        '#!/bin/sh\nread host\necho "{\\"ServerURL\\": \\"$host\\", \\"Username\\": \\"bot\\", \\"Secret\\": \\"from-helper\\"}"\n'
+    )
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
     auth = base64.b64encode(b"ana:inline").decode()
-    (docker_home / "config.json").write_text(json.dumps(
-        {"credHelpers": {"reg.example:443": "fake"}, "auths": {"reg.example:443": {"auth": auth}}}))
+    (docker_home / "config.json").write_text(
+        json.dumps({"credHelpers": {"reg.example:443": "fake"}, "auths": {"reg.example:443": {"auth": auth}}})
+    )
     assert find_credentials("reg.example:443") == Credentials("bot", "from-helper")
 
 
@@ -95,9 +98,16 @@ def test_credentials_from_the_environment_last(docker_home, monkeypatch):
     "header, scheme, params",
     [
         ('Basic realm="basic-realm"', "basic", {"realm": "basic-realm"}),
-        ('Bearer realm="http://127.0.0.1:5004/token",service="reg",scope="repository:a/b:pull"',
-         "bearer", {"realm": "http://127.0.0.1:5004/token", "service": "reg", "scope": "repository:a/b:pull"}),
-        ('Basic realm="r", Bearer realm="http://t/token",service="s"', "bearer", {"realm": "http://t/token", "service": "s"}),
+        (
+            'Bearer realm="http://127.0.0.1:5004/token",service="reg",scope="repository:a/b:pull"',
+            "bearer",
+            {"realm": "http://127.0.0.1:5004/token", "service": "reg", "scope": "repository:a/b:pull"},
+        ),
+        (
+            'Basic realm="r", Bearer realm="http://t/token",service="s"',
+            "bearer",
+            {"realm": "http://t/token", "service": "s"},
+        ),
     ],
 )
 def test_authentication_challenges_are_parsed(header, scheme, params):
@@ -111,7 +121,9 @@ def test_layers_are_reproducible_and_carry_both_digests(tmp_path, monkeypatch):
     second = build_layer(list(reversed(entries)), tmp_path / "2.tar.gz")
     assert first.digest == second.digest and first.size == second.size
     assert first.digest == "sha256:" + hashlib.sha256((tmp_path / "1.tar.gz").read_bytes()).hexdigest()
-    assert first.diff_id == "sha256:" + hashlib.sha256(gzip.decompress((tmp_path / "1.tar.gz").read_bytes())).hexdigest()
+    assert (
+        first.diff_id == "sha256:" + hashlib.sha256(gzip.decompress((tmp_path / "1.tar.gz").read_bytes())).hexdigest()
+    )
     members = {m.name: m for m in tarfile.open(tmp_path / "1.tar.gz")}
     assert list(members) == ["app", "app/bin", "app/bin/serve", "app/model", "app/model/bundle.json"]
     assert members["app/bin/serve"].mode == 0o755 and members["app"].isdir()

@@ -67,12 +67,28 @@ def test_the_docker_backend_pushes_the_same_image_through_the_daemon(engine, for
     registry, docker, base = engine
     monkeypatch.setenv("DOCKER_HOST", docker.host)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no credentials: the test registry needs none
-    through_docker = nd.push(forest_bundle, f"{registry.host}/models/forest:docker", base=base)  # auto: a daemon answers
+    through_docker = nd.push(
+        forest_bundle, f"{registry.host}/models/forest:docker", base=base
+    )  # auto: a daemon answers
     assert through_docker.backend == "docker" and through_docker.digest.startswith("sha256:")
     daemonless = nd.push(forest_bundle, f"{registry.host}/models/forest:data", base=base, backend="daemonless")
-    configs = [json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--config", "--tls-verify=false",
-                                          f"docker://{registry.host}/models/forest:{tag}"],
-                                         capture_output=True, check=True).stdout) for tag in ("docker", "data")]
+    configs = [
+        json.loads(
+            subprocess.run(
+                [
+                    "skopeo",
+                    "inspect",
+                    "--raw",
+                    "--config",
+                    "--tls-verify=false",
+                    f"docker://{registry.host}/models/forest:{tag}",
+                ],
+                capture_output=True,
+                check=True,
+            ).stdout
+        )
+        for tag in ("docker", "data")
+    ]
     assert configs[0]["rootfs"]["diff_ids"] == configs[1]["rootfs"]["diff_ids"]  # the very same layers
     assert configs[0]["config"]["Labels"] == configs[1]["config"]["Labels"]
     assert daemonless.backend == "daemonless"
@@ -90,8 +106,22 @@ def test_an_error_inside_the_docker_push_stream_is_raised(engine, forest_bundle,
 def test_containerize_gives_a_context_that_docker_builds_and_runs(engine, forest_bundle, iris, tmp_path):
     registry, docker, base = engine
     context = tmp_path / "context"
-    done = subprocess.run([sys.executable, "-m", "notebook_deploy", "containerize", str(forest_bundle.path),
-                           "--output", str(context), "--base", base], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notebook_deploy",
+            "containerize",
+            str(forest_bundle.path),
+            "--output",
+            str(context),
+            "--base",
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     dockerfile = (context / "Dockerfile").read_text()
     assert f"ARG BASE={base}" in dockerfile and 'ENTRYPOINT ["python3", "-m", "notebook_deploy"' in dockerfile
@@ -111,12 +141,31 @@ def test_build_image_into_the_daemon_or_into_a_file(engine, forest_bundle, monke
     assert nd.build_image(forest_bundle, "models/forest:local", base=base) == "models/forest:local"
     labels = docker.docker("image", "inspect", "--format", "{{json .Config.Labels}}", "models/forest:local").stdout
     assert forest_bundle.ref in labels
-    done = subprocess.run([sys.executable, "-m", "notebook_deploy", "build", str(forest_bundle.path), "models/forest:file",
-                           "--base", base, "--output", str(tmp_path / "forest.tar")], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notebook_deploy",
+            "build",
+            str(forest_bundle.path),
+            "models/forest:file",
+            "--base",
+            base,
+            "--output",
+            str(tmp_path / "forest.tar"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
-    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{tmp_path / 'forest.tar'}"],
-                                       capture_output=True, check=True).stdout)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", f"docker-archive:{tmp_path / 'forest.tar'}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
     assert config["config"]["Labels"]["io.notebook-deploy.bundle"] == forest_bundle.ref
 
 
@@ -129,7 +178,16 @@ def test_the_docker_backend_pushes_with_the_docker_config_credentials(engine, fo
         monkeypatch.setenv("DOCKER_HOST", docker.host)
         result = nd.push(forest_bundle, f"{secured.host}/models/forest:1", base=base, backend="docker")
         assert result.backend == "docker"
-        found = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds",
-                                f"{secured.username}:{secured.password}", f"docker://{secured.host}/models/forest:1"],
-                               capture_output=True, check=True).stdout
+        found = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                f"{secured.username}:{secured.password}",
+                f"docker://{secured.host}/models/forest:1",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert json.loads(found)["Digest"] == result.digest

@@ -24,8 +24,12 @@ from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
 from notebook_deploy.image import trust
-from notebook_deploy.image.attachments import (SIGNATURE_ANNOTATION, SIMPLE_SIGNING, attachment_tag,
-                                               simple_signing_payload)
+from notebook_deploy.image.attachments import (
+    SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING,
+    attachment_tag,
+    simple_signing_payload,
+)
 from notebook_deploy.image.publish import ImageAttachError
 from notebook_deploy.image.registry import OCI_MANIFEST, Registry
 from notebook_deploy.image.sbom import check_sbom
@@ -37,10 +41,14 @@ REPOSITORY = "models/lr"
 # -- the formats, without a registry -----------------------------------------------------------------
 def test_the_signature_payload_is_cosigns_simple_signing_layout():
     payload = json.loads(simple_signing_payload("reg.example/models/lr", "sha256:" + "a" * 64, {"k": "v"}))
-    assert payload == {"critical": {"identity": {"docker-reference": "reg.example/models/lr"},
-                                    "image": {"docker-manifest-digest": "sha256:" + "a" * 64},
-                                    "type": "cosign container image signature"},
-                       "optional": {"k": "v"}}
+    assert payload == {
+        "critical": {
+            "identity": {"docker-reference": "reg.example/models/lr"},
+            "image": {"docker-manifest-digest": "sha256:" + "a" * 64},
+            "type": "cosign container image signature",
+        },
+        "optional": {"k": "v"},
+    }
     assert attachment_tag("sha256:" + "b" * 64, "sig") == "sha256-" + "b" * 64 + ".sig"
 
 
@@ -85,8 +93,13 @@ def _attached(client: Registry, digest: str, suffix: str) -> tuple[dict, list[by
 
 def _verify_image(image: str, *args: str, trust_dir: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({TRUST_DIR_VARIABLE: str(trust_dir)} if trust_dir else {})}
-    return subprocess.run([sys.executable, "-m", "notebook_deploy", "verify-image", image, *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "notebook_deploy", "verify-image", image, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 @pytest.mark.integration
@@ -99,17 +112,37 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     assert f"sha256-{result.digest[7:]}.sig" in summary and "Python packages (CycloneDX)" in summary
 
     # the digest the registry itself reports for the tag, read by skopeo rather than our client
-    inspected = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{real.host}/{REPOSITORY}:1"],
-                                          capture_output=True, check=True, text=True).stdout)
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{real.host}/{REPOSITORY}:1"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+    )
     assert inspected["Digest"] == result.digest
 
     manifest, (payload,) = _attached(client, result.digest, "sig")
     assert manifest["mediaType"] == OCI_MANIFEST and manifest["layers"][0]["mediaType"] == SIMPLE_SIGNING
     (tmp_path / "payload").write_bytes(payload)
     (tmp_path / "sig").write_bytes(base64.b64decode(manifest["layers"][0]["annotations"][SIGNATURE_ANNOTATION]))
-    checked = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "signer.pub.pem"),
-                              "-rawin", "-in", str(tmp_path / "payload"), "-sigfile", str(tmp_path / "sig")],
-                             capture_output=True, text=True)
+    checked = subprocess.run(
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(tmp_path / "signer.pub.pem"),
+            "-rawin",
+            "-in",
+            str(tmp_path / "payload"),
+            "-sigfile",
+            str(tmp_path / "sig"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout, checked.stderr
     critical = json.loads(payload)["critical"]
     assert critical["image"]["docker-manifest-digest"] == inspected["Digest"]
@@ -118,9 +151,25 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
 
     # one flipped byte of the payload: openssl refuses it (the check above can fail)
     (tmp_path / "payload").write_bytes(payload.replace(b"sha256:", b"sha256;", 1))
-    assert subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "signer.pub.pem"),
-                           "-rawin", "-in", str(tmp_path / "payload"), "-sigfile", str(tmp_path / "sig")],
-                          capture_output=True).returncode != 0
+    assert (
+        subprocess.run(
+            [
+                "openssl",
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                str(tmp_path / "signer.pub.pem"),
+                "-rawin",
+                "-in",
+                str(tmp_path / "payload"),
+                "-sigfile",
+                str(tmp_path / "sig"),
+            ],
+            capture_output=True,
+        ).returncode
+        != 0
+    )
 
     # the provenance: a DSSE envelope signed by the same key, naming the image and the bundle digests
     manifest, (envelope, _) = _attached(client, result.digest, "att")
@@ -130,9 +179,25 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     statement_bytes = base64.b64decode(envelope["payload"])
     (tmp_path / "pae").write_bytes(pae(envelope["payloadType"], statement_bytes))
     (tmp_path / "pae.sig").write_bytes(base64.b64decode(envelope["signatures"][0]["sig"]))
-    assert subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "signer.pub.pem"),
-                           "-rawin", "-in", str(tmp_path / "pae"), "-sigfile", str(tmp_path / "pae.sig")],
-                          capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                "openssl",
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                str(tmp_path / "signer.pub.pem"),
+                "-rawin",
+                "-in",
+                str(tmp_path / "pae"),
+                "-sigfile",
+                str(tmp_path / "pae.sig"),
+            ],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     statement = json.loads(statement_bytes)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["subject"][0]["digest"] == {"sha256": result.digest[7:]}
@@ -148,7 +213,9 @@ def test_a_pushed_image_is_signed_in_cosigns_format_and_openssl_verifies_it(regi
     _validate_cyclonedx(sbom)
     purls = {c["purl"].split("@")[0] for c in sbom["components"]}
     assert {"pkg:pypi/scikit-learn", "pkg:pypi/numpy", "pkg:pypi/fastapi", "pkg:pypi/notebook-deploy"} <= purls
-    assert {"sha256": hashlib.sha256(document).hexdigest()} in [b["digest"] for b in statement["predicate"]["runDetails"]["byproducts"]]
+    assert {"sha256": hashlib.sha256(document).hexdigest()} in [
+        b["digest"] for b in statement["predicate"]["runDetails"]["byproducts"]
+    ]
 
     done = _verify_image(f"{real.host}/{REPOSITORY}:1", "--key", str(tmp_path / "signer.pub.pem"))
     assert done.returncode == 0, done.stderr
@@ -180,7 +247,9 @@ def _validate_cyclonedx(document: dict) -> None:
     from cyclonedx.validation.json import JsonStrictValidator
 
     assert document["$schema"] == "http://cyclonedx.org/schema/bom-1.6.schema.json"
-    problem = JsonStrictValidator(SchemaVersion.from_version(document["specVersion"])).validate_str(json.dumps(document))
+    problem = JsonStrictValidator(SchemaVersion.from_version(document["specVersion"])).validate_str(
+        json.dumps(document)
+    )
     assert problem is None, problem
 
 
@@ -188,8 +257,9 @@ def _validate_cyclonedx(document: dict) -> None:
 def test_unsigned_and_retagged_images_fail_verify_image(registry, signing_key, store, tmp_path):
     real, client, base = registry
     signed = nd.push(_bundle(store), f"{real.host}/{REPOSITORY}:signed", base=base, backend="daemonless")
-    unsigned = nd.push(_bundle(store, C=0.01), f"{real.host}/{REPOSITORY}:unsigned", base=base,
-                       backend="daemonless", sign=False)
+    unsigned = nd.push(
+        _bundle(store, C=0.01), f"{real.host}/{REPOSITORY}:unsigned", base=base, backend="daemonless", sign=False
+    )
     assert unsigned.attached.signature == "" and "signature  none" in str(unsigned)
     key = str(tmp_path / "signer.pub.pem")
 
@@ -223,20 +293,43 @@ def test_debians_skopeo_refuses_an_unsigned_tag_under_the_documented_policy(regi
     nd.push(_bundle(store), f"{real.host}/{REPOSITORY}:signed", base=base, backend="daemonless")
     nd.push(_bundle(store, C=0.01), f"{real.host}/{REPOSITORY}:unsigned", base=base, backend="daemonless", sign=False)
     # the policy.json and registries.d settings of docs/security.md, for this registry and key
-    policy = {"default": [{"type": "reject"}],
-              "transports": {"docker": {f"{real.host}/{REPOSITORY}": [
-                  {"type": "sigstoreSigned", "keyPath": str(tmp_path / "signer.pub.pem"),
-                   "signedIdentity": {"type": "matchRepository"}}]}}}
+    policy = {
+        "default": [{"type": "reject"}],
+        "transports": {
+            "docker": {
+                f"{real.host}/{REPOSITORY}": [
+                    {
+                        "type": "sigstoreSigned",
+                        "keyPath": str(tmp_path / "signer.pub.pem"),
+                        "signedIdentity": {"type": "matchRepository"},
+                    }
+                ]
+            }
+        },
+    }
     (tmp_path / "policy.json").write_text(json.dumps(policy))
     (tmp_path / "registries.d").mkdir()
     (tmp_path / "registries.d" / "notebook-deploy.yaml").write_text(
-        f"docker:\n  {real.host}:\n    use-sigstore-attachments: true\n")
+        f"docker:\n  {real.host}:\n    use-sigstore-attachments: true\n"
+    )
 
     def copy(tag: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["skopeo", "--policy", str(tmp_path / "policy.json"), "--registries.d",
-                               str(tmp_path / "registries.d"), "copy", "--src-tls-verify=false",
-                               f"docker://{real.host}/{REPOSITORY}:{tag}", f"dir:{tmp_path / tag}"],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                "skopeo",
+                "--policy",
+                str(tmp_path / "policy.json"),
+                "--registries.d",
+                str(tmp_path / "registries.d"),
+                "copy",
+                "--src-tls-verify=false",
+                f"docker://{real.host}/{REPOSITORY}:{tag}",
+                f"dir:{tmp_path / tag}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     refused = copy("unsigned")
     assert refused.returncode != 0 and "no signature exists" in refused.stderr, refused.stderr
@@ -246,8 +339,9 @@ def test_debians_skopeo_refuses_an_unsigned_tag_under_the_documented_policy(regi
 
 
 @pytest.mark.integration
-def test_a_failure_after_the_image_is_pushed_says_the_image_is_unsigned(registry, signing_key, store, tmp_path,
-                                                                         monkeypatch):
+def test_a_failure_after_the_image_is_pushed_says_the_image_is_unsigned(
+    registry, signing_key, store, tmp_path, monkeypatch
+):
     real, client, base = registry
     real_attachment = trust.push_attachment
 
@@ -274,6 +368,7 @@ def test_a_failure_after_the_image_is_pushed_says_the_image_is_unsigned(registry
 def _fast_retries(init):
     def wrapped(self, *args, **kwargs):
         init(self, *args, **{**kwargs, "retries": 1, "backoff": 0.01})
+
     return wrapped
 
 
@@ -294,8 +389,9 @@ def test_the_docker_backend_signs_the_digest_the_daemon_pushed(registry, signing
 
 
 @pytest.mark.integration
-def test_a_registry_with_the_referrers_api_gets_the_sbom_and_provenance_as_referrers(registry, signing_key, store,
-                                                                                       tmp_path):
+def test_a_registry_with_the_referrers_api_gets_the_sbom_and_provenance_as_referrers(
+    registry, signing_key, store, tmp_path
+):
     from registries import ReferrersProxy
 
     real, client, _ = registry
@@ -306,8 +402,10 @@ def test_a_registry_with_the_referrers_api_gets_the_sbom_and_provenance_as_refer
         assert (result.attached.sbom, result.attached.provenance) == ("referrers", "referrers")
         assert result.attached.signature == attachment_tag(result.digest, "sig")  # signatures stay tagged
         listed = via.referrers(REPOSITORY, result.digest)
-        assert sorted(d["artifactType"] for d in listed) == ["application/vnd.cyclonedx+json",
-                                                            "application/vnd.in-toto+json"]
+        assert sorted(d["artifactType"] for d in listed) == [
+            "application/vnd.cyclonedx+json",
+            "application/vnd.in-toto+json",
+        ]
         for suffix in ("att", "sbom"):  # no tags: the referrers API holds them
             with pytest.raises(nd.NotebookDeployError, match="MANIFEST_UNKNOWN"):
                 via.get_manifest(REPOSITORY, attachment_tag(result.digest, suffix))

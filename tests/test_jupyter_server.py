@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+import test_tasks
 from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
 from jupyter_server.utils import JupyterServerAuthWarning
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures: jp_fetch, jp_serverapp, ...
@@ -30,7 +31,6 @@ from registries import free_port
 from traitlets.config import Config
 
 import notebook_deploy as nd
-import test_tasks
 from notebook_deploy.bundle import seal_manifest
 from notebook_deploy.capturing.recipe import History
 from notebook_deploy.jupyter.server import AUTH_RESOURCE, NAMESPACE, ROUTES
@@ -49,8 +49,9 @@ def newer_copy(bundle: nd.Bundle, store: nd.Store) -> nd.Bundle:
     with store.staging() as staged:
         for file in bundle.path.iterdir():
             shutil.copy(file, staged)
-        manifest = seal_manifest(staged, {**bundle.manifest, "labels": {"copy": "2"},
-                                          "created": datetime.now(timezone.utc).isoformat()})
+        manifest = seal_manifest(
+            staged, {**bundle.manifest, "labels": {"copy": "2"}, "created": datetime.now(timezone.utc).isoformat()}
+        )
         return store.commit(staged, manifest)
 
 
@@ -64,8 +65,15 @@ def capture_with_recipe(store: nd.Store, folder: Path) -> nd.Bundle:
     frame = pd.read_csv(folder / "train.csv")
     model = LogisticRegression(C=0.5).fit(frame[["a", "b"]], frame["y"])
     history = History(sources=list(RECIPE_SOURCES), counts=[1, 2, 3], workdir=str(folder))
-    return nd.capture(model, name="lr", sample=frame[["a", "b"]].head(), history=history, variable="model",
-                      include_data=True, store=store)
+    return nd.capture(
+        model,
+        name="lr",
+        sample=frame[["a", "b"]].head(),
+        history=history,
+        variable="model",
+        include_data=True,
+        store=store,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +108,17 @@ def authorizer_class() -> type[Authorizer]:
 
 @pytest.fixture
 def jp_server_config(deploy_store, authorizer_class):
-    return Config({
-        "ServerApp": {"jpserver_extensions": {EXTENSION: True, "jupyter_server_terminals": False},
-                      "allow_unauthenticated_access": False,
-                      "reraise_server_extension_failures": True,
-                      "authorizer_class": authorizer_class},
-        "NotebookDeploy": {"store": str(deploy_store.root)},
-    })
+    return Config(
+        {
+            "ServerApp": {
+                "jpserver_extensions": {EXTENSION: True, "jupyter_server_terminals": False},
+                "allow_unauthenticated_access": False,
+                "reraise_server_extension_failures": True,
+                "authorizer_class": authorizer_class,
+            },
+            "NotebookDeploy": {"store": str(deploy_store.root)},
+        }
+    )
 
 
 @pytest.fixture
@@ -149,9 +161,16 @@ def test_bundles_are_listed_by_name_with_versions_newest_first(api, forest_bundl
     assert older["version"] == forest_bundle.version and older["tags"] == []
     assert forest["tags"] == {"latest": newer["version"]} and newer["tags"] == ["latest"]
     assert newer["created"] > older["created"]
-    assert older == {"name": "forest", "version": forest_bundle.version, "ref": forest_bundle.ref,
-                     "created": forest_bundle.created, "tags": [], "model_type": forest_bundle.manifest["model"]["type"],
-                     "methods": forest_bundle.methods, "size": forest_bundle.size}
+    assert older == {
+        "name": "forest",
+        "version": forest_bundle.version,
+        "ref": forest_bundle.ref,
+        "created": forest_bundle.created,
+        "tags": [],
+        "model_type": forest_bundle.manifest["model"]["type"],
+        "methods": forest_bundle.methods,
+        "size": forest_bundle.size,
+    }
 
 
 def test_details_show_recipe_lock_schema_and_sample(api):
@@ -188,7 +207,10 @@ def test_moving_latest_back_is_a_rollback_the_list_shows(api, forest_bundle):
 def test_a_tag_is_added_and_removed(api, forest_bundle):
     assert api("PUT", "bundles", "forest", "tags", "prod", body={"version": forest_bundle.version})[0] == 200
     assert api("GET", "bundles", "forest", "prod")[1]["version"] == forest_bundle.version
-    assert api("DELETE", "bundles", "forest", "tags", "prod") == (200, {"name": "forest", "tag": "prod", "version": None})
+    assert api("DELETE", "bundles", "forest", "tags", "prod") == (
+        200,
+        {"name": "forest", "tag": "prod", "version": None},
+    )
     status, answer = api("GET", "bundles", "forest", "prod")
     assert status == 404 and "no tag or version 'prod'" in answer["message"]
 
@@ -201,50 +223,70 @@ def test_deleting_a_version(api, forest_bundle, deploy_store):
 
 
 # -- errors ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("method", "parts", "body", "expected"), [
-    ("POST", ("servers",), "", "not JSON"),
-    ("POST", ("servers",), "{'ref': 'forest'}", "not JSON"),
-    ("POST", ("servers",), [], "must be a JSON object, not list"),
-    ("POST", ("servers",), {}, "needs 'ref'"),
-    ("POST", ("servers",), {"ref": 3}, "'ref' must be a string, not int"),
-    ("POST", ("servers",), {"ref": "forest", "port": "80"}, "'port' must be an integer"),
-    ("POST", ("servers",), {"ref": "forest", "port": True}, "'port' must be an integer"),
-    ("POST", ("servers",), {"ref": "forest", "port": 70000}, "from 0 (any free port) to 65535"),
-    ("POST", ("servers",), {"ref": "forest", "api_key": "secret"}, "unknown field 'api_key'"),
-    ("POST", ("servers",), {"ref": "../forest"}, "not a valid bundle name"),
-    ("POST", ("servers", "1", "predict"), {"instances": {"a": 1}}, "'instances' must be a list, not dict"),
-    ("POST", ("tasks",), {"ref": "forest"}, "'kind' must be one of 'push', 'verify', not None"),
-    ("POST", ("tasks",), {"kind": "build", "ref": "forest"}, "not 'build'"),
-    ("POST", ("tasks",), {"kind": "push", "ref": "forest"}, "needs 'image'"),
-    ("POST", ("tasks",), {"kind": "push", "ref": "forest", "image": "localhost:5000/forest:1", "password": "x"},
-     "unknown field 'password'"),
-    ("POST", ("tasks",), {"kind": "push", "ref": "forest", "image": "Not An Image"}, "Not An Image"),
-    ("POST", ("tasks",), {"kind": "verify", "ref": "forest", "image": "localhost:5000/forest:1"}, "unknown field 'image'"),
-    ("PUT", ("bundles", "forest", "tags", "prod"), {}, "needs 'version'"),
-    ("PUT", ("bundles", "forest", "tags", "0123456789ab"), {"version": "latest"}, "not a valid tag"),
-    ("GET", ("bundles", "Forest", "latest"), None, "not a valid bundle name"),
-])
+@pytest.mark.parametrize(
+    ("method", "parts", "body", "expected"),
+    [
+        ("POST", ("servers",), "", "not JSON"),
+        ("POST", ("servers",), "{'ref': 'forest'}", "not JSON"),
+        ("POST", ("servers",), [], "must be a JSON object, not list"),
+        ("POST", ("servers",), {}, "needs 'ref'"),
+        ("POST", ("servers",), {"ref": 3}, "'ref' must be a string, not int"),
+        ("POST", ("servers",), {"ref": "forest", "port": "80"}, "'port' must be an integer"),
+        ("POST", ("servers",), {"ref": "forest", "port": True}, "'port' must be an integer"),
+        ("POST", ("servers",), {"ref": "forest", "port": 70000}, "from 0 (any free port) to 65535"),
+        ("POST", ("servers",), {"ref": "forest", "api_key": "secret"}, "unknown field 'api_key'"),
+        ("POST", ("servers",), {"ref": "../forest"}, "not a valid bundle name"),
+        ("POST", ("servers", "1", "predict"), {"instances": {"a": 1}}, "'instances' must be a list, not dict"),
+        ("POST", ("tasks",), {"ref": "forest"}, "'kind' must be one of 'push', 'verify', not None"),
+        ("POST", ("tasks",), {"kind": "build", "ref": "forest"}, "not 'build'"),
+        ("POST", ("tasks",), {"kind": "push", "ref": "forest"}, "needs 'image'"),
+        (
+            "POST",
+            ("tasks",),
+            {"kind": "push", "ref": "forest", "image": "localhost:5000/forest:1", "password": "x"},
+            "unknown field 'password'",
+        ),
+        ("POST", ("tasks",), {"kind": "push", "ref": "forest", "image": "Not An Image"}, "Not An Image"),
+        (
+            "POST",
+            ("tasks",),
+            {"kind": "verify", "ref": "forest", "image": "localhost:5000/forest:1"},
+            "unknown field 'image'",
+        ),
+        ("PUT", ("bundles", "forest", "tags", "prod"), {}, "needs 'version'"),
+        ("PUT", ("bundles", "forest", "tags", "0123456789ab"), {"version": "latest"}, "not a valid tag"),
+        ("GET", ("bundles", "Forest", "latest"), None, "not a valid bundle name"),
+    ],
+)
 def test_malformed_requests_are_400_saying_what_was_wrong(api, method, parts, body, expected):
     status, answer = api(method, *parts, body=body)
     assert status == 400, answer
     assert expected in answer["message"]
 
 
-@pytest.mark.parametrize(("method", "parts", "body", "expected"), [
-    ("GET", ("bundles", "nothing", "latest"), None, "no bundle named 'nothing'"),
-    ("GET", ("bundles", "forest", "ffffffffffff"), None, "no tag or version 'ffffffffffff'"),
-    ("DELETE", ("bundles", "forest", "staging"), None, "no tag or version 'staging'"),
-    ("PUT", ("bundles", "nothing", "tags", "prod"), {"version": "latest"}, "no bundle named 'nothing'"),
-    ("DELETE", ("bundles", "forest", "tags", "staging"), None, "has no tag 'staging'"),
-    ("POST", ("servers",), {"ref": "nothing"}, "no bundle named 'nothing'"),
-    ("DELETE", ("servers", "1"), None, "no server '1'"),
-    ("GET", ("servers", "1", "logs"), None, "no server '1'"),
-    ("POST", ("servers", "1", "predict"), {"instances": [[1, 2, 3, 4]]}, "no server '1'"),
-    ("POST", ("tasks",), {"kind": "verify", "ref": "nothing"}, "no bundle named 'nothing'"),
-    ("POST", ("tasks",), {"kind": "push", "ref": "forest:nothing", "image": "localhost:5000/f:1"}, "no tag or version"),
-    ("GET", ("tasks", "0"), None, "no task '0'"),
-    ("DELETE", ("tasks", "0"), None, "no task '0'"),
-])
+@pytest.mark.parametrize(
+    ("method", "parts", "body", "expected"),
+    [
+        ("GET", ("bundles", "nothing", "latest"), None, "no bundle named 'nothing'"),
+        ("GET", ("bundles", "forest", "ffffffffffff"), None, "no tag or version 'ffffffffffff'"),
+        ("DELETE", ("bundles", "forest", "staging"), None, "no tag or version 'staging'"),
+        ("PUT", ("bundles", "nothing", "tags", "prod"), {"version": "latest"}, "no bundle named 'nothing'"),
+        ("DELETE", ("bundles", "forest", "tags", "staging"), None, "has no tag 'staging'"),
+        ("POST", ("servers",), {"ref": "nothing"}, "no bundle named 'nothing'"),
+        ("DELETE", ("servers", "1"), None, "no server '1'"),
+        ("GET", ("servers", "1", "logs"), None, "no server '1'"),
+        ("POST", ("servers", "1", "predict"), {"instances": [[1, 2, 3, 4]]}, "no server '1'"),
+        ("POST", ("tasks",), {"kind": "verify", "ref": "nothing"}, "no bundle named 'nothing'"),
+        (
+            "POST",
+            ("tasks",),
+            {"kind": "push", "ref": "forest:nothing", "image": "localhost:5000/f:1"},
+            "no tag or version",
+        ),
+        ("GET", ("tasks", "0"), None, "no task '0'"),
+        ("DELETE", ("tasks", "0"), None, "no task '0'"),
+    ],
+)
 def test_unknown_bundles_servers_and_tasks_are_404(api, method, parts, body, expected):
     status, answer = api(method, *parts, body=body)
     assert status == 404, answer
@@ -262,8 +304,9 @@ def route_requests() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("method", "path"), route_requests())
 def test_every_route_refuses_requests_without_the_token(api, method, path):
-    status, _ = api(method, *path.split("/"), body="{}" if method in ("POST", "PUT") else None,
-                    headers={"Authorization": ""})
+    status, _ = api(
+        method, *path.split("/"), body="{}" if method in ("POST", "PUT") else None, headers={"Authorization": ""}
+    )
     assert status in (401, 403)
 
 
@@ -306,7 +349,8 @@ def test_a_damaged_version_or_tags_file_is_listed_as_damaged(api, deploy_store, 
     assert status == 200, answer
     customers, forest, lr = answer["bundles"]
     assert [v["version"] for v in forest["versions"]] != [] and forest_bundle.version not in [
-        v["version"] for v in forest["versions"]]
+        v["version"] for v in forest["versions"]
+    ]
     (damaged,) = forest["damaged"]
     assert damaged["version"] == forest_bundle.version and "is not valid JSON" in damaged["reason"]
     assert customers["versions"] and customers["tags"] == {}
@@ -326,8 +370,9 @@ def test_serve_predict_through_the_proxy_read_logs_and_stop(api, forest_bundle, 
         status, proxied = api("POST", "servers", server["id"], "predict", body={"instances": rows})
         assert status == 200 and proxied["status"] == 200
         assert proxied["body"]["predictions"] == forest_bundle.predict(iris[0][:3]).tolist()
-        status, proba = api("POST", "servers", server["id"], "predict",
-                            body={"method": "predict_proba", "instances": rows})
+        status, proba = api(
+            "POST", "servers", server["id"], "predict", body={"method": "predict_proba", "instances": rows}
+        )
         assert proba["body"]["predictions"] == forest_bundle.predict(iris[0][:3], "predict_proba").tolist()
         status, refused = api("POST", "servers", server["id"], "predict", body={"instances": [[1, 2]]})
         assert status == 200 and refused["status"] == 422 and "row 0" in refused["body"]["detail"]
@@ -344,16 +389,31 @@ def test_serve_predict_through_the_proxy_read_logs_and_stop(api, forest_bundle, 
 def test_push_task_is_polled_until_it_succeeded(api, registry, forest_bundle):
     real, base = registry
     image = f"{real.host}/models/forest:1"
-    status, task = api("POST", "tasks", body={"kind": "push", "ref": f"forest:{forest_bundle.version}",
-                                               "image": image, "base": base, "backend": "daemonless"})
+    status, task = api(
+        "POST",
+        "tasks",
+        body={
+            "kind": "push",
+            "ref": f"forest:{forest_bundle.version}",
+            "image": image,
+            "base": base,
+            "backend": "daemonless",
+        },
+    )
     assert status == 202 and task["state"] == "running" and task["target"] == image
     assert api("GET", "tasks")[1]["tasks"][0]["id"] == task["id"]
     task = wait_for_task(api, task["id"], 300)
     assert task["state"] == "succeeded", task["error"]
     assert task["progress"] == 1 and task["result"]["digest"].startswith("sha256:")
     assert all(layer["done"] == layer["total"] for layer in task["layers"])
-    assert requests.get(f"{real.url}/v2/models/forest/manifests/1", timeout=10,
-                        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).status_code == 200
+    assert (
+        requests.get(
+            f"{real.url}/v2/models/forest/manifests/1",
+            timeout=10,
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.integration
@@ -376,13 +436,28 @@ def test_a_failed_task_says_why_and_cancelling_it_keeps_its_state(api):
 @pytest.mark.integration
 def test_model_servers_stop_when_the_jupyter_server_stops(template, tmp_path):
     port, token = free_port(), "test-token"
-    environment = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
-                       JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    environment = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
     jupyter = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", f"--port={port}", "--no-browser", "--allow-root",
-         f"--ServerApp.root_dir={tmp_path}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.jpserver_extensions={{'{EXTENSION}': True}}", f"--NotebookDeploy.store={template}"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            f"--port={port}",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.root_dir={tmp_path}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.jpserver_extensions={{'{EXTENSION}': True}}",
+            f"--NotebookDeploy.store={template}",
+        ],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url, headers = f"http://127.0.0.1:{port}/{NAMESPACE}", {"Authorization": f"token {token}"}

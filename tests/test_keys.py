@@ -108,7 +108,9 @@ def test_key_changes_are_audited_without_the_key(key_store):
     key_store.revoke(record.id)
     entries = audit.read(root=key_store.path.parent)
     assert [(e["event"], e["key_id"], e["role"], e["name"]) for e in entries] == [
-        ("key_create", record.id, "predict", "ci"), ("key_revoke", record.id, "predict", "ci")]
+        ("key_create", record.id, "predict", "ci"),
+        ("key_revoke", record.id, "predict", "ci"),
+    ]
     assert key not in (key_store.path.parent / "audit.log").read_text()
 
 
@@ -150,7 +152,12 @@ def test_cli_keys_file_option_and_environment(tmp_path, monkeypatch):
 
 
 def test_cli_help_teaches_with_examples():
-    for args in (["keys", "--help"], ["keys", "create", "--help"], ["keys", "list", "--help"], ["keys", "revoke", "--help"]):
+    for args in (
+        ["keys", "--help"],
+        ["keys", "create", "--help"],
+        ["keys", "list", "--help"],
+        ["keys", "revoke", "--help"],
+    ):
         output = CliRunner().invoke(cli, args).output
         assert "Example" in output, args
     assert "--auth / --no-auth" in CliRunner().invoke(cli, ["serve", "--help"]).output

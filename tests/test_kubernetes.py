@@ -29,8 +29,20 @@ from notebook_deploy.kubernetes import KubernetesError, manifests_yaml, write_ma
 KUBERNETES_VERSION = "1.30.0"
 IMAGE = "registry.example.com/models/forest:1"
 # The fields of a KServe v1beta1 predictor that are not a PodSpec's (ComponentExtensionSpec).
-EXTENSION_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency", "timeout",
-                    "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy"}
+EXTENSION_FIELDS = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
+}
 _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
 INFERENCE_SERVICE = {
     "type": "object",
@@ -39,43 +51,79 @@ INFERENCE_SERVICE = {
     "properties": {
         "apiVersion": {"const": "serving.kserve.io/v1beta1"},
         "kind": {"const": "InferenceService"},
-        "metadata": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-            "namespace": {"type": "string"}, "labels": _STRINGS, "annotations": _STRINGS}},
-        "spec": {"type": "object", "required": ["predictor"], "additionalProperties": False, "properties": {
-            "predictor": {"type": "object", "required": ["containers"], "properties": {
-                "minReplicas": {"type": "integer", "minimum": 0},
-                "maxReplicas": {"type": "integer", "minimum": 0},
-                "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
-                "scaleTarget": {"type": "integer", "minimum": 1},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+                "namespace": {"type": "string"},
                 "labels": _STRINGS,
                 "annotations": _STRINGS,
-                # a custom predictor: one container, named as KServe expects, speaking the protocol in
-                # $PROTOCOL; Knative allows one port, named http1 or h2c, and sets $PORT itself
-                "containers": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+            },
+        },
+        "spec": {
+            "type": "object",
+            "required": ["predictor"],
+            "additionalProperties": False,
+            "properties": {
+                "predictor": {
                     "type": "object",
-                    "required": ["name", "image", "env"],
+                    "required": ["containers"],
                     "properties": {
-                        "name": {"const": "kserve-container"},
-                        "ports": {"type": "array", "maxItems": 1,
-                                  "items": {"properties": {"name": {"enum": ["http1", "h2c"]}}}},
-                        "env": {"type": "array",
-                                "contains": {"properties": {"name": {"const": "PROTOCOL"}, "value": {"const": "v2"}},
-                                             "required": ["name", "value"]},
-                                "items": {"properties": {"name": {"not": {"const": "PORT"}}}}},
+                        "minReplicas": {"type": "integer", "minimum": 0},
+                        "maxReplicas": {"type": "integer", "minimum": 0},
+                        "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
+                        "scaleTarget": {"type": "integer", "minimum": 1},
+                        "labels": _STRINGS,
+                        "annotations": _STRINGS,
+                        # a custom predictor: one container, named as KServe expects, speaking the protocol in
+                        # $PROTOCOL; Knative allows one port, named http1 or h2c, and sets $PORT itself
+                        "containers": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "image", "env"],
+                                "properties": {
+                                    "name": {"const": "kserve-container"},
+                                    "ports": {
+                                        "type": "array",
+                                        "maxItems": 1,
+                                        "items": {"properties": {"name": {"enum": ["http1", "h2c"]}}},
+                                    },
+                                    "env": {
+                                        "type": "array",
+                                        "contains": {
+                                            "properties": {"name": {"const": "PROTOCOL"}, "value": {"const": "v2"}},
+                                            "required": ["name", "value"],
+                                        },
+                                        "items": {"properties": {"name": {"not": {"const": "PORT"}}}},
+                                    },
+                                },
+                                "not": {"required": ["lifecycle"]},  # Knative refuses container lifecycle hooks
+                            },
+                        },
                     },
-                    "not": {"required": ["lifecycle"]},  # Knative refuses container lifecycle hooks
-                }},
-            }},
-        }},
+                },
+            },
+        },
     },
 }
 OPTION_SETS = {
     "defaults": {},
     "api keys": {"api_keys_secret": "forest-keys"},
-    "namespace and sizes": {"namespace": "models", "replicas": 3, "cpu": "1", "memory": "1Gi", "cpu_limit": "2",
-                            "memory_limit": "1.5Gi", "min_replicas": 2, "max_replicas": 6,
-                            "target_cpu_utilization": 60},
+    "namespace and sizes": {
+        "namespace": "models",
+        "replicas": 3,
+        "cpu": "1",
+        "memory": "1Gi",
+        "cpu_limit": "2",
+        "memory_limit": "1.5Gi",
+        "min_replicas": 2,
+        "max_replicas": 6,
+        "target_cpu_utilization": 60,
+    },
     "server options": {"workers": 2, "max_batch_size": 32, "batching": False, "grpc_port": 8001, "port": 9000},
     "kserve": {"kserve": True},
     "kserve with keys": {"kserve": True, "api_keys_secret": "forest-keys", "namespace": "models"},
@@ -89,14 +137,20 @@ def validate(manifest: dict[str, Any]) -> None:
         return
     jsonschema.validate(manifest, INFERENCE_SERVICE)
     predictor = manifest["spec"]["predictor"]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": manifest["metadata"]["name"]},
-           "spec": {k: v for k, v in predictor.items() if k not in EXTENSION_FIELDS}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": manifest["metadata"]["name"]},
+        "spec": {k: v for k, v in predictor.items() if k not in EXTENSION_FIELDS},
+    }
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 
 
 def containers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     spec = manifest["spec"]
-    return spec["template"]["spec"]["containers"] if manifest["kind"] == "Deployment" else spec["predictor"]["containers"]
+    return (
+        spec["template"]["spec"]["containers"] if manifest["kind"] == "Deployment" else spec["predictor"]["containers"]
+    )
 
 
 def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -127,9 +181,11 @@ def test_every_manifest_is_valid(forest_bundle, options):
         validate(manifest)
         assert manifest["metadata"]["name"] == "forest"
         assert manifest["metadata"].get("namespace") == options.get("namespace")
-        assert manifest["metadata"]["labels"] == {"app.kubernetes.io/name": "forest",
-                                                  "app.kubernetes.io/version": forest_bundle.version,
-                                                  "app.kubernetes.io/managed-by": "notebook-deploy"}
+        assert manifest["metadata"]["labels"] == {
+            "app.kubernetes.io/name": "forest",
+            "app.kubernetes.io/version": forest_bundle.version,
+            "app.kubernetes.io/managed-by": "notebook-deploy",
+        }
         assert manifest["metadata"]["annotations"] == {"notebook-deploy.io/bundle": forest_bundle.ref}
     assert list(yaml.safe_load_all(manifests_yaml(manifests))) == manifests
 
@@ -144,12 +200,21 @@ def test_the_deployment_runs_the_image_safely_with_probes_on_the_health_routes(f
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
     assert container["securityContext"] == {
-        "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert environment(container) == {"PORT": "8000", "NOTEBOOK_DEPLOY_AUDIT_LOG": "/tmp/audit.log"}
     assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     assert autoscaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "forest"}
@@ -167,8 +232,11 @@ def test_the_api_keys_secret_is_mounted_as_the_key_file_and_keys_are_required(fo
     assert variables["NOTEBOOK_DEPLOY_KEYS_FILE"] == f"{mount['mountPath']}/keys.json" and mount["readOnly"]
     assert "subPath" not in mount  # a subPath mount would not see the Secret change
     volume = next(v for v in pod_spec(first)["volumes"] if v["name"] == "api-keys")
-    assert volume["secret"] == {"secretName": "forest-keys", "defaultMode": 0o444,
-                                "items": [{"key": "keys.json", "path": "keys.json"}]}
+    assert volume["secret"] == {
+        "secretName": "forest-keys",
+        "defaultMode": 0o444,
+        "items": [{"key": "keys.json", "path": "keys.json"}],
+    }
 
 
 def test_the_inference_service_is_a_v2_custom_predictor_of_the_same_image(forest_bundle):
@@ -181,19 +249,34 @@ def test_the_inference_service_is_a_v2_custom_predictor_of_the_same_image(forest
     assert container["ports"] == [{"name": "http1", "containerPort": 8000, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8000}
     assert container["securityContext"] == deployment_container["securityContext"]
-    assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleMetric"], predictor["scaleTarget"]) \
-        == (1, 4, "cpu", 70)
+    assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleMetric"], predictor["scaleTarget"]) == (
+        1,
+        4,
+        "cpu",
+        70,
+    )
 
 
 def test_the_server_reads_the_options_the_manifests_set(forest_bundle, monkeypatch):
-    options = {"workers": 3, "batching": False, "max_batch_size": 16, "max_batch_wait_ms": 5, "max_queue": 100,
-               "grpc_port": 8001, "max_body_bytes": 2048, "drift_window": 50, "drift_threshold": 0.3,
-               "prediction_log": "/tmp/predictions.jsonl", "prediction_log_sample": 0.5}
-    deployment = nd.kubernetes_manifests(forest_bundle, IMAGE, api_keys_secret="forest-keys", port=9000,
-                                         **options)[0]
+    options = {
+        "workers": 3,
+        "batching": False,
+        "max_batch_size": 16,
+        "max_batch_wait_ms": 5,
+        "max_queue": 100,
+        "grpc_port": 8001,
+        "max_body_bytes": 2048,
+        "drift_window": 50,
+        "drift_threshold": 0.3,
+        "prediction_log": "/tmp/predictions.jsonl",
+        "prediction_log_sample": 0.5,
+    }
+    deployment = nd.kubernetes_manifests(forest_bundle, IMAGE, api_keys_secret="forest-keys", port=9000, **options)[0]
     seen = {}
-    monkeypatch.setattr("notebook_deploy.serving.runner.run",
-                        lambda bundle, host, port, settings, **kwargs: seen.update(port=port, settings=settings))
+    monkeypatch.setattr(
+        "notebook_deploy.serving.runner.run",
+        lambda bundle, host, port, settings, **kwargs: seen.update(port=port, settings=settings),
+    )
     variables = environment(containers(deployment)[0])
     result = CliRunner().invoke(cli, ["serve", str(forest_bundle.path)], env=variables)
     assert result.exit_code == 0, result.output
@@ -201,16 +284,24 @@ def test_the_server_reads_the_options_the_manifests_set(forest_bundle, monkeypat
     settings = seen["settings"]
     assert {name: getattr(settings, name) for name in options} == options
     assert (settings.auth, settings.keys_file, settings.audit_log) == (
-        True, "/etc/notebook-deploy/keys/keys.json", "/tmp/audit.log")
+        True,
+        "/etc/notebook-deploy/keys/keys.json",
+        "/tmp/audit.log",
+    )
 
 
 def test_settings_json_wins_over_the_environment_where_it_sets_a_value(forest_bundle, monkeypatch):
     seen = {}
-    monkeypatch.setattr("notebook_deploy.serving.runner.run",
-                        lambda bundle, host, port, settings, **kwargs: seen.update(settings=settings))
+    monkeypatch.setattr(
+        "notebook_deploy.serving.runner.run",
+        lambda bundle, host, port, settings, **kwargs: seen.update(settings=settings),
+    )
     given = nd.ServeSettings(workers=1)
-    result = CliRunner().invoke(cli, ["serve", str(forest_bundle.path), "--settings-json", given.to_json()],
-                                env={"NOTEBOOK_DEPLOY_WORKERS": "4", "NOTEBOOK_DEPLOY_AUDIT_LOG": "/tmp/a.log"})
+    result = CliRunner().invoke(
+        cli,
+        ["serve", str(forest_bundle.path), "--settings-json", given.to_json()],
+        env={"NOTEBOOK_DEPLOY_WORKERS": "4", "NOTEBOOK_DEPLOY_AUDIT_LOG": "/tmp/a.log"},
+    )
     assert result.exit_code == 0, result.output
     assert seen["settings"].workers == 1  # notebook_deploy.serve(workers=1) is not overridden
     assert seen["settings"].audit_log == "/tmp/a.log"  # what the JSON leaves unset still comes from there
@@ -218,25 +309,32 @@ def test_settings_json_wins_over_the_environment_where_it_sets_a_value(forest_bu
 
 def test_the_serve_help_names_the_environment_variables():
     text = " ".join(CliRunner().invoke(cli, ["serve", "--help"]).output.split())
-    for variable in ("NOTEBOOK_DEPLOY_WORKERS", "NOTEBOOK_DEPLOY_AUTH", "NOTEBOOK_DEPLOY_KEYS_FILE",
-                     "NOTEBOOK_DEPLOY_MAX_BATCH_SIZE"):
+    for variable in (
+        "NOTEBOOK_DEPLOY_WORKERS",
+        "NOTEBOOK_DEPLOY_AUTH",
+        "NOTEBOOK_DEPLOY_KEYS_FILE",
+        "NOTEBOOK_DEPLOY_MAX_BATCH_SIZE",
+    ):
         assert f"env var: {variable}" in text
 
 
-@pytest.mark.parametrize("options, option, message", [
-    ({"replicas": 0}, "replicas", "at least 1"),
-    ({"min_replicas": 5, "max_replicas": 3}, "min_replicas", "more than the maximum"),
-    ({"cpu": "lots"}, "cpu", "not a Kubernetes quantity"),
-    ({"memory_limit": "1 GB"}, "memory_limit", "not a Kubernetes quantity"),
-    ({"name": "Forest_1"}, "name", "lower case"),
-    ({"namespace": "a.b"}, "namespace", "namespace"),
-    ({"port": 70000}, "port", "65535"),
-    ({"workers": 0}, "workers", "range"),
-    ({"prediction_log": "logs/p.jsonl"}, "prediction_log", "absolute path inside the container"),
-    ({"tls_cert": "/etc/cert.pem"}, "tls_cert", "not an option the server reads from its environment"),
-    ({"kserve": True, "grpc_port": 8001}, "grpc_port", "one port"),
-    ({"grpc_port": 8000}, "grpc_port", "other than port"),
-])
+@pytest.mark.parametrize(
+    "options, option, message",
+    [
+        ({"replicas": 0}, "replicas", "at least 1"),
+        ({"min_replicas": 5, "max_replicas": 3}, "min_replicas", "more than the maximum"),
+        ({"cpu": "lots"}, "cpu", "not a Kubernetes quantity"),
+        ({"memory_limit": "1 GB"}, "memory_limit", "not a Kubernetes quantity"),
+        ({"name": "Forest_1"}, "name", "lower case"),
+        ({"namespace": "a.b"}, "namespace", "namespace"),
+        ({"port": 70000}, "port", "65535"),
+        ({"workers": 0}, "workers", "range"),
+        ({"prediction_log": "logs/p.jsonl"}, "prediction_log", "absolute path inside the container"),
+        ({"tls_cert": "/etc/cert.pem"}, "tls_cert", "not an option the server reads from its environment"),
+        ({"kserve": True, "grpc_port": 8001}, "grpc_port", "one port"),
+        ({"grpc_port": 8000}, "grpc_port", "other than port"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_option(forest_bundle, options, option, message):
     with pytest.raises(KubernetesError, match=message) as raised:
         nd.kubernetes_manifests(forest_bundle, IMAGE, **options)
@@ -251,21 +349,50 @@ def k8s(store: nd.Store, *args: str, ok: bool = True):
 
 
 def test_the_cli_writes_one_yaml_stream_of_the_same_manifests(session_store, forest_bundle):
-    result = k8s(session_store, "forest", "--image", IMAGE, "--api-keys-secret", "forest-keys", "--namespace",
-                 "models", "--replicas", "3", "--cpu", "1", "--set", "workers=2", "--set", "max-batch-size=32")
-    expected = nd.kubernetes_manifests("forest", IMAGE, store=session_store, api_keys_secret="forest-keys",
-                                       namespace="models", replicas=3, cpu="1", workers=2, max_batch_size=32)
+    result = k8s(
+        session_store,
+        "forest",
+        "--image",
+        IMAGE,
+        "--api-keys-secret",
+        "forest-keys",
+        "--namespace",
+        "models",
+        "--replicas",
+        "3",
+        "--cpu",
+        "1",
+        "--set",
+        "workers=2",
+        "--set",
+        "max-batch-size=32",
+    )
+    expected = nd.kubernetes_manifests(
+        "forest",
+        IMAGE,
+        store=session_store,
+        api_keys_secret="forest-keys",
+        namespace="models",
+        replicas=3,
+        cpu="1",
+        workers=2,
+        max_batch_size=32,
+    )
     assert list(yaml.safe_load_all(result.output)) == expected
     kserve = k8s(session_store, "forest", "--image", IMAGE, "--kserve")
-    assert list(yaml.safe_load_all(kserve.output)) == nd.kubernetes_manifests("forest", IMAGE, store=session_store,
-                                                                             kserve=True)
+    assert list(yaml.safe_load_all(kserve.output)) == nd.kubernetes_manifests(
+        "forest", IMAGE, store=session_store, kserve=True
+    )
 
 
 def test_the_cli_writes_one_file_per_manifest_into_a_folder(session_store, forest_bundle, tmp_path):
     result = k8s(session_store, "forest", "--image", IMAGE, "-o", str(tmp_path / "k8s"))
     files = sorted((tmp_path / "k8s").iterdir())
-    assert [f.name for f in files] == ["forest-deployment.yaml", "forest-horizontalpodautoscaler.yaml",
-                                       "forest-service.yaml"]
+    assert [f.name for f in files] == [
+        "forest-deployment.yaml",
+        "forest-horizontalpodautoscaler.yaml",
+        "forest-service.yaml",
+    ]
     assert sorted(result.output.split()) == [str(f) for f in files]
     expected = {m["kind"]: m for m in nd.kubernetes_manifests("forest", IMAGE, store=session_store)}
     for path in files:
@@ -274,14 +401,17 @@ def test_the_cli_writes_one_file_per_manifest_into_a_folder(session_store, fores
         validate(manifest)
 
 
-@pytest.mark.parametrize("args, option, message", [
-    (["--replicas", "0"], "'--replicas'", "at least 1"),
-    (["--min-replicas", "5", "--max-replicas", "3"], "'--min-replicas'", "more than the maximum"),
-    (["--cpu", "lots"], "'--cpu'", "'lots' is not a Kubernetes quantity"),
-    (["--target-cpu", "0"], "'--target-cpu'", "at least 1"),
-    (["--set", "workers=0"], "'--set workers'", "range"),
-    (["--set", "workers"], "'--set'", "OPTION=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args, option, message",
+    [
+        (["--replicas", "0"], "'--replicas'", "at least 1"),
+        (["--min-replicas", "5", "--max-replicas", "3"], "'--min-replicas'", "more than the maximum"),
+        (["--cpu", "lots"], "'--cpu'", "'lots' is not a Kubernetes quantity"),
+        (["--target-cpu", "0"], "'--target-cpu'", "at least 1"),
+        (["--set", "workers=0"], "'--set workers'", "range"),
+        (["--set", "workers"], "'--set'", "OPTION=VALUE"),
+    ],
+)
 def test_the_cli_names_the_bad_option(session_store, forest_bundle, args, option, message):
     result = k8s(session_store, "forest", "--image", IMAGE, *args, ok=False)
     assert result.exit_code == 2
@@ -300,8 +430,9 @@ def test_write_manifests_returns_the_paths_in_order(forest_bundle, tmp_path):
 def forest_image(engine, forest_bundle, tmp_path_factory):
     """The forest bundle's image, built on the test base and loaded into the engine's daemon."""
     registry, docker, base = engine
-    tar = nd.export_image(forest_bundle, tmp_path_factory.mktemp("image") / "forest.tar", name="models/forest:k8s",
-                          base=base)
+    tar = nd.export_image(
+        forest_bundle, tmp_path_factory.mktemp("image") / "forest.tar", name="models/forest:k8s", base=base
+    )
     docker.docker("load", "-i", str(tar))
     return docker, "models/forest:k8s"
 
@@ -314,9 +445,20 @@ def run_as_the_pod_would(docker, image: str, manifest: dict[str, Any], secrets: 
     volumes = {volume["name"]: volume for volume in pod_spec(manifest)["volumes"]}
     security = container["securityContext"]
     name = f"nd-k8s-{os.getpid()}-{time.monotonic_ns()}"
-    arguments = ["run", "-d", "--name", name, "--network", "host",
-                 "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
-                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    arguments = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--user",
+        f"{security['runAsUser']}:{security['runAsGroup']}",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ]
     assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
     if security["readOnlyRootFilesystem"]:
         arguments.append("--read-only")
@@ -365,11 +507,13 @@ def test_a_container_run_as_the_deployment_says_answers_its_probes(forest_image,
 
 @pytest.mark.integration
 @pytest.mark.parametrize("kserve", [False, True], ids=["deployment", "kserve"])
-def test_a_container_with_the_keys_secret_requires_keys_but_not_on_probes(forest_image, forest_bundle, iris,
-                                                                         tmp_path, kserve):
+def test_a_container_with_the_keys_secret_requires_keys_but_not_on_probes(
+    forest_image, forest_bundle, iris, tmp_path, kserve
+):
     docker, image = forest_image
-    manifest = nd.kubernetes_manifests(forest_bundle, image, port=free_port(), api_keys_secret="forest-keys",
-                                       kserve=kserve)[0]
+    manifest = nd.kubernetes_manifests(
+        forest_bundle, image, port=free_port(), api_keys_secret="forest-keys", kserve=kserve
+    )[0]
     (container,) = containers(manifest)
     if kserve:  # Knative gives the container $PORT, set to its one port
         container["env"].append({"name": "PORT", "value": str(container["ports"][0]["containerPort"])})

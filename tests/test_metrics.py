@@ -21,7 +21,9 @@ def test_requests_are_counted_by_route_and_status_with_model_labels(forest_bundl
         for _ in range(3):
             assert client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
         assert client.post("/predict", json={"instances": [[1]]}).status_code == 422
-        assert client.post("/predict_proba", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        assert (
+            client.post("/predict_proba", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        )
         assert client.get("/nowhere").status_code == 404
         response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
@@ -59,6 +61,9 @@ def test_folding_durations_into_a_histogram_matches_observing_each():
     one_by_one = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=observed)
     for amount in amounts:
         one_by_one.observe(amount)
-    samples = lambda registry: [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples if s.name != "h_created"]  # noqa: E731
+
+    def samples(registry):
+        return [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples if s.name != "h_created"]
+
     assert samples(folded) == samples(observed)
     assert ("h_count", {}, len(amounts)) in samples(folded)

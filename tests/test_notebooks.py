@@ -26,10 +26,14 @@ class Kernel:
     """A real IPython kernel that runs cells one at a time, as a person does in JupyterLab."""
 
     def __init__(self, cwd: Path, store: Path) -> None:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "NOTEBOOK_DEPLOY_HOME": str(store),
-               # the session's signing key and trust store (conftest), so servers this process starts trust
-               # what the kernel captured
-               **{k: os.environ[k] for k in (SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE) if k in os.environ}}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "NOTEBOOK_DEPLOY_HOME": str(store),
+            # the session's signing key and trust store (conftest), so servers this process starts trust
+            # what the kernel captured
+            **{k: os.environ[k] for k in (SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE) if k in os.environ},
+        }
         self.manager, self.client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
 
     def run(self, source: str) -> str:
@@ -152,7 +156,9 @@ def test_a_notebook_with_a_cloud_key_is_refused_naming_the_cell(kernel, workspac
     folder, store = workspace
     kernel.run("%load_ext notebook_deploy")
     kernel.run("import numpy as np")
-    kernel.run('AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\nAWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"')
+    kernel.run(
+        'AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\nAWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"'
+    )
     kernel.run("def model(rows):\n    print(AWS_ACCESS_KEY_ID)\n    return np.asarray(rows).sum(axis=1)")
     output = kernel.run("%deploy model --sample '[[1.0, 2.0]]'")
     assert "cell [3]" in output and "AWS" in output and "allow" in output.lower()
@@ -171,8 +177,12 @@ def test_deploy_notebook_runs_it_headless(workspace):
 def test_cli_deploy_and_verify(workspace):
     folder, store = workspace
     run = [sys.executable, "-m", "notebook_deploy", "--store", str(store.root)]
-    deployed = subprocess.run([*run, "deploy", str(folder / "out_of_order.ipynb"), "--model", "clf", "--name", "cancer"],
-                              capture_output=True, text=True, timeout=600)
+    deployed = subprocess.run(
+        [*run, "deploy", str(folder / "out_of_order.ipynb"), "--model", "clf", "--name", "cancer"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert deployed.returncode == 0, deployed.stderr
     assert "Captured cancer:" in deployed.stdout and "recipe" in deployed.stdout
     verified = subprocess.run([*run, "verify", "cancer"], capture_output=True, text=True, timeout=600)
@@ -187,6 +197,8 @@ def test_deploy_serve_answers_from_the_kernel(kernel, workspace):
         kernel.run(cell)
     output = kernel.run("server = %deploy clf --sample X[:5] --serve")
     assert "Captured clf:" in output
-    answer = kernel.run("import requests\nrequests.post(server.url + '/predict', json={'instances': X[:2].tolist()}).json()")
+    answer = kernel.run(
+        "import requests\nrequests.post(server.url + '/predict', json={'instances': X[:2].tolist()}).json()"
+    )
     assert answer.strip() == repr({"predictions": [0, 0]})
     kernel.run("server.stop()")

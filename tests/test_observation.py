@@ -6,8 +6,8 @@ and replays the recipe with verify."""
 from __future__ import annotations
 
 import functools
-import sys
 import http.server
+import sys
 import threading
 from pathlib import Path
 
@@ -53,17 +53,21 @@ def test_a_rebound_name_is_not_a_change_and_large_arrays_are_sampled():
 def test_unseeded_estimators_are_the_fitted_ones_without_random_state():
     from sklearn.ensemble import RandomForestRegressor
 
-    namespace = {"fitted": RandomForestRegressor(n_estimators=2).fit([[0.0], [1.0]], [0.0, 1.0]),
-                 "seeded": RandomForestRegressor(n_estimators=2, random_state=0).fit([[0.0], [1.0]], [0.0, 1.0]),
-                 "unfitted": RandomForestRegressor()}
+    namespace = {
+        "fitted": RandomForestRegressor(n_estimators=2).fit([[0.0], [1.0]], [0.0, 1.0]),
+        "seeded": RandomForestRegressor(n_estimators=2, random_state=0).fit([[0.0], [1.0]], [0.0, 1.0]),
+        "unfitted": RandomForestRegressor(),
+    }
     assert unseeded_estimators(namespace, namespace) == ["fitted (RandomForestRegressor)"]
 
 
 def test_the_alias_loop_is_kept_by_the_static_slicer_too():
     # the issue's three-cell form: the static answer was [0, 2]
-    cells = ['train = pd.read_csv("a.csv")\ntest = pd.read_csv("b.csv")',
-             'for set_ in (train, test):\n    set_.drop("income_cat", axis=1, inplace=True)',
-             'model = LinearRegression().fit(train[["x"]], train["y"])']
+    cells = [
+        'train = pd.read_csv("a.csv")\ntest = pd.read_csv("b.csv")',
+        'for set_ in (train, test):\n    set_.drop("income_cat", axis=1, inplace=True)',
+        'model = LinearRegression().fit(train[["x"]], train["y"])',
+    ]
     assert slice_cells(cells, "model") == [0, 1, 2]
     assert slice_cells([*cells[:2], 'test["z"] = 1', cells[2]], "model") == [0, 1, 3]  # test stays apart
 
@@ -84,7 +88,9 @@ def project(tmp_path):
     rows = [(i % 7, (i * 3) % 5, int(i % 7 > 3), i % 2) for i in range(60)]
     (tmp_path / "data").mkdir()
     (tmp_path / "nb" / "local").mkdir(parents=True)
-    (tmp_path / "data" / "train.csv").write_text("a,b,y,income_cat\n" + "".join(f"{a},{b},{y},{c}\n" for a, b, y, c in rows))
+    (tmp_path / "data" / "train.csv").write_text(
+        "a,b,y,income_cat\n" + "".join(f"{a},{b},{y},{c}\n" for a, b, y, c in rows)
+    )
     (tmp_path / "nb" / "local" / "extra.csv").write_text("e\n" + "".join(f"{i / 10}\n" for i in range(60)))
     return tmp_path
 
@@ -151,8 +157,9 @@ def test_randomness_is_warned_from_what_kept_executions_drew(tmp_path, store):
     assert not [w for w in recipe["warnings"] if "randomness" in w], recipe["warnings"]
     assert nd.verify(seeded).reproducible
 
-    unseeded = nd.deploy_notebook(notebook(tmp_path / "unseeded.ipynb", *RANDOM[:3], *RANDOM[4:]), "model",
-                                  sample="X[:5]", store=store)
+    unseeded = nd.deploy_notebook(
+        notebook(tmp_path / "unseeded.ipynb", *RANDOM[:3], *RANDOM[4:]), "model", sample="X[:5]", store=store
+    )
     warnings = [w for w in unseeded.manifest["recipe"]["warnings"] if "randomness" in w]
     assert warnings == [
         "cell [5]: unseeded randomness: it drew from the global random state of numpy with no seed set before: "
@@ -197,7 +204,9 @@ def test_a_fetched_url_is_warned_of_and_kept_bytes_answer_the_replay_when_it_has
     assert nd.verify(plain).reproducible
     # the server now answers other rows: only the bundle that kept the bytes still rebuilds its model
     rows = [(i % 5, (i * 7) % 3, int(i % 3 == 0), 0) for i in range(40)]
-    (project / "data" / "train.csv").write_text("a,b,y,income_cat\n" + "".join(f"{a},{b},{y},{c}\n" for a, b, y, c in rows))
+    (project / "data" / "train.csv").write_text(
+        "a,b,y,income_cat\n" + "".join(f"{a},{b},{y},{c}\n" for a, b, y, c in rows)
+    )
     report = nd.verify(kept)
     assert report.reproducible, str(report)
     assert not nd.verify(plain).reproducible
@@ -210,10 +219,15 @@ def test_data_above_the_cap_is_refused_unless_referenced(project, store):
 
     frame = pd.read_csv(project / "data" / "train.csv")
     model = Model().fit(frame[["a", "b"]], frame["y"])
-    history = History(sources=["import pandas as pd\nfrom sklearn.linear_model import LogisticRegression as Model",
-                               "frame = pd.read_csv('../data/train.csv')",
-                               "model = Model().fit(frame[['a', 'b']], frame['y'])"],
-                      counts=[1, 2, 3], workdir=str(project / "nb"))
+    history = History(
+        sources=[
+            "import pandas as pd\nfrom sklearn.linear_model import LogisticRegression as Model",
+            "frame = pd.read_csv('../data/train.csv')",
+            "model = Model().fit(frame[['a', 'b']], frame['y'])",
+        ],
+        counts=[1, 2, 3],
+        workdir=str(project / "nb"),
+    )
     options = dict(name="lr", sample=frame[["a", "b"]], history=history, variable="model", store=store)
     with pytest.raises(nd.CaptureError, match=r"above the 0 MiB cap .*\.\./data/train\.csv .*--reference-data"):
         nd.capture(model, include_data=100, **options)

@@ -17,12 +17,12 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from fastapi.testclient import TestClient
-from tritonclient.utils import InferenceServerException
-
-import notebook_deploy as nd
 from models import FragileModel
 from registries import free_port
+from tritonclient.utils import InferenceServerException
 from venvs import tool_venv
+
+import notebook_deploy as nd
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2 as pb
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -45,7 +45,9 @@ def _tensor_request(X, outputs=None, **extra):
 
 def _columns(frame):
     datatypes = {"age": "INT64", "income": "FP64", "city": "BYTES"}
-    return [{"name": c, "datatype": datatypes[c], "shape": [len(frame)], "data": frame[c].tolist()} for c in frame.columns]
+    return [
+        {"name": c, "datatype": datatypes[c], "shape": [len(frame)], "data": frame[c].tolist()} for c in frame.columns
+    ]
 
 
 def _outputs(response):
@@ -56,37 +58,50 @@ def _outputs(response):
 
 
 def test_server_and_model_metadata_and_health(forest_client, forest_bundle, pipeline_client, pipeline_bundle):
-    assert forest_client.get("/v2").json() == {"name": "notebook-deploy", "version": nd.__version__,
-                                               "extensions": ["binary_tensor_data"]}
+    assert forest_client.get("/v2").json() == {
+        "name": "notebook-deploy",
+        "version": nd.__version__,
+        "extensions": ["binary_tensor_data"],
+    }
     assert forest_client.get("/v2/health/live").status_code == 200
     assert forest_client.get("/v2/health/ready").status_code == 200
     assert forest_client.get("/v2/models/forest/ready").json() == {"name": "forest", "ready": True}
     assert forest_client.get(f"/v2/models/forest/versions/{forest_bundle.version}/ready").status_code == 200
     metadata = forest_client.get("/v2/models/forest").json()
     assert metadata == {
-        "name": "forest", "versions": [forest_bundle.version], "platform": "notebook-deploy",
+        "name": "forest",
+        "versions": [forest_bundle.version],
+        "platform": "notebook-deploy",
         "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
-        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]},
-                    {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
-                    {"name": "predict_log_proba", "datatype": "FP64", "shape": [-1, 3]}],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+            {"name": "predict_log_proba", "datatype": "FP64", "shape": [-1, 3]},
+        ],
     }
     assert forest_client.get(f"/v2/models/forest/versions/{forest_bundle.version}").json() == metadata
     table = pipeline_client.get("/v2/models/customers").json()
-    assert table["inputs"] == [{"name": "age", "datatype": "INT64", "shape": [-1]},
-                               {"name": "income", "datatype": "FP64", "shape": [-1]},
-                               {"name": "city", "datatype": "BYTES", "shape": [-1]}]
+    assert table["inputs"] == [
+        {"name": "age", "datatype": "INT64", "shape": [-1]},
+        {"name": "income", "datatype": "FP64", "shape": [-1]},
+        {"name": "city", "datatype": "BYTES", "shape": [-1]},
+    ]
     assert [o["name"] for o in table["outputs"]][:2] == ["predict", "predict_proba"]
 
 
 def test_infer_equals_in_process_and_the_native_api(forest_client, forest, iris):
     X = iris[0][::7]
-    answer = forest_client.post("/v2/models/forest/infer",
-                                json=_tensor_request(X, ["predict", "predict_proba", "predict_log_proba"], id="r-1"))
+    answer = forest_client.post(
+        "/v2/models/forest/infer", json=_tensor_request(X, ["predict", "predict_proba", "predict_log_proba"], id="r-1")
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert (body["model_name"], body["id"]) == ("forest", "r-1")
     assert [(o["name"], o["datatype"], o["shape"]) for o in body["outputs"]] == [
-        ("predict", "INT64", [len(X)]), ("predict_proba", "FP64", [len(X), 3]), ("predict_log_proba", "FP64", [len(X), 3])]
+        ("predict", "INT64", [len(X)]),
+        ("predict_proba", "FP64", [len(X), 3]),
+        ("predict_log_proba", "FP64", [len(X), 3]),
+    ]
     outputs = _outputs(answer)
     np.testing.assert_array_equal(outputs["predict"], forest.predict(X))
     np.testing.assert_array_equal(outputs["predict_proba"], forest.predict_proba(X))
@@ -106,8 +121,10 @@ def test_infer_equals_in_process_and_the_native_api(forest_client, forest, iris)
 
 def test_a_table_takes_one_input_per_column(pipeline_client, pipeline, customers):
     frame = customers[0].head(25)
-    answer = pipeline_client.post("/v2/models/customers/infer",
-                                  json={"inputs": _columns(frame), "outputs": [{"name": "predict"}, {"name": "predict_proba"}]})
+    answer = pipeline_client.post(
+        "/v2/models/customers/infer",
+        json={"inputs": _columns(frame), "outputs": [{"name": "predict"}, {"name": "predict_proba"}]},
+    )
     assert answer.status_code == 200, answer.text
     outputs = _outputs(answer)
     np.testing.assert_array_equal(outputs["predict"], pipeline.predict(frame))
@@ -125,8 +142,14 @@ def _binary_request(inputs, outputs, **extra):
             raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in array.ravel())
         else:
             raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-        specs.append({"name": name, "datatype": datatype, "shape": list(array.shape),
-                      "parameters": {"binary_data_size": len(raw)}})
+        specs.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(array.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
         raws.append(raw)
     header = orjson.dumps({"inputs": specs, "outputs": outputs, **extra})
     return header + b"".join(raws), {HEADER: str(len(header)), "content-type": "application/octet-stream"}
@@ -142,7 +165,7 @@ def _binary_outputs(response):
             continue
         size = output["parameters"]["binary_data_size"]
         dtype = {"FP64": "<f8", "INT64": "<i8"}[output["datatype"]]
-        arrays[output["name"]] = np.frombuffer(rest[offset:offset + size], dtype=dtype).reshape(output["shape"])
+        arrays[output["name"]] = np.frombuffer(rest[offset : offset + size], dtype=dtype).reshape(output["shape"])
         offset += size
     assert offset == len(rest)
     return arrays
@@ -150,8 +173,11 @@ def _binary_outputs(response):
 
 def test_binary_tensors_in_and_out(pipeline_client, pipeline, customers):
     frame = customers[0].head(9)
-    inputs = [("age", "INT64", frame["age"].to_numpy()), ("income", "FP64", frame["income"].to_numpy()),
-              ("city", "BYTES", frame["city"].to_numpy())]
+    inputs = [
+        ("age", "INT64", frame["age"].to_numpy()),
+        ("income", "FP64", frame["income"].to_numpy()),
+        ("city", "BYTES", frame["city"].to_numpy()),
+    ]
     body, headers = _binary_request(
         inputs, [{"name": "predict", "parameters": {"binary_data": True}}, {"name": "predict_proba"}]
     )
@@ -178,26 +204,46 @@ GOOD = {"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.
         ({"inputs": [{**GOOD, "data": [1, 2, 3]}]}, {}, 400, "input 'input-0' has 3 values; its shape [1, 4] needs 4"),
         ({"inputs": [{**GOOD, "datatype": "FP128"}]}, {}, 400, "datatype 'FP128' is not one of BOOL"),
         ({"inputs": [{**GOOD, "shape": [-1, 4]}]}, {}, 400, '"shape" must be a list of sizes'),
-        ({"inputs": [{**GOOD, "shape": [2, 2]}]}, {}, 422, "has shape [2, 2]; this model takes shape [-1, 4]: rows of shape [4]"),
+        (
+            {"inputs": [{**GOOD, "shape": [2, 2]}]},
+            {},
+            422,
+            "has shape [2, 2]; this model takes shape [-1, 4]: rows of shape [4]",
+        ),
         ({"inputs": [{**GOOD, "shape": [4]}]}, {}, 422, "has shape [4]; this model takes shape [-1, 4]"),
         ({"inputs": [{**GOOD, "shape": [0, 4], "data": []}]}, {}, 422, "has no rows"),
-        ({"inputs": [{**GOOD, "data": [[1, 2, "x", 4]]}]}, {}, 422, 'row 0, position 2: expected a number or null, got a string "x"'),
+        (
+            {"inputs": [{**GOOD, "data": [[1, 2, "x", 4]]}]},
+            {},
+            422,
+            'row 0, position 2: expected a number or null, got a string "x"',
+        ),
         ({"inputs": [{**GOOD, "data": [[1, 2], [3, [4, 5]]]}]}, {}, 400, "has 5 values; its shape [1, 4] needs 4"),
         ({"inputs": [GOOD, {**GOOD, "name": "other"}]}, {}, 400, "this model takes one input tensor"),
-        ({"inputs": [GOOD], "outputs": [{"name": "nope"}]}, {}, 400, "unknown output 'nope': this model's outputs are 'predict'"),
+        (
+            {"inputs": [GOOD], "outputs": [{"name": "nope"}]},
+            {},
+            400,
+            "unknown output 'nope': this model's outputs are 'predict'",
+        ),
         ({"inputs": [GOOD], "id": 7}, {}, 400, '"id" must be a string'),
         ({"inputs": [GOOD], "parameters": {"binary_data_output": "yes"}}, {}, 400, "must be true or false"),
         ({"inputs": [{**GOOD, "data": None}]}, {}, 400, '"data" must be a list'),
         ({"inputs": [GOOD]}, {HEADER: "abc"}, 400, f"{HEADER} must be the length of the JSON part"),
         ({"inputs": [GOOD]}, {HEADER: "99999"}, 400, f"{HEADER} must be the length of the JSON part"),
-        ({"inputs": [{k: v for k, v in GOOD.items() if k != "data"} | {"parameters": {"binary_data_size": 32}}]},
-         {}, 400, "the binary data after the JSON (0 bytes) ends before its 32 bytes"),
+        (
+            {"inputs": [{k: v for k, v in GOOD.items() if k != "data"} | {"parameters": {"binary_data_size": 32}}]},
+            {},
+            400,
+            "the binary data after the JSON (0 bytes) ends before its 32 bytes",
+        ),
     ],
 )
 def test_bad_requests_get_a_4xx_that_says_what_is_wrong(forest_client, body, headers, status, fragment):
     content = body if isinstance(body, bytes) else orjson.dumps(body)
-    response = forest_client.post("/v2/models/forest/infer", content=content,
-                                  headers={"content-type": "application/json", **headers})
+    response = forest_client.post(
+        "/v2/models/forest/infer", content=content, headers={"content-type": "application/json", **headers}
+    )
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
     assert forest_client.post("/v2/models/forest/infer", json={"inputs": [GOOD]}).status_code == 200
@@ -221,9 +267,12 @@ def test_infinities_are_refused_like_nan_in_json_and_binary_tensors(forest_clien
     table = pipeline_client.post("/v2/models/customers/infer", content=columns, headers=headers)
     assert table.status_code == 422 and "feature 'income': expected a finite number" in table.json()["error"]
     # JSON cannot carry an infinity: a number that overflows a double is refused as well
-    overflow = forest_client.post("/v2/models/forest/infer", content=b'{"inputs":[{"name":"input-0","datatype":"FP64",'
-                                  b'"shape":[1,4],"data":[1,2,3,' + sign.encode() + b'1e999]}]}',
-                                  headers={"content-type": "application/json"})
+    overflow = forest_client.post(
+        "/v2/models/forest/infer",
+        content=b'{"inputs":[{"name":"input-0","datatype":"FP64",'
+        b'"shape":[1,4],"data":[1,2,3,' + sign.encode() + b'1e999]}]}',
+        headers={"content-type": "application/json"},
+    )
     assert 400 <= overflow.status_code < 500 and "infinity" in overflow.text.lower()
     assert forest_client.post("/v2/models/forest/infer", json={"inputs": [GOOD]}).status_code == 200
 
@@ -242,17 +291,29 @@ def test_binary_data_that_does_not_add_up_is_refused(forest_client):
     "change, fragment",
     [
         (lambda cols: cols[:2], "missing feature 'city'"),
-        (lambda cols: [*cols, {"name": "zip", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]}], "unknown feature 'zip'"),
-        (lambda cols: [cols[0], cols[1], {**cols[2], "datatype": "INT64", "data": [1, 2, 3]}],
-         "row 0, feature 'city': expected a string"),
-        (lambda cols: [{**cols[0], "datatype": "BYTES", "data": ["thirty", "a", "b"]}, *cols[1:]],
-         "row 0, feature 'age': expected an integer"),
-        (lambda cols: [{**cols[0], "shape": [1, 3]}, *cols[1:]], "input 'age' has shape [1, 3]; a feature takes shape [-1]"),
+        (
+            lambda cols: [*cols, {"name": "zip", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]}],
+            "unknown feature 'zip'",
+        ),
+        (
+            lambda cols: [cols[0], cols[1], {**cols[2], "datatype": "INT64", "data": [1, 2, 3]}],
+            "row 0, feature 'city': expected a string",
+        ),
+        (
+            lambda cols: [{**cols[0], "datatype": "BYTES", "data": ["thirty", "a", "b"]}, *cols[1:]],
+            "row 0, feature 'age': expected an integer",
+        ),
+        (
+            lambda cols: [{**cols[0], "shape": [1, 3]}, *cols[1:]],
+            "input 'age' has shape [1, 3]; a feature takes shape [-1]",
+        ),
         (lambda cols: [{**cols[0], "shape": [2], "data": [30, 40]}, *cols[1:]], "the columns have different lengths"),
     ],
 )
 def test_table_errors_name_the_feature(pipeline_client, customers, change, fragment):
-    response = pipeline_client.post("/v2/models/customers/infer", json={"inputs": change(_columns(customers[0].head(3)))})
+    response = pipeline_client.post(
+        "/v2/models/customers/infer", json={"inputs": change(_columns(customers[0].head(3)))}
+    )
     assert response.status_code == 422, response.text
     assert fragment in response.json()["error"]
 
@@ -275,8 +336,10 @@ def test_a_model_that_raises_gets_a_json_500_and_serving_goes_on(store):
     with TestClient(nd.create_app(bundle)) as client:
         failed = client.post("/v2/models/fragile/infer", json={"inputs": [{**tensor, "data": [-1.0, 2.0]}]})
         assert failed.status_code == 500
-        assert failed.json() == {"error": "the model's predict raised an error; the server's log has it (serve with "
-                                          "--debug-errors to return it to callers)"}
+        assert failed.json() == {
+            "error": "the model's predict raised an error; the server's log has it (serve with "
+            "--debug-errors to return it to callers)"
+        }
         ok = client.post("/v2/models/fragile/infer", json={"inputs": [{**tensor, "data": [1.0, 2.0]}]})
         assert ok.json()["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [1], "data": [3.0]}]
 
@@ -288,11 +351,21 @@ def test_string_outputs_are_bytes(store, iris):
     labels = np.array(["setosa", "versicolor", "virginica"])[y]
     bundle = nd.capture(DecisionTreeClassifier(random_state=0).fit(X, labels), name="named", sample=X[:5], store=store)
     with TestClient(nd.create_app(bundle)) as client:
-        assert client.get("/v2/models/named").json()["outputs"][0] == {"name": "predict", "datatype": "BYTES", "shape": [-1]}
+        assert client.get("/v2/models/named").json()["outputs"][0] == {
+            "name": "predict",
+            "datatype": "BYTES",
+            "shape": [-1],
+        }
         answer = client.post("/v2/models/named/infer", json=_tensor_request(X[[0, 60, 120]], ["predict"])).json()
-        assert answer["outputs"][0] == {"name": "predict", "datatype": "BYTES", "shape": [3],
-                                        "data": ["setosa", "versicolor", "virginica"]}
-        body, headers = _binary_request([("input-0", "FP64", X[[0, 60]])], [{"name": "predict", "parameters": {"binary_data": True}}])
+        assert answer["outputs"][0] == {
+            "name": "predict",
+            "datatype": "BYTES",
+            "shape": [3],
+            "data": ["setosa", "versicolor", "virginica"],
+        }
+        body, headers = _binary_request(
+            [("input-0", "FP64", X[[0, 60]])], [{"name": "predict", "parameters": {"binary_data": True}}]
+        )
         raw = client.post("/v2/models/named/infer", content=body, headers=headers)
         assert raw.content.endswith(b"\x06\x00\x00\x00setosa\x0a\x00\x00\x00versicolor")
 
@@ -310,9 +383,16 @@ def test_openapi_documents_every_route_and_its_example_is_served(forest_client, 
 
         jsonschema.validate(body["example"], body["schema"])
         jsonschema.validate(example.json(), infer["responses"]["200"]["content"]["application/json"]["schema"])
-        for path in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
-                     "/v2/models/{name}/versions/{version}", "/v2/models/{name}/versions/{version}/ready",
-                     "/v2/models/{name}/versions/{version}/infer"):
+        for path in (
+            "/v2",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/v2/models/{name}",
+            "/v2/models/{name}/ready",
+            "/v2/models/{name}/versions/{version}",
+            "/v2/models/{name}/versions/{version}/ready",
+            "/v2/models/{name}/versions/{version}/infer",
+        ):
             assert path in spec["paths"]
 
 
@@ -324,7 +404,9 @@ def _fields(message, prefix=""):
     found = {}
     for f in message.fields:
         found[f"{prefix}{message.name}.{f.name}"] = (
-            f.number, f.type, f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED,
+            f.number,
+            f.type,
+            f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED,
             f.message_type.full_name if f.message_type else None,
         )
     for nested in message.nested_types:
@@ -345,8 +427,10 @@ def test_the_service_matches_triton_field_for_field():
     theirs = triton.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     for method in service.methods:
         other = theirs.methods_by_name[method.name]
-        assert (other.input_type.full_name, other.output_type.full_name) == (method.input_type.full_name,
-                                                                            method.output_type.full_name)
+        assert (other.input_type.full_name, other.output_type.full_name) == (
+            method.input_type.full_name,
+            method.output_type.full_name,
+        )
     for name, message in ours.message_types_by_name.items():
         assert _fields(message) == _fields(triton.DESCRIPTOR.message_types_by_name[name]), name
     assert pb.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number == 7
@@ -383,11 +467,24 @@ def test_regenerating_the_stubs_gives_the_committed_files(tmp_path):
     python = tool_venv("grpcio-tools-1.63.0", "grpcio-tools==1.63.0") / "bin" / "python"
     root = PROTOCOLS.parents[2]
     proto = "notebook_deploy/serving/protocols/grpc_predict_v2.proto"
-    subprocess.run([str(python), "-m", "grpc_tools.protoc", f"-I{root}", f"--python_out={tmp_path}",
-                    f"--grpc_python_out={tmp_path}", str(root / proto)], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{root}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            str(root / proto),
+        ],
+        check=True,
+    )
     out = tmp_path / "notebook_deploy" / "serving" / "protocols"
-    generated = (out / "grpc_predict_v2_pb2.py").read_text().replace(
-        "_descriptor_pool.Default().AddSerializedFile", "_descriptor_pool.DescriptorPool().AddSerializedFile")
+    generated = (
+        (out / "grpc_predict_v2_pb2.py")
+        .read_text()
+        .replace("_descriptor_pool.Default().AddSerializedFile", "_descriptor_pool.DescriptorPool().AddSerializedFile")
+    )
     assert generated == (PROTOCOLS / "grpc_predict_v2_pb2.py").read_text()
     assert (out / "grpc_predict_v2_pb2_grpc.py").read_text() == (PROTOCOLS / "grpc_predict_v2_pb2_grpc.py").read_text()
 
@@ -408,41 +505,84 @@ def test_grpc_typed_contents_and_raw_contents(forest_grpc, forest, iris):
     typed = pb.ModelInferRequest(model_name="forest", id="t-1", outputs=[{"name": "predict_proba"}])
     typed.inputs.add(name="input-0", datatype="FP64", shape=X.shape, contents={"fp64_contents": X.ravel()})
     answer = forest_grpc.ModelInfer(typed)
-    assert (answer.model_name, answer.id, answer.outputs[0].name, answer.outputs[0].datatype,
-            list(answer.outputs[0].shape)) == ("forest", "t-1", "predict_proba", "FP64", [len(X), 3])
-    np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], "<f8").reshape(-1, 3),
-                                  forest.predict_proba(X))
+    assert (
+        answer.model_name,
+        answer.id,
+        answer.outputs[0].name,
+        answer.outputs[0].datatype,
+        list(answer.outputs[0].shape),
+    ) == ("forest", "t-1", "predict_proba", "FP64", [len(X), 3])
+    np.testing.assert_array_equal(
+        np.frombuffer(answer.raw_output_contents[0], "<f8").reshape(-1, 3), forest.predict_proba(X)
+    )
     raw = pb.ModelInferRequest(model_name="forest", raw_input_contents=[X.astype("<f4").tobytes()])
     raw.inputs.add(name="input-0", datatype="FP32", shape=X.shape)
     answer = forest_grpc.ModelInfer(raw)
-    np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], "<i8"),
-                                  forest.predict(X.astype("float32").astype("float64")))
+    np.testing.assert_array_equal(
+        np.frombuffer(answer.raw_output_contents[0], "<i8"), forest.predict(X.astype("float32").astype("float64"))
+    )
 
 
 @pytest.mark.parametrize(
     "build, code, fragment",
     [
-        (lambda r: r.inputs.add(name="input-0", datatype="FP64", shape=[1, 3], contents={"fp64_contents": [1, 2, 3]}),
-         grpc.StatusCode.INVALID_ARGUMENT, "has shape [1, 3]; this model takes shape [-1, 4]"),
-        (lambda r: r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4], contents={"fp64_contents": [1, 2]}),
-         grpc.StatusCode.INVALID_ARGUMENT, "has 2 values in fp64_contents; its shape [1, 4] needs 4"),
-        (lambda r: r.inputs.add(name="input-0", datatype="FP16", shape=[1, 4]),
-         grpc.StatusCode.INVALID_ARGUMENT, "FP16 data must be sent in raw_input_contents"),
-        (lambda r: (r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]), r.raw_input_contents.append(b"x" * 31)),
-         grpc.StatusCode.INVALID_ARGUMENT, "has 31 bytes of raw data; shape [1, 4] of FP64 needs 32"),
-        (lambda r: (r.inputs.add(name="input-0", datatype="BYTES", shape=[1, 4], contents={"bytes_contents": [b"a"] * 4})),
-         grpc.StatusCode.INVALID_ARGUMENT, 'row 0, position 0: expected a number or null, got a string "a"'),
-        (lambda r: (r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4], contents={"fp64_contents": [1] * 4}),
-                    r.outputs.add(name="nope")),
-         grpc.StatusCode.INVALID_ARGUMENT, "unknown output 'nope'"),
+        (
+            lambda r: r.inputs.add(
+                name="input-0", datatype="FP64", shape=[1, 3], contents={"fp64_contents": [1, 2, 3]}
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "has shape [1, 3]; this model takes shape [-1, 4]",
+        ),
+        (
+            lambda r: r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4], contents={"fp64_contents": [1, 2]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "has 2 values in fp64_contents; its shape [1, 4] needs 4",
+        ),
+        (
+            lambda r: r.inputs.add(name="input-0", datatype="FP16", shape=[1, 4]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FP16 data must be sent in raw_input_contents",
+        ),
+        (
+            lambda r: (
+                r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]),
+                r.raw_input_contents.append(b"x" * 31),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "has 31 bytes of raw data; shape [1, 4] of FP64 needs 32",
+        ),
+        (
+            lambda r: r.inputs.add(
+                name="input-0", datatype="BYTES", shape=[1, 4], contents={"bytes_contents": [b"a"] * 4}
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            'row 0, position 0: expected a number or null, got a string "a"',
+        ),
+        (
+            lambda r: (
+                r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4], contents={"fp64_contents": [1] * 4}),
+                r.outputs.add(name="nope"),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown output 'nope'",
+        ),
         (lambda r: setattr(r, "model_name", "nope"), grpc.StatusCode.NOT_FOUND, "model 'nope' is not served here"),
         (lambda r: setattr(r, "model_version", "0000"), grpc.StatusCode.NOT_FOUND, "has no version '0000'"),
-        (lambda r: r.inputs.add(name="input-0", datatype="FP64", shape=[1, 4],
-                                contents={"fp64_contents": [1, 2, float("inf"), 4]}),
-         grpc.StatusCode.INVALID_ARGUMENT, "row 0, position 2: expected a finite number, got Infinity"),
-        (lambda r: (r.inputs.add(name="input-0", datatype="FP32", shape=[1, 4]),
-                    r.raw_input_contents.append(np.array([[1, -np.inf, 3, 4]], "<f4").tobytes())),
-         grpc.StatusCode.INVALID_ARGUMENT, "row 0, position 1: expected a finite number, got -Infinity"),
+        (
+            lambda r: r.inputs.add(
+                name="input-0", datatype="FP64", shape=[1, 4], contents={"fp64_contents": [1, 2, float("inf"), 4]}
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "row 0, position 2: expected a finite number, got Infinity",
+        ),
+        (
+            lambda r: (
+                r.inputs.add(name="input-0", datatype="FP32", shape=[1, 4]),
+                r.raw_input_contents.append(np.array([[1, -np.inf, 3, 4]], "<f4").tobytes()),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "row 0, position 1: expected a finite number, got -Infinity",
+        ),
     ],
 )
 def test_grpc_errors_have_status_codes_and_say_what_is_wrong(forest_grpc, build, code, fragment):
@@ -486,12 +626,19 @@ def test_grpc_model_errors_are_internal_and_a_full_queue_is_unavailable(store):
     port = free_port()
     with TestClient(nd.create_app(slow, grpc_port=port, max_queue=1, batching=False)):
         client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
-        busy = threading.Thread(target=client.infer, args=(
-            "slow", [triton_grpc.InferInput("input-0", [1, 2], "FP64").set_data_from_numpy(np.array([[1.0, 0.0]]))]))
+        busy = threading.Thread(
+            target=client.infer,
+            args=(
+                "slow",
+                [triton_grpc.InferInput("input-0", [1, 2], "FP64").set_data_from_numpy(np.array([[1.0, 0.0]]))],
+            ),
+        )
         busy.start()
         time.sleep(0.4)
         with pytest.raises(InferenceServerException) as raised:
-            client.infer("slow", [triton_grpc.InferInput("input-0", [1, 2], "FP64").set_data_from_numpy(np.zeros((1, 2)))])
+            client.infer(
+                "slow", [triton_grpc.InferInput("input-0", [1, 2], "FP64").set_data_from_numpy(np.zeros((1, 2)))]
+            )
         assert raised.value.status() == "StatusCode.UNAVAILABLE" and "retry" in raised.value.message()
         busy.join()
         client.close()
@@ -514,8 +661,16 @@ def _triton_inputs(module, data, binary):
 
 def _clients(server, port):
     return {
-        "http+binary": (triton_http, triton_http.InferenceServerClient(server.url.split("://")[1]), {"binary_data": True}),
-        "http+json": (triton_http, triton_http.InferenceServerClient(server.url.split("://")[1]), {"binary_data": False}),
+        "http+binary": (
+            triton_http,
+            triton_http.InferenceServerClient(server.url.split("://")[1]),
+            {"binary_data": True},
+        ),
+        "http+json": (
+            triton_http,
+            triton_http.InferenceServerClient(server.url.split("://")[1]),
+            {"binary_data": False},
+        ),
         "grpc": (triton_grpc, triton_grpc.InferenceServerClient(f"127.0.0.1:{port}"), {}),
     }
 
@@ -525,11 +680,17 @@ def _check_clients(server, port, name, model, data, rows_for_native, methods):
     native = {method: server.post(method, {"instances": rows_for_native}).json()["predictions"] for method in methods}
     for label, (module, client, binary) in _clients(server, port).items():
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name), label
-        metadata = client.get_model_metadata(name, as_json=True) if module is triton_grpc else client.get_model_metadata(name)
+        metadata = (
+            client.get_model_metadata(name, as_json=True) if module is triton_grpc else client.get_model_metadata(name)
+        )
         assert metadata["name"] == name and [o["name"] for o in metadata["outputs"]][:2] == methods, label
         outputs = [module.InferRequestedOutput(method, **binary) for method in methods]
         answer = client.infer(name, _triton_inputs(module, data, binary), outputs=outputs, request_id="req-9")
-        assert answer.get_response(as_json=True)["id"] == "req-9" if module is triton_grpc else answer.get_response()["id"] == "req-9"
+        assert (
+            answer.get_response(as_json=True)["id"] == "req-9"
+            if module is triton_grpc
+            else answer.get_response()["id"] == "req-9"
+        )
         for method in methods:
             got = answer.as_numpy(method)
             np.testing.assert_array_equal(got, expected[method], err_msg=f"{label} {method}")
@@ -554,8 +715,9 @@ def test_triton_clients_get_the_in_process_predictions_of_a_dataframe_model(pipe
     frame = customers[0].head(40)
     port = free_port()
     with nd.serve(pipeline_bundle, grpc_port=port) as server:
-        _check_clients(server, port, "customers", pipeline, frame, frame.to_dict(orient="records"),
-                       ["predict", "predict_proba"])
+        _check_clients(
+            server, port, "customers", pipeline, frame, frame.to_dict(orient="records"), ["predict", "predict_proba"]
+        )
 
 
 @pytest.mark.integration
@@ -584,7 +746,9 @@ def test_triton_clients_see_clear_errors_and_the_server_goes_on(store, forest_bu
             assert raised.value.status() == ("500" if http else "StatusCode.INTERNAL"), label
             assert "the model's predict raised an error; the server's log has it" in raised.value.message()
             assert "negative" not in raised.value.message()
-            assert infer("fragile", np.array([[1.0, 2.0], [3.0, 4.0]])).as_numpy("predict").tolist() == [3.0, 7.0], label
+            assert infer("fragile", np.array([[1.0, 2.0], [3.0, 4.0]])).as_numpy("predict").tolist() == [3.0, 7.0], (
+                label
+            )
             client.close()
         assert server.running
 

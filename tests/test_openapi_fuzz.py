@@ -27,8 +27,9 @@ def test_no_route_answers_5xx_or_off_its_documented_schema(which, forest_bundle,
         tested.append(operation.label)
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         def fuzz(case: schemathesis.Case) -> None:
             case.call_and_validate(checks=CHECKS)
 

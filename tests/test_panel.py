@@ -45,9 +45,12 @@ def registry(tmp_path):
 
 def test_import_stays_free_of_ipywidgets():
     def loaded(code: str) -> str:
-        return subprocess.run([sys.executable, "-c", f"import sys, notebook_deploy as nd; {code}"
-                               "; print('ipywidgets' in sys.modules)"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", f"import sys, notebook_deploy as nd; {code}; print('ipywidgets' in sys.modules)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
     assert loaded("pass") == "False" and loaded("nd.panel") == "True"
 
@@ -59,8 +62,15 @@ def test_models_and_samples_are_found_and_the_contract_holds(panel):
     assert "nd-panel" in panel._dom_classes and "nd-status" in panel.status._dom_classes
     assert "nd-response" in panel.response._dom_classes
     assert (panel.name_text.description, panel.image_text.description) == ("Name", "Image")
-    buttons = [panel.capture_button, panel.serve_button, panel.stop_button, panel.send_button, panel.push_button,
-               panel.cancel_button, panel.refresh_button]
+    buttons = [
+        panel.capture_button,
+        panel.serve_button,
+        panel.stop_button,
+        panel.send_button,
+        panel.push_button,
+        panel.cancel_button,
+        panel.refresh_button,
+    ]
     assert [b.description for b in buttons] == ["Capture", "Serve locally", "Stop", "Send", "Push", "Cancel", "Refresh"]
     assert panel.stop_button.disabled and panel.send_button.disabled and panel.cancel_button.disabled
 
@@ -187,7 +197,8 @@ def test_push_shows_progress_per_layer_to_the_end(panel, registry):
     assert len(bars) == len(panel.task.layers) > 1 and all(bar.value == 1.0 for bar in bars)
     assert f"push to {real.host}/models/iris:1: succeeded" in panel.status.value
     assert panel.code.value.endswith(
-        f'nd.push("{panel.ref}", "{real.host}/models/iris:1", backend="daemonless", base="{base}")')
+        f'nd.push("{panel.ref}", "{real.host}/models/iris:1", backend="daemonless", base="{base}")'
+    )
     tags = requests.get(f"{real.url}/v2/models/iris/tags/list", timeout=10).json()
     assert [t for t in tags["tags"] if not t.startswith("sha256-")] == ["1"]  # and the SBOM's and provenance's
 
@@ -198,7 +209,10 @@ def test_a_cancelled_push_says_so(panel, registry):
     panel.capture_button.click()
     assert panel.wait(300)
     panel.image_text.value, panel.backend_dropdown.value, panel.base_text.value = (
-        f"{real.host}/models/iris:cancelled", "daemonless", base)
+        f"{real.host}/models/iris:cancelled",
+        "daemonless",
+        base,
+    )
     panel.push_button.click()
     deadline = time.monotonic() + 60
     while panel.cancel_button.disabled and time.monotonic() < deadline:
@@ -234,8 +248,9 @@ clf = LogisticRegression(max_iter=500).fit(X, y)"""
 
 def run_notebook(cells: list[str], cwd) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
-    NotebookClient(nb, kernel_name="python3", store_widget_state=True, timeout=600,
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(
+        nb, kernel_name="python3", store_widget_state=True, timeout=600, resources={"metadata": {"path": str(cwd)}}
+    ).execute()
     return nb
 
 
@@ -253,13 +268,16 @@ def widget_named(nb: nbformat.NotebookNode, description: str) -> dict:
 @pytest.mark.integration
 def test_the_panel_in_a_headless_kernel_keeps_its_widget_state(tmp_path):
     started = time.monotonic()
-    nb = run_notebook([
-        TRAIN,
-        "import notebook_deploy as nd\np = nd.panel()\np",
-        "p.capture_button.click()\nassert p.wait(300), p.status.value\nassert p.error is None, p.error",
-        "p.serve_button.click()\nassert p.wait(120), p.status.value\nassert p.error is None, p.error",
-        "p.send_button.click()\nassert p.wait(60)\nprint(p.response.value)",
-    ], tmp_path)
+    nb = run_notebook(
+        [
+            TRAIN,
+            "import notebook_deploy as nd\np = nd.panel()\np",
+            "p.capture_button.click()\nassert p.wait(300), p.status.value\nassert p.error is None, p.error",
+            "p.serve_button.click()\nassert p.wait(120), p.status.value\nassert p.error is None, p.error",
+            "p.send_button.click()\nassert p.wait(60)\nprint(p.response.value)",
+        ],
+        tmp_path,
+    )
     print(f"notebook took {time.monotonic() - started:.1f} s")
     outputs = nb.cells[1].outputs
     assert "application/vnd.jupyter.widget-view+json" in outputs[0]["data"]
@@ -274,8 +292,9 @@ def test_the_panel_in_a_headless_kernel_keeps_its_widget_state(tmp_path):
     [response] = widgets_with_class(nb, "nd-response")
     assert '{"predictions": [0, 0]}' in response["value"]
     assert widget_named(nb, "Model")["index"] == 0 and widget_named(nb, "Version")["value"] == bundle.version
-    assert widget_named(nb, "Code")["value"].endswith('server.post("predict", {"instances": '
-                                                      '[[5.1, 3.5, 1.4, 0.2], [4.9, 3.0, 1.4, 0.2]]}).json()')
+    assert widget_named(nb, "Code")["value"].endswith(
+        'server.post("predict", {"instances": [[5.1, 3.5, 1.4, 0.2], [4.9, 3.0, 1.4, 0.2]]}).json()'
+    )
     assert "scikit-learn==" in widgets_with_summary(nb)
 
 
@@ -287,14 +306,17 @@ def widgets_with_summary(nb: nbformat.NotebookNode) -> str:
 
 @pytest.mark.integration
 def test_deploy_panel_magic_captures_with_the_recipe(tmp_path):
-    nb = run_notebook([
-        "%load_ext notebook_deploy",
-        TRAIN,
-        "X.shape",  # not part of the recipe
-        "%deploy --panel clf",
-        "p = _\np.capture_button.click()\nassert p.wait(300), p.status.value\nassert p.error is None, p.error",
-        "%deploy",
-    ], tmp_path)
+    nb = run_notebook(
+        [
+            "%load_ext notebook_deploy",
+            TRAIN,
+            "X.shape",  # not part of the recipe
+            "%deploy --panel clf",
+            "p = _\np.capture_button.click()\nassert p.wait(300), p.status.value\nassert p.error is None, p.error",
+            "%deploy",
+        ],
+        tmp_path,
+    )
     assert "show the panel with %deploy --panel" in nb.cells[5].outputs[0]["text"]
     assert "application/vnd.jupyter.widget-view+json" in nb.cells[3].outputs[0]["data"]
     [bundle] = nd.Store().list()

@@ -89,7 +89,8 @@ def test_notebook_functions_and_classes_by_value_are_safe(fitted):
     for model in (pipeline, namespace["Scaled"](3)):
         data = cloudpickle.dumps(model, protocol=5)
         assert "_make_function" in str(scan_pickle(data).globals) or "_make_skeleton_class" in str(
-            scan_pickle(data).globals)  # really by value
+            scan_pickle(data).globals
+        )  # really by value
         assert scan_pickle(data).safe, scan_pickle(data).findings
 
 
@@ -113,7 +114,9 @@ def test_a_notebook_function_that_uses_os_is_found_though_loading_does_not_run_i
             os.remove("/tmp/x")
             return x
     """)
-    assert scan_pickle(cloudpickle.dumps(namespace["cleanup"])).findings == ["imports module os (cloudpickle.subimport)"]
+    assert scan_pickle(cloudpickle.dumps(namespace["cleanup"])).findings == [
+        "imports module os (cloudpickle.subimport)"
+    ]
 
 
 def u(text: str) -> bytes:
@@ -121,16 +124,31 @@ def u(text: str) -> bytes:
     return b"\x8c" + bytes([len(text)]) + text.encode()
 
 
-@pytest.mark.parametrize(("data", "finding"), [
-    (b"cbuiltins\nexec\n(S'print(1)'\ntR.", "imports builtins.exec"),  # protocol 0
-    (pickle.dumps(shutil.rmtree, protocol=4), "imports shutil.rmtree"),  # STACK_GLOBAL of memoized strings
-    (b"\x80\x04" + u("builtins") + u("getattr") + b"\x93" + u("numpy") + u("ndarray") + b"\x93" + u("os") + b"\x86R.",
-     "reads attribute 'os' with builtins.getattr"),  # a getattr chain
-    (b"csklearn.base\nnp.os.system\n.", "imports sklearn.base.np.os.system"),  # through an attribute path
-    (b"\x80\x04" + u("builtins") + u("str") + b"\x93" + u("os") + b"\x85R" + u("system") + b"\x93.",
-     "whose name is computed"),  # STACK_GLOBAL of a module name made while loading
-    (b"not a pickle", "cannot be scanned"),
-])
+@pytest.mark.parametrize(
+    ("data", "finding"),
+    [
+        (b"cbuiltins\nexec\n(S'print(1)'\ntR.", "imports builtins.exec"),  # protocol 0
+        (pickle.dumps(shutil.rmtree, protocol=4), "imports shutil.rmtree"),  # STACK_GLOBAL of memoized strings
+        (
+            b"\x80\x04"
+            + u("builtins")
+            + u("getattr")
+            + b"\x93"
+            + u("numpy")
+            + u("ndarray")
+            + b"\x93"
+            + u("os")
+            + b"\x86R.",
+            "reads attribute 'os' with builtins.getattr",
+        ),  # a getattr chain
+        (b"csklearn.base\nnp.os.system\n.", "imports sklearn.base.np.os.system"),  # through an attribute path
+        (
+            b"\x80\x04" + u("builtins") + u("str") + b"\x93" + u("os") + b"\x85R" + u("system") + b"\x93.",
+            "whose name is computed",
+        ),  # STACK_GLOBAL of a module name made while loading
+        (b"not a pickle", "cannot be scanned"),
+    ],
+)
 def test_hand_made_pickles(data, finding):
     assert any(finding in f for f in scan_pickle(data).findings), scan_pickle(data).findings
 
@@ -168,8 +186,12 @@ def test_import_refuses_a_resealed_payload_and_it_never_runs(make, forest_bundle
     assert entry["result"] == "refused" and entry["archive"] == str(archive) and "loading it" in entry["error"]
     with pytest.raises(UnsafePickleError):  # a bundle folder given by path
         nd.load(str(evil.path))
-    result = subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve",
-                             str(evil.path), "--port", "0"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", str(evil.path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "loading it would run code" in result.stderr
     assert not marker.exists()
 

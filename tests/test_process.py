@@ -71,8 +71,10 @@ def test_a_declared_body_over_the_limit_is_refused_at_once_without_reading_it(fo
     with nd.serve(forest_bundle) as server:
         host, port = server.url.split("//")[1].split(":")
         with socket.create_connection((host, int(port)), timeout=10) as raw:
-            raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-                        b"Expect: 100-continue\r\nContent-Length: 10000000000\r\n\r\n")
+            raw.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                b"Expect: 100-continue\r\nContent-Length: 10000000000\r\n\r\n"
+            )
             answer = b""
             while chunk := raw.recv(65536):  # the server answers and closes, though no body byte was sent
                 answer += chunk

@@ -11,7 +11,6 @@ from venvs import tool_venv
 
 import notebook_deploy as nd
 
-
 # --- TF Serving -------------------------------------------------------------------------------------
 
 
@@ -25,8 +24,10 @@ def test_tf_serving_row_and_columnar_formats(forest_client, forest_bundle, fores
     assert columnar.json() == {"outputs": forest.predict(X).tolist()}
     named = forest_client.post(url, json={"inputs": {"x": X.tolist()}, "signature_name": "predict_proba"})
     np.testing.assert_allclose(named.json()["outputs"], forest.predict_proba(X))
-    for prefix in (f"/v1/models/{forest_bundle.name}/versions/{forest_bundle.version}",
-                   f"/v1/models/{forest_bundle.name}/labels/prod"):
+    for prefix in (
+        f"/v1/models/{forest_bundle.name}/versions/{forest_bundle.version}",
+        f"/v1/models/{forest_bundle.name}/labels/prod",
+    ):
         assert forest_client.post(prefix + ":predict", json={"instances": X.tolist()}).json() == rows.json()
 
 
@@ -49,11 +50,15 @@ def test_tf_serving_status_metadata_and_errors(forest_client, forest_bundle):
     assert "serving_default" in metadata["metadata"]["signature_def"]["signature_def"]
     missing = forest_client.post("/v1/models/nope:predict", json={"instances": [[1, 2, 3, 4]]})
     assert missing.status_code == 404 and "Servable not found" in missing.json()["error"]
-    both = forest_client.post(f"/v1/models/{name}:predict", json={"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]})
+    both = forest_client.post(
+        f"/v1/models/{name}:predict", json={"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}
+    )
     assert both.status_code == 400 and '"instances"' in both.json()["error"]
     wrong = forest_client.post(f"/v1/models/{name}:predict", json={"instances": [[1, 2, 3]]})
     assert wrong.status_code == 422 and wrong.json() == {"error": "row 0 has shape [3], expected [4]"}
-    signature = forest_client.post(f"/v1/models/{name}:predict", json={"instances": [[1, 2, 3, 4]], "signature_name": "x"})
+    signature = forest_client.post(
+        f"/v1/models/{name}:predict", json={"instances": [[1, 2, 3, 4]], "signature_name": "x"}
+    )
     assert signature.status_code == 400 and "unknown signature_name" in signature.json()["error"]
 
 
@@ -65,8 +70,9 @@ def test_mlflow_formats_give_the_same_predictions(pipeline_client, pipeline, cus
     expected = {"predictions": pipeline.predict(frame).tolist()}
     split = {"dataframe_split": frame.to_dict(orient="split")}
     split["dataframe_split"].pop("index")
-    reordered = {"dataframe_split": {"columns": list(frame.columns[::-1]),
-                                     "data": frame[frame.columns[::-1]].values.tolist()}}
+    reordered = {
+        "dataframe_split": {"columns": list(frame.columns[::-1]), "data": frame[frame.columns[::-1]].values.tolist()}
+    }
     bodies = [
         split,
         reordered,
@@ -92,8 +98,11 @@ def test_infinities_are_refused_by_mlflow_csv_and_tf_serving(pipeline_client, fo
     answer = pipeline_client.post("/invocations", content=body, headers={"content-type": "text/csv"})
     assert answer.status_code == 422, answer.text
     assert "feature 'income': expected a finite number" in answer.text
-    tf = forest_client.post("/v1/models/forest:predict", content=b'{"instances": [[1, 2, 3, 1e999]]}',
-                            headers={"content-type": "application/json"})
+    tf = forest_client.post(
+        "/v1/models/forest:predict",
+        content=b'{"instances": [[1, 2, 3, 1e999]]}',
+        headers={"content-type": "application/json"},
+    )
     assert 400 <= tf.status_code < 500 and "infinity" in tf.text.lower()
 
 
@@ -143,8 +152,9 @@ def test_mlflows_own_scoring_client_gets_the_in_process_predictions(pipeline_bun
     with nd.serve(pipeline_bundle) as server:
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
         records = frame.to_json(orient="records")
-        answer = subprocess.run([str(python), str(script), host, port, records],
-                                capture_output=True, text=True, timeout=120)
+        answer = subprocess.run(
+            [str(python), str(script), host, port, records], capture_output=True, text=True, timeout=120
+        )
     assert answer.returncode == 0, answer.stderr
     result = json.loads(answer.stdout)
     assert result["version"] == nd.__version__

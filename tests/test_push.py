@@ -45,9 +45,22 @@ def _model(C: float, store) -> nd.Bundle:
 
 
 def _config(real, image: str) -> dict:
-    return json.loads(subprocess.run(
-        ["skopeo", "inspect", "--raw", "--config", "--tls-verify=false", "--creds", f"{real.username}:{real.password}",
-         f"docker://{image}"], capture_output=True, check=True).stdout)
+    return json.loads(
+        subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--raw",
+                "--config",
+                "--tls-verify=false",
+                "--creds",
+                f"{real.username}:{real.password}",
+                f"docker://{image}",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
 
 
 def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle(registry, docker_config, store):
@@ -88,12 +101,42 @@ def test_a_wrong_password_is_a_clear_error_and_tags_nothing(registry, store, tmp
 def test_the_cli_push_prints_the_digest(registry, docker_config, store):
     real, base = registry
     bundle = _model(1.0, store)
-    done = subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "push", bundle.ref,
-                           f"{real.host}/models/lr:cli", "--base", base], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notebook_deploy",
+            "--store",
+            str(store.root),
+            "push",
+            bundle.ref,
+            f"{real.host}/models/lr:cli",
+            "--base",
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Pushed {real.host}/models/lr:cli@sha256:")
-    refused = subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "push", bundle.ref,
-                              "Not/A Valid:Ref", "--base", base], capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notebook_deploy",
+            "--store",
+            str(store.root),
+            "push",
+            bundle.ref,
+            "Not/A Valid:Ref",
+            "--base",
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1 and "not a valid" in refused.stderr
 
 
@@ -107,5 +150,8 @@ def test_push_to_a_bearer_token_registry(tmp_path, store, monkeypatch):
         real.write_docker_config(tmp_path / "token-docker")
         monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "token-docker"))
         result = nd.push(_model(1.0, store), f"{real.host}/models/lr:1", base=base, backend="daemonless")
-        assert result.blobs[json.loads(client.get_manifest("base/python", "3.11-amd64")[0])["layers"][0]["digest"]] == "mounted"
+        assert (
+            result.blobs[json.loads(client.get_manifest("base/python", "3.11-amd64")[0])["layers"][0]["digest"]]
+            == "mounted"
+        )
         assert client.get_manifest("models/lr", "1")[0]  # tagged

@@ -47,20 +47,26 @@ def test_forest_answers_as_in_process(forest_on_ray, forest_bundle, forest_clien
     assert forest_on_ray.url.endswith("/forest")
     np.testing.assert_array_equal(forest_on_ray.predict(X), forest_bundle.predict(X))
     np.testing.assert_array_equal(forest_on_ray.predict(X, "predict_proba"), forest_bundle.predict(X, "predict_proba"))
-    tensor = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": list(X.shape), "data": X.tolist()}],
-              "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
-    _same_answers(forest_on_ray, forest_client, [
-        ("POST", "/predict", {"instances": X.tolist()}),
-        ("POST", "/predict_proba", {"instances": X.tolist()}),
-        ("POST", "/predict", {"instances": [[1.0, 2.0]]}),  # 422, the same message
-        ("POST", "/predict", {"rows": []}),
-        ("POST", "/predict", b"{not json"),  # 400
-        ("GET", "/readyz", None),
-        ("GET", "/v2/health/ready", None),
-        ("GET", "/v2/models/forest", None),
-        ("POST", "/v2/models/forest/infer", tensor),
-        ("POST", "/v2/models/forest/infer", {"inputs": []}),
-    ])
+    tensor = {
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": list(X.shape), "data": X.tolist()}],
+        "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+    }
+    _same_answers(
+        forest_on_ray,
+        forest_client,
+        [
+            ("POST", "/predict", {"instances": X.tolist()}),
+            ("POST", "/predict_proba", {"instances": X.tolist()}),
+            ("POST", "/predict", {"instances": [[1.0, 2.0]]}),  # 422, the same message
+            ("POST", "/predict", {"rows": []}),
+            ("POST", "/predict", b"{not json"),  # 400
+            ("GET", "/readyz", None),
+            ("GET", "/v2/health/ready", None),
+            ("GET", "/v2/models/forest", None),
+            ("POST", "/v2/models/forest/infer", tensor),
+            ("POST", "/v2/models/forest/infer", {"inputs": []}),
+        ],
+    )
     with pytest.raises(InputError, match="row 0 has shape"):
         forest_on_ray.predict([[1.0, 2.0]])
     # the same documented routes; Ray Serve's route prefix only adds the document's server URL
@@ -76,42 +82,74 @@ def test_two_replicas_and_their_options(forest_on_ray):
     assert (config["num_replicas"], config["ray_actor_options"]["num_cpus"]) == (2, 0.5)
     assert config["max_ongoing_requests"] == 64  # the app's max_batch_size, so batches can fill
     assert "2 running" in str(forest_on_ray) and "http://127.0.0.1:" in forest_on_ray._repr_html_()
-    assert repr(forest_on_ray).startswith(f"<RayDeployment {forest_on_ray.bundle.ref} as Ray Serve application 'forest'")
+    assert repr(forest_on_ray).startswith(
+        f"<RayDeployment {forest_on_ray.bundle.ref} as Ray Serve application 'forest'"
+    )
 
 
 @pytest.mark.integration
 def test_a_dataframe_pipeline_with_autoscaling(pipeline_on_ray, pipeline_bundle, pipeline_client, customers):
     frame = customers[0].head(30)
     np.testing.assert_array_equal(pipeline_on_ray.predict(frame), pipeline_bundle.predict(frame))
-    np.testing.assert_array_equal(pipeline_on_ray.predict(frame, "predict_proba"),
-                                  pipeline_bundle.predict(frame, "predict_proba"))
+    np.testing.assert_array_equal(
+        pipeline_on_ray.predict(frame, "predict_proba"), pipeline_bundle.predict(frame, "predict_proba")
+    )
     rows = json.loads(frame.to_json(orient="records"))
-    columns = [{"name": "age", "datatype": "INT64", "shape": [len(frame)], "data": frame["age"].tolist()},
-               {"name": "income", "datatype": "FP64", "shape": [len(frame)], "data": frame["income"].tolist()},
-               {"name": "city", "datatype": "BYTES", "shape": [len(frame)], "data": frame["city"].tolist()}]
-    _same_answers(pipeline_on_ray, pipeline_client, [
-        ("POST", "/predict", {"instances": rows}),
-        ("POST", "/predict", {"instances": [{**rows[0], "income": "high"}]}),  # 422 naming row and feature
-        ("POST", "/v2/models/customers/infer", {"inputs": columns}),
-        ("GET", "/v2/health/ready", None),
-    ])
+    columns = [
+        {"name": "age", "datatype": "INT64", "shape": [len(frame)], "data": frame["age"].tolist()},
+        {"name": "income", "datatype": "FP64", "shape": [len(frame)], "data": frame["income"].tolist()},
+        {"name": "city", "datatype": "BYTES", "shape": [len(frame)], "data": frame["city"].tolist()},
+    ]
+    _same_answers(
+        pipeline_on_ray,
+        pipeline_client,
+        [
+            ("POST", "/predict", {"instances": rows}),
+            ("POST", "/predict", {"instances": [{**rows[0], "income": "high"}]}),  # 422 naming row and feature
+            ("POST", "/v2/models/customers/infer", {"inputs": columns}),
+            ("GET", "/v2/health/ready", None),
+        ],
+    )
     autoscaling = pipeline_on_ray.config()["autoscaling_config"]
-    assert (autoscaling["min_replicas"], autoscaling["max_replicas"], autoscaling["target_ongoing_requests"]) == (1, 2, 3)
+    assert (autoscaling["min_replicas"], autoscaling["max_replicas"], autoscaling["target_ongoing_requests"]) == (
+        1,
+        2,
+        3,
+    )
     assert pipeline_on_ray.replicas() == {"RUNNING": 1}
 
 
 @pytest.mark.integration
 def test_the_cli_deploys_for_longer_than_it_runs_and_deletes(cluster, forest_bundle, session_store, iris):
-    command = [sys.executable, "-m", "notebook_deploy", "--store", str(session_store.root), "ray", "forest",
-               "--address", cluster, "--name", "forest-cli", "--num-cpus", "0.5", "--autoscale", "1:2"]
+    command = [
+        sys.executable,
+        "-m",
+        "notebook_deploy",
+        "--store",
+        str(session_store.root),
+        "ray",
+        "forest",
+        "--address",
+        cluster,
+        "--name",
+        "forest-cli",
+        "--num-cpus",
+        "0.5",
+        "--autoscale",
+        "1:2",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     url = next(line.split()[-1] for line in done.stdout.splitlines() if line.strip().startswith("url"))
     assert url.endswith("/forest-cli")
     answer = requests.post(f"{url}/predict", json={"instances": iris[0][:3].tolist()}, timeout=30)
     assert answer.json() == {"predictions": forest_bundle.predict(iris[0][:3]).tolist()}
-    done = subprocess.run([*command[:7], "--address", cluster, "--name", "forest-cli", "--delete"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*command[:7], "--address", cluster, "--name", "forest-cli", "--delete"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Deleted the Ray Serve application forest-cli" in done.stdout
     assert requests.post(f"{url}/predict", json={"instances": iris[0][:3].tolist()}, timeout=30).status_code == 404

@@ -80,8 +80,13 @@ def test_history_from_a_saved_notebook_follows_execution_counts_and_warns(tmp_pa
         nbformat.v4.new_code_cell("x = np.arange(3)", execution_count=5),
         nbformat.v4.new_code_cell("y = x * 2", execution_count=3),
         nbformat.v4.new_code_cell("never_ran = 1"),
-        nbformat.v4.new_code_cell("1 / 0", execution_count=6, outputs=[
-            nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]),
+        nbformat.v4.new_code_cell(
+            "1 / 0",
+            execution_count=6,
+            outputs=[
+                nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])
+            ],
+        ),
     ]
     path = tmp_path / "n.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
@@ -140,8 +145,12 @@ def test_the_recipe_records_what_its_cells_import_beyond_the_lock():
     from notebook_deploy.capturing.packages import replay_requirements
     from notebook_deploy.capturing.recipe import imported_modules
 
-    cells = ["import numpy as np, os.path\nfrom patsy import dmatrix", "%matplotlib inline", "from . import local",
-             "def f():\n    import json"]
+    cells = [
+        "import numpy as np, os.path\nfrom patsy import dmatrix",
+        "%matplotlib inline",
+        "from . import local",
+        "def f():\n    import json",
+    ]
     assert imported_modules(cells) == {"numpy", "os", "patsy", "matplotlib", "json"}
     import patsy
 
@@ -160,10 +169,12 @@ def test_fresh_env_installs_the_recipes_own_requirements_and_reuses_a_kept_envir
     frame = {"a": np.arange(30.0) % 7, "b": np.arange(30.0) % 5}
     features = np.asarray(dmatrix("a + b + a:b - 1", frame))
     model = LogisticRegression().fit(features, (frame["a"] > 3).astype(int))
-    sources = ["import numpy as np\nfrom patsy import dmatrix\nfrom sklearn.linear_model import LogisticRegression",
-               'frame = {"a": np.arange(30.0) % 7, "b": np.arange(30.0) % 5}',
-               'features = np.asarray(dmatrix("a + b + a:b - 1", frame))',
-               'model = LogisticRegression().fit(features, (frame["a"] > 3).astype(int))']
+    sources = [
+        "import numpy as np\nfrom patsy import dmatrix\nfrom sklearn.linear_model import LogisticRegression",
+        'frame = {"a": np.arange(30.0) % 7, "b": np.arange(30.0) % 5}',
+        'features = np.asarray(dmatrix("a + b + a:b - 1", frame))',
+        'model = LogisticRegression().fit(features, (frame["a"] > 3).astype(int))',
+    ]
     history = History(sources=sources, counts=[1, 2, 3, 4], workdir=str(tmp_path))
     bundle = nd.capture(model, name="patsy", sample=features[:4], history=history, variable="model", store=store)
     assert not any(line.lower().startswith("patsy") for line in bundle.lock())

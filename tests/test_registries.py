@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from registries import PASSWORD, USERNAME, Registry, TokenServer
 
 pytestmark = pytest.mark.integration

@@ -27,12 +27,22 @@ def client_for(real: RealRegistry, **options) -> Registry:
 
 
 def manifest_for(config: Blob, layers: list[Blob]) -> bytes:
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest, "size": config.size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": b.digest, "size": b.size}
-                   for b in layers],
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config.digest,
+                "size": config.size,
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": b.digest, "size": b.size}
+                for b in layers
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 @pytest.fixture(params=["none", "basic", "token"])
@@ -46,12 +56,18 @@ def test_push_blobs_and_a_manifest_then_skopeo_sees_them(real, tmp_path):
     small, large = blob_of(b"x" * 1000), blob_of(os.urandom(3_000_000))
     seen: list[int] = []
     assert client.push_blob("models/iris", small) == "uploaded"
-    assert client.push_blob("models/iris", large, chunk_size=1_000_000, progress=lambda done, total: seen.append(done)) == "uploaded"
+    assert (
+        client.push_blob("models/iris", large, chunk_size=1_000_000, progress=lambda done, total: seen.append(done))
+        == "uploaded"
+    )
     assert seen == [1_000_000, 2_000_000, 3_000_000]
     assert client.push_blob("models/iris", large) == "exists"
     assert client.push_blob("models/other", large, mount_from="models/iris") == "mounted"
-    config = blob_of(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                                 "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+    config = blob_of(
+        json.dumps(
+            {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+        ).encode()
+    )
     client.push_blob("models/iris", config)
     body = manifest_for(config, [small, large])
     digest = client.put_manifest("models/iris", "v1", body, OCI_MANIFEST)
@@ -60,8 +76,11 @@ def test_push_blobs_and_a_manifest_then_skopeo_sees_them(real, tmp_path):
     assert client.get_blob("models/iris", large.digest) == large.data
 
     creds = ["--creds", f"{real.username}:{real.password}"] if real.username else []
-    inspected = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *creds,
-                                f"docker://{real.host}/models/iris:v1"], capture_output=True, check=True)
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", *creds, f"docker://{real.host}/models/iris:v1"],
+        capture_output=True,
+        check=True,
+    )
     assert inspected.stdout == body
 
 
@@ -176,6 +195,7 @@ class _Recorder:
 def test_credentials_never_follow_an_upload_location_or_a_redirect_to_another_origin():
     secret = Credentials("ana", "s3cret")
     with _Recorder(lambda h: (201, {})) as other:
+
         def registry_answer(handler):
             if handler.headers.get("Authorization") is None:
                 return 401, {"WWW-Authenticate": 'Basic realm="r"'}

@@ -68,8 +68,10 @@ def test_stopping_finishes_the_requests_in_flight(pid_bundle, monkeypatch, worke
     server = nd.serve(pid_bundle, workers=workers, batching=False)
     try:
         with ThreadPoolExecutor(4) as pool:
-            pending = [pool.submit(requests.post, server.url + "/predict", json={"instances": [[1.0, 2.0]]}, timeout=60)
-                       for _ in range(4)]
+            pending = [
+                pool.submit(requests.post, server.url + "/predict", json={"instances": [[1.0, 2.0]]}, timeout=60)
+                for _ in range(4)
+            ]
             time.sleep(0.5)  # the requests are in the model when the stop comes
             server.stop(timeout=30)
             answers = [p.result() for p in pending]

@@ -259,12 +259,20 @@ TABLE_ERRORS = [
     ("null for bool", [GOOD_ROW, changed(b=None)], ["row 1", "feature 'b'", "expected true or false"]),
     ("number for str", [changed(s=None), changed(s=5)], ["row 1", "feature 's'", "expected a string"]),
     ("unknown category", [GOOD_ROW, changed(c="z")], ["row 1", "feature 'c'", "unknown category", '"z"', "'x', 'y'"]),
-    ("unparseable datetime", [GOOD_ROW, changed(d="not a date")], ["row 1", "feature 'd'", "'not a date'", "not a date-time"]),
+    (
+        "unparseable datetime",
+        [GOOD_ROW, changed(d="not a date")],
+        ["row 1", "feature 'd'", "'not a date'", "not a date-time"],
+    ),
     ("number for datetime", [GOOD_ROW, changed(d=12345)], ["row 1", "feature 'd'", "expected a date-time string"]),
     ("unknown extra feature", [GOOD_ROW, changed(extra=1)], ["row 1", "unknown feature 'extra'", "'i', 'f'"]),
     ("missing feature", [GOOD_ROW, without("b")], ["row 1", "missing feature 'b'", "expected 'i', 'f'"]),
     ("object then list", [GOOD_ROW, good_list()], ["row 1", "every row must be an object like row 0", "a list"]),
-    ("list then object", [good_list(), GOOD_ROW], ["row 1", "keyed by feature name or a list of 6 values", "an object"]),
+    (
+        "list then object",
+        [good_list(), GOOD_ROW],
+        ["row 1", "keyed by feature name or a list of 6 values", "an object"],
+    ),
     ("scalar row", [good_list(), 5], ["row 1", "a list of 6 values", "a number"]),
     ("string row", ["i,f,s"], ["row 0", "a list of 6 values", "a string"]),
     ("instances is an object", {"i": 1}, ['"instances" must be a list of rows', "an object"]),
@@ -376,8 +384,12 @@ def test_json_schemas_are_valid_draft_2020_12(table):
 
 @pytest.mark.parametrize(
     "array",
-    [np.random.default_rng(0).normal(size=(5, 4)), np.arange(6, dtype="int64").reshape(3, 2),
-     np.array(["x", "y"]), np.arange(8, dtype="float32").reshape(2, 2, 2)],
+    [
+        np.random.default_rng(0).normal(size=(5, 4)),
+        np.arange(6, dtype="int64").reshape(3, 2),
+        np.array(["x", "y"]),
+        np.arange(8, dtype="float32").reshape(2, 2, 2),
+    ],
     ids=["float64", "int64", "text", "float32-3d"],
 )
 def test_tensor_json_schema_accepts_encoded_rows(array):
@@ -486,10 +498,18 @@ def test_to_jsonable_refuses_unknown_objects():
 @pytest.mark.parametrize(
     "schema, rows, message",
     [
-        (TensorSchema("int", "int64", (2,)), [[2**70, 1]], "row 0, position 0: expected an integer (from -9223372036854775808"),
+        (
+            TensorSchema("int", "int64", (2,)),
+            [[2**70, 1]],
+            "row 0, position 0: expected an integer (from -9223372036854775808",
+        ),
         (TensorSchema("int", "int64", (2,)), [[1, 2], [3, 2**63]], "row 1, position 1: expected an integer"),
         (TensorSchema("int", "int32", (1,)), [[2**40]], "expected an integer (from -2147483648 to 2147483647)"),
-        (TensorSchema("float", "float64", (2,)), [[2**1100, 1]], "row 0, position 0: expected a number within ±1.8e308"),
+        (
+            TensorSchema("float", "float64", (2,)),
+            [[2**1100, 1]],
+            "row 0, position 0: expected a number within ±1.8e308",
+        ),
     ],
 )
 def test_numbers_beyond_the_dtype_are_refused_not_wrapped(schema, rows, message):
@@ -505,8 +525,11 @@ def test_integer_column_labels_are_text_keys_in_json_and_labels_again_in_the_fra
     rows = schema.encode(frame)
     assert rows == [{"0": 1.5, "1": "a", "2": 3}, {"0": 2.5, "1": "b", "2": 4}]
     again = schema_from_dict(orjson.loads(orjson.dumps(schema.to_dict())))
-    for decoded in (again.decode(rows), again.decode([[1.5, "a", 3], [2.5, "b", 4]]),
-                    again.decode_columns({"0": [1.5, 2.5], "1": ["a", "b"], "2": [3, 4]})):
+    for decoded in (
+        again.decode(rows),
+        again.decode([[1.5, "a", 3], [2.5, "b", 4]]),
+        again.decode_columns({"0": [1.5, 2.5], "1": ["a", "b"], "2": [3, 4]}),
+    ):
         pd.testing.assert_frame_equal(decoded, frame)
 
 
@@ -517,8 +540,13 @@ def test_a_column_label_that_is_neither_text_nor_a_number_is_refused_with_what_t
 
 
 def test_an_optional_column_may_be_left_out_of_object_rows_and_columns_and_is_filled():
-    spec = {"type": "table", "columns": [{"name": "x", "kind": "float", "dtype": "float64"},
-                                         {"name": "id", "kind": "int", "dtype": "int64", "optional": True, "fill": 7}]}
+    spec = {
+        "type": "table",
+        "columns": [
+            {"name": "x", "kind": "float", "dtype": "float64"},
+            {"name": "id", "kind": "int", "dtype": "int64", "optional": True, "fill": 7},
+        ],
+    }
     schema = schema_from_dict(spec)
     assert schema.to_dict() == spec
     expected = pd.DataFrame({"x": [1.0, 2.0], "id": [7, 3]})

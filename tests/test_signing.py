@@ -12,8 +12,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from notebook_deploy import audit
 from notebook_deploy.signing import (
-    SIGNING_KEY_VARIABLE, TRUST_DIR_VARIABLE, SigningError, SigningKey, TrustStore, add_signature, default_signing_key, envelope, envelope_signers, key_id,
-    pae, verify_signature,
+    SIGNING_KEY_VARIABLE,
+    TRUST_DIR_VARIABLE,
+    SigningError,
+    SigningKey,
+    TrustStore,
+    add_signature,
+    default_signing_key,
+    envelope,
+    envelope_signers,
+    key_id,
+    pae,
+    verify_signature,
 )
 
 
@@ -39,8 +49,11 @@ def test_a_missing_or_foreign_key_file_is_named(tmp_path):
     with pytest.raises(SigningError, match="signing-key create"):
         SigningKey.load(tmp_path / "none.pem")
     other = tmp_path / "ec.pem"
-    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with pytest.raises(SigningError, match="not an Ed25519 key"):
         SigningKey.load(other)
 
@@ -51,8 +64,19 @@ def test_openssl_verifies_a_signature_and_refuses_a_changed_payload(tmp_path):
     (tmp_path / "payload").write_bytes(b"the bytes that were signed")
     (tmp_path / "sig").write_bytes(key.sign(b"the bytes that were signed"))
     assert len((tmp_path / "sig").read_bytes()) == 64
-    command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "payload",
-               "-sigfile", "sig"]
+    command = [
+        "openssl",
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        "pub.pem",
+        "-rawin",
+        "-in",
+        "payload",
+        "-sigfile",
+        "sig",
+    ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "Signature Verified Successfully" in result.stdout
     (tmp_path / "payload").write_bytes(b"the bytes that were signed!")
@@ -63,8 +87,13 @@ def test_openssl_verifies_a_signature_and_refuses_a_changed_payload(tmp_path):
 
 def test_the_key_id_is_what_anyone_computes_from_the_raw_public_key(tmp_path):
     key = SigningKey.create(tmp_path / "key.pem")
-    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=key.public_pem(),
-                         capture_output=True, timeout=30, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"],
+        input=key.public_pem(),
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
     raw = der[-32:]  # an Ed25519 SubjectPublicKeyInfo ends with the 32 raw key bytes
     import hashlib
 
@@ -89,8 +118,11 @@ def test_trust_add_list_remove_is_audited_and_a_dropped_in_pem_is_trusted(tmp_pa
 
 
 def test_only_ed25519_public_keys_can_be_trusted(tmp_path):
-    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(SigningError, match="not Ed25519"):
         TrustStore().add(pem)
     with pytest.raises(SigningError, match="not a PEM public key"):
@@ -107,8 +139,13 @@ def test_a_dsse_envelope_verifies_with_openssl_over_its_pae_and_counts_trusted_s
     (tmp_path / "pae").write_bytes(expected)
     (tmp_path / "sig").write_bytes(base64.b64decode(signed["signatures"][0]["sig"]))
     (tmp_path / "alice.pub").write_bytes(alice.public_pem())
-    subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "alice.pub", "-rawin", "-in", "pae",
-                    "-sigfile", "sig"], cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "alice.pub", "-rawin", "-in", "pae", "-sigfile", "sig"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     trust = TrustStore(tmp_path / "trust")
     assert envelope_signers(signed, trust) == ([], [alice.key_id, bob.key_id])
     trust.add(bob.public_pem())

@@ -455,8 +455,13 @@ CASES: list[dict] = [
         # the target is itself a notebook function: the globals it reads when served count as they are
         # at the end (KEY = 2), not as they were when it was defined (KEY = 1)
         id="target_function_reads_global_at_serving_time",
-        cells=["import numpy as np", "KEY = 1", "def model(rows):\n    return np.asarray(rows) * KEY", "KEY = 2",
-               "model([1, 2])"],
+        cells=[
+            "import numpy as np",
+            "KEY = 1",
+            "def model(rows):\n    return np.asarray(rows) * KEY",
+            "KEY = 2",
+            "model([1, 2])",
+        ],
         target="model",
         must=[0, 2, 3],
         must_not=[1, 4],
@@ -1148,7 +1153,7 @@ def test_table_case_is_well_formed(case):
             if cell.startswith("%%writefile") and not cell.split()[1].endswith(".py"):
                 continue
         else:
-            body = "\n".join(l for l in cell.splitlines() if not l.lstrip().startswith(("%", "!")))
+            body = "\n".join(line for line in cell.splitlines() if not line.lstrip().startswith(("%", "!")))
         ast.parse(body)
 
 
@@ -1205,8 +1210,17 @@ def test_default_rules_classify_the_specified_methods():
     rules = slicing.DEFAULT_RULES
     assert isinstance(rules, slicing.SliceRules)
     assert isinstance(rules.mutating, frozenset) and isinstance(rules.pure, frozenset)
-    assert {"fit", "partial_fit", "set_params", "fit_transform",
-            "append", "extend", "update", "pop", "sort"} <= rules.mutating
+    assert {
+        "fit",
+        "partial_fit",
+        "set_params",
+        "fit_transform",
+        "append",
+        "extend",
+        "update",
+        "pop",
+        "sort",
+    } <= rules.mutating
     assert {"predict", "score", "head", "describe", "get_params"} <= rules.pure
 
 

@@ -375,6 +375,7 @@ def test_concurrent_captures_into_one_store(tmp_path):
         args = [sys.executable, "-c", CONCURRENT_CHILD, str(root), str(ready), str(go), ",".join(map(str, cs))]
         processes.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
+
         def all_ready() -> bool:
             assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
             return all((tmp_path / f"ready-{i}").exists() for i in range(len(groups)))
@@ -387,7 +388,7 @@ def test_concurrent_captures_into_one_store(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, (out, err) in zip(processes, outputs):
+    for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err
     reported = [line for out, _ in outputs for line in out.split()]
     assert len(reported) == 9
@@ -450,6 +451,7 @@ def test_killed_capture_leaves_nothing_visible(tmp_path, iris):
         start_new_session=True,  # its own process group, so that a probe it started dies with it
     )
     try:
+
         def staging_appeared() -> bool:
             if process.poll() is not None:
                 out, err = process.communicate()
@@ -489,8 +491,9 @@ def test_tag_untag_and_rm_are_audited(store, versions):
     store.tag(f"{NAME}:{versions[0]}", "prod")
     store.untag(NAME, "prod")
     store.delete(f"{NAME}:{versions[1]}")
-    events = [(e["event"], e.get("tag"), e["version"]) for e in audit.read(root=store)
-              if e["event"] in ("tag", "untag", "rm")]
+    events = [
+        (e["event"], e.get("tag"), e["version"]) for e in audit.read(root=store) if e["event"] in ("tag", "untag", "rm")
+    ]
     assert events == [("tag", "prod", versions[0]), ("untag", "prod", versions[0]), ("rm", None, versions[1])]
 
 
@@ -519,8 +522,12 @@ def test_tags_are_flushed_to_disk(store, versions, monkeypatch):
 
 
 def rm_in_another_process(store, ref: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "rm", ref],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "rm", ref],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_served_version_cannot_be_deleted_from_another_process(store, versions):
@@ -528,8 +535,10 @@ def test_a_served_version_cannot_be_deleted_from_another_process(store, versions
     with store.serving(bundle, "http://127.0.0.1:8123"):
         refused = rm_in_another_process(store, bundle.ref)
         assert refused.returncode == 1
-        assert f"{bundle.ref} is served by the local server at http://127.0.0.1:8123 (process {os.getpid()})" \
+        assert (
+            f"{bundle.ref} is served by the local server at http://127.0.0.1:8123 (process {os.getpid()})"
             in refused.stderr
+        )
         assert store.get(bundle.ref).version == bundle.version
     assert rm_in_another_process(store, bundle.ref).returncode == 0  # the server has ended
 

@@ -28,8 +28,13 @@ def registry(tmp_path):
 def test_a_push_task_reports_every_layer_and_ends_at_one(registry, forest_bundle, session_store):
     real, base = registry
     seen: list[float] = []
-    task = Tasks(session_store).push(forest_bundle.ref, f"{real.host}/models/forest:1", base=base, backend="daemonless",
-                                     watch=lambda t: seen.append(t.progress))
+    task = Tasks(session_store).push(
+        forest_bundle.ref,
+        f"{real.host}/models/forest:1",
+        base=base,
+        backend="daemonless",
+        watch=lambda t: seen.append(t.progress),
+    )
     assert task.wait(300), task
     assert task.state == SUCCEEDED, task.error
     data = task.to_dict()
@@ -49,8 +54,13 @@ def test_a_cancelled_push_stops_and_tags_nothing(registry, forest_bundle, sessio
             started.set()
             task.cancel()
 
-    task = tasks.push(forest_bundle.ref, f"{real.host}/models/forest:cancelled", base=base, backend="daemonless",
-                      watch=cancel_at_first_layer)
+    task = tasks.push(
+        forest_bundle.ref,
+        f"{real.host}/models/forest:cancelled",
+        base=base,
+        backend="daemonless",
+        watch=cancel_at_first_layer,
+    )
     assert task.wait(300)
     assert task.state == CANCELLED and "cancelled" in task.error
     tags = requests.get(f"{real.url}/v2/models/forest/tags/list", timeout=10)

@@ -74,7 +74,8 @@ def test_the_crafted_pickle_really_runs_when_loaded_unchecked(forest_bundle, tmp
 
 @pytest.mark.parametrize("signed_by", ["unsigned", "untrusted", "copied"])
 def test_a_malicious_bundle_is_refused_at_import_and_at_serve_before_unpickling(
-        forest_bundle, store, tmp_path, marker, signed_by):
+    forest_bundle, store, tmp_path, marker, signed_by
+):
     evil = Bundle.open(_evil(forest_bundle, tmp_path, marker))
     if signed_by == "untrusted":
         stranger = SigningKey.create(tmp_path / "stranger.pem")
@@ -98,8 +99,12 @@ def test_a_malicious_bundle_is_refused_at_import_and_at_serve_before_unpickling(
     # signature check after it; a copy written into the store past import (not scanned again) and the
     # app built from the Bundle meet the signature check alone
     def serve(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", *args,
-                               "--port", "0"], capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", *args, "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     served = serve(str(evil.path))
     assert served.returncode == 1 and ("loading it would run code" in served.stderr or expected in served.stderr)
@@ -124,23 +129,46 @@ def test_a_bundle_signed_by_a_trusted_colleague_imports_and_serves(forest_bundle
     (tmp_path / "colleague.pub").write_bytes(colleague.public_pem())
     trust = TrustStore(tmp_path / "trusted")
     # a store whose user trusts only the colleague
-    refused = CliRunner().invoke(cli, ["--store", str(store.root), "import", str(archive)],
-                                 env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)})
+    refused = CliRunner().invoke(
+        cli,
+        ["--store", str(store.root), "import", str(archive)],
+        env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)},
+    )
     assert refused.exit_code == 1 and colleague.key_id in refused.output
-    added = CliRunner().invoke(cli, ["trust", "add", str(tmp_path / "colleague.pub"), "--name", "colleague"],
-                               env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)})
+    added = CliRunner().invoke(
+        cli,
+        ["trust", "add", str(tmp_path / "colleague.pub"), "--name", "colleague"],
+        env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)},
+    )
     assert added.exit_code == 0 and f"Trusted key {colleague.key_id} (colleague)" in added.output
-    imported = CliRunner().invoke(cli, ["--store", str(store.root), "import", str(archive)],
-                                  env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)})
+    imported = CliRunner().invoke(
+        cli,
+        ["--store", str(store.root), "import", str(archive)],
+        env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)},
+    )
     assert imported.exit_code == 0, imported.output
     copy = store.get(forest_bundle.name)
     assert (copy.path / SIGNATURE_FILE).read_bytes() == (bundle.path / SIGNATURE_FILE).read_bytes()
-    shown = CliRunner().invoke(cli, ["--store", str(store.root), "show", forest_bundle.name],
-                               env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)}).output
+    shown = (
+        CliRunner()
+        .invoke(
+            cli,
+            ["--store", str(store.root), "show", forest_bundle.name],
+            env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)},
+        )
+        .output
+    )
     assert f"signed    {colleague.key_id} (trusted)" in shown
     sign(copy, SigningKey.load())  # a second signature, by a key this trust store does not hold: an approval
-    shown = CliRunner().invoke(cli, ["--store", str(store.root), "show", forest_bundle.name],
-                               env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)}).output
+    shown = (
+        CliRunner()
+        .invoke(
+            cli,
+            ["--store", str(store.root), "show", forest_bundle.name],
+            env={"NOTEBOOK_DEPLOY_TRUST_DIR": str(trust.directory)},
+        )
+        .output
+    )
     assert f"signed    {colleague.key_id} (trusted), {SigningKey.load().key_id} (not trusted)" in shown
     with nd.serve(copy, store=store, trust_dir=str(trust.directory)) as server:
         assert server.predict(iris[0][:3]).tolist() == forest_bundle.predict(iris[0][:3]).tolist()
@@ -180,8 +208,20 @@ def test_allow_unsigned_imports_and_serves_and_is_audited(forest_bundle, store, 
     # the CLI flag itself, and the variable a container sets
     for flag, env in ((["--allow-unsigned"], {}), ([], {"NOTEBOOK_DEPLOY_ALLOW_UNSIGNED": "true"})):
         ready = tmp_path / f"ready-{len(flag)}.json"
-        command = [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", bundle.ref,
-                   "--port", "0", "--ready-file", str(ready), *flag]
+        command = [
+            sys.executable,
+            "-m",
+            "notebook_deploy",
+            "--store",
+            str(store.root),
+            "serve",
+            bundle.ref,
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            *flag,
+        ]
         process = subprocess.Popen(command, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 90
@@ -202,7 +242,7 @@ def test_a_damaged_or_removed_signature_is_refused(forest_bundle, store, tmp_pat
     text = signature.read_bytes()
     if damage == "flipped":  # one character of the base64 signature
         at = text.index(b'"sig": "') + 20
-        signature.write_bytes(text[:at] + (b"A" if text[at:at + 1] != b"A" else b"B") + text[at + 1:])
+        signature.write_bytes(text[:at] + (b"A" if text[at : at + 1] != b"A" else b"B") + text[at + 1 :])
         expected = "does not verify"
     elif damage == "truncated":
         signature.write_bytes(text[: len(text) // 2])
@@ -223,8 +263,13 @@ def test_the_bundle_signature_verifies_with_openssl_and_names_the_manifest_diges
     (tmp_path / "payload").write_bytes(pae)
     (tmp_path / "sig").write_bytes(base64.b64decode(envelope["signatures"][0]["sig"]))
     (tmp_path / "pub.pem").write_bytes(SigningKey.load().public_pem())
-    verified = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in",
-                               "payload", "-sigfile", "sig"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    verified = subprocess.run(
+        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "payload", "-sigfile", "sig"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert verified.returncode == 0 and "Signature Verified Successfully" in verified.stdout, verified.stderr
     signed = json.loads(payload)
     manifest = json.loads((forest_bundle.path / "bundle.json").read_bytes())
@@ -263,12 +308,15 @@ def _headless_capture(tmp_path: Path) -> Bundle:
     work.mkdir()
     rows = "\n".join(f"{i},{i * 2 % 7},{i % 2}" for i in range(40))
     (work / "data.csv").write_text("a,b,y\n" + rows + "\n")
-    cells = ["import pandas as pd\nfrom sklearn.linear_model import LogisticRegression",
-             "frame = pd.read_csv('data.csv')",
-             "clf = LogisticRegression().fit(frame[['a', 'b']], frame['y'])"]
+    cells = [
+        "import pandas as pd\nfrom sklearn.linear_model import LogisticRegression",
+        "frame = pd.read_csv('data.csv')",
+        "clf = LogisticRegression().fit(frame[['a', 'b']], frame['y'])",
+    ]
     nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), work / "train.ipynb")
-    return nd.deploy_notebook(work / "train.ipynb", "clf", sample="frame[['a', 'b']].head(3)",
-                              store=nd.Store(tmp_path / "store"))
+    return nd.deploy_notebook(
+        work / "train.ipynb", "clf", sample="frame[['a', 'b']].head(3)", store=nd.Store(tmp_path / "store")
+    )
 
 
 def test_ray_replicas_check_the_archive_against_the_signers_keys_they_are_given(forest_bundle, tmp_path, monkeypatch):

@@ -61,8 +61,16 @@ def _jlpm(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> su
     jlpm = shutil.which("jlpm", path=env["PATH"])
     if jlpm is None:
         pytest.fail("jlpm is missing: it comes with jupyterlab (jupyter-builder); pip install -e '.[test]'")
-    return subprocess.run([jlpm, *args], check=False, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [jlpm, *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _install(folder: Path, env: dict[str, str]) -> None:
@@ -82,7 +90,9 @@ def test_jest_unit_tests():
 
 def test_galata_ui_tests(tmp_path):
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install-test-deps.sh` as root (apt-get install chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `bash scripts/install-test-deps.sh` as root (apt-get install chromium)"
+        )
     env = _env()
     _install(UI_TESTS, env)
     shutil.rmtree(OUTPUT, ignore_errors=True)
@@ -105,8 +115,10 @@ def test_galata_ui_tests(tmp_path):
     # Playwright's report, then the tail of JupyterLab's log (its lines start with [WebServer])
     report = "\n".join(line for line in output.splitlines() if not line.startswith("[WebServer]"))
     server_log = "\n".join(line for line in output.splitlines() if line.startswith("[WebServer]"))
-    assert result.returncode == 0, (f"playwright test exited {result.returncode}:\n{report[-12000:]}\n"
-                                    f"--- JupyterLab's log (tail) ---\n{server_log[-4000:]}")
+    assert result.returncode == 0, (
+        f"playwright test exited {result.returncode}:\n{report[-12000:]}\n"
+        f"--- JupyterLab's log (tail) ---\n{server_log[-4000:]}"
+    )
     assert re.search(r"\b[1-9]\d* passed\b", report), report[-4000:]
     shots = {path.name: path for path in OUTPUT.rglob("*.png")}
     for name in SCREENSHOTS:

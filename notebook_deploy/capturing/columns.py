@@ -10,8 +10,9 @@ a request leaves it out).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,8 @@ def probe_unused_columns(schema: Schema, model: Any, model_input: Any, calls: li
         return schema
     columns = tuple(
         replace(c, optional=True, fill=to_jsonable(model_input[c.key].iloc[0]))
-        if c.key in candidates and _ignored(c, model_input, calls, expected) else c
+        if c.key in candidates and _ignored(c, model_input, calls, expected)
+        else c
         for c in schema.columns
     )
     return replace(schema, columns=columns)

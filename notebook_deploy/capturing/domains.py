@@ -10,8 +10,9 @@ inside the model.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,8 @@ def probe_domains(schema: Schema, model_input: Any, calls: list[Callable[[Any], 
     if isinstance(schema, TableSchema):
         columns = tuple(
             replace(column, domain=_probe(lambda value, name=column.key: _with_column(row, name, value), calls))
-            if column.kind == FLOAT else column
+            if column.kind == FLOAT
+            else column
             for column in schema.columns
         )
         return replace(schema, columns=columns)

@@ -76,19 +76,34 @@ def keep_fetched(recipe: Recipe, directory: Path, limit: int) -> list[tuple[str,
             with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 - the notebook's own URL
                 data = response.read(limit + 1)
         except (OSError, ValueError) as error:
-            _replace_warning(recipe, count, url, f"cell [{count}] fetched {url}, which could not be fetched again to "
-                             f"keep its bytes ({error}): the replay fetches it again")
+            _replace_warning(
+                recipe,
+                count,
+                url,
+                f"cell [{count}] fetched {url}, which could not be fetched again to "
+                f"keep its bytes ({error}): the replay fetches it again",
+            )
             continue
         if len(data) > limit:
-            _replace_warning(recipe, count, url, f"cell [{count}] fetched {url}, which is over {limit} bytes, so its "
-                             "bytes are not kept: the replay fetches it again")
+            _replace_warning(
+                recipe,
+                count,
+                url,
+                f"cell [{count}] fetched {url}, which is over {limit} bytes, so its "
+                "bytes are not kept: the replay fetches it again",
+            )
             continue
         sha = hashlib.sha256(data).hexdigest()
         name = f"fetched-{sha[:12]}-{_file_name(url)}"
         (directory / name).write_bytes(data)
         recipe.fetched.append({"url": url, "sha256": sha, "size": len(data), "file": name})
-        _replace_warning(recipe, count, url, f"cell [{count}] fetched {url}: its bytes as fetched again at capture "
-                         f"(sha256 {sha[:12]}) are kept in the bundle ({name}) and answer it in the replay")
+        _replace_warning(
+            recipe,
+            count,
+            url,
+            f"cell [{count}] fetched {url}: its bytes as fetched again at capture "
+            f"(sha256 {sha[:12]}) are kept in the bundle ({name}) and answer it in the replay",
+        )
         kept.append((name, directory / name))
     return kept
 

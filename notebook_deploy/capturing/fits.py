@@ -18,8 +18,9 @@ from __future__ import annotations
 import ast
 import types
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..schema import as_rows, head
 
@@ -135,8 +136,10 @@ def _first_rows(source: Any) -> tuple[Any, str | None]:
     if source is None:
         return None, "the call was given no data the observer can read"
     if type(source).__name__ == "DMatrix":
-        return None, ("an XGBoost DMatrix keeps no rows, and the Booster xgb.train makes predicts on DMatrix only: "
-                      "fit xgboost.XGBRegressor/XGBClassifier on the array or frame to serve it")
+        return None, (
+            "an XGBoost DMatrix keeps no rows, and the Booster xgb.train makes predicts on DMatrix only: "
+            "fit xgboost.XGBRegressor/XGBClassifier on the array or frame to serve it"
+        )
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         return None, f"the data is a file ({source!r}), not rows in memory"
     if isinstance(source, (list, tuple)) or type(source).__module__ == "torch":
@@ -185,10 +188,17 @@ class FitCalls(ast.NodeTransformer):
         if not isinstance(func, ast.Attribute):
             return node
         if func.attr in FIT_METHODS:
-            data = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("X", "x", "data")), None)
+            data = (
+                node.args[0]
+                if node.args
+                else next((k.value for k in node.keywords if k.arg in ("X", "x", "data")), None)
+            )
         elif func.attr == "train" and isinstance(func.value, ast.Name) and len(node.args) + len(node.keywords) >= 2:
-            data = node.args[1] if len(node.args) > 1 else next(
-                (k.value for k in node.keywords if k.arg in ("train_set", "dtrain")), None)
+            data = (
+                node.args[1]
+                if len(node.args) > 1
+                else next((k.value for k in node.keywords if k.arg in ("train_set", "dtrain")), None)
+            )
             if isinstance(data, ast.Call) and data.args:  # lgb.Dataset(X, y): the rows are X
                 data = data.args[0]
         else:

@@ -7,10 +7,10 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -19,7 +19,14 @@ import numpy as np
 
 from .. import audit, drift, repeats
 from ..bundle import (
-    ENVIRONMENT_FILE, LOCK_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, Bundle, seal_manifest, write_file,
+    ENVIRONMENT_FILE,
+    LOCK_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    SAMPLE_FILE,
+    Bundle,
+    seal_manifest,
+    write_file,
 )
 from ..errors import CaptureError, InputError
 from ..methods import available_methods, resolve_method
@@ -29,8 +36,8 @@ from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows,
 from ..store import Store, check_name, name_from
 from . import fits
 from .columns import probe_unused_columns
-from .fetched import keep_fetched as keep_fetched_bytes
 from .domains import probe_domains
+from .fetched import keep_fetched as keep_fetched_bytes
 from .packages import environment_snapshot, package_state, replay_requirements
 from .pickling import PROTOCOL, dump_model
 from .recipe import RECIPE_FILE, RECIPE_LOCK_FILE, History, Recipe, build_recipe
@@ -210,16 +217,24 @@ def no_sample_message(model: Any, fit: fits.Fit | None, looked: tuple[str, ...] 
     if fit is not None:
         seen = f"the call that fitted this {kind} ({fit.call}, given {fit.data}) was observed, but {fit.problem}"
     elif fits.LOG.active:
-        seen = (f"no fitting call of this {kind} was observed: only .fit/.fit_transform/.partial_fit/.fit_predict "
-                "and lgb/xgb .train calls written in a cell after %load_ext notebook_deploy are (not those inside "
-                "functions)")
+        seen = (
+            f"no fitting call of this {kind} was observed: only .fit/.fit_transform/.partial_fit/.fit_predict "
+            "and lgb/xgb .train calls written in a cell after %load_ext notebook_deploy are (not those inside "
+            "functions)"
+        )
     else:
-        seen = (f"no fitting call of this {kind} was observed: load the extension (%load_ext notebook_deploy) "
-                "before the cell that fits it, and notebook-deploy keeps the rows it was fitted on")
-    count = (f"the {kind} was fitted on a DataFrame: its n_features_in_ does not give the columns' names and types"
-             if hasattr(model, "feature_names_in_") else f"the {kind} has no n_features_in_ to make rows from")
+        seen = (
+            f"no fitting call of this {kind} was observed: load the extension (%load_ext notebook_deploy) "
+            "before the cell that fits it, and notebook-deploy keeps the rows it was fitted on"
+        )
+    count = (
+        f"the {kind} was fitted on a DataFrame: its n_features_in_ does not give the columns' names and types"
+        if hasattr(model, "feature_names_in_")
+        else f"the {kind} has no n_features_in_ to make rows from"
+    )
     return (
-        "no sample: " + "; ".join((seen, *looked, count))
+        "no sample: "
+        + "; ".join((seen, *looked, count))
         + ". Pass a few rows of the model's input: sample=X_train[:5] (in Python), --sample 'X_train[:5]' "
         "(%deploy, notebook-deploy deploy). notebook-deploy infers the request schema from it, tests the model "
         "on it, and finds the packages the model needs by running it"
@@ -362,8 +377,9 @@ def _check_data_sizes(recipe: Recipe, limit: int, reference_data: bool, warnings
             "--reference-data (reference_data=True) to record their paths and sha256 only (verify then needs "
             "those exact files, or --data-dir), or a higher cap with include_data=BYTES"
         )
-    warnings += [f"data file {f.path} is referenced by path and sha256, not copied: verify needs that exact file"
-                 for f in large]
+    warnings += [
+        f"data file {f.path} is referenced by path and sha256, not copied: verify needs that exact file" for f in large
+    ]
 
 
 def _scannable(values: dict[str, Any]) -> dict[str, Any]:

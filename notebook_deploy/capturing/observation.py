@@ -18,8 +18,9 @@ import os
 import random
 import sys
 import types
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 _FULL_BYTES = 1 << 20  # arrays up to this size are hashed whole; larger ones are sampled
 _SAMPLE = 4096  # elements (or rows) taken from a larger array or frame
@@ -178,7 +179,9 @@ def snapshot(namespace: Mapping[str, Any]) -> dict[str, tuple[int, str | None]]:
     return found
 
 
-def changes(before: Mapping[str, tuple[int, str | None]], after: Mapping[str, tuple[int, str | None]]) -> tuple[set[str], set[str]]:
+def changes(
+    before: Mapping[str, tuple[int, str | None]], after: Mapping[str, tuple[int, str | None]]
+) -> tuple[set[str], set[str]]:
     """(names changed in place, names fingerprinted and unchanged): same object before and after."""
     changed, unchanged = set(), set()
     for name, (identity, digest) in after.items():
@@ -201,15 +204,20 @@ def unseeded_estimators(namespace: Mapping[str, Any], names: Iterable[str]) -> l
             params = get_params(deep=False)
         except Exception:  # noqa: BLE001 - not an estimator after all
             continue
-        fitted = any(k.endswith("_") and not k.startswith("_") for k in vars(value)) if hasattr(value, "__dict__") else False
+        fitted = (
+            any(k.endswith("_") and not k.startswith("_") for k in vars(value)) if hasattr(value, "__dict__") else False
+        )
         if "random_state" in params and params["random_state"] is None and fitted:
             found.append(f"{name} ({type(value).__name__})")
     return found
 
 
 # -- global random states -----------------------------------------------------------------------------------
-SEED_FUNCTIONS = {"random": ("random", ("seed", "setstate")), "numpy": ("numpy.random", ("seed", "set_state")),
-                  "torch": ("torch", ("manual_seed", "seed"))}
+SEED_FUNCTIONS = {
+    "random": ("random", ("seed", "setstate")),
+    "numpy": ("numpy.random", ("seed", "set_state")),
+    "torch": ("torch", ("manual_seed", "seed")),
+}
 
 
 def rng_states() -> dict[str, str]:
@@ -237,8 +245,11 @@ def value_modules(namespace: Mapping[str, Any], names: Iterable[str]) -> set[str
     found = set()
     for name in names:
         value = namespace.get(name)
-        items = list(value.values())[:_ITEMS] if isinstance(value, dict) else (
-            list(value[:_ITEMS]) if isinstance(value, (list, tuple)) else [])
+        items = (
+            list(value.values())[:_ITEMS]
+            if isinstance(value, dict)
+            else (list(value[:_ITEMS]) if isinstance(value, (list, tuple)) else [])
+        )
         for item in [value, *items]:
             module = type(item).__module__.partition(".")[0]
             if module != "builtins":

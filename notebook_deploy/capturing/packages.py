@@ -42,7 +42,9 @@ class PackageState:
     warnings: list[str] = field(default_factory=list)
 
     def lock_text(self) -> str:
-        lines = [f"{name}=={version}" for name, version in sorted(self.lock.items(), key=lambda kv: canonicalize_name(kv[0]))]
+        lines = [
+            f"{name}=={version}" for name, version in sorted(self.lock.items(), key=lambda kv: canonicalize_name(kv[0]))
+        ]
         header = (
             "# Every distribution the model needs, pinned to the version it was captured with.\n"
             f"# Python {platform.python_version()}. Written by notebook-deploy.\n"
@@ -88,8 +90,14 @@ def probe(
         paths = [p or os.getcwd() for p in sys.path]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
         command = [
-            sys.executable, "-m", PROBE, str(model_file), str(input_file),
-            json.dumps(methods), json.dumps(blocked), scratch,
+            sys.executable,
+            "-m",
+            PROBE,
+            str(model_file),
+            str(input_file),
+            json.dumps(methods),
+            json.dumps(blocked),
+            scratch,
         ]
         try:
             result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
@@ -156,8 +164,10 @@ def replay_requirements(modules: set[str], lock: dict[str, str]) -> list[str]:
     names = {name for module in modules if module not in sys.stdlib_module_names for name in owners.get(module, ())}
     locked = {canonicalize_name(name) for name in lock}
     closure = _with_requirements(names)
-    return sorted((f"{dist.metadata['Name']}=={dist.version}" for key, dist in closure.items() if key not in locked),
-                  key=str.lower)
+    return sorted(
+        (f"{dist.metadata['Name']}=={dist.version}" for key, dist in closure.items() if key not in locked),
+        key=str.lower,
+    )
 
 
 def environment_snapshot() -> dict[str, Any]:
@@ -225,7 +235,9 @@ def _requirements(dist: metadata.Distribution) -> list[Requirement]:
 
 
 def _requirement_keys(dist: metadata.Distribution) -> set[str]:
-    return {canonicalize_name(r.name) for r in _requirements(dist) if r.marker is None or r.marker.evaluate({"extra": ""})}
+    return {
+        canonicalize_name(r.name) for r in _requirements(dist) if r.marker is None or r.marker.evaluate({"extra": ""})
+    }
 
 
 def _origin_warnings(dist: metadata.Distribution) -> list[str]:
@@ -235,11 +247,15 @@ def _origin_warnings(dist: metadata.Distribution) -> list[str]:
     origin = json.loads(text)
     name = dist.metadata["Name"]
     if origin.get("dir_info", {}).get("editable"):
-        return [f"{name} is an editable install: the pin {name}=={dist.version} names code on this machine only; "
-                "its modules are shipped in the pickle where the model refers to them"]
+        return [
+            f"{name} is an editable install: the pin {name}=={dist.version} names code on this machine only; "
+            "its modules are shipped in the pickle where the model refers to them"
+        ]
     if origin.get("url", "").startswith("file:"):
-        return [f"{name} was installed from a local file ({origin['url']}): {name}=={dist.version} may not be "
-                "installable elsewhere; publish it to a package index"]
+        return [
+            f"{name} was installed from a local file ({origin['url']}): {name}=={dist.version} may not be "
+            "installable elsewhere; publish it to a package index"
+        ]
     return []
 
 

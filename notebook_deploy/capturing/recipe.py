@@ -8,9 +8,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .observation import FileAccess, Observation
 from .slicing import DEFAULT_RULES, MAGIC_CALL, SliceRules, cell_nodes, slice_history
@@ -81,24 +82,34 @@ class Recipe:
 
         cells = []
         for source, count, reasons in zip(self.cells, self.counts, self.reasons or [[]] * len(self.cells)):
-            metadata: dict[str, Any] = {"notebook_deploy": {"execution_count": count, "kept_because": reasons,
-                                                            "trimmed_to_imports": count in self.trimmed}}
+            metadata: dict[str, Any] = {
+                "notebook_deploy": {
+                    "execution_count": count,
+                    "kept_because": reasons,
+                    "trimmed_to_imports": count in self.trimmed,
+                }
+            }
             if count in self.failed:
                 metadata["tags"] = ["raises-exception"]
             cell = new_code_cell(source, metadata=metadata)
             cell["id"] = f"execution-{count}"
             cells.append(cell)
-        notebook = new_notebook(cells=cells, metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "notebook_deploy": {"target": self.target},
-        })
+        notebook = new_notebook(
+            cells=cells,
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                "notebook_deploy": {"target": self.target},
+            },
+        )
         nbformat.validate(notebook)
         return notebook
 
     def lock_text(self) -> str:
         """The text of recipe-requirements.txt: ``requirements``, one a line."""
-        return ("# What the recipe's cells import beyond requirements.txt, pinned as captured. "
-                "Written by notebook-deploy.\n" + "".join(f"{line}\n" for line in self.requirements))
+        return (
+            "# What the recipe's cells import beyond requirements.txt, pinned as captured. "
+            "Written by notebook-deploy.\n" + "".join(f"{line}\n" for line in self.requirements)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The summary kept in bundle.json."""
@@ -133,7 +144,9 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         for url in observations[index].urls if observations[index] else []:  # type: ignore[union-attr]
             urls.append((history.counts[index], url))
             warnings.append(fetch_warning(history.counts[index], url))
-    warnings += [f"data file {f.path} is gone: the recipe cannot be replayed without it" for f in files if f.size is None]
+    warnings += [
+        f"data file {f.path} is gone: the recipe cannot be replayed without it" for f in files if f.size is None
+    ]
     return Recipe(
         target=target,
         cells=[result.sources.get(i, history.sources[i]) for i in result.cells],
@@ -147,16 +160,21 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         reasons=[result.reasons[i] for i in result.cells],
         trimmed=[history.counts[i] for i in result.cells if i in result.sources],
         urls=urls,
-        modules=sorted(imported_modules(result.sources.get(i, history.sources[i]) for i in result.cells).union(
-            *(observations[i].modules for i in result.cells if observations[i]))),  # type: ignore[union-attr]
+        modules=sorted(
+            imported_modules(result.sources.get(i, history.sources[i]) for i in result.cells).union(
+                *(observations[i].modules for i in result.cells if observations[i])
+            )
+        ),  # type: ignore[union-attr]
     )
 
 
 def fetch_warning(count: int, url: str) -> str:
     """What the recipe says of a URL that execution ``count`` fetched and whose bytes are not kept."""
-    return (f"cell [{count}] fetched {url}: the replay fetches it again and may get other bytes; capture with "
-            "--keep-fetched (keep_fetched=True) to keep them in the bundle, or save it to a file beside the "
-            "notebook and read that file")
+    return (
+        f"cell [{count}] fetched {url}: the replay fetches it again and may get other bytes; capture with "
+        "--keep-fetched (keep_fetched=True) to keep them in the bundle, or save it to a file beside the "
+        "notebook and read that file"
+    )
 
 
 def imported_modules(sources: Iterable[str]) -> set[str]:
@@ -168,8 +186,14 @@ def imported_modules(sources: Iterable[str]) -> set[str]:
             modules.update(alias.name.partition(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             modules.add(node.module.partition(".")[0])
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == MAGIC_CALL
-              and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "matplotlib"):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == MAGIC_CALL
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value == "matplotlib"
+        ):
             modules.add("matplotlib")
     return modules
 

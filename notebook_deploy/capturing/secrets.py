@@ -30,8 +30,13 @@ from dataclasses import dataclass
 from ..errors import CaptureError
 from ..keys import KEY_PATTERN
 
-__all__ = ["SecretFinding", "find_secrets_in_cells", "find_secrets_in_values", "find_secrets_in_texts",
-           "check_no_secrets"]
+__all__ = [
+    "SecretFinding",
+    "find_secrets_in_cells",
+    "find_secrets_in_values",
+    "find_secrets_in_texts",
+    "check_no_secrets",
+]
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,19 @@ _PROVIDER: list[tuple[str, re.Pattern[str]]] = [
     ("GitLab token", re.compile(r"(?<![A-Za-z0-9_])(?P<v>gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,})")),
     ("PyPI token", re.compile(r"(?<![A-Za-z0-9_])(?P<v>pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,})")),
     ("npm token", re.compile(r"(?<![A-Za-z0-9_])(?P<v>npm_[A-Za-z0-9]{36})(?![A-Za-z0-9_])")),
-    ("SendGrid API key", re.compile(r"(?<![A-Za-z0-9_])(?P<v>SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])")),
-    ("JSON Web Token", re.compile(r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})")),
+    (
+        "SendGrid API key",
+        re.compile(r"(?<![A-Za-z0-9_])(?P<v>SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])"),
+    ),
+    (
+        "JSON Web Token",
+        re.compile(r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})"),
+    ),
 ]
 
-_URL_CREDENTIALS = re.compile(r"""(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s:/@"'<>{}]*:(?P<v>[^\s@/"'<>]+)@""")
+_URL_CREDENTIALS = re.compile(
+    r"""(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s:/@"'<>{}]*:(?P<v>[^\s@/"'<>]+)@"""
+)
 _URL_QUERY = re.compile(
     r"""[?&](?P<name>access_token|auth_token|token|api_key|apikey|key|sig|password|pwd|secret|client_secret)"""
     r"""=(?P<v>[^&\s"'#<>]+)""",
@@ -94,7 +107,9 @@ _DICT_ENTRY = re.compile(rf"""(?P<kq>["'])(?P<name>[^"'\n]{{1,100}})(?P=kq)\s*:\
 _ENV_CALL = re.compile(
     rf"""(?:setdefault|putenv|setenv)\(\s*[rRuUbB]?(?P<kq>["'])(?P<name>[^"'\n]{{1,100}})(?P=kq)\s*,\s*{_STR}"""
 )
-_ENV_MAGIC = re.compile(r"""^\s*%(?:env|set_env)\s+(?P<name>[A-Za-z_]\w*)(?:\s*=\s*|\s+)(?P<v>"[^"\n]*"|'[^'\n]*'|\S+)""")
+_ENV_MAGIC = re.compile(
+    r"""^\s*%(?:env|set_env)\s+(?P<name>[A-Za-z_]\w*)(?:\s*=\s*|\s+)(?P<v>"[^"\n]*"|'[^'\n]*'|\S+)"""
+)
 _EXPORT = re.compile(r"""^\s*(?:!\s*)?export\s+(?P<name>[A-Za-z_]\w*)=(?P<v>"[^"\n]*"|'[^'\n]*'|\S+)""")
 # In %%writefile (not .py), %%bash and %%sh cells: NAME=value, NAME: value, NAME = value (.env, YAML, INI)
 _CONFIG_LINE = re.compile(
@@ -105,7 +120,10 @@ _CONFIG_CELL = re.compile(r"^\s*%%(?:writefile|file)\s+(?:-a\s+)?(?P<file>\S+)|^
 
 # Which names hold secrets: matched against the name in snake_case, at its end.
 _NAME_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
-    ("password", re.compile(r"(?:^|_)(?:password|passwd|passphrase|pwd|pw)s?$|.+_pass$")),  # "pass" alone: a filter band
+    (
+        "password",
+        re.compile(r"(?:^|_)(?:password|passwd|passphrase|pwd|pw)s?$|.+_pass$"),
+    ),  # "pass" alone: a filter band
     ("API key", re.compile(r"(?:^|_)api_?keys?$")),
     ("private key", re.compile(r"(?:^|_)private_?keys?$")),
     ("token", re.compile(r"(?:^|_)token$")),
@@ -244,7 +262,8 @@ def _scan_text(text: str, config: bool = False) -> Iterator[tuple[int, str, list
         if hits:
             yield number, line, hits
         begin = None
-        for begin in _PEM_BEGIN.finditer(line):
+        begin = None
+        for begin in _PEM_BEGIN.finditer(line):  # the last BEGIN of the line  # noqa: B007
             pass
         in_key = begin is not None and not _PEM_END.search(line, begin.end())
 
@@ -331,7 +350,7 @@ def _snake(name: str) -> str:
 
 
 def _secret_category(name: str) -> str | None:
-    """"password", "token", "API key", ... when ``name`` names a secret, else None."""
+    """ "password", "token", "API key", ... when ``name`` names a secret, else None."""
     norm = _snake(name)
     if not norm or _NOT_SECRET_NAMES.search(norm):
         return None

@@ -38,8 +38,8 @@ import os
 import posixpath
 import re
 import shlex
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, Sequence
 
 from .observation import Observation
 
@@ -74,7 +74,9 @@ GridSearchCV RandomizedSearchCV HalvingGridSearchCV CalibratedClassifierCV Trans
 SelectFromModel RFE RFECV Sequential ModuleList ModuleDict
 """
 # Library-wide settings: calling one of these updates the package's @state.
-_CONFIG_CALLS = "set_config set_option seterr set_printoptions set_default_dtype set_default_device use_deterministic_algorithms"
+_CONFIG_CALLS = (
+    "set_config set_option seterr set_printoptions set_default_dtype set_default_device use_deterministic_algorithms"
+)
 # scikit-learn callables that draw from NumPy's global random state unless given random_state.
 _SKLEARN_RANDOM = """
 train_test_split shuffle resample KFold StratifiedKFold ShuffleSplit StratifiedShuffleSplit
@@ -86,25 +88,80 @@ AdaBoostClassifier AdaBoostRegressor RandomizedSearchCV make_classification make
 """
 # file readers and writers: callable name -> index of the path argument
 _READERS = {
-    **{n: 0 for n in "read_csv read_table read_parquet read_json read_excel read_pickle read_feather read_hdf "
-       "read_fwf read_orc read_stata read_sas read_spss read_xml load loadtxt genfromtxt fromfile "
-       "read_text read_bytes imread".split()},
+    **{
+        n: 0
+        for n in "read_csv read_table read_parquet read_json read_excel read_pickle read_feather read_hdf "
+        "read_fwf read_orc read_stata read_sas read_spss read_xml load loadtxt genfromtxt fromfile "
+        "read_text read_bytes imread".split()
+    },
 }
 _WRITERS = {
-    **{n: 0 for n in "to_csv to_parquet to_json to_pickle to_excel to_feather to_hdf to_orc to_stata to_xml "
-       "save savez savez_compressed savetxt tofile savefig write_text write_bytes imwrite".split()},
+    **{
+        n: 0
+        for n in "to_csv to_parquet to_json to_pickle to_excel to_feather to_hdf to_orc to_stata to_xml "
+        "save savez savez_compressed savetxt tofile savefig write_text write_bytes imwrite".split()
+    },
     "dump": 1,
 }
-_RNG_SEEDS = {"numpy": {"seed", "set_state"}, "random": {"seed", "setstate"}, "torch": {"manual_seed", "seed"},
-              "tensorflow": {"set_seed"}}
-_RNG_NOT_DRAWS = {"default_rng", "RandomState", "Generator", "get_state", "getstate", "Random", "SystemRandom",
-                  "SeedSequence", "PCG64", "MT19937", "initial_seed", "get_rng_state"}
+_RNG_SEEDS = {
+    "numpy": {"seed", "set_state"},
+    "random": {"seed", "setstate"},
+    "torch": {"manual_seed", "seed"},
+    "tensorflow": {"set_seed"},
+}
+_RNG_NOT_DRAWS = {
+    "default_rng",
+    "RandomState",
+    "Generator",
+    "get_state",
+    "getstate",
+    "Random",
+    "SystemRandom",
+    "SeedSequence",
+    "PCG64",
+    "MT19937",
+    "initial_seed",
+    "get_rng_state",
+}
 # Magics that change nothing a recipe replays: recorded as environment actions, or ignored.
 _ENVIRONMENT_MAGICS = {"pip", "conda", "mamba", "uv", "sx", "system"}
-_IGNORED_MAGICS = {"matplotlib", "load_ext", "reload_ext", "unload_ext", "autoreload", "aimport", "who", "whos",
-                   "who_ls", "config", "env", "history", "lsmagic", "magic", "pwd", "ls", "precision", "xmode",
-                   "pdb", "debug", "tb", "reset_selective", "pinfo", "pinfo2", "psearch", "page", "colors",
-                   "automagic", "notebook", "qtconsole", "connect_info", "load", "pycat", "doctest_mode", "deploy"}
+_IGNORED_MAGICS = {
+    "matplotlib",
+    "load_ext",
+    "reload_ext",
+    "unload_ext",
+    "autoreload",
+    "aimport",
+    "who",
+    "whos",
+    "who_ls",
+    "config",
+    "env",
+    "history",
+    "lsmagic",
+    "magic",
+    "pwd",
+    "ls",
+    "precision",
+    "xmode",
+    "pdb",
+    "debug",
+    "tb",
+    "reset_selective",
+    "pinfo",
+    "pinfo2",
+    "psearch",
+    "page",
+    "colors",
+    "automagic",
+    "notebook",
+    "qtconsole",
+    "connect_info",
+    "load",
+    "pycat",
+    "doctest_mode",
+    "deploy",
+}
 _CODE_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 _BUILTINS = frozenset(dir(builtins)) | {"get_ipython", "display", "In", "Out", "exit", "quit"}
 
@@ -121,8 +178,9 @@ class SliceRules:
     composites: frozenset[str] = frozenset(_COMPOSITES.split())
     mutating_functions: frozenset[str] = frozenset({"shuffle", "fill_diagonal", "copyto", "put", "place"})
 
-    def extend(self, mutating: Iterable[str] = (), pure: Iterable[str] = (),
-               composites: Iterable[str] = ()) -> "SliceRules":
+    def extend(
+        self, mutating: Iterable[str] = (), pure: Iterable[str] = (), composites: Iterable[str] = ()
+    ) -> SliceRules:
         """Rules with these method names added (a name moves out of the other list)."""
         mutating, pure = frozenset(mutating), frozenset(pure)
         return replace(
@@ -133,7 +191,9 @@ class SliceRules:
         )
 
 
-DEFAULT_RULES = SliceRules(mutating=frozenset(_MUTATING.split()), pure=frozenset(_PURE.split()) - frozenset(_MUTATING.split()))
+DEFAULT_RULES = SliceRules(
+    mutating=frozenset(_MUTATING.split()), pure=frozenset(_PURE.split()) - frozenset(_MUTATING.split())
+)
 
 
 @dataclass
@@ -205,7 +265,9 @@ def to_python(source: str) -> str:
         header, _, body = stripped.partition("\n")
         name, _, args = header[2:].partition(" ")
         if name in _CODE_CELL_MAGICS:
-            target = args.split()[0] if name == "capture" and args.split() and not args.split()[0].startswith("-") else None
+            target = (
+                args.split()[0] if name == "capture" and args.split() and not args.split()[0].startswith("-") else None
+            )
             code = to_python(body)
             if target:
                 code += f"\n{target} = {MAGIC_CALL}('capture-output', '')"
@@ -221,7 +283,9 @@ def to_python(source: str) -> str:
         elif text.startswith(("%", "!")) and not text.startswith("%%"):
             lines.append(indent + _line_magic(text))
         elif assigned and not text.startswith(("#",)) and _is_magic_assignment(line):
-            lines.append(f"{assigned.group(1)}{assigned.group(2)} = {MAGIC_CALL}('{assigned.group(3)}', {assigned.group(4)!r})")
+            lines.append(
+                f"{assigned.group(1)}{assigned.group(2)} = {MAGIC_CALL}('{assigned.group(3)}', {assigned.group(4)!r})"
+            )
         elif text.endswith("?") and not text.startswith("#") and re.match(r"^[\w.]+\?{1,2}$", text):
             lines.append(indent + "pass")
         else:
@@ -439,7 +503,8 @@ class _Analysis:
                 warnings.append(
                     f"unseeded randomness: it drew from the global random state of {library} with no seed set before"
                     + (f" (it fitted {', '.join(fitted)} with random_state=None)" if fitted else "")
-                    + ": replays may differ")
+                    + ": replays may differ"
+                )
 
     def _observed_path(self, given: str, resolved: str) -> str:
         """A path the recorder saw, as the slicer names files: relative to where the session started,
@@ -461,7 +526,7 @@ class _Analysis:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             self._import(node, s)
         elif isinstance(node, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.With, ast.AsyncWith)) or (
-            hasattr(ast, "Match") and isinstance(node, getattr(ast, "Match"))
+            hasattr(ast, "Match") and isinstance(node, ast.Match)
         ):
             self._compound(node, s)
         else:
@@ -641,8 +706,11 @@ class _Analysis:
         elif isinstance(value, (ast.List, ast.Tuple, ast.Set, ast.Dict)) or (
             isinstance(value, ast.Call) and _callee(value) in self.rules.composites
         ):
-            members |= {n.id for n in _walk_scope(value) if isinstance(n, ast.Name) and n.id not in self.imported
-                        and n.id not in self.functions}
+            members |= {
+                n.id
+                for n in _walk_scope(value)
+                if isinstance(n, ast.Name) and n.id not in self.imported and n.id not in self.functions
+            }
         members.discard(name)
         if members:
             self._merge(name, members)
@@ -796,15 +864,22 @@ class _Analysis:
         draws = (
             (package == "numpy" and _attribute_path(call.func)[-2:-1] == ["random"] and callee not in _RNG_NOT_DRAWS)
             or (package == "random" and callee not in _RNG_NOT_DRAWS and callee != "seed")
-            or (package == "torch" and callee in {"rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial"})
-            or (package == "sklearn" and callee in _SKLEARN_RANDOM.split()
-                and not any(k.arg == "random_state" for k in call.keywords))
+            or (
+                package == "torch"
+                and callee in {"rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial"}
+            )
+            or (
+                package == "sklearn"
+                and callee in _SKLEARN_RANDOM.split()
+                and not any(k.arg == "random_state" for k in call.keywords)
+            )
         )
         if not draws:
             return
         if library not in self.seeded:
             self.cell_warnings.setdefault(self.current, []).append(
-                f"unseeded randomness from {library} ({callee}): replays may differ")
+                f"unseeded randomness from {library} ({callee}): replays may differ"
+            )
             return
         s.uses.add(f"@rng:{library}")
         s.weak.add(f"@rng:{library}")
@@ -814,8 +889,13 @@ class _Analysis:
             path = _constant_arg(call, 0, "file")
             mode = _constant_arg(call, 1, "mode") or "r"
             if path is not None:
-                self._file_access(path, reads="r" in mode or "+" in mode, writes=any(c in mode for c in "wxa"),
-                                  append="a" in mode, s=s)
+                self._file_access(
+                    path,
+                    reads="r" in mode or "+" in mode,
+                    writes=any(c in mode for c in "wxa"),
+                    append="a" in mode,
+                    s=s,
+                )
             return
         if callee in _WRITERS:
             path = _constant_arg(call, _WRITERS[callee], "path")
@@ -844,7 +924,9 @@ class _Analysis:
             self.written.add(resolved)
 
     def _resolve(self, path: str) -> str:
-        return posixpath.normpath(posixpath.join(self.cwd, path)) if not path.startswith("/") else posixpath.normpath(path)
+        return (
+            posixpath.normpath(posixpath.join(self.cwd, path)) if not path.startswith("/") else posixpath.normpath(path)
+        )
 
     def _magic(self, call: ast.Call, s: Statement) -> None:
         args = [a.value for a in call.args if isinstance(a, ast.Constant)]
@@ -852,8 +934,9 @@ class _Analysis:
         body = args[2] if len(args) > 2 else None
         if name == "!":
             text = line.strip()
-            self.environment_actions.append("!" + text) if re.match(r"^(pip|conda|mamba|uv|apt(-get)?)\b", text) else \
-                self.warnings.append(f"shell command left out of the recipe: !{text}")
+            self.environment_actions.append("!" + text) if re.match(
+                r"^(pip|conda|mamba|uv|apt(-get)?)\b", text
+            ) else self.warnings.append(f"shell command left out of the recipe: !{text}")
         elif name in _ENVIRONMENT_MAGICS:
             self.environment_actions.append(f"%{name} {line}".strip())
         elif name == "cd":
@@ -922,11 +1005,17 @@ class _Analysis:
             if not found and not symbol.startswith("@") and symbol not in _BUILTINS:
                 for index in range(position - 1, -1, -1):
                     if self.statements[index].unknown_star:
-                        work += self._include(index, kept, f"may define {symbol} (an import of unknown names)",
-                                              whole=True)
+                        work += self._include(
+                            index, kept, f"may define {symbol} (an import of unknown names)", whole=True
+                        )
         cells = sorted(kept.reasons)
-        kept_files = {use[6:] for c in cells for i in self._kept_statements(c, kept)
-                      for use in self.statements[i].uses if use.startswith("@file:")}
+        kept_files = {
+            use[6:]
+            for c in cells
+            for i in self._kept_statements(c, kept)
+            for use in self.statements[i].uses
+            if use.startswith("@file:")
+        }
         files_read = [f for f in self.files_read if f in kept_files and f not in self.written | set(self.files)]
         for cell in cells:
             uses = {u for i in self._kept_statements(cell, kept) for u in self.statements[i].uses}
@@ -938,14 +1027,17 @@ class _Analysis:
             files_read=files_read,
             environment_actions=list(self.environment_actions),
             warnings=list(dict.fromkeys(self.warnings)),
-            cell_warnings={c: list(dict.fromkeys(self.cell_warnings[c])) for c in cells
-                           if self.cell_warnings.get(c) and c not in trimmed},
+            cell_warnings={
+                c: list(dict.fromkeys(self.cell_warnings[c]))
+                for c in cells
+                if self.cell_warnings.get(c) and c not in trimmed
+            },
             reasons={c: list(dict.fromkeys(r)) for c, r in kept.reasons.items()},
             only_statements={c: [self.cells_of[c].index(i) for i in s] for c, s in trimmed.items()},
             sources={c: "\n".join(self.segments[i] for i in s) for c, s in trimmed.items()},
         )
 
-    def _include(self, index: int, kept: "_Kept", reason: str, whole: bool = False) -> list[tuple[str, int]]:
+    def _include(self, index: int, kept: _Kept, reason: str, whole: bool = False) -> list[tuple[str, int]]:
         """Keep the statement at ``index``: an import alone (its cell may be trimmed to its needed
         imports), anything else with its whole cell; return the symbols to search for next."""
         statement = self.statements[index]
@@ -961,7 +1053,7 @@ class _Analysis:
         kept.whole.add(cell)
         return [(use, i) for i in self.cells_of[cell] for use in self.statements[i].uses]
 
-    def _kept_statements(self, cell: int, kept: "_Kept") -> list[int]:
+    def _kept_statements(self, cell: int, kept: _Kept) -> list[int]:
         """The statements of a kept cell that are replayed: all, or its needed imports and those that
         bind names nothing reads from a package it needs (imports for their side effects, such as
         ``from sklearn.experimental import enable_iterative_imputer``)."""
@@ -971,9 +1063,16 @@ class _Analysis:
             self.read_anywhere = {u for st in self.statements for u in st.uses}
         needed = kept.imports.get(cell, set())
         packages = {_import_package(self.segments[i]) for i in needed}
-        return [i for i in self.cells_of[cell] if i in needed or (
-            i in self.segments and not self.statements[i].strong & self.read_anywhere
-            and _import_package(self.segments[i]) in packages)]
+        return [
+            i
+            for i in self.cells_of[cell]
+            if i in needed
+            or (
+                i in self.segments
+                and not self.statements[i].strong & self.read_anywhere
+                and _import_package(self.segments[i]) in packages
+            )
+        ]
 
 
 @dataclass
@@ -1016,7 +1115,10 @@ def _walk_scope(node: ast.AST) -> Iterator[ast.AST]:
         current = stack.pop()
         yield current
         for child in ast.iter_child_nodes(current):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and child is not node:
+            if (
+                isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+                and child is not node
+            ):
                 if isinstance(child, ast.Lambda):
                     yield child
                 continue
@@ -1039,13 +1141,18 @@ def _free_names(node: ast.AST, bound: set[str]) -> set[str]:
                 inner |= set(_names_bound(generator.target))
                 for condition in generator.ifs:
                     visit(condition, inner)
-            for part in ([n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]):
+            for part in [n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]:
                 visit(part, inner)
             return
         if isinstance(n, ast.Lambda):
             visit(n.args, local)
-            visit(n.body, local | {a.arg for a in [*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs]}
-                  | ({n.args.vararg.arg} if n.args.vararg else set()) | ({n.args.kwarg.arg} if n.args.kwarg else set()))
+            visit(
+                n.body,
+                local
+                | {a.arg for a in [*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs]}
+                | ({n.args.vararg.arg} if n.args.vararg else set())
+                | ({n.args.kwarg.arg} if n.args.kwarg else set()),
+            )
             return
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
             summary_free = _function_free(n)
@@ -1113,7 +1220,7 @@ def _summarise_function(node: ast.FunctionDef | ast.AsyncFunctionDef, rules: Sli
                 if path:
                     files.add(posixpath.normpath(path))
         elif isinstance(sub, (ast.Assign, ast.AugAssign)):
-            for target in (sub.targets if isinstance(sub, ast.Assign) else [sub.target]):
+            for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
                 if isinstance(target, (ast.Attribute, ast.Subscript)):
                     target_root = _root(target)
         if target_root is None:
@@ -1122,8 +1229,7 @@ def _summarise_function(node: ast.FunctionDef | ast.AsyncFunctionDef, rules: Sli
             mutated_params.add(params.index(target_root))
         elif target_root in free:
             mutates.add(target_root)
-    return _Function(node.name, params, free, writes, mutates, mutated_params, calls & free, files,
-                     serving_free=free)
+    return _Function(node.name, params, free, writes, mutates, mutated_params, calls & free, files, serving_free=free)
 
 
 def _summarise_class(node: ast.ClassDef, rules: SliceRules) -> _Function:
@@ -1198,7 +1304,9 @@ def _is_view(value: ast.expr) -> bool:
 
 
 def _inplace(call: ast.Call) -> bool:
-    return any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords)
+    return any(
+        k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords
+    )
 
 
 def _callee(call: ast.Call) -> str | None:

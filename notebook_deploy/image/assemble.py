@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..bundle import compact_json
 from ..errors import NotebookDeployError
@@ -83,8 +84,9 @@ def resolve_base(registry: Registry, reference: ImageReference, platform: str = 
     if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise NotebookDeployError(f"{reference} is a {media_type or 'manifest of unknown type'}, not an image manifest")
     config = json.loads(registry.get_blob(reference.repository, document["config"]["digest"]))
-    return BaseImage(reference, media_type, list(document["layers"]), config,
-                     "sha256:" + hashlib.sha256(body).hexdigest())
+    return BaseImage(
+        reference, media_type, list(document["layers"]), config, "sha256:" + hashlib.sha256(body).hexdigest()
+    )
 
 
 def assemble(base: BaseImage, spec: ImageSpec) -> Image:
@@ -104,11 +106,20 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     if spec.labels:
         settings["Labels"] = {**(settings.get("Labels") or {}), **spec.labels}
     if spec.exposed_ports:
-        settings["ExposedPorts"] = {**(settings.get("ExposedPorts") or {}), **{f"{p}/tcp": {} for p in spec.exposed_ports}}
+        settings["ExposedPorts"] = {
+            **(settings.get("ExposedPorts") or {}),
+            **{f"{p}/tcp": {} for p in spec.exposed_ports},
+        }
     if spec.healthcheck:
-        settings["Healthcheck"] = {"Test": ["CMD", *spec.healthcheck], "Interval": 10_000_000_000,
-                                   "Timeout": 5_000_000_000, "Retries": 3}
-    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] += [l.diff_id for l in spec.layers]
+        settings["Healthcheck"] = {
+            "Test": ["CMD", *spec.healthcheck],
+            "Interval": 10_000_000_000,
+            "Timeout": 5_000_000_000,
+            "Retries": 3,
+        }
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] += [
+        layer.diff_id for layer in spec.layers
+    ]
     config["history"] = list(config.get("history", [])) + [
         {"created_by": line, "comment": "notebook-deploy"} for line in spec.history
     ]
@@ -118,18 +129,26 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     manifest = {
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
-        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
-                   "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(), "size": len(config_bytes)},
-        "layers": base.layers + [{"mediaType": layer_type, "digest": l.digest, "size": l.size} for l in spec.layers],
+        "config": {
+            "mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+            "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+            "size": len(config_bytes),
+        },
+        "layers": base.layers
+        + [{"mediaType": layer_type, "digest": layer.digest, "size": layer.size} for layer in spec.layers],
     }
     if not docker and spec.labels:
         manifest["annotations"] = dict(spec.labels)
     return Image(base, spec.layers, config_bytes, compact_json(manifest), manifest["mediaType"])
 
 
-def push_image(registry: Registry, image: Image, target: ImageReference,
-               progress: Callable[[str, int, int], None] | None = None,
-               base_registry: Registry | None = None) -> dict[str, str]:
+def push_image(
+    registry: Registry,
+    image: Image,
+    target: ImageReference,
+    progress: Callable[[str, int, int], None] | None = None,
+    base_registry: Registry | None = None,
+) -> dict[str, str]:
     """Push ``image`` to ``target``: the base's layers (mounted from the base's repository when it is on
     the same registry, else copied from ``base_registry``), the new layers, the config, then the
     manifest under the tag. Returns what happened to each blob: exists, mounted or uploaded."""
@@ -140,14 +159,21 @@ def push_image(registry: Registry, image: Image, target: ImageReference,
         raise NotebookDeployError(f"the base {image.base.reference} is on another registry: pass base_registry=")
     base_repository = image.base.reference.repository
     for layer in image.base.layers:  # read from the base's registry only if it must be uploaded
-        blob = Blob(layer["digest"], layer["size"],
-                    fetch=lambda digest=layer["digest"]: source.get_blob(base_repository, digest))
-        outcome[layer["digest"]] = registry.push_blob(target.repository, blob,
-                                                      mount_from=base_repository if same else None,
-                                                      progress=_named(progress, layer["digest"]))
+        blob = Blob(
+            layer["digest"],
+            layer["size"],
+            fetch=lambda digest=layer["digest"]: source.get_blob(base_repository, digest),
+        )
+        outcome[layer["digest"]] = registry.push_blob(
+            target.repository,
+            blob,
+            mount_from=base_repository if same else None,
+            progress=_named(progress, layer["digest"]),
+        )
     for layer in image.layers:
-        outcome[layer.digest] = registry.push_blob(target.repository, Blob(layer.digest, layer.size, path=layer.path),
-                                                   progress=_named(progress, layer.digest))
+        outcome[layer.digest] = registry.push_blob(
+            target.repository, Blob(layer.digest, layer.size, path=layer.path), progress=_named(progress, layer.digest)
+        )
     config = Blob(image.config_digest, len(image.config), image.config)
     outcome[config.digest] = registry.push_blob(target.repository, config)
     registry.put_manifest(target.repository, target.tag or "latest", image.manifest, image.media_type)
@@ -173,5 +199,3 @@ def _named(progress: Callable[[str, int, int], None] | None, digest: str) -> Pro
     if progress is None:
         return None
     return lambda done, total: progress(digest, done, total)
-
-

@@ -69,30 +69,44 @@ def attachment_tag(digest: str, suffix: Suffix) -> str:
 
 def simple_signing_payload(image: str, digest: str, optional: dict[str, str]) -> bytes:
     """The payload a cosign signature signs: which image (``host/repository``) and manifest digest."""
-    return compact_json({
-        "critical": {"identity": {"docker-reference": image}, "image": {"docker-manifest-digest": digest},
-                     "type": SIGNATURE_TYPE},
-        "optional": optional,
-    })
+    return compact_json(
+        {
+            "critical": {
+                "identity": {"docker-reference": image},
+                "image": {"docker-manifest-digest": digest},
+                "type": SIGNATURE_TYPE,
+            },
+            "optional": optional,
+        }
+    )
 
 
 def push_signature(registry: Registry, repository: str, digest: str, layer: Layer) -> str:
     """Add ``layer`` (a payload and its signature) to the image's ``.sig`` manifest, keeping signatures
     already there (another key's); return the tag. The same signature twice is stored once."""
     tag = attachment_tag(digest, "sig")
-    kept = [d for d in _existing_layers(registry, repository, tag)
-            if (d.get("digest"), d.get("annotations")) != (layer.digest, layer.annotations or None)]
+    kept = [
+        d
+        for d in _existing_layers(registry, repository, tag)
+        if (d.get("digest"), d.get("annotations")) != (layer.digest, layer.annotations or None)
+    ]
     _push_layers(registry, repository, [layer])
     registry.put_manifest(repository, tag, _manifest(registry, repository, kept + [layer.descriptor()]), OCI_MANIFEST)
     return tag
 
 
-def push_attachment(registry: Registry, repository: str, subject: dict[str, Any], suffix: Suffix,
-                    artifact_type: str, layers: list[Layer]) -> str:
+def push_attachment(
+    registry: Registry,
+    repository: str,
+    subject: dict[str, Any],
+    suffix: Suffix,
+    artifact_type: str,
+    layers: list[Layer],
+) -> str:
     """Attach ``layers`` to the image ``subject`` (its descriptor): through the referrers API where the
     registry has it, else under the ``sha256-<hex>.SUFFIX`` tag. Returns where: ``referrers`` or the tag."""
     _push_layers(registry, repository, layers)
-    body = _manifest(registry, repository, [l.descriptor() for l in layers], subject, artifact_type)
+    body = _manifest(registry, repository, [layer.descriptor() for layer in layers], subject, artifact_type)
     if registry.put_referrer(repository, body, OCI_MANIFEST):
         return "referrers"
     tag = attachment_tag(subject["digest"], suffix)
@@ -100,8 +114,9 @@ def push_attachment(registry: Registry, repository: str, subject: dict[str, Any]
     return tag
 
 
-def read_attached(registry: Registry, repository: str, digest: str, suffix: Suffix,
-                  artifact_type: str | None = None) -> tuple[str, list[tuple[dict[str, Any], bytes]]] | None:
+def read_attached(
+    registry: Registry, repository: str, digest: str, suffix: Suffix, artifact_type: str | None = None
+) -> tuple[str, list[tuple[dict[str, Any], bytes]]] | None:
     """The layers (descriptor, verified bytes) attached to ``digest`` as ``suffix``, and where they were
     found; None if nothing is attached. Signatures are read from their tag; other artifacts from the
     referrers API where the registry has it, then from the tag."""
@@ -123,8 +138,10 @@ def read_attached(registry: Registry, repository: str, digest: str, suffix: Suff
         for descriptor in json.loads(body).get("layers", []):
             data = registry.get_blob(repository, descriptor["digest"])
             if "sha256:" + hashlib.sha256(data).hexdigest() != descriptor["digest"]:
-                raise NotebookDeployError(f"the registry returned other bytes for {descriptor['digest']} than "
-                                          "its digest says: the attachment is damaged")
+                raise NotebookDeployError(
+                    f"the registry returned other bytes for {descriptor['digest']} than "
+                    "its digest says: the attachment is damaged"
+                )
             layers.append((descriptor, data))
     return where, layers
 
@@ -143,16 +160,31 @@ def _push_layers(registry: Registry, repository: str, layers: list[Layer]) -> No
         registry.push_blob(repository, Blob(layer.digest, len(layer.data), layer.data))
 
 
-def _manifest(registry: Registry, repository: str, layers: list[dict[str, Any]],
-              subject: dict[str, Any] | None = None, artifact_type: str | None = None) -> bytes:
+def _manifest(
+    registry: Registry,
+    repository: str,
+    layers: list[dict[str, Any]],
+    subject: dict[str, Any] | None = None,
+    artifact_type: str | None = None,
+) -> bytes:
     """An OCI image manifest over ``layers``, with its config (pushed here) naming them as diff_ids."""
-    config = compact_json({"architecture": "", "os": "", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}})
+    config = compact_json(
+        {
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+        }
+    )
     registry.push_blob(repository, Blob("sha256:" + hashlib.sha256(config).hexdigest(), len(config), config))
     manifest: dict[str, Any] = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-                   "size": len(config)},
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+            "size": len(config),
+        },
         "layers": layers,
     }
     if artifact_type:
@@ -160,8 +192,6 @@ def _manifest(registry: Registry, repository: str, layers: list[dict[str, Any]],
     if subject:
         manifest["subject"] = subject
     return compact_json(manifest)
-
-
 
 
 def b64(data: bytes) -> str:

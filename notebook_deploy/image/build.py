@@ -34,16 +34,34 @@ INTERPRETER = "/usr/bin/env python3"
 USER = "65532"  # nobody-like: the server needs no privileges
 # What `python -m notebook_deploy serve` imports, pinned below to the versions installed here.
 RUNTIME_REQUIREMENTS = (
-    "fastapi", "uvicorn", "httptools", "uvloop", "orjson", "numpy", "cloudpickle", "click", "packaging", "requests",
-    "prometheus-client", "grpcio", "protobuf", "cryptography",  # cryptography: the bundle signature check
+    "fastapi",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "orjson",
+    "numpy",
+    "cloudpickle",
+    "click",
+    "packaging",
+    "requests",
+    "prometheus-client",
+    "grpcio",
+    "protobuf",
+    "cryptography",  # cryptography: the bundle signature check
 )
 _PLATFORM_TAGS = {
-    "linux/amd64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64",
-                    "linux_x86_64"],
+    "linux/amd64": [
+        "manylinux_2_28_x86_64",
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+        "manylinux1_x86_64",
+        "linux_x86_64",
+    ],
     "linux/arm64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64", "linux_aarch64"],
 }
 _HEALTHCHECK = [
-    "python3", "-c",
+    "python3",
+    "-c",
     "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'))",
 ]
 
@@ -56,12 +74,16 @@ def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> Ima
     trusted = signer_keys(bundle, action="build an image of")
     staging = work / "dependencies"
     install_dependencies(bundle, platform, work / "wheels", staging)
-    deps = build_layer(entries_from_directory(dependency_site(work), SITE) + entries_from_directory(staging / "bin", SCRIPTS),
-                       work / "dependencies.tar.gz")
+    deps = build_layer(
+        entries_from_directory(dependency_site(work), SITE) + entries_from_directory(staging / "bin", SCRIPTS),
+        work / "dependencies.tar.gz",
+    )
     runtime = build_layer(runtime_entries(), work / "runtime.tar.gz")
-    payload = build_layer([Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
-                          + [Entry(f"{TRUST_DIR}/{key_id}.pem", pem) for key_id, pem in trusted.items()],
-                          work / "bundle.tar.gz")
+    payload = build_layer(
+        [Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
+        + [Entry(f"{TRUST_DIR}/{key_id}.pem", pem) for key_id, pem in trusted.items()],
+        work / "bundle.tar.gz",
+    )
     spec = image_settings(bundle)
     spec.layers = [deps, runtime, payload]
     spec.history = [f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"]
@@ -114,8 +136,11 @@ def runtime_requirements() -> list[str]:
 def runtime_entries() -> list[Entry]:
     """This package's source files, placed in the image's site-packages (no compiled caches)."""
     package = Path(__file__).resolve().parents[1]
-    return [e for e in entries_from_directory(package, f"{SITE}/notebook_deploy")
-            if "__pycache__" not in e.path and not e.path.endswith(".pyc")]
+    return [
+        e
+        for e in entries_from_directory(package, f"{SITE}/notebook_deploy")
+        if "__pycache__" not in e.path and not e.path.endswith(".pyc")
+    ]
 
 
 def python_minor(bundle: Bundle) -> str:
@@ -139,9 +164,25 @@ def download_wheels(requirements: list[str], python: str, platform: str, directo
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing:
         listing.write("\n".join(sorted(set(requirements))) + "\n")
     abi = "cp" + python.replace(".", "")
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(directory),
-               "--python-version", python, "--implementation", "cp", "--abi", abi,
-               *[arg for tag in _PLATFORM_TAGS[platform] for arg in ("--platform", tag)], "-r", listing.name]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--dest",
+        str(directory),
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        *[arg for tag in _PLATFORM_TAGS[platform] for arg in ("--platform", tag)],
+        "-r",
+        listing.name,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     Path(listing.name).unlink()
     if result.returncode != 0:
@@ -159,10 +200,16 @@ def install_wheels(wheels: list[Path], staging: Path) -> None:
     from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile
 
-    scheme = {"purelib": staging / "site", "platlib": staging / "site", "headers": staging / "include",
-              "scripts": staging / "bin", "data": staging / "data"}
-    destination = SchemeDictionaryDestination({k: str(v) for k, v in scheme.items()}, interpreter=INTERPRETER,
-                                              script_kind="posix")
+    scheme = {
+        "purelib": staging / "site",
+        "platlib": staging / "site",
+        "headers": staging / "include",
+        "scripts": staging / "bin",
+        "data": staging / "data",
+    }
+    destination = SchemeDictionaryDestination(
+        {k: str(v) for k, v in scheme.items()}, interpreter=INTERPRETER, script_kind="posix"
+    )
     for wheel in sorted(wheels, key=lambda w: w.name):
         with WheelFile.open(wheel) as source:
             install(source, destination, additional_metadata={"INSTALLER": b"notebook-deploy\n"})
@@ -178,4 +225,3 @@ def _check_python(bundle: Bundle, base: BaseImage) -> None:
             f"{base.reference} has Python {found}, but {bundle.ref} was captured with Python {wanted}: pickles do "
             f"not load across Python versions. Use a python:{wanted} base"
         )
-

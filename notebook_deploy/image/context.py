@@ -19,12 +19,25 @@ from ..bundle import Bundle
 from ..provenance import signer_keys
 from ..store import Store
 from .build import (
-    BUNDLE_DIR, SCRIPTS, SITE, TRUST_DIR, image_settings, install_dependencies, python_minor, runtime_entries,
+    BUNDLE_DIR,
+    SCRIPTS,
+    SITE,
+    TRUST_DIR,
+    image_settings,
+    install_dependencies,
+    python_minor,
+    runtime_entries,
 )
 
 
-def containerize(ref: str | Bundle, output: str | os.PathLike[str], *, base: str | None = None,
-                 platform: str = "linux/amd64", store: Store | str | os.PathLike[str] | None = None) -> Path:
+def containerize(
+    ref: str | Bundle,
+    output: str | os.PathLike[str],
+    *,
+    base: str | None = None,
+    platform: str = "linux/amd64",
+    store: Store | str | os.PathLike[str] | None = None,
+) -> Path:
     """Write a build context for the image that serves ``ref`` into the new folder ``output``."""
     bundle = load(ref, store)
     trusted = signer_keys(bundle, action="build an image of")  # the image's trust store, as in build.image_spec

@@ -41,8 +41,12 @@ def find_credentials(registry: str) -> Credentials | None:
             found = _from_helper(helper, registry)
             if found:
                 return found
-        for key in (registry, f"https://{registry}", f"http://{registry}",
-                    *(["https://index.docker.io/v1/"] if registry == "registry-1.docker.io" else [])):
+        for key in (
+            registry,
+            f"https://{registry}",
+            f"http://{registry}",
+            *(["https://index.docker.io/v1/"] if registry == "registry-1.docker.io" else []),
+        ):
             entry = config.get("auths", {}).get(key)
             if entry:
                 return _from_entry(entry, path)
@@ -79,8 +83,9 @@ def _from_entry(entry: dict, path: Path) -> Credentials | None:
 def _from_helper(helper: str, registry: str) -> Credentials | None:
     """Ask ``docker-credential-<helper>`` (the docker credential helper protocol)."""
     try:
-        result = subprocess.run([f"docker-credential-{helper}", "get"], input=registry, capture_output=True,
-                                text=True, timeout=30)
+        result = subprocess.run(
+            [f"docker-credential-{helper}", "get"], input=registry, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if result.returncode != 0:

@@ -5,8 +5,9 @@ docker-py does not raise, are raised here."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import NotebookDeployError
 from .credentials import find_credentials
@@ -55,4 +56,3 @@ def push_from_daemon(client: Any, target: ImageReference, progress: Progress | N
     if digest is None:
         raise NotebookDeployError(f"the Docker daemon's push of {target} ended without a digest")
     return digest
-

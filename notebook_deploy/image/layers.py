@@ -13,15 +13,15 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Union
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 _EPOCH_1980 = 315532800
 
-Content = Union[bytes, Path]
+Content = bytes | Path
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,9 @@ def build_layer(entries: Iterable[Entry], destination: Path, media_type: str = O
                     tar.addfile(_info(path, tarfile.REGTYPE, entry.mode, len(data), mtime), io.BytesIO(data))
                     written.add(path)
     digest = hashlib.sha256(destination.read_bytes()).hexdigest()
-    return Layer(destination, f"sha256:{digest}", f"sha256:{tar_digest.hexdigest()}",
-                 destination.stat().st_size, media_type)
+    return Layer(
+        destination, f"sha256:{digest}", f"sha256:{tar_digest.hexdigest()}", destination.stat().st_size, media_type
+    )
 
 
 def entries_from_directory(directory: Path, prefix: str) -> list[Entry]:
@@ -80,7 +81,7 @@ def entries_from_directory(directory: Path, prefix: str) -> list[Entry]:
 class HashingWriter(io.RawIOBase):
     """Passes bytes on to ``target`` and hashes them: the tar's digest without a second pass."""
 
-    def __init__(self, target: gzip.GzipFile, digest: "hashlib._Hash") -> None:
+    def __init__(self, target: gzip.GzipFile, digest: hashlib._Hash) -> None:
         self.target = target
         self.digest = digest
         self.position = 0

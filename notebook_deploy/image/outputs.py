@@ -9,8 +9,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .assemble import Image
 from .registry import OCI_INDEX
@@ -36,10 +36,14 @@ def write_oci_layout(image: Image, directory: Path, name: str, fetch_base: Fetch
     index = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest),
-            "annotations": {"org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name},
-        }],
+        "manifests": [
+            {
+                "mediaType": image.media_type,
+                "digest": image.digest,
+                "size": len(image.manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag, "io.containerd.image.name": name},
+            }
+        ],
     }
     (directory / "index.json").write_text(json.dumps(index, sort_keys=True))
     return directory
@@ -50,11 +54,13 @@ def write_image_tar(image: Image, path: Path, name: str, fetch_base: Fetch) -> P
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-image-") as scratch:
         layout = write_oci_layout(image, Path(scratch), name, fetch_base)
         layers = [d["digest"] for d in image.base.layers] + [layer.digest for layer in image.layers]
-        docker_manifest = [{
-            "Config": f"blobs/sha256/{image.config_digest.split(':', 1)[1]}",
-            "RepoTags": [name],
-            "Layers": [f"blobs/sha256/{d.split(':', 1)[1]}" for d in layers],
-        }]
+        docker_manifest = [
+            {
+                "Config": f"blobs/sha256/{image.config_digest.split(':', 1)[1]}",
+                "RepoTags": [name],
+                "Layers": [f"blobs/sha256/{d.split(':', 1)[1]}" for d in layers],
+            }
+        ]
         (layout / "manifest.json").write_text(json.dumps(docker_manifest))
         temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
         with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -70,4 +76,3 @@ def write_image_tar(image: Image, path: Path, name: str, fetch_base: Fetch) -> P
                         tar.addfile(info, f)
         os.replace(temporary, path)
     return path
-

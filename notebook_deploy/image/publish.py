@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .. import audit, display
 from ..api import load
@@ -50,9 +51,11 @@ class PushResult:
         if self.backend == "docker":
             lines = [f"Pushed {self.image}@{self.digest}", "  through   the Docker daemon"]
         else:
-            lines = [f"Pushed {self.image}@{self.digest}",
-                     "  blobs     " + ", ".join(f"{n} {what}" for what, n in counts.items() if n),
-                     f"  uploaded  {display.human_size(self.uploaded_bytes)}"]
+            lines = [
+                f"Pushed {self.image}@{self.digest}",
+                "  blobs     " + ", ".join(f"{n} {what}" for what, n in counts.items() if n),
+                f"  uploaded  {display.human_size(self.uploaded_bytes)}",
+            ]
         return "\n".join(lines + (self.attached.lines() if self.attached else []))
 
 
@@ -61,9 +64,17 @@ def default_base(bundle: Bundle) -> str:
     return f"python:{bundle.manifest['python']['version'].rsplit('.', 1)[0]}-slim"
 
 
-def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
-         backend: str = "auto", store: Store | str | os.PathLike[str] | None = None,
-         progress: Progress | bool | None = None, sign: bool | None = None) -> PushResult:
+def push(
+    ref: str | Bundle,
+    image: str,
+    *,
+    base: str | None = None,
+    platform: str = "linux/amd64",
+    backend: str = "auto",
+    store: Store | str | os.PathLike[str] | None = None,
+    progress: Progress | bool | None = None,
+    sign: bool | None = None,
+) -> PushResult:
     """Build the image that serves bundle ``ref`` on ``base`` (default ``python:3.X-slim``) and push it
     to ``image`` (``registry/repository:tag``). Credentials come from the Docker config or the
     environment. ``backend``: ``"daemonless"`` pushes with the registry API (blobs already there are not
@@ -75,29 +86,49 @@ def push(ref: str | Bundle, image: str, *, base: str | None = None, platform: st
     if progress is True:
         bars = display.ByteBars()
         try:
-            return push(ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars,
-                        sign=sign)
+            return push(
+                ref, image, base=base, platform=platform, backend=backend, store=store, progress=bars, sign=sign
+            )
         finally:
             bars.close()
     try:
         result = _push(ref, image, base, platform, backend, store, progress, sign)
     except BaseException as error:
-        audit.record("push", root=store, reference=image, result="failed", error=f"{type(error).__name__}: {error}"[:500])
+        audit.record(
+            "push", root=store, reference=image, result="failed", error=f"{type(error).__name__}: {error}"[:500]
+        )
         raise
-    audit.record("push", root=store, reference=result.image, digest=result.digest, result="ok", backend=result.backend,
-                 signed_by=result.attached.key_id if result.attached else None)
+    audit.record(
+        "push",
+        root=store,
+        reference=result.image,
+        digest=result.digest,
+        result="ok",
+        backend=result.backend,
+        signed_by=result.attached.key_id if result.attached else None,
+    )
     return result
 
 
-def _push(ref: str | Bundle, image: str, base: str | None, platform: str, backend: str,
-          store: Store | str | os.PathLike[str] | None, progress: Progress | bool | None, sign: bool | None) -> PushResult:
+def _push(
+    ref: str | Bundle,
+    image: str,
+    base: str | None,
+    platform: str,
+    backend: str,
+    store: Store | str | os.PathLike[str] | None,
+    progress: Progress | bool | None,
+    sign: bool | None,
+) -> PushResult:
     client = _daemon(backend)
     target = ImageReference.parse(image)
     key = _signing_key(sign, getattr(store, "root", store))
     bundle = load(ref, store)
     registry = registry_for(target)
     with _building(bundle, base, platform) as (built, base_registry, fetch, work):
-        sizes = {d["digest"]: d["size"] for d in built.base.layers} | {l.digest: l.size for l in built.layers}
+        sizes = {d["digest"]: d["size"] for d in built.base.layers} | {
+            layer.digest: layer.size for layer in built.layers
+        }
         sizes[built.config_digest] = len(built.config)
         if client is not None:
             load_image(client, write_image_tar(built, work / "image.tar", str(target), fetch))
@@ -109,7 +140,9 @@ def _push(ref: str | Bundle, image: str, base: str | None, platform: str, backen
             manifest, media_type = built.manifest, built.media_type
         subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
         try:
-            result.attached = attach(registry, target, subject, bundle, dependency_site(work), built.base, platform, key)
+            result.attached = attach(
+                registry, target, subject, bundle, dependency_site(work), built.base, platform, key
+            )
         except Exception as error:
             raise ImageAttachError(
                 f"Pushed {target}@{result.digest}, but attaching its SBOM, provenance and signature failed: {error}. "
@@ -125,14 +158,23 @@ def _signing_key(sign: bool | None, root: str | os.PathLike[str] | None) -> Sign
         return None
     key = default_signing_key(root)
     if key is None and sign:
-        raise NotebookDeployError("no signing key to sign the image with: create one with "
-                                  "`notebook-deploy signing-key create`, or push with --no-sign")
+        raise NotebookDeployError(
+            "no signing key to sign the image with: create one with "
+            "`notebook-deploy signing-key create`, or push with --no-sign"
+        )
     return key
 
 
-def export_image(ref: str | Bundle, output: str | os.PathLike[str], *, name: str, base: str | None = None,
-                 platform: str = "linux/amd64", layout: bool = False,
-                 store: Store | str | os.PathLike[str] | None = None) -> Path:
+def export_image(
+    ref: str | Bundle,
+    output: str | os.PathLike[str],
+    *,
+    name: str,
+    base: str | None = None,
+    platform: str = "linux/amd64",
+    layout: bool = False,
+    store: Store | str | os.PathLike[str] | None = None,
+) -> Path:
     """Build the image and write it to ``output``: a tar for ``docker load`` and OCI tools, or with
     ``layout`` an OCI layout directory. ``name`` is the ``repository:tag`` it is loaded as."""
     with _building(load(ref, store), base, platform) as (built, _, fetch, _work):
@@ -140,9 +182,17 @@ def export_image(ref: str | Bundle, output: str | os.PathLike[str], *, name: str
         return write(built, Path(output), name, fetch)
 
 
-def build_image(ref: str | Bundle, image: str, *, base: str | None = None, platform: str = "linux/amd64",
-                backend: str = "auto", output: str | os.PathLike[str] | None = None, layout: bool = False,
-                store: Store | str | os.PathLike[str] | None = None) -> str:
+def build_image(
+    ref: str | Bundle,
+    image: str,
+    *,
+    base: str | None = None,
+    platform: str = "linux/amd64",
+    backend: str = "auto",
+    output: str | os.PathLike[str] | None = None,
+    layout: bool = False,
+    store: Store | str | os.PathLike[str] | None = None,
+) -> str:
     """Build the image that serves ``ref`` without pushing it. With a Docker daemon (``backend`` docker,
     or auto when one answers) it is loaded into the daemon as ``image`` and its name is returned;
     otherwise it is written to ``output`` (a tar for ``docker load``, or an OCI layout folder with
@@ -163,12 +213,16 @@ def _daemon(backend: str) -> Any:
         raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
     client = docker_client() if backend != "daemonless" else None
     if backend == "docker" and client is None:
-        raise NotebookDeployError("no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'")
+        raise NotebookDeployError(
+            "no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'"
+        )
     return client
 
 
 @contextmanager
-def _building(bundle: Bundle, base: str | None, platform: str) -> Iterator[tuple[Image, Registry, Callable[[str], bytes], Path]]:
+def _building(
+    bundle: Bundle, base: str | None, platform: str
+) -> Iterator[tuple[Image, Registry, Callable[[str], bytes], Path]]:
     """Build the bundle's image on ``base`` in a scratch folder; yield it, the base's registry, a reader
     of the base's blobs, and the folder (removed afterwards)."""
     base_ref = ImageReference.parse(base or default_base(bundle))

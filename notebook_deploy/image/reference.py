@@ -27,7 +27,7 @@ def insecure_registries() -> set[str]:
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (``name[:port]``, ``[v6]:port`` or a URL's netloc) is this machine."""
     if host.startswith("["):  # [::1]:5000
-        host = host[1:host.index("]")]
+        host = host[1 : host.index("]")]
     elif host.count(":") == 1:
         host = host.rsplit(":", 1)[0]
     if host == "localhost" or host.endswith(".localhost"):
@@ -42,8 +42,6 @@ class ImageReferenceError(NotebookDeployError):
     """An image reference that cannot be parsed."""
 
 
-
-
 @dataclass(frozen=True)
 class ImageReference:
     """A parsed image reference. ``str()`` gives it back in full (``host/repo:tag``)."""
@@ -54,7 +52,7 @@ class ImageReference:
     digest: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "ImageReference":
+    def parse(cls, text: str) -> ImageReference:
         """Parse ``text``; a first component with a ``.`` or ``:`` or ``localhost`` names the registry."""
         rest, _, digest_text = text.partition("@")
         digest = digest_text or None
@@ -94,7 +92,7 @@ class ImageReference:
             return "http"
         return "http" if is_loopback(self.registry) else "https"
 
-    def with_tag(self, tag: str) -> "ImageReference":
+    def with_tag(self, tag: str) -> ImageReference:
         return ImageReference(self.registry, self.repository, tag, None)
 
     def __str__(self) -> str:

@@ -20,9 +20,10 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urljoin, urlparse
 
 import requests
@@ -71,7 +72,7 @@ class Blob:
         if self.data is None and self.fetch is not None:
             object.__setattr__(self, "data", self.fetch())
         if self.data is not None:
-            return self.data[offset:offset + length]
+            return self.data[offset : offset + length]
         if self.path is None:
             raise ValueError(f"blob {self.digest} has no content to upload")
         with open(self.path, "rb") as f:
@@ -112,16 +113,24 @@ class Registry:
             return response.status_code == 200
         raise self._error(response, f"checking blob {digest[:19]} in {repository}")
 
-    def push_blob(self, repository: str, blob: Blob, *, mount_from: str | None = None,
-                  progress: Progress | None = None, chunk_size: int = CHUNK_SIZE) -> str:
+    def push_blob(
+        self,
+        repository: str,
+        blob: Blob,
+        *,
+        mount_from: str | None = None,
+        progress: Progress | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> str:
         """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``."""
         if self.blob_exists(repository, blob.digest, for_push=True):
             _report(progress, blob.size, blob.size)
             return "exists"
         if mount_from and mount_from != repository:
             scopes = _push(repository) + _pull(mount_from)
-            response = self._request("POST", f"/v2/{repository}/blobs/uploads/?mount={blob.digest}&from={mount_from}",
-                                     scopes)
+            response = self._request(
+                "POST", f"/v2/{repository}/blobs/uploads/?mount={blob.digest}&from={mount_from}", scopes
+            )
             if response.status_code == 201:
                 _report(progress, blob.size, blob.size)
                 return "mounted"
@@ -137,8 +146,15 @@ class Registry:
             raise self._error(response, f"reading blob {digest[:19]} of {repository}")
         return response.content
 
-    def _upload(self, repository: str, blob: Blob, progress: Progress | None, chunk_size: int,
-                opened: requests.Response | None = None, restarted: bool = False) -> None:
+    def _upload(
+        self,
+        repository: str,
+        blob: Blob,
+        progress: Progress | None,
+        chunk_size: int,
+        opened: requests.Response | None = None,
+        restarted: bool = False,
+    ) -> None:
         scopes = _push(repository)
         response = opened or self._request("POST", f"/v2/{repository}/blobs/uploads/", scopes)
         if response.status_code != 202:
@@ -151,8 +167,11 @@ class Registry:
         offset = 0
         while offset < blob.size:
             chunk = blob.read(offset, min(chunk_size, blob.size - offset))
-            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk)),
-                       "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(chunk)),
+                "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+            }
             try:
                 response = self._request("PATCH", location, scopes, data=chunk, headers=headers, retries=0)
             except _Unreachable:
@@ -173,8 +192,13 @@ class Registry:
 
     def _close_upload(self, location: str, blob: Blob, scopes: list[str], body: bytes) -> None:
         separator = "&" if urlparse(location).query else "?"
-        response = self._request("PUT", f"{location}{separator}digest={blob.digest}", scopes, data=body,
-                                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(body))})
+        response = self._request(
+            "PUT",
+            f"{location}{separator}digest={blob.digest}",
+            scopes,
+            data=body,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(body))},
+        )
         if response.status_code != 201:
             raise self._error(response, f"finishing the upload of {blob.digest[:19]}")
         stored = response.headers.get("Docker-Content-Digest")
@@ -196,17 +220,24 @@ class Registry:
         """The descriptors of the manifests whose subject is ``digest`` (of ``artifact_type``), or None
         where the registry has no referrers API (distribution 2.8 answers 404)."""
         query = f"?artifactType={quote(artifact_type, safe='')}" if artifact_type else ""  # its "+" is not a space
-        response = self._request("GET", f"/v2/{repository}/referrers/{digest}{query}", _pull(repository),
-                                 headers={"Accept": OCI_INDEX})
+        response = self._request(
+            "GET", f"/v2/{repository}/referrers/{digest}{query}", _pull(repository), headers={"Accept": OCI_INDEX}
+        )
         if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(OCI_INDEX):
             return None
         found = response.json().get("manifests") or []
         return [m for m in found if artifact_type is None or m.get("artifactType") == artifact_type]
 
-    def _put_manifest(self, repository: str, reference: str, body: bytes,
-                      media_type: str) -> tuple[str, requests.Response]:
-        response = self._request("PUT", f"/v2/{repository}/manifests/{reference}", _push(repository), data=body,
-                                 headers={"Content-Type": media_type})
+    def _put_manifest(
+        self, repository: str, reference: str, body: bytes, media_type: str
+    ) -> tuple[str, requests.Response]:
+        response = self._request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            _push(repository),
+            data=body,
+            headers={"Content-Type": media_type},
+        )
         if response.status_code != 201:
             raise self._error(response, f"storing the manifest {repository}:{reference}")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -217,15 +248,27 @@ class Registry:
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The manifest or index bytes and media type of ``repository:reference``."""
-        response = self._request("GET", f"/v2/{repository}/manifests/{reference}", _pull(repository),
-                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        response = self._request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            _pull(repository),
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )
         if response.status_code != 200:
             raise self._error(response, f"reading the manifest of {repository}:{reference}")
         return response.content, response.headers.get("Content-Type", "").split(";")[0]
 
     # -- transport --------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, scopes: list[str], *, retries: int | None = None,
-                 headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        scopes: list[str],
+        *,
+        retries: int | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         url = path if path.startswith(("http://", "https://")) else self.base + path
         attempts = (self.retries if retries is None else retries) + 1
         authenticated = False
@@ -235,9 +278,14 @@ class Registry:
                 # credentials go to the registry's own origin only: an upload Location elsewhere gets none
                 # (redirects that requests follows drop them on a change of host, port or scheme itself)
                 own = _origin(url) == _origin(self.base)
-                response = self._session.request(method, url, headers={**(headers or {}), **(self._auth(scopes) if own else {})},
-                                                 timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"),
-                                                 **kwargs)
+                response = self._session.request(
+                    method,
+                    url,
+                    headers={**(headers or {}), **(self._auth(scopes) if own else {})},
+                    timeout=self.timeout,
+                    allow_redirects=method in ("GET", "HEAD"),
+                    **kwargs,
+                )
             except (requests.ConnectionError, requests.Timeout) as error:
                 attempt += 1
                 if attempt >= attempts:
@@ -282,8 +330,10 @@ class Registry:
             self._basic = True
             return
         if scheme != "bearer" or "realm" not in params:
-            raise RegistryAuthError(f"{self.host} asks for an authentication this client does not know: "
-                                    f"{response.headers.get('WWW-Authenticate')!r}")
+            raise RegistryAuthError(
+                f"{self.host} asks for an authentication this client does not know: "
+                f"{response.headers.get('WWW-Authenticate')!r}"
+            )
         realm = urlparse(params["realm"])
         if self.credentials and realm.scheme != "https" and not (realm.scheme == "http" and is_loopback(realm.netloc)):
             raise RegistryAuthError(
@@ -296,14 +346,18 @@ class Registry:
         try:
             answer = self._session.get(params["realm"], params=query, auth=auth, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout) as error:
-            raise RegistryAuthError(f"the token server of {self.host} ({params['realm']}) did not answer: {error}") from None
+            raise RegistryAuthError(
+                f"the token server of {self.host} ({params['realm']}) did not answer: {error}"
+            ) from None
         if answer.status_code == 401:
             raise RegistryAuthError(
                 f"{self.host} refused the username and password for {self.credentials.username if self.credentials else 'anonymous access'}"
                 f": {_message(answer)}. Check the credentials in ~/.docker/config.json or REGISTRY_USERNAME/PASSWORD"
             )
         if answer.status_code != 200:
-            raise RegistryAuthError(f"the token server of {self.host} answered {answer.status_code}: {_message(answer)}")
+            raise RegistryAuthError(
+                f"the token server of {self.host} answered {answer.status_code}: {_message(answer)}"
+            )
         body = answer.json()
         self._tokens[tuple(scopes)] = body.get("token") or body.get("access_token")
 
@@ -353,8 +407,9 @@ def _range_end(response: requests.Response) -> int:
     """The last byte the registry holds, from ``Range: 0-N`` (inclusive)."""
     match = re.match(r"^(?:bytes=)?0-(\d+)$", response.headers.get("Range", ""))
     if not match:
-        raise RegistryError(f"the registry answered an upload chunk without a valid Range header: "
-                            f"{response.headers.get('Range')!r}")
+        raise RegistryError(
+            f"the registry answered an upload chunk without a valid Range header: {response.headers.get('Range')!r}"
+        )
     return int(match.group(1))
 
 
@@ -377,7 +432,7 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
         for scheme, params in parsed:
             if scheme == wanted:
                 return scheme, params
-    return (parsed[0] if parsed else ("", {}))
+    return parsed[0] if parsed else ("", {})
 
 
 def _message(response: requests.Response) -> str:

@@ -38,13 +38,18 @@ def image_sbom(site: Path, image: str, digest: str, created: str) -> bytes:
     components = [_component(d.metadata["Name"], d.version) for d in metadata.distributions(path=[str(site)])]
     components.append(_component(RUNTIME, __version__))  # its source files are the runtime layer
     host, _, repository = image.partition("/")
-    subject = Component(name=repository.rsplit("/", 1)[-1], version=digest, type=ComponentType.CONTAINER,
-                        bom_ref=f"{image}@{digest}",
-                        purl=PackageURL("oci", None, repository.rsplit("/", 1)[-1], digest,
-                                        {"repository_url": image}))
-    bom = Bom(components=sorted(components, key=lambda c: str(c.bom_ref)),
-              serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"{image}@{digest}"),
-              metadata=BomMetaData(component=subject, timestamp=datetime.fromisoformat(created)))
+    subject = Component(
+        name=repository.rsplit("/", 1)[-1],
+        version=digest,
+        type=ComponentType.CONTAINER,
+        bom_ref=f"{image}@{digest}",
+        purl=PackageURL("oci", None, repository.rsplit("/", 1)[-1], digest, {"repository_url": image}),
+    )
+    bom = Bom(
+        components=sorted(components, key=lambda c: str(c.bom_ref)),
+        serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"{image}@{digest}"),
+        metadata=BomMetaData(component=subject, timestamp=datetime.fromisoformat(created)),
+    )
     bom.register_dependency(subject, bom.components)
     return JsonV1Dot6(bom).output_as_string(indent=None).encode()
 
@@ -59,8 +64,9 @@ def check_sbom(document: bytes) -> dict[str, Any]:
     problem = JsonStrictValidator(version).validate_str(document.decode())
     if problem is not None:
         message = getattr(problem.data, "message", str(problem.data))
-        raise NotebookDeployError(f"the SBOM does not validate against the CycloneDX {version.to_version()} "
-                                  f"schema: {message}")
+        raise NotebookDeployError(
+            f"the SBOM does not validate against the CycloneDX {version.to_version()} schema: {message}"
+        )
     return parsed
 
 

@@ -27,12 +27,23 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..bundle import compact_json
 from ..errors import NotebookDeployError
-from . import sbom
 from ..provenance import signed_statement
 from ..provenance import statement as bundle_statement
 from ..signing import TrustedKey, TrustStore, envelope, envelope_signers, key_id, verify_signature
-from .attachments import (DSSE, IN_TOTO, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING, Layer, b64,
-                          push_attachment, push_signature, read_attached, simple_signing_payload)
+from . import sbom
+from .attachments import (
+    DSSE,
+    IN_TOTO,
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_TYPE,
+    SIMPLE_SIGNING,
+    Layer,
+    b64,
+    push_attachment,
+    push_signature,
+    read_attached,
+    simple_signing_payload,
+)
 from .reference import ImageReference
 from .registry import Registry, RegistryError, registry_for
 
@@ -65,10 +76,16 @@ class Attached:
     def lines(self) -> list[str]:
         """The lines of the push summary."""
         signed = f"signed by key {self.key_id}" if self.key_id else "unsigned: no signing key"
-        return [f"  {'sbom':<11}{self.packages} Python packages (CycloneDX) at {self.sbom}",
-                f"  {'provenance':<11}in-toto SLSA statement ({signed}) at {self.provenance}",
-                f"  {'signature':<11}" + (f"cosign, key {self.key_id}, at {self.signature}" if self.signature else
-                                          "none: create a key with `notebook-deploy signing-key create`")]
+        return [
+            f"  {'sbom':<11}{self.packages} Python packages (CycloneDX) at {self.sbom}",
+            f"  {'provenance':<11}in-toto SLSA statement ({signed}) at {self.provenance}",
+            f"  {'signature':<11}"
+            + (
+                f"cosign, key {self.key_id}, at {self.signature}"
+                if self.signature
+                else "none: create a key with `notebook-deploy signing-key create`"
+            ),
+        ]
 
 
 @dataclass
@@ -84,18 +101,26 @@ class ImageVerification:
     found: dict[str, str] = field(default_factory=dict)  # sig/att/sbom -> where it was found
 
     def __str__(self) -> str:
-        return (f"Verified {self.image}@{self.digest}\n"
-                f"  signature  cosign simple-signing, key {self.key_id} ({self.found.get('sig')})\n"
-                f"  provenance bundle {self.bundle} {self.bundle_digest} ({self.found.get('att')})\n"
-                f"  sbom       {self.packages} Python packages, valid CycloneDX ({self.found.get('sbom')})")
+        return (
+            f"Verified {self.image}@{self.digest}\n"
+            f"  signature  cosign simple-signing, key {self.key_id} ({self.found.get('sig')})\n"
+            f"  provenance bundle {self.bundle} {self.bundle_digest} ({self.found.get('att')})\n"
+            f"  sbom       {self.packages} Python packages, valid CycloneDX ({self.found.get('sbom')})"
+        )
 
 
-def image_provenance(bundle: Bundle, image: str, digest: str, base: BaseImage, platform: str,
-                     sbom_layer: Layer) -> dict[str, Any]:
+def image_provenance(
+    bundle: Bundle, image: str, digest: str, base: BaseImage, platform: str, sbom_layer: Layer
+) -> dict[str, Any]:
     """The in-toto statement (SLSA v1 provenance) of the image ``image`` (``host/repository``) with
     manifest ``digest``, built from ``bundle`` on ``base``."""
-    dependencies = [{"name": "bundle", "uri": f"notebook-deploy:bundle/{bundle.ref}",
-                     "digest": {"sha256": _hex(bundle.manifest["digest"])}}]
+    dependencies = [
+        {
+            "name": "bundle",
+            "uri": f"notebook-deploy:bundle/{bundle.ref}",
+            "digest": {"sha256": _hex(bundle.manifest["digest"])},
+        }
+    ]
     if base.digest:
         dependencies.append({"name": "base", "uri": f"oci://{base.reference}", "digest": {"sha256": _hex(base.digest)}})
     # what made the bundle (notebook, recipe, data files, lock), as the bundle's own statement names it
@@ -107,23 +132,36 @@ def image_provenance(bundle: Bundle, image: str, digest: str, base: BaseImage, p
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"bundle": bundle.ref, "bundleDigest": bundle.manifest["digest"],
-                                       "base": str(base.reference), "platform": platform},
+                "externalParameters": {
+                    "bundle": bundle.ref,
+                    "bundleDigest": bundle.manifest["digest"],
+                    "base": str(base.reference),
+                    "platform": platform,
+                },
                 "internalParameters": {"python": bundle.manifest["python"]["version"]},
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {
                 "builder": {"id": BUILDER},
                 "metadata": {"invocationId": f"{image}@{digest}"},
-                "byproducts": [{"name": "sbom", "mediaType": sbom.MEDIA_TYPE,
-                                "digest": {"sha256": _hex(sbom_layer.digest)}}],
+                "byproducts": [
+                    {"name": "sbom", "mediaType": sbom.MEDIA_TYPE, "digest": {"sha256": _hex(sbom_layer.digest)}}
+                ],
             },
         },
     }
 
 
-def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], bundle: Bundle, site: Path,
-           base: BaseImage, platform: str, key: SigningKey | None) -> Attached:
+def attach(
+    registry: Registry,
+    target: ImageReference,
+    subject: dict[str, Any],
+    bundle: Bundle,
+    site: Path,
+    base: BaseImage,
+    platform: str,
+    key: SigningKey | None,
+) -> Attached:
     """Attach the SBOM, the provenance and (with ``key``) the signature to the pushed image whose
     manifest descriptor is ``subject``. Raises if any step fails; nothing is signed before the rest is there."""
     image = f"{target.registry}/{target.repository}"
@@ -134,8 +172,11 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     done.packages = len(json.loads(document)["components"])
     done.sbom = push_attachment(registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer])
     statement = compact_json(image_provenance(bundle, image, digest, base, platform, sbom_layer))
-    wrapped = envelope(IN_TOTO, statement, key) if key else {"payloadType": IN_TOTO, "payload": b64(statement),
-                                                             "signatures": []}
+    wrapped = (
+        envelope(IN_TOTO, statement, key)
+        if key
+        else {"payloadType": IN_TOTO, "payload": b64(statement), "signatures": []}
+    )
     layers = [Layer(compact_json(wrapped), DSSE, {"predicateType": SLSA_PROVENANCE})]
     signed_bundle = signed_statement(bundle)  # the bundle's own statement, signed at capture: attached as it is
     if signed_bundle is not None:
@@ -143,13 +184,21 @@ def attach(registry: Registry, target: ImageReference, subject: dict[str, Any], 
     done.provenance = push_attachment(registry, target.repository, subject, "att", IN_TOTO, layers)
     if key is not None:
         payload = simple_signing_payload(image, digest, {KEY_ID_ANNOTATION: key.key_id})
-        done.signature = push_signature(registry, target.repository, digest,
-                                        Layer(payload, SIMPLE_SIGNING, {SIGNATURE_ANNOTATION: b64(key.sign(payload))}))
+        done.signature = push_signature(
+            registry,
+            target.repository,
+            digest,
+            Layer(payload, SIMPLE_SIGNING, {SIGNATURE_ANNOTATION: b64(key.sign(payload))}),
+        )
     return done
 
 
-def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: TrustStore | None = None,
-                 registry: Registry | None = None) -> ImageVerification:
+def verify_image(
+    image: str,
+    key: str | os.PathLike[str] | None = None,
+    trust: TrustStore | None = None,
+    registry: Registry | None = None,
+) -> ImageVerification:
     """Check ``image``'s cosign signature against the trust store (or only the public key file
     ``key``), that it names the image's manifest digest, that its provenance is signed by the same key,
     names that digest and a bundle digest equal to the image's label, and that its SBOM is the one the
@@ -160,14 +209,17 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: T
     digest = _digest_of(registry, reference)
     keys = _GivenKey(Path(key)) if key is not None else trust or TrustStore()
     if not keys.list():
-        raise ImageVerificationError("no trusted key to verify with: add the signer's public key with "
-                                     "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass --key PUB")
+        raise ImageVerificationError(
+            "no trusted key to verify with: add the signer's public key with "
+            "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass --key PUB"
+        )
     shown = f"{name}@{digest}"
     signed = read_attached(registry, reference.repository, digest, "sig")
     if signed is None:
         raise ImageVerificationError(
             f"{shown} is unsigned: no signature exists at {name}:{digest.replace(':', '-')}.sig. Push it with a "
-            "signing key (`notebook-deploy signing-key create`, then `notebook-deploy push`)")
+            "signing key (`notebook-deploy signing-key create`, then `notebook-deploy push`)"
+        )
     found = {"sig": signed[0]}
     signer_id = None
     other_digests = []
@@ -175,8 +227,9 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: T
         if descriptor.get("mediaType") != SIMPLE_SIGNING:
             continue
         signature = _b64decode(descriptor.get("annotations", {}).get(SIGNATURE_ANNOTATION, ""))
-        signer = next((k.key_id for k in keys.list() if signature and verify_signature(k.public_pem, payload, signature)),
-                      None)
+        signer = next(
+            (k.key_id for k in keys.list() if signature and verify_signature(k.public_pem, payload, signature)), None
+        )
         if signer is None:
             continue
         critical = _json(payload, "signature payload").get("critical", {})
@@ -190,11 +243,13 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: T
         if other_digests:
             raise ImageVerificationError(
                 f"{shown}: its signature is for another image ({', '.join(other_digests)}), not this manifest "
-                "digest: the tag was moved to an image that was not signed, or a signature was copied")
+                "digest: the tag was moved to an image that was not signed, or a signature was copied"
+            )
         raise ImageVerificationError(
             f"{shown}: no signature at {found['sig']} verifies with a trusted key "
             f"({', '.join(k.key_id for k in keys.list())}). Trust the signer's public key with "
-            "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass it with --key")
+            "`notebook-deploy trust add PUBLIC_KEY_FILE`, or pass it with --key"
+        )
 
     attested = read_attached(registry, reference.repository, digest, "att", IN_TOTO)
     if attested is None:
@@ -204,17 +259,27 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: T
     build = statement.get("predicate", {}).get("buildDefinition", {})
     bundle_digest = build.get("externalParameters", {}).get("bundleDigest", "")
     labelled = _labels(registry, reference.repository, digest).get("io.notebook-deploy.digest")
-    if not bundle_digest or labelled != bundle_digest or not any(
-            d.get("digest", {}).get("sha256") == _hex(bundle_digest) for d in build.get("resolvedDependencies", [])):
-        raise ImageVerificationError(f"{shown}: the provenance names bundle digest {bundle_digest or 'none'}, "
-                                     f"but the image is labelled {labelled}")
+    if (
+        not bundle_digest
+        or labelled != bundle_digest
+        or not any(
+            d.get("digest", {}).get("sha256") == _hex(bundle_digest) for d in build.get("resolvedDependencies", [])
+        )
+    ):
+        raise ImageVerificationError(
+            f"{shown}: the provenance names bundle digest {bundle_digest or 'none'}, "
+            f"but the image is labelled {labelled}"
+        )
 
     listed = read_attached(registry, reference.repository, digest, "sbom", sbom.MEDIA_TYPE)
     if listed is None:
         raise ImageVerificationError(f"{shown} has no SBOM attached (sha256-….sbom or referrers)")
     found["sbom"] = listed[0]
-    expected = {b.get("digest", {}).get("sha256") for b in statement["predicate"].get("runDetails", {}).get("byproducts", [])
-                if b.get("name") == "sbom"}
+    expected = {
+        b.get("digest", {}).get("sha256")
+        for b in statement["predicate"].get("runDetails", {}).get("byproducts", [])
+        if b.get("name") == "sbom"
+    }
     documents = [data for descriptor, data in listed[1] if descriptor["digest"].split(":")[1] in expected]
     if not documents:
         raise ImageVerificationError(f"{shown}: the attached SBOM is not the one its signed provenance names")
@@ -222,9 +287,15 @@ def verify_image(image: str, key: str | os.PathLike[str] | None = None, trust: T
         parsed = sbom.check_sbom(documents[0])
     except NotebookDeployError as error:
         raise ImageVerificationError(f"{shown}: {error}") from None
-    return ImageVerification(name, digest, signer_id, bundle_digest,
-                             str(build.get("externalParameters", {}).get("bundle", "")),
-                             len(parsed.get("components", [])), found)
+    return ImageVerification(
+        name,
+        digest,
+        signer_id,
+        bundle_digest,
+        str(build.get("externalParameters", {}).get("bundle", "")),
+        len(parsed.get("components", [])),
+        found,
+    )
 
 
 class _GivenKey:
@@ -244,8 +315,9 @@ class _GivenKey:
         return self.key if identifier == self.key.key_id else None
 
 
-def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], keys: Any, signer: str, digest_hex: str,
-                      shown: str) -> dict[str, Any]:
+def _signed_statement(
+    layers: list[tuple[dict[str, Any], bytes]], keys: Any, signer: str, digest_hex: str, shown: str
+) -> dict[str, Any]:
     """The statement about the image (``digest_hex`` among its subjects) in a DSSE envelope that the
     image's signer signed. (The bundle's own statement, attached beside it, is about the bundle.)"""
     about: list[str] = []
@@ -261,7 +333,8 @@ def _signed_statement(layers: list[tuple[dict[str, Any], bytes]], keys: Any, sig
             return statement
     raise ImageVerificationError(
         f"{shown}: no provenance statement about this image is signed by the key that signed it ({signer})"
-        + (f"; the attached statements are about sha256:{', sha256:'.join(about)}" if about else ""))
+        + (f"; the attached statements are about sha256:{', sha256:'.join(about)}" if about else "")
+    )
 
 
 def _digest_of(registry: Registry, reference: ImageReference) -> str:

@@ -32,8 +32,18 @@ from ..store import Store
 
 _HASH_LIMIT = 256 * 1024 * 1024  # larger files are hashed at capture time, not at every read
 _IMPORT_MACHINERY = {"importlib", "pkgutil", "zoneinfo", "encodings", "linecache", "inspect", "traceback"}
-_IGNORED_PREFIXES = tuple({sys.prefix, sys.base_prefix, "/proc", "/sys", "/dev", "/etc/", str(Path.home() / ".ipython"),
-                           str(Path.home() / ".local" / "share" / "jupyter")})
+_IGNORED_PREFIXES = tuple(
+    {
+        sys.prefix,
+        sys.base_prefix,
+        "/proc",
+        "/sys",
+        "/dev",
+        "/etc/",
+        str(Path.home() / ".ipython"),
+        str(Path.home() / ".local" / "share" / "jupyter"),
+    }
+)
 
 
 class SessionRecorder:
@@ -93,7 +103,8 @@ class SessionRecorder:
             observed.rng_drawn = {lib for lib, state in rng.items() if self._rng_before.get(lib, state) != state}
             observed.cwd_after = os.getcwd()
             observed.modules = observing.first_loaded(self._modules_before) | observing.value_modules(
-                namespace, observed.changed | rebound)
+                namespace, observed.changed | rebound
+            )
         finally:
             self._busy = False
 
@@ -272,9 +283,17 @@ def capture_variable(
         if data is None and feature_count(model) is None:
             raise NotebookDeployError(no_sample_message(model, observed, looked))
     bundle = capture(
-        model, name=name, sample=head(as_rows(data), 5) if data is not None else None, sample_source=source,
-        history=history, variable=variable, include_data=include_data, reference_data=reference_data,
-        keep_fetched=keep_fetched, allow_secrets=allow_secrets, store=store,
+        model,
+        name=name,
+        sample=head(as_rows(data), 5) if data is not None else None,
+        sample_source=source,
+        history=history,
+        variable=variable,
+        include_data=include_data,
+        reference_data=reference_data,
+        keep_fetched=keep_fetched,
+        allow_secrets=allow_secrets,
+        store=store,
     )
     return bundle, [f"not the sample: {reason}" for reason in looked]
 
@@ -289,17 +308,28 @@ def _guess_sample(
 
     found = None
     for node in cell_nodes(sources):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("fit", "partial_fit", "fit_transform")
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == variable
-                and node.args and isinstance(node.args[0], ast.Name)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("fit", "partial_fit", "fit_transform")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == variable
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+        ):
             found = node.args[0].id
     if found is None or found not in namespace:
         return None, None, (f"the cells have no {variable}.fit(NAME, ...) call with a name still defined",)
     problem = _refused(model, namespace[found])
     if problem:
-        return None, None, (f"{found}, the first argument of {variable}.fit in the cells' text, is not what the "
-                            f"model takes now ({problem}): it was probably rebound after the fit",)
+        return (
+            None,
+            None,
+            (
+                f"{found}, the first argument of {variable}.fit in the cells' text, is not what the "
+                f"model takes now ({problem}): it was probably rebound after the fit",
+            ),
+        )
     return namespace[found], f"the first rows of {found}, the first argument of {variable}.fit in the cells' text", ()
 
 
@@ -352,10 +382,16 @@ class DeployMagics(Magics):
     @argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
     @argument("--include-data", action="store_true", help="(the default now: kept so older notebooks still run)")
     @argument("--no-data", action="store_true", help="store no copies of the data files, only their paths and sha256")
-    @argument("--reference-data", action="store_true",
-              help="record data files above the 10 MiB cap by path and sha256 instead of refusing")
-    @argument("--keep-fetched", action="store_true",
-              help="keep the bytes of the URLs the recipe fetches in the bundle, for its replay")
+    @argument(
+        "--reference-data",
+        action="store_true",
+        help="record data files above the 10 MiB cap by path and sha256 instead of refusing",
+    )
+    @argument(
+        "--keep-fetched",
+        action="store_true",
+        help="keep the bytes of the URLs the recipe fetches in the bundle, for its replay",
+    )
     @argument("--allow-secrets", action="store_true", help="capture even if the recipe seems to hold credentials")
     @argument("--panel", action="store_true", help="show the deploy panel (MODEL, if given, is preselected)")
     @line_magic
@@ -374,16 +410,23 @@ class DeployMagics(Magics):
 
             return DeployPanel(self.shell.user_ns, shell=self.shell, model=args.model)
         if args.model is None:
-            print("%deploy: name the model's variable (%deploy clf), or show the panel with %deploy --panel",
-                  file=sys.stderr)
+            print(
+                "%deploy: name the model's variable (%deploy clf), or show the panel with %deploy --panel",
+                file=sys.stderr,
+            )
             return None
         sample = args.sample
         if sample and len(sample) > 1 and sample[0] == sample[-1] and sample[0] in "'\"":
             sample = sample[1:-1]  # IPython's splitter keeps the quotes of --sample "X[:5, [0, 2]]"
         try:
             bundle, notes = deploy_from_kernel(
-                self.shell, args.model, name=args.name, sample=sample,
-                include_data=not args.no_data, reference_data=args.reference_data, keep_fetched=args.keep_fetched,
+                self.shell,
+                args.model,
+                name=args.name,
+                sample=sample,
+                include_data=not args.no_data,
+                reference_data=args.reference_data,
+                keep_fetched=args.keep_fetched,
                 allow_secrets=args.allow_secrets,
             )
         except NotebookDeployError as error:

@@ -6,7 +6,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
 from typing import Any
 
 from ..bundle import Bundle
@@ -54,13 +53,27 @@ def deploy_notebook(
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-run-") as scratch:
         result = Path(scratch, "result.json")
         notebook.cells.insert(0, nbformat.v4.new_code_cell("%load_ext notebook_deploy"))
-        notebook.cells.append(nbformat.v4.new_code_cell(_CAPTURE_CELL.format(
-            variable=model, name=name, sample=sample, include_data=include_data, reference_data=reference_data,
-            keep_fetched=keep_fetched,
-            allow_secrets=allow_secrets, store=str(store.root), result=str(result),
-        )))
-        client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name,
-                                resources={"metadata": {"path": str(path.resolve().parent)}})
+        notebook.cells.append(
+            nbformat.v4.new_code_cell(
+                _CAPTURE_CELL.format(
+                    variable=model,
+                    name=name,
+                    sample=sample,
+                    include_data=include_data,
+                    reference_data=reference_data,
+                    keep_fetched=keep_fetched,
+                    allow_secrets=allow_secrets,
+                    store=str(store.root),
+                    result=str(result),
+                )
+            )
+        )
+        client = NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name=kernel_name,
+            resources={"metadata": {"path": str(path.resolve().parent)}},
+        )
         saved_counts = [c.get("execution_count") for c in notebook.cells if c.cell_type == "code"]
         try:
             # JPY_SESSION_NAME, as Jupyter sets it for a notebook's kernel: the bundle's provenance names the notebook

@@ -16,8 +16,9 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Callable
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -37,8 +38,11 @@ _LOG_TAIL = 4000
 
 def looks_like_data(value: Any) -> bool:
     """A NumPy array, a DataFrame or a non-empty list: what can be a capture's sample."""
-    return (isinstance(value, np.ndarray) and value.ndim >= 1) or _is_dataframe(value) or (
-        isinstance(value, list) and bool(value))
+    return (
+        (isinstance(value, np.ndarray) and value.ndim >= 1)
+        or _is_dataframe(value)
+        or (isinstance(value, list) and bool(value))
+    )
 
 
 def looks_like_model(value: Any) -> bool:
@@ -60,8 +64,9 @@ class DeployPanel(widgets.VBox):
     ``busy`` tells whether an action is running and ``wait()`` waits for them; ``bundle``, ``server`` and
     ``task`` are the last captured bundle, the running server and the last push (a ``Task``)."""
 
-    def __init__(self, namespace: dict[str, Any], *, shell: Any = None, store: Store | None = None,
-                 model: str | None = None) -> None:
+    def __init__(
+        self, namespace: dict[str, Any], *, shell: Any = None, store: Store | None = None, model: str | None = None
+    ) -> None:
         super().__init__()
         self.namespace = namespace
         self.shell = shell
@@ -87,9 +92,15 @@ class DeployPanel(widgets.VBox):
         w = widgets
         wide = w.Layout(width="auto", flex="1 1 auto")
         self.model_dropdown = w.Dropdown(description="Model", options=[], value=None)
-        self.sample_dropdown = w.Dropdown(description="Sample", options=[], value=None,
-                                          tooltip="a few rows of the model's input (the first 5 are used)")
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", tooltip="scan the kernel's variables again")
+        self.sample_dropdown = w.Dropdown(
+            description="Sample",
+            options=[],
+            value=None,
+            tooltip="a few rows of the model's input (the first 5 are used)",
+        )
+        self.refresh_button = w.Button(
+            description="Refresh", icon="refresh", tooltip="scan the kernel's variables again"
+        )
         self.name_text = w.Text(description="Name", placeholder="the bundle's name")
         self.version_text = w.Text(description="Version", placeholder="latest", tooltip="a version id or a tag")
         self.capture_button = w.Button(description="Capture", button_style="primary", icon="camera")
@@ -97,8 +108,11 @@ class DeployPanel(widgets.VBox):
         self.serve_button = w.Button(description="Serve locally", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
         self.method_dropdown = w.Dropdown(description="Method", options=["predict"], value="predict")
-        self.request_box = w.Textarea(description="Request", placeholder='{"instances": [[...], ...]}',
-                                      layout=w.Layout(width="100%", height="5em"))
+        self.request_box = w.Textarea(
+            description="Request",
+            placeholder='{"instances": [[...], ...]}',
+            layout=w.Layout(width="100%", height="5em"),
+        )
         self.send_button = w.Button(description="Send", icon="paper-plane")
         self.http_status = w.Label()
         self.response = w.HTML()
@@ -113,8 +127,11 @@ class DeployPanel(widgets.VBox):
         self.layer_bars = w.VBox()
         self.status = w.HTML()
         self.status.add_class("nd-status")
-        self.code = w.Textarea(description="Code", layout=w.Layout(width="100%", height="6em"),
-                               tooltip="the code that does the last action: paste it into a cell")
+        self.code = w.Textarea(
+            description="Code",
+            layout=w.Layout(width="100%", height="6em"),
+            tooltip="the code that does the last action: paste it into a cell",
+        )
 
         self.refresh_button.on_click(lambda _: self.refresh())
         self.capture_button.on_click(lambda _: self.capture())
@@ -128,8 +145,10 @@ class DeployPanel(widgets.VBox):
         def heading(text: str) -> widgets.HTML:
             return w.HTML(f"<b>{text}</b>")
 
-        note = ("Credentials come from the environment or the Docker config (<code>docker login</code>); "
-                "the panel never asks for them.")
+        note = (
+            "Credentials come from the environment or the Docker config (<code>docker login</code>); "
+            "the panel never asks for them."
+        )
         self.children = [
             w.HTML("<h4 style='margin:0'>notebook-deploy</h4>"),
             self.status,
@@ -174,8 +193,9 @@ class DeployPanel(widgets.VBox):
     def refresh(self) -> None:
         """Scan the namespace again for models and samples, keeping the choices that are still there."""
         hidden = getattr(self.shell, "user_ns_hidden", {})
-        names = [n for n, v in list(self.namespace.items())
-                 if not n.startswith("_") and not (n in hidden and hidden[n] is v)]
+        names = [
+            n for n, v in list(self.namespace.items()) if not n.startswith("_") and not (n in hidden and hidden[n] is v)
+        ]
         models = [n for n in names if looks_like_model(self.namespace[n])]
         samples = [n for n in names if looks_like_data(self.namespace[n])]
         _set_options(self.model_dropdown, models)
@@ -183,8 +203,10 @@ class DeployPanel(widgets.VBox):
         if models and self.error and self.error.startswith("No model"):
             self._show_error(None)
         elif not models:
-            self._show_error("No model in the kernel yet: fit one (anything with predict, predict_proba or "
-                             "transform, or a torch module), then press Refresh.")
+            self._show_error(
+                "No model in the kernel yet: fit one (anything with predict, predict_proba or "
+                "transform, or a torch module), then press Refresh."
+            )
 
     def _model_chosen(self, change: dict[str, Any]) -> None:
         if change["new"] is not None:
@@ -196,13 +218,15 @@ class DeployPanel(widgets.VBox):
         """Capture the chosen model with the chosen sample (and its recipe when the session is recorded)."""
         variable, sample, name = self.model_dropdown.value, self.sample_dropdown.value, self.name_text.value.strip()
         if variable is None:
-            return self._show_error("Choose a Model: a variable holding a fitted model (press Refresh after "
-                                    "training one).")
+            return self._show_error(
+                "Choose a Model: a variable holding a fitted model (press Refresh after training one)."
+            )
         if sample is None:
             return self._show_error(
                 "Choose a Sample: a few rows of the model's input (an array, a DataFrame or a list in the kernel, "
                 "e.g. X_test). Capture infers the request schema from it and runs the model on it to find the "
-                "packages it needs.")
+                "packages it needs."
+            )
         recorder = extension.active_recorder(self.shell) if self.shell is not None else None
         history = recorder.history() if recorder is not None else None  # read here: the kernel's thread
         if history is not None:
@@ -211,8 +235,9 @@ class DeployPanel(widgets.VBox):
             code = f"bundle = nd.capture({variable}, name={json.dumps(name)}, sample={sample}[:5]{self._store_arg()})"
 
         def work() -> None:
-            bundle, notes = extension.capture_variable(self.namespace, variable, name=name or None, sample=sample,
-                                                       history=history, store=self.store)
+            bundle, notes = extension.capture_variable(
+                self.namespace, variable, name=name or None, sample=sample, history=history, store=self.store
+            )
             self.bundle = bundle
             self.version_text.value = bundle.version
             self.summary.value = _pre(extension.summary(bundle, notes))
@@ -239,8 +264,12 @@ class DeployPanel(widgets.VBox):
             self.request_box.value = json.dumps({"instances": self.server.bundle.sample["instances"][:2]})
             self._show_logs()
 
-        self._start("serve", f"starting a server for {ref}…", work,
-                    f"server = nd.serve({json.dumps(ref)}{self._store_arg()})\nserver.url")
+        self._start(
+            "serve",
+            f"starting a server for {ref}…",
+            work,
+            f"server = nd.serve({json.dumps(ref)}{self._store_arg()})\nserver.url",
+        )
 
     def send(self) -> None:
         """POST the Request box's JSON to the server's chosen method and show the answer."""
@@ -262,8 +291,12 @@ class DeployPanel(widgets.VBox):
             self.response.value = _pre(body)
             self._show_logs()
 
-        self._start("send", f"sending a request to {server.url}/{method}…", work,
-                    f"server.post({json.dumps(method)}, {json.dumps(payload)}).json()")
+        self._start(
+            "send",
+            f"sending a request to {server.url}/{method}…",
+            work,
+            f"server.post({json.dumps(method)}, {json.dumps(payload)}).json()",
+        )
 
     def stop(self) -> None:
         """Stop this panel's server."""
@@ -296,8 +329,12 @@ class DeployPanel(widgets.VBox):
             if self.task.state == FAILED:
                 raise NotebookDeployError(f"The push failed: {self.task.error}. {_push_hint(self.task.error or '')}")
 
-        self._start("push", f"pushing {ref} to {image}…", work,
-                    f"nd.push({json.dumps(ref)}, {json.dumps(image)}{options}{self._store_arg()})")
+        self._start(
+            "push",
+            f"pushing {ref} to {image}…",
+            work,
+            f"nd.push({json.dumps(ref)}, {json.dumps(image)}{options}{self._store_arg()})",
+        )
 
     def cancel(self) -> None:
         """Cancel the running push (it stops at its next chunk; no tag points at a partial image)."""
@@ -344,7 +381,9 @@ class DeployPanel(widgets.VBox):
             bars = list(self.layer_bars.children)
             for i, layer in enumerate(layers):
                 if i == len(bars):
-                    bars.append(widgets.FloatProgress(description=layer["digest"].split(":")[-1][:12], min=0.0, max=1.0))
+                    bars.append(
+                        widgets.FloatProgress(description=layer["digest"].split(":")[-1][:12], min=0.0, max=1.0)
+                    )
                 bars[i].value = layer["done"] / layer["total"] if layer["total"] else 1.0
                 bars[i].bar_style = "success" if layer["done"] >= layer["total"] else ""
             if len(bars) != len(self.layer_bars.children):
@@ -376,8 +415,14 @@ class DeployPanel(widgets.VBox):
             data = self.server.to_dict()
             text = f"server for {data['ref']}: {data['status']} at {data['url']}"
             url = html.escape(data["url"])
-            lines.append(("info", text, f"server for {_text(data['ref'])}: <b>{data['status']}</b> at "
-                                        f"<a href='{url}/docs' target='_blank'>{url}</a>"))
+            lines.append(
+                (
+                    "info",
+                    text,
+                    f"server for {_text(data['ref'])}: <b>{data['status']}</b> at "
+                    f"<a href='{url}/docs' target='_blank'>{url}</a>",
+                )
+            )
         if self.task is not None:
             text = f"push to {self.task.target}: {self.task.state} ({self.task.progress:.0%}), {self.task.message}"
             lines.append(("info", text, _text(text)))
@@ -399,22 +444,29 @@ class DeployPanel(widgets.VBox):
         return data
 
 
-def panel(namespace: dict[str, Any] | None = None, *, model: str | None = None,
-          store: Store | str | os.PathLike[str] | None = None) -> DeployPanel:
+def panel(
+    namespace: dict[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
+) -> DeployPanel:
     """The deploy panel for this kernel's variables (or those of ``namespace``); ``model`` preselects one.
 
-        import notebook_deploy as nd
-        nd.panel()
+    import notebook_deploy as nd
+    nd.panel()
     """
     shell = None
     if namespace is None:
         shell = _shell()
         if shell is None:
-            raise NotebookDeployError("panel() shows widgets in a notebook kernel; elsewhere pass "
-                                      "namespace=globals() or use nd.capture, nd.serve and nd.push")
+            raise NotebookDeployError(
+                "panel() shows widgets in a notebook kernel; elsewhere pass "
+                "namespace=globals() or use nd.capture, nd.serve and nd.push"
+            )
         namespace = shell.user_ns
-    return DeployPanel(namespace, shell=shell, store=Store(store) if isinstance(store, (str, os.PathLike)) else store,
-                       model=model)
+    return DeployPanel(
+        namespace, shell=shell, store=Store(store) if isinstance(store, (str, os.PathLike)) else store, model=model
+    )
 
 
 def _shell() -> Any:
@@ -433,8 +485,12 @@ def _message(action: str, error: Exception) -> str:
     """What the panel says when ``action`` failed: the core's messages say what to do next already."""
     if isinstance(error, NotebookDeployError):
         text = str(error)
-        return text if action == "push" else f"{action.capitalize()} failed: {text.splitlines()[0]}" + (
-            " (the server's output is below)" if action == "serve" and "\n" in text else "")
+        return (
+            text
+            if action == "push"
+            else f"{action.capitalize()} failed: {text.splitlines()[0]}"
+            + (" (the server's output is below)" if action == "serve" and "\n" in text else "")
+        )
     hints = {
         "capture": "check that the model runs on the sample in a cell, e.g. model.predict(X[:5])",
         "serve": "check the server log below",
@@ -464,5 +520,7 @@ def _pre(text: str, style: str = "") -> str:
 def _status_html(lines: list[tuple[str, str, str]]) -> str:
     if not lines:
         return "<div>Choose a model and a sample, then Capture.</div>"
-    return "".join(f"<div style='color:#b00020'>⚠ {markup}</div>" if kind == "error" else f"<div>{markup}</div>"
-                   for kind, _, markup in lines)
+    return "".join(
+        f"<div style='color:#b00020'>⚠ {markup}</div>" if kind == "error" else f"<div>{markup}</div>"
+        for kind, _, markup in lines
+    )

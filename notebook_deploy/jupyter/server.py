@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import tornado.web
@@ -52,8 +53,9 @@ Fields = dict[str, tuple[type, ...]]  # field name -> the JSON types it may have
 class NotebookDeploy(Configurable):
     """The extension's state: the store it shows, and the servers and tasks started through it."""
 
-    store = Unicode(help="The folder of the bundle store (default: $NOTEBOOK_DEPLOY_HOME, else ~/.notebook_deploy).",
-                    config=True)
+    store = Unicode(
+        help="The folder of the bundle store (default: $NOTEBOOK_DEPLOY_HOME, else ~/.notebook_deploy).", config=True
+    )
 
     @default("store")
     def _default_store(self) -> str:
@@ -123,8 +125,7 @@ SERVER_FIELDS: tuple[Fields, Fields] = ({"ref": (str,)}, {"port": (int,)})
 PREDICT_FIELDS: tuple[Fields, Fields] = ({"instances": (list,)}, {"method": (str,)})
 TAG_FIELDS: tuple[Fields, Fields] = ({"version": (str,)}, {})
 TASK_FIELDS: dict[str, tuple[Fields, Fields]] = {
-    "push": ({"kind": (str,), "ref": (str,), "image": (str,)},
-             {"backend": (str,), "base": (str,), "platform": (str,)}),
+    "push": ({"kind": (str,), "ref": (str,), "image": (str,)}, {"backend": (str,), "base": (str,), "platform": (str,)}),
     "verify": ({"kind": (str,), "ref": (str,)}, {}),
 }
 
@@ -217,8 +218,13 @@ class TagHandler(DeployHandler):
     @authorized
     async def put(self, name: str, tag: str) -> None:
         version = self.body(TAG_FIELDS)["version"]
-        await self.answer(lambda: {"name": name, "tag": tag,
-                                   "version": self.deploy.bundle_store.tag(f"{name}:{version}", tag).version})
+        await self.answer(
+            lambda: {
+                "name": name,
+                "tag": tag,
+                "version": self.deploy.bundle_store.tag(f"{name}:{version}", tag).version,
+            }
+        )
 
     @tornado.web.authenticated
     @authorized

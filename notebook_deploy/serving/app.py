@@ -16,8 +16,9 @@ import gc
 import inspect
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -174,7 +175,12 @@ class ServedModel:
         endpoint.error_body = error_body  # type: ignore[attr-defined]
         dependencies = auth.dependencies(access, self)
         self.app.router.add_api_route(
-            path, endpoint, methods=methods, dependencies=dependencies, route_class_override=_LeanRoute, **options,
+            path,
+            endpoint,
+            methods=methods,
+            dependencies=dependencies,
+            route_class_override=_LeanRoute,
+            **options,
         )
         if fast is not None and not dependencies:
             self.fast[path] = (self.app.router.routes[-1], fast)  # type: ignore[assignment]
@@ -215,8 +221,9 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
 
     bundle = load(bundle)
     settings = (settings or ServeSettings()).with_options(**options)
-    check_trusted(bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="serve",
-                  audit_log=settings.audit_log)  # before the Predictor unpickles the model
+    check_trusted(
+        bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="serve", audit_log=settings.audit_log
+    )  # before the Predictor unpickles the model
     predictor = Predictor(bundle, settings)
 
     @contextlib.asynccontextmanager
@@ -285,11 +292,17 @@ def _add_service_routes(served: ServedModel) -> None:
 
     served.route("/healthz", healthz, access=auth.OPEN, methods=["GET"], summary="Liveness: the process answers")
     served.route(
-        "/readyz", readyz, access=auth.OPEN, methods=["GET"],
+        "/readyz",
+        readyz,
+        access=auth.OPEN,
+        methods=["GET"],
         summary="Readiness: the model is loaded; and whether it reproduces the stored sample",
     )
     served.route(
-        "/metadata", metadata_endpoint, access=auth.ADMIN, methods=["GET"],
+        "/metadata",
+        metadata_endpoint,
+        access=auth.ADMIN,
+        methods=["GET"],
         summary="The bundle's identity, model, schema and requirements",
         responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
     )

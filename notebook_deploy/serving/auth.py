@@ -15,8 +15,9 @@ The key file is read once at start and again whenever it changes, so revocations
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBearer
@@ -35,8 +36,10 @@ ADMIN = "admin"  # metadata, monitoring and metrics too
 ROLES_FOR = {PREDICT: ("predict", "admin"), ADMIN: ("admin",)}
 REACH = {"predict": "inference only", "admin": "inference, metadata and monitoring"}
 
-NO_KEY = ("this server needs an API key: send 'Authorization: Bearer <key>'; "
-          "create one with 'notebook-deploy keys create --role predict'")
+NO_KEY = (
+    "this server needs an API key: send 'Authorization: Bearer <key>'; "
+    "create one with 'notebook-deploy keys create --role predict'"
+)
 BAD_KEY = "the API key is not valid (revoked or unknown)"
 
 # gRPC methods of the Open Inference Protocol (inference.GRPCInferenceService) by access level; the
@@ -68,15 +71,24 @@ class Guard:
         count = len(self.keys)
         exists = self.keys.path.exists()
         self.enabled = bool(settings.auth) if settings.auth is not None else exists
-        why = "--auth" if settings.auth else "--no-auth" if settings.auth is not None else (
-            "the key file exists" if exists else "no key file")
+        why = (
+            "--auth"
+            if settings.auth
+            else "--no-auth"
+            if settings.auth is not None
+            else ("the key file exists" if exists else "no key file")
+        )
         if not self.enabled:
             log.info("auth is off (%s: %s): every route answers without a key", why, self.keys.path)
         elif count:
             log.info("auth is on (%s): %d key(s) in %s", why, count, self.keys.path)
         else:
-            log.warning("auth is on (%s) but %s has no key: every call but health and docs gets 401; "
-                        "create one with 'notebook-deploy keys create --role predict'", why, self.keys.path)
+            log.warning(
+                "auth is on (%s) but %s has no key: every call but health and docs gets 401; "
+                "create one with 'notebook-deploy keys create --role predict'",
+                why,
+                self.keys.path,
+            )
 
     def check(self, authorization: str | None, access: str, path: str) -> Refusal | None:
         """None if ``authorization`` (the header's value) reaches ``access``, else why not."""
@@ -95,16 +107,25 @@ class Guard:
                 403,
                 f"the key '{key.id}' has role '{key.role}', which reaches {REACH.get(key.role, 'nothing')}; "
                 f"{path} needs an '{needed}' key",
-                "insufficient_role", key.id,
+                "insufficient_role",
+                key.id,
             )
         return None
 
     def record(self, refusal: Refusal, path: str, client: str | None, protocol: str) -> None:
-        audit.record_limited("auth_failure", client, audit_log=self.audit_log, status=refusal.status, path=path,
-                             reason=refusal.reason, key_id=refusal.key_id, protocol=protocol)
+        audit.record_limited(
+            "auth_failure",
+            client,
+            audit_log=self.audit_log,
+            status=refusal.status,
+            path=path,
+            reason=refusal.reason,
+            key_id=refusal.key_id,
+            protocol=protocol,
+        )
 
 
-def guard_of(served: "ServedModel") -> Guard:
+def guard_of(served: ServedModel) -> Guard:
     """The app's one Guard, made (and the key file read) on first use, as routes are added."""
     state = served.app.state
     guard = getattr(state, "auth_guard", None)
@@ -113,7 +134,7 @@ def guard_of(served: "ServedModel") -> Guard:
     return guard
 
 
-def dependencies(access: str, served: "ServedModel") -> list[Any]:
+def dependencies(access: str, served: ServedModel) -> list[Any]:
     """The FastAPI dependencies that guard a route of ``access``: none when keys are not required."""
     if access == OPEN:
         return []
@@ -125,8 +146,11 @@ def dependencies(access: str, served: "ServedModel") -> list[Any]:
 
     # Only so that the OpenAPI document declares the scheme (and /docs has its Authorize button); the
     # header is read below, with this module's own messages.
-    bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
-                        description="An API key: 'notebook-deploy keys create --role predict|admin'")
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="APIKey",
+        description="An API key: 'notebook-deploy keys create --role predict|admin'",
+    )
 
     async def require_key(request: Request, _declared: Any = Depends(bearer)) -> None:
         path = request.url.path
@@ -151,7 +175,7 @@ def grpc_access(method: str) -> str:
     return PREDICT if name in GRPC_PREDICT else ADMIN
 
 
-def grpc_interceptors(served: "ServedModel") -> list[Any]:
+def grpc_interceptors(served: ServedModel) -> list[Any]:
     """The grpc.aio server interceptors that apply the same keys to gRPC calls (``authorization`` metadata)."""
     guard = guard_of(served)
     if not guard.enabled:
@@ -182,8 +206,9 @@ def _grpc_interceptor(guard: Guard) -> Any:
             guard.record(refusal, method, context.peer(), "grpc")
             await context.abort(code, refusal.message)
 
-        options = dict(request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
+        options = dict(
+            request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(refuse, **options)
         if handler.unary_stream:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..schema import concat_rows, take_rows
 

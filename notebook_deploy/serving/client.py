@@ -24,8 +24,14 @@ class BundleClient:
 
     title = "Server for"
 
-    def __init__(self, bundle: Bundle, url: str, *, api_key: str | None = None,
-                 verify: bool | str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        url: str,
+        *,
+        api_key: str | None = None,
+        verify: bool | str | os.PathLike[str] | None = None,
+    ) -> None:
         self.bundle = bundle
         self.url = url
         self._session = requests.Session()
@@ -49,8 +55,10 @@ class BundleClient:
     def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
         """POST ``payload`` as JSON to ``path`` on this server and return the raw response."""
         return self._session.post(
-            f"{self.url}/{path.lstrip('/')}", data=dumps(payload),
-            headers={"content-type": "application/json"}, timeout=timeout,
+            f"{self.url}/{path.lstrip('/')}",
+            data=dumps(payload),
+            headers={"content-type": "application/json"},
+            timeout=timeout,
             **({} if self._verify is None else {"verify": self._verify}),
         )
 

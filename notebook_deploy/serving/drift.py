@@ -57,7 +57,7 @@ LOG_QUEUE = 10_000
 PREDICTION_PREFIX = "prediction:"
 
 
-def install_monitoring(served: "ServedModel", metrics: "Metrics") -> None:
+def install_monitoring(served: ServedModel, metrics: Metrics) -> None:
     """Add ``/monitor/drift``, the drift gauges and, if the settings ask for it, the prediction log."""
     reference = served.bundle.reference
     monitor = DriftMonitor(served, metrics, reference) if reference is not None else None
@@ -69,8 +69,11 @@ def install_monitoring(served: "ServedModel", metrics: "Metrics") -> None:
     settings = served.settings
     if settings.prediction_log and settings.prediction_log_sample > 0:
         prediction_log = PredictionLog(
-            _log_path(settings.prediction_log, settings.workers), served.bundle.name, served.bundle.version,
-            sample=settings.prediction_log_sample, max_bytes=settings.prediction_log_max_bytes,
+            _log_path(settings.prediction_log, settings.workers),
+            served.bundle.name,
+            served.bundle.version,
+            sample=settings.prediction_log_sample,
+            max_bytes=settings.prediction_log_max_bytes,
         )
         served.predictor.observers.append(prediction_log.observe)
         served.shutdown.append(prediction_log.aclose)
@@ -118,7 +121,7 @@ class Features:
 class DriftMonitor:
     """The sliding window of one worker, its drift report and the gauges it sets."""
 
-    def __init__(self, served: "ServedModel", metrics: "Metrics", reference: dict[str, Any]) -> None:
+    def __init__(self, served: ServedModel, metrics: Metrics, reference: dict[str, Any]) -> None:
         settings = served.settings
         self.bundle = served.bundle
         self.reference = reference
@@ -128,9 +131,7 @@ class DriftMonitor:
         self.inputs = Features(reference["features"], self.size)
         predictions = reference.get("predictions")
         self.method = predictions["method"] if predictions else None
-        self.outputs = (
-            Features(predictions["features"], self.size, single=self.method) if predictions else None
-        )
+        self.outputs = Features(predictions["features"], self.size, single=self.method) if predictions else None
         self._compute = threading.Lock()
         self._changes = 0
         self._report: tuple[int, dict[str, Any]] | None = None
@@ -139,23 +140,34 @@ class DriftMonitor:
         self._model = model
         registry = metrics.registry
         self.psi_gauge = Gauge(
-            "notebook_deploy_drift_psi", "Population stability index of a feature's live window against the "
+            "notebook_deploy_drift_psi",
+            "Population stability index of a feature's live window against the "
             "reference (predictions as feature=prediction:NAME); largest over workers",
-            labels, registry=registry, multiprocess_mode="livemax",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.ks_gauge = Gauge(
-            "notebook_deploy_drift_ks", "Kolmogorov-Smirnov statistic of a numeric feature's live window against "
+            "notebook_deploy_drift_ks",
+            "Kolmogorov-Smirnov statistic of a numeric feature's live window against "
             "the reference; largest over workers",
-            labels, registry=registry, multiprocess_mode="livemax",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.detected_gauge = Gauge(
-            "notebook_deploy_drift_detected", "1 where a feature's PSI is above the drift threshold, else 0; "
-            "largest over workers",
-            labels, registry=registry, multiprocess_mode="livemax",
+            "notebook_deploy_drift_detected",
+            "1 where a feature's PSI is above the drift threshold, else 0; largest over workers",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.rows_gauge = Gauge(
-            "notebook_deploy_drift_window_rows", "Rows in the drift windows, summed over workers",
-            ["model", "version"], registry=registry, multiprocess_mode="livesum",
+            "notebook_deploy_drift_window_rows",
+            "Rows in the drift windows, summed over workers",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livesum",
         ).labels(**model)
 
     # -- the request path -------------------------------------------------------------------------
@@ -190,8 +202,8 @@ class DriftMonitor:
             "status": "ok" if enough else INSUFFICIENT,
             "message": (
                 f"{rows} rows in the window; features with a PSI above {self.threshold} are flagged"
-                if enough else
-                f"{rows} rows in the window: at least {self.min_rows} are needed before drift is flagged"
+                if enough
+                else f"{rows} rows in the window: at least {self.min_rows} are needed before drift is flagged"
             ),
             "window": {"rows": rows, "size": self.size, "min_rows": self.min_rows},
             "threshold": self.threshold,
@@ -240,7 +252,8 @@ class DriftMonitor:
                     self.ks_gauge.labels(**labels).set(entry["ks"])
                 self.detected_gauge.labels(**labels).set(1 if entry["drifted"] else 0)
 
-def _add_route(served: "ServedModel", monitor: DriftMonitor | None) -> None:
+
+def _add_route(served: ServedModel, monitor: DriftMonitor | None) -> None:
     async def monitor_drift() -> Response:
         if monitor is None:
             raise RequestError(404, NO_REFERENCE)
@@ -248,15 +261,23 @@ def _add_route(served: "ServedModel", monitor: DriftMonitor | None) -> None:
 
     errors = error_responses()
     served.route(
-        "/monitor/drift", monitor_drift, access=auth.ADMIN, methods=["GET"], response_class=Response,
+        "/monitor/drift",
+        monitor_drift,
+        access=auth.ADMIN,
+        methods=["GET"],
+        response_class=Response,
         summary="Drift: PSI and KS of each feature's live window against the bundle's reference statistics",
         responses={
-            200: {"description": "The drift report of this worker's window",
-                  "content": {"application/json": {"schema": REPORT_SCHEMA}}},
+            200: {
+                "description": "The drift report of this worker's window",
+                "content": {"application/json": {"schema": REPORT_SCHEMA}},
+            },
             401: errors["401"],
             403: errors["403"],
-            404: {"description": "The bundle has no reference statistics: capture with reference=X_train",
-                  "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+            404: {
+                "description": "The bundle has no reference statistics: capture with reference=X_train",
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            },
         },
     )
 
@@ -276,8 +297,18 @@ _FEATURE_SCHEMA = {
 _STATUS = {"type": "string", "enum": ["ok", INSUFFICIENT]}
 REPORT_SCHEMA = {
     "type": "object",
-    "required": ["model", "version", "status", "message", "window", "threshold", "reference", "features",
-                 "drifted", "predictions"],
+    "required": [
+        "model",
+        "version",
+        "status",
+        "message",
+        "window",
+        "threshold",
+        "reference",
+        "features",
+        "drifted",
+        "predictions",
+    ],
     "properties": {
         "model": {"type": "string"},
         "version": {"type": "string"},
@@ -418,10 +449,19 @@ class PredictionLog:
             stamp = datetime.fromtimestamp(when, timezone.utc).isoformat()
             indexes = chosen if chosen is not None else range(rows)
             for row, index in zip(inputs, indexes):
-                line = dumps({
-                    "time": stamp, "model": self.model, "version": self.version, "method": method,
-                    "input": row, "output": outputs[index] if per_row else outputs,
-                }) + b"\n"
+                line = (
+                    dumps(
+                        {
+                            "time": stamp,
+                            "model": self.model,
+                            "version": self.version,
+                            "method": method,
+                            "input": row,
+                            "output": outputs[index] if per_row else outputs,
+                        }
+                    )
+                    + b"\n"
+                )
                 self._append(line)
         except Exception:  # noqa: BLE001 - the log must never fail serving
             log.exception("writing the prediction log %s failed", self.path)

@@ -12,7 +12,8 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -36,34 +37,51 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any]
 class Metrics:
     """The server's metrics, the middleware that counts requests, and the ``/metrics`` route."""
 
-    def __init__(self, served: "ServedModel") -> None:
+    def __init__(self, served: ServedModel) -> None:
         self.served = served
         self.registry = CollectorRegistry()
         model = {"model": served.bundle.name, "version": served.bundle.version}
         labels = list(model)
         self.requests = Counter(
-            "notebook_deploy_requests", "Requests answered, by route and HTTP status",
-            [*labels, "endpoint", "status"], registry=self.registry,
+            "notebook_deploy_requests",
+            "Requests answered, by route and HTTP status",
+            [*labels, "endpoint", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "notebook_deploy_request_duration_seconds", "Time from request to answer, by route",
-            [*labels, "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "notebook_deploy_request_duration_seconds",
+            "Time from request to answer, by route",
+            [*labels, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.batch_size = Histogram(
-            "notebook_deploy_batch_size", "Rows per model call made by the batcher",
-            [*labels, "method"], buckets=BATCH_BUCKETS, registry=self.registry,
+            "notebook_deploy_batch_size",
+            "Rows per model call made by the batcher",
+            [*labels, "method"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
         self._in_flight = Gauge(
-            "notebook_deploy_requests_in_flight", "Requests being answered",
-            labels, registry=self.registry, multiprocess_mode="livesum",
+            "notebook_deploy_requests_in_flight",
+            "Requests being answered",
+            labels,
+            registry=self.registry,
+            multiprocess_mode="livesum",
         ).labels(**model)
         self._queue_depth = Gauge(
-            "notebook_deploy_queue_depth", "Inference requests accepted and not yet answered",
-            labels, registry=self.registry, multiprocess_mode="livesum",
+            "notebook_deploy_queue_depth",
+            "Inference requests accepted and not yet answered",
+            labels,
+            registry=self.registry,
+            multiprocess_mode="livesum",
         ).labels(**model)
         Gauge(
-            "notebook_deploy_model_info", "The model served: always 1, with its name and version as labels",
-            labels, registry=self.registry, multiprocess_mode="max",
+            "notebook_deploy_model_info",
+            "The model served: always 1, with its name and version as labels",
+            labels,
+            registry=self.registry,
+            multiprocess_mode="max",
         ).labels(**model).set(1)
         self._model = model
         self.before_exposition: list[Callable[[], Any]] = []  # run before each /metrics answer (drift gauges)
@@ -83,6 +101,7 @@ class Metrics:
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app`` so that every HTTP request is counted and timed (as ``app.add_middleware`` wants)."""
+
         async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
@@ -135,7 +154,11 @@ class Metrics:
             return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
         self.served.route(
-            "/metrics", metrics, access=auth.ADMIN, methods=["GET"], response_class=Response,
+            "/metrics",
+            metrics,
+            access=auth.ADMIN,
+            methods=["GET"],
+            response_class=Response,
             summary="Prometheus metrics: requests, latency, batch sizes, queue depth, drift",
             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
         )

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
-
+from typing import Any
 
 from ..bundle import Bundle
 from ..methods import resolve_method
@@ -109,9 +109,7 @@ class Predictor:
         """The model's ``method`` on ``data``. Raises ``Overloaded`` when the queue is full (nothing was
         accepted) and ``ModelError`` when the model raises."""
         if self.pending >= self.settings.max_queue:
-            raise Overloaded(
-                f"the server is at its limit of {self.settings.max_queue} waiting requests: retry shortly"
-            )
+            raise Overloaded(f"the server is at its limit of {self.settings.max_queue} waiting requests: retry shortly")
         if method not in self._calls:
             raise KeyError(method)
         self.pending += 1

@@ -29,15 +29,23 @@ from .client import BundleClient
 from .runner import PARENT_PID_VARIABLE
 from .settings import ServeSettings
 
-_RUNNING: "weakref.WeakSet[Server]" = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[Server] = weakref.WeakSet()
 _WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() still reads; removed at exit
 
 
 class Server(BundleClient):
     """A running local server for one bundle. Get one from ``notebook_deploy.serve``."""
 
-    def __init__(self, bundle: Bundle, process: subprocess.Popen[bytes], url: str, workdir: Path, *,
-                 api_key: str | None = None, verify: bool | str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        process: subprocess.Popen[bytes],
+        url: str,
+        workdir: Path,
+        *,
+        api_key: str | None = None,
+        verify: bool | str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__(bundle, url, api_key=api_key, verify=verify)
         self._process = process
         self._workdir = workdir
@@ -59,9 +67,15 @@ class Server(BundleClient):
     def to_dict(self) -> dict[str, Any]:
         """The server as JSON-ready data (the Jupyter REST API's Server)."""
         return {
-            "id": self.id, "ref": self.bundle.ref, "name": self.bundle.name, "version": self.bundle.version,
-            "url": self.url, "docs_url": self.docs_url, "status": "running" if self.running else "stopped",
-            "pid": self.pid, "methods": self.bundle.methods,
+            "id": self.id,
+            "ref": self.bundle.ref,
+            "name": self.bundle.name,
+            "version": self.bundle.version,
+            "url": self.url,
+            "docs_url": self.docs_url,
+            "status": "running" if self.running else "stopped",
+            "pid": self.pid,
+            "methods": self.bundle.methods,
         }
 
     def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
@@ -90,7 +104,7 @@ class Server(BundleClient):
         self.close()
         _RUNNING.discard(self)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -133,9 +147,19 @@ def serve(
     ready_file = workdir / "ready.json"
     root = store.root if isinstance(store, Store) else store  # keys and audit log default to the store's
     command = [
-        sys.executable, "-m", "notebook_deploy", *(["--store", str(root)] if root is not None else []),
-        "serve", str(bundle.path), "--loaded-by-parent",
-        "--host", host, "--port", str(port), "--ready-file", str(ready_file),
+        sys.executable,
+        "-m",
+        "notebook_deploy",
+        *(["--store", str(root)] if root is not None else []),
+        "serve",
+        str(bundle.path),
+        "--loaded-by-parent",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--ready-file",
+        str(ready_file),
     ]
     settings = (settings or ServeSettings()).with_options(**options)
     command += ["--settings-json", settings.to_json()]
@@ -149,7 +173,9 @@ def serve(
                 process.kill()
                 process.wait()
             log_text = (workdir / "server.log").read_text(errors="replace").strip()
-            reason = "did not start in time" if process.returncode in (None, -9) else f"exited with {process.returncode}"
+            reason = (
+                "did not start in time" if process.returncode in (None, -9) else f"exited with {process.returncode}"
+            )
             raise ServeError(f"the server for {bundle.ref} {reason}. Its output:\n{log_text[-3000:]}")
         time.sleep(0.02)
     url = json.loads(ready_file.read_text())["url"]

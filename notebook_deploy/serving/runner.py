@@ -4,6 +4,7 @@ this process or in ``settings.workers`` worker processes that share the socket."
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -14,9 +15,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -56,7 +58,11 @@ def run(
     scheme = "https" if settings.tls_cert else "http"
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"{scheme}://{url_host}:{bound}"
-    local = f"{scheme}://{'[::1]' if family == socket.AF_INET6 else '127.0.0.1'}:{bound}" if host in ("0.0.0.0", "::") else url
+    local = (
+        f"{scheme}://{'[::1]' if family == socket.AF_INET6 else '127.0.0.1'}:{bound}"
+        if host in ("0.0.0.0", "::")
+        else url
+    )
     options: dict[str, Any] = dict(
         log_level=log_level,
         timeout_graceful_shutdown=settings.graceful_timeout,
@@ -68,16 +74,14 @@ def run(
         from .app import create_app
 
         server = uvicorn.Server(uvicorn.Config(create_app(bundle, settings), **options))
-        stop: Callable[[], None] = lambda: setattr(server, "should_exit", True)
-        serve_forever: Callable[[], None] = lambda: server.run(sockets=[sock])
+        stop: Callable[[], None] = functools.partial(setattr, server, "should_exit", True)
+        serve_forever: Callable[[], None] = functools.partial(server.run, sockets=[sock])
         metrics_dir = None
     else:
         metrics_dir = tempfile.mkdtemp(prefix="notebook-deploy-metrics-")
         os.environ[MULTIPROCESS_VARIABLE] = metrics_dir  # read by prometheus_client as each worker imports it
         os.environ[WORKER_VARIABLE] = json.dumps({"bundle": str(bundle.path), "settings": settings.to_json()})
-        config = uvicorn.Config(
-            f"{__name__}:worker_app", factory=True, workers=settings.workers, **options
-        )
+        config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=settings.workers, **options)
         supervisor = Multiprocess(config, sockets=[sock])
         stop = supervisor.should_exit.set
         serve_forever = supervisor.run
@@ -101,14 +105,16 @@ def worker_app() -> Any:
     spec = json.loads(os.environ[WORKER_VARIABLE])
     supervisor = os.getppid()
     # A worker whose supervisor was killed stops too, rather than serving on as an orphan.
-    threading.Thread(target=_exit_with_parent, args=(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM)),
-                     daemon=True).start()
+    threading.Thread(
+        target=_exit_with_parent, args=(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM)), daemon=True
+    ).start()
     # The supervisor loaded (and, for a folder from elsewhere, scanned) this bundle; each worker checks its files.
     return create_app(Bundle.open(spec["bundle"]), ServeSettings.from_json(spec["settings"]))
 
 
-def _announce(local: str, url: str, ready_file: str | os.PathLike[str] | None,
-              on_ready: Callable[[str], None] | None) -> None:
+def _announce(
+    local: str, url: str, ready_file: str | os.PathLike[str] | None, on_ready: Callable[[str], None] | None
+) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # only to see that this server answers, over loopback

@@ -49,12 +49,12 @@ class ServeSettings:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServeSettings":
+    def from_json(cls, text: str) -> ServeSettings:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in json.loads(text).items() if k in known}
         values["trusted_keys"] = tuple(values.get("trusted_keys", ()))  # a list in JSON
         return cls(**values)
 
-    def with_options(self, **options: Any) -> "ServeSettings":
+    def with_options(self, **options: Any) -> ServeSettings:
         """A copy with the options that are not None changed."""
         return replace(self, **{k: v for k, v in options.items() if v is not None})

@@ -60,7 +60,8 @@ class BundleReplica:
         archive_path.write_bytes(archive)
         self.settings = ServeSettings.from_json(settings_json)
         self.bundle = Store(self._folder / "store").import_archive(
-            archive_path, allow_unsigned=self.settings.allow_unsigned, trust=self.settings.trust())
+            archive_path, allow_unsigned=self.settings.allow_unsigned, trust=self.settings.trust()
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from ..serving.app import create_app
@@ -111,7 +112,7 @@ class RayDeployment(BundleClient):
         delete(self.name)
         self.close()
 
-    def __enter__(self) -> "RayDeployment":
+    def __enter__(self) -> RayDeployment:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -183,19 +184,26 @@ def deploy(
         actor_options["runtime_env"] = environment
     scaling: dict[str, Any] = (
         {"autoscaling_config": DEFAULT_AUTOSCALING if autoscaling is True else autoscaling}
-        if autoscaling else {"num_replicas": num_replicas}
+        if autoscaling
+        else {"num_replicas": num_replicas}
     )
     # Ray Serve's default of 5 requests at once per replica would cap the app's own batches at 5 rows.
     options = {"max_ongoing_requests": settings.max_batch_size, **scaling, **(deployment_options or {})}
     deployment = serve.deployment(
-        serve.ingress()(BundleReplica), name=name, ray_actor_options=actor_options, **options,
+        serve.ingress()(BundleReplica),
+        name=name,
+        ray_actor_options=actor_options,
+        **options,
     )
     connect(address)
     http_options = {key: value for key, value in (("host", http_host), ("port", http_port)) if value is not None}
     serve.start(http_options=http_options)
     serve.run_many(
-        [serve.RunTarget(deployment.bind(_archive_bytes(bundle), settings.to_json()), name=name,
-                         route_prefix=route_prefix)],
+        [
+            serve.RunTarget(
+                deployment.bind(_archive_bytes(bundle), settings.to_json()), name=name, route_prefix=route_prefix
+            )
+        ],
         wait_for_applications_running=False,
     )
     _wait_until_running(name, bundle, timeout)
@@ -213,8 +221,10 @@ def connect(address: str | None = None) -> None:
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as error:
-        raise ServeError(f"no Ray cluster answers at {address}: {str(error).rstrip('.')}. Start one with 'ray start --head', "
-                         "or give its address (address=, --address or $RAY_ADDRESS)") from None
+        raise ServeError(
+            f"no Ray cluster answers at {address}: {str(error).rstrip('.')}. Start one with 'ray start --head', "
+            "or give its address (address=, --address or $RAY_ADDRESS)"
+        ) from None
 
 
 def delete(name: str) -> None:

@@ -35,11 +35,13 @@ class NearestCentroid:
 
 X, y = load_iris(return_X_y=True)
 rng = np.random.default_rng(0)
-frame = pd.DataFrame({
-    "age": rng.integers(18, 80, 400),
-    "income": rng.normal(50.0, 12.0, 400),
-    "city": rng.choice(["paris", "rome", "oslo"], 400),
-})
+frame = pd.DataFrame(
+    {
+        "age": rng.integers(18, 80, 400),
+        "income": rng.normal(50.0, 12.0, 400),
+        "city": rng.choice(["paris", "rome", "oslo"], 400),
+    }
+)
 target = (frame["age"] + rng.normal(0, 10, 400) > 45).astype(int)
 columns = ColumnTransformer([("num", StandardScaler(), ["age", "income"]), ("cat", OneHotEncoder(), ["city"])])
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import mlflow, native, oip, tfserving
 
 if TYPE_CHECKING:
     from ..app import ServedModel
 
-PROTOCOLS: list[Callable[["ServedModel"], None]] = [native.add_routes, oip.add_routes, tfserving.add_routes, mlflow.add_routes]
+PROTOCOLS: list[Callable[[ServedModel], None]] = [
+    native.add_routes,
+    oip.add_routes,
+    tfserving.add_routes,
+    mlflow.add_routes,
+]

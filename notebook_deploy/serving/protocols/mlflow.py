@@ -29,15 +29,23 @@ ERROR_SCHEMA = {
     "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
     "required": ["error_code", "message"],
 }
-_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 413: "BAD_REQUEST",
-          415: "BAD_REQUEST", 422: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+    422: "BAD_REQUEST",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
 
 
 def error_body(status: int, message: str) -> dict[str, str]:
     return {"error_code": _CODES.get(status, "INTERNAL_ERROR"), "message": message}
 
 
-def add_routes(served: "ServedModel") -> None:
+def add_routes(served: ServedModel) -> None:
     from .native import error_responses
 
     schema, predictor = served.bundle.input_schema, served.predictor
@@ -74,8 +82,14 @@ def add_routes(served: "ServedModel") -> None:
         },
     }
     served.route(
-        "/invocations", invocations, access=auth.PREDICT, methods=["POST"], error_body=error_body,
-        summary="MLflow: score rows with the model's predict", response_class=Response, tags=["MLflow"],
+        "/invocations",
+        invocations,
+        access=auth.PREDICT,
+        methods=["POST"],
+        error_body=error_body,
+        summary="MLflow: score rows with the model's predict",
+        response_class=Response,
+        tags=["MLflow"],
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -85,27 +99,44 @@ def add_routes(served: "ServedModel") -> None:
                 },
             },
             "responses": {
-                "200": {"description": "One prediction per row",
-                        "content": {"application/json": {"schema": {"type": "object", "required": ["predictions"]}}}},
+                "200": {
+                    "description": "One prediction per row",
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["predictions"]}}},
+                },
                 **error_responses(ERROR_SCHEMA),
-                "415": {"description": "Neither JSON nor CSV", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+                "415": {
+                    "description": "Neither JSON nor CSV",
+                    "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                },
             },
         },
     )
     text = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}
-    for path, endpoint, summary in (("/ping", ping, "MLflow: the model is loaded"),
-                                    ("/health", ping, "MLflow: the model is loaded"),
-                                    ("/version", version, "MLflow: the server's version")):
-        served.route(path, endpoint, access=auth.OPEN, methods=["GET"], summary=summary,
-                     response_class=PlainTextResponse, tags=["MLflow"], responses=text)
+    for path, endpoint, summary in (
+        ("/ping", ping, "MLflow: the model is loaded"),
+        ("/health", ping, "MLflow: the model is loaded"),
+        ("/version", version, "MLflow: the server's version"),
+    ):
+        served.route(
+            path,
+            endpoint,
+            access=auth.OPEN,
+            methods=["GET"],
+            summary=summary,
+            response_class=PlainTextResponse,
+            tags=["MLflow"],
+            responses=text,
+        )
 
 
-def _decode_json(schema: "Schema", payload: Any) -> Any:
+def _decode_json(schema: Schema, payload: Any) -> Any:
     given = [key for key in FORMATS if isinstance(payload, dict) and key in payload]
     if len(given) != 1:
         raise RequestError(
-            400, "expected a JSON object with exactly one of " + ", ".join(f"'{f}'" for f in FORMATS)
-            + (f"; got {', '.join(given)}" if given else "")
+            400,
+            "expected a JSON object with exactly one of "
+            + ", ".join(f"'{f}'" for f in FORMATS)
+            + (f"; got {', '.join(given)}" if given else ""),
         )
     value = payload[given[0]]
     if given[0] == "dataframe_split":
@@ -116,8 +147,9 @@ def _decode_json(schema: "Schema", payload: Any) -> Any:
             columns = [str(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else c for c in columns]
         if columns is None or not hasattr(schema, "names") or columns == schema.names:
             return schema.decode(value["data"])
-        if not isinstance(columns, list) or not all(isinstance(row, list) and len(row) == len(columns)
-                                                    for row in value["data"]):
+        if not isinstance(columns, list) or not all(
+            isinstance(row, list) and len(row) == len(columns) for row in value["data"]
+        ):
             raise RequestError(400, '"dataframe_split": every row of "data" must have one value per entry of "columns"')
         return schema.decode([dict(zip(columns, row)) for row in value["data"]])
     if given[0] == "inputs" and isinstance(value, dict):
@@ -125,7 +157,7 @@ def _decode_json(schema: "Schema", payload: Any) -> Any:
     return schema.decode(value)
 
 
-def _decode_csv(schema: "Schema", body: bytes) -> Any:
+def _decode_csv(schema: Schema, body: bytes) -> Any:
     try:
         import pandas as pd
     except ImportError:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
-from .. import auth
 from ...schema import dumps
+from .. import auth
 from ..app import RequestError, parse_json
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 
 
-def add_routes(served: "ServedModel") -> None:
+def add_routes(served: ServedModel) -> None:
     for method in served.bundle.methods:
         answer = _answer(served, method)
         served.route(
@@ -34,7 +35,7 @@ def add_routes(served: "ServedModel") -> None:
         )
 
 
-def _endpoint(answer: "FastHandler", method: str) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(answer: FastHandler, method: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         return Response(await answer(await request.body()), media_type="application/json")
 
@@ -42,7 +43,7 @@ def _endpoint(answer: "FastHandler", method: str) -> Callable[[Request], Awaitab
     return endpoint
 
 
-def _answer(served: "ServedModel", method: str) -> "FastHandler":
+def _answer(served: ServedModel, method: str) -> FastHandler:
     decode = served.bundle.input_schema.decode
     predict = served.predictor.predict
 
@@ -72,7 +73,7 @@ def error_responses(content_schema: dict[str, Any] = ERROR_SCHEMA) -> dict[str, 
     }
 
 
-def _openapi_for(served: "ServedModel", method: str) -> dict[str, Any]:
+def _openapi_for(served: ServedModel, method: str) -> dict[str, Any]:
     row = served.bundle.input_schema.json_schema()
     prediction = served.bundle.output_schema(method).json_schema()
     example = served.example()

@@ -61,9 +61,18 @@ TENSOR_INPUT = "input-0"
 
 BYTES = "BYTES"
 NUMERIC = {
-    "BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-    "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-    "FP16": "float16", "FP32": "float32", "FP64": "float64",
+    "BOOL": "bool",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
 }
 DATATYPES = [*NUMERIC, BYTES]
 _OF_DTYPE = {np.dtype(dtype): datatype for datatype, dtype in NUMERIC.items()}
@@ -71,8 +80,9 @@ _LENGTH = struct.Struct("<I")
 
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 # Answers made before a route's handler runs (keys, the body size limit, unmatched paths) say "detail".
-_ANY_ERROR_SCHEMA = {"anyOf": [ERROR_SCHEMA, {"type": "object", "properties": {"detail": {"type": "string"}},
-                                              "required": ["detail"]}]}
+_ANY_ERROR_SCHEMA = {
+    "anyOf": [ERROR_SCHEMA, {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}]
+}
 
 
 def error_body(status: int, message: str) -> dict[str, str]:
@@ -116,7 +126,7 @@ def from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarr
             offset += 4
             if offset + length > len(raw):
                 raise RequestError(400, f"input '{name}': element {len(values)} of its raw BYTES data is cut short")
-            values.append(_text(raw[offset:offset + length], name, len(values)))
+            values.append(_text(raw[offset : offset + length], name, len(values)))
             offset += length
         if len(values) != count:
             raise RequestError(400, f"input '{name}' has {len(values)} elements; its shape {shape} needs {count}")
@@ -124,8 +134,9 @@ def from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarr
     dtype = np.dtype(NUMERIC[datatype]).newbyteorder("<")
     if len(raw) != count * dtype.itemsize:
         raise RequestError(
-            400, f"input '{name}' has {len(raw)} bytes of raw data; shape {shape} of {datatype} needs "
-            f"{count * dtype.itemsize}"
+            400,
+            f"input '{name}' has {len(raw)} bytes of raw data; shape {shape} of {datatype} needs "
+            f"{count * dtype.itemsize}",
         )
     return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))  # a copy the model may write to
 
@@ -210,7 +221,7 @@ def _text(raw: bytes, name: str, index: int) -> str:
 class OipModel:
     """What REST and gRPC share: the model's identity and metadata, tensors ⇄ model data, and inference."""
 
-    def __init__(self, served: "ServedModel") -> None:
+    def __init__(self, served: ServedModel) -> None:
         self.bundle = served.bundle
         self.predictor = served.predictor
         self.schema: Schema = served.bundle.input_schema
@@ -234,8 +245,13 @@ class OipModel:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
     def metadata(self) -> dict[str, Any]:
-        return {"name": self.name, "versions": [self.version], "platform": PLATFORM,
-                "inputs": self.inputs, "outputs": self.outputs}
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": PLATFORM,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
 
     def requested(self, names: list[str]) -> list[str]:
         """The methods that answer the outputs ``names`` (no names: the default method)."""
@@ -273,8 +289,9 @@ class OipModel:
     def _decode_tensor(self, schema: TensorSchema, tensors: list[Tensor]) -> Any:
         if len(tensors) != 1:
             raise RequestError(
-                400, f"this model takes one input tensor, '{TENSOR_INPUT}' of shape {self.inputs[0]['shape']}; "
-                f"got {len(tensors)}: {_quoted([t.name for t in tensors])}"
+                400,
+                f"this model takes one input tensor, '{TENSOR_INPUT}' of shape {self.inputs[0]['shape']}; "
+                f"got {len(tensors)}: {_quoted([t.name for t in tensors])}",
             )
         tensor = tensors[0]
         row_shape = list(schema.shape)
@@ -288,8 +305,10 @@ class OipModel:
             raise InputError(f"input '{tensor.name}' has no rows (shape {shape}): send at least one")
         array = tensor.data.reshape([shape[0], *row_shape])
         code = array.dtype.kind
-        if (schema.kind == FLOAT and code in "fiub") or (schema.kind == INT and code in "iub") or (
-            schema.kind == BOOL and code == "b"
+        if (
+            (schema.kind == FLOAT and code in "fiub")
+            or (schema.kind == INT and code in "iub")
+            or (schema.kind == BOOL and code == "b")
         ):
             array = array.astype(schema.dtype, copy=False)  # what decode does with numbers, without lists
             if schema.kind == FLOAT:
@@ -309,13 +328,13 @@ class OipModel:
         return schema.decode_columns(columns)
 
 
-def _inputs_metadata(schema: "Schema") -> list[dict[str, Any]]:
+def _inputs_metadata(schema: Schema) -> list[dict[str, Any]]:
     if isinstance(schema, TableSchema):
         return [{"name": c.name, "datatype": _column_datatype(c), "shape": [-1]} for c in schema.columns]
     return [{"name": TENSOR_INPUT, "datatype": _kind_datatype(schema.kind, schema.dtype), "shape": [-1, *schema.shape]}]
 
 
-def _output_metadata(method: str, schema: "Schema") -> dict[str, Any]:
+def _output_metadata(method: str, schema: Schema) -> dict[str, Any]:
     if isinstance(schema, TableSchema):
         kinds = {_column_datatype(c) for c in schema.columns}
         datatype = kinds.pop() if len(kinds) == 1 else BYTES
@@ -401,10 +420,11 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[Tensor],
         length = header_length.strip()
         if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             raise RequestError(
-                400, f"{HEADER_LENGTH} must be the length of the JSON part of the body, at most {len(body)}; "
-                f"got {header_length!r}"
+                400,
+                f"{HEADER_LENGTH} must be the length of the JSON part of the body, at most {len(body)}; "
+                f"got {header_length!r}",
             )
-        body, binary = body[:int(length)], body[int(length):]
+        body, binary = body[: int(length)], body[int(length) :]
     payload = parse_json(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise RequestError(400, 'expected a JSON object {"inputs": [{"name", "datatype", "shape", "data"}, ...]}')
@@ -440,16 +460,18 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[Tensor],
                 raise RequestError(400, f'input \'{name}\' has both "data" and parameters.binary_data_size')
             if offset + size > len(binary):
                 raise RequestError(
-                    400, f"input '{name}': the binary data after the JSON ({len(binary)} bytes) ends before its "
-                    f"{size} bytes"
+                    400,
+                    f"input '{name}': the binary data after the JSON ({len(binary)} bytes) ends before its "
+                    f"{size} bytes",
                 )
-            data = from_raw(binary[offset:offset + size], datatype, shape, name)
+            data = from_raw(binary[offset : offset + size], datatype, shape, name)
             offset += size
         inputs.append(Tensor(name, datatype, shape, data, tensor_parameters))
     if offset != len(binary):
         raise RequestError(
-            400, f"the body has {len(binary)} bytes of binary data after the JSON; the inputs' binary_data_size "
-            f"add up to {offset}"
+            400,
+            f"the body has {len(binary)} bytes of binary data after the JSON; the inputs' binary_data_size "
+            f"add up to {offset}",
         )
 
     outputs: Requested = []
@@ -468,7 +490,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[Tensor],
     return inputs, outputs, request_id, binary_output
 
 
-def add_routes(served: "ServedModel") -> None:
+def add_routes(served: ServedModel) -> None:
     from .native import error_responses
 
     model = OipModel(served)
@@ -518,8 +540,9 @@ def add_routes(served: "ServedModel") -> None:
         header = dumps(answer)
         if not buffers:
             return Response(header, media_type="application/json")
-        return Response(header + b"".join(buffers), media_type="application/octet-stream",
-                        headers={HEADER_LENGTH: str(len(header))})
+        return Response(
+            header + b"".join(buffers), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
+        )
 
     _add(served, model, error_responses, server_metadata, live, ready, model_metadata, model_ready, infer)
     if served.settings.grpc_port is not None:
@@ -531,30 +554,62 @@ def add_routes(served: "ServedModel") -> None:
 # -- OpenAPI ------------------------------------------------------------------------------------------
 
 
-def _add(served: "ServedModel", model: OipModel, error_responses: Any, server_metadata: Any, live: Any,
-         ready: Any, model_metadata: Any, model_ready: Any, infer: Any) -> None:
+def _add(
+    served: ServedModel,
+    model: OipModel,
+    error_responses: Any,
+    server_metadata: Any,
+    live: Any,
+    ready: Any,
+    model_metadata: Any,
+    model_ready: Any,
+    infer: Any,
+) -> None:
     bundle = served.bundle
     errors = error_responses(ERROR_SCHEMA)
     for status in ("401", "403", "413"):  # answered before the route's own error handling
         errors[status] = {**errors[status], "content": {"application/json": {"schema": _ANY_ERROR_SCHEMA}}}
-    not_found = {"404": {"description": "No model of this name (or version) is served here",
-                         "content": {"application/json": {"schema": _ANY_ERROR_SCHEMA}}}}
+    not_found = {
+        "404": {
+            "description": "No model of this name (or version) is served here",
+            "content": {"application/json": {"schema": _ANY_ERROR_SCHEMA}},
+        }
+    }
     denied = {status: errors[status] for status in ("401", "403")}
     # The one model served, and its one version: any other name or version is answered 404.
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [bundle.name]},
-            "example": bundle.name}
-    version = {"name": "version", "in": "path", "required": True,
-               "schema": {"type": "string", "enum": [bundle.version]}, "example": bundle.version}
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [bundle.name]},
+        "example": bundle.name,
+    }
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [bundle.version]},
+        "example": bundle.version,
+    }
     tensor_metadata = {
-        "type": "object", "required": ["name", "datatype", "shape"],
-        "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
-                       "shape": {"type": "array", "items": {"type": "integer"}}},
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
     }
     metadata_schema = {
-        "type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
-        "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
-                       "platform": {"type": "string"}, "inputs": {"type": "array", "items": tensor_metadata},
-                       "outputs": {"type": "array", "items": tensor_metadata}},
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor_metadata},
+            "outputs": {"type": "array", "items": tensor_metadata},
+        },
     }
     tags = ["Open Inference Protocol"]
 
@@ -566,39 +621,93 @@ def _add(served: "ServedModel", model: OipModel, error_responses: Any, server_me
 
     flag = {"type": "object", "properties": {"live": {"type": "boolean"}, "ready": {"type": "boolean"}}}
     for path, endpoint, summary, schema, example in (
-        ("/v2", server_metadata, "OIP: server metadata",
-         {"type": "object", "required": ["name", "version", "extensions"],
-          "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                         "extensions": {"type": "array", "items": {"type": "string"}}}},
-         model.server_metadata()),
+        (
+            "/v2",
+            server_metadata,
+            "OIP: server metadata",
+            {
+                "type": "object",
+                "required": ["name", "version", "extensions"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "extensions": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            model.server_metadata(),
+        ),
         ("/v2/health/live", live, "OIP: the server is live", flag, {"live": True}),
         ("/v2/health/ready", ready, "OIP: the server is ready", flag, {"ready": True}),
     ):
-        served.route(path, endpoint, access=auth.OPEN, methods=["GET"], error_body=error_body, summary=summary,
-                     response_class=Response, tags=tags,
-                     openapi_extra={"responses": {"200": answer(summary.split(": ")[1], schema, example)}})
+        served.route(
+            path,
+            endpoint,
+            access=auth.OPEN,
+            methods=["GET"],
+            error_body=error_body,
+            summary=summary,
+            response_class=Response,
+            tags=tags,
+            openapi_extra={"responses": {"200": answer(summary.split(": ")[1], schema, example)}},
+        )
 
-    for prefix, parameters in (("/v2/models/{name}", [name]),
-                               ("/v2/models/{name}/versions/{version}", [name, version])):
+    for prefix, parameters in (
+        ("/v2/models/{name}", [name]),
+        ("/v2/models/{name}/versions/{version}", [name, version]),
+    ):
         served.route(
-            prefix, model_metadata, access=auth.PREDICT, methods=["GET"], error_body=error_body,
-            summary="OIP: model metadata (its input and output tensors)", response_class=Response, tags=tags,
-            openapi_extra={"parameters": parameters, "responses": {
-                "200": answer("The model's versions, platform, inputs and outputs", metadata_schema, model.metadata()),
-                **not_found, **denied}},
+            prefix,
+            model_metadata,
+            access=auth.PREDICT,
+            methods=["GET"],
+            error_body=error_body,
+            summary="OIP: model metadata (its input and output tensors)",
+            response_class=Response,
+            tags=tags,
+            openapi_extra={
+                "parameters": parameters,
+                "responses": {
+                    "200": answer(
+                        "The model's versions, platform, inputs and outputs", metadata_schema, model.metadata()
+                    ),
+                    **not_found,
+                    **denied,
+                },
+            },
         )
         served.route(
-            prefix + "/ready", model_ready, access=auth.OPEN, methods=["GET"], error_body=error_body,
-            summary="OIP: the model is ready", response_class=Response, tags=tags,
-            openapi_extra={"parameters": parameters, "responses": {
-                "200": answer("The model is loaded", {"type": "object", "required": ["name", "ready"],
-                                                      "properties": {"name": {"type": "string"},
-                                                                     "ready": {"type": "boolean"}}}),
-                **not_found}},
+            prefix + "/ready",
+            model_ready,
+            access=auth.OPEN,
+            methods=["GET"],
+            error_body=error_body,
+            summary="OIP: the model is ready",
+            response_class=Response,
+            tags=tags,
+            openapi_extra={
+                "parameters": parameters,
+                "responses": {
+                    "200": answer(
+                        "The model is loaded",
+                        {
+                            "type": "object",
+                            "required": ["name", "ready"],
+                            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+                        },
+                    ),
+                    **not_found,
+                },
+            },
         )
         served.route(
-            prefix + "/infer", infer, access=auth.PREDICT, methods=["POST"], error_body=error_body,
-            summary="OIP: run the model on input tensors", response_class=Response, tags=tags,
+            prefix + "/infer",
+            infer,
+            access=auth.PREDICT,
+            methods=["POST"],
+            error_body=error_body,
+            summary="OIP: run the model on input tensors",
+            response_class=Response,
+            tags=tags,
             description=(
                 "One input per feature (a DataFrame model) or one input tensor (an array model), as "
                 "`GET /v2/models/{name}` lists them; one output per inference method. Triton's binary "
@@ -606,24 +715,45 @@ def _add(served: "ServedModel", model: OipModel, error_responses: Any, server_me
                 "of JSON followed by the raw data of the inputs that set `parameters.binary_data_size`."
             ),
             openapi_extra={
-                "parameters": [*parameters, {
-                    "name": HEADER_LENGTH, "in": "header", "required": False,
-                    "description": "Binary tensor extension: the length of the JSON part of the body",
-                    "schema": {"type": "integer", "minimum": 0},
-                }],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": _request_schema(model), "example": _example_request(bundle, model, served.example())}}},
+                "parameters": [
+                    *parameters,
+                    {
+                        "name": HEADER_LENGTH,
+                        "in": "header",
+                        "required": False,
+                        "description": "Binary tensor extension: the length of the JSON part of the body",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _request_schema(model),
+                            "example": _example_request(bundle, model, served.example()),
+                        }
+                    },
+                },
                 "responses": {
                     "200": {
                         "description": "The outputs; with binary outputs, the JSON part is followed by their bytes",
-                        "headers": {HEADER_LENGTH: {"description": "With binary outputs: the length of the JSON part",
-                                                    "schema": {"type": "integer"}}},
-                        "content": {"application/json": {"schema": _response_schema()},
-                                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                        "headers": {
+                            HEADER_LENGTH: {
+                                "description": "With binary outputs: the length of the JSON part",
+                                "schema": {"type": "integer"},
+                            }
+                        },
+                        "content": {
+                            "application/json": {"schema": _response_schema()},
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        },
                     },
-                    **errors, **not_found,
-                    "400": {"description": "Not an inference request of the protocol: the message says why",
-                            "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+                    **errors,
+                    **not_found,
+                    "400": {
+                        "description": "Not an inference request of the protocol: the message says why",
+                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                    },
                 },
             },
         )
@@ -637,27 +767,37 @@ def _request_schema(model: OipModel) -> dict[str, Any]:
         "properties": {
             "id": {"type": "string"},
             "parameters": parameters,
-            "inputs": {"type": "array", "minItems": 1, "items": {
-                "type": "object",
-                "required": ["name", "datatype", "shape"],
-                "properties": {
-                    "name": {"type": "string", "enum": [i["name"] for i in model.inputs]}
-                    if isinstance(model.schema, TableSchema) else {"type": "string"},
-                    "datatype": {"type": "string", "enum": DATATYPES},
-                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                    "parameters": {"type": "object", "properties": {
-                        "binary_data_size": {"type": "integer", "minimum": 0}}},
-                    "data": {"type": "array"},
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape"],
+                    "properties": {
+                        "name": {"type": "string", "enum": [i["name"] for i in model.inputs]}
+                        if isinstance(model.schema, TableSchema)
+                        else {"type": "string"},
+                        "datatype": {"type": "string", "enum": DATATYPES},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                        },
+                        "data": {"type": "array"},
+                    },
                 },
-            }},
-            "outputs": {"type": "array", "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {
-                    "name": {"type": "string", "enum": model.methods},
-                    "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "enum": model.methods},
+                        "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+                    },
                 },
-            }},
+            },
         },
     }
 
@@ -670,30 +810,46 @@ def _response_schema() -> dict[str, Any]:
             "model_name": {"type": "string"},
             "model_version": {"type": "string"},
             "id": {"type": "string"},
-            "outputs": {"type": "array", "items": {
-                "type": "object",
-                "required": ["name", "datatype", "shape"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "datatype": {"type": "string", "enum": DATATYPES},
-                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                    "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
-                    "data": {"type": "array"},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "datatype": {"type": "string", "enum": DATATYPES},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
+                        "data": {"type": "array"},
+                    },
                 },
-            }},
+            },
         },
     }
 
 
-def _example_request(bundle: "Bundle", model: OipModel, example: dict[str, Any]) -> dict[str, Any]:
+def _example_request(bundle: Bundle, model: OipModel, example: dict[str, Any]) -> dict[str, Any]:
     """The docs' example rows (``ServedModel.example``) as an inference request."""
     data = bundle.input_schema.decode(example["instances"])
     if isinstance(bundle.input_schema, TableSchema):
         label = {c.name: c.key for c in bundle.input_schema.columns}  # "0" is the frame's column 0
-        inputs = [{"name": spec["name"], "datatype": spec["datatype"], "shape": [len(data)],
-                   "data": to_jsonable(data[label[spec["name"]]])} for spec in model.inputs]
+        inputs = [
+            {
+                "name": spec["name"],
+                "datatype": spec["datatype"],
+                "shape": [len(data)],
+                "data": to_jsonable(data[label[spec["name"]]]),
+            }
+            for spec in model.inputs
+        ]
     else:
         array = np.asarray(data)
-        inputs = [{"name": TENSOR_INPUT, "datatype": model.inputs[0]["datatype"], "shape": list(array.shape),
-                   "data": to_jsonable(array.ravel())}]
+        inputs = [
+            {
+                "name": TENSOR_INPUT,
+                "datatype": model.inputs[0]["datatype"],
+                "shape": list(array.shape),
+                "data": to_jsonable(array.ravel()),
+            }
+        ]
     return {"id": "example", "inputs": inputs, "outputs": [{"name": model.default_method}]}

@@ -57,14 +57,23 @@ log = logging.getLogger("uvicorn.error")
 
 # Which field of InferTensorContents carries each datatype (FP16 only travels raw).
 CONTENTS = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 _STATUS = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
 
-def attach(served: "ServedModel", model: OipModel) -> None:
+def attach(served: ServedModel, model: OipModel) -> None:
     """Serve ``model`` over gRPC on ``served.settings.grpc_port`` while the app runs."""
     settings = served.settings
     state: dict[str, Any] = {}
@@ -128,7 +137,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         metadata = self.model.metadata()
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"],
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
             inputs=[tensor(**spec) for spec in metadata["inputs"]],
             outputs=[tensor(**spec) for spec in metadata["outputs"]],
         )

@@ -28,7 +28,7 @@ def error_body(status: int, message: str) -> dict[str, str]:
     return {"error": message}
 
 
-def add_routes(served: "ServedModel") -> None:
+def add_routes(served: ServedModel) -> None:
     from .native import error_responses
 
     bundle, predictor = served.bundle, served.predictor
@@ -56,7 +56,11 @@ def add_routes(served: "ServedModel") -> None:
         return json_response(
             {
                 "model_version_status": [
-                    {"version": bundle.version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                    {
+                        "version": bundle.version,
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
                 ]
             }
         )
@@ -98,26 +102,46 @@ def add_routes(served: "ServedModel") -> None:
             }
         },
     }
-    answer = {"description": "Predictions (row format) or outputs (columnar format)",
-              "content": {"application/json": {"schema": {"type": "object"}}}}
+    answer = {
+        "description": "Predictions (row format) or outputs (columnar format)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
     for prefix, parameters in (
         ("/v1/models/{name}", [name]),
         ("/v1/models/{name}/versions/{version}", [name, version]),
         ("/v1/models/{name}/labels/{label}", [name, label]),
     ):
         served.route(
-            prefix + ":predict", predict, access=auth.PREDICT, methods=["POST"], error_body=error_body,
-            summary="TF Serving: predict", response_class=Response, tags=["TF Serving"],
+            prefix + ":predict",
+            predict,
+            access=auth.PREDICT,
+            methods=["POST"],
+            error_body=error_body,
+            summary="TF Serving: predict",
+            response_class=Response,
+            tags=["TF Serving"],
             openapi_extra={"parameters": parameters, "requestBody": body, "responses": {"200": answer, **errors}},
         )
     served.route(
-        "/v1/models/{name}", status, access=auth.OPEN, methods=["GET"], error_body=error_body,
-        summary="TF Serving: model status", response_class=Response, tags=["TF Serving"],
+        "/v1/models/{name}",
+        status,
+        access=auth.OPEN,
+        methods=["GET"],
+        error_body=error_body,
+        summary="TF Serving: model status",
+        response_class=Response,
+        tags=["TF Serving"],
         openapi_extra={"parameters": [name], "responses": {"200": _object("The model's version status"), **errors}},
     )
     served.route(
-        "/v1/models/{name}/metadata", metadata, access=auth.ADMIN, methods=["GET"], error_body=error_body,
-        summary="TF Serving: model metadata", response_class=Response, tags=["TF Serving"],
+        "/v1/models/{name}/metadata",
+        metadata,
+        access=auth.ADMIN,
+        methods=["GET"],
+        error_body=error_body,
+        summary="TF Serving: model metadata",
+        response_class=Response,
+        tags=["TF Serving"],
         openapi_extra={"parameters": [name], "responses": {"200": _object("The model's signatures"), **errors}},
     )
 
@@ -135,5 +159,7 @@ def _object(description: str) -> dict[str, Any]:
 
 
 def _not_found() -> dict[str, Any]:
-    return {"description": "No model of this name is served here",
-            "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return {
+        "description": "No model of this name is served here",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    }
