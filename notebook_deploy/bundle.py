@@ -282,13 +282,18 @@ def _schema_dict(schema: Schema) -> dict[str, Any]:
     return {"description": schema.describe(), "json_schema": schema.json_schema()}
 
 
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, in hex, read a MiB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, as OCI and the manifest write digests."""
+    return "sha256:" + file_sha256(path)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from .schema import is_dataframe
+
 FORMAT = 1
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 BINS = 10
@@ -51,7 +53,7 @@ def columns_of(data: Any, single: str = "0") -> tuple[list[tuple[str, np.ndarray
     """The features of ``data`` (a DataFrame, a Series or an array-like whose first axis is the row) as
     ``(name, 1-D array)`` pairs, and notes on what could not be taken. A one-value-a-row input's only
     feature is named ``single``."""
-    if _is_dataframe(data):
+    if is_dataframe(data):
         return [(str(name), data[name].to_numpy()) for name in data.columns], []
     if type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy"):
         data = data.to_numpy()
@@ -345,10 +347,6 @@ def _is_missing(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
-def _is_dataframe(value: Any) -> bool:
-    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
-
-
 # -- the reference of a capture -------------------------------------------------------------------------
 MAX_REFERENCE_ROWS = 100_000
 MAX_PREDICTION_ROWS = 10_000
@@ -381,7 +379,7 @@ def capture_reference(
 def _conform(data: Any, schema: Any) -> Any:
     names = getattr(schema, "labels", None)
     if names is not None:  # a table
-        if not _is_dataframe(data):
+        if not is_dataframe(data):
             raise ValueError(
                 f"expected a DataFrame with the columns {', '.join(map(str, names))}, got a {type(data).__name__}"
             )

@@ -187,10 +187,10 @@ class TableSchema:
         names = self.names
         missing = [n for n in self.required if n not in columns]
         if missing:
-            raise InputError(f"missing feature {_quoted(missing)}; expected {_quoted(names)}")
+            raise InputError(f"missing feature {quoted(missing)}; expected {quoted(names)}")
         unknown = sorted(str(k) for k in columns.keys() - set(names))
         if unknown:
-            raise InputError(f"unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
+            raise InputError(f"unknown feature {quoted(unknown)}; expected {quoted(names)}")
         given = [n for n in names if n in columns]
         for name in given:
             if not isinstance(columns[name], list):
@@ -239,10 +239,10 @@ class TableSchema:
                 if row.keys() != expected:
                     missing = [n for n in names if n not in row and n not in optional]
                     if missing:
-                        raise InputError(f"row {i}: missing feature {_quoted(missing)}; expected {_quoted(names)}")
+                        raise InputError(f"row {i}: missing feature {quoted(missing)}; expected {quoted(names)}")
                     unknown = sorted(str(k) for k in row.keys() - expected)
                     if unknown:
-                        raise InputError(f"row {i}: unknown feature {_quoted(unknown)}; expected {_quoted(names)}")
+                        raise InputError(f"row {i}: unknown feature {quoted(unknown)}; expected {quoted(names)}")
             if optional:
                 return {n: [row.get(n, optional.get(n)) for row in instances] for n in names}
             return {n: [row[n] for row in instances] for n in names}
@@ -253,7 +253,7 @@ class TableSchema:
                     f"got {_type_name(row)}"
                 )
             if len(row) != len(names):
-                raise InputError(f"row {i} has {len(row)} values, expected {len(names)}: {_quoted(names)}")
+                raise InputError(f"row {i} has {len(row)} values, expected {len(names)}: {quoted(names)}")
         return {n: list(col) for n, col in zip(names, zip(*instances))}
 
     def encode(self, data: Any) -> list[Any]:
@@ -288,12 +288,12 @@ class TableSchema:
         labelled = [c for c in self.columns if c.label is not None]
         if labelled:
             text += (
-                f" (the JSON keys {_quoted([c.name for c in labelled])} stand for the DataFrame's column "
+                f" (the JSON keys {quoted([c.name for c in labelled])} stand for the DataFrame's column "
                 f"labels {', '.join(repr(c.label) for c in labelled)})"
             )
         optional = [c.name for c in self.columns if c.optional]
         if optional:
-            text += f"; {_quoted(optional)} may be left out of an object row: the model does not use them"
+            text += f"; {quoted(optional)} may be left out of an object row: the model does not use them"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,7 +315,7 @@ Schema = TensorSchema | TableSchema
 
 def infer_schema(data: Any) -> Schema:
     """Infer the schema of rows of ``data`` (an array-like or a pandas DataFrame)."""
-    if _is_dataframe(data):
+    if is_dataframe(data):
         if len(set(map(str, data.columns))) != len(data.columns):
             raise InputError(f"the sample's column labels {list(data.columns)!r} are not unique as text: rename them")
         return TableSchema(tuple(_column_of(name, data.iloc[:, i]) for i, name in enumerate(data.columns)))
@@ -350,7 +350,7 @@ def schema_from_dict(spec: dict[str, Any]) -> Schema:
 
 def as_rows(sample: Any) -> Any:
     """Normalise a user-given sample to a NumPy array or a DataFrame, the two shapes a schema knows."""
-    if _is_dataframe(sample) or isinstance(sample, np.ndarray):
+    if is_dataframe(sample) or isinstance(sample, np.ndarray):
         return sample
     if type(sample).__module__.startswith("pandas") and hasattr(sample, "to_numpy"):
         return sample.to_numpy()
@@ -370,7 +370,7 @@ def as_rows(sample: Any) -> Any:
 
 def head(data: Any, rows: int) -> Any:
     """The first ``rows`` rows of an array or DataFrame."""
-    return data.iloc[:rows] if _is_dataframe(data) else data[:rows]
+    return data.iloc[:rows] if is_dataframe(data) else data[:rows]
 
 
 def take_rows(data: Any, start: int, stop: int) -> Any:
@@ -380,7 +380,7 @@ def take_rows(data: Any, start: int, stop: int) -> Any:
 
 def concat_rows(parts: list[Any]) -> Any:
     """Join model inputs of one schema into one batch: arrays along the first axis, DataFrames by rows."""
-    if _is_dataframe(parts[0]):
+    if is_dataframe(parts[0]):
         import pandas as pd
 
         return pd.concat(parts, ignore_index=True)
@@ -421,7 +421,7 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if _is_dataframe(value):
+    if is_dataframe(value):
         return value.to_dict(orient="records")
     module = type(value).__module__
     if module.startswith("pandas"):
@@ -446,7 +446,8 @@ def _pandas_na() -> Any:
     return pd.NA
 
 
-def _is_dataframe(value: Any) -> bool:
+def is_dataframe(value: Any) -> bool:
+    """A pandas DataFrame, told without importing pandas (it may not be installed)."""
     return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
 
 
@@ -648,7 +649,7 @@ def _categorical(values: list[Any], column: Column) -> Any:
         if value is not None and value not in known:
             raise InputError(
                 f"row {i}, feature '{column.name}': unknown category {_describe_value(value)}; "
-                f"known: {_quoted(list(column.categories or ()))}"
+                f"known: {quoted(list(column.categories or ()))}"
             )
     return pd.Categorical(values, categories=list(column.categories or ()))
 
@@ -705,5 +706,6 @@ def _describe_value(value: Any) -> str:
     return f"{_type_name(value)} {text}"
 
 
-def _quoted(names: list[Any]) -> str:
+def quoted(names: list[Any]) -> str:
+    """Names as error messages list them: 'a', 'b'."""
     return ", ".join(f"'{n}'" for n in names)

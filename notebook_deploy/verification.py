@@ -25,9 +25,9 @@ from typing import Any
 
 from . import display
 from .api import load
-from .bundle import LOCK_FILE, Bundle
+from .bundle import LOCK_FILE, Bundle, file_sha256
 from .capturing.fetched import REPLAY_CELL, replay_mapping
-from .capturing.recipe import RECIPE_FILE, RECIPE_LOCK_FILE, data_file_map, file_sha256
+from .capturing.recipe import RECIPE_FILE, RECIPE_LOCK_FILE, data_file_map
 from .cell_errors import failed_cell
 from .errors import NotebookDeployError
 from .schema import differences, to_jsonable

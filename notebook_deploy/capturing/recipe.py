@@ -6,13 +6,13 @@ stored in the bundle next to the pickle it can rebuild. Each kept cell says why 
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..bundle import file_sha256
 from .observation import FileAccess, Observation
 from .slicing import DEFAULT_RULES, MAGIC_CALL, SliceRules, cell_nodes, slice_history
 
@@ -231,14 +231,6 @@ def history_from_notebook(path: str | os.PathLike[str]) -> History:
         source={"kind": "notebook", "path": str(path)},
         warnings=warnings,
     )
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _data_file(path: str, history: History, seen: Mapping[str, FileAccess]) -> DataFile:

@@ -20,12 +20,12 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .. import display, repeats
-from ..bundle import Bundle
+from ..bundle import Bundle, file_sha256
 from ..capturing import fits
 from ..capturing import observation as observing
 from ..capturing.live import call_methods, capture, feature_count, no_sample_message
 from ..capturing.observation import FileAccess, Observation
-from ..capturing.recipe import History, file_sha256
+from ..capturing.recipe import History
 from ..errors import NotebookDeployError
 from ..schema import as_rows, head
 from ..store import Store

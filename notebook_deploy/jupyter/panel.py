@@ -26,7 +26,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
 from ..methods import INFERENCE_METHODS, is_torch_module
-from ..schema import _is_dataframe
+from ..schema import is_dataframe
 from ..serving.process import Server, Servers
 from ..store import Store, name_from
 from ..tasks import CANCELLED, FAILED, SUCCEEDED, Task, Tasks
@@ -40,7 +40,7 @@ def looks_like_data(value: Any) -> bool:
     """A NumPy array, a DataFrame or a non-empty list: what can be a capture's sample."""
     return (
         (isinstance(value, np.ndarray) and value.ndim >= 1)
-        or _is_dataframe(value)
+        or is_dataframe(value)
         or (isinstance(value, list) and bool(value))
     )
 

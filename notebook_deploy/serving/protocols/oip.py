@@ -44,7 +44,7 @@ from fastapi.responses import Response
 
 from ... import __version__
 from ...errors import InputError
-from ...schema import BOOL, CATEGORY, FLOAT, INT, TableSchema, TensorSchema, dumps, to_jsonable
+from ...schema import BOOL, CATEGORY, FLOAT, INT, TableSchema, TensorSchema, dumps, quoted, to_jsonable
 from .. import auth
 from ..app import RequestError, json_response, parse_json
 
@@ -260,11 +260,11 @@ class OipModel:
         unknown = [n for n in names if n not in self.methods]
         if unknown:
             raise RequestError(
-                400, f"unknown output {_quoted(unknown)}: this model's outputs are {_quoted(self.methods)}"
+                400, f"unknown output {quoted(unknown)}: this model's outputs are {quoted(self.methods)}"
             )
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
-            raise RequestError(400, f"output {_quoted(twice)} is asked for twice")
+            raise RequestError(400, f"output {quoted(twice)} is asked for twice")
         return names
 
     def decode(self, tensors: list[Tensor]) -> Any:
@@ -291,7 +291,7 @@ class OipModel:
             raise RequestError(
                 400,
                 f"this model takes one input tensor, '{TENSOR_INPUT}' of shape {self.inputs[0]['shape']}; "
-                f"got {len(tensors)}: {_quoted([t.name for t in tensors])}",
+                f"got {len(tensors)}: {quoted([t.name for t in tensors])}",
             )
         tensor = tensors[0]
         row_shape = list(schema.shape)
@@ -383,10 +383,6 @@ def _output_array(result: Any) -> np.ndarray:
     values = to_jsonable(array.ravel().tolist())
     texts = [v if isinstance(v, str) else "" if v is None else orjson.dumps(v).decode() for v in values]
     return _objects(texts).reshape(array.shape)
-
-
-def _quoted(names: list[Any]) -> str:
-    return ", ".join(f"'{n}'" for n in names)
 
 
 # -- REST ---------------------------------------------------------------------------------------------
