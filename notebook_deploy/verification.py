@@ -281,4 +281,7 @@ def _execute(notebook: Any, work: Path, kernel: Any, timeout: float, leading: in
         count = notebook.cells[failed.index].metadata.get("notebook_deploy", {}).get("execution_count")
         number = failed.code_cell - leading
         return count, f"cell [{count}] (code cell {number} of the recipe){failed.where()} raised {failed.error}"
+    finally:
+        if kernel is not None and kernel.has_kernel:  # nbclient leaves a kernel it was handed running
+            kernel.shutdown_kernel(now=True)
     return None

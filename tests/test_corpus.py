@@ -4,8 +4,7 @@ vendored with their licences; SOURCES.md lists them and every patch).
 For each notebook, as a new user would: ``deploy_notebook`` without a sample, then the served model's
 predictions on the notebook's own inputs must equal the notebook's own predictions (or, where the notebook
 computes none, the captured outputs), ``verify`` must rebuild the model where the notebook is seeded, and
-``verify --fresh-env`` must too for the cases marked so. A step a case is known to fail is an xfail with
-its reason in cases.json (strict: it must fail). Each case's results go to test-output/corpus/, from
+``verify --fresh-env`` must too for the cases marked so. Each case's results go to test-output/corpus/, from
 which tests/corpus/table.py renders the table in docs/guide.md.
 
 Fresh environments are kept in the tests' cache under a hash of their pins (``verify(environments=)``),
@@ -56,12 +55,6 @@ def _copy(case: dict[str, Any], tmp_path: Path) -> Path:
     return notebook_path
 
 
-def _expected(case: dict[str, Any], step: str) -> None:
-    reason = case.get("xfail", {}).get(step)
-    if reason:
-        pytest.xfail(f"{case['id']}, {step}: {reason}")
-
-
 def _same(served: Any, own: Any) -> bool:
     served, own = to_jsonable(served), to_jsonable(own)
     try:
@@ -88,7 +81,6 @@ def test_a_real_notebook_is_captured_served_and_rebuilt(
 
     store = nd.Store(tmp_path / "store")
     notebook = _copy(case, tmp_path)
-    _expected(case, "deploy")
     bundle = nd.deploy_notebook(notebook, case["model"], store=store)
     recipe = bundle.manifest["recipe"]
     code_cells = sum(1 for c in nbformat.read(CORPUS / case["notebook"], as_version=4).cells if c.cell_type == "code")
@@ -102,7 +94,6 @@ def test_a_real_notebook_is_captured_served_and_rebuilt(
     )
     assert bundle.manifest["sample"]["source"], "no sample was found"
 
-    _expected(case, "serve")
     with nd.serve(bundle, store=store) as server:
         if case.get("own"):
             with open(tmp_path / "own.pkl", "rb") as f:
@@ -119,12 +110,10 @@ def test_a_real_notebook_is_captured_served_and_rebuilt(
     assert same, f"served {to_jsonable(served)!r:.300}, the notebook's {compared}"
 
     if case["seeded"]:
-        _expected(case, "verify")
         report = nd.verify(bundle, store=store)
         record(verify="reproducible" if report else f"NOT: {report.summary}")
         assert report.reproducible, str(report)
     if case.get("fresh_env"):
-        _expected(case, "fresh_env")
         report = nd.verify(bundle, store=store, fresh_env=True, environments=CACHE / "corpus-environments")
         record(fresh_env="reproducible" if report else f"NOT: {report.summary}")
         assert report.reproducible, str(report)
