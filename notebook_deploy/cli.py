@@ -11,12 +11,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from . import __version__, display
+from . import display
 from .audit import default_path as default_audit_log
 from .errors import NotebookDeployError
 from .keys import default_path as default_keys_file
 from .serving.limits import DEFAULT_MAX_BODY_BYTES
 from .store import LATEST, Store
+from .version import __version__
 
 REF_HELP = "REF is NAME (its latest version), NAME:TAG, NAME:VERSION (or 4+ leading digits), or a bundle folder."
 
@@ -137,7 +138,8 @@ def show(store: Store, ref: str, as_json: bool, lock: bool) -> None:
 
 def _signed_by(bundle: Any) -> str:
     """Who signed ``bundle``, as 'show' prints it: key ids, each trusted here or not."""
-    from .provenance import UntrustedBundleError, signers
+    from .errors import UntrustedBundleError
+    from .provenance import signers
 
     try:
         trusted, others = signers(bundle)
@@ -786,7 +788,8 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 @_errors_as_messages
 def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: Path | None, **options: Any) -> None:
     """Write Kubernetes manifests that serve a bundle's image."""
-    from .kubernetes import KubernetesError, kubernetes_manifests, manifests_yaml, write_manifests
+    from .errors import KubernetesError
+    from .kubernetes import kubernetes_manifests, manifests_yaml, write_manifests
 
     serve_options = {}
     for setting in settings:

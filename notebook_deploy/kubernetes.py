@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from .bundle import Bundle
-from .errors import NotebookDeployError
+from .errors import KubernetesError
 from .store import Store
 
 MANAGED_BY = "notebook-deploy"
@@ -39,15 +39,6 @@ KSERVE_CONTAINER = "kserve-container"  # the container name KServe expects in a 
 _QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # RFC 1035: Service and InferenceService names
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-class KubernetesError(NotebookDeployError):
-    """An option that cannot give valid manifests. ``option`` is its keyword in ``kubernetes_manifests``."""
-
-    def __init__(self, option: str, reason: str) -> None:
-        super().__init__(f"{option}: {reason}")
-        self.option = option
-        self.reason = reason
 
 
 def kubernetes_manifests(

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import audit
 from .bundle import LOCK_FILE, SIGNATURE_FILE, Bundle, compact_json
-from .errors import NotebookDeployError
+from .errors import UntrustedBundleError
 from .signing import (
     SigningError,
     SigningKey,
@@ -50,11 +50,6 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/notebook-deploy/notebook-deploy/capture/v1"
 BUILDER_ID = "https://github.com/notebook-deploy/notebook-deploy"
-
-
-class UntrustedBundleError(NotebookDeployError):
-    """A bundle that no trusted key signed (unsigned, signed by an unknown key, or a signature that
-    does not name this bundle). The message names the signer and how to trust it."""
 
 
 def statement(bundle: Bundle) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from registries import free_port
 
 import notebook_deploy as nd
 from notebook_deploy.cli import cli
+from notebook_deploy.errors import KubernetesError
 from notebook_deploy.keys import KeyStore
-from notebook_deploy.kubernetes import KubernetesError, manifests_yaml, write_manifests
+from notebook_deploy.kubernetes import manifests_yaml, write_manifests
 
 KUBERNETES_VERSION = "1.30.0"
 IMAGE = "registry.example.com/models/forest:1"

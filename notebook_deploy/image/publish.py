@@ -13,7 +13,7 @@ from typing import Any
 from .. import audit, display
 from ..api import load
 from ..bundle import Bundle
-from ..errors import NotebookDeployError
+from ..errors import ImageAttachError, NotebookDeployError
 from ..signing import SigningKey, default_signing_key
 from ..store import Store
 from .assemble import Image, push_image, resolve_base
@@ -25,10 +25,6 @@ from .registry import Registry, registry_for
 from .trust import Attached, attach
 
 Progress = Callable[[str, int, int], None]  # (blob digest, bytes done, bytes in all)
-
-
-class ImageAttachError(NotebookDeployError):
-    """The image was pushed, but its SBOM, provenance or signature could not be attached."""
 
 
 @dataclass

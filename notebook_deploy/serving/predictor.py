@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..bundle import Bundle
+from ..errors import ModelError, Overloaded
 from ..methods import resolve_method
 from ..schema import take_rows
 from .batching import Batcher
@@ -38,16 +39,6 @@ INLINE_SLOW_CALLS = 3
 INLINE_SLOW_SHARE = 0.01
 
 Observer = Callable[[str, Any, Any], None]  # (method, model input, model output)
-
-
-class Overloaded(Exception):
-    """More requests wait than the queue holds: answer 503 and ask the client to retry."""
-
-    retry_after = 1
-
-
-class ModelError(Exception):
-    """The model raised while computing a prediction; the message names the method and the error."""
 
 
 class Predictor:
