@@ -83,6 +83,17 @@ class ServerStoppedError(ServeError):
     status = 409
 
 
+class SettingError(ServeError, ValueError):
+    """A server option with a value it cannot take. ``option`` is its name in ``ServeSettings``."""
+
+    status = 400
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+
 class RequestError(NotebookDeployError):
     """A request that cannot be served as sent: answered with ``status`` and the message."""
 

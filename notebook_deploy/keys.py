@@ -27,7 +27,7 @@ from typing import Any
 
 from . import audit
 from .errors import KeyStoreError
-from .store import default_root, file_lock, replace_file
+from .files import default_root, file_lock, replace_file
 
 log = logging.getLogger("notebook_deploy.keys")
 _NEVER = object()

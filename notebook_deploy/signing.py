@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import audit
 from .errors import SigningError
-from .store import default_root, replace_file
+from .files import default_root, replace_file
 
 SIGNING_KEY_VARIABLE = "NOTEBOOK_DEPLOY_SIGNING_KEY"
 TRUST_DIR_VARIABLE = "NOTEBOOK_DEPLOY_TRUST_DIR"

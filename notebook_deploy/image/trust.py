@@ -114,7 +114,7 @@ def image_provenance(
         {
             "name": "bundle",
             "uri": f"notebook-deploy:bundle/{bundle.ref}",
-            "digest": {"sha256": _hex(bundle.manifest["digest"])},
+            "digest": {"sha256": _hex(bundle.digest)},
         }
     ]
     if base.digest:
@@ -130,11 +130,11 @@ def image_provenance(
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
                     "bundle": bundle.ref,
-                    "bundleDigest": bundle.manifest["digest"],
+                    "bundleDigest": bundle.digest,
                     "base": str(base.reference),
                     "platform": platform,
                 },
-                "internalParameters": {"python": bundle.manifest["python"]["version"]},
+                "internalParameters": {"python": bundle.python_version},
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {

@@ -31,9 +31,10 @@ from traitlets.config import Configurable
 from ..errors import (
     NotebookDeployError,
 )
+from ..files import default_root
 from ..image.reference import ImageReference
 from ..serving.process import Servers
-from ..store import Store, default_root
+from ..store import Store
 from ..tasks import Tasks
 from ..version import __version__
 

@@ -129,7 +129,7 @@ def create_app(bundle: Bundle | str, settings: ServeSettings | None = None, **op
         title=f"{bundle.name}",
         version=bundle.version,
         description=(
-            f"Model `{bundle.manifest['model']['type']}` from bundle `{bundle.ref}`, served by notebook-deploy.\n\n"
+            f"Model `{bundle.model_type}` from bundle `{bundle.ref}`, served by notebook-deploy.\n\n"
             f"Input: {bundle.input_schema.describe()}. Send rows as "
             '`{"instances": [row, ...]}` to `/predict`; the answer is `{"predictions": [...]}`, one entry per row. '
             "The same model also answers the Open Inference Protocol (`/v2`), TF Serving's REST API (`/v1`) "

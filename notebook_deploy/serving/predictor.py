@@ -49,9 +49,7 @@ class Predictor:
         self.settings = settings
         self.model = bundle.model if model is None else model
         self._calls = {method: resolve_method(self.model, method) for method in bundle.methods}
-        self.batching = bool(
-            settings.batching if settings.batching is not None else bundle.manifest["model"].get("batchable", False)
-        )
+        self.batching = bool(settings.batching if settings.batching is not None else bundle.batchable)
         # One thread calls the model. Python models mostly hold the GIL, so more threads would only
         # contend for it with the event loop (measured: 2.2x fewer requests/s with anyio's pool of 40);
         # processes (``workers``) are what scale a server across cores.

@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
 from ...errors import RequestError
+from ...methods import default_method
 from ...version import __version__
 from .. import auth
 from ..served import ErrorShape, json_body, json_response
@@ -49,7 +50,7 @@ ERRORS = ErrorShape(
 
 def add_routes(served: ServedModel) -> None:
     schema, predictor = served.bundle.input_schema, served.predictor
-    method = "predict" if "predict" in predictor.methods else predictor.methods[0]
+    method = default_method(predictor.methods)
 
     async def invocations(request: Request) -> Response:
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()

@@ -43,6 +43,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from ...errors import InputError, RequestError
+from ...methods import default_method
 from ...schema import BOOL, CATEGORY, FLOAT, INT, TableSchema, TensorSchema, dumps, quoted, to_jsonable
 from ...version import __version__
 from .. import auth
@@ -225,7 +226,7 @@ class OipModel:
         self.name = self.bundle.name
         self.version = self.bundle.version
         self.methods = list(self.predictor.methods)
-        self.default_method = "predict" if "predict" in self.methods else self.methods[0]
+        self.default_method = default_method(self.methods)
         self.inputs = _inputs_metadata(self.schema)
         self.outputs = [_output_metadata(method, self.bundle.output_schema(method)) for method in self.methods]
 

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from ...errors import RequestError
+from ...methods import default_method
 from .. import auth
 from ..served import ErrorShape, json_body, json_response
 
@@ -68,8 +69,8 @@ def add_routes(served: ServedModel) -> None:
         signatures = {
             (DEFAULT_SIGNATURE if m == "predict" else m): {
                 "method_name": m,
-                "inputs": bundle.manifest["schema"]["input"],
-                "outputs": bundle.manifest["schema"]["outputs"][m],
+                "inputs": bundle.schema_document["input"],
+                "outputs": bundle.schema_document["outputs"][m],
             }
             for m in predictor.methods
         }
@@ -146,7 +147,7 @@ def add_routes(served: ServedModel) -> None:
 
 def _method(signature: Any, methods: list[str]) -> str:
     if signature in (None, "", DEFAULT_SIGNATURE):
-        return "predict" if "predict" in methods else methods[0]
+        return default_method(methods)
     if signature in methods:
         return signature
     raise RequestError(400, f"unknown signature_name {signature!r}: use {DEFAULT_SIGNATURE!r} or one of {methods}")
