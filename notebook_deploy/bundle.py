@@ -25,10 +25,11 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -350,13 +351,13 @@ def seal_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def content_version(manifest: dict[str, Any]) -> str:
+def content_version(manifest: Mapping[str, Any]) -> str:
     """The version id: 12 hex digits of the hash of everything the manifest says about the content."""
     content = {k: v for k, v in manifest.items() if k not in _NOT_CONTENT}
     return hashlib.sha256(canonical_json(content)).hexdigest()[:12]
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> Manifest:
     """Parse ``path/bundle.json``; raise ``BundleIntegrityError`` if it is missing or not a manifest."""
     file = path / MANIFEST
     try:
@@ -379,7 +380,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         check_file_name(name, str(file))
     if MANIFEST in files:
         raise BundleIntegrityError(str(file), f"lists itself ({MANIFEST}) among its files: the manifest was damaged")
-    return manifest
+    return cast(Manifest, manifest)
 
 
 def check_file_name(name: str, where: str) -> None:
@@ -392,7 +393,7 @@ def check_file_name(name: str, where: str) -> None:
         )
 
 
-def verify_manifest(manifest: dict[str, Any], file: Path) -> None:
+def verify_manifest(manifest: Mapping[str, Any], file: Path) -> None:
     """Check that bundle.json is byte for byte the canonical text of a manifest whose digest and version hold."""
     unsealed = {k: v for k, v in manifest.items() if k != "digest"}
     expected_digest = "sha256:" + hashlib.sha256(canonical_json(unsealed)).hexdigest()

@@ -31,6 +31,7 @@ from . import audit
 from .bundle import LOCK_FILE, RECIPE_FILE, SIGNATURE_FILE, Bundle, compact_json
 from .errors import UntrustedBundleError
 from .files import replace_file
+from .manifest import Source
 from .signing import (
     SigningError,
     SigningKey,
@@ -114,13 +115,13 @@ def _digest(value: str) -> dict[str, str]:
     return {algorithm: hexdigest}
 
 
-def _notebook_path(source: dict[str, Any]) -> str | None:
+def _notebook_path(source: Source) -> str | None:
     """The notebook or script a capture came from: ``path`` (a saved notebook, a script) or ``notebook``
     (a live kernel's session, as Jupyter names it)."""
     return source.get("path") or source.get("notebook")
 
 
-def _notebook_uri(source: dict[str, Any]) -> str | None:
+def _notebook_uri(source: Source) -> str | None:
     path = _notebook_path(source)
     return f"file:{path}" if path else None
 

@@ -31,6 +31,7 @@ from .capturing.recipe import data_file_map
 from .cell_errors import failed_cell
 from .errors import NotebookDeployError
 from .files import file_lock
+from .manifest import RecipeSummary
 from .schema import differences, to_jsonable
 from .store import Store
 
@@ -146,8 +147,8 @@ def verify(
         if failure:
             cell, message = failure
             return result(False, message, failed_cell=cell)
-        with open(scratch / "output.pkl", "rb") as f:
-            rebuilt = to_jsonable(pickle.load(f))
+        with open(scratch / "output.pkl", "rb") as out:
+            rebuilt = to_jsonable(pickle.load(out))
     found = [
         d
         for method in bundle.methods
@@ -161,7 +162,7 @@ def verify(
     )
 
 
-def _replay_folder(root: Path, recipe: dict[str, Any]) -> Path:
+def _replay_folder(root: Path, recipe: RecipeSummary) -> Path:
     """Where the replay runs: ``root`` itself, or a folder under it as deep as the recipe's data files go
     up (``../data/x.csv``), named as the session's folders were, so that the same relative paths reach
     the same files."""
@@ -171,7 +172,7 @@ def _replay_folder(root: Path, recipe: dict[str, Any]) -> Path:
     return root.joinpath(*session[len(session) - up :]) if up else root
 
 
-def _place_data(bundle: Bundle, recipe: dict[str, Any], work: Path, data_dir: str | None) -> str | None:
+def _place_data(bundle: Bundle, recipe: RecipeSummary, work: Path, data_dir: str | None) -> str | None:
     """Copy the recipe's data files into ``work`` at their recorded paths; a problem, if any, as text."""
     in_bundle = data_file_map(recipe["files"])
     for data in recipe["files"]:

@@ -141,7 +141,7 @@ def summary(bundle: Bundle, notes: list[str]) -> str:
             lines.append(f"            [{count}]{trimmed} {'; '.join(why)}")
         if data:
             lines.append("  data      " + ", ".join(f["path"] + (" (included)" if f["included"] else "") for f in data))
-    source = (bundle.sample_info or {}).get("source")
+    source = bundle.sample_info["source"] if bundle.sample_info else None
     if source:
         lines.append(f"  sample    {source}" + ("" if source.startswith("given") else " (--sample EXPR to choose)"))
     lines.append(f"  packages  {', '.join(bundle.requirements) or 'none'}")

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import request_response
 
 from ..bundle import Bundle
-from ..errors import InputError, ModelError, Overloaded, RequestError
+from ..errors import InputError, ModelError, NotebookDeployError, Overloaded, RequestError
 from ..schema import dumps
 from . import auth
 from .predictor import Predictor
@@ -170,7 +170,7 @@ class ServedModel:
 ANSWERED = (HTTPException, RequestError, InputError, Overloaded, ModelError)
 
 
-def error_answer(error: Exception) -> tuple[int, str, dict[str, str]]:
+def error_answer(error: HTTPException | NotebookDeployError) -> tuple[int, str, dict[str, str]]:
     """The status, message and headers that answer one of the ``ANSWERED`` exceptions."""
     if isinstance(error, HTTPException):  # raised by auth, or by routing (404, 405)
         return error.status_code, str(error.detail), dict(error.headers or {})

@@ -63,15 +63,19 @@ class Option:
         """Raise ``SettingError`` naming this option unless ``value`` is of its type, range and choices."""
         if value is None and self.default is None:
             return
-        expected = (int, float) if self.kind is float else self.kind
-        if not isinstance(value, expected) or (isinstance(value, bool) and self.kind is not bool):
+        if not self._of_kind(value):
             raise SettingError(self.name, f"must be {self.kind.__name__}, not {value!r}")
-        if self.minimum is not None and value < self.minimum:
+        if self.minimum is not None and float(value) < self.minimum:
             raise SettingError(self.name, f"must be at least {_text(self.minimum)}, not {value!r}")
-        if self.maximum is not None and value > self.maximum:
+        if self.maximum is not None and float(value) > self.maximum:
             raise SettingError(self.name, f"must be at most {_text(self.maximum)}, not {value!r}")
         if self.choices and value not in self.choices:
             raise SettingError(self.name, f"must be one of {', '.join(self.choices)}, not {value!r}")
+
+    def _of_kind(self, value: Any) -> bool:
+        """Whether ``value`` is of this option's type (an int for a float; a bool is not an int here)."""
+        expected = (int, float) if self.kind is float else self.kind
+        return isinstance(value, expected) and (self.kind is bool or not isinstance(value, bool))
 
     def parse(self, text: str) -> Any:
         """``text`` (from an environment variable or ``--set NAME=VALUE``) as a value of this option."""
