@@ -145,8 +145,8 @@ def verify(
         if failure:
             cell, message = failure
             return result(False, message, failed_cell=cell)
-        with open(scratch / "output.pkl", "rb") as f:
-            rebuilt = to_jsonable(pickle.load(f))
+        with open(scratch / "output.pkl", "rb") as out:
+            rebuilt = to_jsonable(pickle.load(out))
     found = [
         d
         for method in bundle.methods
