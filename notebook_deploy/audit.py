@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .files import default_root, file_lock
+
 AUDIT_LOG_VARIABLE = "NOTEBOOK_DEPLOY_AUDIT_LOG"
 log = logging.getLogger("notebook_deploy.audit")
 _KEY = re.compile(r"(ndk_[0-9a-f]{8})_[A-Za-z0-9_-]+")
@@ -58,8 +60,6 @@ def default_path(root: Any = None) -> Path:
     if root is not None and not isinstance(root, (str, os.PathLike)):
         root = root.root  # a Store (which records its changes here, so this module does not import it)
     if root is None:
-        from .store import default_root
-
         root = default_root()
     return Path(root) / "audit.log"
 
@@ -129,7 +129,6 @@ def _rotate_if_full(path: Path) -> None:
     process rotates, under a lock, and the others see the fresh file."""
     if not _size_at_least(path, MAX_BYTES):
         return
-    from .store import file_lock  # the store records its changes here: no import at module level
 
     with file_lock(path.with_name(f".{path.name}.lock")):
         if not _size_at_least(path, MAX_BYTES):

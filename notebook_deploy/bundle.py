@@ -34,6 +34,7 @@ import orjson
 
 from . import display
 from .errors import BundleIntegrityError
+from .manifest import Manifest, RecipeSummary, ReferenceSummary, SampleInfo, SchemaDocument, Source
 from .methods import resolve_method
 from .pickle_scan import PickleScan, check_pickle
 from .schema import Schema, schema_from_dict
@@ -44,6 +45,9 @@ MODEL_FILE = "model.pkl"
 LOCK_FILE = "requirements.txt"
 ENVIRONMENT_FILE = "environment.json"
 SAMPLE_FILE = "sample.json"
+RECIPE_FILE = "recipe.ipynb"  # the cells that rebuilt the model (notebook_deploy.capturing.recipe)
+# What the recipe's cells import beyond the model's lock, pinned: verify --fresh-env installs both
+RECIPE_LOCK_FILE = "recipe-requirements.txt"
 REFERENCE_FILE = "reference.json"  # drift reference statistics of the inputs and predictions (notebook_deploy.drift)
 SIGNATURE_FILE = "provenance.dsse.json"  # the signed provenance statement (notebook_deploy.provenance)
 UNSEALED = (MANIFEST, SIGNATURE_FILE)  # the files beside the sealed content: the seal and its signature
@@ -55,7 +59,7 @@ _NOT_CONTENT = ("version", "created", "parent", "digest")
 class Bundle:
     """A bundle on disk: its manifest, files and model. Get one from ``capture``, ``load`` or ``Store``."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = Path(path)
         self.manifest = manifest
 
@@ -86,6 +90,60 @@ class Bundle:
     @property
     def created(self) -> str:
         return self.manifest["created"]
+
+    @property
+    def digest(self) -> str:
+        """``sha256:...`` of the canonical manifest, which holds the hash of every file: the whole content."""
+        return self.manifest["digest"]
+
+    @property
+    def model_type(self) -> str:
+        """``module.Class`` of the model."""
+        return self.manifest["model"]["type"]
+
+    @property
+    def batchable(self) -> bool:
+        """Whether capture found that one call on a batch gives what row-by-row calls give."""
+        return bool(self.manifest["model"].get("batchable", False))
+
+    @property
+    def python_version(self) -> str:
+        """The Python the bundle was captured with, ``3.11.9``."""
+        return self.manifest["python"]["version"]
+
+    @property
+    def python_minor(self) -> str:
+        """``3.11``: the Python an image or a fresh environment of the bundle must have."""
+        return self.python_version.rsplit(".", 1)[0]
+
+    @property
+    def source(self) -> Source:
+        """Where it was captured from (``kind``, ``path``); empty when not known."""
+        return self.manifest.get("provenance") or {}
+
+    @property
+    def sample_info(self) -> SampleInfo | None:
+        """Where the stored sample came from and its rows; None for bundles made before it was recorded."""
+        return self.manifest.get("sample")
+
+    @property
+    def recipe_summary(self) -> RecipeSummary | None:
+        """The recipe's summary in the manifest (``recipe()`` adds its cells), or None without a recipe."""
+        return self.manifest.get("recipe") or None
+
+    @property
+    def reference_summary(self) -> ReferenceSummary | None:
+        """What the manifest says of the drift reference (``reference`` has the statistics), or None."""
+        return self.manifest.get("reference") or None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.manifest.get("labels") or {})
+
+    @property
+    def schema_document(self) -> SchemaDocument:
+        """The input and output schemas as stored (``input_schema``/``output_schema`` build them)."""
+        return self.manifest["schema"]
 
     @property
     def methods(self) -> list[str]:
@@ -157,12 +215,17 @@ class Bundle:
 
     def recipe(self) -> dict[str, Any] | None:
         """The recipe that rebuilds the model: its summary in the manifest plus its ``cells``, or None."""
-        summary = self.manifest.get("recipe")
+        summary = self.recipe_summary
         if not summary:
             return None
-        from .capturing.recipe import RECIPE_FILE, recipe_cells
+        import nbformat
 
-        return {**summary, "cells": recipe_cells(self.path / RECIPE_FILE)}
+        notebook = nbformat.read(self.path / RECIPE_FILE, as_version=4)
+        cells = [
+            {"source": cell.source, "execution_count": cell.metadata.get("notebook_deploy", {}).get("execution_count")}
+            for cell in notebook.cells
+        ]
+        return {**summary, "cells": cells}
 
     def to_dict(self, tags: list[str] | None = None) -> dict[str, Any]:
         """This version as JSON-ready data, with the store's ``tags`` on it (the Jupyter REST API's version)."""
@@ -172,7 +235,7 @@ class Bundle:
             "ref": self.ref,
             "created": self.created,
             "tags": list(tags or []),
-            "model_type": self.manifest["model"]["type"],
+            "model_type": self.model_type,
             "methods": self.methods,
             "size": self.size,
         }
@@ -180,10 +243,11 @@ class Bundle:
     def details(self, tags: list[str] | None = None) -> dict[str, Any]:
         """``to_dict`` plus everything there is to show of this version: manifest, recipe, lock, schemas,
         sample and the summary of the drift reference (the Jupyter REST API's bundle details)."""
-        reference = self.manifest.get("reference")
-        if reference:
-            features = [{"name": name, "kind": kind} for name, kind in reference["features"].items()]
-            reference = {**reference, "features": features}
+        summary = self.reference_summary
+        reference = None
+        if summary:
+            features = [{"name": name, "kind": kind} for name, kind in summary["features"].items()]
+            reference = {**summary, "features": features}
         return {
             **self.to_dict(tags),
             "manifest": self.manifest,
@@ -198,13 +262,6 @@ class Bundle:
             "sample": self.sample,
             "reference": reference,
         }
-
-    def verify(self, **options: Any) -> Any:
-        """Rebuild the model from the bundle's recipe in a fresh kernel and compare its outputs with the
-        stored ones; see ``notebook_deploy.verify`` for the options. Returns a ``Verification``."""
-        from .verification import verify
-
-        return verify(self, **options)
 
     # -- integrity --------------------------------------------------------------------------------
     def check_integrity(self) -> None:
@@ -233,43 +290,15 @@ class Bundle:
         write_archive(self.path, destination, mtime=_timestamp(self.created))
         return destination
 
-    # -- display ----------------------------------------------------------------------------------
-    def _summary(self) -> list[tuple[str, str]]:
-        model = self.manifest["model"]
-        rows = [
-            ("model", model["type"]),
-            ("methods", ", ".join(self.methods)),
-            ("input", self.input_schema.describe()),
-            ("packages", ", ".join(self.requirements) or "none"),
-            ("python", self.manifest["python"]["version"]),
-            ("size", display.human_size(self.size)),
-            ("created", self.created),
-        ]
-        sample = self.manifest.get("sample")  # bundles captured before it was recorded have none
-        if sample:
-            rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
-        reference = self.manifest.get("reference")
-        if reference:
-            rows.append(
-                (
-                    "drift",
-                    f"reference of {reference['rows']} rows ({reference['source']}), "
-                    f"{len(reference['features'])} features",
-                )
-            )
-        if self.manifest.get("labels"):
-            rows.append(("labels", ", ".join(f"{k}={v}" for k, v in self.manifest["labels"].items())))
-        rows += [("warning", w) for w in self.warnings]
-        return rows
-
+    # -- display (display.py) -------------------------------------------------------------------
     def __repr__(self) -> str:
-        return f"<Bundle {self.ref} {self.manifest['model']['type']} ({', '.join(self.methods)})>"
+        return f"<Bundle {self.ref} {self.model_type} ({', '.join(self.methods)})>"
 
     def __str__(self) -> str:
-        return display.text_table(f"Bundle {self.ref}", self._summary())
+        return display.text_table(f"Bundle {self.ref}", display.bundle_rows(self))
 
     def _repr_html_(self) -> str:
-        return display.html_table(f"Bundle {self.ref}", self._summary())
+        return display.html_table(f"Bundle {self.ref}", display.bundle_rows(self))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Bundle) and other.ref == self.ref and other.path == self.path

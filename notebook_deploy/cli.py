@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from . import __version__, display
+from . import display
 from .audit import default_path as default_audit_log
 from .errors import NotebookDeployError
+from .image import BACKENDS
 from .keys import default_path as default_keys_file
-from .serving.limits import DEFAULT_MAX_BODY_BYTES
+from .serving.settings import OPTIONS
 from .store import LATEST, Store
+from .version import __version__
 
 REF_HELP = "REF is NAME (its latest version), NAME:TAG, NAME:VERSION (or 4+ leading digits), or a bundle folder."
 
@@ -34,10 +35,33 @@ def _errors_as_messages(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _from_environment(option: str) -> dict[str, Any]:
-    """click settings that also read ``option`` from ``$NOTEBOOK_DEPLOY_<OPTION>``, shown in --help: how
-    a server in a container is configured (see ``notebook_deploy.kubernetes``)."""
-    return {"envvar": f"NOTEBOOK_DEPLOY_{option.upper()}", "show_envvar": True}
+def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of ``serve``, one for each declared in ``serving.settings`` (type, range, help and
+    default from there), each also read from its ``$NOTEBOOK_DEPLOY_<NAME>``, shown in --help: how a
+    server in a container is configured (see ``notebook_deploy.kubernetes``)."""
+    for option in reversed(OPTIONS.values()):
+        if not option.command_line:
+            continue
+        click_type: Any
+        if option.path:
+            click_type = click.Path(exists=option.must_exist, dir_okay=option.name == "trust_dir", resolve_path=True)
+        elif option.choices:
+            click_type = click.Choice(option.choices)
+        elif option.kind in (int, float) and (option.minimum is not None or option.maximum is not None):
+            ranged = click.IntRange if option.kind is int else click.FloatRange
+            click_type = ranged(min=option.minimum, max=option.maximum)
+        else:
+            click_type = option.kind
+        command = click.option(
+            option.flag,
+            option.name,
+            type=None if option.kind is bool else click_type,
+            default=None,
+            envvar=option.variable if option.from_environment else None,
+            show_envvar=option.from_environment,
+            help=option.described(),
+        )(command)
+    return command
 
 
 @click.group(
@@ -85,7 +109,7 @@ def list_command(store: Store, name: str | None) -> None:
     tags = {each: _readable_tags(store, each) for each in {b.name for b in bundles}}
     for b in bundles:
         created = b.created[:19].replace("T", " ")
-        model_type = b.manifest["model"]["type"].rsplit(".", 1)[-1]
+        model_type = b.model_type.rsplit(".", 1)[-1]
         on_it = ",".join(sorted(t for t, v in tags[b.name].items() if v == b.version))
         rows.append((b.name, b.version, on_it, created, model_type, display.human_size(b.size)))
     rows += [(d["name"], d["version"], "", "", "DAMAGED", "") for d in damaged]
@@ -137,7 +161,8 @@ def show(store: Store, ref: str, as_json: bool, lock: bool) -> None:
 
 def _signed_by(bundle: Any) -> str:
     """Who signed ``bundle``, as 'show' prints it: key ids, each trusted here or not."""
-    from .provenance import UntrustedBundleError, signers
+    from .errors import UntrustedBundleError
+    from .provenance import signers
 
     try:
         trusted, others = signers(bundle)
@@ -182,131 +207,12 @@ In a container, options also come from the environment ([env var: ...] above), e
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the server's URL to this file (JSON) once it answers requests: for scripts.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    **_from_environment("workers"),
-    help="Worker processes sharing the port [default: 1].",
-)
-@click.option(
-    "--batch/--no-batch",
-    "batching",
-    default=None,
-    **_from_environment("batching"),
-    help="Join concurrent requests into one model call [default: on where capture found batch calls "
-    "give the same outputs as single ones].",
-)
-@click.option(
-    "--max-batch-size",
-    type=click.IntRange(min=1),
-    **_from_environment("max_batch_size"),
-    help="Most rows in one batched call [default: 64].",
-)
-@click.option(
-    "--max-batch-wait-ms",
-    type=click.FloatRange(min=0),
-    **_from_environment("max_batch_wait_ms"),
-    help="Longest a request waits for its batch to fill, in milliseconds [default: 2].",
-)
-@click.option(
-    "--max-queue",
-    type=click.IntRange(min=1),
-    **_from_environment("max_queue"),
-    help="Requests that may wait at once; beyond that the answer is 503 with Retry-After [default: 1024].",
-)
-@click.option(
-    "--grpc-port",
-    type=click.IntRange(min=0),
-    **_from_environment("grpc_port"),
-    help="Also serve the Open Inference Protocol over gRPC on this port.",
-)
-@click.option(
-    "--max-body-bytes",
-    type=click.IntRange(min=1),
-    **_from_environment("max_body_bytes"),
-    help=f"Refuse request bodies larger than this with 413 [default: {DEFAULT_MAX_BODY_BYTES}].",
-)
-@click.option(
-    "--auth/--no-auth",
-    "auth",
-    default=None,
-    **_from_environment("auth"),
-    help="Require an API key ('Authorization: Bearer KEY') on every route but health and docs "
-    "[default: on when the key file exists at start, even with no key left in it].",
-)
-@click.option(
-    "--keys-file",
-    type=click.Path(dir_okay=False, resolve_path=True),
-    **_from_environment("keys_file"),
-    help="The API key file [default: keys.json in the store, or $NOTEBOOK_DEPLOY_KEYS_FILE].",
-)
-@click.option(
-    "--audit-log",
-    type=click.Path(dir_okay=False, resolve_path=True),
-    **_from_environment("audit_log"),
-    help="Append refused calls here as JSON lines [default: audit.log in the store, or $NOTEBOOK_DEPLOY_AUDIT_LOG].",
-)
-@click.option(
-    "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
-    help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.",
-)
-@click.option(
-    "--tls-key",
-    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
-    help="The private key of --tls-cert (PEM).",
-)
-@click.option(
-    "--drift-window",
-    type=click.IntRange(min=1),
-    **_from_environment("drift_window"),
-    help="Live rows each worker keeps to compare with the bundle's reference (/monitor/drift) [default: 1000].",
-)
-@click.option(
-    "--drift-threshold",
-    type=click.FloatRange(min=0),
-    **_from_environment("drift_threshold"),
-    help="Flag a feature as drifted when its PSI is above this [default: 0.2].",
-)
-@click.option(
-    "--prediction-log",
-    type=click.Path(dir_okay=False, resolve_path=True),
-    **_from_environment("prediction_log"),
-    help="Append inputs and outputs here as JSON lines, one per row, rotated at 50 MiB [default: none].",
-)
-@click.option(
-    "--prediction-log-sample",
-    type=click.FloatRange(min=0, max=1),
-    **_from_environment("prediction_log_sample"),
-    help="The fraction of rows written to --prediction-log [default: 1].",
-)
-@click.option(
-    "--debug-errors",
-    is_flag=True,
-    default=None,
-    **_from_environment("debug_errors"),
-    help="Return a model's exception text in 500 answers; by default only the server's log has it.",
-)
-@click.option(
-    "--allow-unsigned",
-    is_flag=True,
-    default=None,
-    **_from_environment("allow_unsigned"),
-    help="Serve the bundle even if no trusted key signed it (written to the audit log).",
-)
-@click.option("--settings-json", hidden=True, help="All settings as JSON (used by notebook_deploy.serve).")
+@_server_options
 @click.option(
     "--loaded-by-parent",
     is_flag=True,
     hidden=True,
     help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    **_from_environment("log_level"),
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @click.pass_obj
 @_errors_as_messages
@@ -316,9 +222,7 @@ def serve(
     host: str,
     port: int,
     ready_file: Path | None,
-    settings_json: str | None,
     loaded_by_parent: bool,
-    log_level: str,
     **options: Any,
 ) -> None:
     """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
@@ -334,15 +238,7 @@ def serve(
     # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
     # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
     bundle = Bundle.open(Path(ref)) if loaded_by_parent else load(ref, store)
-    settings = ServeSettings.from_json(settings_json) if settings_json else ServeSettings()
-    if settings_json:  # notebook_deploy.serve's own settings win over $NOTEBOOK_DEPLOY_* left in its environment
-        context = click.get_current_context()
-        options = {
-            name: value
-            for name, value in options.items()
-            if context.get_parameter_source(name) is not ParameterSource.ENVIRONMENT or getattr(settings, name) is None
-        }
-    settings = settings.with_options(**options)
+    settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(
             "--tls-cert and --tls-key go together: give the certificate and its private key, or neither (plain HTTP)"
@@ -360,7 +256,7 @@ def serve(
     def announce(url: str) -> None:
         click.echo(f"Serving {bundle.ref} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
 
-    run(bundle, host, port, settings, ready_file=ready_file, on_ready=announce, log_level=log_level)
+    run(bundle, host, port, settings, ready_file=ready_file, on_ready=announce)
 
 
 @cli.command(
@@ -500,8 +396,8 @@ def deploy(
     allow_secrets: bool,
 ) -> None:
     """Run a notebook headless and capture one of its variables with its recipe."""
-    from .jupyter.extension import summary
     from .jupyter.headless import deploy_notebook
+    from .jupyter.variable import summary
 
     click.echo(f"Running {notebook} ...", err=True)
     bundle = deploy_notebook(
@@ -618,7 +514,7 @@ the image in cosign's format when a signing key exists (see 'notebook-deploy ver
     "--backend",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "daemonless", "docker"]),
+    type=click.Choice(BACKENDS),
     help="daemonless: the registry's HTTP API; docker: load into a Docker daemon and push from it; "
     "auto: docker when a daemon answers.",
 )
@@ -786,7 +682,8 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 @_errors_as_messages
 def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: Path | None, **options: Any) -> None:
     """Write Kubernetes manifests that serve a bundle's image."""
-    from .kubernetes import KubernetesError, kubernetes_manifests, manifests_yaml, write_manifests
+    from .errors import KubernetesError
+    from .kubernetes import kubernetes_manifests, manifests_yaml, write_manifests
 
     serve_options = {}
     for setting in settings:

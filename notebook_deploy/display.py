@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
 
 
 def human_size(size: int) -> str:
@@ -58,3 +62,31 @@ class ByteBars:
     def close(self) -> None:
         for bar in self._bars.values():
             bar.close()  # type: ignore[attr-defined]
+
+
+def bundle_rows(bundle: Bundle) -> list[tuple[str, str]]:
+    """What a bundle's ``str`` and notebook display show, row by row."""
+    rows = [
+        ("model", bundle.model_type),
+        ("methods", ", ".join(bundle.methods)),
+        ("input", bundle.input_schema.describe()),
+        ("packages", ", ".join(bundle.requirements) or "none"),
+        ("python", bundle.python_version),
+        ("size", human_size(bundle.size)),
+        ("created", bundle.created),
+    ]
+    sample = bundle.sample_info  # bundles captured before it was recorded have none
+    if sample:
+        rows.append(("sample", f"{sample['rows']} rows: {sample['source']}"))
+    reference = bundle.reference_summary
+    if reference:
+        rows.append(
+            (
+                "drift",
+                f"reference of {reference['rows']} rows ({reference['source']}), {len(reference['features'])} features",
+            )
+        )
+    if bundle.labels:
+        rows.append(("labels", ", ".join(f"{k}={v}" for k, v in bundle.labels.items())))
+    rows += [("warning", w) for w in bundle.warnings]
+    return rows

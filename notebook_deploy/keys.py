@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from . import audit
-from .errors import NotebookDeployError
-from .store import default_root, file_lock, replace_file
+from .errors import KeyStoreError
+from .files import default_root, file_lock, replace_file
 
 log = logging.getLogger("notebook_deploy.keys")
 _NEVER = object()
@@ -38,10 +38,6 @@ ROLES = ("predict", "admin")  # predict: inference only; admin: metadata and mon
 _KEY = re.compile(r"ndk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 KEY_PATTERN = _KEY  # what a key looks like: the secret scan of captures knows it (capturing/secrets.py)
 _FORMAT = 1
-
-
-class KeyStoreError(NotebookDeployError):
-    """A key operation that cannot be done as asked (an unknown role or id, an unreadable key file)."""
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import click
-
 from .bundle import Bundle
-from .errors import NotebookDeployError
+from .errors import KubernetesError, SettingError
+from .serving.settings import OPTIONS, environment
 from .store import Store
 
 MANAGED_BY = "notebook-deploy"
@@ -39,15 +38,6 @@ KSERVE_CONTAINER = "kserve-container"  # the container name KServe expects in a 
 _QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # RFC 1035: Service and InferenceService names
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-class KubernetesError(NotebookDeployError):
-    """An option that cannot give valid manifests. ``option`` is its keyword in ``kubernetes_manifests``."""
-
-    def __init__(self, option: str, reason: str) -> None:
-        super().__init__(f"{option}: {reason}")
-        self.option = option
-        self.reason = reason
 
 
 def kubernetes_manifests(
@@ -239,17 +229,6 @@ def _check_options(
             )
 
 
-def _server_options() -> dict[str, click.Parameter]:
-    """The options of ``notebook-deploy serve`` that it also reads from ``$NOTEBOOK_DEPLOY_*``, by name."""
-    from .cli import serve
-
-    return {
-        p.name: p
-        for p in serve.params
-        if p.name and isinstance(p.envvar, str) and p.envvar.startswith("NOTEBOOK_DEPLOY_")
-    }
-
-
 def _environment(options: dict[str, Any], api_keys_secret: str | None) -> list[dict[str, str]]:
     """The variables that give the server ``options`` (checked as ``serve`` checks them); the audit log on
     the emptyDir, and the mounted key file with keys required when there is a Secret."""
@@ -257,31 +236,15 @@ def _environment(options: dict[str, Any], api_keys_secret: str | None) -> list[d
     if api_keys_secret is not None:
         wanted.update(auth=True, keys_file=f"{KEYS_DIRECTORY}/{KEYS_FILE}")
     wanted.update({option: value for option, value in options.items() if value is not None})
-    known = _server_options()
-    variables = []
     for option, value in wanted.items():
-        if option not in known:
-            raise KubernetesError(
-                option, "not an option the server reads from its environment, which are: " + ", ".join(sorted(known))
-            )
-        variables.append({"name": str(known[option].envvar), "value": _environment_value(known[option], value)})
-    return variables
-
-
-def _environment_value(option: click.Parameter, value: Any) -> str:
-    """``value`` as the text of an environment variable, refused as ``serve`` would refuse it."""
-    assert option.name is not None
-    if isinstance(option.type, click.Path):  # a path in the container: not resolved here
-        if not str(value).startswith("/"):
-            raise KubernetesError(option.name, f"{value!r} must be an absolute path inside the container")
-        return str(value)
+        declared = OPTIONS.get(option)
+        if declared is not None and declared.path and not str(value).startswith("/"):
+            raise KubernetesError(option, f"{value!r} must be an absolute path inside the container")
     try:
-        converted = option.type.convert(value, option, None)
-    except click.BadParameter as error:
-        raise KubernetesError(option.name, error.message) from None
-    if isinstance(converted, bool):
-        return "true" if converted else "false"
-    return str(converted)
+        variables = environment(wanted)
+    except SettingError as error:
+        raise KubernetesError(error.option, error.reason) from None
+    return [{"name": name, "value": value} for name, value in variables.items()]
 
 
 def _metadata(name: str, namespace: str | None, bundle: Bundle) -> dict[str, Any]:
@@ -369,8 +332,6 @@ def _volumes(api_keys_secret: str | None) -> list[dict[str, Any]]:
 def _deployment(
     metadata: dict[str, Any], container: dict[str, Any], replicas: int, api_keys_secret: str | None
 ) -> dict[str, Any]:
-    from .serving.settings import ServeSettings
-
     name = metadata["name"]
     return {
         "apiVersion": "apps/v1",
@@ -385,7 +346,7 @@ def _deployment(
                 "spec": {
                     "automountServiceAccountToken": False,  # the server never calls the Kubernetes API
                     # the drain before SIGTERM, the server's own drain of requests in flight, and a margin
-                    "terminationGracePeriodSeconds": DRAIN_SECONDS + int(ServeSettings().graceful_timeout) + 5,
+                    "terminationGracePeriodSeconds": DRAIN_SECONDS + int(OPTIONS["graceful_timeout"].default) + 5,
                     "containers": [container],
                     "volumes": _volumes(api_keys_secret),
                 },

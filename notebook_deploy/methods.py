@@ -10,7 +10,7 @@ Imports nothing at module level: the capture probe loads it before it watches wh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 INFERENCE_METHODS = (
@@ -21,6 +21,13 @@ INFERENCE_METHODS = (
     "transform",
     "score_samples",
 )
+
+
+def default_method(methods: Sequence[str]) -> str:
+    """The method a protocol calls when the request names none (MLflow, TF Serving's default signature,
+    the OIP output tensors, the drift reference, the panel's test form): ``predict`` where the model has
+    it, else its first inference method."""
+    return "predict" if "predict" in methods else methods[0]
 
 
 def is_torch_module(value: Any) -> bool:

@@ -28,8 +28,9 @@ import os
 from typing import Any
 
 from . import audit
-from .bundle import LOCK_FILE, SIGNATURE_FILE, Bundle, compact_json
-from .errors import NotebookDeployError
+from .bundle import LOCK_FILE, RECIPE_FILE, SIGNATURE_FILE, Bundle, compact_json
+from .errors import UntrustedBundleError
+from .files import replace_file
 from .signing import (
     SigningError,
     SigningKey,
@@ -41,7 +42,6 @@ from .signing import (
     envelope_payload,
     envelope_signers,
 )
-from .store import replace_file
 
 log = logging.getLogger("notebook_deploy.provenance")
 
@@ -52,24 +52,19 @@ BUILD_TYPE = "https://github.com/notebook-deploy/notebook-deploy/capture/v1"
 BUILDER_ID = "https://github.com/notebook-deploy/notebook-deploy"
 
 
-class UntrustedBundleError(NotebookDeployError):
-    """A bundle that no trusted key signed (unsigned, signed by an unknown key, or a signature that
-    does not name this bundle). The message names the signer and how to trust it."""
-
-
 def statement(bundle: Bundle) -> dict[str, Any]:
     """The bundle's in-toto Statement v1 with an SLSA provenance v1 predicate, derived from its manifest."""
     manifest = bundle.manifest
     files = manifest["files"]
-    recipe = manifest.get("recipe") or {}
-    source = manifest.get("provenance") or {}
+    recipe = bundle.recipe_summary or {}
+    source = bundle.source
     dependencies: list[dict[str, Any]] = []
-    if "recipe.ipynb" in files:
+    if RECIPE_FILE in files:
         dependencies.append(
             {
-                "name": "recipe.ipynb",
+                "name": RECIPE_FILE,
                 "uri": _notebook_uri(source),
-                "digest": _digest(files["recipe.ipynb"]),
+                "digest": _digest(files[RECIPE_FILE]),
                 "annotations": {
                     "kind": "recipe",
                     "target": recipe.get("target"),
@@ -89,7 +84,7 @@ def statement(bundle: Bundle) -> dict[str, Any]:
     dependencies += [{"uri": _purl(line), "annotations": {"kind": "package"}} for line in bundle.lock() if "==" in line]
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": bundle.ref, "digest": _digest(manifest["digest"])}],
+        "subject": [{"name": bundle.ref, "digest": _digest(bundle.digest)}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
@@ -166,9 +161,7 @@ def sign(bundle: Bundle, key: SigningKey, *, audit_log: str | os.PathLike[str] |
     # the temporary file goes in the folder above: a bundle folder holding an unlisted file fails its
     # integrity check, and a reader may be checking right now
     replace_file(bundle.path / SIGNATURE_FILE, dumps(signed), scratch=bundle.path.parent)
-    audit.record(
-        "bundle_sign", audit_log=audit_log, ref=bundle.ref, digest=bundle.manifest["digest"], key_id=key.key_id
-    )
+    audit.record("bundle_sign", audit_log=audit_log, ref=bundle.ref, digest=bundle.digest, key_id=key.key_id)
     return signed
 
 
@@ -211,10 +204,10 @@ def signers(bundle: Bundle, trust: TrustStore | None = None) -> tuple[list[str],
         raise UntrustedBundleError(
             f"its {SIGNATURE_FILE} is not a signed in-toto statement: the bundle's signature was damaged"
         ) from None
-    if signed.get("payloadType") != PAYLOAD_TYPE or _digest(bundle.manifest["digest"])["sha256"] not in digests:
+    if signed.get("payloadType") != PAYLOAD_TYPE or _digest(bundle.digest)["sha256"] not in digests:
         raise UntrustedBundleError(
             f"its signature is for another bundle (the signed statement does not name this bundle's digest "
-            f"{bundle.manifest['digest']}): it was copied, or the bundle was changed and re-sealed after signing"
+            f"{bundle.digest}): it was copied, or the bundle was changed and re-sealed after signing"
         )
     return trusted, others
 
@@ -250,7 +243,7 @@ def check_trusted(
             audit_log=audit_log,
             action=action,
             ref=bundle.ref,
-            digest=bundle.manifest["digest"],
+            digest=bundle.digest,
             signers=others,
             reason=reason,
             path=str(bundle.path),

@@ -38,18 +38,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import audit
-from .errors import NotebookDeployError
-from .store import default_root, replace_file
+from .errors import SigningError
+from .files import default_root, replace_file
 
 SIGNING_KEY_VARIABLE = "NOTEBOOK_DEPLOY_SIGNING_KEY"
 TRUST_DIR_VARIABLE = "NOTEBOOK_DEPLOY_TRUST_DIR"
 KEY_FILE = "signing-key.pem"
 TRUST_DIR = "trusted-keys"
 _NAME_PREFIX = "# name: "  # the optional first line of a trusted key file, before the PEM block
-
-
-class SigningError(NotebookDeployError):
-    """A signing key or trusted key that cannot be created, read or used as asked."""
 
 
 def default_key_path(root: str | os.PathLike[str] | None = None) -> Path:

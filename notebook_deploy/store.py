@@ -16,7 +16,6 @@ Every change to ``bundles/`` holds an exclusive ``flock`` on ``lock``; tags are 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -35,16 +34,12 @@ from .errors import (
     BundleReferenceError,
     NotebookDeployError,
 )
+from .files import default_root, file_lock, replace_file
 
 LATEST = "latest"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 VERSION_PATTERN = re.compile(r"^[0-9a-f]{12}$")
-
-
-def default_root() -> Path:
-    """``$NOTEBOOK_DEPLOY_HOME`` if set, else ``~/.notebook_deploy``."""
-    return Path(os.environ.get("NOTEBOOK_DEPLOY_HOME") or Path.home() / ".notebook_deploy")
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -289,7 +284,7 @@ class Store:
     def _import_archive(
         self, archive: str | os.PathLike[str], tag_latest: bool, allow_unsigned: bool, trust: Any
     ) -> Bundle:
-        from .provenance import check_trusted  # imported here: provenance sits above the store
+        from .provenance import check_trusted  # imported on use: it loads the cryptography library
 
         with self.staging() as staged:
             extract_archive(Path(archive), staged)
@@ -408,42 +403,6 @@ def _listable(bundle: Bundle, name: str, version: str) -> Bundle:
 def _tags_at(tags: dict[str, str], version: str) -> list[str]:
     """The tags (of ``tag → version``) that point at ``version``, sorted."""
     return sorted(tag for tag, pointed in tags.items() if pointed == version)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing): one writer at a time, across processes."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def replace_file(path: Path, data: bytes, *, mode: int = 0o644, scratch: Path | None = None) -> None:
-    """Replace ``path`` atomically with ``data``: readers see the old file or the new one, never part of
-    it, and neither is lost to a crash. The data goes to a temporary file (made by mkstemp, so 0600 from
-    its first byte: key files are never readable by others, even briefly) in ``scratch`` (default: the
-    same folder; it must be on the same file system), is fsync'd, given ``mode``, renamed into place,
-    and the folder is fsync'd so that the rename lasts too."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=scratch or path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _process_alive(pid: int) -> bool:

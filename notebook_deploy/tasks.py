@@ -14,16 +14,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import NotebookDeployError
+from .errors import Cancelled, NotebookDeployError
 from .store import Store
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
 _ids = itertools.count(1)
-
-
-class Cancelled(NotebookDeployError):
-    """The task was cancelled; raised inside its work at the next progress report."""
 
 
 class Task:

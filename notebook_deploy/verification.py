@@ -25,13 +25,14 @@ from typing import Any
 
 from . import display
 from .api import load
-from .bundle import LOCK_FILE, Bundle, file_sha256
+from .bundle import LOCK_FILE, RECIPE_FILE, RECIPE_LOCK_FILE, Bundle, file_sha256
 from .capturing.fetched import REPLAY_CELL, replay_mapping
-from .capturing.recipe import RECIPE_FILE, RECIPE_LOCK_FILE, data_file_map
+from .capturing.recipe import data_file_map
 from .cell_errors import failed_cell
 from .errors import NotebookDeployError
+from .files import file_lock
 from .schema import differences, to_jsonable
-from .store import Store, file_lock
+from .store import Store
 
 # The last cell of a replay. Standard library only, so it runs in a fresh environment too; a plain
 # callable serves as predict, as in notebook_deploy.methods.resolve_method.
@@ -97,7 +98,7 @@ def verify(
     import nbformat
 
     bundle = load(ref, store)
-    recipe = bundle.manifest.get("recipe")
+    recipe = bundle.recipe_summary
     if not recipe:
         raise NotebookDeployError(
             f"{bundle.ref} has no recipe to verify: capture it with %deploy in the notebook, or with "

@@ -11,9 +11,10 @@ import tarfile
 
 import pytest
 
+from notebook_deploy.errors import ImageReferenceError
 from notebook_deploy.image.credentials import Credentials, find_credentials
 from notebook_deploy.image.layers import Entry, build_layer, entries_from_directory
-from notebook_deploy.image.reference import ImageReference, ImageReferenceError
+from notebook_deploy.image.reference import ImageReference
 from notebook_deploy.image.registry import _challenge
 
 

@@ -15,7 +15,7 @@ from registries import Registry as RealRegistry
 from registries import free_port
 
 import notebook_deploy as nd
-from notebook_deploy.image.registry import RegistryError
+from notebook_deploy.errors import RegistryError
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,7 @@ from registries import Registry as RealRegistry
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
+from notebook_deploy.errors import ImageAttachError
 from notebook_deploy.image import trust
 from notebook_deploy.image.attachments import (
     SIGNATURE_ANNOTATION,
@@ -30,7 +31,6 @@ from notebook_deploy.image.attachments import (
     attachment_tag,
     simple_signing_payload,
 )
-from notebook_deploy.image.publish import ImageAttachError
 from notebook_deploy.image.registry import OCI_MANIFEST, Registry
 from notebook_deploy.image.sbom import check_sbom
 from notebook_deploy.signing import TRUST_DIR_VARIABLE, SigningKey, TrustStore, pae

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from notebook_deploy import audit, keys
 from notebook_deploy.cli import cli
-from notebook_deploy.keys import KeyStore, KeyStoreError
+from notebook_deploy.errors import KeyStoreError
+from notebook_deploy.keys import KeyStore
 
 
 @pytest.fixture

@@ -23,8 +23,9 @@ from registries import free_port
 
 import notebook_deploy as nd
 from notebook_deploy.cli import cli
+from notebook_deploy.errors import KubernetesError
 from notebook_deploy.keys import KeyStore
-from notebook_deploy.kubernetes import KubernetesError, manifests_yaml, write_manifests
+from notebook_deploy.kubernetes import manifests_yaml, write_manifests
 
 KUBERNETES_VERSION = "1.30.0"
 IMAGE = "registry.example.com/models/forest:1"
@@ -290,21 +291,27 @@ def test_the_server_reads_the_options_the_manifests_set(forest_bundle, monkeypat
     )
 
 
-def test_settings_json_wins_over_the_environment_where_it_sets_a_value(forest_bundle, monkeypatch):
+def test_arguments_from_settings_win_over_the_environment_where_they_set_a_value(forest_bundle, monkeypatch):
+    """What notebook_deploy.serve passes its child (ServeSettings.arguments) is not overridden by the
+    $NOTEBOOK_DEPLOY_* variables the child inherits; what it leaves unset still comes from them."""
     seen = {}
     monkeypatch.setattr(
         "notebook_deploy.serving.runner.run",
         lambda bundle, host, port, settings, **kwargs: seen.update(settings=settings),
     )
-    given = nd.ServeSettings(workers=1)
+    given = nd.ServeSettings(workers=1, debug_errors=False)
     result = CliRunner().invoke(
         cli,
-        ["serve", str(forest_bundle.path), "--settings-json", given.to_json()],
-        env={"NOTEBOOK_DEPLOY_WORKERS": "4", "NOTEBOOK_DEPLOY_AUDIT_LOG": "/tmp/a.log"},
+        ["serve", str(forest_bundle.path), *given.arguments()],
+        env={
+            "NOTEBOOK_DEPLOY_WORKERS": "4",
+            "NOTEBOOK_DEPLOY_DEBUG_ERRORS": "true",
+            "NOTEBOOK_DEPLOY_AUDIT_LOG": "/tmp/a.log",
+        },
     )
     assert result.exit_code == 0, result.output
-    assert seen["settings"].workers == 1  # notebook_deploy.serve(workers=1) is not overridden
-    assert seen["settings"].audit_log == "/tmp/a.log"  # what the JSON leaves unset still comes from there
+    assert (seen["settings"].workers, seen["settings"].debug_errors) == (1, False)
+    assert seen["settings"].audit_log == "/tmp/a.log"
 
 
 def test_the_serve_help_names_the_environment_variables():
@@ -328,7 +335,7 @@ def test_the_serve_help_names_the_environment_variables():
         ({"name": "Forest_1"}, "name", "lower case"),
         ({"namespace": "a.b"}, "namespace", "namespace"),
         ({"port": 70000}, "port", "65535"),
-        ({"workers": 0}, "workers", "range"),
+        ({"workers": 0}, "workers", "at least 1"),
         ({"prediction_log": "logs/p.jsonl"}, "prediction_log", "absolute path inside the container"),
         ({"tls_cert": "/etc/cert.pem"}, "tls_cert", "not an option the server reads from its environment"),
         ({"kserve": True, "grpc_port": 8001}, "grpc_port", "one port"),
@@ -408,7 +415,7 @@ def test_the_cli_writes_one_file_per_manifest_into_a_folder(session_store, fores
         (["--min-replicas", "5", "--max-replicas", "3"], "'--min-replicas'", "more than the maximum"),
         (["--cpu", "lots"], "'--cpu'", "'lots' is not a Kubernetes quantity"),
         (["--target-cpu", "0"], "'--target-cpu'", "at least 1"),
-        (["--set", "workers=0"], "'--set workers'", "range"),
+        (["--set", "workers=0"], "'--set workers'", "at least 1"),
         (["--set", "workers"], "'--set'", "OPTION=VALUE"),
     ],
 )

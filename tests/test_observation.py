@@ -132,7 +132,7 @@ def test_observed_data_aliases_displays_and_imports(project, store):
     assert notebook_cells[-2].metadata["notebook_deploy"]["kept_because"] == ["imports StandardScaler"]
     assert notebook_cells[-2].metadata["notebook_deploy"]["trimmed_to_imports"] is True
     assert not [w for w in recipe["warnings"] if "randomness" in w]
-    from notebook_deploy.jupyter.extension import summary
+    from notebook_deploy.jupyter.variable import summary
 
     assert "[9] (only its imports) imports StandardScaler" in summary(bundle, [])
     report = nd.verify(bundle)

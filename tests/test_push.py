@@ -14,7 +14,8 @@ from registries import Registry as RealRegistry
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
-from notebook_deploy.image.registry import Registry, RegistryAuthError, RegistryError
+from notebook_deploy.errors import RegistryAuthError, RegistryError
+from notebook_deploy.image.registry import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -135,7 +135,7 @@ def test_verify_in_a_fresh_environment_built_from_the_lock(training, store):
     model, X, history = training
     bundle = nd.capture(model, name="lr", sample=X, history=history, variable="model", include_data=True, store=store)
     steps = []
-    report = bundle.verify(fresh_env=True, progress=steps.append)
+    report = nd.verify(bundle, fresh_env=True, progress=steps.append)
     assert report.reproducible, str(report)
     assert report.environment == "a fresh virtual environment built from the locks"
     assert steps[0] == "creating a virtual environment from requirements.txt and recipe-requirements.txt"

@@ -11,8 +11,9 @@ import threading
 import pytest
 from registries import Registry as RealRegistry
 
+from notebook_deploy.errors import RegistryAuthError, RegistryError
 from notebook_deploy.image.credentials import Credentials
-from notebook_deploy.image.registry import OCI_MANIFEST, Blob, Registry, RegistryAuthError, RegistryError
+from notebook_deploy.image.registry import OCI_MANIFEST, Blob, Registry
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,8 @@ import notebook_deploy as nd
 from notebook_deploy import audit
 from notebook_deploy.bundle import MODEL_FILE, SIGNATURE_FILE, Bundle, canonical_json, seal_manifest
 from notebook_deploy.cli import cli
-from notebook_deploy.provenance import PAYLOAD_TYPE, UntrustedBundleError, sign, statement
+from notebook_deploy.errors import UntrustedBundleError
+from notebook_deploy.provenance import PAYLOAD_TYPE, sign, statement
 from notebook_deploy.serving.app import create_app
 from notebook_deploy.signing import SigningKey, TrustStore
 

@@ -22,6 +22,8 @@ from ..bundle import (
     ENVIRONMENT_FILE,
     LOCK_FILE,
     MODEL_FILE,
+    RECIPE_FILE,
+    RECIPE_LOCK_FILE,
     REFERENCE_FILE,
     SAMPLE_FILE,
     Bundle,
@@ -29,7 +31,7 @@ from ..bundle import (
     write_file,
 )
 from ..errors import CaptureError, InputError
-from ..methods import available_methods, resolve_method
+from ..methods import available_methods, default_method, resolve_method
 from ..pickle_scan import scan_pickle
 from ..provenance import sign_own_capture
 from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
@@ -40,7 +42,7 @@ from .domains import probe_domains
 from .fetched import keep_fetched as keep_fetched_bytes
 from .packages import environment_snapshot, package_state, replay_requirements
 from .pickling import PROTOCOL, dump_model
-from .recipe import RECIPE_FILE, RECIPE_LOCK_FILE, History, Recipe, build_recipe
+from .recipe import History, Recipe, build_recipe
 from .recipe import include_data as include_data_files
 from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_texts, find_secrets_in_values
 
@@ -247,7 +249,7 @@ def _drift_reference(
     """The drift reference statistics of ``reference`` (or of the sample's rows), None without either."""
     if reference is None and sample is None:
         return None  # the rows were made up: they say nothing of the data
-    method = "predict" if "predict" in methods else methods[0]
+    method = default_method(methods)
     try:
         data = as_rows(reference) if reference is not None else rows
         statistics = drift.capture_reference(

@@ -1,7 +1,7 @@
 """What one execution was seen to do while it ran: files it read and wrote, URLs it fetched, the
 namespace objects it changed in place, the global random states it drew from or seeded.
 
-The session recorder (``jupyter/extension.py``) fills one ``Observation`` per execution; the slicer
+The session recorder (``jupyter/recorder.py``) fills one ``Observation`` per execution; the slicer
 uses them to refine what a static reading of the text can tell (``slicing.slice_history``). Nothing
 here imports IPython: the recorder hands in the namespace and the events.
 

@@ -16,10 +16,6 @@ from ..bundle import file_sha256
 from .observation import FileAccess, Observation
 from .slicing import DEFAULT_RULES, MAGIC_CALL, SliceRules, cell_nodes, slice_history
 
-RECIPE_FILE = "recipe.ipynb"
-# What the recipe's cells import beyond the model's lock, pinned: verify --fresh-env installs both
-RECIPE_LOCK_FILE = "recipe-requirements.txt"
-
 
 @dataclass
 class History:
@@ -252,18 +248,6 @@ def include_data(recipe: Recipe, history: History, max_bytes: int) -> list[tuple
             data.included = True
             included.append((data.bundle_name, source))
     return included
-
-
-def recipe_cells(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The cells of a recipe notebook written by ``Recipe.to_notebook``: each one's source and the
-    execution count it had in the session."""
-    import nbformat
-
-    notebook = nbformat.read(path, as_version=4)
-    return [
-        {"source": cell.source, "execution_count": cell.metadata.get("notebook_deploy", {}).get("execution_count")}
-        for cell in notebook.cells
-    ]
 
 
 def data_file_map(files: Sequence[Mapping[str, Any]]) -> dict[str, str]:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..bundle import compact_json
-from ..errors import NotebookDeployError
-from .registry import OCI_MANIFEST, Blob, Registry, RegistryError
+from ..errors import NotebookDeployError, RegistryError
+from .registry import OCI_MANIFEST, Blob, Registry
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

@@ -121,10 +121,10 @@ def labels(bundle: Bundle) -> dict[str, str]:
     return {
         "org.opencontainers.image.title": bundle.name,
         "org.opencontainers.image.version": bundle.version,
-        "org.opencontainers.image.description": f"{bundle.manifest['model']['type']} served by notebook-deploy",
+        "org.opencontainers.image.description": f"{bundle.model_type} served by notebook-deploy",
         "io.notebook-deploy.bundle": bundle.ref,
-        "io.notebook-deploy.digest": bundle.manifest["digest"],
-        "io.notebook-deploy.source": str((bundle.manifest.get("provenance") or {}).get("path") or ""),
+        "io.notebook-deploy.digest": bundle.digest,
+        "io.notebook-deploy.source": str(bundle.source.get("path") or ""),
     }
 
 
@@ -145,7 +145,7 @@ def runtime_entries() -> list[Entry]:
 
 def python_minor(bundle: Bundle) -> str:
     """``"3.11"`` for a bundle captured with Python 3.11.7."""
-    return bundle.manifest["python"]["version"].rsplit(".", 1)[0]
+    return bundle.python_minor
 
 
 def install_dependencies(bundle: Bundle, platform: str, wheels: Path, staging: Path) -> None:
@@ -217,7 +217,7 @@ def install_wheels(wheels: list[Path], staging: Path) -> None:
 
 def _check_python(bundle: Bundle, base: BaseImage) -> None:
     """Refuse a base whose Python minor differs from the bundle's, where the base says which it has."""
-    wanted = bundle.manifest["python"]["version"].rsplit(".", 1)[0]
+    wanted = bundle.python_minor
     env = dict(e.split("=", 1) for e in base.config.get("config", {}).get("Env", []) if "=" in e)
     found = env.get("PYTHON_VERSION")
     if found and not found.startswith(wanted + "."):

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotebookDeployError
+from ..errors import NotebookDeployError, RegistryError
 from .credentials import find_credentials
 from .reference import ImageReference
-from .registry import RegistryError
 
 Progress = Callable[[str, int, int], None]
 

@@ -13,9 +13,10 @@ from typing import Any
 from .. import audit, display
 from ..api import load
 from ..bundle import Bundle
-from ..errors import NotebookDeployError
+from ..errors import ImageAttachError, NotebookDeployError
 from ..signing import SigningKey, default_signing_key
 from ..store import Store
+from . import BACKENDS
 from .assemble import Image, push_image, resolve_base
 from .build import build, dependency_site
 from .docker_backend import docker_client, load_image, push_from_daemon
@@ -25,10 +26,6 @@ from .registry import Registry, registry_for
 from .trust import Attached, attach
 
 Progress = Callable[[str, int, int], None]  # (blob digest, bytes done, bytes in all)
-
-
-class ImageAttachError(NotebookDeployError):
-    """The image was pushed, but its SBOM, provenance or signature could not be attached."""
 
 
 @dataclass
@@ -61,7 +58,7 @@ class PushResult:
 
 def default_base(bundle: Bundle) -> str:
     """``python:3.X-slim`` for the bundle's Python minor version."""
-    return f"python:{bundle.manifest['python']['version'].rsplit('.', 1)[0]}-slim"
+    return f"python:{bundle.python_minor}-slim"
 
 
 def push(
@@ -209,8 +206,8 @@ def build_image(
 
 def _daemon(backend: str) -> Any:
     """The Docker client the backend calls for: None for daemonless, or auto with no daemon answering."""
-    if backend not in ("auto", "daemonless", "docker"):
-        raise ValueError(f"backend must be 'auto', 'daemonless' or 'docker', not {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
     client = docker_client() if backend != "daemonless" else None
     if backend == "docker" and client is None:
         raise NotebookDeployError(

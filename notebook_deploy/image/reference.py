@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..errors import NotebookDeployError
+from ..errors import ImageReferenceError
 
 DOCKER_HUB = "registry-1.docker.io"
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
@@ -36,10 +36,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class ImageReferenceError(NotebookDeployError):
-    """An image reference that cannot be parsed."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from urllib.parse import quote, urljoin, urlparse
 
 import requests
 
-from ..errors import NotebookDeployError
+from ..errors import RegistryAuthError, RegistryError
 from .credentials import Credentials, find_credentials
 from .reference import ImageReference, is_loopback
 
@@ -40,18 +40,6 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 CHUNK_SIZE = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
-
-
-class RegistryError(NotebookDeployError):
-    """The registry refused a request, or could not be reached."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class RegistryAuthError(RegistryError):
-    """The registry wants credentials it did not get, or refused the ones it got."""
 
 
 class _Unreachable(Exception):

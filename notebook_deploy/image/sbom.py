@@ -24,8 +24,8 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 from packaging.utils import canonicalize_name
 
-from .. import __version__
 from ..errors import NotebookDeployError
+from ..version import __version__
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 RUNTIME = "notebook-deploy"

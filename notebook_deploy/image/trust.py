@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
 from ..bundle import compact_json
-from ..errors import NotebookDeployError
+from ..errors import ImageVerificationError, NotebookDeployError, RegistryError
 from ..provenance import signed_statement
 from ..provenance import statement as bundle_statement
 from ..signing import TrustedKey, TrustStore, envelope, envelope_signers, key_id, verify_signature
+from ..version import __version__
 from . import sbom
 from .attachments import (
     DSSE,
@@ -45,7 +45,7 @@ from .attachments import (
     simple_signing_payload,
 )
 from .reference import ImageReference
-from .registry import Registry, RegistryError, registry_for
+from .registry import Registry, registry_for
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -57,10 +57,6 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://notebook-deploy.dev/image-build/v1"  # names this project's build; not fetched
 BUILDER = f"notebook-deploy/{__version__}"
 KEY_ID_ANNOTATION = "io.notebook-deploy.key-id"
-
-
-class ImageVerificationError(NotebookDeployError):
-    """An image's signature, provenance or SBOM is missing, not trusted, or names another image."""
 
 
 @dataclass
@@ -118,7 +114,7 @@ def image_provenance(
         {
             "name": "bundle",
             "uri": f"notebook-deploy:bundle/{bundle.ref}",
-            "digest": {"sha256": _hex(bundle.manifest["digest"])},
+            "digest": {"sha256": _hex(bundle.digest)},
         }
     ]
     if base.digest:
@@ -134,11 +130,11 @@ def image_provenance(
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
                     "bundle": bundle.ref,
-                    "bundleDigest": bundle.manifest["digest"],
+                    "bundleDigest": bundle.digest,
                     "base": str(base.reference),
                     "platform": platform,
                 },
-                "internalParameters": {"python": bundle.manifest["python"]["version"]},
+                "internalParameters": {"python": bundle.python_version},
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {

@@ -15,7 +15,7 @@ from ..store import Store
 
 _CAPTURE_CELL = """\
 import json as _nd_json
-from notebook_deploy.jupyter.extension import deploy_from_kernel as _nd_deploy
+from notebook_deploy.jupyter.variable import deploy_from_kernel as _nd_deploy
 _nd_bundle, _nd_notes = _nd_deploy(get_ipython(), {variable!r}, name={name!r}, sample={sample!r},
                                    include_data={include_data!r}, reference_data={reference_data!r},
                                    keep_fetched={keep_fetched!r},

@@ -25,12 +25,14 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
-from ..methods import INFERENCE_METHODS, is_torch_module
+from ..methods import INFERENCE_METHODS, default_method, is_torch_module
 from ..schema import is_dataframe
 from ..serving.process import Server, Servers
 from ..store import Store, name_from
 from ..tasks import CANCELLED, FAILED, SUCCEEDED, Task, Tasks
-from . import extension
+from .recorder import active_recorder
+from .variable import capture_variable
+from .variable import summary as capture_summary
 
 BACKENDS = ("auto", "daemonless", "docker")
 _LOG_TAIL = 4000
@@ -227,7 +229,7 @@ class DeployPanel(widgets.VBox):
                 "e.g. X_test). Capture infers the request schema from it and runs the model on it to find the "
                 "packages it needs."
             )
-        recorder = extension.active_recorder(self.shell) if self.shell is not None else None
+        recorder = active_recorder(self.shell) if self.shell is not None else None
         history = recorder.history() if recorder is not None else None  # read here: the kernel's thread
         if history is not None:
             code = f"%deploy {variable} --name {name} --sample {sample}"
@@ -235,12 +237,12 @@ class DeployPanel(widgets.VBox):
             code = f"bundle = nd.capture({variable}, name={json.dumps(name)}, sample={sample}[:5]{self._store_arg()})"
 
         def work() -> None:
-            bundle, notes = extension.capture_variable(
+            bundle, notes = capture_variable(
                 self.namespace, variable, name=name or None, sample=sample, history=history, store=self.store
             )
             self.bundle = bundle
             self.version_text.value = bundle.version
-            self.summary.value = _pre(extension.summary(bundle, notes))
+            self.summary.value = _pre(capture_summary(bundle, notes))
 
         self._start("capture", f"capturing {variable}…", work, code)
 
@@ -260,7 +262,7 @@ class DeployPanel(widgets.VBox):
                 raise
             methods = self.server.bundle.methods
             self.method_dropdown.options = methods
-            self.method_dropdown.value = "predict" if "predict" in methods else methods[0]
+            self.method_dropdown.value = default_method(methods)
             self.request_box.value = json.dumps({"instances": self.server.bundle.sample["instances"][:2]})
             self._show_logs()
 

@@ -4,7 +4,7 @@ REST routes under ``{base_url}notebook-deploy/`` (docs/jupyter-rest-api.md) that
 (``Store``, ``Servers``, ``Tasks``) to JSON. Every route needs the Jupyter server's authentication and
 its authorizer's permission on the resource ``notebook_deploy`` (``read``, ``write`` or ``execute``);
 work that blocks (reading bundles, starting a server, the predict proxy) runs in a thread, so the
-server's event loop stays free. Errors are ``{"message": ...}`` with the status ``_status_of`` gives.
+server's event loop stays free. Errors are ``{"message": ...}`` with the error class's ``status`` (errors.py).
 The local servers started here stop when the Jupyter server's process exits (``serve``'s atexit hook),
 or, should it die without cleaning up, by themselves.
 
@@ -28,18 +28,15 @@ from jupyter_server.utils import url_path_join
 from traitlets import Unicode, default
 from traitlets.config import Configurable
 
-from .. import __version__
 from ..errors import (
-    BundleInUseError,
-    BundleNotFoundError,
-    BundleReferenceError,
     NotebookDeployError,
-    ServerStoppedError,
 )
-from ..image.reference import ImageReference, ImageReferenceError
+from ..files import default_root
+from ..image.reference import ImageReference
 from ..serving.process import Servers
-from ..store import Store, default_root
+from ..store import Store
 from ..tasks import Tasks
+from ..version import __version__
 
 NAMESPACE = "notebook-deploy"
 SETTINGS_KEY = "notebook_deploy"
@@ -78,20 +75,6 @@ class ApiError(tornado.web.HTTPError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(status)
         self.message = message
-
-
-# The first entry an error is an instance of gives its status; anything else is a 500.
-_STATUSES: list[tuple[type[BaseException], int]] = [
-    (BundleNotFoundError, 404),
-    (BundleReferenceError, 400),
-    (ImageReferenceError, 400),
-    (ServerStoppedError, 409),
-    (BundleInUseError, 409),
-]
-
-
-def _status_of(error: BaseException) -> int:
-    return next((status for kind, status in _STATUSES if isinstance(error, kind)), 500)
 
 
 def _found(kind: str, lookup: Callable[[str], T], key: str) -> T:
@@ -163,7 +146,7 @@ class DeployHandler(APIHandler):
         except ApiError:
             raise
         except NotebookDeployError as error:
-            raise ApiError(_status_of(error), str(error)) from error
+            raise ApiError(error.status, str(error)) from error
         except Exception as error:
             self.log.exception("notebook-deploy: %s %s failed", self.request.method, self.request.path)
             raise ApiError(500, f"{type(error).__name__}: {error}") from error

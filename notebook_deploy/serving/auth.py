@@ -26,7 +26,7 @@ from .. import audit
 from ..keys import KeyStore, parse
 
 if TYPE_CHECKING:
-    from .app import ServedModel
+    from .served import ServedModel
 
 OPEN = "open"  # health probes and the API docs
 PREDICT = "predict"  # inference, in every protocol

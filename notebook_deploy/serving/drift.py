@@ -34,15 +34,14 @@ from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
 from .. import drift as statistics
-from ..errors import ServeError
+from ..errors import RequestError, ServeError
 from ..schema import concat_rows, dumps, take_rows, to_jsonable
 from . import auth
-from .app import RequestError
-from .protocols.native import ERROR_SCHEMA, error_responses
+from .served import DETAIL
 
 if TYPE_CHECKING:
-    from .app import ServedModel
     from .metrics import Metrics
+    from .served import ServedModel
 
 log = logging.getLogger("notebook_deploy.serving")
 
@@ -259,7 +258,7 @@ def _add_route(served: ServedModel, monitor: DriftMonitor | None) -> None:
             raise RequestError(404, NO_REFERENCE)
         return Response(dumps(await run_in_threadpool(monitor.report)), media_type="application/json")
 
-    errors = error_responses()
+    errors = DETAIL.responses()
     served.route(
         "/monitor/drift",
         monitor_drift,
@@ -276,7 +275,7 @@ def _add_route(served: ServedModel, monitor: DriftMonitor | None) -> None:
             403: errors["403"],
             404: {
                 "description": "The bundle has no reference statistics: capture with reference=X_train",
-                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                "content": {"application/json": {"schema": DETAIL.schema}},
             },
         },
     )

@@ -22,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from . import auth
 
 if TYPE_CHECKING:
-    from .app import ServedModel
+    from .served import ServedModel
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

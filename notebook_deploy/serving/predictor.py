@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..bundle import Bundle
+from ..errors import ModelError, Overloaded
 from ..methods import resolve_method
 from ..schema import take_rows
 from .batching import Batcher
@@ -40,16 +41,6 @@ INLINE_SLOW_SHARE = 0.01
 Observer = Callable[[str, Any, Any], None]  # (method, model input, model output)
 
 
-class Overloaded(Exception):
-    """More requests wait than the queue holds: answer 503 and ask the client to retry."""
-
-    retry_after = 1
-
-
-class ModelError(Exception):
-    """The model raised while computing a prediction; the message names the method and the error."""
-
-
 class Predictor:
     """Calls a bundle's model for every protocol, with batching where it is safe, and a bounded queue."""
 
@@ -58,9 +49,7 @@ class Predictor:
         self.settings = settings
         self.model = bundle.model if model is None else model
         self._calls = {method: resolve_method(self.model, method) for method in bundle.methods}
-        self.batching = bool(
-            settings.batching if settings.batching is not None else bundle.manifest["model"].get("batchable", False)
-        )
+        self.batching = bool(settings.batching if settings.batching is not None else bundle.batchable)
         # One thread calls the model. Python models mostly hold the GIL, so more threads would only
         # contend for it with the event loop (measured: 2.2x fewer requests/s with anyio's pool of 40);
         # processes (``workers``) are what scale a server across cores.

@@ -162,7 +162,7 @@ def serve(
         str(ready_file),
     ]
     settings = (settings or ServeSettings()).with_options(**options)
-    command += ["--settings-json", settings.to_json()]
+    command += settings.arguments()
     env = dict(os.environ, **{PARENT_PID_VARIABLE: str(os.getpid())})
     with open(workdir / "server.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

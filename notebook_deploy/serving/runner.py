@@ -43,7 +43,6 @@ def run(
     *,
     ready_file: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
-    log_level: str = "info",
 ) -> None:
     """Serve ``bundle`` until interrupted; SIGTERM drains the requests in flight first. Once requests
     are answered, the URL is written to ``ready_file`` (as JSON) and passed to ``on_ready``."""
@@ -64,7 +63,7 @@ def run(
         else url
     )
     options: dict[str, Any] = dict(
-        log_level=log_level,
+        log_level=settings.log_level,
         timeout_graceful_shutdown=settings.graceful_timeout,
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,

@@ -15,20 +15,17 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 
-from ... import __version__
+from ...errors import RequestError
+from ...methods import default_method
+from ...version import __version__
 from .. import auth
-from ..app import RequestError, json_body, json_response
+from ..served import ErrorShape, json_body, json_response
 
 if TYPE_CHECKING:
     from ...schema import Schema
-    from ..app import ServedModel
+    from ..served import ServedModel
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
-    "required": ["error_code", "message"],
-}
 _CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
@@ -41,15 +38,19 @@ _CODES = {
 }
 
 
-def error_body(status: int, message: str) -> dict[str, str]:
-    return {"error_code": _CODES.get(status, "INTERNAL_ERROR"), "message": message}
+ERRORS = ErrorShape(
+    lambda status, message: {"error_code": _CODES.get(status, "INTERNAL_ERROR"), "message": message},
+    {
+        "type": "object",
+        "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+        "required": ["error_code", "message"],
+    },
+)
 
 
 def add_routes(served: ServedModel) -> None:
-    from .native import error_responses
-
     schema, predictor = served.bundle.input_schema, served.predictor
-    method = "predict" if "predict" in predictor.methods else predictor.methods[0]
+    method = default_method(predictor.methods)
 
     async def invocations(request: Request) -> Response:
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -86,7 +87,7 @@ def add_routes(served: ServedModel) -> None:
         invocations,
         access=auth.PREDICT,
         methods=["POST"],
-        error_body=error_body,
+        errors=ERRORS,
         summary="MLflow: score rows with the model's predict",
         response_class=Response,
         tags=["MLflow"],
@@ -103,10 +104,10 @@ def add_routes(served: ServedModel) -> None:
                     "description": "One prediction per row",
                     "content": {"application/json": {"schema": {"type": "object", "required": ["predictions"]}}},
                 },
-                **error_responses(ERROR_SCHEMA),
+                **ERRORS.responses(),
                 "415": {
                     "description": "Neither JSON nor CSV",
-                    "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                    "content": {"application/json": {"schema": ERRORS.schema}},
                 },
             },
         },

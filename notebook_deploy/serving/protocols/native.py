@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from ...errors import RequestError
 from ...schema import dumps
 from .. import auth
-from ..app import RequestError, parse_json
+from ..served import DETAIL, parse_json
 
 if TYPE_CHECKING:
-    from ..app import FastHandler, ServedModel
-
-ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+    from ..served import FastHandler, ServedModel
 
 
 def add_routes(served: ServedModel) -> None:
@@ -56,23 +55,6 @@ def _answer(served: ServedModel, method: str) -> FastHandler:
     return answer
 
 
-def error_responses(content_schema: dict[str, Any] = ERROR_SCHEMA) -> dict[str, Any]:
-    """The OpenAPI ``responses`` of the errors every inference route may answer."""
-    described = {
-        "400": "The body is not JSON",
-        "401": "An API key is required and was not sent, or is unknown",
-        "403": "The API key's role does not reach this route",
-        "413": "The body is too large",
-        "422": "The rows do not fit the model's input: the message names the row and feature",
-        "500": "The model raised an error",
-        "503": "Too many requests wait: retry after the number of seconds in Retry-After",
-    }
-    return {
-        status: {"description": text, "content": {"application/json": {"schema": content_schema}}}
-        for status, text in described.items()
-    }
-
-
 def _openapi_for(served: ServedModel, method: str) -> dict[str, Any]:
     row = served.bundle.input_schema.json_schema()
     prediction = served.bundle.output_schema(method).json_schema()
@@ -105,6 +87,6 @@ def _openapi_for(served: ServedModel, method: str) -> dict[str, Any]:
                     }
                 },
             },
-            **error_responses(),
+            **DETAIL.responses(),
         },
     }

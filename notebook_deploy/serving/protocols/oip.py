@@ -42,16 +42,17 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from ... import __version__
-from ...errors import InputError
+from ...errors import InputError, RequestError
+from ...methods import default_method
 from ...schema import BOOL, CATEGORY, FLOAT, INT, TableSchema, TensorSchema, dumps, quoted, to_jsonable
+from ...version import __version__
 from .. import auth
-from ..app import RequestError, json_response, parse_json
+from ..served import DETAIL, ErrorShape, json_response, parse_json
 
 if TYPE_CHECKING:
     from ...bundle import Bundle
     from ...schema import Schema
-    from ..app import ServedModel
+    from ..served import ServedModel
 
 SERVER_NAME = "notebook-deploy"
 PLATFORM = "notebook-deploy"
@@ -78,15 +79,12 @@ DATATYPES = [*NUMERIC, BYTES]
 _OF_DTYPE = {np.dtype(dtype): datatype for datatype, dtype in NUMERIC.items()}
 _LENGTH = struct.Struct("<I")
 
-ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+ERRORS = ErrorShape(
+    lambda status, message: {"error": message},
+    {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+)
 # Answers made before a route's handler runs (keys, the body size limit, unmatched paths) say "detail".
-_ANY_ERROR_SCHEMA = {
-    "anyOf": [ERROR_SCHEMA, {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}]
-}
-
-
-def error_body(status: int, message: str) -> dict[str, str]:
-    return {"error": message}
+_ANY_ERROR_SCHEMA = {"anyOf": [ERRORS.schema, DETAIL.schema]}
 
 
 @dataclass
@@ -228,7 +226,7 @@ class OipModel:
         self.name = self.bundle.name
         self.version = self.bundle.version
         self.methods = list(self.predictor.methods)
-        self.default_method = "predict" if "predict" in self.methods else self.methods[0]
+        self.default_method = default_method(self.methods)
         self.inputs = _inputs_metadata(self.schema)
         self.outputs = [_output_metadata(method, self.bundle.output_schema(method)) for method in self.methods]
 
@@ -487,8 +485,6 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[Tensor],
 
 
 def add_routes(served: ServedModel) -> None:
-    from .native import error_responses
-
     model = OipModel(served)
 
     def check(request: Request) -> None:
@@ -540,11 +536,7 @@ def add_routes(served: ServedModel) -> None:
             header + b"".join(buffers), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
         )
 
-    _add(served, model, error_responses, server_metadata, live, ready, model_metadata, model_ready, infer)
-    if served.settings.grpc_port is not None:
-        from . import oip_grpc
-
-        oip_grpc.attach(served, model)
+    _add(served, model, server_metadata, live, ready, model_metadata, model_ready, infer)
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------------
@@ -553,7 +545,6 @@ def add_routes(served: ServedModel) -> None:
 def _add(
     served: ServedModel,
     model: OipModel,
-    error_responses: Any,
     server_metadata: Any,
     live: Any,
     ready: Any,
@@ -562,7 +553,7 @@ def _add(
     infer: Any,
 ) -> None:
     bundle = served.bundle
-    errors = error_responses(ERROR_SCHEMA)
+    errors = ERRORS.responses()
     for status in ("401", "403", "413"):  # answered before the route's own error handling
         errors[status] = {**errors[status], "content": {"application/json": {"schema": _ANY_ERROR_SCHEMA}}}
     not_found = {
@@ -640,7 +631,7 @@ def _add(
             endpoint,
             access=auth.OPEN,
             methods=["GET"],
-            error_body=error_body,
+            errors=ERRORS,
             summary=summary,
             response_class=Response,
             tags=tags,
@@ -656,7 +647,7 @@ def _add(
             model_metadata,
             access=auth.PREDICT,
             methods=["GET"],
-            error_body=error_body,
+            errors=ERRORS,
             summary="OIP: model metadata (its input and output tensors)",
             response_class=Response,
             tags=tags,
@@ -676,7 +667,7 @@ def _add(
             model_ready,
             access=auth.OPEN,
             methods=["GET"],
-            error_body=error_body,
+            errors=ERRORS,
             summary="OIP: the model is ready",
             response_class=Response,
             tags=tags,
@@ -700,7 +691,7 @@ def _add(
             infer,
             access=auth.PREDICT,
             methods=["POST"],
-            error_body=error_body,
+            errors=ERRORS,
             summary="OIP: run the model on input tensors",
             response_class=Response,
             tags=tags,
@@ -748,7 +739,7 @@ def _add(
                     **not_found,
                     "400": {
                         "description": "Not an inference request of the protocol: the message says why",
-                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                        "content": {"application/json": {"schema": ERRORS.schema}},
                     },
                 },
             },

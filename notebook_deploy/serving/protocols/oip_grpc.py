@@ -42,15 +42,15 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from ...errors import ServeError
+from ...errors import RequestError, ServeError
 from .. import auth
-from ..app import ANSWERED, RequestError, error_answer
+from ..served import ANSWERED, error_answer
 from . import grpc_predict_v2_pb2 as pb
 from . import grpc_predict_v2_pb2_grpc as pb_grpc
 from .oip import BYTES, DATATYPES, NUMERIC, OipModel, Tensor, element_count, from_raw, to_raw
 
 if TYPE_CHECKING:
-    from ..app import ServedModel
+    from ..served import ServedModel
 
 # uvicorn's own logger, so that the gRPC address is shown where uvicorn shows the HTTP one
 log = logging.getLogger("uvicorn.error")

@@ -14,23 +14,22 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from ...errors import RequestError
+from ...methods import default_method
 from .. import auth
-from ..app import RequestError, json_body, json_response
+from ..served import ErrorShape, json_body, json_response
 
 if TYPE_CHECKING:
-    from ..app import ServedModel
+    from ..served import ServedModel
 
 DEFAULT_SIGNATURE = "serving_default"
-ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-
-
-def error_body(status: int, message: str) -> dict[str, str]:
-    return {"error": message}
+ERRORS = ErrorShape(
+    lambda status, message: {"error": message},
+    {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+)
 
 
 def add_routes(served: ServedModel) -> None:
-    from .native import error_responses
-
     bundle, predictor = served.bundle, served.predictor
     schema = bundle.input_schema
 
@@ -70,8 +69,8 @@ def add_routes(served: ServedModel) -> None:
         signatures = {
             (DEFAULT_SIGNATURE if m == "predict" else m): {
                 "method_name": m,
-                "inputs": bundle.manifest["schema"]["input"],
-                "outputs": bundle.manifest["schema"]["outputs"][m],
+                "inputs": bundle.schema_document["input"],
+                "outputs": bundle.schema_document["outputs"][m],
             }
             for m in predictor.methods
         }
@@ -85,7 +84,7 @@ def add_routes(served: ServedModel) -> None:
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "example": bundle.name}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
     label = {"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}
-    errors = {**error_responses(ERROR_SCHEMA), "404": _not_found()}
+    errors = {**ERRORS.responses(), "404": _not_found()}
     body = {
         "required": True,
         "content": {
@@ -116,7 +115,7 @@ def add_routes(served: ServedModel) -> None:
             predict,
             access=auth.PREDICT,
             methods=["POST"],
-            error_body=error_body,
+            errors=ERRORS,
             summary="TF Serving: predict",
             response_class=Response,
             tags=["TF Serving"],
@@ -127,7 +126,7 @@ def add_routes(served: ServedModel) -> None:
         status,
         access=auth.OPEN,
         methods=["GET"],
-        error_body=error_body,
+        errors=ERRORS,
         summary="TF Serving: model status",
         response_class=Response,
         tags=["TF Serving"],
@@ -138,7 +137,7 @@ def add_routes(served: ServedModel) -> None:
         metadata,
         access=auth.ADMIN,
         methods=["GET"],
-        error_body=error_body,
+        errors=ERRORS,
         summary="TF Serving: model metadata",
         response_class=Response,
         tags=["TF Serving"],
@@ -148,7 +147,7 @@ def add_routes(served: ServedModel) -> None:
 
 def _method(signature: Any, methods: list[str]) -> str:
     if signature in (None, "", DEFAULT_SIGNATURE):
-        return "predict" if "predict" in methods else methods[0]
+        return default_method(methods)
     if signature in methods:
         return signature
     raise RequestError(400, f"unknown signature_name {signature!r}: use {DEFAULT_SIGNATURE!r} or one of {methods}")
@@ -161,5 +160,5 @@ def _object(description: str) -> dict[str, Any]:
 def _not_found() -> dict[str, Any]:
     return {
         "description": "No model of this name is served here",
-        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        "content": {"application/json": {"schema": ERRORS.schema}},
     }
