@@ -70,7 +70,7 @@ def record(event: str, *, audit_log: str | os.PathLike[str] | None = None, root:
     It never raises: an audit log that cannot be written (read-only disk, no permission) is reported
     once as a warning, and the action being recorded goes on."""
     path = Path(audit_log) if audit_log else default_path(root)
-    entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event}
+    entry: dict[str, Any] = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event}
     entry.update({name: _redacted(value) for name, value in fields.items()})
     entry.update(user=_user(), host=socket.gethostname(), pid=os.getpid())
     line = (json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":")) + "\n").encode()

@@ -100,7 +100,7 @@ class BodySizeLimit:
 MAX_HEADER_BYTES = 64 * 1024
 
 
-class BoundedHead(HttpToolsProtocol):  # type: ignore[misc]
+class BoundedHead(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request's head bounded to ``MAX_HEADER_BYTES``."""
 
     _head_bytes = 0
