@@ -56,7 +56,7 @@ class Option:
 
     def described(self) -> str:
         """The help text with its default, as ``--help`` shows it."""
-        default = self.default_help or (None if self.default in (None, False) else _text(self.default))
+        default = self.default_help or (None if self.default is None or self.default is False else _text(self.default))
         return f"{self.help} [default: {default}]." if default else f"{self.help}."
 
     def check(self, value: Any) -> None:
@@ -187,8 +187,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for option in OPTIONS.values():
-            if option.name != "trusted_keys":
-                option.check(getattr(self, option.name))
+            option.check(getattr(self, option.name))
         if not all(isinstance(key, str) for key in self.trusted_keys):
             raise SettingError("trusted_keys", "must be a tuple of public keys in PEM text")
 
