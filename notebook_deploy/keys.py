@@ -11,6 +11,7 @@ where it is mounted), or the path given; it is written atomically with mode 0600
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -139,7 +140,7 @@ class KeyStore:
         self._by_id = {entry["id"]: entry for entry in entries}
         self._loaded = signature
 
-    def _read(self) -> list[dict[str, Any]]:
+    def _read(self) -> builtins.list[dict[str, Any]]:
         try:
             text = self.path.read_text()
         except FileNotFoundError:
@@ -217,7 +218,7 @@ class KeyStore:
         with file_lock(self.path.with_name(self.path.name + ".lock")):
             yield
 
-    def _write(self, entries: list[dict[str, Any]]) -> None:
+    def _write(self, entries: builtins.list[dict[str, Any]]) -> None:
         """Replace the key file atomically: a 0600 temporary file in the same folder, fsync'd, renamed."""
         replace_file(
             self.path, mode=0o600, data=(json.dumps({"format": _FORMAT, "keys": entries}, indent=2) + "\n").encode()

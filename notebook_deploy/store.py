@@ -15,13 +15,14 @@ Every change to ``bundles/`` holds an exclusive ``flock`` on ``lock``; tags are 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +103,12 @@ class Store:
         not hashed. Versions whose manifest cannot be read are left out: ``damaged`` lists them."""
         return self.inventory(name)[0]
 
-    def damaged(self, name: str | None = None) -> list[dict[str, str]]:
+    def damaged(self, name: str | None = None) -> builtins.list[dict[str, str]]:
         """The versions and tags files (of ``name``, or of all names) that cannot be read, each with
         ``name``, ``version`` (or ``tags.json``), ``path`` and ``reason``: one of them must not hide the rest."""
         return self.inventory(name)[1]
 
-    def inventory(self, name: str | None = None) -> tuple[list[Bundle], list[dict[str, str]]]:
+    def inventory(self, name: str | None = None) -> tuple[builtins.list[Bundle], builtins.list[dict[str, str]]]:
         """``(list(name), damaged(name))`` from one pass over the manifests."""
         bundles, damaged = [], []
         for each in [name] if name is not None else self.names():
@@ -139,11 +140,11 @@ class Store:
             raise BundleIntegrityError(str(path), "is not an object of tag → version: fix or delete it")
         return tags
 
-    def tags_of(self, bundle: Bundle) -> list[str]:
+    def tags_of(self, bundle: Bundle) -> builtins.list[str]:
         """The tags that point at ``bundle``'s version."""
         return _tags_at(self.tags(bundle.name), bundle.version)
 
-    def summaries(self) -> list[dict[str, Any]]:
+    def summaries(self) -> builtins.list[dict[str, Any]]:
         """Every name with its tags, its versions (newest first, each ``Bundle.to_dict``) and what of it
         is damaged (``damaged``), sorted by name."""
         return [self._summary(name) for name in self.names()]
@@ -208,7 +209,7 @@ class Store:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def commit(self, staged: Path, manifest: dict, tag_latest: bool = True) -> Bundle:
+    def commit(self, staged: Path, manifest: Mapping[str, Any], tag_latest: bool = True) -> Bundle:
         """Move a sealed bundle from ``staged`` into place and point ``latest`` at it.
 
         Committing a version that is already there keeps the existing one: versions derive from content.
@@ -339,13 +340,13 @@ class Store:
                 "stop that server first (Ctrl+C, or Server.stop()), then delete the version"
             )
 
-    def _versions_of(self, name: str) -> list[str]:
+    def _versions_of(self, name: str) -> builtins.list[str]:
         directory = self._bundles / name
         if not directory.is_dir():
             return []
         return [p.name for p in directory.iterdir() if VERSION_PATTERN.match(p.name) and (p / "bundle.json").is_file()]
 
-    def _newest(self, name: str, versions: list[str]) -> str:
+    def _newest(self, name: str, versions: builtins.list[str]) -> str:
         readable = {b.version: b.created for b in self.list(name) if b.version in versions}
         if not readable:
             raise BundleNotFoundError(f"no version of {name!r} can be read: see `notebook-deploy list {name}`")

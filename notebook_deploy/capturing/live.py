@@ -112,7 +112,7 @@ def capture(
     recipe = _recipe(history, variable) if history is not None else None
     limit = DATA_LIMIT if include_data is True else int(include_data)
     data_files = []
-    if recipe is not None and include_data:
+    if recipe is not None and history is not None and include_data:
         _check_data_sizes(recipe, limit, reference_data, warnings)
         data_files = include_data_files(recipe, history, limit)
     if not allow_secrets:
@@ -371,16 +371,17 @@ def _recipe(history: History, variable: str | None) -> Recipe:
 
 def _check_data_sizes(recipe: Recipe, limit: int, reference_data: bool, warnings: list[str]) -> None:
     """Refuse data files above the cap for copies, or with ``reference_data`` record them by path and hash."""
-    large = [f for f in recipe.files if f.size is not None and f.size > limit]
+    large = [(f.path, f.size) for f in recipe.files if f.size is not None and f.size > limit]
     if large and not reference_data:
-        shown = ", ".join(f"{f.path} ({f.size / 2**20:.1f} MiB)" for f in large)
+        shown = ", ".join(f"{path} ({size / 2**20:.1f} MiB)" for path, size in large)
         raise CaptureError(
             f"data files above the {limit / 2**20:.0f} MiB cap for copies in the bundle: {shown}. Pass "
             "--reference-data (reference_data=True) to record their paths and sha256 only (verify then needs "
             "those exact files, or --data-dir), or a higher cap with include_data=BYTES"
         )
     warnings += [
-        f"data file {f.path} is referenced by path and sha256, not copied: verify needs that exact file" for f in large
+        f"data file {path} is referenced by path and sha256, not copied: verify needs that exact file"
+        for path, _ in large
     ]
 
 
