@@ -551,8 +551,8 @@ class _Analysis:
                 if isinstance(target, ast.Name):
                     s.kills.add(target.id)
                     self._forget(target.id)
-                elif _root(target):
-                    self._update(_root(target), s)
+                elif owner := _root(target):
+                    self._update(owner, s)
         for walrus in _walk_scope(node):
             if isinstance(walrus, ast.NamedExpr) and isinstance(walrus.target, ast.Name):
                 (s.weak if may else s.strong).add(walrus.target.id)
@@ -588,7 +588,7 @@ class _Analysis:
             for handler in node.handlers:
                 if handler.type is not None:
                     headers.append(handler.type)
-        else:  # match
+        elif isinstance(node, ast.Match):
             headers.append(node.subject)
             bodies = [n for case in node.cases for n in case.body]
         for header in headers:
@@ -929,7 +929,8 @@ class _Analysis:
         )
 
     def _magic(self, call: ast.Call, s: Statement) -> None:
-        args = [a.value for a in call.args if isinstance(a, ast.Constant)]
+        # the arguments are the string literals that _line_magic and the cell rewriting write
+        args = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         name, line = (args + ["", ""])[:2]
         body = args[2] if len(args) > 2 else None
         if name == "!":
@@ -1180,7 +1181,7 @@ def _function_free(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) ->
     return free - _BUILTINS
 
 
-def _locally_bound(body: list[ast.stmt]) -> set[str]:
+def _locally_bound(body: Sequence[ast.AST]) -> set[str]:
     bound: set[str] = set()
     for statement in body:
         for n in _walk_scope(statement):
