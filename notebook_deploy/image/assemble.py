@@ -8,6 +8,7 @@ base and layers always give the same image digest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -126,9 +127,10 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     config.pop("created", None)  # a build time would make every build a new image
     config_bytes = compact_json(config)
     layer_type = DOCKER_LAYER if docker else OCI_LAYER
+    media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
     manifest = {
         "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "mediaType": media_type,
         "config": {
             "mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
             "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
@@ -139,7 +141,7 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     }
     if not docker and spec.labels:
         manifest["annotations"] = dict(spec.labels)
-    return Image(base, spec.layers, config_bytes, compact_json(manifest), manifest["mediaType"])
+    return Image(base, spec.layers, config_bytes, compact_json(manifest), media_type)
 
 
 def push_image(
@@ -158,17 +160,17 @@ def push_image(
     if source is None:
         raise NotebookDeployError(f"the base {image.base.reference} is on another registry: pass base_registry=")
     base_repository = image.base.reference.repository
-    for layer in image.base.layers:  # read from the base's registry only if it must be uploaded
+    for base_layer in image.base.layers:  # read from the base's registry only if it must be uploaded
         blob = Blob(
-            layer["digest"],
-            layer["size"],
-            fetch=lambda digest=layer["digest"]: source.get_blob(base_repository, digest),
+            base_layer["digest"],
+            base_layer["size"],
+            fetch=functools.partial(source.get_blob, base_repository, base_layer["digest"]),
         )
-        outcome[layer["digest"]] = registry.push_blob(
+        outcome[base_layer["digest"]] = registry.push_blob(
             target.repository,
             blob,
             mount_from=base_repository if same else None,
-            progress=_named(progress, layer["digest"]),
+            progress=_named(progress, base_layer["digest"]),
         )
     for layer in image.layers:
         outcome[layer.digest] = registry.push_blob(

@@ -24,10 +24,10 @@ def write_oci_layout(image: Image, directory: Path, name: str, fetch_base: Fetch
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    for layer in image.base.layers:
-        target = blobs / layer["digest"].split(":", 1)[1]
+    for base_layer in image.base.layers:
+        target = blobs / base_layer["digest"].split(":", 1)[1]
         if not target.exists():
-            target.write_bytes(fetch_base(layer["digest"]))
+            target.write_bytes(fetch_base(base_layer["digest"]))
     for layer in image.layers:
         shutil.copyfile(layer.path, blobs / layer.digest.split(":", 1)[1])
     (blobs / image.config_digest.split(":", 1)[1]).write_bytes(image.config)

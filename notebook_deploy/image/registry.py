@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urljoin, urlparse
 
 import requests
@@ -76,7 +76,7 @@ class Registry:
         host: str,
         *,
         scheme: str = "https",
-        credentials: Credentials | None | str = "auto",
+        credentials: Credentials | None | Literal["auto"] = "auto",
         retries: int = 4,
         backoff: float = 0.5,
         timeout: float = 60,
@@ -160,13 +160,14 @@ class Registry:
                 "Content-Length": str(len(chunk)),
                 "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
             }
+            patched: requests.Response | None
             try:
-                response = self._request("PATCH", location, scopes, data=chunk, headers=headers, retries=0)
+                patched = self._request("PATCH", location, scopes, data=chunk, headers=headers, retries=0)
             except _Unreachable:
-                response = None
-            if response is not None and response.status_code == 202:
-                location = self._location(response)
-                offset = _range_end(response) + 1
+                patched = None
+            if patched is not None and patched.status_code == 202:
+                location = self._location(patched)
+                offset = _range_end(patched) + 1
             else:  # dropped connection or refused chunk: ask where the registry stands and go on from there
                 status = self._request("GET", location, scopes)
                 if status.status_code == 404 and not restarted:  # the session is gone: start again once

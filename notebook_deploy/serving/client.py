@@ -59,7 +59,7 @@ class BundleClient:
             data=dumps(payload),
             headers={"content-type": "application/json"},
             timeout=timeout,
-            **({} if self._verify is None else {"verify": self._verify}),
+            verify=self._verify,  # None is requests' own default: the session's setting
         )
 
     @property
