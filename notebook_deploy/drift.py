@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,7 @@ def category_key(value: Any) -> str | None:
 def category_counts(values: np.ndarray) -> tuple[Counter[str], int]:
     """How often each category occurs among ``values``, and how many are missing."""
     counts: Counter[str] = Counter()
+    pairs: Iterable[tuple[Any, int]]
     if values.dtype.kind in "biuf":
         uniques, numbers = np.unique(values, return_counts=True)
         pairs = zip(uniques.tolist(), numbers.tolist())
@@ -178,7 +180,7 @@ def numeric_reference(name: str, values: np.ndarray) -> dict[str, Any]:
         edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1]))
         proportions = _bin_counts(edges, present) / count
         points = present if count <= KS_POINTS else np.quantile(present, (np.arange(KS_POINTS) + 0.5) / KS_POINTS)
-        summary = {
+        summary: dict[str, float | None] = {
             "mean": float(present.mean()),
             "std": float(present.std()),
             "min": float(present[0]),

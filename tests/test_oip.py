@@ -474,6 +474,7 @@ def test_regenerating_the_stubs_gives_the_committed_files(tmp_path):
             "grpc_tools.protoc",
             f"-I{root}",
             f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
             str(root / proto),
         ],
@@ -487,6 +488,7 @@ def test_regenerating_the_stubs_gives_the_committed_files(tmp_path):
     )
     assert generated == (PROTOCOLS / "grpc_predict_v2_pb2.py").read_text()
     assert (out / "grpc_predict_v2_pb2_grpc.py").read_text() == (PROTOCOLS / "grpc_predict_v2_pb2_grpc.py").read_text()
+    assert (out / "grpc_predict_v2_pb2.pyi").read_text() == (PROTOCOLS / "grpc_predict_v2_pb2.pyi").read_text()
 
 
 # --- gRPC, in-process (the server runs in the TestClient's event loop) ------------------------------

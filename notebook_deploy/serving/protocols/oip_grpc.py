@@ -17,12 +17,13 @@ several workers each worker process serves gRPC on the same port (``SO_REUSEPORT
 Linux and which is turned on here only then, so that a single server whose port is taken fails to start
 rather than sharing it with another process) and the kernel spreads connections over them.
 
-The stubs ``grpc_predict_v2_pb2.py`` and ``grpc_predict_v2_pb2_grpc.py`` were generated from
-``grpc_predict_v2.proto`` with grpcio-tools 1.63.0 (protoc of protobuf 5.26.1, whose generated code loads
+The stubs ``grpc_predict_v2_pb2.py`` and ``grpc_predict_v2_pb2_grpc.py``, and the type stub
+``grpc_predict_v2_pb2.pyi`` that tells mypy the messages the generated module makes at run time, were
+generated from ``grpc_predict_v2.proto`` with grpcio-tools 1.63.0 (protoc of protobuf 5.26.1, whose generated code loads
 on every protobuf from 5.26 on), from the repository's root::
 
     pip install grpcio-tools==1.63.0
-    python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \\
+    python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \\
         notebook_deploy/serving/protocols/grpc_predict_v2.proto
     sed -i 's/_descriptor_pool.Default().AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' \\
         notebook_deploy/serving/protocols/grpc_predict_v2_pb2.py
