@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,10 @@ def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
         elif option.choices:
             click_type = click.Choice(option.choices)
         elif option.kind in (int, float) and (option.minimum is not None or option.maximum is not None):
-            ranged = click.IntRange if option.kind is int else click.FloatRange
-            click_type = ranged(min=option.minimum, max=option.maximum)
+            if option.kind is int:  # an int option's bounds are whole numbers
+                click_type = click.IntRange(min=_whole(option.minimum), max=_whole(option.maximum))
+            else:
+                click_type = click.FloatRange(min=option.minimum, max=option.maximum)
         else:
             click_type = option.kind
         command = click.option(
@@ -62,6 +64,10 @@ def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help=option.described(),
         )(command)
     return command
+
+
+def _whole(bound: float | None) -> int | None:
+    return None if bound is None else int(bound)
 
 
 @click.group(
@@ -685,14 +691,22 @@ def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: P
     from .errors import KubernetesError
     from .kubernetes import kubernetes_manifests, manifests_yaml, write_manifests
 
-    serve_options = {}
+    serve_options: dict[str, str] = {}
     for setting in settings:
         option, equals, value = setting.partition("=")
         if not equals or not option:
             raise click.BadParameter(f"{setting!r} is not OPTION=VALUE (e.g. workers=2)", param_hint="'--set'")
-        serve_options[option.strip().lstrip("-").replace("-", "_")] = value
+        name = option.strip().lstrip("-").replace("-", "_")
+        if name in options or name in ("ref", "image", "store"):  # would reach kubernetes_manifests twice
+            raise click.BadParameter(
+                f"{name.replace('_', '-')} is an argument of this command, not a server option: pass it as such",
+                param_hint="'--set'",
+            )
+        serve_options[name] = value
+    # the server options reach kubernetes_manifests' **serve_options as the strings given
+    arguments: dict[str, Any] = {**options, **serve_options}
     try:
-        manifests = kubernetes_manifests(ref, image, store=store, **options, **serve_options)
+        manifests = kubernetes_manifests(ref, image, store=store, **arguments)
     except KubernetesError as error:
         flags = {p.name: max(p.opts, key=len) for p in click.get_current_context().command.params}
         hint = flags.get(error.option) or f"--set {error.option.replace('_', '-')}"
@@ -879,7 +893,7 @@ def keys_list(key_store: Any) -> None:
     )
 
 
-def _echo_table(rows: list[tuple[str, ...]]) -> None:
+def _echo_table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print rows as columns, the first row being the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -417,6 +417,7 @@ def test_the_cli_writes_one_file_per_manifest_into_a_folder(session_store, fores
         (["--target-cpu", "0"], "'--target-cpu'", "at least 1"),
         (["--set", "workers=0"], "'--set workers'", "at least 1"),
         (["--set", "workers"], "'--set'", "OPTION=VALUE"),
+        (["--set", "replicas=3"], "'--set'", "replicas is an argument of this command"),  # was a TypeError
     ],
 )
 def test_the_cli_names_the_bad_option(session_store, forest_bundle, args, option, message):
