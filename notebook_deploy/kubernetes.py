@@ -286,7 +286,9 @@ def _container(
     from .image.build import image_settings
 
     image_config = image_settings(bundle)
-    mounts = [{"name": "tmp", "mountPath": SCRATCH}]
+    assert image_config.user is not None  # image_settings always names the (numeric) user
+    user = int(image_config.user)
+    mounts: list[dict[str, str | bool]] = [{"name": "tmp", "mountPath": SCRATCH}]
     if keys_mounted:
         mounts.append({"name": "api-keys", "mountPath": KEYS_DIRECTORY, "readOnly": True})
     return {
@@ -302,8 +304,8 @@ def _container(
         "readinessProbe": _probe("/readyz", probe_port, period=5, failures=2),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": int(image_config.user),
-            "runAsGroup": int(image_config.user),
+            "runAsUser": user,
+            "runAsGroup": user,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},

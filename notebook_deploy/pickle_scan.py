@@ -282,9 +282,9 @@ def _step(opcode: pickletools.OpcodeInfo, arg: Any, stack: list[Any], memo: dict
         stack.append(tuple(_pop_to_mark(stack)))
     elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
         count = int(name[-1])
-        items = tuple(stack[-count:])
+        members = tuple(stack[-count:])
         del stack[-count:]
-        stack.append(items)
+        stack.append(members)
     elif name == "EMPTY_TUPLE":
         stack.append(())
     elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
@@ -430,7 +430,7 @@ def _check_code(args: tuple[Any, ...], scan: PickleScan) -> None:
 def _rebuild_code(args: tuple[Any, ...]) -> types.CodeType | None:
     """The code object, built (not run) to read its instructions; nested code objects are left out."""
     try:
-        plain = tuple(
+        plain: tuple[Any, ...] = tuple(  # the constructor's arguments, as the pickle gave them
             tuple(None if isinstance(c, (Call, _Opaque)) else c for c in a) if isinstance(a, tuple) else a for a in args
         )
         return types.CodeType(*plain)

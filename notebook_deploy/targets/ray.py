@@ -97,14 +97,17 @@ class RayDeployment(BundleClient):
         application = serve.status().applications.get(self.name)
         if application is None:
             return {}
-        return dict(application.deployments[self.name].replica_states)
+        return {state.value: count for state, count in application.deployments[self.name].replica_states.items()}
 
     def config(self) -> dict[str, Any]:
         """The deployment's config as Ray Serve applies it (``num_replicas``, ``autoscaling_config``,
         ``ray_actor_options``, ...): what ``serve status`` and Ray's dashboard show."""
         from ray.serve.context import _get_global_client  # the one call that answers this (no public API)
 
-        details = _get_global_client().get_serve_details()
+        client = _get_global_client()  # raises when no Serve controller runs, so not None
+        if client is None:
+            raise ServeError("Ray Serve is not running")
+        details = client.get_serve_details()
         return details["applications"][self.name]["deployments"][self.name]["deployment_config"]
 
     def delete(self) -> None:
@@ -189,12 +192,12 @@ def deploy(
     )
     # Ray Serve's default of 5 requests at once per replica would cap the app's own batches at 5 rows.
     options = {"max_ongoing_requests": settings.max_batch_size, **scaling, **(deployment_options or {})}
+    # the decorator form: Ray types serve.deployment(cls, ...) as returning the decorator, not the Deployment
     deployment = serve.deployment(
-        serve.ingress()(BundleReplica),
         name=name,
         ray_actor_options=actor_options,
         **options,
-    )
+    )(serve.ingress()(BundleReplica))
     connect(address)
     http_options = {key: value for key, value in (("host", http_host), ("port", http_port)) if value is not None}
     serve.start(http_options=http_options)
@@ -260,7 +263,7 @@ def _wait_until_running(name: str, bundle: Bundle, timeout: float) -> None:
         state = None if application is None else str(application.status.value)
         if state == "RUNNING":
             return
-        if state == "DEPLOY_FAILED":
+        if application is not None and state == "DEPLOY_FAILED":
             raise ServeError(f"Ray Serve could not deploy {bundle.ref}: {application.message}")
         if time.monotonic() > deadline:
             raise ServeError(
@@ -276,7 +279,10 @@ def _application_url(route_prefix: str, address: str | None) -> str:
     reached at the cluster's address."""
     from ray.serve.context import _get_global_client  # Serve's root URL has no public accessor
 
-    root = urlsplit(_get_global_client().root_url)
+    client = _get_global_client()  # raises when no Serve controller runs, so not None
+    if client is None:
+        raise ServeError("Ray Serve is not running")
+    root = urlsplit(client.root_url)
     if root.hostname in ("0.0.0.0", "::"):
         cluster = urlsplit(f"//{(address or os.environ.get('RAY_ADDRESS') or '').split('://')[-1]}").hostname
         host = cluster if cluster and cluster not in ("auto", "local") else "127.0.0.1"
