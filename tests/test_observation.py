@@ -50,6 +50,12 @@ def test_a_rebound_name_is_not_a_change_and_large_arrays_are_sampled():
     assert fingerprint(object()) is None  # nothing to compare: never called unchanged
 
 
+def test_a_large_pandas_index_is_sampled_too():  # it has no .iloc: its fingerprint was None (never compared)
+    large = pd.Index(range(10_000))
+    assert fingerprint(large) is not None
+    assert fingerprint(large) != fingerprint(pd.Index(range(1, 10_001)))
+
+
 def test_unseeded_estimators_are_the_fitted_ones_without_random_state():
     from sklearn.ensemble import RandomForestRegressor
 

@@ -9,6 +9,7 @@ inside the model.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,7 +29,7 @@ def probe_domains(schema: Schema, model_input: Any, calls: list[Callable[[Any], 
     row = take_rows(model_input, 0, 1)
     if isinstance(schema, TableSchema):
         columns = tuple(
-            replace(column, domain=_probe(lambda value, name=column.key: _with_column(row, name, value), calls))
+            replace(column, domain=_probe(functools.partial(_with_column, row, column.key), calls))
             if column.kind == FLOAT
             else column
             for column in schema.columns

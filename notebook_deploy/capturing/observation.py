@@ -158,11 +158,13 @@ def _feed_pandas(digest: _Digest, value: Any) -> bool:
         digest.update(repr(list(value.columns)).encode() + repr(list(value.dtypes)).encode())
     elif isinstance(value, pd.Series):
         digest.update(f"{value.name!r}{value.dtype}".encode())
-    rows = value if len(value) <= _SAMPLE else value.iloc[:: max(1, len(value) // _SAMPLE)]
+    step = max(1, len(value) // _SAMPLE)
+    rows = value if len(value) <= _SAMPLE else value[::step] if isinstance(value, pd.Index) else value.iloc[::step]
     try:
         digest.update(pd.util.hash_pandas_object(rows, index=True).to_numpy().tobytes())
     except TypeError:  # unhashable cells (lists, dicts): their text stands in
-        digest.update(rows.to_string().encode())
+        # an Index has no .iloc (sliced above) nor .to_string (shown as a Series)
+        digest.update((rows.to_series() if isinstance(rows, pd.Index) else rows).to_string().encode())
     return True
 
 
@@ -183,7 +185,8 @@ def changes(
     before: Mapping[str, tuple[int, str | None]], after: Mapping[str, tuple[int, str | None]]
 ) -> tuple[set[str], set[str]]:
     """(names changed in place, names fingerprinted and unchanged): same object before and after."""
-    changed, unchanged = set(), set()
+    changed: set[str] = set()
+    unchanged: set[str] = set()
     for name, (identity, digest) in after.items():
         old = before.get(name)
         if old is None or old[0] != identity or digest is None or old[1] is None:

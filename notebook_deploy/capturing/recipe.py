@@ -131,13 +131,15 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
     observations = [history.observations.get(count) for count in history.counts]
     result = slice_history(history.sources, target, rules=rules, observations=observations, workdir=history.workdir)
     counts = [history.counts[i] for i in result.cells]
-    seen = {a.resolved: a for i in result.cells if observations[i] for a in observations[i].reads}  # type: ignore[union-attr]
+    kept = [o for o in (observations[i] for i in result.cells) if o]  # what was seen in the kept cells
+    seen = {a.resolved: a for o in kept for a in o.reads}
     files = [_data_file(path, history, seen) for path in result.files_read]
     warnings = list(history.warnings) + result.warnings
     urls: list[tuple[int, str]] = []
     for index in result.cells:
         warnings += [f"cell [{history.counts[index]}]: {w}" for w in result.cell_warnings.get(index, [])]
-        for url in observations[index].urls if observations[index] else []:  # type: ignore[union-attr]
+        observation = observations[index]
+        for url in observation.urls if observation else []:
             urls.append((history.counts[index], url))
             warnings.append(fetch_warning(history.counts[index], url))
     warnings += [
@@ -158,9 +160,9 @@ def build_recipe(history: History, target: str, *, rules: SliceRules = DEFAULT_R
         urls=urls,
         modules=sorted(
             imported_modules(result.sources.get(i, history.sources[i]) for i in result.cells).union(
-                *(observations[i].modules for i in result.cells if observations[i])
+                *(o.modules for o in kept)
             )
-        ),  # type: ignore[union-attr]
+        ),
     )
 
 
@@ -176,7 +178,7 @@ def fetch_warning(count: int, url: str) -> str:
 def imported_modules(sources: Iterable[str]) -> set[str]:
     """The top-level modules that ``sources`` import by name (``%matplotlib`` counts as matplotlib): with
     what the recorder saw load, they are what the recipe needs installed beside the model's lock."""
-    modules = set()
+    modules: set[str] = set()
     for node in cell_nodes(sources):
         if isinstance(node, ast.Import):
             modules.update(alias.name.partition(".")[0] for alias in node.names)

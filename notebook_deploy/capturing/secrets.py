@@ -394,7 +394,7 @@ def _is_config_cell(cell: str) -> bool:
     """%%writefile of a non-Python file, %%bash or %%sh: lines there are NAME=value, not Python."""
     first = next((line for line in cell.splitlines() if line.strip()), "")
     match = _CONFIG_CELL.match(first)
-    return bool(match) and not (match.group("file") or "").endswith((".py", ".ipynb"))
+    return match is not None and not (match.group("file") or "").endswith((".py", ".ipynb"))
 
 
 # ---------------------------------------------------------------------------------------------------------
