@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -113,12 +114,12 @@ def probe(
         return modules, outputs
 
 
-def _owners_of(modules: set[str], owners: dict[str, list[str]]) -> set[str]:
+def _owners_of(modules: set[str], owners: Mapping[str, list[str]]) -> set[str]:
     """The distributions that own the top-level packages of ``modules``."""
     return {name for module in modules for name in owners.get(module.partition(".")[0], ())}
 
 
-def state_from_modules(modules: dict[str, str | None], owners: dict[str, list[str]]) -> PackageState:
+def state_from_modules(modules: dict[str, str | None], owners: Mapping[str, list[str]]) -> PackageState:
     """Map loaded modules to their distributions, add what those require, pin everything."""
     state = PackageState()
     used: set[str] = set()
@@ -133,7 +134,7 @@ def state_from_modules(modules: dict[str, str | None], owners: dict[str, list[st
             candidates = _owning(candidates, [modules[m] for m in members])
         if candidates:
             used.update(candidates)
-        elif any(modules[m] and not _in_stdlib(modules[m]) for m in members):
+        elif any(file and not _in_stdlib(file) for file in (modules[m] for m in members)):
             state.warnings.append(
                 f"module '{top}' is used by the model but belongs to no installed distribution, so it will be "
                 "missing where the bundle is served: install it as a package, or import it at the top of a "
@@ -195,7 +196,7 @@ def _owning(candidates: list[str], files: list[str | None]) -> list[str]:
     found = []
     for name in candidates:
         dist = metadata.distribution(name)
-        owned = {str(Path(dist.locate_file(f)).resolve()) for f in dist.files or ()}
+        owned = {str(Path(str(dist.locate_file(f))).resolve()) for f in dist.files or ()}  # a path, typed SimplePath
         if owned & wanted:
             found.append(name)
     return found or candidates
@@ -259,7 +260,7 @@ def _origin_warnings(dist: metadata.Distribution) -> list[str]:
     return []
 
 
-def _skew_warnings(closure: dict[str, metadata.Distribution], owners: dict[str, list[str]]) -> list[str]:
+def _skew_warnings(closure: dict[str, metadata.Distribution], owners: Mapping[str, list[str]]) -> list[str]:
     """Packages upgraded on disk after this session imported them: the bundle pins what is on disk."""
     warnings = []
     for top, names in sorted(owners.items()):

@@ -52,7 +52,9 @@ class DeployMagics(Magics):
         if args.panel:
             from .panel import DeployPanel
 
-            return DeployPanel(self.shell.user_ns, shell=self.shell, model=args.model)
+            shell = self.shell
+            assert shell is not None  # a registered magic runs in its shell
+            return DeployPanel(shell.user_ns, shell=shell, model=args.model)
         if args.model is None:
             print(
                 "%deploy: name the model's variable (%deploy clf), or show the panel with %deploy --panel",

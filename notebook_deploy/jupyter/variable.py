@@ -51,7 +51,9 @@ def capture_variable(
     if variable not in namespace:
         raise NotebookDeployError(f"there is no variable {variable!r} in this kernel")
     model = namespace[variable]
-    data, source, looked = None, None, ()
+    data: Any = None
+    source: str | None = None
+    looked: tuple[str, ...] = ()
     if sample is not None:
         try:
             data = eval(sample, namespace)  # noqa: S307 - an expression the user typed, in their own kernel
@@ -117,15 +119,15 @@ def _refused(model: Any, data: Any) -> str | None:
     """Why ``model`` does not take the first rows of ``data``, or None when one of its methods does."""
     from ..methods import available_methods
 
-    problems = []
+    problems: list[str] = []
     try:
         rows = head(as_rows(data), 5)
     except NotebookDeployError as error:
         return str(error)
-    for method, _, error in call_methods(model, available_methods(model), rows):
-        if error is None:
+    for method, _, failure in call_methods(model, available_methods(model), rows):
+        if failure is None:
             return None
-        problems.append(f"{method}: {type(error).__name__}: {error}")
+        problems.append(f"{method}: {type(failure).__name__}: {failure}")
     return "; ".join(problems) or "it has no inference method"
 
 
