@@ -89,7 +89,7 @@ def push(
         finally:
             bars.close()
     try:
-        result = _push(ref, image, base, platform, backend, store, progress, sign)
+        result = _push(ref, image, base, platform, backend, store, progress or None, sign)  # True was taken above
     except BaseException as error:
         audit.record(
             "push", root=store, reference=image, result="failed", error=f"{type(error).__name__}: {error}"[:500]
@@ -114,12 +114,13 @@ def _push(
     platform: str,
     backend: str,
     store: Store | str | os.PathLike[str] | None,
-    progress: Progress | bool | None,
+    progress: Progress | None,
     sign: bool | None,
 ) -> PushResult:
     client = _daemon(backend)
     target = ImageReference.parse(image)
-    key = _signing_key(sign, getattr(store, "root", store))
+    # not getattr(store, "root", store): a pathlib.Path store has a .root too, "/"
+    key = _signing_key(sign, store.root if isinstance(store, Store) else store)
     bundle = load(ref, store)
     registry = registry_for(target)
     with _building(bundle, base, platform) as (built, base_registry, fetch, work):
@@ -129,10 +130,10 @@ def _push(
         sizes[built.config_digest] = len(built.config)
         if client is not None:
             load_image(client, write_image_tar(built, work / "image.tar", str(target), fetch))
-            result = PushResult(str(target), push_from_daemon(client, target, progress or None), {}, sizes, "docker")
+            result = PushResult(str(target), push_from_daemon(client, target, progress), {}, sizes, "docker")
             manifest, media_type = registry.get_manifest(target.repository, result.digest)  # the daemon's own
         else:
-            blobs = push_image(registry, built, target, progress or None, base_registry)
+            blobs = push_image(registry, built, target, progress, base_registry)
             result = PushResult(str(target), built.digest, blobs, sizes)
             manifest, media_type = built.manifest, built.media_type
         subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
