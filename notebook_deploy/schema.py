@@ -33,7 +33,7 @@ FLOAT, INT, BOOL, STR, CATEGORY, DATETIME, ANY = (
     "any",
 )
 
-_JSON_TYPES = {
+_JSON_TYPES: dict[str, dict[str, Any]] = {
     FLOAT: {"type": ["number", "null"]},
     INT: {"type": "integer"},
     BOOL: {"type": "boolean"},
@@ -548,9 +548,10 @@ def _shape_of(value: Any) -> tuple[int, ...] | None:
     if not value:
         return (0,)
     inner = {_shape_of(v) for v in value}
-    if len(inner) != 1 or None in inner:
+    if len(inner) != 1:
         return None
-    return (len(value), *inner.pop())
+    shape = inner.pop()
+    return None if shape is None else (len(value), *shape)
 
 
 def _convert(array: np.ndarray, rows: list[Any], kind: str, dtype: str, feature: str | None) -> np.ndarray:

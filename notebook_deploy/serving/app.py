@@ -14,14 +14,17 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from ..api import load
 from ..bundle import Bundle
+from ..errors import NotebookDeployError
 from ..methods import resolve_method
 from ..provenance import check_trusted
 from ..schema import dumps, to_jsonable
@@ -51,7 +54,7 @@ class FastLane:
         self.metrics = metrics
         self.max_body_bytes = served.settings.max_body_bytes
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request and return True, or return False to leave it to the app."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return False
@@ -93,7 +96,7 @@ class _ServingApp(FastAPI):
 
     fast_lane: FastLane | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fast_lane is None or not await self.fast_lane(scope, receive, send):
             await super().__call__(scope, receive, send)
 
@@ -194,6 +197,8 @@ def _add_service_routes(served: ServedModel) -> None:
 
 def _add_error_handlers(served: ServedModel) -> None:
     async def on_error(request: Request, error: Exception) -> Response:
+        if not isinstance(error, (HTTPException, NotebookDeployError)):  # registered for ANSWERED only
+            raise error
         status, message, headers = error_answer(error)
         body = served.error_shape(request.scope.get("endpoint")).payload(status, message)
         return Response(body, status, headers, media_type="application/json")
@@ -202,7 +207,7 @@ def _add_error_handlers(served: ServedModel) -> None:
         served.app.add_exception_handler(kind, on_error)
 
 
-def route_path(scope: dict[str, Any]) -> str:
+def route_path(scope: Mapping[str, Any]) -> str:
     """The request's path below the app's mount point (``root_path``: a Ray Serve route prefix), as
     Starlette's routing matches it. Written here because Starlette's own (``get_route_path``) is private."""
     path: str = scope["path"]

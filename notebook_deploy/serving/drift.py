@@ -130,7 +130,9 @@ class DriftMonitor:
         self.inputs = Features(reference["features"], self.size)
         predictions = reference.get("predictions")
         self.method = predictions["method"] if predictions else None
-        self.outputs = Features(predictions["features"], self.size, single=self.method) if predictions else None
+        self.outputs = (
+            Features(predictions["features"], self.size, single=predictions["method"]) if predictions else None
+        )
         self._compute = threading.Lock()
         self._changes = 0
         self._report: tuple[int, dict[str, Any]] | None = None

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
@@ -123,7 +123,7 @@ class Metrics:
 
         return counted
 
-    def record(self, scope: dict[str, Any], status: int, start: float) -> None:
+    def record(self, scope: Mapping[str, Any], status: int, start: float) -> None:
         """Count a request that ``in_flight += 1`` announced and that was answered with ``status``; its
         route is ``scope["route"]`` (or ``unmatched``) and it started at ``start`` (``perf_counter``)."""
         self.in_flight -= 1

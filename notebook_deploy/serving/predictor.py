@@ -9,6 +9,7 @@ that it sees the same traffic whichever protocol carried it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -82,7 +83,7 @@ class Predictor:
                 executor=self._executor,
                 max_batch_size=self.settings.max_batch_size,
                 max_wait=self.settings.max_batch_wait_ms / 1000,
-                on_batch=lambda rows, method=method: self._on_batch(method, rows),
+                on_batch=functools.partial(self._on_batch, method),
             )
             batcher.start()
             self._batchers[method] = batcher
