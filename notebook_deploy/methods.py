@@ -57,6 +57,11 @@ def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
     raise AttributeError(f"{type(model).__name__} has no inference method {name!r}")
 
 
+def resolve_methods(model: Any, names: Sequence[str]) -> dict[str, Callable[[Any], Any]]:
+    """The callables behind ``names``, resolved once so that every later call reaches the same ones."""
+    return {name: resolve_method(model, name) for name in names}
+
+
 def _torch_call(module: Any) -> Callable[[Any], Any]:
     import numpy as np
     import torch

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from notebook_deploy.image.layers import Entry, build_layer
 from notebook_deploy.image.registry import OCI_INDEX, OCI_MANIFEST, Blob, Registry
@@ -18,8 +19,15 @@ def _push_json(client: Registry, repository: str, document: dict) -> tuple[str, 
     return blob.digest, blob.size
 
 
-def push_test_base(client: Registry, workdir: Path, repository: str = "base/python", tag: str = "3.11") -> str:
-    """Push the test base as ``repository:tag``; return ``host/repository:tag``."""
+def push_test_base(
+    client: Registry,
+    workdir: Path,
+    repository: str = "base/python",
+    tag: str = "3.11",
+    overrides: dict[str, Any] | None = None,
+) -> str:
+    """Push the test base as ``repository:tag``; return ``host/repository:tag``. ``overrides`` replace keys
+    of its image config (``{"history": None}`` writes a JSON null)."""
     children = []
     for arch in ("amd64", "arm64"):
         layer = build_layer([Entry("etc/base-release", f"base for {arch}\n".encode())], workdir / f"base-{arch}.tgz")
@@ -30,6 +38,7 @@ def push_test_base(client: Registry, workdir: Path, repository: str = "base/pyth
             "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["python3"]},
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
             "history": [{"created_by": "base"}],
+            **(overrides or {}),
         }
         config_digest, config_size = _push_json(client, repository, config)
         manifest = json.dumps(

@@ -102,6 +102,31 @@ def test_a_requested_method_that_fails_refuses_the_capture(store):
     assert store.list() == []
 
 
+def test_a_requested_method_the_model_lacks_is_named(store):
+    with pytest.raises(CaptureError, match="_PartlyBroken has no inference method 'decision_function'"):
+        nd.capture(_PartlyBroken(), name="partly", sample=np.ones((2, 3)), methods=["decision_function"], store=store)
+    assert store.list() == []
+
+
+def test_each_method_is_resolved_once_and_the_same_callable_serves_every_step(store):
+    class Counting:
+        lookups = 0
+
+        def __getattribute__(self, attribute):
+            if attribute == "predict":
+                type(self).lookups += 1
+            return object.__getattribute__(self, attribute)
+
+        def predict(self, rows):
+            return np.asarray(rows).sum(axis=1)
+
+    bundle = nd.capture(Counting(), name="counting", sample=np.ones((4, 2)), store=store)
+    assert bundle.methods == ["predict"] and bundle.batchable
+    # once to list the methods, once to resolve it; the probes, the drift reference and the batching
+    # check reuse that callable
+    assert Counting.lookups == 2
+
+
 def test_a_plain_function_is_served_as_predict(store):
     def double(rows):
         return np.asarray(rows) * 2

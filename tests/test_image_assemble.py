@@ -84,6 +84,24 @@ def test_assemble_push_and_read_back_with_skopeo(registry, tmp_path):
     assert json.loads(raw)["annotations"] == {"org.opencontainers.image.title": "iris"}
 
 
+def test_a_base_with_a_null_env_and_history_gets_the_image_settings(registry, tmp_path):
+    """What `docker import` and some minimal bases write: "Env": null (and no history)."""
+    real, client = registry
+    push_test_base(client, tmp_path, tag="null", overrides={"config": {"Env": None, "Cmd": ["sh"]}, "history": None})
+    base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:null"))
+    target = ImageReference.parse(f"{real.host}/models/iris:null")
+    push_image(client, assemble(base, _spec(tmp_path, b"model v1")), target)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    assert config["config"]["Env"] == ["PORT=8000"]
+    assert [h["created_by"] for h in config["history"]] == ["python dependencies", "bundle iris:abc"]
+
+
 def test_same_inputs_same_digest_and_a_model_change_uploads_only_the_bundle_layer(registry, tmp_path):
     real, client = registry
     base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:3.11"))

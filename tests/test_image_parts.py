@@ -143,3 +143,29 @@ def test_layers_from_a_directory_keep_executables(tmp_path):
     assert [(e.path, e.mode) for e in entries] == [("/opt/app/bin/tool", 0o755), ("/opt/app/data.txt", 0o644)]
     with pytest.raises(ValueError, match="may not go up"):
         build_layer([Entry("../etc/passwd", b"")], tmp_path / "bad.tar.gz")
+
+
+@pytest.mark.parametrize(
+    "config, env",
+    [
+        ({"config": {"Env": None}}, {}),  # what `docker import` writes
+        ({"config": None}, {}),
+        ({}, {}),
+        ({"config": {"Env": ["PATH=/usr/bin", "LANG=C.UTF-8", "JUNK"]}}, {"PATH": "/usr/bin", "LANG": "C.UTF-8"}),
+    ],
+)
+def test_a_null_or_missing_env_is_an_empty_one(config, env):
+    from notebook_deploy.image.assemble import config_env
+
+    assert config_env(config) == env
+
+
+def test_the_docker_backend_without_the_docker_package_names_the_install(monkeypatch):
+    import sys
+
+    import notebook_deploy as nd
+    from notebook_deploy.errors import NotebookDeployError
+
+    monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` now fails as if it were not installed
+    with pytest.raises(NotebookDeployError, match=r"needs the Docker SDK.*pip install 'notebook-deploy\[docker\]'"):
+        nd.push("iris", "127.0.0.1:5000/models/iris:1", backend="docker")

@@ -7,7 +7,8 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -31,17 +32,17 @@ from ..bundle import (
     write_file,
 )
 from ..errors import CaptureError, InputError
-from ..methods import available_methods, default_method, resolve_method
-from ..pickle_scan import scan_pickle
+from ..methods import available_methods, default_method, resolve_methods
+from ..pickle_scan import PickleScan, scan_pickle
 from ..provenance import sign_own_capture
-from ..schema import as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
+from ..schema import Schema, as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
 from . import fits
 from .columns import probe_unused_columns
 from .domains import probe_domains
 from .fetched import keep_fetched as keep_fetched_bytes
 from .packages import environment_snapshot, package_state, replay_requirements
-from .pickling import PROTOCOL, dump_model
+from .pickling import PROTOCOL, PickledModel, dump_model
 from .recipe import History, Recipe, build_recipe
 from .recipe import include_data as include_data_files
 from .secrets import check_no_secrets, find_secrets_in_cells, find_secrets_in_texts, find_secrets_in_values
@@ -98,60 +99,35 @@ def capture(
     name = name if name is not None else name_from(variable or type(model).__name__)
     check_name(name)
     warnings: list[str] = []
-    rows, source = _sample_rows(model, sample, sample_source, warnings)
-    schema = infer_schema(rows)
-    instances = schema.encode(head(rows, sample_rows))
-    model_input = schema.decode(instances)  # exactly what the server will hand the model
-    outputs, output_schemas = _run_methods(model, methods, model_input, warnings, source)
-    calls = [resolve_method(model, m) for m in outputs]
-    schema = probe_unused_columns(probe_domains(schema, model_input, calls), model, model_input, calls)
-
-    reference_statistics = _drift_reference(model, reference, sample, rows, schema, list(outputs), warnings)
+    trial = _try_model(model, sample, sample_source, methods, sample_rows, warnings)
+    reference_statistics = _drift_reference(trial, reference, sample, warnings)
     pickled = dump_model(model)
     pickle_scan = scan_pickle(pickled.data)  # kept in the manifest; checked again wherever the bundle is imported
     recipe = _recipe(history, variable) if history is not None else None
     limit = DATA_LIMIT if include_data is True else int(include_data)
-    data_files = []
+    data_files: list[tuple[str, Path]] = []
     if recipe is not None and history is not None and include_data:
         _check_data_sizes(recipe, limit, reference_data, warnings)
         data_files = include_data_files(recipe, history, limit)
     if not allow_secrets:
-        findings = find_secrets_in_values(_scannable(pickled.captured_globals))
-        if recipe is not None:
-            findings = find_secrets_in_cells(recipe.cells, [f"cell [{c}]" for c in recipe.counts]) + findings
-        findings += find_secrets_in_texts([("a string in the pickled model", text) for text in pickle_scan.strings])
-        findings += find_secrets_in_texts(
-            [(f"data file {path}", path.read_bytes().decode("utf-8", errors="replace")) for _, path in data_files]
-        )
-        check_no_secrets(findings)
-    if not pickle_scan.safe:
-        warnings.append("the pickle would be refused where this bundle is imported: " + "; ".join(pickle_scan.findings))
-    if pickled.by_value_modules:
-        warnings.append(
-            "local modules shipped inside the pickle (not installed packages): " + ", ".join(pickled.by_value_modules)
-        )
+        _refuse_secrets(pickled, pickle_scan, recipe, data_files)
+    warnings += _pickle_warnings(pickled, pickle_scan)
     with store.staging() as staged:
         write_file(staged / MODEL_FILE, pickled.data)
-        write_file(staged / SAMPLE_FILE, dumps({"instances": instances, "outputs": outputs}))
+        write_file(staged / SAMPLE_FILE, dumps({"instances": trial.instances, "outputs": trial.outputs}))
         if reference_statistics is not None:
             write_file(staged / REFERENCE_FILE, dumps(reference_statistics))
         state = package_state(
             staged / MODEL_FILE,
-            model_input,
-            list(outputs),
-            referenced_modules=set(pickled.referenced_modules) | {type(model_input).__module__},
-            expected_outputs=outputs,
+            trial.model_input,
+            trial.methods,
+            referenced_modules=set(pickled.referenced_modules) | {type(trial.model_input).__module__},
+            expected_outputs=trial.outputs,
         )
         write_file(staged / LOCK_FILE, state.lock_text().encode())
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
         if recipe is not None:
-            if keep_fetched:
-                keep_fetched_bytes(recipe, staged, limit)
-            recipe.requirements = replay_requirements(set(recipe.modules), state.lock)
-            write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
-            write_file(staged / RECIPE_LOCK_FILE, recipe.lock_text().encode())
-            for bundle_name, data_path in data_files:
-                shutil.copyfile(data_path, staged / bundle_name)
+            _write_recipe(staged, recipe, state.lock, data_files, limit if keep_fetched else None)
         manifest = seal_manifest(
             staged,
             {
@@ -161,8 +137,8 @@ def capture(
                 "python": {"version": platform.python_version(), "implementation": platform.python_implementation()},
                 "model": {
                     "type": f"{type(model).__module__}.{type(model).__qualname__}",
-                    "methods": list(outputs),
-                    "batchable": _batch_consistent(model, list(outputs), model_input, outputs),
+                    "methods": trial.methods,
+                    "batchable": _batch_consistent(trial),
                 },
                 "serialization": {
                     "format": "cloudpickle",
@@ -171,8 +147,8 @@ def capture(
                     "by_value_modules": list(pickled.by_value_modules),
                 },
                 "pickle_scan": pickle_scan.to_manifest(),
-                "schema": {"input": schema.to_dict(), "outputs": output_schemas},
-                "sample": {"source": source, "rows": len(instances)},
+                "schema": {"input": trial.schema.to_dict(), "outputs": trial.output_schemas},
+                "sample": {"source": trial.source, "rows": len(trial.instances)},
                 "requirements": state.direct,
                 "provenance": _provenance(history),
                 "recipe": recipe.to_dict() if recipe is not None else None,
@@ -186,6 +162,87 @@ def capture(
         audit.record("capture", root=store, name=bundle.name, version=bundle.version)
         sign_own_capture(bundle, audit_log=audit.default_path(store))
         return bundle
+
+
+@dataclass
+class Trial:
+    """The model tried on its sample: the rows as given, what the server will hand the model, and what
+    each method that took them answered. Each method is resolved once, here, and every later step (the
+    schema probes, the drift reference, the batching check) calls the same callables."""
+
+    rows: Any
+    source: str
+    schema: Schema
+    instances: list[Any]
+    model_input: Any
+    calls: dict[str, Callable[[Any], Any]]
+    outputs: dict[str, Any]
+    output_schemas: dict[str, Any]
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods served: those that took the sample."""
+        return list(self.outputs)
+
+
+def _try_model(
+    model: Any,
+    sample: Any,
+    sample_source: str | None,
+    requested: list[str] | None,
+    sample_rows: int,
+    warnings: list[str],
+) -> Trial:
+    """Find the sample, infer the request schema from it, and call the model's methods on exactly what the
+    server will hand them; then narrow the schema with what the model accepts (domains, unused columns)."""
+    rows, source = _sample_rows(model, sample, sample_source, warnings)
+    schema = infer_schema(rows)
+    instances = schema.encode(head(rows, sample_rows))
+    model_input = schema.decode(instances)  # exactly what the server will hand the model
+    calls, outputs, output_schemas = _run_methods(model, requested, model_input, warnings, source)
+    served = list(calls.values())
+    schema = probe_unused_columns(probe_domains(schema, model_input, served), model, model_input, served)
+    return Trial(rows, source, schema, instances, model_input, calls, outputs, output_schemas)
+
+
+def _refuse_secrets(
+    pickled: PickledModel, pickle_scan: PickleScan, recipe: Recipe | None, data_files: list[tuple[str, Path]]
+) -> None:
+    """Refuse the capture when the model's plain globals, the pickle's strings, the recipe's cells or the
+    data files kept hold what looks like a credential."""
+    findings = find_secrets_in_values(_scannable(pickled.captured_globals))
+    if recipe is not None:
+        findings = find_secrets_in_cells(recipe.cells, [f"cell [{c}]" for c in recipe.counts]) + findings
+    findings += find_secrets_in_texts([("a string in the pickled model", text) for text in pickle_scan.strings])
+    findings += find_secrets_in_texts(
+        [(f"data file {path}", path.read_bytes().decode("utf-8", errors="replace")) for _, path in data_files]
+    )
+    check_no_secrets(findings)
+
+
+def _pickle_warnings(pickled: PickledModel, pickle_scan: PickleScan) -> list[str]:
+    """What the user should know about the pickle: it would be refused on import, or it carries code."""
+    warnings = []
+    if not pickle_scan.safe:
+        warnings.append("the pickle would be refused where this bundle is imported: " + "; ".join(pickle_scan.findings))
+    if pickled.by_value_modules:
+        warnings.append(
+            "local modules shipped inside the pickle (not installed packages): " + ", ".join(pickled.by_value_modules)
+        )
+    return warnings
+
+
+def _write_recipe(
+    staged: Path, recipe: Recipe, lock: Any, data_files: list[tuple[str, Path]], fetched_limit: int | None
+) -> None:
+    """Write the recipe notebook, its lock, the data files it reads and (with a limit) the bytes it fetched."""
+    if fetched_limit is not None:
+        keep_fetched_bytes(recipe, staged, fetched_limit)
+    recipe.requirements = replay_requirements(set(recipe.modules), lock)
+    write_file(staged / RECIPE_FILE, nbformat.writes(recipe.to_notebook()).encode())
+    write_file(staged / RECIPE_LOCK_FILE, recipe.lock_text().encode())
+    for bundle_name, data_path in data_files:
+        shutil.copyfile(data_path, staged / bundle_name)
 
 
 def _sample_rows(model: Any, sample: Any, source: str | None, warnings: list[str]) -> tuple[Any, str]:
@@ -243,17 +300,15 @@ def no_sample_message(model: Any, fit: fits.Fit | None, looked: tuple[str, ...] 
     )
 
 
-def _drift_reference(
-    model: Any, reference: Any, sample: Any, rows: Any, schema: Any, methods: list[str], warnings: list[str]
-) -> dict[str, Any] | None:
+def _drift_reference(trial: Trial, reference: Any, sample: Any, warnings: list[str]) -> dict[str, Any] | None:
     """The drift reference statistics of ``reference`` (or of the sample's rows), None without either."""
     if reference is None and sample is None:
         return None  # the rows were made up: they say nothing of the data
-    method = default_method(methods)
+    method = default_method(trial.methods)
     try:
-        data = as_rows(reference) if reference is not None else rows
+        data = as_rows(reference) if reference is not None else trial.rows
         statistics = drift.capture_reference(
-            data, schema, resolve_method(model, method), method, "reference" if reference is not None else "sample"
+            data, trial.schema, trial.calls[method], method, "reference" if reference is not None else "sample"
         )
     except (InputError, ValueError) as error:
         raise CaptureError(f"reference=... does not fit the model's input: {error}") from None
@@ -267,23 +322,30 @@ def _drift_reference(
 
 def _run_methods(
     model: Any, requested: list[str] | None, model_input: Any, warnings: list[str], source: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Callable[[Any], Any]], dict[str, Any], dict[str, Any]]:
+    """The methods that take the sample (resolved), their outputs and their outputs' schemas. A method the
+    caller asked for must take it; of the ones found, those that fail are left out with a warning."""
     names = requested or available_methods(model)
     if not names:
         raise CaptureError(
             f"a {type(model).__name__} has no predict method and is not callable: capture a fitted model, "
             "or a function that takes the input rows"
         )
-    outputs, schemas = {}, {}
+    try:
+        calls = resolve_methods(model, names)
+    except AttributeError as error:
+        raise CaptureError(f"{error}: pass methods=[...] the model has") from None
+    outputs: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
     failures: list[tuple[str, str]] = []
-    for method, result, error in call_methods(model, names, model_input):
-        if error is not None:
+    for method, result, failure in call_methods(calls, model_input):
+        if failure is not None:
             if requested:
                 raise CaptureError(
-                    f"{method} failed on the sample ({source}): {type(error).__name__}: {error}. "
+                    f"{method} failed on the sample ({source}): {type(failure).__name__}: {failure}. "
                     "Pass rows the model takes: sample=... (--sample EXPR)"
-                ) from error
-            failures.append((method, f"{type(error).__name__}: {error}"))
+                ) from failure
+            failures.append((method, f"{type(failure).__name__}: {failure}"))
             continue
         schemas[method] = infer_schema(result).to_dict()
         outputs[method] = to_jsonable(result)
@@ -293,16 +355,16 @@ def _run_methods(
             "Pass rows the model takes: sample=... (--sample EXPR)"
         )
     warnings += [f"{method} is not served: it failed on the sample ({problem})" for method, problem in failures]
-    return outputs, schemas
+    return {method: calls[method] for method in outputs}, outputs, schemas
 
 
-def call_methods(model: Any, names: list[str], rows: Any) -> Iterator[tuple[str, Any, Exception | None]]:
-    """Call each method of ``names`` on ``rows``: ``(name, result, None)``, or ``(name, None, error)`` when
+def call_methods(calls: Mapping[str, Callable[[Any], Any]], rows: Any) -> Iterator[tuple[str, Any, Exception | None]]:
+    """Call each method of ``calls`` on ``rows``: ``(name, result, None)``, or ``(name, None, error)`` when
     it raised, or gave what no schema describes. Any failure means these rows are not what that method
     takes, so the error is handed back, not raised."""
-    for name in names:
+    for name, call in calls.items():
         try:
-            result = resolve_method(model, name)(rows)
+            result = call(rows)
             infer_schema(result)
         except Exception as error:  # noqa: BLE001 - see the docstring
             yield name, None, error
@@ -318,22 +380,21 @@ def _grouped(failures: list[tuple[str, str]]) -> str:
     return "; ".join(f"{', '.join(methods)}: {problem}" for problem, methods in by_problem.items())
 
 
-def _batch_consistent(model: Any, methods: list[str], model_input: Any, outputs: dict[str, Any]) -> bool:
+def _batch_consistent(trial: Trial) -> bool:
     """Whether calling each method row by row gives what one call on all the sample's rows gave: then the
     server may join requests into batches. Floats may differ in the last bits (BLAS takes other paths
     for one row than for many), so they are compared with a relative tolerance of 1e-9."""
-    rows = len(model_input)
+    rows = len(trial.model_input)
     if rows < 2:
         return False
-    for method in methods:
-        call = resolve_method(model, method)
+    for method, call in trial.calls.items():
         try:
-            single = [to_jsonable(call(take_rows(model_input, i, i + 1))) for i in range(rows)]
+            single = [to_jsonable(call(take_rows(trial.model_input, i, i + 1))) for i in range(rows)]
         except Exception:  # noqa: BLE001 - a model that cannot take one row is not batched
             return False
         if not all(isinstance(s, list) and len(s) == 1 for s in single):
             return False
-        if differences(outputs[method], [s[0] for s in single], method, rtol=1e-9, atol=1e-12):
+        if differences(trial.outputs[method], [s[0] for s in single], method, rtol=1e-9, atol=1e-12):
             return False
     return True
 

@@ -90,14 +90,20 @@ def resolve_base(registry: Registry, reference: ImageReference, platform: str = 
     )
 
 
+def config_env(config: dict[str, Any]) -> dict[str, str]:
+    """The environment an image config sets. A missing or null ``Env`` (``docker import`` and some minimal
+    bases write ``"Env": null``) is an empty one."""
+    settings = config.get("config") or {}
+    return dict(entry.split("=", 1) for entry in settings.get("Env") or [] if "=" in entry)
+
+
 def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     """The new image's config and manifest: the base's, with ``spec``'s layers and settings on top."""
     docker = base.media_type == DOCKER_MANIFEST
     config = json.loads(json.dumps(base.config))  # a deep copy
-    settings = config.setdefault("config", {})
+    settings = config["config"] = config.get("config") or {}  # null in some bases, as Env may be
     if spec.env:
-        current = dict(e.split("=", 1) for e in settings.get("Env", []) if "=" in e)
-        settings["Env"] = [f"{k}={v}" for k, v in {**current, **spec.env}.items()]
+        settings["Env"] = [f"{k}={v}" for k, v in {**config_env(base.config), **spec.env}.items()]
     if spec.entrypoint is not None:  # as in a Dockerfile, a new ENTRYPOINT drops the base's CMD
         settings["Entrypoint"] = spec.entrypoint
         settings.pop("Cmd", None)
@@ -121,7 +127,7 @@ def assemble(base: BaseImage, spec: ImageSpec) -> Image:
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] += [
         layer.diff_id for layer in spec.layers
     ]
-    config["history"] = list(config.get("history", [])) + [
+    config["history"] = list(config.get("history") or []) + [
         {"created_by": line, "comment": "notebook-deploy"} for line in spec.history
     ]
     config.pop("created", None)  # a build time would make every build a new image

@@ -22,7 +22,7 @@ from ..bundle import Bundle
 from ..errors import NotebookDeployError
 from ..provenance import signer_keys
 from ..signing import TRUST_DIR_VARIABLE
-from .assemble import BaseImage, Image, ImageSpec, assemble
+from .assemble import BaseImage, Image, ImageSpec, assemble, config_env
 from .layers import Entry, build_layer, entries_from_directory
 
 SITE = "/opt/notebook-deploy/site-packages"
@@ -218,8 +218,7 @@ def install_wheels(wheels: list[Path], staging: Path) -> None:
 def _check_python(bundle: Bundle, base: BaseImage) -> None:
     """Refuse a base whose Python minor differs from the bundle's, where the base says which it has."""
     wanted = bundle.python_minor
-    env = dict(e.split("=", 1) for e in base.config.get("config", {}).get("Env", []) if "=" in e)
-    found = env.get("PYTHON_VERSION")
+    found = config_env(base.config).get("PYTHON_VERSION")
     if found and not found.startswith(wanted + "."):
         raise NotebookDeployError(
             f"{base.reference} has Python {found}, but {bundle.ref} was captured with Python {wanted}: pickles do "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -211,6 +212,11 @@ def _daemon(backend: str) -> Any:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
     client = docker_client() if backend != "daemonless" else None
     if backend == "docker" and client is None:
+        if importlib.util.find_spec("docker") is None:
+            raise NotebookDeployError(
+                "backend='docker' needs the Docker SDK for Python, which is not installed: "
+                "pip install 'notebook-deploy[docker]' (or pip install docker), or use backend='daemonless'"
+            )
         raise NotebookDeployError(
             "no Docker daemon answers (DOCKER_HOST or /var/run/docker.sock): use backend='daemonless'"
         )

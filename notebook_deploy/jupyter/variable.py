@@ -117,14 +117,14 @@ def _guess_sample(
 
 def _refused(model: Any, data: Any) -> str | None:
     """Why ``model`` does not take the first rows of ``data``, or None when one of its methods does."""
-    from ..methods import available_methods
+    from ..methods import available_methods, resolve_methods
 
     problems: list[str] = []
     try:
         rows = head(as_rows(data), 5)
     except NotebookDeployError as error:
         return str(error)
-    for method, _, failure in call_methods(model, available_methods(model), rows):
+    for method, _, failure in call_methods(resolve_methods(model, available_methods(model)), rows):
         if failure is None:
             return None
         problems.append(f"{method}: {type(failure).__name__}: {failure}")
