@@ -66,6 +66,14 @@ CASES: list[dict] = [
         must_not=[4],
     ),
     dict(
+        # a match statement inside a branch binds as one at the top level does
+        id="match_inside_a_branch_binds",
+        cells=["x = 1", "if x:\n    match x:\n        case 1:\n            y = 5", "w = 0", "z = y + 1"],
+        target="z",
+        must=[0, 1, 3],
+        must_not=[2],
+    ),
+    dict(
         # out of order: a filter cell inserted above and run later, then the summary re-run
         id="out_of_order_inserted_filter_then_rerun",
         cells=[

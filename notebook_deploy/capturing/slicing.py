@@ -599,7 +599,9 @@ class _Analysis:
                 self._definition(child, s)
             elif isinstance(child, (ast.Import, ast.ImportFrom)):
                 self._import(child, s)
-            elif isinstance(child, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.With, ast.AsyncWith)):
+            elif isinstance(
+                child, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.With, ast.AsyncWith, ast.Match)
+            ):
                 self._compound(child, s)
             else:
                 self._simple(child, s, may=not always)
