@@ -97,7 +97,8 @@ class RayDeployment(BundleClient):
         application = serve.status().applications.get(self.name)
         if application is None:
             return {}
-        return {state.value: count for state, count in application.deployments[self.name].replica_states.items()}
+        # Ray annotates the keys as ReplicaState, but its status API hands back the states' names as str
+        return {str(state): count for state, count in application.deployments[self.name].replica_states.items()}
 
     def config(self) -> dict[str, Any]:
         """The deployment's config as Ray Serve applies it (``num_replicas``, ``autoscaling_config``,
