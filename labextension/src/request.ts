@@ -32,7 +32,10 @@ export async function requestAPI<T>(
     }
   }
   if (!response.ok) {
-    throw new ServerConnection.ResponseError(response, answerMessage(data, response));
+    throw new ServerConnection.ResponseError(
+      response,
+      answerMessage(data, response)
+    );
   }
   return data as T;
 }
@@ -68,7 +71,12 @@ export function errorMessage(error: unknown): string {
 }
 
 function answerMessage(data: any, response: Response): string {
-  if (data && typeof data === 'object' && typeof data.message === 'string' && data.message) {
+  if (
+    data &&
+    typeof data === 'object' &&
+    typeof data.message === 'string' &&
+    data.message
+  ) {
     return data.message;
   }
   if (response.status === 404 && !(data && typeof data === 'object')) {

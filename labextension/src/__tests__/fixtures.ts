@@ -29,7 +29,14 @@ export const irisDetails: IBundleDetails = {
   ...iris.versions[0],
   name: 'iris',
   manifest: {},
-  recipe: { cells: [{ source: 'model = RandomForestClassifier().fit(X, y)', execution_count: 3 }] },
+  recipe: {
+    cells: [
+      {
+        source: 'model = RandomForestClassifier().fit(X, y)',
+        execution_count: 3
+      }
+    ]
+  },
   lock: ['numpy==2.4.6', 'scikit-learn==1.9.1'],
   requirements: ['scikit-learn'],
   warnings: [],
@@ -78,7 +85,11 @@ export interface ICall {
 }
 
 export function fakeRequestAPI(routes: Routes, calls: ICall[]) {
-  return async (endPoint: string, _settings: unknown, init: RequestInit = {}) => {
+  return async (
+    endPoint: string,
+    _settings: unknown,
+    init: RequestInit = {}
+  ) => {
     const method = init.method ?? 'GET';
     const body = init.body ? JSON.parse(init.body as string) : undefined;
     calls.push({ method, endPoint, body });
@@ -98,7 +109,10 @@ export function fakeRequestAPI(routes: Routes, calls: ICall[]) {
 }
 
 /** Wait until `condition()` holds (React renders asynchronously). */
-export async function waitFor(condition: () => boolean, timeout = 3000): Promise<void> {
+export async function waitFor(
+  condition: () => boolean,
+  timeout = 3000
+): Promise<void> {
   const deadline = Date.now() + timeout;
   while (!condition()) {
     if (Date.now() > deadline) {
