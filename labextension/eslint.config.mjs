@@ -23,7 +23,18 @@ export default tseslint.config(
   {
     languageOptions: {
       globals: { ...globals.browser, ...globals.node, ...globals.jest }
+    },
+    rules: {
+      // JupyterLab's idiom: a class and a namespace of the same name merge, so that
+      // `DeploymentsModel.IOptions` sits next to `DeploymentsModel` (as in @jupyterlab/*).
+      '@typescript-eslint/no-namespace': 'off'
     }
+  },
+  {
+    // jest, babel and playwright load these configs as CommonJS: require() is their module syntax.
+    files: ['**/*.js'],
+    languageOptions: { sourceType: 'commonjs' },
+    rules: { '@typescript-eslint/no-require-imports': 'off' }
   },
   prettier
 );

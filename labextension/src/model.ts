@@ -405,7 +405,7 @@ export class DeploymentsModel implements IDisposable {
   private _onError: (message: string, error: unknown) => void;
   private _taskInterval: number;
   private _poll: Poll;
-  private _polls = new Set<Poll<any>>();
+  private _polls = new Set<Poll<ITask | null>>();
   private _tracking = new Map<string, Promise<ITask>>();
   private _bundles: IBundleSummary[] = [];
   private _servers: IServer[] = [];

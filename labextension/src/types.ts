@@ -88,7 +88,7 @@ export interface ITask {
   progress: number;
   message: string;
   layers?: ITaskLayer[];
-  result: Record<string, any> | null;
+  result: Record<string, unknown> | null;
   error: string | null;
   started: string;
   finished: string | null;

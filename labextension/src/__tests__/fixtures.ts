@@ -81,7 +81,7 @@ export type Routes = Record<string, unknown>;
 export interface ICall {
   method: string;
   endPoint: string;
-  body: any;
+  body: unknown;
 }
 
 export function fakeRequestAPI(routes: Routes, calls: ICall[]) {

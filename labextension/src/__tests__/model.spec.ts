@@ -36,7 +36,9 @@ describe('DeploymentsModel', () => {
   let model: DeploymentsModel;
 
   function setUp(routes: Routes): DeploymentsModel {
-    mockedRequest.mockImplementation(fakeRequestAPI(routes, calls) as any);
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(routes, calls) as unknown as typeof requestAPI
+    );
     model = new DeploymentsModel({
       serverSettings: settings,
       onError: message => errors.push(message),
@@ -148,7 +150,7 @@ describe('DeploymentsModel', () => {
       backend: 'auto',
       base: 'r/base:3.11'
     });
-    expect(calls[0].body.base).toBe('r/base:3.11');
+    expect((calls[0].body as { base?: string }).base).toBe('r/base:3.11');
     expect(finished?.state).toBe('failed');
   });
 
@@ -308,7 +310,7 @@ describe('task order', () => {
           }
         },
         calls
-      ) as any
+      ) as unknown as typeof requestAPI
     );
     const model = new DeploymentsModel({
       serverSettings: settings,

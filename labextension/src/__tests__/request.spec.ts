@@ -41,9 +41,10 @@ describe('requestAPI', () => {
     makeRequest.mockResolvedValue(
       answer(404, '{"message": "no bundle named \'nope\': capture one first"}')
     );
-    const error: any = await requestAPI('bundles/nope/latest', settings).catch(
-      e => e
-    );
+    const error = await requestAPI<never>(
+      'bundles/nope/latest',
+      settings
+    ).catch((e: ServerConnection.ResponseError) => e);
     expect(error).toBeInstanceOf(ServerConnection.ResponseError);
     expect(error.response.status).toBe(404);
     expect(errorMessage(error)).toBe(
@@ -55,20 +56,20 @@ describe('requestAPI', () => {
     makeRequest.mockResolvedValue(
       answer(404, '<html>404: Not Found</html>', 'text/html')
     );
-    const error: any = await requestAPI('bundles', settings).catch(e => e);
+    const error = await requestAPI('bundles', settings).catch(e => e);
     expect(errorMessage(error)).toMatch(/server extension is not enabled/);
     expect(errorMessage(error)).toMatch(/notebook_deploy\.jupyter\.server/);
   });
 
   it('keeps the status of an answer without a message', async () => {
     makeRequest.mockResolvedValue(answer(500, '{}'));
-    const error: any = await requestAPI('servers', settings).catch(e => e);
+    const error = await requestAPI('servers', settings).catch(e => e);
     expect(errorMessage(error)).toMatch(/^500/);
   });
 
   it('maps a failed connection to a NetworkError', async () => {
     makeRequest.mockRejectedValue(new TypeError('Failed to fetch'));
-    const error: any = await requestAPI('bundles', settings).catch(e => e);
+    const error = await requestAPI('bundles', settings).catch(e => e);
     expect(error).toBeInstanceOf(ServerConnection.NetworkError);
     expect(errorMessage(error)).toBe(
       'Cannot reach the Jupyter server: Failed to fetch'

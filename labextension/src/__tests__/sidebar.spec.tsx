@@ -57,7 +57,7 @@ describe('DeploymentsSidebar', () => {
           }
         },
         calls
-      ) as any
+      ) as unknown as typeof requestAPI
     );
     model = new DeploymentsModel({
       serverSettings: ServerConnection.makeSettings(),

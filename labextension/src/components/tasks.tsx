@@ -126,7 +126,7 @@ function TaskOutcome({ task }: { task: ITask }): JSX.Element | null {
     <div className="nd-Task-result" aria-label="Pushed image">
       <code>{String(task.result.image ?? task.target ?? '')}</code>
       {task.result.digest ? (
-        <code className="nd-Digest" title={task.result.digest}>
+        <code className="nd-Digest" title={String(task.result.digest)}>
           @{String(task.result.digest)}
         </code>
       ) : null}

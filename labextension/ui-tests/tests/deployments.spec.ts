@@ -33,7 +33,11 @@ test.describe('Deployments sidebar', () => {
     // 2. the sidebar lists the bundle
     // through its palette command, as a user would from the command palette
     await page.evaluate(() =>
-      (window as any).jupyterapp.commands.execute('notebook-deploy:open')
+      (
+        window as unknown as {
+          jupyterapp: { commands: { execute(id: string): Promise<unknown> } };
+        }
+      ).jupyterapp.commands.execute('notebook-deploy:open')
     );
     expect(await page.sidebar.isTabOpen('notebook-deploy-sidebar')).toBe(true);
     const sidebar = page.locator('#notebook-deploy-sidebar');
