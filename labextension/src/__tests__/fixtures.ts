@@ -5,6 +5,7 @@ export const iris: IBundleSummary = {
   tags: { latest: '20261124-0930-ab12cd', prod: '20261120-0800-ffee00' },
   versions: [
     {
+      name: 'iris',
       version: '20261124-0930-ab12cd',
       ref: 'iris:20261124-0930-ab12cd',
       created: '2026-11-24T09:30:00Z',
@@ -14,6 +15,7 @@ export const iris: IBundleSummary = {
       size: 123456
     },
     {
+      name: 'iris',
       version: '20261120-0800-ffee00',
       ref: 'iris:20261120-0800-ffee00',
       created: '2026-11-20T08:00:00Z',
@@ -22,7 +24,8 @@ export const iris: IBundleSummary = {
       methods: ['predict'],
       size: 2048
     }
-  ]
+  ],
+  damaged: []
 };
 
 export const irisDetails: IBundleDetails = {
