@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 import notebook_deploy as nd
+from notebook_deploy.jupyter.server import predict_answer
 from notebook_deploy.serving.process import Server
 from notebook_deploy.tasks import Task
 
@@ -108,6 +110,8 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
     push.result = {"image": "localhost:5000/customers:1", "digest": "sha256:" + "cd" * 32}
     push.state, push.finished = "succeeded", push.started
     verify = Task("verify", bundle.ref)
+    answer = requests.Response()  # the model server's answer, as Server.post returns it
+    answer.status_code, answer._content = 200, json.dumps({"predictions": [0, 1]}).encode()
     return {
         "IBundleSummary": summaries[0],
         "IDamagedVersion": {"name": "customers", "version": "0000", "path": "/s/customers/0000", "reason": "bad"},
@@ -115,7 +119,7 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
         "IBundleDetails": details,
         "IRecipeCell": {"source": "clf.fit(X, y)", "execution_count": 3},
         "IServer": server_dict,
-        "IPredictAnswer": {"status": 200, "body": {"predictions": [0]}},
+        "IPredictAnswer": predict_answer(answer),
         "ITask": push.to_dict(),
         "ITask_verify": verify.to_dict(),
         "ITaskLayer": push.to_dict()["layers"][0],
