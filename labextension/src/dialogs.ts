@@ -56,9 +56,24 @@ class PushForm extends Widget implements Dialog.IBodyWidget<IPushTarget> {
   constructor(defaults: Partial<IPushTarget>) {
     super();
     this.addClass('nd-Form');
-    this._image = textField(this.node, 'Image reference', defaults.image ?? '', 'registry.example.com/team/model:v1');
-    this._backend = selectField(this.node, 'Backend', BACKENDS, defaults.backend ?? 'auto');
-    this._base = textField(this.node, 'Base image', defaults.base ?? '', 'python:3.X-slim (default)');
+    this._image = textField(
+      this.node,
+      'Image reference',
+      defaults.image ?? '',
+      'registry.example.com/team/model:v1'
+    );
+    this._backend = selectField(
+      this.node,
+      'Backend',
+      BACKENDS,
+      defaults.backend ?? 'auto'
+    );
+    this._base = textField(
+      this.node,
+      'Base image',
+      defaults.base ?? '',
+      'python:3.X-slim (default)'
+    );
     const note = document.createElement('p');
     note.className = 'nd-Form-note';
     note.textContent =
@@ -84,7 +99,12 @@ class TagForm extends Widget implements Dialog.IBodyWidget<ITagMove> {
     super();
     this.addClass('nd-Form');
     this._tag = textField(this.node, 'Tag', defaults.tag, 'latest');
-    this._version = selectField(this.node, 'Version', versions, defaults.version);
+    this._version = selectField(
+      this.node,
+      'Version',
+      versions,
+      defaults.version
+    );
   }
 
   getValue(): ITagMove {

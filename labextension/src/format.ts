@@ -55,9 +55,13 @@ export function compactJson(value: unknown): string {
   const line = (v: unknown) => JSON.stringify(v);
   // rows (lists of lists or objects) and long lists go one item per line
   const isRows = (v: unknown): v is unknown[] =>
-    Array.isArray(v) && (v.some(item => item !== null && typeof item === 'object') || line(v).length > 60);
+    Array.isArray(v) &&
+    (v.some(item => item !== null && typeof item === 'object') ||
+      line(v).length > 60);
   const list = (items: unknown[], indent: string) =>
-    items.length === 0 ? '[]' : `[\n${items.map(item => indent + '  ' + line(item)).join(',\n')}\n${indent}]`;
+    items.length === 0
+      ? '[]'
+      : `[\n${items.map(item => indent + '  ' + line(item)).join(',\n')}\n${indent}]`;
   if (Array.isArray(value)) {
     return list(value, '');
   }

@@ -22,7 +22,8 @@ export namespace CommandIDs {
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'notebook-deploy:plugin',
-  description: 'The Deployments sidebar: model bundles, local endpoints and image pushes.',
+  description:
+    'The Deployments sidebar: model bundles, local endpoints and image pushes.',
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette, IRunningSessionManagers],
   activate: (
@@ -38,7 +39,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         Notification.error(message, { autoClose: 10000 });
       },
       // refresh only while the sidebar is shown and the page visible
-      standby: () => (sidebar !== null && sidebar.isVisible ? 'when-hidden' : true)
+      standby: () =>
+        sidebar !== null && sidebar.isVisible ? 'when-hidden' : true
     });
     sidebar = new DeploymentsSidebar({ model });
     app.shell.add(sidebar, 'left', { rank: 900 });

@@ -144,7 +144,10 @@ export class DeploymentsModel implements IDisposable {
       if (port !== undefined) {
         body.port = port;
       }
-      const server = await this._request<IServer>('servers', jsonRequest('POST', body));
+      const server = await this._request<IServer>(
+        'servers',
+        jsonRequest('POST', body)
+      );
       this._upsertServer(server);
       return server;
     });
@@ -165,7 +168,9 @@ export class DeploymentsModel implements IDisposable {
   /** A server's log. */
   async logs(serverId: string): Promise<string | undefined> {
     return this._action(`logs:${serverId}`, async () => {
-      const answer = await this._request<{ logs: string }>(`servers/${segment(serverId)}/logs`);
+      const answer = await this._request<{ logs: string }>(
+        `servers/${segment(serverId)}/logs`
+      );
       return answer.logs;
     });
   }
@@ -208,7 +213,10 @@ export class DeploymentsModel implements IDisposable {
   /** Cancel a running task. */
   async cancelTask(taskId: string): Promise<ITask | undefined> {
     return this._action(`cancel:${taskId}`, async () => {
-      const task = await this._request<ITask>(`tasks/${segment(taskId)}`, jsonRequest('DELETE'));
+      const task = await this._request<ITask>(
+        `tasks/${segment(taskId)}`,
+        jsonRequest('DELETE')
+      );
       this._upsertTask(task);
       return task;
     });
@@ -250,7 +258,10 @@ export class DeploymentsModel implements IDisposable {
             if (++failures >= DeploymentsModel.TRACK_FAILURES) {
               this._report(error);
               poll.dispose();
-              resolve(this._tasks.find(t => t.id === taskId) ?? lostTask(taskId, error));
+              resolve(
+                this._tasks.find(t => t.id === taskId) ??
+                  lostTask(taskId, error)
+              );
             }
             return null;
           }
@@ -285,9 +296,15 @@ export class DeploymentsModel implements IDisposable {
     Signal.clearData(this);
   }
 
-  private async _startTask(key: string, body: TaskRequest): Promise<ITask | undefined> {
+  private async _startTask(
+    key: string,
+    body: TaskRequest
+  ): Promise<ITask | undefined> {
     const task = await this._action(key, async () => {
-      const started = await this._request<ITask>('tasks', jsonRequest('POST', body));
+      const started = await this._request<ITask>(
+        'tasks',
+        jsonRequest('POST', body)
+      );
       this._upsertTask(started);
       return started;
     });
@@ -343,7 +360,10 @@ export class DeploymentsModel implements IDisposable {
   }
 
   /** Run an action: mark it busy, report its failure (and resolve `undefined`). */
-  private async _action<T>(key: string, work: () => Promise<T>): Promise<T | undefined> {
+  private async _action<T>(
+    key: string,
+    work: () => Promise<T>
+  ): Promise<T | undefined> {
     this._busy.add(key);
     this._changed.emit();
     try {
@@ -385,7 +405,7 @@ export class DeploymentsModel implements IDisposable {
   private _onError: (message: string, error: unknown) => void;
   private _taskInterval: number;
   private _poll: Poll;
-  private _polls = new Set<Poll<any>>();
+  private _polls = new Set<Poll<ITask | null>>();
   private _tracking = new Map<string, Promise<ITask>>();
   private _bundles: IBundleSummary[] = [];
   private _servers: IServer[] = [];
@@ -423,7 +443,9 @@ export namespace DeploymentsModel {
 /** `name:version` → `[name, version]`; a bare name means its `latest` tag. */
 export function splitRef(ref: string): [string, string] {
   const colon = ref.lastIndexOf(':');
-  return colon === -1 ? [ref, 'latest'] : [ref.slice(0, colon), ref.slice(colon + 1)];
+  return colon === -1
+    ? [ref, 'latest']
+    : [ref.slice(0, colon), ref.slice(colon + 1)];
 }
 
 /** Newest first: by start time, then by id (ids count up; times are to the second). */
@@ -438,7 +460,10 @@ function sortTasks(tasks: ITask[]): ITask[] {
 function sameServers(a: readonly IServer[], b: readonly IServer[]): boolean {
   return (
     a.length === b.length &&
-    a.every((s, i) => s.id === b[i].id && s.status === b[i].status && s.url === b[i].url)
+    a.every(
+      (s, i) =>
+        s.id === b[i].id && s.status === b[i].status && s.url === b[i].url
+    )
   );
 }
 

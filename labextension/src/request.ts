@@ -23,7 +23,7 @@ export async function requestAPI<T>(
     throw new ServerConnection.NetworkError(error as TypeError);
   }
   const text = await response.text();
-  let data: any = text;
+  let data: unknown = text;
   if (text.length > 0) {
     try {
       data = JSON.parse(text);
@@ -32,7 +32,10 @@ export async function requestAPI<T>(
     }
   }
   if (!response.ok) {
-    throw new ServerConnection.ResponseError(response, answerMessage(data, response));
+    throw new ServerConnection.ResponseError(
+      response,
+      answerMessage(data, response)
+    );
   }
   return data as T;
 }
@@ -67,9 +70,13 @@ export function errorMessage(error: unknown): string {
   return String(error);
 }
 
-function answerMessage(data: any, response: Response): string {
-  if (data && typeof data === 'object' && typeof data.message === 'string' && data.message) {
-    return data.message;
+function answerMessage(data: unknown, response: Response): string {
+  const message =
+    data && typeof data === 'object' && 'message' in data
+      ? data.message
+      : undefined;
+  if (typeof message === 'string' && message) {
+    return message;
   }
   if (response.status === 404 && !(data && typeof data === 'object')) {
     return (

@@ -13,22 +13,21 @@ export function addRunningManager(
   model: DeploymentsModel,
   show: (ref: string) => void
 ): IDisposable {
-  const running = () => model.servers.filter(server => server.status === 'running');
+  const running = () =>
+    model.servers.filter(server => server.status === 'running');
   return managers.add({
     name: 'Model servers',
     supportsMultipleViews: false,
     running: () =>
-      running().map(
-        (server): IRunningSessions.IRunningItem => ({
-          className: 'nd-RunningItem',
-          icon: () => deployIcon,
-          label: () => server.ref,
-          labelTitle: () => `${server.ref}\n${server.url}`,
-          detail: () => server.url,
-          open: () => show(server.ref),
-          shutdown: () => void model.stop(server.id)
-        })
-      ),
+      running().map((server): IRunningSessions.IRunningItem => ({
+        className: 'nd-RunningItem',
+        icon: () => deployIcon,
+        label: () => server.ref,
+        labelTitle: () => `${server.ref}\n${server.url}`,
+        detail: () => server.url,
+        open: () => show(server.ref),
+        shutdown: () => void model.stop(server.id)
+      })),
     refreshRunning: () => void model.refresh(),
     runningChanged: model.serversChanged,
     shutdownAll: () => {
@@ -38,6 +37,7 @@ export function addRunningManager(
     },
     shutdownLabel: 'Stop',
     shutdownAllLabel: 'Stop All',
-    shutdownAllConfirmationText: 'Stop all model servers started from the Deployments sidebar?'
+    shutdownAllConfirmationText:
+      'Stop all model servers started from the Deployments sidebar?'
   });
 }

@@ -22,7 +22,8 @@ export class DeploymentsSidebar extends ReactWidget {
   constructor(options: DeploymentsSidebar.IOptions) {
     super();
     this.model = options.model;
-    this._openUrl = options.openUrl ?? (url => window.open(url, '_blank', 'noopener'));
+    this._openUrl =
+      options.openUrl ?? (url => window.open(url, '_blank', 'noopener'));
     this.id = SIDEBAR_ID;
     this.addClass('nd-Sidebar');
     this.title.icon = deployIcon;
@@ -60,7 +61,9 @@ export class DeploymentsSidebar extends ReactWidget {
 
   protected render(): JSX.Element {
     return (
-      <UseSignal signal={this.model.changed}>{() => this._renderView()}</UseSignal>
+      <UseSignal signal={this.model.changed}>
+        {() => this._renderView()}
+      </UseSignal>
     );
   }
 
@@ -152,7 +155,10 @@ export class DeploymentsSidebar extends ReactWidget {
     // the same registry and backend as last time, this bundle's name and version
     const [name, version] = splitRef(ref);
     const slash = last.image.indexOf('/');
-    const host = slash > 0 && /[.:]|^localhost$/.test(last.image.slice(0, slash)) ? last.image.slice(0, slash) + '/' : '';
+    const host =
+      slash > 0 && /[.:]|^localhost$/.test(last.image.slice(0, slash))
+        ? last.image.slice(0, slash) + '/'
+        : '';
     return { ...last, image: `${host}${name}:${version.slice(0, 20)}` };
   }
 

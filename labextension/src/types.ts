@@ -5,6 +5,7 @@
 
 /** One version of a bundle, as listed. */
 export interface IVersionSummary {
+  name: string;
   version: string;
   ref: string;
   created: string;
@@ -14,11 +15,20 @@ export interface IVersionSummary {
   size: number;
 }
 
-/** A bundle name with its tags and versions (newest first). */
+/** A version (or `tags.json`) of a name that the store could not read, and why. */
+export interface IDamagedVersion {
+  name: string;
+  version: string;
+  path: string;
+  reason: string;
+}
+
+/** A bundle name with its tags, its versions (newest first) and what of it is damaged. */
 export interface IBundleSummary {
   name: string;
   tags: Record<string, string>;
   versions: IVersionSummary[];
+  damaged: IDamagedVersion[];
 }
 
 /** A recipe cell: the notebook code the model depends on. */
@@ -39,10 +49,12 @@ export interface IBundleDetails extends IVersionSummary {
     input?: { description?: string; json_schema?: unknown };
     outputs?: Record<string, unknown>;
   };
-  sample: { instances: unknown[] } | null;
+  sample: { instances: unknown[]; outputs?: Record<string, unknown> } | null;
   reference: {
     rows: number;
     features: { name: string; kind: string }[];
+    predictions?: string | null;
+    source?: string;
   } | null;
 }
 
@@ -88,7 +100,7 @@ export interface ITask {
   progress: number;
   message: string;
   layers?: ITaskLayer[];
-  result: Record<string, any> | null;
+  result: Record<string, unknown> | null;
   error: string | null;
   started: string;
   finished: string | null;

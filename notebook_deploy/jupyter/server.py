@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import requests
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -255,6 +256,15 @@ class ServerLogsHandler(DeployHandler):
         await self.answer(lambda: {"logs": _found("server", self.deploy.servers.get, server_id).logs()})
 
 
+def predict_answer(response: requests.Response) -> dict[str, Any]:
+    """The REST API's PredictAnswer: the model server's status and its body (JSON, else the text)."""
+    try:
+        answer = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        answer = response.text
+    return {"status": response.status_code, "body": answer}
+
+
 class PredictHandler(DeployHandler):
     """``POST servers/{id}/predict``: the model server's own answer to ``{"instances"}``, errors included."""
 
@@ -265,12 +275,7 @@ class PredictHandler(DeployHandler):
 
         def predict() -> dict[str, Any]:
             server = _found("server", self.deploy.servers.get, server_id)
-            response = server.post(body.get("method") or "predict", {"instances": body["instances"]})
-            try:
-                answer = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                answer = response.text
-            return {"status": response.status_code, "body": answer}
+            return predict_answer(server.post(body.get("method") or "predict", {"instances": body["instances"]}))
 
         await self.answer(predict)
 

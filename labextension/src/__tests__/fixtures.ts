@@ -5,6 +5,7 @@ export const iris: IBundleSummary = {
   tags: { latest: '20261124-0930-ab12cd', prod: '20261120-0800-ffee00' },
   versions: [
     {
+      name: 'iris',
       version: '20261124-0930-ab12cd',
       ref: 'iris:20261124-0930-ab12cd',
       created: '2026-11-24T09:30:00Z',
@@ -14,6 +15,7 @@ export const iris: IBundleSummary = {
       size: 123456
     },
     {
+      name: 'iris',
       version: '20261120-0800-ffee00',
       ref: 'iris:20261120-0800-ffee00',
       created: '2026-11-20T08:00:00Z',
@@ -22,14 +24,22 @@ export const iris: IBundleSummary = {
       methods: ['predict'],
       size: 2048
     }
-  ]
+  ],
+  damaged: []
 };
 
 export const irisDetails: IBundleDetails = {
   ...iris.versions[0],
   name: 'iris',
   manifest: {},
-  recipe: { cells: [{ source: 'model = RandomForestClassifier().fit(X, y)', execution_count: 3 }] },
+  recipe: {
+    cells: [
+      {
+        source: 'model = RandomForestClassifier().fit(X, y)',
+        execution_count: 3
+      }
+    ]
+  },
   lock: ['numpy==2.4.6', 'scikit-learn==1.9.1'],
   requirements: ['scikit-learn'],
   warnings: [],
@@ -74,11 +84,15 @@ export type Routes = Record<string, unknown>;
 export interface ICall {
   method: string;
   endPoint: string;
-  body: any;
+  body: unknown;
 }
 
 export function fakeRequestAPI(routes: Routes, calls: ICall[]) {
-  return async (endPoint: string, _settings: unknown, init: RequestInit = {}) => {
+  return async (
+    endPoint: string,
+    _settings: unknown,
+    init: RequestInit = {}
+  ) => {
     const method = init.method ?? 'GET';
     const body = init.body ? JSON.parse(init.body as string) : undefined;
     calls.push({ method, endPoint, body });
@@ -98,7 +112,10 @@ export function fakeRequestAPI(routes: Routes, calls: ICall[]) {
 }
 
 /** Wait until `condition()` holds (React renders asynchronously). */
-export async function waitFor(condition: () => boolean, timeout = 3000): Promise<void> {
+export async function waitFor(
+  condition: () => boolean,
+  timeout = 3000
+): Promise<void> {
   const deadline = Date.now() + timeout;
   while (!condition()) {
     if (Date.now() > deadline) {

@@ -1,13 +1,31 @@
-import { compactJson, formatBytes, percent, shortDigest, shortType } from '../format';
+import {
+  compactJson,
+  formatBytes,
+  percent,
+  shortDigest,
+  shortType
+} from '../format';
 
 describe('format', () => {
   it('writes rows one per line', () => {
-    expect(compactJson({ instances: [[5.1, 3.5, 1.4, 0.2], [4.9, 3.0, 1.4, 0.2]] })).toBe(
+    expect(
+      compactJson({
+        instances: [
+          [5.1, 3.5, 1.4, 0.2],
+          [4.9, 3.0, 1.4, 0.2]
+        ]
+      })
+    ).toBe(
       '{\n  "instances": [\n    [5.1,3.5,1.4,0.2],\n    [4.9,3,1.4,0.2]\n  ]\n}'
     );
-    expect(compactJson({ predictions: [0, 1] })).toBe('{\n  "predictions": [0,1]\n}');
+    expect(compactJson({ predictions: [0, 1] })).toBe(
+      '{\n  "predictions": [0,1]\n}'
+    );
     expect(compactJson({})).toBe('{}');
-    expect(JSON.parse(compactJson({ a: [{ b: 1 }], c: 'd' }))).toEqual({ a: [{ b: 1 }], c: 'd' });
+    expect(JSON.parse(compactJson({ a: [{ b: 1 }], c: 'd' }))).toEqual({
+      a: [{ b: 1 }],
+      c: 'd'
+    });
   });
 
   it('shortens sizes, fractions, digests and types', () => {
@@ -17,6 +35,8 @@ describe('format', () => {
     expect(percent(1.2)).toBe(100);
     expect(percent(NaN)).toBe(0);
     expect(shortDigest('sha256:abcdef0123456789')).toBe('abcdef012345');
-    expect(shortType('sklearn.linear_model._logistic.LogisticRegression')).toBe('LogisticRegression');
+    expect(shortType('sklearn.linear_model._logistic.LogisticRegression')).toBe(
+      'LogisticRegression'
+    );
   });
 });

@@ -2,7 +2,15 @@ import { ServerConnection } from '@jupyterlab/services';
 
 import { DeploymentsModel, splitRef } from '../model';
 import { requestAPI } from '../request';
-import { ICall, fakeRequestAPI, iris, irisDetails, Routes, server, task } from './fixtures';
+import {
+  ICall,
+  fakeRequestAPI,
+  iris,
+  irisDetails,
+  Routes,
+  server,
+  task
+} from './fixtures';
 
 jest.mock('../request', () => ({
   ...jest.requireActual('../request'),
@@ -12,8 +20,14 @@ jest.mock('../request', () => ({
 const mockedRequest = requestAPI as jest.MockedFunction<typeof requestAPI>;
 const settings = ServerConnection.makeSettings();
 
-function responseError(status: number, message: string): ServerConnection.ResponseError {
-  return new ServerConnection.ResponseError(new Response('', { status }), message);
+function responseError(
+  status: number,
+  message: string
+): ServerConnection.ResponseError {
+  return new ServerConnection.ResponseError(
+    new Response('', { status }),
+    message
+  );
 }
 
 describe('DeploymentsModel', () => {
@@ -22,7 +36,9 @@ describe('DeploymentsModel', () => {
   let model: DeploymentsModel;
 
   function setUp(routes: Routes): DeploymentsModel {
-    mockedRequest.mockImplementation(fakeRequestAPI(routes, calls) as any);
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(routes, calls) as unknown as typeof requestAPI
+    );
     model = new DeploymentsModel({
       serverSettings: settings,
       onError: message => errors.push(message),
@@ -49,7 +65,11 @@ describe('DeploymentsModel', () => {
   });
 
   it('loads bundles, servers and tasks on refresh', async () => {
-    setUp({ ...lists, 'GET servers': { servers: [server] }, [`GET bundles/iris/${iris.versions[0].version}`]: irisDetails });
+    setUp({
+      ...lists,
+      'GET servers': { servers: [server] },
+      [`GET bundles/iris/${iris.versions[0].version}`]: irisDetails
+    });
     let changes = 0;
     let serverChanges = 0;
     model.changed.connect(() => changes++);
@@ -68,13 +88,22 @@ describe('DeploymentsModel', () => {
     setUp({ ...lists, 'GET bundles/iris/20261124-0930-ab12cd': irisDetails });
     await model.select('iris:20261124-0930-ab12cd');
     expect(model.selected).toBe('iris:20261124-0930-ab12cd');
-    expect(model.selectedDetails?.lock).toEqual(['numpy==2.4.6', 'scikit-learn==1.9.1']);
+    expect(model.selectedDetails?.lock).toEqual([
+      'numpy==2.4.6',
+      'scikit-learn==1.9.1'
+    ]);
   });
 
   it('polls a push task until it has succeeded', async () => {
     const states = [
-      task({ progress: 0.25, layers: [{ digest: 'sha256:aa', done: 1, total: 4 }] }),
-      task({ progress: 0.75, layers: [{ digest: 'sha256:aa', done: 3, total: 4 }] }),
+      task({
+        progress: 0.25,
+        layers: [{ digest: 'sha256:aa', done: 1, total: 4 }]
+      }),
+      task({
+        progress: 0.75,
+        layers: [{ digest: 'sha256:aa', done: 3, total: 4 }]
+      }),
       task({
         state: 'succeeded',
         progress: 1,
@@ -116,8 +145,12 @@ describe('DeploymentsModel', () => {
 
   it('sends the base image of a push when one is given', async () => {
     setUp({ 'POST tasks': task({ state: 'failed', error: 'no such base' }) });
-    const finished = await model.push('iris:v1', { image: 'r/iris:v1', backend: 'auto', base: 'r/base:3.11' });
-    expect(calls[0].body.base).toBe('r/base:3.11');
+    const finished = await model.push('iris:v1', {
+      image: 'r/iris:v1',
+      backend: 'auto',
+      base: 'r/base:3.11'
+    });
+    expect((calls[0].body as { base?: string }).base).toBe('r/base:3.11');
     expect(finished?.state).toBe('failed');
   });
 
@@ -133,12 +166,23 @@ describe('DeploymentsModel', () => {
       })
     });
     const verified = await model.verify('iris:20261124-0930-ab12cd');
-    expect(verified?.result).toEqual({ ok: true, summary: 'reproducible: 3 outputs equal' });
-    expect(calls[0].body).toEqual({ kind: 'verify', ref: 'iris:20261124-0930-ab12cd' });
+    expect(verified?.result).toEqual({
+      ok: true,
+      summary: 'reproducible: 3 outputs equal'
+    });
+    expect(calls[0].body).toEqual({
+      kind: 'verify',
+      ref: 'iris:20261124-0930-ab12cd'
+    });
   });
 
   it('cancels a task', async () => {
-    setUp({ 'DELETE tasks/3': task({ state: 'cancelled', error: 'push of iris was cancelled' }) });
+    setUp({
+      'DELETE tasks/3': task({
+        state: 'cancelled',
+        error: 'push of iris was cancelled'
+      })
+    });
     const cancelled = await model.cancelTask('3');
     expect(cancelled?.state).toBe('cancelled');
     expect(model.tasks[0].state).toBe('cancelled');
@@ -146,11 +190,16 @@ describe('DeploymentsModel', () => {
 
   it("gives the server's message to onError when an action fails", async () => {
     setUp({
-      'POST servers': responseError(404, "no bundle 'iris:nope': `notebook-deploy list` shows them")
+      'POST servers': responseError(
+        404,
+        "no bundle 'iris:nope': `notebook-deploy list` shows them"
+      )
     });
     const started = await model.serve('iris:nope');
     expect(started).toBeUndefined();
-    expect(errors).toEqual(["no bundle 'iris:nope': `notebook-deploy list` shows them"]);
+    expect(errors).toEqual([
+      "no bundle 'iris:nope': `notebook-deploy list` shows them"
+    ]);
     expect(model.isBusy('serve:iris:nope')).toBe(false);
   });
 
@@ -170,10 +219,18 @@ describe('DeploymentsModel', () => {
   it('stops tracking a task that cannot be read any more', async () => {
     setUp({
       'POST tasks': task(),
-      'GET tasks/3': responseError(404, 'no task 3: the Jupyter server was restarted')
+      'GET tasks/3': responseError(
+        404,
+        'no task 3: the Jupyter server was restarted'
+      )
     });
-    const finished = await model.push('iris:v1', { image: 'r/iris:v1', backend: 'auto' });
-    expect(calls.filter(c => c.endPoint === 'tasks/3')).toHaveLength(DeploymentsModel.TRACK_FAILURES);
+    const finished = await model.push('iris:v1', {
+      image: 'r/iris:v1',
+      backend: 'auto'
+    });
+    expect(calls.filter(c => c.endPoint === 'tasks/3')).toHaveLength(
+      DeploymentsModel.TRACK_FAILURES
+    );
     expect(errors).toEqual(['no task 3: the Jupyter server was restarted']);
     expect(finished?.state).toBe('running'); // its last known state
   });
@@ -199,16 +256,29 @@ describe('DeploymentsModel', () => {
     expect(started?.url).toBe('http://127.0.0.1:40123');
     expect(model.servers).toHaveLength(1);
     await model.predict('4242', [[5.1, 3.5, 1.4, 0.2]]);
-    expect(model.answer('4242')).toEqual({ status: 200, body: { predictions: [0] } });
-    expect(calls[1].body).toEqual({ method: 'predict', instances: [[5.1, 3.5, 1.4, 0.2]] });
+    expect(model.answer('4242')).toEqual({
+      status: 200,
+      body: { predictions: [0] }
+    });
+    expect(calls[1].body).toEqual({
+      method: 'predict',
+      instances: [[5.1, 3.5, 1.4, 0.2]]
+    });
     await model.stop('4242');
     expect(model.servers[0].status).toBe('stopped');
   });
 
   it('moves a tag and reloads', async () => {
-    setUp({ ...lists, 'PUT bundles/iris/tags/prod': { name: 'iris', tag: 'prod', version: 'v2' } });
+    setUp({
+      ...lists,
+      'PUT bundles/iris/tags/prod': { name: 'iris', tag: 'prod', version: 'v2' }
+    });
     expect(await model.moveTag('iris', 'prod', 'v2')).toBe(true);
-    expect(calls[0]).toEqual({ method: 'PUT', endPoint: 'bundles/iris/tags/prod', body: { version: 'v2' } });
+    expect(calls[0]).toEqual({
+      method: 'PUT',
+      endPoint: 'bundles/iris/tags/prod',
+      body: { version: 'v2' }
+    });
     expect(calls.map(c => c.endPoint)).toContain('bundles');
   });
 
@@ -231,12 +301,16 @@ describe('task order', () => {
             tasks: [
               task({ id: '9', state: 'succeeded' }),
               task({ id: '10', state: 'failed' }),
-              task({ id: '2', state: 'succeeded', started: '2026-11-24T09:00:00Z' })
+              task({
+                id: '2',
+                state: 'succeeded',
+                started: '2026-11-24T09:00:00Z'
+              })
             ]
           }
         },
         calls
-      ) as any
+      ) as unknown as typeof requestAPI
     );
     const model = new DeploymentsModel({
       serverSettings: settings,

@@ -4,7 +4,15 @@ import { Widget } from '@lumino/widgets';
 import { DeploymentsModel } from '../model';
 import { requestAPI } from '../request';
 import { DeploymentsSidebar, SIDEBAR_ID } from '../sidebar';
-import { ICall, fakeRequestAPI, iris, irisDetails, server, task, waitFor } from './fixtures';
+import {
+  ICall,
+  fakeRequestAPI,
+  iris,
+  irisDetails,
+  server,
+  task,
+  waitFor
+} from './fixtures';
 
 jest.mock('../request', () => ({
   ...jest.requireActual('../request'),
@@ -32,24 +40,34 @@ describe('DeploymentsSidebar', () => {
                 state: 'succeeded',
                 progress: 1,
                 message: 'pushed',
-                layers: [{ digest: 'sha256:abcdef0123456789', done: 2048, total: 2048 }],
+                layers: [
+                  { digest: 'sha256:abcdef0123456789', done: 2048, total: 2048 }
+                ],
                 result: { image: '127.0.0.1:5000/iris:v1', digest: 'sha256:dd' }
               })
             ]
           },
           'GET bundles/iris/20261124-0930-ab12cd': irisDetails,
-          'POST servers/4242/predict': { status: 200, body: { predictions: [0] } },
-          'GET servers/4242/logs': { logs: 'INFO:     Uvicorn running on http://127.0.0.1:40123' }
+          'POST servers/4242/predict': {
+            status: 200,
+            body: { predictions: [0] }
+          },
+          'GET servers/4242/logs': {
+            logs: 'INFO:     Uvicorn running on http://127.0.0.1:40123'
+          }
         },
         calls
-      ) as any
+      ) as unknown as typeof requestAPI
     );
     model = new DeploymentsModel({
       serverSettings: ServerConnection.makeSettings(),
       onError: () => undefined,
       autoRefresh: false
     });
-    sidebar = new DeploymentsSidebar({ model, openUrl: url => opened.push(url) });
+    sidebar = new DeploymentsSidebar({
+      model,
+      openUrl: url => opened.push(url)
+    });
     Widget.attach(sidebar, document.body);
     await model.refresh();
   });
@@ -67,10 +85,14 @@ describe('DeploymentsSidebar', () => {
   });
 
   it('lists bundles with their versions, tags and model types', async () => {
-    await waitFor(() => sidebar.node.querySelectorAll('.nd-Version').length === 2);
+    await waitFor(
+      () => sidebar.node.querySelectorAll('.nd-Version').length === 2
+    );
     const list = sidebar.node.querySelector('[aria-label="Model bundles"]')!;
     expect(list.querySelector('.nd-Bundle-name')!.textContent).toBe('iris');
-    const versions = Array.from(list.querySelectorAll<HTMLElement>('.nd-Version'));
+    const versions = Array.from(
+      list.querySelectorAll<HTMLElement>('.nd-Version')
+    );
     expect(versions[0].textContent).toContain('20261124-0930-ab12cd');
     expect(versions[0].textContent).toContain('latest');
     expect(versions[0].textContent).toContain('RandomForestClassifier');
@@ -79,31 +101,55 @@ describe('DeploymentsSidebar', () => {
   });
 
   it('shows the details of a version chosen with the keyboard', async () => {
-    await waitFor(() => sidebar.node.querySelectorAll('.nd-Version').length === 2);
+    await waitFor(
+      () => sidebar.node.querySelectorAll('.nd-Version').length === 2
+    );
     const first = sidebar.node.querySelector<HTMLElement>('.nd-Version')!;
-    first.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
-    await waitFor(() => sidebar.node.querySelector('.nd-Details .nd-Facts') !== null);
+    first.dispatchEvent(
+      new KeyboardEvent('keydown', { key: 'Enter', bubbles: true })
+    );
+    await waitFor(
+      () => sidebar.node.querySelector('.nd-Details .nd-Facts') !== null
+    );
     const details = sidebar.node.querySelector('.nd-Details')!;
     expect(details.textContent).toContain('numpy==2.4.6');
     expect(details.textContent).toContain('RandomForestClassifier().fit(X, y)');
-    expect(details.querySelector('[aria-label="Serve iris:20261124-0930-ab12cd"]')).not.toBeNull();
+    expect(
+      details.querySelector('[aria-label="Serve iris:20261124-0930-ab12cd"]')
+    ).not.toBeNull();
   });
 
   it('shows a running endpoint and its test answer', async () => {
     await waitFor(() => sidebar.node.querySelector('.nd-Server') !== null);
     const card = sidebar.node.querySelector('.nd-Server')!;
     expect(card.querySelector('.nd-Badge')!.textContent).toBe('running');
-    expect(card.querySelector('a')!.getAttribute('href')).toBe('http://127.0.0.1:40123');
+    expect(card.querySelector('a')!.getAttribute('href')).toBe(
+      'http://127.0.0.1:40123'
+    );
     // the request body is prefilled from the bundle's sample once its details are in
     await model.loadDetails(server.ref);
     await waitFor(() =>
-      (card.querySelector('textarea') as HTMLTextAreaElement).value.includes('5.1')
+      (card.querySelector('textarea') as HTMLTextAreaElement).value.includes(
+        '5.1'
+      )
     );
-    (card.querySelector('[aria-label="Open API docs of iris:20261124-0930-ab12cd"]') as HTMLButtonElement).click();
+    (
+      card.querySelector(
+        '[aria-label="Open API docs of iris:20261124-0930-ab12cd"]'
+      ) as HTMLButtonElement
+    ).click();
     expect(opened).toEqual(['http://127.0.0.1:40123/docs']);
-    (card.querySelector('[aria-label^="Send a test request"]') as HTMLButtonElement).click();
-    await waitFor(() => card.querySelector('[aria-label="Test answer"]') !== null);
-    expect(card.querySelector('[aria-label="Test answer"]')!.textContent).toContain('predictions');
+    (
+      card.querySelector(
+        '[aria-label^="Send a test request"]'
+      ) as HTMLButtonElement
+    ).click();
+    await waitFor(
+      () => card.querySelector('[aria-label="Test answer"]') !== null
+    );
+    expect(
+      card.querySelector('[aria-label="Test answer"]')!.textContent
+    ).toContain('predictions');
     expect(calls.find(c => c.method === 'POST')!.body).toEqual({
       method: 'predict',
       instances: [[5.1, 3.5, 1.4, 0.2]]
@@ -111,11 +157,15 @@ describe('DeploymentsSidebar', () => {
   });
 
   it("shows a server's log when its log view is opened", async () => {
-    await waitFor(() => sidebar.node.querySelector('.nd-Server details') !== null);
-    const details = sidebar.node.querySelector<HTMLDetailsElement>('.nd-Server details')!;
+    await waitFor(
+      () => sidebar.node.querySelector('.nd-Server details') !== null
+    );
+    const details =
+      sidebar.node.querySelector<HTMLDetailsElement>('.nd-Server details')!;
     details.open = true;
     details.dispatchEvent(new Event('toggle'));
-    const log = () => details.querySelector('[aria-label^="Log of"]')!.textContent;
+    const log = () =>
+      details.querySelector('[aria-label^="Log of"]')!.textContent;
     await waitFor(() => log() !== 'Loading…');
     expect(log()).toContain('Uvicorn running');
     expect(calls.map(c => c.endPoint)).toContain('servers/4242/logs');
@@ -128,8 +178,12 @@ describe('DeploymentsSidebar', () => {
     const bar = card.querySelector('[role="progressbar"]')!;
     expect(bar.getAttribute('aria-valuenow')).toBe('100');
     expect(card.querySelector('.nd-Progress-text')!.textContent).toBe('100%');
-    expect(card.querySelector('.nd-Layer')!.textContent).toContain('abcdef012345');
-    expect(card.querySelector('[aria-label="Pushed image"]')!.textContent).toContain('127.0.0.1:5000/iris:v1');
+    expect(card.querySelector('.nd-Layer')!.textContent).toContain(
+      'abcdef012345'
+    );
+    expect(
+      card.querySelector('[aria-label="Pushed image"]')!.textContent
+    ).toContain('127.0.0.1:5000/iris:v1');
     expect(card.querySelector('[aria-label^="Cancel"]')).toBeNull();
   });
 });

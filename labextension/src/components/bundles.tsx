@@ -24,7 +24,10 @@ export function BundleList(props: IBundleListProps): JSX.Element {
       {props.bundles.map(bundle => (
         <li key={bundle.name} className="nd-Bundle" data-bundle={bundle.name}>
           <div className="nd-Bundle-name">{bundle.name}</div>
-          <ul className="nd-VersionList" aria-label={`Versions of ${bundle.name}`}>
+          <ul
+            className="nd-VersionList"
+            aria-label={`Versions of ${bundle.name}`}
+          >
             {bundle.versions.map(version => (
               <VersionItem
                 key={version.version}

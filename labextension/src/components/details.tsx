@@ -54,7 +54,9 @@ export function VersionDetails(props: IVersionDetailsProps): JSX.Element {
         </button>
       </div>
       {details === null ? (
-        <p className="nd-Empty">{props.loading ? 'Loading details…' : 'No details.'}</p>
+        <p className="nd-Empty">
+          {props.loading ? 'Loading details…' : 'No details.'}
+        </p>
       ) : (
         <DetailSections details={details} />
       )}
@@ -88,11 +90,20 @@ function DetailSections({ details }: { details: IBundleDetails }): JSX.Element {
         </ul>
       ) : null}
       <details className="nd-Section">
-        <summary>Recipe ({details.recipe ? details.recipe.cells.length : 0} cells)</summary>
+        <summary>
+          Recipe ({details.recipe ? details.recipe.cells.length : 0} cells)
+        </summary>
         {details.recipe ? (
           details.recipe.cells.map((cell, i) => (
-            <pre key={i} className="nd-Code" aria-label={`Recipe cell ${i + 1}`}>
-              <span className="nd-Code-prompt">[{cell.execution_count ?? ' '}]</span> {cell.source}
+            <pre
+              key={i}
+              className="nd-Code"
+              aria-label={`Recipe cell ${i + 1}`}
+            >
+              <span className="nd-Code-prompt">
+                [{cell.execution_count ?? ' '}]
+              </span>{' '}
+              {cell.source}
             </pre>
           ))
         ) : (
@@ -127,7 +138,9 @@ function DetailSections({ details }: { details: IBundleDetails }): JSX.Element {
             </ul>
           </>
         ) : (
-          <p className="nd-Empty">No reference statistics: capture with reference= to monitor drift.</p>
+          <p className="nd-Empty">
+            No reference statistics: capture with reference= to monitor drift.
+          </p>
         )}
       </details>
     </>

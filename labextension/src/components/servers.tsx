@@ -26,18 +26,32 @@ export function ServerList(props: IServerListProps): JSX.Element {
   );
 }
 
-function ServerCard(props: IServerListProps & { server: IServer }): JSX.Element {
+function ServerCard(
+  props: IServerListProps & { server: IServer }
+): JSX.Element {
   const { server } = props;
   const running = server.status === 'running';
   return (
-    <li className="nd-Card nd-Server" data-server={server.id} aria-label={`Server ${server.ref}`}>
+    <li
+      className="nd-Card nd-Server"
+      data-server={server.id}
+      aria-label={`Server ${server.ref}`}
+    >
       <div className="nd-Card-head">
         <span className="nd-Card-title">{server.ref}</span>
-        <span className={`nd-Badge nd-mod-${server.status}`} aria-label="Server status">
+        <span
+          className={`nd-Badge nd-mod-${server.status}`}
+          aria-label="Server status"
+        >
           {server.status}
         </span>
       </div>
-      <a className="nd-Url" href={server.url} target="_blank" rel="noopener noreferrer">
+      <a
+        className="nd-Url"
+        href={server.url}
+        target="_blank"
+        rel="noopener noreferrer"
+      >
         {server.url}
       </a>
       <div className="nd-Actions">
@@ -67,7 +81,9 @@ function ServerCard(props: IServerListProps & { server: IServer }): JSX.Element 
           sample={props.details(server.ref)?.sample?.instances ?? null}
           answer={props.answer(server.id)}
           sending={props.isBusy(`predict:${server.id}`)}
-          onSend={(method, instances) => props.onPredict(server, method, instances)}
+          onSend={(method, instances) =>
+            props.onPredict(server, method, instances)
+          }
         />
       ) : null}
     </li>
@@ -114,12 +130,15 @@ function TestRequest(props: {
   sending: boolean;
   onSend: (method: string, instances: unknown[]) => void;
 }): JSX.Element {
-  const methods = props.server.methods.length ? props.server.methods : ['predict'];
+  const methods = props.server.methods.length
+    ? props.server.methods
+    : ['predict'];
   const [method, setMethod] = React.useState(methods[0]);
   const [text, setText] = React.useState<string | null>(null);
   const [problem, setProblem] = React.useState<string | null>(null);
   // prefilled from the bundle's sample once its details are in, until the user types
-  const shown = text ?? (props.sample ? compactJson({ instances: props.sample }) : '');
+  const shown =
+    text ?? (props.sample ? compactJson({ instances: props.sample }) : '');
 
   const send = () => {
     let instances: unknown;
@@ -177,7 +196,9 @@ function TestRequest(props: {
       ) : null}
       {props.answer ? (
         <div className="nd-Answer">
-          <span className={`nd-Badge ${props.answer.status < 400 ? 'nd-mod-succeeded' : 'nd-mod-failed'}`}>
+          <span
+            className={`nd-Badge ${props.answer.status < 400 ? 'nd-mod-succeeded' : 'nd-mod-failed'}`}
+          >
             HTTP {props.answer.status}
           </span>
           <pre className="nd-Code" aria-label="Test answer">

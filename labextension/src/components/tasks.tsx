@@ -25,21 +25,40 @@ export function TaskList(props: ITaskListProps): JSX.Element {
   );
 }
 
-function TaskCard(props: { task: ITask; cancelling: boolean; onCancel: () => void }): JSX.Element {
+function TaskCard(props: {
+  task: ITask;
+  cancelling: boolean;
+  onCancel: () => void;
+}): JSX.Element {
   const { task } = props;
   const running = !FINISHED_STATES.has(task.state);
   const title =
-    task.kind === 'push' ? `Push ${task.ref} → ${task.target ?? ''}` : `Verify ${task.ref}`;
+    task.kind === 'push'
+      ? `Push ${task.ref} → ${task.target ?? ''}`
+      : `Verify ${task.ref}`;
   return (
-    <li className="nd-Card nd-Task" data-task={task.id} data-state={task.state} aria-label={title}>
+    <li
+      className="nd-Card nd-Task"
+      data-task={task.id}
+      data-state={task.state}
+      aria-label={title}
+    >
       <div className="nd-Card-head">
         <span className="nd-Card-title">{title}</span>
-        <span className={`nd-Badge nd-mod-${task.state}`} aria-label="Task state">
+        <span
+          className={`nd-Badge nd-mod-${task.state}`}
+          aria-label="Task state"
+        >
           {task.state}
         </span>
       </div>
-      <ProgressBar label={`Progress of ${task.kind} ${task.ref}`} fraction={task.progress} />
-      {task.message ? <div className="nd-Task-message">{task.message}</div> : null}
+      <ProgressBar
+        label={`Progress of ${task.kind} ${task.ref}`}
+        fraction={task.progress}
+      />
+      {task.message ? (
+        <div className="nd-Task-message">{task.message}</div>
+      ) : null}
       {task.layers && task.layers.length > 0 ? (
         <ul className="nd-Layers" aria-label="Layers">
           {task.layers.map(layer => (
@@ -65,7 +84,8 @@ function TaskCard(props: { task: ITask; cancelling: boolean; onCancel: () => voi
 }
 
 function LayerRow({ layer }: { layer: ITaskLayer }): JSX.Element {
-  const fraction = layer.total > 0 ? layer.done / layer.total : layer.done > 0 ? 1 : 0;
+  const fraction =
+    layer.total > 0 ? layer.done / layer.total : layer.done > 0 ? 1 : 0;
   return (
     <li className="nd-Layer">
       <div className="nd-Layer-line">
@@ -74,7 +94,11 @@ function LayerRow({ layer }: { layer: ITaskLayer }): JSX.Element {
           {formatBytes(layer.done)} / {formatBytes(layer.total)}
         </span>
       </div>
-      <ProgressBar label={`Layer ${shortDigest(layer.digest)}`} fraction={fraction} small />
+      <ProgressBar
+        label={`Layer ${shortDigest(layer.digest)}`}
+        fraction={fraction}
+        small
+      />
     </li>
   );
 }
@@ -102,7 +126,7 @@ function TaskOutcome({ task }: { task: ITask }): JSX.Element | null {
     <div className="nd-Task-result" aria-label="Pushed image">
       <code>{String(task.result.image ?? task.target ?? '')}</code>
       {task.result.digest ? (
-        <code className="nd-Digest" title={task.result.digest}>
+        <code className="nd-Digest" title={String(task.result.digest)}>
           @{String(task.result.digest)}
         </code>
       ) : null}
@@ -111,7 +135,11 @@ function TaskOutcome({ task }: { task: ITask }): JSX.Element | null {
 }
 
 /** A theme-aware progress bar with its percentage, as an ARIA progressbar. */
-export function ProgressBar(props: { label: string; fraction: number; small?: boolean }): JSX.Element {
+export function ProgressBar(props: {
+  label: string;
+  fraction: number;
+  small?: boolean;
+}): JSX.Element {
   const value = percent(props.fraction);
   return (
     <div className={`nd-Progress${props.small ? ' nd-mod-small' : ''}`}>

@@ -11,20 +11,34 @@ const registry = process.env.ND_UI_REGISTRY;
 const base = process.env.ND_UI_BASE ?? '';
 
 test.describe('Deployments sidebar', () => {
-  test('captures, lists, serves, answers and pushes a model', async ({ page, tmpPath }, testInfo) => {
+  test('captures, lists, serves, answers and pushes a model', async ({
+    page,
+    tmpPath
+  }, testInfo) => {
     // tests/test_ui.py starts a real registry and sets it; without one the push cannot be tested
-    expect(registry, 'set ND_UI_REGISTRY to a registry address (host:port, plain http)').toBeTruthy();
+    expect(
+      registry,
+      'set ND_UI_REGISTRY to a registry address (host:port, plain http)'
+    ).toBeTruthy();
     test.setTimeout(6 * 60 * 1000);
 
     // 1. a notebook trains and captures "ui-iris" with %deploy in the real kernel (with its recipe)
     await runNotebook(page, tmpPath, 'ui-iris.ipynb');
     const output = page.locator('.jp-OutputArea-output').last();
-    await expect(output).toContainText('Captured ui-iris:', { timeout: 120 * 1000 });
+    await expect(output).toContainText('Captured ui-iris:', {
+      timeout: 120 * 1000
+    });
     await expect(output).toContainText('recipe');
 
     // 2. the sidebar lists the bundle
     // through its palette command, as a user would from the command palette
-    await page.evaluate(() => (window as any).jupyterapp.commands.execute('notebook-deploy:open'));
+    await page.evaluate(() =>
+      (
+        window as unknown as {
+          jupyterapp: { commands: { execute(id: string): Promise<unknown> } };
+        }
+      ).jupyterapp.commands.execute('notebook-deploy:open')
+    );
     expect(await page.sidebar.isTabOpen('notebook-deploy-sidebar')).toBe(true);
     const sidebar = page.locator('#notebook-deploy-sidebar');
     await expect(sidebar).toBeVisible();
@@ -32,7 +46,9 @@ test.describe('Deployments sidebar', () => {
     await sidebar.getByRole('button', { name: 'Refresh deployments' }).click();
     const bundles = sidebar.getByRole('list', { name: 'Model bundles' });
     await expect(bundles).toContainText('ui-iris');
-    const version = sidebar.locator('.nd-Bundle[data-bundle="ui-iris"] .nd-Version').first();
+    const version = sidebar
+      .locator('.nd-Bundle[data-bundle="ui-iris"] .nd-Version')
+      .first();
     await expect(version).toContainText('latest');
     await version.click();
     const details = sidebar.locator('.nd-Details');
@@ -43,8 +59,12 @@ test.describe('Deployments sidebar', () => {
     // 3. serve it: a running endpoint with its URL
     await details.getByRole('button', { name: /^Serve ui-iris:/ }).click();
     const server = sidebar.locator('.nd-Server').first();
-    await expect(server.getByLabel('Server status')).toHaveText('running', { timeout: 90 * 1000 });
-    await expect(server.locator('a.nd-Url')).toHaveText(/^http:\/\/127\.0\.0\.1:\d+$/);
+    await expect(server.getByLabel('Server status')).toHaveText('running', {
+      timeout: 90 * 1000
+    });
+    await expect(server.locator('a.nd-Url')).toHaveText(
+      /^http:\/\/127\.0\.0\.1:\d+$/
+    );
     await screenshot(page, testInfo, '02-endpoint-running', server);
     const [docs] = await Promise.all([
       page.waitForEvent('popup'),
@@ -54,7 +74,9 @@ test.describe('Deployments sidebar', () => {
     await docs.close();
     const log = server.locator('summary', { hasText: 'Log' });
     await log.click();
-    await expect(server.getByLabel(/^Log of ui-iris:/)).toContainText('Serving ui-iris:');
+    await expect(server.getByLabel(/^Log of ui-iris:/)).toContainText(
+      'Serving ui-iris:'
+    );
     await log.click(); // closed again, to keep the screenshots short
 
     // 4. a test request, prefilled from the bundle's sample, answered by the model server
@@ -71,7 +93,9 @@ test.describe('Deployments sidebar', () => {
     const dialog = page.locator('.jp-Dialog');
     await dialog.getByLabel('Image reference').fill('Not A/valid ref');
     await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
-    const toast = page.locator('.Toastify__toast', { hasText: 'is not a valid repository name' });
+    const toast = page.locator('.Toastify__toast', {
+      hasText: 'is not a valid repository name'
+    });
     await expect(toast).toBeVisible();
     await page.waitForTimeout(1000); // the toast slides in
     await screenshot(page, testInfo, '04-push-refused');
@@ -84,16 +108,25 @@ test.describe('Deployments sidebar', () => {
     await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
     const task = sidebar.locator('.nd-Task').first();
     await expect(task).toContainText(`${registry}/ui-iris:v1`);
-    await expect(task.locator('.nd-Layer').first()).toBeVisible({ timeout: 240 * 1000 });
+    await expect(task.locator('.nd-Layer').first()).toBeVisible({
+      timeout: 240 * 1000
+    });
     await screenshot(page, testInfo, '05-push-progress', task);
-    await expect(task).toHaveAttribute('data-state', 'succeeded', { timeout: 240 * 1000 });
-    await expect(task.getByRole('progressbar').first()).toHaveAttribute('aria-valuenow', '100');
+    await expect(task).toHaveAttribute('data-state', 'succeeded', {
+      timeout: 240 * 1000
+    });
+    await expect(task.getByRole('progressbar').first()).toHaveAttribute(
+      'aria-valuenow',
+      '100'
+    );
     await expect(task.locator('.nd-Progress-text').first()).toHaveText('100%');
     await expect(task.getByLabel('Pushed image')).toContainText('sha256:');
     await screenshot(page, testInfo, '06-push-succeeded', task);
 
     // 7. move a tag to this version (a rollback, when it is an older one)
-    await details.getByRole('button', { name: /^Move a tag of ui-iris:/ }).click();
+    await details
+      .getByRole('button', { name: /^Move a tag of ui-iris:/ })
+      .click();
     await dialog.getByLabel('Tag', { exact: true }).fill('prod');
     await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
     await expect(version.locator('.nd-Tag', { hasText: 'prod' })).toBeVisible();
@@ -101,9 +134,15 @@ test.describe('Deployments sidebar', () => {
 
     // 8. verify it as a task: %deploy kept the recipe, which replays in a fresh kernel to the same outputs
     await details.getByRole('button', { name: /^Verify ui-iris:/ }).click();
-    const verify = sidebar.locator('.nd-Task', { hasText: 'Verify ui-iris:' }).first();
-    await expect(verify).toHaveAttribute('data-state', /succeeded|failed/, { timeout: 120 * 1000 });
-    await expect(verify.locator('[aria-label="Verification"]')).toContainText('the rebuilt model gives the stored outputs');
+    const verify = sidebar
+      .locator('.nd-Task', { hasText: 'Verify ui-iris:' })
+      .first();
+    await expect(verify).toHaveAttribute('data-state', /succeeded|failed/, {
+      timeout: 120 * 1000
+    });
+    await expect(verify.locator('[aria-label="Verification"]')).toContainText(
+      'the rebuilt model gives the stored outputs'
+    );
     await screenshot(page, testInfo, '08-verify', verify);
 
     // 9. the endpoint is in JupyterLab's Running sidebar too; stop it from the Deployments sidebar
@@ -114,6 +153,8 @@ test.describe('Deployments sidebar', () => {
     await screenshot(page, testInfo, '09-running-sidebar');
     await page.sidebar.openTab('notebook-deploy-sidebar');
     await server.getByRole('button', { name: /^Stop ui-iris:/ }).click();
-    await expect(server.getByLabel('Server status')).toHaveText('stopped', { timeout: 30 * 1000 });
+    await expect(server.getByLabel('Server status')).toHaveText('stopped', {
+      timeout: 30 * 1000
+    });
   });
 });

@@ -8,7 +8,10 @@ export async function runNotebook(
   tmpPath: string,
   name: string
 ): Promise<void> {
-  await page.contents.uploadFile(path.resolve(__dirname, '..', 'notebooks', name), `${tmpPath}/${name}`);
+  await page.contents.uploadFile(
+    path.resolve(__dirname, '..', 'notebooks', name),
+    `${tmpPath}/${name}`
+  );
   await page.notebook.openByPath(`${tmpPath}/${name}`);
   await page.notebook.activate(name);
   await page.notebook.run();
