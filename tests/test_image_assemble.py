@@ -48,6 +48,11 @@ def _spec(tmp_path, bundle_text: bytes) -> ImageSpec:
     )
 
 
+def _config_as_skopeo_reads_it(target: ImageReference) -> dict:
+    command = ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"]
+    return json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
+
+
 def test_an_index_resolves_to_the_requested_platform(registry):
     real, client = registry
     base = ImageReference.parse(f"{real.host}/base/python:3.11")
@@ -70,13 +75,7 @@ def test_assemble_push_and_read_back_with_skopeo(registry, tmp_path):
         ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"], capture_output=True, check=True
     ).stdout
     assert raw == image.manifest
-    config = json.loads(
-        subprocess.run(
-            ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"],
-            capture_output=True,
-            check=True,
-        ).stdout
-    )
+    config = _config_as_skopeo_reads_it(target)
     assert config["config"]["Env"] == ["PATH=/usr/bin", "PORT=8000"]
     assert config["config"]["User"] == "1000" and "8000/tcp" in config["config"]["ExposedPorts"]
     assert config["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
@@ -91,13 +90,7 @@ def test_a_base_with_a_null_env_and_history_gets_the_image_settings(registry, tm
     base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:null"))
     target = ImageReference.parse(f"{real.host}/models/iris:null")
     push_image(client, assemble(base, _spec(tmp_path, b"model v1")), target)
-    config = json.loads(
-        subprocess.run(
-            ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{target}"],
-            capture_output=True,
-            check=True,
-        ).stdout
-    )
+    config = _config_as_skopeo_reads_it(target)
     assert config["config"]["Env"] == ["PORT=8000"]
     assert [h["created_by"] for h in config["history"]] == ["python dependencies", "bundle iris:abc"]
 

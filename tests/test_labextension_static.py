@@ -13,7 +13,6 @@ installed by ``pip install -e '.[test]'``; node and the npm registry are needed,
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+from node import LABEXTENSION, jlpm, jlpm_install
 
 import notebook_deploy as nd
 from notebook_deploy.jupyter.server import predict_answer
@@ -30,43 +30,19 @@ from notebook_deploy.serving.process import Server
 from notebook_deploy.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
-LABEXTENSION = ROOT / "labextension"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
-def _jlpm(args: list[str], cwd: Path = LABEXTENSION, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    jlpm = shutil.which("jlpm", path=_env()["PATH"])
-    if jlpm is None:
-        pytest.fail("jlpm is missing: it comes with jupyterlab (jupyter-builder); pip install -e '.[test]'")
-    return subprocess.run(
-        [jlpm, *args],
-        check=False,
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """``labextension/node_modules`` as ``yarn.lock`` says: ``jlpm install`` once a session (about two
     seconds when nothing changed; the first run on a fresh machine downloads the packages)."""
-    result = _jlpm(["install"])
-    assert result.returncode == 0, f"jlpm install failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    jlpm_install()
     return LABEXTENSION / "node_modules"
 
 
 @pytest.mark.parametrize("script", ["typecheck", "lint:check", "prettier:check"])
 def test_labextension_static_check_passes(node_modules: Path, script: str) -> None:
-    found = _jlpm([script])
+    found = jlpm([script])
     assert found.returncode == 0, f"jlpm {script} failed:\n{(found.stdout + found.stderr)[-6000:]}"
 
 

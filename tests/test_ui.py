@@ -14,18 +14,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from images import push_test_base
+from node import LABEXTENSION, jlpm, jlpm_install, venv_env
 from registries import Registry, free_port
 
 from notebook_deploy.image.registry import Registry as RegistryClient
 
 ROOT = Path(__file__).resolve().parents[1]
-LABEXTENSION = ROOT / "labextension"
 UI_TESTS = LABEXTENSION / "ui-tests"
 OUTPUT = ROOT / "test-output" / "ui-tests"
 CHROMIUM = "/usr/bin/chromium"
@@ -49,39 +47,13 @@ pytestmark = pytest.mark.integration
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """This environment, with the venv's ``jupyter``/``jlpm``/``python`` first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    env.update(extra)
-    return env
-
-
-def _jlpm(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    jlpm = shutil.which("jlpm", path=env["PATH"])
-    if jlpm is None:
-        pytest.fail("jlpm is missing: it comes with jupyterlab (jupyter-builder); pip install -e '.[test]'")
-    return subprocess.run(
-        [jlpm, *args],
-        check=False,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _install(folder: Path, env: dict[str, str]) -> None:
-    result = _jlpm(["install"], folder, env, timeout=600)
-    assert result.returncode == 0, f"jlpm install in {folder} failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    return venv_env(PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", **extra)
 
 
 def test_jest_unit_tests():
     env = _env()
-    _install(LABEXTENSION, env)
-    result = _jlpm(["test", "--ci"], LABEXTENSION, env, timeout=600)
+    jlpm_install(LABEXTENSION, env)
+    result = jlpm(["test", "--ci"], LABEXTENSION, env, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-12000:]
     counts = re.search(r"Tests:\s+(.*)", output)
@@ -94,7 +66,7 @@ def test_galata_ui_tests(tmp_path):
             f"{CHROMIUM} is missing: run `bash scripts/install-test-deps.sh` as root (apt-get install chromium)"
         )
     env = _env()
-    _install(UI_TESTS, env)
+    jlpm_install(UI_TESTS, env)
     shutil.rmtree(OUTPUT, ignore_errors=True)
     with Registry("none", tmp_path / "registry") as registry:
         base = push_test_base(RegistryClient(registry.host, scheme="http", credentials=None), tmp_path)
@@ -109,7 +81,7 @@ def test_galata_ui_tests(tmp_path):
             JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),  # no user config of this machine
         )
         (tmp_path / "lab").mkdir()
-        result = _jlpm(["playwright", "test", "--output", str(OUTPUT)], UI_TESTS, env, timeout=900)
+        result = jlpm(["playwright", "test", "--output", str(OUTPUT)], UI_TESTS, env, timeout=900)
     output = result.stdout + result.stderr
     print(output)  # shown by pytest when the test fails
     # Playwright's report, then the tail of JupyterLab's log (its lines start with [WebServer])
