@@ -19,7 +19,8 @@ from ..signing import SigningKey, default_signing_key
 from ..store import Store
 from . import BACKENDS
 from .assemble import Image, push_image, resolve_base
-from .build import build, dependency_site
+from .build import build, dependency_packages
+from .cache import LayerCache
 from .docker_backend import docker_client, load_image, push_from_daemon
 from .outputs import write_image_tar, write_oci_layout
 from .reference import ImageReference
@@ -124,7 +125,7 @@ def _push(
     key = _signing_key(sign, store.root if isinstance(store, Store) else store)
     bundle = load(ref, store)
     registry = registry_for(target)
-    with _building(bundle, base, platform) as (built, base_registry, fetch, work):
+    with _building(bundle, base, platform, store) as (built, base_registry, fetch, work):
         sizes = {d["digest"]: d["size"] for d in built.base.layers} | {
             layer.digest: layer.size for layer in built.layers
         }
@@ -140,7 +141,7 @@ def _push(
         subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
         try:
             result.attached = attach(
-                registry, target, subject, bundle, dependency_site(work), built.base, platform, key
+                registry, target, subject, bundle, dependency_packages(work), built.base, platform, key
             )
         except Exception as error:
             raise ImageAttachError(
@@ -176,7 +177,7 @@ def export_image(
 ) -> Path:
     """Build the image and write it to ``output``: a tar for ``docker load`` and OCI tools, or with
     ``layout`` an OCI layout directory. ``name`` is the ``repository:tag`` it is loaded as."""
-    with _building(load(ref, store), base, platform) as (built, _, fetch, _work):
+    with _building(load(ref, store), base, platform, store) as (built, _, fetch, _work):
         write = write_oci_layout if layout else write_image_tar
         return write(built, Path(output), name, fetch)
 
@@ -201,7 +202,7 @@ def build_image(
     if client is None:
         destination = Path(output or f"{bundle.name}-{bundle.version}.tar")
         return str(export_image(bundle, destination, name=image, base=base, platform=platform, layout=layout))
-    with _building(bundle, base, platform) as (built, _, fetch, work):
+    with _building(bundle, base, platform, store) as (built, _, fetch, work):
         load_image(client, write_image_tar(built, work / "image.tar", image, fetch))
     return image
 
@@ -223,15 +224,20 @@ def _daemon(backend: str) -> Any:
     return client
 
 
+def layer_cache(store: Store | str | os.PathLike[str] | None = None) -> LayerCache:
+    """The layer cache of a store (``ROOT/cache/layers``), which every build from it shares."""
+    return LayerCache((store if isinstance(store, Store) else Store(store)).root / "cache" / "layers")
+
+
 @contextmanager
 def _building(
-    bundle: Bundle, base: str | None, platform: str
+    bundle: Bundle, base: str | None, platform: str, store: Store | str | os.PathLike[str] | None
 ) -> Iterator[tuple[Image, Registry, Callable[[str], bytes], Path]]:
-    """Build the bundle's image on ``base`` in a scratch folder; yield it, the base's registry, a reader
-    of the base's blobs, and the folder (removed afterwards)."""
+    """Build the bundle's image on ``base`` in a scratch folder, with the layers kept in the store's layer
+    cache; yield it, the base's registry, a reader of the base's blobs, and the folder (removed afterwards)."""
     base_ref = ImageReference.parse(base or default_base(bundle))
     base_registry = registry_for(base_ref)
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as scratch:
         work = Path(scratch)
-        built = build(bundle, resolve_base(base_registry, base_ref, platform), work, platform)
+        built = build(bundle, resolve_base(base_registry, base_ref, platform), work, platform, layer_cache(store))
         yield built, base_registry, lambda digest: base_registry.get_blob(base_ref.repository, digest), work
