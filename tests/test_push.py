@@ -96,6 +96,10 @@ def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle
     changed = nd.push(second, f"{real.host}/models/lr:2", base=base)
     uploaded = [d for d, what in changed.blobs.items() if what == "uploaded"]
     assert len(uploaded) == 2  # the bundle layer and the config; dependencies and runtime exist
+    report = changed.layer_lines()  # each added layer with its size and what the push did with it
+    assert [line.split()[-1] for line in report] == ["exists", "exists", "uploaded"]
+    assert "dependencies for linux/amd64" in report[0] and f"bundle {second.ref}" in report[2]
+    assert "\n".join(report) in str(changed)
     assert changed.uploaded_bytes < 20_000 < result.uploaded_bytes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -40,6 +41,16 @@ class PushResult:
     sizes: dict[str, int] = field(default_factory=dict)
     backend: str = "daemonless"
     attached: Attached | None = None  # the SBOM, provenance and signature attached in the registry
+    layers: list[tuple[str, str]] = field(default_factory=list)  # (what it holds, digest) of each layer added
+
+    def layer_lines(self) -> list[str]:
+        """A line per layer the image adds to its base: what it holds, its size, what the push did with it."""
+        width = max((len(name) for name, _ in self.layers), default=0)
+        return [
+            f"  {'layers' if i == 0 else '':<10}{name:<{width}}  {display.human_size(self.sizes[digest]):>10}"
+            + (f"  {self.blobs[digest]}" if digest in self.blobs else "")
+            for i, (name, digest) in enumerate(self.layers)
+        ]
 
     @property
     def uploaded_bytes(self) -> int:
@@ -55,7 +66,7 @@ class PushResult:
                 "  blobs     " + ", ".join(f"{n} {what}" for what, n in counts.items() if n),
                 f"  uploaded  {display.human_size(self.uploaded_bytes)}",
             ]
-        return "\n".join(lines + (self.attached.lines() if self.attached else []))
+        return "\n".join(lines + self.layer_lines() + (self.attached.lines() if self.attached else []))
 
 
 def default_base(bundle: Bundle) -> str:
@@ -138,6 +149,8 @@ def _push(
             blobs = push_image(registry, built, target, progress, base_registry)
             result = PushResult(str(target), built.digest, blobs, sizes)
             manifest, media_type = built.manifest, built.media_type
+        history = [entry["created_by"] for entry in json.loads(built.config)["history"]]
+        result.layers = list(zip(history[-len(built.layers) :], [layer.digest for layer in built.layers]))
         subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
         try:
             result.attached = attach(
