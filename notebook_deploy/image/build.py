@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..bundle import Bundle, canonical_json
 from ..errors import NotebookDeployError
@@ -34,6 +34,14 @@ SCRIPTS = "/opt/notebook-deploy/bin"
 BUNDLE_DIR = "/opt/bundle"
 TRUST_DIR = "/opt/notebook-deploy/trusted-keys"  # the image's trust store: the keys that signed its bundle
 PORT = 8000
+# What an image leaves out of what wheels ship, because the server never imports or runs it (documented
+# in docs/guide.md, "What an image leaves out"): test suites, compiled caches (Python writes them again
+# at first import), and what only a compiler or a type checker reads (C headers, Cython declarations,
+# type stubs).
+LEFT_OUT_FOLDERS = frozenset({"tests", "__pycache__"})
+LEFT_OUT_SUFFIXES = (".pyc", ".pyi", ".h", ".hpp", ".pxd")
+# ...and of this package: the Jupyter adapters and the built JupyterLab extension (the image only serves).
+RUNTIME_LEFT_OUT = frozenset({"jupyter", "labextension"})
 PACKAGES_FILE = "packages.json"  # in the build's scratch folder: the dependency layer's distributions
 INTERPRETER = "/usr/bin/env python3"
 USER = "65532"  # nobody-like: the server needs no privileges
@@ -103,17 +111,21 @@ def _dependency_layer(bundle: Bundle, platform: str, work: Path, cache: LayerCac
     """The dependency layer: determined by the requirement set (the lock and the runtime's pins), the
     platform and the Python version, so a cached one with those facts is the same layer."""
     requirements = dependency_requirements(bundle, platform)
-    facts = {"kind": "dependencies", "requirements": requirements, "python": python_minor(bundle), "platform": platform}
+    facts = {
+        "kind": "dependencies",
+        "requirements": requirements,
+        "python": python_minor(bundle),
+        "platform": platform,
+        "left_out": [sorted(LEFT_OUT_FOLDERS), list(LEFT_OUT_SUFFIXES)],
+    }
     key = layer_key(facts)
     kept = cache.get(key) if cache is not None else None
     if kept is not None:
         return _Built(kept.layer, kept.packages)
     staging = work / "dependencies"
     install_dependencies(bundle, platform, work / "wheels", staging)
-    layer = build_layer(
-        entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS),
-        work / "dependencies.tar.gz",
-    )
+    entries = entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS)
+    layer = build_layer([e for e in entries if not left_out(e.path)], work / "dependencies.tar.gz")
     packages = [(d.metadata["Name"], d.version) for d in metadata.distributions(path=[str(staging / "site")])]
     if cache is None:
         return _Built(layer, packages)
@@ -183,13 +195,21 @@ def runtime_requirements() -> list[str]:
 
 
 def runtime_entries() -> list[Entry]:
-    """This package's source files, placed in the image's site-packages (no compiled caches)."""
+    """This package's source files, placed in the image's site-packages, without what the server never
+    imports (``RUNTIME_LEFT_OUT``, ``left_out``)."""
     package = Path(__file__).resolve().parents[1]
     return [
         e
         for e in entries_from_directory(package, f"{SITE}/notebook_deploy")
-        if "__pycache__" not in e.path and not e.path.endswith(".pyc")
+        if not left_out(e.path) and Path(e.path).relative_to(f"{SITE}/notebook_deploy").parts[0] not in RUNTIME_LEFT_OUT
     ]
+
+
+def left_out(path: str) -> bool:
+    """Whether an image leaves the file ``path`` out: it sits in a folder of ``LEFT_OUT_FOLDERS`` or ends
+    with one of ``LEFT_OUT_SUFFIXES`` (docs/guide.md lists both, with the reasons)."""
+    parts = PurePosixPath(path).parts
+    return bool(LEFT_OUT_FOLDERS.intersection(parts[:-1])) or path.endswith(LEFT_OUT_SUFFIXES)
 
 
 def python_minor(bundle: Bundle) -> str:
