@@ -812,6 +812,68 @@ def ray_command(
 
 
 @cli.group(
+    "cache",
+    epilog="""\b
+Examples:
+  notebook-deploy cache ls
+  notebook-deploy cache prune --older-than 30     remove what no build used in 30 days
+  notebook-deploy cache prune                     remove every kept layer
+push, build and export keep the dependency and runtime layers they build in the store's cache/layers,
+keyed by what determines them (the requirement set, platform and Python; the runtime's files), and take
+them from there when those are unchanged: a push after a model-only change builds only the bundle layer.""",
+)
+@click.pass_context
+def cache_group(ctx: click.Context) -> None:
+    """List and prune the built image layers kept for the next push."""
+    from .image.publish import layer_cache
+
+    ctx.obj = layer_cache(ctx.obj)
+
+
+@cache_group.command("ls")
+@click.pass_obj
+@_errors_as_messages
+def cache_ls(cache: Any) -> None:
+    """List the kept layers: kind, size, packages, digest and when last used."""
+    from datetime import datetime
+
+    from .display import human_size
+
+    found = cache.entries()
+    if not found:
+        click.echo(f"No layers kept in {cache.root}: the next push builds and keeps them.")
+        return
+    _echo_table(
+        [("KIND", "SIZE", "PACKAGES", "DIGEST", "LAST USED")]
+        + [
+            (
+                str(e.facts.get("kind")),
+                human_size(e.layer.size),
+                str(len(e.packages)),
+                e.layer.digest[:19],
+                datetime.fromtimestamp(e.used).strftime("%Y-%m-%d %H:%M"),
+            )
+            for e in found
+        ]
+    )
+    click.echo(f"{len(found)} layer(s), {human_size(sum(e.layer.size for e in found))} in {cache.root}")
+
+
+@cache_group.command("prune")
+@click.option(
+    "--older-than", type=click.FloatRange(min=0), metavar="DAYS", help="Only the layers no build used for DAYS days."
+)
+@click.pass_obj
+@_errors_as_messages
+def cache_prune(cache: Any, older_than: float | None) -> None:
+    """Remove kept layers (all, or those unused for --older-than days); the next push rebuilds them."""
+    from .display import human_size
+
+    removed, freed = cache.prune(older_than * 86400 if older_than is not None else None)
+    click.echo(f"Removed {removed} layer(s), {human_size(freed)}")
+
+
+@cli.group(
     "keys",
     epilog="""\b
 Examples:

@@ -169,3 +169,31 @@ def test_the_docker_backend_without_the_docker_package_names_the_install(monkeyp
     monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` now fails as if it were not installed
     with pytest.raises(NotebookDeployError, match=r"needs the Docker SDK.*pip install 'notebook-deploy\[docker\]'"):
         nd.push("iris", "127.0.0.1:5000/models/iris:1", backend="docker")
+
+
+@pytest.mark.parametrize(
+    "path, dropped",
+    [
+        ("opt/notebook-deploy/site-packages/scipy/linalg/tests/test_basic.py", True),
+        ("opt/notebook-deploy/site-packages/numpy/_core/include/numpy/ndarrayobject.h", True),
+        ("opt/notebook-deploy/site-packages/sklearn/utils/_typedefs.pxd", True),
+        ("opt/notebook-deploy/site-packages/pandas/__pycache__/__init__.cpython-311.pyc", True),
+        ("opt/notebook-deploy/site-packages/numpy/__init__.pyi", True),
+        ("opt/notebook-deploy/site-packages/numpy/testing/__init__.py", False),  # imported by libraries
+        ("opt/notebook-deploy/site-packages/sklearn/utils/_testing.py", False),
+        ("opt/notebook-deploy/site-packages/scipy/linalg/_basic.py", False),
+        ("opt/notebook-deploy/site-packages/tests.py", False),  # a module, not a test folder
+    ],
+)
+def test_an_image_leaves_out_tests_caches_headers_and_stubs(path, dropped):
+    from notebook_deploy.image.build import left_out
+
+    assert left_out(path) is dropped
+
+
+def test_the_runtime_layer_has_the_server_but_not_the_jupyter_adapters():
+    from notebook_deploy.image.build import SITE, runtime_entries
+
+    paths = {entry.path.removeprefix(f"{SITE}/notebook_deploy/") for entry in runtime_entries()}
+    assert {"__main__.py", "cli.py", "serving/app.py", "image/build.py"} <= paths
+    assert not [p for p in paths if p.startswith(("jupyter/", "labextension/")) or p.endswith(".pyc")]

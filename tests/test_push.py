@@ -15,6 +15,8 @@ from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
 from notebook_deploy.errors import RegistryAuthError, RegistryError
+from notebook_deploy.image import build
+from notebook_deploy.image.publish import layer_cache
 from notebook_deploy.image.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -64,7 +66,9 @@ def _config(real, image: str) -> dict:
     )
 
 
-def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle(registry, docker_config, store):
+def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle(
+    registry, docker_config, store, monkeypatch
+):
     real, base = registry
     first = _model(1.0, store)
     result = nd.push(first, f"{real.host}/models/lr:1", base=base)
@@ -77,13 +81,25 @@ def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle
     assert settings["Healthcheck"]["Test"][0] == "CMD"
     assert [h["created_by"] for h in config["history"][-3:]][-1] == f"bundle {first.ref}"
 
+    kept = layer_cache().entries()  # the default store's: the push was given no store
+    assert sorted(str(e.facts["kind"]) for e in kept) == ["dependencies", "runtime"]
+
+    def no_pip(*args, **kwargs):
+        raise AssertionError("the dependency layer was built again although its requirements did not change")
+
+    monkeypatch.setattr(build, "download_wheels", no_pip)  # from here on, layers must come from the cache
     again = nd.push(first, f"{real.host}/models/lr:again", base=base)
     assert again.digest == result.digest and again.uploaded_bytes == 0  # same bundle, same image
+    assert again.attached.packages == result.attached.packages  # the SBOM lists the cached layer's packages
 
     second = _model(0.01, store)
     changed = nd.push(second, f"{real.host}/models/lr:2", base=base)
     uploaded = [d for d, what in changed.blobs.items() if what == "uploaded"]
     assert len(uploaded) == 2  # the bundle layer and the config; dependencies and runtime exist
+    report = changed.layer_lines()  # each added layer with its size and what the push did with it
+    assert [line.split()[-1] for line in report] == ["exists", "exists", "uploaded"]
+    assert "dependencies for linux/amd64" in report[0] and f"bundle {second.ref}" in report[2]
+    assert "\n".join(report) in str(changed)
     assert changed.uploaded_bytes < 20_000 < result.uploaded_bytes
 
 

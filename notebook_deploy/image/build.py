@@ -12,24 +12,37 @@ reproducible (see ``layers``), so the same bundle on the same base gives the sam
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ..bundle import Bundle
+from ..bundle import Bundle, canonical_json
 from ..errors import NotebookDeployError
 from ..provenance import signer_keys
 from ..signing import TRUST_DIR_VARIABLE
 from .assemble import BaseImage, Image, ImageSpec, assemble, config_env
-from .layers import Entry, build_layer, entries_from_directory
+from .cache import LayerCache, layer_key
+from .layers import Entry, Layer, build_layer, entries_from_directory
 
 SITE = "/opt/notebook-deploy/site-packages"
 SCRIPTS = "/opt/notebook-deploy/bin"
 BUNDLE_DIR = "/opt/bundle"
 TRUST_DIR = "/opt/notebook-deploy/trusted-keys"  # the image's trust store: the keys that signed its bundle
 PORT = 8000
+# What an image leaves out of what wheels ship, because the server never imports or runs it (documented
+# in docs/guide.md, "What an image leaves out"): test suites, compiled caches (Python writes them again
+# at first import), and what only a compiler or a type checker reads (C headers, Cython declarations,
+# type stubs).
+LEFT_OUT_FOLDERS = frozenset({"tests", "__pycache__"})
+LEFT_OUT_SUFFIXES = (".pyc", ".pyi", ".h", ".hpp", ".pxd")
+# ...and of this package: the Jupyter adapters and the built JupyterLab extension (the image only serves).
+RUNTIME_LEFT_OUT = frozenset({"jupyter", "labextension"})
+PACKAGES_FILE = "packages.json"  # in the build's scratch folder: the dependency layer's distributions
 INTERPRETER = "/usr/bin/env python3"
 USER = "65532"  # nobody-like: the server needs no privileges
 # What `python -m notebook_deploy serve` imports, pinned below to the versions installed here.
@@ -66,33 +79,79 @@ _HEALTHCHECK = [
 ]
 
 
-def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64") -> ImageSpec:
-    """The three layers and the settings of the image that serves ``bundle``."""
+def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64", cache: LayerCache | None = None) -> ImageSpec:
+    """The three layers and the settings of the image that serves ``bundle``. With ``cache``, the
+    dependency and runtime layers are taken from it when their facts are unchanged, and kept there when
+    built; the packages of the dependency layer are written to ``work`` for the SBOM either way."""
     python = python_minor(bundle)
     # The keys that signed the bundle, checked against the builder's trust store, become the image's:
     # so the image serves this bundle, and refuses another one mounted over it unless they signed it.
     trusted = signer_keys(bundle, action="build an image of")
-    staging = work / "dependencies"
-    install_dependencies(bundle, platform, work / "wheels", staging)
-    deps = build_layer(
-        entries_from_directory(dependency_site(work), SITE) + entries_from_directory(staging / "bin", SCRIPTS),
-        work / "dependencies.tar.gz",
-    )
-    runtime = build_layer(runtime_entries(), work / "runtime.tar.gz")
+    deps = _dependency_layer(bundle, platform, work, cache)
+    (work / PACKAGES_FILE).write_bytes(canonical_json(deps.packages))
+    runtime = _runtime_layer(work, cache)
     payload = build_layer(
         [Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
         + [Entry(f"{TRUST_DIR}/{key_id}.pem", pem) for key_id, pem in trusted.items()],
         work / "bundle.tar.gz",
     )
     spec = image_settings(bundle)
-    spec.layers = [deps, runtime, payload]
+    spec.layers = [deps.layer, runtime.layer, payload]
     spec.history = [f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"]
     return spec
 
 
-def dependency_site(work: Path) -> Path:
-    """Where ``image_spec`` installed the dependency layer's packages in ``work`` (the SBOM reads it)."""
-    return work / "dependencies" / "site"
+@dataclass(frozen=True)
+class _Built:
+    layer: Layer
+    packages: list[tuple[str, str]]
+
+
+def _dependency_layer(bundle: Bundle, platform: str, work: Path, cache: LayerCache | None) -> _Built:
+    """The dependency layer: determined by the requirement set (the lock and the runtime's pins), the
+    platform and the Python version, so a cached one with those facts is the same layer."""
+    requirements = dependency_requirements(bundle, platform)
+    facts = {
+        "kind": "dependencies",
+        "requirements": requirements,
+        "python": python_minor(bundle),
+        "platform": platform,
+        "left_out": [sorted(LEFT_OUT_FOLDERS), list(LEFT_OUT_SUFFIXES)],
+    }
+    key = layer_key(facts)
+    kept = cache.get(key) if cache is not None else None
+    if kept is not None:
+        return _Built(kept.layer, kept.packages)
+    staging = work / "dependencies"
+    install_dependencies(bundle, platform, work / "wheels", staging)
+    entries = entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS)
+    layer = build_layer([e for e in entries if not left_out(e.path)], work / "dependencies.tar.gz")
+    packages = [(d.metadata["Name"], d.version) for d in metadata.distributions(path=[str(staging / "site")])]
+    if cache is None:
+        return _Built(layer, packages)
+    return _Built(cache.put(key, layer, packages, facts).layer, packages)
+
+
+def _runtime_layer(work: Path, cache: LayerCache | None) -> _Built:
+    """The runtime layer: determined by this package's files (their paths, modes and bytes)."""
+    entries = runtime_entries()
+    contents = hashlib.sha256()
+    for entry in entries:
+        data = entry.content if isinstance(entry.content, bytes) else entry.content.read_bytes()
+        contents.update(f"{entry.path}\0{entry.mode}\0{len(data)}\0".encode() + data)
+    facts = {"kind": "runtime", "files": contents.hexdigest()}
+    key = layer_key(facts)
+    kept = cache.get(key) if cache is not None else None
+    if kept is not None:
+        return _Built(kept.layer, [])
+    layer = build_layer(entries, work / "runtime.tar.gz")
+    return _Built(cache.put(key, layer, [], facts).layer if cache is not None else layer, [])
+
+
+def dependency_packages(work: Path) -> list[tuple[str, str]]:
+    """The (name, version) of each distribution in the dependency layer ``image_spec`` made in ``work``:
+    read from the layer as built (or as cached), not from this machine, whose platform may differ."""
+    return [(name, version) for name, version in json.loads((work / PACKAGES_FILE).read_bytes())]
 
 
 def image_settings(bundle: Bundle) -> ImageSpec:
@@ -110,10 +169,12 @@ def image_settings(bundle: Bundle) -> ImageSpec:
     )
 
 
-def build(bundle: Bundle, base: BaseImage, work: Path, platform: str = "linux/amd64") -> Image:
-    """The image (config, manifest, layers in ``work``) that serves ``bundle`` on ``base``."""
+def build(
+    bundle: Bundle, base: BaseImage, work: Path, platform: str = "linux/amd64", cache: LayerCache | None = None
+) -> Image:
+    """The image (config, manifest, layers in ``work`` or ``cache``) that serves ``bundle`` on ``base``."""
     _check_python(bundle, base)
-    return assemble(base, image_spec(bundle, work, platform))
+    return assemble(base, image_spec(bundle, work, platform, cache))
 
 
 def labels(bundle: Bundle) -> dict[str, str]:
@@ -134,13 +195,21 @@ def runtime_requirements() -> list[str]:
 
 
 def runtime_entries() -> list[Entry]:
-    """This package's source files, placed in the image's site-packages (no compiled caches)."""
+    """This package's source files, placed in the image's site-packages, without what the server never
+    imports (``RUNTIME_LEFT_OUT``, ``left_out``)."""
     package = Path(__file__).resolve().parents[1]
     return [
         e
         for e in entries_from_directory(package, f"{SITE}/notebook_deploy")
-        if "__pycache__" not in e.path and not e.path.endswith(".pyc")
+        if not left_out(e.path) and Path(e.path).relative_to(f"{SITE}/notebook_deploy").parts[0] not in RUNTIME_LEFT_OUT
     ]
+
+
+def left_out(path: str) -> bool:
+    """Whether an image leaves the file ``path`` out: it sits in a folder of ``LEFT_OUT_FOLDERS`` or ends
+    with one of ``LEFT_OUT_SUFFIXES`` (docs/guide.md lists both, with the reasons)."""
+    parts = PurePosixPath(path).parts
+    return bool(LEFT_OUT_FOLDERS.intersection(parts[:-1])) or path.endswith(LEFT_OUT_SUFFIXES)
 
 
 def python_minor(bundle: Bundle) -> str:
@@ -151,10 +220,15 @@ def python_minor(bundle: Bundle) -> str:
 def install_dependencies(bundle: Bundle, platform: str, wheels: Path, staging: Path) -> None:
     """Download the wheels of the bundle's lock and the serving runtime for the image's platform and
     Python, and install them with ``installer`` into ``staging/site`` and ``staging/bin``."""
+    requirements = dependency_requirements(bundle, platform)
+    install_wheels(download_wheels(requirements, python_minor(bundle), platform, wheels), staging)
+
+
+def dependency_requirements(bundle: Bundle, platform: str) -> list[str]:
+    """What the dependency layer installs: the bundle's lock and the serving runtime's pins, sorted."""
     if platform not in _PLATFORM_TAGS:
         raise NotebookDeployError(f"cannot build for {platform}: known platforms are {', '.join(_PLATFORM_TAGS)}")
-    requirements = runtime_requirements() + bundle.lock()
-    install_wheels(download_wheels(requirements, python_minor(bundle), platform, wheels), staging)
+    return sorted(set(runtime_requirements() + bundle.lock()))
 
 
 def download_wheels(requirements: list[str], python: str, platform: str, directory: Path) -> list[Path]:

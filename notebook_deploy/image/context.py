@@ -25,6 +25,7 @@ from .build import (
     TRUST_DIR,
     image_settings,
     install_dependencies,
+    left_out,
     python_minor,
     runtime_entries,
 )
@@ -45,6 +46,9 @@ def containerize(
     output.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-wheels-") as wheels:
         install_dependencies(bundle, platform, Path(wheels) / "wheels", output / "dependencies")
+    installed = output / "dependencies"
+    for path in [p for p in installed.rglob("*") if p.is_file() and left_out(p.relative_to(installed).as_posix())]:
+        path.unlink()  # what the daemonless image leaves out, so that both give the same files
     for entry in runtime_entries():
         target = output / "runtime" / Path(entry.path).relative_to(SITE)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ from ..signing import SigningKey, default_signing_key
 from ..store import Store
 from . import BACKENDS
 from .assemble import Image, push_image, resolve_base
-from .build import build, dependency_site
+from .build import build, dependency_packages
+from .cache import LayerCache
 from .docker_backend import docker_client, load_image, push_from_daemon
 from .outputs import write_image_tar, write_oci_layout
 from .reference import ImageReference
@@ -39,6 +41,16 @@ class PushResult:
     sizes: dict[str, int] = field(default_factory=dict)
     backend: str = "daemonless"
     attached: Attached | None = None  # the SBOM, provenance and signature attached in the registry
+    layers: list[tuple[str, str]] = field(default_factory=list)  # (what it holds, digest) of each layer added
+
+    def layer_lines(self) -> list[str]:
+        """A line per layer the image adds to its base: what it holds, its size, what the push did with it."""
+        width = max((len(name) for name, _ in self.layers), default=0)
+        return [
+            f"  {'layers' if i == 0 else '':<10}{name:<{width}}  {display.human_size(self.sizes[digest]):>10}"
+            + (f"  {self.blobs[digest]}" if digest in self.blobs else "")
+            for i, (name, digest) in enumerate(self.layers)
+        ]
 
     @property
     def uploaded_bytes(self) -> int:
@@ -54,7 +66,7 @@ class PushResult:
                 "  blobs     " + ", ".join(f"{n} {what}" for what, n in counts.items() if n),
                 f"  uploaded  {display.human_size(self.uploaded_bytes)}",
             ]
-        return "\n".join(lines + (self.attached.lines() if self.attached else []))
+        return "\n".join(lines + self.layer_lines() + (self.attached.lines() if self.attached else []))
 
 
 def default_base(bundle: Bundle) -> str:
@@ -124,7 +136,7 @@ def _push(
     key = _signing_key(sign, store.root if isinstance(store, Store) else store)
     bundle = load(ref, store)
     registry = registry_for(target)
-    with _building(bundle, base, platform) as (built, base_registry, fetch, work):
+    with _building(bundle, base, platform, store) as (built, base_registry, fetch, work):
         sizes = {d["digest"]: d["size"] for d in built.base.layers} | {
             layer.digest: layer.size for layer in built.layers
         }
@@ -137,10 +149,12 @@ def _push(
             blobs = push_image(registry, built, target, progress, base_registry)
             result = PushResult(str(target), built.digest, blobs, sizes)
             manifest, media_type = built.manifest, built.media_type
+        history = [entry["created_by"] for entry in json.loads(built.config)["history"]]
+        result.layers = list(zip(history[-len(built.layers) :], [layer.digest for layer in built.layers]))
         subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
         try:
             result.attached = attach(
-                registry, target, subject, bundle, dependency_site(work), built.base, platform, key
+                registry, target, subject, bundle, dependency_packages(work), built.base, platform, key
             )
         except Exception as error:
             raise ImageAttachError(
@@ -176,7 +190,7 @@ def export_image(
 ) -> Path:
     """Build the image and write it to ``output``: a tar for ``docker load`` and OCI tools, or with
     ``layout`` an OCI layout directory. ``name`` is the ``repository:tag`` it is loaded as."""
-    with _building(load(ref, store), base, platform) as (built, _, fetch, _work):
+    with _building(load(ref, store), base, platform, store) as (built, _, fetch, _work):
         write = write_oci_layout if layout else write_image_tar
         return write(built, Path(output), name, fetch)
 
@@ -201,7 +215,7 @@ def build_image(
     if client is None:
         destination = Path(output or f"{bundle.name}-{bundle.version}.tar")
         return str(export_image(bundle, destination, name=image, base=base, platform=platform, layout=layout))
-    with _building(bundle, base, platform) as (built, _, fetch, work):
+    with _building(bundle, base, platform, store) as (built, _, fetch, work):
         load_image(client, write_image_tar(built, work / "image.tar", image, fetch))
     return image
 
@@ -223,15 +237,20 @@ def _daemon(backend: str) -> Any:
     return client
 
 
+def layer_cache(store: Store | str | os.PathLike[str] | None = None) -> LayerCache:
+    """The layer cache of a store (``ROOT/cache/layers``), which every build from it shares."""
+    return LayerCache((store if isinstance(store, Store) else Store(store)).root / "cache" / "layers")
+
+
 @contextmanager
 def _building(
-    bundle: Bundle, base: str | None, platform: str
+    bundle: Bundle, base: str | None, platform: str, store: Store | str | os.PathLike[str] | None
 ) -> Iterator[tuple[Image, Registry, Callable[[str], bytes], Path]]:
-    """Build the bundle's image on ``base`` in a scratch folder; yield it, the base's registry, a reader
-    of the base's blobs, and the folder (removed afterwards)."""
+    """Build the bundle's image on ``base`` in a scratch folder, with the layers kept in the store's layer
+    cache; yield it, the base's registry, a reader of the base's blobs, and the folder (removed afterwards)."""
     base_ref = ImageReference.parse(base or default_base(bundle))
     base_registry = registry_for(base_ref)
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-build-") as scratch:
         work = Path(scratch)
-        built = build(bundle, resolve_base(base_registry, base_ref, platform), work, platform)
+        built = build(bundle, resolve_base(base_registry, base_ref, platform), work, platform, layer_cache(store))
         yield built, base_registry, lambda digest: base_registry.get_blob(base_ref.repository, digest), work

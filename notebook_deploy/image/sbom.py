@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from cyclonedx.model.bom import Bom, BomMetaData
@@ -31,11 +29,11 @@ MEDIA_TYPE = "application/vnd.cyclonedx+json"
 RUNTIME = "notebook-deploy"
 
 
-def image_sbom(site: Path, image: str, digest: str, created: str) -> bytes:
+def image_sbom(packages: list[tuple[str, str]], image: str, digest: str, created: str) -> bytes:
     """The SBOM (CycloneDX 1.6 JSON) of the image ``image`` (``host/repository``) whose manifest
-    digest is ``digest``, from the distributions installed under ``site``. Its serial number and
+    digest is ``digest``, from the (name, version) of the distributions in its dependency layer. Its serial number and
     timestamp derive from the digest and ``created`` (ISO 8601), so the same image gives the same bytes."""
-    components = [_component(d.metadata["Name"], d.version) for d in metadata.distributions(path=[str(site)])]
+    components = [_component(name, version) for name, version in packages]
     components.append(_component(RUNTIME, __version__))  # its source files are the runtime layer
     host, _, repository = image.partition("/")
     subject = Component(

@@ -153,7 +153,7 @@ def attach(
     target: ImageReference,
     subject: dict[str, Any],
     bundle: Bundle,
-    site: Path,
+    packages: list[tuple[str, str]],
     base: BaseImage,
     platform: str,
     key: SigningKey | None,
@@ -163,7 +163,7 @@ def attach(
     image = f"{target.registry}/{target.repository}"
     digest = subject["digest"]
     done = Attached(key_id=key.key_id if key else None)
-    document = sbom.image_sbom(site, image, digest, bundle.created)
+    document = sbom.image_sbom(packages, image, digest, bundle.created)
     sbom_layer = Layer(document, sbom.MEDIA_TYPE)
     done.packages = len(json.loads(document)["components"])
     done.sbom = push_attachment(registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer])
