@@ -15,6 +15,7 @@ from .audit import default_path as default_audit_log
 from .errors import NotebookDeployError
 from .image import BACKENDS
 from .keys import default_path as default_keys_file
+from .replay import ATOL, RTOL
 from .serving.settings import OPTIONS
 from .store import LATEST, Store
 from .version import __version__
@@ -495,6 +496,52 @@ def verify(store: Store, ref: str, fresh_env: bool, env_cache: str | None, data_
     )
     click.echo(str(report))
     if not report:
+        raise SystemExit(1)
+
+
+@cli.command(
+    epilog=f"""\b
+Examples:
+  notebook-deploy serve churn:prod --prediction-log traffic.jsonl     record, then:
+  notebook-deploy replay traffic.jsonl --against churn:new
+  notebook-deploy replay traffic.jsonl.1 traffic.jsonl --against churn:new --min-agreement 0.99
+  notebook-deploy replay traffic.jsonl --against churn:new --json > replay.json
+Rotated logs go oldest first. Exit status 1 when the agreement is below --min-agreement.
+{REF_HELP}"""
+)
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--against", "candidate", required=True, help="The version to send the recorded rows to.")
+@click.option(
+    "--baseline",
+    help="The version timed beside it [default: the version that answered in the log, if the store has it].",
+)
+@click.option("--rtol", type=float, default=RTOL, show_default=True, help="Relative tolerance for scores.")
+@click.option("--atol", type=float, default=ATOL, show_default=True, help="Absolute tolerance for scores.")
+@click.option("--worst", type=click.IntRange(0), default=5, show_default=True, help="Disagreeing rows to show.")
+@click.option("--limit", type=click.IntRange(1), help="Replay only the last N rows.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), help="Exit with status 1 below this share.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+@_errors_as_messages
+def replay(
+    store: Store,
+    logs: tuple[str, ...],
+    candidate: str,
+    baseline: str | None,
+    rtol: float,
+    atol: float,
+    worst: int,
+    limit: int | None,
+    min_agreement: float | None,
+    as_json: bool,
+) -> None:
+    """Send the rows of a prediction log to another version, in this process (no server), and report how
+    its answers agree with the recorded ones, per class, with latencies side by side."""
+    from .replay import replay as run_replay
+
+    report = run_replay(list(logs), candidate, baseline, store=store, rtol=rtol, atol=atol, worst=worst, limit=limit)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+    if min_agreement is not None and report.agreement < min_agreement:
         raise SystemExit(1)
 
 
