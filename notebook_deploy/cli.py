@@ -12,6 +12,7 @@ import click
 
 from . import display
 from .audit import default_path as default_audit_log
+from .compare import POLICY_LIMITS
 from .errors import NotebookDeployError
 from .image import BACKENDS
 from .keys import default_path as default_keys_file
@@ -20,6 +21,7 @@ from .serving.settings import OPTIONS
 from .store import LATEST, Store
 from .version import __version__
 
+POLICY_HELP = "\n".join(f"  {key}: {meaning}" for key, meaning in POLICY_LIMITS.items())
 REF_HELP = "REF is NAME (its latest version), NAME:TAG, NAME:VERSION (or 4+ leading digits), or a bundle folder."
 
 
@@ -277,15 +279,53 @@ Examples:
 @click.argument("ref")
 @click.argument("tag")
 @click.option("--remove", is_flag=True, help="Remove TAG from REF's name instead of setting it.")
+@click.option(
+    "--require-compare",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Compare the version TAG points at now with REF first (see 'compare'), and refuse to move the tag "
+    "when the limits of this policy file are broken.",
+)
+@click.option(
+    "--traffic",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --require-compare: a prediction log to replay against REF (repeatable).",
+)
 @click.pass_obj
 @_errors_as_messages
-def tag(store: Store, ref: str, tag: str, remove: bool) -> None:
+def tag(store: Store, ref: str, tag: str, remove: bool, policy_file: str | None, traffic: tuple[str, ...]) -> None:
     """Point TAG at the version REF names (moving it if it is set)."""
     if remove:
         name = ref.partition(":")[0]
         store.untag(name, tag)
         click.echo(f"Removed {name}:{tag}")
         return
+    if traffic and not policy_file:
+        raise click.UsageError("--traffic is replayed by --require-compare: pass a policy file too")
+    if policy_file:
+        from .compare import SERVING_LIMITS, compare, read_policy
+
+        policy = read_policy(policy_file)
+        name = ref.partition(":")[0]
+        current = store.tags(name).get(tag)
+        if current is None:
+            click.echo(f"{name}:{tag} is not set yet: nothing to compare with", err=True)
+        else:
+            comparison = compare(
+                f"{name}:{current}",
+                ref,
+                traffic=list(traffic) or None,
+                store=store,
+                measure_serving=bool(SERVING_LIMITS & policy.keys()),
+            )
+            click.echo(str(comparison), err=True)
+            broken = comparison.violations(policy)
+            if broken:
+                raise click.ClickException(
+                    f"{name}:{tag} stays at {current}: the comparison breaks the policy {policy_file}:\n  "
+                    + "\n  ".join(broken)
+                )
     bundle = store.tag(ref, tag)
     click.echo(f"{bundle.name}:{tag} -> {bundle.version}")
 
@@ -496,6 +536,56 @@ def verify(store: Store, ref: str, fresh_env: bool, env_cache: str | None, data_
     )
     click.echo(str(report))
     if not report:
+        raise SystemExit(1)
+
+
+@cli.command(
+    epilog=f"""\b
+Examples:
+  notebook-deploy compare churn:prod churn:new
+  notebook-deploy compare churn:prod churn:new --traffic traffic.jsonl --policy policy.yaml
+  notebook-deploy compare churn:prod churn:new --json --no-measure
+A policy file (YAML or JSON) sets limits; the exit status is 1 when one is broken, e.g.
+  block_breaking_schema: true
+  min_sample_agreement: 0.99
+  max_latency_ratio: 1.5
+The limits a policy may set:
+{POLICY_HELP}
+{REF_HELP}"""
+)
+@click.argument("old")
+@click.argument("new")
+@click.option(
+    "--traffic",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A prediction log to replay against NEW (repeatable; rotated logs oldest first).",
+)
+@click.option(
+    "--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), help="Limits to check the diff against."
+)
+@click.option("--no-measure", is_flag=True, help="Skip measuring start, latency and memory in fresh Pythons.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_obj
+@_errors_as_messages
+def compare(
+    store: Store, old: str, new: str, traffic: tuple[str, ...], policy_file: str | None, no_measure: bool, as_json: bool
+) -> None:
+    """Before moving a tag from OLD to NEW: the schema changes that break callers, how the answers agree
+    on OLD's sample (and recorded traffic), the lock's changes, and start, latency and memory side by side."""
+    from .compare import compare as run_compare
+    from .compare import read_policy
+
+    policy = read_policy(policy_file) if policy_file else {}
+    comparison = run_compare(old, new, traffic=list(traffic) or None, store=store, measure_serving=not no_measure)
+    broken = comparison.violations(policy)
+    if as_json:
+        click.echo(json.dumps(comparison.to_dict() | {"violations": broken}, indent=2))
+    else:
+        click.echo(str(comparison))
+        for line in broken:
+            click.echo(f"POLICY BROKEN {line}")
+    if broken:
         raise SystemExit(1)
 
 

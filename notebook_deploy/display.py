@@ -20,6 +20,14 @@ def human_size(size: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def shorten(value: object, width: int = 60) -> str:
+    """A value as one line of at most ``width`` characters: text as it is, anything else as JSON."""
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def html_table(title: str, rows: Iterable[tuple[str, str]]) -> str:
     """A two-column HTML table with a bold title, for ``_repr_html_``; values are escaped."""
     body = "".join(

@@ -124,8 +124,8 @@ class Replay:
             rows.append(
                 (
                     f"line {d.line}",
-                    f"{d.method}: recorded {_short(d.recorded)}, answered {_short(d.answered)} ({distance}) "
-                    f"for {_short(d.input, 50)}",
+                    f"{d.method}: recorded {display.shorten(d.recorded)}, answered {display.shorten(d.answered)} ({distance}) "
+                    f"for {display.shorten(d.input, 50)}",
                 )
             )
         return rows
@@ -220,8 +220,23 @@ def replay(
         records = records[-limit:]
     store = store if isinstance(store, Store) else Store(store)
     candidate = load(against, store)
+    base = load(baseline, store) if baseline is not None else _recorded_bundle(records, store)
+    return replay_records(records, candidate, base, rtol=rtol, atol=atol, worst=worst, skipped_lines=skipped)
+
+
+def replay_records(
+    records: Sequence[Record],
+    candidate: Bundle,
+    baseline: Bundle | None = None,
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    worst: int = 5,
+    skipped_lines: int = 0,
+) -> Replay:
+    """Answer each of ``records`` with ``candidate`` (and time ``baseline`` on it) and compare: the
+    common part of a replayed log and of ``compare``'s check on a stored sample."""
     recorded = sorted({f"{r.model}:{r.version}" for r in records})
-    base = load(baseline, store) if baseline is not None else _recorded_bundle(recorded, store)
     missing = sorted({r.method for r in records} - set(candidate.methods))
     if missing:
         raise ReplayError(
@@ -229,7 +244,7 @@ def replay(
             f"(it has {', '.join(candidate.methods)})"
         )
     call = _caller(candidate)
-    call_base = _caller(base) if base is not None else None
+    call_base = _caller(baseline) if baseline is not None else None
     methods: dict[str, MethodReplay] = {}
     found: list[Disagreement] = []
     for line, record in enumerate(records, 1):
@@ -262,7 +277,8 @@ def replay(
         else:
             found.append(Disagreement(line, record.method, record.input, record.output, answered, distance))
     found.sort(key=lambda d: (-d.distance, d.line))
-    return Replay(candidate.ref, base.ref if base else None, recorded, methods, found[:worst], skipped, rtol, atol)
+    base = baseline.ref if baseline is not None else None
+    return Replay(candidate.ref, base, recorded, methods, found[:worst], skipped_lines, rtol, atol)
 
 
 def _caller(bundle: Bundle) -> Callable[[str, Any], Any]:
@@ -278,12 +294,13 @@ def _caller(bundle: Bundle) -> Callable[[str, Any], Any]:
     return call
 
 
-def _recorded_bundle(recorded: list[str], store: Store) -> Bundle | None:
+def _recorded_bundle(records: Sequence[Record], store: Store) -> Bundle | None:
     """The version that answered in the log, when it is the only one and the store has it."""
+    recorded = {f"{r.model}:{r.version}" for r in records}
     if len(recorded) != 1:
         return None
     try:
-        return load(recorded[0], store)
+        return load(recorded.pop(), store)
     except NotebookDeployError:
         return None
 
@@ -335,9 +352,4 @@ def _latencies(report: MethodReplay, baseline: str | None) -> str:
 def _confusion(confusion: Counter[tuple[Any, Any]]) -> str:
     """``recorded→answered: rows`` pairs, the disagreeing ones first."""
     pairs = sorted(confusion.items(), key=lambda item: (item[0][0] == item[0][1], -item[1], str(item[0])))
-    return ", ".join(f"{_short(r)}→{_short(a)}: {n}" for (r, a), n in pairs[:12])
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return ", ".join(f"{display.shorten(r)}→{display.shorten(a)}: {n}" for (r, a), n in pairs[:12])
