@@ -9,7 +9,8 @@ and what the move costs.
   another kind. A new optional column or a wider kind is not breaking;
 - **agreement**: the new version answering the old one's stored sample rows (labels exactly, scores
   within a tolerance), and, given a prediction log, the recorded traffic (``replay``);
-- **the lock**: distributions added, removed, or at another version; the bundle's size;
+- **the lock**: distributions added, removed, or at another version; the bundle's size, and the
+  dependency layer's when the layer cache holds both (built by a push, build or export);
 - **serving cost**, each version in a fresh Python side by side: start, p50/p99 latency, peak memory.
 
 A policy (a YAML or JSON file of limits, ``POLICY_LIMITS``) turns the diff into a gate: ``violations``
@@ -51,6 +52,7 @@ POLICY_LIMITS = {
     "max_start_ratio": "the most the new start time may be, as a multiple of the old one's",
     "max_memory_ratio": "the most the new peak memory may be, as a multiple of the old one's",
     "max_size_ratio": "the most the new bundle's size may be, as a multiple of the old one's",
+    "max_dependency_layer_ratio": "the most the new dependency layer may weigh, as a multiple of the old one's",
 }
 
 
@@ -79,6 +81,7 @@ class Comparison:
     lock_removed: list[str]
     lock_changed: list[tuple[str, str, str]]  # name, old version, new version
     sizes: tuple[int, int]
+    dependency_layers: tuple[int, int] | None  # compressed sizes, from the layer cache when both were built
     footprints: tuple[dict[str, Any], dict[str, Any]] | None
     notes: list[str] = field(default_factory=list)
 
@@ -103,6 +106,7 @@ class Comparison:
             ("max_start_ratio", "start"),
             ("max_memory_ratio", "memory"),
             ("max_size_ratio", "size"),
+            ("max_dependency_layer_ratio", "dependency_layer"),
         ):
             if limit in policy and key in ratios and ratios[key] > policy[limit]:
                 broken.append(f"{limit}: the new {key} is {ratios[key]:.2f}x the old one's, above {policy[limit]}x")
@@ -111,6 +115,8 @@ class Comparison:
     def ratios(self) -> dict[str, float]:
         """New over old for latency (p50), start, peak memory and bundle size."""
         found = {"size": self.sizes[1] / self.sizes[0]}
+        if self.dependency_layers is not None:
+            found["dependency_layer"] = self.dependency_layers[1] / self.dependency_layers[0]
         if self.footprints is not None:
             old, new = self.footprints
             found["latency"] = new["latency_ms"]["p50"] / old["latency_ms"]["p50"]
@@ -132,6 +138,8 @@ class Comparison:
         lock += [f"{name} {old}→{new}" for name, old, new in self.lock_changed]
         rows.append(("lock", ", ".join(lock) or "unchanged"))
         rows.append(("bundle size", _pair(*self.sizes, display.human_size)))
+        if self.dependency_layers is not None:
+            rows.append(("dependency layer", _pair(*self.dependency_layers, display.human_size)))
         if self.footprints is not None:
             old, new = self.footprints
             rows.append(("start", _pair(old["start_seconds"], new["start_seconds"], lambda s: f"{s:.2f} s")))
@@ -165,6 +173,9 @@ class Comparison:
                 "changed": [{"name": n, "old": o, "new": v} for n, o, v in self.lock_changed],
             },
             "sizes": {"old": self.sizes[0], "new": self.sizes[1]},
+            "dependency_layers": (
+                {"old": self.dependency_layers[0], "new": self.dependency_layers[1]} if self.dependency_layers else None
+            ),
             "footprints": {"old": self.footprints[0], "new": self.footprints[1]} if self.footprints else None,
             "ratios": self.ratios(),
             "notes": self.notes,
@@ -178,12 +189,13 @@ def compare(
     traffic: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
     store: Store | str | os.PathLike[str] | None = None,
     measure_serving: bool = True,
+    platform: str = "linux/amd64",
     rtol: float = RTOL,
     atol: float = ATOL,
 ) -> Comparison:
     """The deployment diff of moving from ``old`` to ``new`` (see the module's docstring). ``traffic``
     is a prediction log (or several) replayed against ``new``; ``measure_serving=False`` skips the two
-    fresh-Python measurements."""
+    fresh-Python measurements; the dependency layers compared are those built for ``platform``."""
     store = store if isinstance(store, Store) else Store(store)
     before, after = load(old, store), load(new, store)
     notes: list[str] = []
@@ -196,6 +208,11 @@ def compare(
     replayed = replay(traffic, after, before, store=store, rtol=rtol, atol=atol) if traffic else None
     added, removed, changed = _lock_diff(before.lock(), after.lock())
     footprints = (measure(before.path), measure(after.path)) if measure_serving else None
+    layers = _dependency_layers(before, after, store, platform)
+    if layers is None:
+        notes.append(
+            f"the dependency layers for {platform} are not both in the layer cache: push or build both to compare them"
+        )
     return Comparison(
         before.ref,
         after.ref,
@@ -206,9 +223,24 @@ def compare(
         removed,
         changed,
         (before.size, after.size),
+        layers,
         footprints,
         notes,
     )
+
+
+def _dependency_layers(before: Bundle, after: Bundle, store: Store, platform: str) -> tuple[int, int] | None:
+    """The compressed sizes of the two versions' dependency layers, when the store's layer cache has both:
+    the part of an image that a change of the lock changes (building them here would take minutes)."""
+    from .image.build import dependency_facts
+    from .image.cache import layer_key
+    from .image.publish import layer_cache
+
+    cache = layer_cache(store)
+    found = [cache.get(layer_key(dependency_facts(b, platform)), use=False) for b in (before, after)]
+    if found[0] is None or found[1] is None:
+        return None
+    return found[0].layer.size, found[1].layer.size
 
 
 def read_policy(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -17,6 +17,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import notebook_deploy as nd
 from notebook_deploy.cli import cli
 from notebook_deploy.compare import POLICY_LIMITS, PolicyError, compare, input_changes, read_policy
+from notebook_deploy.image.build import dependency_facts
+from notebook_deploy.image.cache import layer_key
+from notebook_deploy.image.layers import Entry, build_layer
+from notebook_deploy.image.publish import layer_cache
 from notebook_deploy.schema import Column, Domain, TableSchema, TensorSchema
 
 
@@ -197,3 +201,16 @@ def test_start_latency_and_memory_are_measured_side_by_side_in_fresh_pythons(sto
     assert "method decision_function is gone" in [c.what for c in comparison.schema]
     assert comparison.violations({"max_size_ratio": 2.0})[0].startswith("max_size_ratio: the new size is")
     assert np.isfinite(comparison.ratios()["memory"])
+
+
+def test_the_dependency_layers_are_compared_when_the_layer_cache_has_both(versions, tmp_path):
+    store, prod, retrained, _, _ = versions
+    comparison = compare(prod.ref, retrained.ref, store=store, measure_serving=False)
+    assert comparison.dependency_layers is None and "not both in the layer cache" in comparison.notes[0]
+    facts = dependency_facts(prod, "linux/amd64")
+    assert facts == dependency_facts(retrained, "linux/amd64")  # the same lock: the same layer
+    layer = build_layer([Entry("site/a.py", b"x" * 5000)], tmp_path / "deps.tar.gz")
+    layer_cache(store).put(layer_key(facts), layer, [("a", "1")], facts)
+    comparison = compare(prod.ref, retrained.ref, store=store, measure_serving=False)
+    assert comparison.dependency_layers == (layer.size, layer.size)
+    assert comparison.ratios()["dependency_layer"] == 1.0 and "dependency layer" in str(comparison)

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..bundle import Bundle, canonical_json
 from ..errors import NotebookDeployError
@@ -107,17 +108,21 @@ class _Built:
     packages: list[tuple[str, str]]
 
 
-def _dependency_layer(bundle: Bundle, platform: str, work: Path, cache: LayerCache | None) -> _Built:
-    """The dependency layer: determined by the requirement set (the lock and the runtime's pins), the
-    platform and the Python version, so a cached one with those facts is the same layer."""
-    requirements = dependency_requirements(bundle, platform)
-    facts = {
+def dependency_facts(bundle: Bundle, platform: str) -> dict[str, Any]:
+    """What determines the dependency layer: the requirement set (the lock and the runtime's pins), the
+    platform, the Python version and what is left out; a cached layer with the same facts is the same."""
+    return {
         "kind": "dependencies",
-        "requirements": requirements,
+        "requirements": dependency_requirements(bundle, platform),
         "python": python_minor(bundle),
         "platform": platform,
         "left_out": [sorted(LEFT_OUT_FOLDERS), list(LEFT_OUT_SUFFIXES)],
     }
+
+
+def _dependency_layer(bundle: Bundle, platform: str, work: Path, cache: LayerCache | None) -> _Built:
+    """The dependency layer, from ``cache`` when one with the same facts was built before."""
+    facts = dependency_facts(bundle, platform)
     key = layer_key(facts)
     kept = cache.get(key) if cache is not None else None
     if kept is not None:

@@ -74,13 +74,15 @@ class LayerCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def get(self, key: str) -> CachedLayer | None:
-        """The entry of ``key`` if it is whole (its file there, of the recorded size), marked as used now."""
+    def get(self, key: str, use: bool = True) -> CachedLayer | None:
+        """The entry of ``key`` if it is whole (its file there, of the recorded size), marked as used now
+        unless ``use`` is False (a look that builds nothing, such as ``compare``'s)."""
         folder = self.root / key
         entry = _read(folder)
         if entry is None:
             return None
-        os.utime(folder / ENTRY_FILE)  # the last use, for prune --older-than
+        if use:
+            os.utime(folder / ENTRY_FILE)  # the last use, for prune --older-than
         return entry
 
     def put(self, key: str, layer: Layer, packages: Iterable[tuple[str, str]], facts: dict[str, Any]) -> CachedLayer:
