@@ -948,6 +948,32 @@ def ray_command(
     click.echo(str(deployment))
 
 
+@cli.command(
+    epilog="""\b
+Examples:
+  notebook-deploy dashboard > notebook-deploy.json       then in Grafana: Dashboards > New > Import
+  notebook-deploy dashboard --drift-threshold 0.25 -o dashboard.json
+The panels, per version of each model: requests/s, 5xx share, p50/p99 latency, rows per batched call,
+requests in flight and queued, and each feature's drift (PSI) with the threshold marked.""",
+)
+@click.option(
+    "--drift-threshold",
+    type=click.FloatRange(0),
+    help="The PSI above which the drift panel shows a feature red [default: the server's, 0.2].",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON here instead of printing it.")
+def dashboard(drift_threshold: float | None, output: str | None) -> None:
+    """Print a Grafana dashboard (JSON) for the Prometheus metrics the servers export at /metrics."""
+    from .serving.dashboard import grafana_dashboard
+
+    text = json.dumps(grafana_dashboard(drift_threshold), indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+        click.echo(f"Wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
 @cli.group(
     "cache",
     epilog="""\b
