@@ -7,7 +7,8 @@ and is the same every time. So one long-lived child Python (started with this pr
 and environment, like the cold probe) installs the job's blocker, imports the modules the previous probe
 found, and then forks once per job: the forked child runs ``probe.run_job`` and exits, so each job still
 starts from the same untouched interpreter, and the server itself never runs a model (forking is safe
-because it only ever imported). Linux (``os.fork``) only; elsewhere every probe is cold.
+because it only ever imported). Linux only: macOS has ``os.fork``, but forking after system frameworks
+loaded (Accelerate under NumPy, for one) is not safe there; elsewhere every probe is cold.
 
 Exactness. The preloaded modules are in ``sys.modules`` before the job starts, so the job reports them
 as loaded whether or not it needed them: a lock can only come out larger, never miss anything. To keep
@@ -75,8 +76,8 @@ class Finished:
 
 
 def enabled() -> bool:
-    """Whether probes may run warm: ``os.fork`` exists and ``$NOTEBOOK_DEPLOY_COLD_PROBE`` is not set."""
-    return hasattr(os, "fork") and not os.environ.get(COLD_ENV)
+    """Whether probes may run warm: on Linux, unless ``$NOTEBOOK_DEPLOY_COLD_PROBE`` is set."""
+    return sys.platform.startswith("linux") and not os.environ.get(COLD_ENV)
 
 
 def probe_paths() -> list[str]:
