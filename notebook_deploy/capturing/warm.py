@@ -52,6 +52,10 @@ from .probe import block, run_job
 
 SERVER = "notebook_deploy.capturing.warm"
 COLD_ENV = "NOTEBOOK_DEPLOY_COLD_PROBE"
+# How long a probe waits for a server still importing its preload before it runs cold instead. The
+# preload takes about as long as the cold probe that chose it; an import that hangs only here (modules
+# are imported in another order) must not hold captures up for the whole probe timeout.
+READY_PATIENCE = 60.0
 # Entries of a sys.path folder that can change what imports find; other files (data, plots) do not.
 _IMPORTABLE = (".py", ".pyc", ".so", ".pyd", ".pth", ".egg-link", ".zip", ".egg")
 
@@ -138,6 +142,7 @@ class WarmServer:
         self.key = key
         self.preload = sorted(preload)
         self.jobs = 0
+        self._owner = os.getpid()  # a forked copy of this process must not stop its parent's server
         self._busy = threading.Lock()
         self._files: dict[str, int] | None = None  # preloaded file → mtime_ns, once the server is ready
         self._buffer = b""
@@ -181,7 +186,7 @@ class WarmServer:
             return None
         try:
             if self._files is None:
-                ready = self._read(timeout)  # a capture right after the server started waits for its preload
+                ready = self._read(min(timeout, READY_PATIENCE))  # a capture right after the start waits
                 if not isinstance(ready, dict) or not isinstance(ready.get("files"), dict):
                     self.stop()
                     return None
@@ -246,6 +251,8 @@ class WarmServer:
 
     def stop(self) -> None:
         """Kill the server and any job it runs (its own process group), and reap it: no zombie stays."""
+        if os.getpid() != self._owner:
+            return
         if self.alive():
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
