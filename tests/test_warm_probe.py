@@ -50,7 +50,15 @@ def test_the_fingerprint_changes_with_what_imports_can_find_and_only_with_that(t
     (folder / "results.csv").write_text("a,b\n")
     assert warm.fingerprint() == on_path  # a data file written there changes nothing importable
     (folder / "newly_installed").mkdir()  # what pip does: a package folder (and its dist-info) appear
-    assert warm.fingerprint() != on_path
+    installed = warm.fingerprint()
+    assert installed != on_path
+    metadata_folder = folder / "newly_installed-1.0.dist-info"
+    metadata_folder.mkdir()
+    os.utime(folder, ns=(1, 1))
+    first = warm.fingerprint()
+    os.utime(metadata_folder, ns=(2, 2))  # reinstalled under the same name (explicit mtimes: coarse clocks)
+    os.utime(folder, ns=(3, 3))
+    assert warm.fingerprint() != first
 
 
 def test_the_cold_probe_can_be_forced(monkeypatch):

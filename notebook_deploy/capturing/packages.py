@@ -13,6 +13,7 @@ modules it found imported waits for the next probe of the same kind; the owners 
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import platform
@@ -211,8 +212,21 @@ def replay_requirements(modules: set[str], lock: dict[str, str]) -> list[str]:
     )
 
 
+_snapshot_cache: tuple[str, dict[str, Any]] | None = None
+
+
 def environment_snapshot() -> dict[str, Any]:
-    """Every installed distribution with version and installer, plus Python and platform: for audit."""
+    """Every installed distribution with version and installer, plus Python and platform: for audit.
+    Kept, like ``module_owners``, while the environment's fingerprint stays the same: reading every
+    distribution's metadata is a good part of a warm capture."""
+    global _snapshot_cache
+    environment = warm.fingerprint()
+    if _snapshot_cache is None or _snapshot_cache[0] != environment:
+        _snapshot_cache = (environment, _snapshot())
+    return copy.deepcopy(_snapshot_cache[1])
+
+
+def _snapshot() -> dict[str, Any]:
     distributions = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]

@@ -102,7 +102,7 @@ def fingerprint() -> str:
     the environment variables, ``sys.path``, and the importable entries of each of its folders.
 
     Installing or removing a package adds or removes entries (its folders, its dist-info named with the
-    version) in site-packages, so the fingerprint changes. Folders are listed again only when their
+    version, made anew by a reinstall) in site-packages, so the fingerprint changes. Folders are listed again only when their
     mtime changed, and only importable entries count, so a notebook writing a CSV or a plot into its
     working folder (on ``sys.path`` as '') keeps its warm server. A module edited in place is caught by
     the server's check of its preloaded files' mtimes instead."""
@@ -124,7 +124,7 @@ def _listing(path: str) -> str:
         return cached[1]
     try:
         with os.scandir(path) as entries:
-            names = sorted(e.name for e in entries if e.is_dir() or e.name.endswith(_IMPORTABLE))
+            names = sorted(_entry(e) for e in entries if e.is_dir() or e.name.endswith(_IMPORTABLE))
         listed = hashlib.sha256("\0".join(names).encode(errors="surrogateescape")).hexdigest()
     except NotADirectoryError:  # a zip file on sys.path
         listed = f"file {mtime}"
@@ -132,6 +132,14 @@ def _listing(path: str) -> str:
         listed = "unreadable"
     _listings[path] = (mtime, listed)
     return listed
+
+
+def _entry(entry: os.DirEntry[str]) -> str:
+    """An entry as the fingerprint sees it: its name, and for a distribution's metadata folder also its
+    mtime, since reinstalling the same version (from elsewhere) makes the folder again under that name."""
+    if entry.name.endswith((".dist-info", ".egg-info")):
+        return f"{entry.name} {entry.stat().st_mtime_ns}"
+    return entry.name
 
 
 class WarmServer:
