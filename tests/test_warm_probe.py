@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -77,6 +78,19 @@ def test_a_server_never_runs_a_job_that_blocks_one_of_its_preloaded_modules(warm
         assert server.alive() and server.jobs == 0
     finally:
         server.stop()
+
+
+def test_a_server_that_answers_garbage_is_stopped_and_the_probe_runs_cold(warm_on, tmp_path):
+    server = warm.WarmServer(warm.Key(warm.fingerprint(), (), (), ("predict",)), [])
+    server.stop()
+    server.process = subprocess.Popen(  # in the server's place, a process that answers no JSON
+        [sys.executable, "-c", "print('not json', flush=True); import time; time.sleep(60)"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert server.run(tmp_path / "m.pkl", tmp_path / "i.pkl", ["predict"], [], str(tmp_path), 60) is None
+    assert server.process.returncode is not None and server.jobs == 0  # stopped and reaped
 
 
 def test_a_server_with_nothing_preloaded_serves_any_probe_of_its_environment(warm_on):
