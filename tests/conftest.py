@@ -34,8 +34,11 @@ def _session_signing_key(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
-    """No test touches the user's own store."""
+    """No test touches the user's own store. Probes run cold unless a test turns the warm server on
+    (tests/test_warm_probe.py): each test has its own environment (this variable), so a server started
+    after one test's capture would never serve another's, only load the machine."""
     monkeypatch.setenv("NOTEBOOK_DEPLOY_HOME", str(tmp_path / "default-store"))
+    monkeypatch.setenv("NOTEBOOK_DEPLOY_COLD_PROBE", "1")
 
 
 @pytest.fixture

@@ -5,12 +5,16 @@ it on the sample, and every module that loads is mapped to the distribution that
 those distributions plus what they require (as installed), each pinned to the version installed here.
 Imports the session made for other reasons (plotting, cloud clients) never load in the probe, so they
 stay out of the lock.
+
+The fresh interpreter is kept warm between captures (``warm.py``): after a probe, a server with the
+modules it found imported waits for the next probe of the same kind; the owners of modules
+(``packages_distributions``, slow to build) are kept as long as the environment's fingerprint is the same.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import os
 import pickle
 import platform
 import subprocess
@@ -28,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..errors import CaptureError
 from ..schema import to_jsonable
+from . import warm
 
 PROBE = "notebook_deploy.capturing.probe"
 # The runtime that serves a bundle is installed on its own; it is not one of the model's needs.
@@ -67,51 +72,87 @@ def package_state(
     those require) importable; if the model still gives ``expected_outputs``, whatever else a library
     would import when present is not needed. Otherwise the probe runs again with everything importable.
     """
-    owners = metadata.packages_distributions()
+    environment = warm.fingerprint()
+    owners = module_owners(environment)
     allowed = _with_requirements(_owners_of(referenced_modules, owners) | {"cloudpickle"})
     blocked = sorted(top for top, names in owners.items() if not any(canonicalize_name(n) in allowed for n in names))
+    key = warm.Key(environment, tuple(blocked), tuple(sorted(referenced_modules)), tuple(methods))
     try:
-        modules, outputs = probe(model_file, model_input, methods, blocked, timeout)
+        modules, outputs = probe(model_file, model_input, methods, blocked, timeout, key)
         same = to_jsonable(outputs) == expected_outputs
     except CaptureError:
         same = False
     if not same:
-        modules, _ = probe(model_file, model_input, methods, [], timeout)
+        key = warm.Key(environment, (), key.referenced, key.methods)
+        modules, _ = probe(model_file, model_input, methods, [], timeout, key)
+    warm.keep_warm(key, sorted(modules))
     return state_from_modules(modules, owners)
 
 
+_owners_cache: tuple[str, Mapping[str, list[str]]] | None = None
+
+
+def module_owners(environment: str | None = None) -> Mapping[str, list[str]]:
+    """``metadata.packages_distributions()`` (top-level module → distributions), kept while the
+    environment's fingerprint (``warm.fingerprint``) stays the same: building it reads every installed
+    distribution's file list, a good part of a capture."""
+    global _owners_cache
+    environment = environment or warm.fingerprint()
+    if _owners_cache is None or _owners_cache[0] != environment:
+        _owners_cache = (environment, metadata.packages_distributions())
+    return _owners_cache[1]
+
+
 def probe(
-    model_file: Path, model_input: Any, methods: list[str], blocked: list[str], timeout: float
+    model_file: Path,
+    model_input: Any,
+    methods: list[str],
+    blocked: list[str],
+    timeout: float,
+    key: warm.Key | None = None,
 ) -> tuple[dict[str, str | None], dict[str, Any]]:
     """Unpickle and call the model in a fresh interpreter with this one's ``sys.path`` and ``blocked``
-    top-level modules hidden; return the modules that loaded (name → file) and the outputs."""
+    top-level modules hidden; return the modules that loaded (name → file) and the outputs.
+
+    With ``key``, the warm server runs it when it serves that key; otherwise (or when the server cannot)
+    a new interpreter does. Both end the same way: the same files, the same errors."""
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-probe-") as scratch:
         input_file = Path(scratch) / "input.pkl"
         input_file.write_bytes(pickle.dumps(model_input, protocol=5))
-        paths = [p or os.getcwd() for p in sys.path]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-        command = [
-            sys.executable,
-            "-m",
-            PROBE,
-            str(model_file),
-            str(input_file),
-            json.dumps(methods),
-            json.dumps(blocked),
-            scratch,
-        ]
-        try:
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise CaptureError(f"loading and calling the model in a fresh Python took over {timeout:.0f} s") from None
-        if result.returncode != 0:
+        finished = warm.run(key, model_file, input_file, methods, blocked, scratch, timeout) if key else None
+        if finished is None:
+            finished = _cold_probe(model_file, input_file, methods, blocked, scratch, timeout)
+        if finished.timed_out:
+            raise CaptureError(f"loading and calling the model in a fresh Python took over {timeout:.0f} s")
+        if finished.returncode != 0:
             raise CaptureError(
                 "the model could not be loaded and called in a fresh Python process, so it would not load "
-                "where it is served either. The error was:\n" + result.stderr.strip()[-3000:]
+                "where it is served either. The error was:\n" + finished.stderr.strip()[-3000:]
             )
         modules = json.loads((Path(scratch) / "modules.json").read_text())
         outputs = pickle.loads((Path(scratch) / "outputs.pkl").read_bytes())
         return modules, outputs
+
+
+def _cold_probe(
+    model_file: Path, input_file: Path, methods: list[str], blocked: list[str], report_dir: str, timeout: float
+) -> warm.Finished:
+    """The probe in a new interpreter."""
+    command = [
+        sys.executable,
+        "-m",
+        PROBE,
+        str(model_file),
+        str(input_file),
+        json.dumps(methods),
+        json.dumps(blocked),
+        report_dir,
+    ]
+    try:
+        result = subprocess.run(command, env=warm.probe_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return warm.Finished(-1, "", timed_out=True)
+    return warm.Finished(result.returncode, result.stderr)
 
 
 def _owners_of(modules: set[str], owners: Mapping[str, list[str]]) -> set[str]:
@@ -161,7 +202,7 @@ def replay_requirements(modules: set[str], lock: dict[str, str]) -> list[str]:
     versions installed here, less those the lock pins already: what a fresh environment needs beside
     the model's lock to run the recipe's cells (plotting, the libraries that prepared the data).
     Modules of no installed distribution (the notebook's own files) are left out."""
-    owners = metadata.packages_distributions()
+    owners = module_owners()
     names = {name for module in modules if module not in sys.stdlib_module_names for name in owners.get(module, ())}
     locked = {canonicalize_name(name) for name in lock}
     closure = _with_requirements(names)
@@ -171,8 +212,21 @@ def replay_requirements(modules: set[str], lock: dict[str, str]) -> list[str]:
     )
 
 
+_snapshot_cache: tuple[str, dict[str, Any]] | None = None
+
+
 def environment_snapshot() -> dict[str, Any]:
-    """Every installed distribution with version and installer, plus Python and platform: for audit."""
+    """Every installed distribution with version and installer, plus Python and platform: for audit.
+    Kept, like ``module_owners``, while the environment's fingerprint stays the same: reading every
+    distribution's metadata is a good part of a warm capture."""
+    global _snapshot_cache
+    environment = warm.fingerprint()
+    if _snapshot_cache is None or _snapshot_cache[0] != environment:
+        _snapshot_cache = (environment, _snapshot())
+    return copy.deepcopy(_snapshot_cache[1])
+
+
+def _snapshot() -> dict[str, Any]:
     distributions = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]

@@ -9,12 +9,16 @@ BLOCKED_JSON lists top-level module names whose import must fail, so that packag
 tries to import when present (pandas from scikit-learn, for one) can be shown not to be needed.
 Only the standard library and notebook_deploy.methods (which imports nothing) load before the first
 snapshot of ``sys.modules``, so that everything loaded afterwards is the model's own doing.
+
+The warm probe server (``warm.py``) runs the same ``block`` and ``run_job`` in a child it forks, so the
+two paths cannot drift apart.
 """
 
 import importlib.abc
 import json
 import pickle
 import sys
+from collections.abc import Mapping
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
@@ -27,22 +31,43 @@ class _Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
-def main(model_path: str, input_path: str, methods_json: str, blocked_json: str, report_dir: str) -> None:
+def block(blocked: list[str]) -> None:
+    """Make every import of the ``blocked`` top-level modules fail from now on."""
+    sys.meta_path.insert(0, _Blocker(set(blocked)))
+
+
+def run_job(
+    model_path: str,
+    input_path: str,
+    methods: list[str],
+    report_dir: str,
+    preloaded: Mapping[str, str | None] | None = None,
+) -> None:
+    """Load the model and the input, call ``methods``, and write modules.json and outputs.pkl.
+
+    ``preloaded`` (module → file) are modules that were imported before, on the model's behalf (the warm
+    server's preload): they are in ``sys.modules`` already, so the snapshot cannot see them load, and they
+    are reported as loaded."""
     from notebook_deploy.methods import resolve_method
 
-    sys.meta_path.insert(0, _Blocker(set(json.loads(blocked_json))))
     before = set(sys.modules)
     with open(model_path, "rb") as f:
         model = pickle.load(f)
     with open(input_path, "rb") as f:
         data = pickle.load(f)
-    outputs = {name: resolve_method(model, name)(data) for name in json.loads(methods_json)}
+    outputs = {name: resolve_method(model, name)(data) for name in methods}
     loaded = sorted(set(sys.modules) - before)
-    report = {name: getattr(sys.modules[name], "__file__", None) for name in loaded if name in sys.modules}
+    report = dict(preloaded or {})
+    report.update({name: getattr(sys.modules[name], "__file__", None) for name in loaded if name in sys.modules})
     with open(f"{report_dir}/modules.json", "w") as f:
         json.dump(report, f)
     with open(f"{report_dir}/outputs.pkl", "wb") as f:
         pickle.dump(outputs, f, protocol=5)
+
+
+def main(model_path: str, input_path: str, methods_json: str, blocked_json: str, report_dir: str) -> None:
+    block(json.loads(blocked_json))
+    run_job(model_path, input_path, json.loads(methods_json), report_dir)
 
 
 if __name__ == "__main__":

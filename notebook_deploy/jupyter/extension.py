@@ -9,6 +9,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..capturing import warm
 from ..errors import NotebookDeployError
 from .recorder import recorder_for
 from .variable import deploy_from_kernel, summary
@@ -87,6 +88,8 @@ class DeployMagics(Magics):
 
 
 def load_ipython_extension(shell: Any) -> None:
-    """Called by ``%load_ext notebook_deploy``."""
+    """Called by ``%load_ext notebook_deploy``. The warm probe server starts here, in the background,
+    so that even the first capture's probe skips starting an interpreter."""
     recorder_for(shell)
     shell.register_magics(DeployMagics)
+    warm.start()
