@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ..bundle import Bundle
 from ..errors import ModelError, Overloaded
@@ -39,6 +39,7 @@ INLINE_LONGEST_SECONDS = 0.05
 INLINE_SLOW_CALLS = 3
 INLINE_SLOW_SHARE = 0.01
 
+T = TypeVar("T")
 Observer = Callable[[str, Any, Any], None]  # (method, model input, model output)
 
 
@@ -56,10 +57,11 @@ class Predictor:
         # processes (``workers``) are what scale a server across cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._batchers: dict[str, Batcher] = {}
-        row = take_rows(bundle.input_schema.decode(bundle.sample["instances"]), 0, 1)
-        self._inline = {method for method, call in self._calls.items() if _fast(call, row)}
-        self._inline_calls = dict.fromkeys(self._inline, 0)
-        self._slow_calls = dict.fromkeys(self._inline, 0)
+        # Methods called in the event loop rather than the model thread; none until ``time_methods`` has
+        # timed them, which the app does in the background once it answers requests.
+        self._inline: set[str] = set()
+        self._inline_calls: dict[str, int] = {}
+        self._slow_calls: dict[str, int] = {}
         self.pending = 0
         self.observers: list[Observer] = []
         self.batch_observers: list[Callable[[str, int], None]] = []
@@ -72,6 +74,18 @@ class Predictor:
         """Requests of ``method`` waiting for a batch."""
         batcher = self._batchers.get(method)
         return batcher.queued if batcher is not None else 0
+
+    def time_methods(self) -> None:
+        """Time each method on one row of the sample, and call the fast ones inline from now on."""
+        row = take_rows(self.bundle.input_schema.decode(self.bundle.sample["instances"]), 0, 1)
+        fast = {method for method, call in self._calls.items() if _fast(call, row)}
+        self._inline_calls = dict.fromkeys(fast, 0)
+        self._slow_calls = dict.fromkeys(fast, 0)
+        self._inline = fast
+
+    async def in_model_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` in the thread that calls the model, so that no two model calls overlap."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
     async def start(self) -> None:
         """Start the batchers (needs the running event loop)."""

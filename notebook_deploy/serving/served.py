@@ -90,7 +90,9 @@ class ServedModel:
     bundle: Bundle
     predictor: Predictor
     settings: ServeSettings
-    sample_check: str
+    # Whether the model reproduces the stored sample ("match", "differs", "error"); None until the app,
+    # in the background once it answers requests, has run the sample: until then /readyz answers 503.
+    sample_check: str | None = None
     fast: dict[str, tuple[APIRoute, FastHandler]] = field(default_factory=dict)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
