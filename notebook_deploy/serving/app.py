@@ -185,7 +185,7 @@ def _add_service_routes(served: ServedModel) -> None:
         return {"status": "ok"}
 
     async def readyz() -> Response:
-        if served.sample_check is None:
+        if not served.ready:
             body = {"ready": False, "model": bundle.ref, "reason": "the model is still running its stored sample"}
             return Response(dumps(body), 503, media_type="application/json")
         return Response(

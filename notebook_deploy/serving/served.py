@@ -98,6 +98,11 @@ class ServedModel:
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     errors: dict[Callable[..., Any], ErrorShape] = field(default_factory=dict)  # endpoint -> its error shape
 
+    @property
+    def ready(self) -> bool:
+        """Whether the model has answered its stored sample: what /readyz and the OIP readiness calls say."""
+        return self.sample_check is not None
+
     def example(self) -> dict[str, Any]:
         """The request and answers the API docs show (``{"instances", "outputs"}``): the captured sample
         when keys are off; when they are on, rows made from the schema alone, since /docs and
