@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 from models import FragileModel
+from readiness import wait_until_ready
 
 import notebook_deploy as nd
 
@@ -124,10 +129,61 @@ def test_string_labels_and_health_endpoints(store, iris):
             "predictions": ["setosa", "setosa"]
         }
         assert client.get("/healthz").json() == {"status": "ok"}
-        assert client.get("/readyz").json() == {"ready": True, "model": bundle.ref, "sample_check": "match"}
+        assert wait_until_ready(client) == {"ready": True, "model": bundle.ref, "sample_check": "match"}
         meta = client.get("/metadata").json()
         assert (meta["name"], meta["version"]) == ("named", bundle.version)
         assert meta["schema"]["outputs"]["predict"]["kind"] == "str"
+
+
+def test_readyz_answers_503_until_the_model_has_answered_its_sample(forest_bundle, iris, monkeypatch):
+    from notebook_deploy.serving import app as serving_app
+
+    entered, release = threading.Event(), threading.Event()
+    check_sample = serving_app._check_sample
+
+    def held(bundle, model):  # the background sample check, held until the test releases it
+        entered.set()
+        assert release.wait(30)
+        return check_sample(bundle, model)
+
+    monkeypatch.setattr(serving_app, "_check_sample", held)
+    with TestClient(nd.create_app(forest_bundle)) as client:
+        assert entered.wait(30)
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.json() == {
+            "ready": False,
+            "model": forest_bundle.ref,
+            "reason": "the model is still running its stored sample",
+        }
+        assert client.get("/healthz").status_code == 200  # alive all along
+        release.set()
+        assert wait_until_ready(client) == {"ready": True, "model": forest_bundle.ref, "sample_check": "match"}
+
+
+def test_importing_the_app_leaves_grpc_prometheus_and_drift_unimported(forest_bundle):
+    """The start of a server pays only for what it uses: gRPC with a gRPC port, prometheus_client when
+    metrics are first folded (a second in) or drift gauges are made, the drift modules when an app is built."""
+    later = ["grpc", "prometheus_client", "notebook_deploy.drift", "notebook_deploy.serving.drift"]
+    script = (
+        "import sys\n"
+        "from notebook_deploy.serving.app import create_app\n"
+        f"later = {later!r}\n"
+        "print([m for m in later if m in sys.modules])\n"
+        f"create_app({str(forest_bundle.path)!r})\n"  # no reference statistics, no gRPC port
+        "print([m for m in later[:2] if m in sys.modules])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["[]", "[]"]
+
+
+def test_the_metrics_content_type_is_prometheus_clients():
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from notebook_deploy.serving.metrics import CONTENT_TYPE
+
+    assert CONTENT_TYPE == CONTENT_TYPE_LATEST
 
 
 def test_openapi_documents_each_method_with_schema_and_example(forest_client, forest_bundle):

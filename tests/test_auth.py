@@ -13,6 +13,7 @@ import grpc
 import pytest
 import requests
 from fastapi.testclient import TestClient
+from readiness import wait_until_ready
 
 import notebook_deploy as nd
 from notebook_deploy import audit
@@ -110,6 +111,7 @@ def test_a_predict_key_reaches_inference_only(client, secured):
 
 
 def test_open_routes_need_no_key(client):
+    wait_until_ready(client)
     for path in ("/healthz", "/readyz", "/docs", "/openapi.json"):
         assert client.get(path).status_code == 200, path
 

@@ -18,6 +18,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from fastapi.testclient import TestClient
 from models import FragileModel
+from readiness import wait_until_ready
 from registries import free_port
 from tritonclient.utils import InferenceServerException
 from venvs import tool_venv
@@ -64,6 +65,7 @@ def test_server_and_model_metadata_and_health(forest_client, forest_bundle, pipe
         "extensions": ["binary_tensor_data"],
     }
     assert forest_client.get("/v2/health/live").status_code == 200
+    wait_until_ready(forest_client)  # the OIP readiness is /readyz's
     assert forest_client.get("/v2/health/ready").status_code == 200
     assert forest_client.get("/v2/models/forest/ready").json() == {"name": "forest", "ready": True}
     assert forest_client.get(f"/v2/models/forest/versions/{forest_bundle.version}/ready").status_code == 200
@@ -497,7 +499,8 @@ def test_regenerating_the_stubs_gives_the_committed_files(tmp_path):
 @pytest.fixture(scope="module")
 def forest_grpc(forest_bundle):
     port = free_port()
-    with TestClient(nd.create_app(forest_bundle, grpc_port=port)):
+    with TestClient(nd.create_app(forest_bundle, grpc_port=port)) as client:
+        wait_until_ready(client)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield pb_grpc.GRPCInferenceServiceStub(channel)
 

@@ -18,6 +18,7 @@ dominate the maximum with noise.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import queue
@@ -30,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi.responses import Response
-from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
 from .. import drift as statistics
@@ -40,6 +40,8 @@ from . import auth
 from .served import DETAIL
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .metrics import Metrics
     from .served import ServedModel
 
@@ -117,6 +119,45 @@ class Features:
         return len(data), values
 
 
+class _Gauges:
+    """The drift gauges of one worker, in the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry, model: dict[str, str]) -> None:
+        from prometheus_client import Gauge
+
+        labels = ["model", "version", "feature"]
+        self.psi = Gauge(
+            "notebook_deploy_drift_psi",
+            "Population stability index of a feature's live window against the "
+            "reference (predictions as feature=prediction:NAME); largest over workers",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.ks = Gauge(
+            "notebook_deploy_drift_ks",
+            "Kolmogorov-Smirnov statistic of a numeric feature's live window against "
+            "the reference; largest over workers",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.detected = Gauge(
+            "notebook_deploy_drift_detected",
+            "1 where a feature's PSI is above the drift threshold, else 0; largest over workers",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.rows = Gauge(
+            "notebook_deploy_drift_window_rows",
+            "Rows in the drift windows, summed over workers",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        ).labels(**model)
+
+
 class DriftMonitor:
     """The sliding window of one worker, its drift report and the gauges it sets."""
 
@@ -136,40 +177,14 @@ class DriftMonitor:
         self._compute = threading.Lock()
         self._changes = 0
         self._report: tuple[int, dict[str, Any]] | None = None
-        labels = ["model", "version", "feature"]
-        model = {"model": self.bundle.name, "version": self.bundle.version}
-        self._model = model
-        registry = metrics.registry
-        self.psi_gauge = Gauge(
-            "notebook_deploy_drift_psi",
-            "Population stability index of a feature's live window against the "
-            "reference (predictions as feature=prediction:NAME); largest over workers",
-            labels,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.ks_gauge = Gauge(
-            "notebook_deploy_drift_ks",
-            "Kolmogorov-Smirnov statistic of a numeric feature's live window against "
-            "the reference; largest over workers",
-            labels,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.detected_gauge = Gauge(
-            "notebook_deploy_drift_detected",
-            "1 where a feature's PSI is above the drift threshold, else 0; largest over workers",
-            labels,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.rows_gauge = Gauge(
-            "notebook_deploy_drift_window_rows",
-            "Rows in the drift windows, summed over workers",
-            ["model", "version"],
-            registry=registry,
-            multiprocess_mode="livesum",
-        ).labels(**model)
+        self._model = {"model": self.bundle.name, "version": self.bundle.version}
+        self._metrics = metrics
+
+    @functools.cached_property
+    def _gauges(self) -> _Gauges:
+        """The drift gauges, made (and prometheus_client imported) when the first report, under
+        ``_compute``, sets them."""
+        return _Gauges(self._metrics.registry, self._model)
 
     # -- the request path -------------------------------------------------------------------------
     def observe(self, method: str, model_input: Any, model_output: Any) -> None:
@@ -237,7 +252,8 @@ class DriftMonitor:
         return result
 
     def _set_gauges(self, report: dict[str, Any]) -> None:
-        self.rows_gauge.set(report["window"]["rows"])
+        gauges = self._gauges
+        gauges.rows.set(report["window"]["rows"])
         groups = [("", report["status"], report["features"])]
         if report["predictions"] is not None:
             predictions = report["predictions"]
@@ -248,10 +264,10 @@ class DriftMonitor:
             for name, entry in features.items():
                 labels = dict(self._model, feature=prefix + name)
                 if entry["psi"] is not None:
-                    self.psi_gauge.labels(**labels).set(entry["psi"])
+                    gauges.psi.labels(**labels).set(entry["psi"])
                 if entry["ks"] is not None:
-                    self.ks_gauge.labels(**labels).set(entry["ks"])
-                self.detected_gauge.labels(**labels).set(1 if entry["drifted"] else 0)
+                    gauges.ks.labels(**labels).set(entry["ks"])
+                gauges.detected.labels(**labels).set(1 if entry["drifted"] else 0)
 
 
 def _add_route(served: ServedModel, monitor: DriftMonitor | None) -> None:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import auth
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Histogram
+
     from .served import ServedModel
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -31,17 +32,20 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 FLUSH_SECONDS = 1.0
 FLUSH_EVERY_REQUESTS = 10_000  # bounds what is held between flushes when requests come fast
 
+# prometheus_client's CONTENT_TYPE_LATEST, written here so that the route's declaration does not import it
+CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"
+
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
-class Metrics:
-    """The server's metrics, the middleware that counts requests, and the ``/metrics`` route."""
+class _Instruments:
+    """The prometheus_client metrics of one app, in their own registry."""
 
-    def __init__(self, served: ServedModel) -> None:
-        self.served = served
-        self.registry = CollectorRegistry()
-        model = {"model": served.bundle.name, "version": served.bundle.version}
+    def __init__(self, model: dict[str, str]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         labels = list(model)
+        self.registry = CollectorRegistry()
         self.requests = Counter(
             "notebook_deploy_requests",
             "Requests answered, by route and HTTP status",
@@ -62,14 +66,14 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
-        self._in_flight = Gauge(
+        self.in_flight = Gauge(
             "notebook_deploy_requests_in_flight",
             "Requests being answered",
             labels,
             registry=self.registry,
             multiprocess_mode="livesum",
         ).labels(**model)
-        self._queue_depth = Gauge(
+        self.queue_depth = Gauge(
             "notebook_deploy_queue_depth",
             "Inference requests accepted and not yet answered",
             labels,
@@ -83,21 +87,48 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         ).labels(**model).set(1)
-        self._model = model
+
+
+class Metrics:
+    """The server's metrics, the middleware that counts requests, and the ``/metrics`` route."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
+        self._model = {"model": served.bundle.name, "version": served.bundle.version}
+        self._instruments: _Instruments | None = None
+        self._making = threading.Lock()
         self.before_exposition: list[Callable[[], Any]] = []  # run before each /metrics answer (drift gauges)
-        # Requests are tallied in plain Python and folded into prometheus_client before each answer to
-        # /metrics and once a second (``flush``): its counters, histograms and gauges each take a lock per
-        # update, which cost about 5 µs of a request's 100 in-process.
+        # Requests and batches are tallied in plain Python and folded into prometheus_client before each
+        # answer to /metrics and once a second (``flush``): its counters, histograms and gauges each take a
+        # lock per update, which cost about 5 µs of a request's 100 in-process. So prometheus_client is
+        # first needed (and imported) by the first flush, a second after the server starts, not before.
         self.in_flight = 0
         self._counts: defaultdict[tuple[str, int], int] = defaultdict(int)
         self._durations: defaultdict[str, list[float]] = defaultdict(list)
+        self._batches: defaultdict[str, list[float]] = defaultdict(list)
         self._unflushed = 0
         # Flushed once a second, so that other workers' /metrics see this one's counts, and at the end.
         served.every(FLUSH_SECONDS, self._flush_job, "flushing metrics")
         served.shutdown.append(self._flush_job)
-        served.predictor.batch_observers.append(
-            lambda method, rows: self.batch_size.labels(**model, method=method).observe(rows)
-        )
+        served.predictor.batch_observers.append(self._on_batch)
+
+    @property
+    def instruments(self) -> _Instruments:
+        """The Prometheus metrics, made (and prometheus_client imported) on first use: by the event loop's
+        flush or by a drift report in a worker thread, whichever comes first."""
+        with self._making:
+            if self._instruments is None:
+                self._instruments = _Instruments(self._model)
+            return self._instruments
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry of this app's metrics, where other parts (drift) add theirs."""
+        return self.instruments.registry
+
+    def _on_batch(self, method: str, rows: int) -> None:
+        self._batches[method].append(rows)
+        self._unflushed += 1
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app`` so that every HTTP request is counted and timed (as ``app.add_middleware`` wants)."""
@@ -136,22 +167,27 @@ class Metrics:
             self.flush()
 
     def flush(self) -> None:
-        """Fold the requests tallied since the last flush into the Prometheus metrics, and set the gauges."""
-        self._in_flight.set(self.in_flight)
-        self._queue_depth.set(self.served.predictor.pending)
-        counts, durations = self._counts, self._durations
-        self._counts, self._durations, self._unflushed = defaultdict(int), defaultdict(list), 0
+        """Fold the requests and batches tallied since the last flush into the Prometheus metrics, and set
+        the gauges."""
+        instruments = self.instruments
+        instruments.in_flight.set(self.in_flight)
+        instruments.queue_depth.set(self.served.predictor.pending)
+        counts, durations, batches = self._counts, self._durations, self._batches
+        self._counts, self._durations, self._batches = defaultdict(int), defaultdict(list), defaultdict(list)
+        self._unflushed = 0
         for (endpoint, status), count in counts.items():
-            self.requests.labels(**self._model, endpoint=endpoint, status=str(status)).inc(count)
+            instruments.requests.labels(**self._model, endpoint=endpoint, status=str(status)).inc(count)
         for endpoint, seconds in durations.items():
-            _observe_all(self.latency.labels(**self._model, endpoint=endpoint), seconds)
+            _observe_all(instruments.latency.labels(**self._model, endpoint=endpoint), seconds)
+        for method, sizes in batches.items():
+            _observe_all(instruments.batch_size.labels(**self._model, method=method), sizes)
 
     async def _flush_job(self) -> None:
         self.flush()
 
     def add_routes(self) -> None:
         async def metrics() -> Response:
-            return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
+            return Response(self.exposition(), media_type=CONTENT_TYPE)
 
         self.served.route(
             "/metrics",
@@ -160,7 +196,7 @@ class Metrics:
             methods=["GET"],
             response_class=Response,
             summary="Prometheus metrics: requests, latency, batch sizes, queue depth, drift",
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+            responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
         )
 
     def exposition(self) -> bytes:
@@ -171,6 +207,9 @@ class Metrics:
             except Exception:  # noqa: BLE001 - a failing hook must not take the metrics down
                 logging.getLogger("notebook_deploy.serving").exception("updating metrics before exposition failed")
         self.flush()
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         if os.environ.get(MULTIPROCESS_VARIABLE):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)

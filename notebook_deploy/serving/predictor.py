@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ..bundle import Bundle
 from ..errors import ModelError, Overloaded
@@ -32,13 +32,18 @@ log = logging.getLogger("notebook_deploy.serving")
 # INLINE_SLOW_CALLS calls over INLINE_SECONDS once they are more than INLINE_SLOW_SHARE of its calls. A
 # lone slow call is most often the process descheduled under load, not the model: demoting on the first
 # one sent a cheap model to the thread in about half the benchmark runs, at 0.78x the raw baseline
-# instead of 0.9x.
+# instead of 0.9x. So calls are timed in the CPU time of the loop's thread, which does not count time
+# descheduled (on a busy machine, wall time sent it to the thread after a few seconds all the same: the
+# profile then showed 70% of samples in the model thread, waiting for the GIL); only a call that blocks the
+# loop for INLINE_BLOCKED_SECONDS of wall time, as a model waiting on I/O does, is judged by wall time.
 INLINE_SECONDS = 0.001
 INLINE_MAX_ROWS = 16
 INLINE_LONGEST_SECONDS = 0.05
 INLINE_SLOW_CALLS = 3
 INLINE_SLOW_SHARE = 0.01
+INLINE_BLOCKED_SECONDS = 0.25
 
+T = TypeVar("T")
 Observer = Callable[[str, Any, Any], None]  # (method, model input, model output)
 
 
@@ -56,10 +61,11 @@ class Predictor:
         # processes (``workers``) are what scale a server across cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._batchers: dict[str, Batcher] = {}
-        row = take_rows(bundle.input_schema.decode(bundle.sample["instances"]), 0, 1)
-        self._inline = {method for method, call in self._calls.items() if _fast(call, row)}
-        self._inline_calls = dict.fromkeys(self._inline, 0)
-        self._slow_calls = dict.fromkeys(self._inline, 0)
+        # Methods called in the event loop rather than the model thread; none until ``time_methods`` has
+        # timed them, which the app does in the background once it answers requests.
+        self._inline: set[str] = set()
+        self._inline_calls: dict[str, int] = {}
+        self._slow_calls: dict[str, int] = {}
         self.pending = 0
         self.observers: list[Observer] = []
         self.batch_observers: list[Callable[[str, int], None]] = []
@@ -72,6 +78,18 @@ class Predictor:
         """Requests of ``method`` waiting for a batch."""
         batcher = self._batchers.get(method)
         return batcher.queued if batcher is not None else 0
+
+    def time_methods(self) -> None:
+        """Time each method on one row of the sample, and call the fast ones inline from now on."""
+        row = take_rows(self.bundle.input_schema.decode(self.bundle.sample["instances"]), 0, 1)
+        fast = {method for method, call in self._calls.items() if _fast(call, row)}
+        self._inline_calls = dict.fromkeys(fast, 0)
+        self._slow_calls = dict.fromkeys(fast, 0)
+        self._inline = fast
+
+    async def in_model_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` in the thread that calls the model, so that no two model calls overlap."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
     async def start(self) -> None:
         """Start the batchers (needs the running event loop)."""
@@ -109,9 +127,9 @@ class Predictor:
                 result = await batcher.submit(data)
             else:
                 if method in self._inline and len(data) <= INLINE_MAX_ROWS:
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.thread_time()
                     result = self._calls[method](data)
-                    self._timed_inline(method, time.perf_counter() - start)
+                    self._timed_inline(method, time.thread_time() - cpu, time.perf_counter() - start)
                 else:
                     result = await asyncio.get_running_loop().run_in_executor(self._executor, self._calls[method], data)
         except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
@@ -132,9 +150,12 @@ class Predictor:
                 log.exception("an observer of %s failed", method)
         return result
 
-    def _timed_inline(self, method: str, seconds: float) -> None:
-        """Count an inline call of ``seconds``; send the method to the model thread when calls turn out slow."""
+    def _timed_inline(self, method: str, seconds: float, wall: float) -> None:
+        """Count an inline call that took ``seconds`` of this thread's CPU and ``wall`` seconds in all; send
+        the method to the model thread when calls turn out slow."""
         calls = self._inline_calls[method] = self._inline_calls[method] + 1
+        if wall > INLINE_BLOCKED_SECONDS:  # the model waited on something else, with the loop stopped
+            self._inline.discard(method)
         if seconds <= INLINE_SECONDS:
             return
         slow = self._slow_calls[method] = self._slow_calls[method] + 1

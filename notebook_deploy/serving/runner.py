@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import os
 import shutil
@@ -26,7 +27,6 @@ from uvicorn.supervisors import Multiprocess
 from ..bundle import Bundle
 from ..store import Store
 from .limits import BoundedHead
-from .metrics import MULTIPROCESS_VARIABLE
 from .settings import ServeSettings
 
 # Set by ``Server`` in the child's environment: the server stops when that process is gone.
@@ -44,8 +44,9 @@ def run(
     ready_file: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``bundle`` until interrupted; SIGTERM drains the requests in flight first. Once requests
-    are answered, the URL is written to ``ready_file`` (as JSON) and passed to ``on_ready``."""
+    """Serve ``bundle`` until interrupted; SIGTERM drains the requests in flight first. Once the server
+    is ready (``/readyz`` answers 200: the model has answered its stored sample), the URL is written to
+    ``ready_file`` (as JSON) and passed to ``on_ready``."""
     settings = settings or ServeSettings()
     if settings.grpc_host is None:
         settings = replace(settings, grpc_host=host)  # gRPC listens where HTTP does
@@ -70,6 +71,7 @@ def run(
         http=BoundedHead,
     )
     if settings.workers <= 1:
+        gc.disable()  # until create_app freezes what it loaded, as it does for the model: see there
         from .app import create_app
 
         server = uvicorn.Server(uvicorn.Config(create_app(bundle, settings), **options))
@@ -77,6 +79,8 @@ def run(
         serve_forever: Callable[[], None] = functools.partial(server.run, sockets=[sock])
         metrics_dir = None
     else:
+        from .metrics import MULTIPROCESS_VARIABLE
+
         metrics_dir = tempfile.mkdtemp(prefix="notebook-deploy-metrics-")
         os.environ[MULTIPROCESS_VARIABLE] = metrics_dir  # read by prometheus_client as each worker imports it
         os.environ[WORKER_VARIABLE] = json.dumps({"bundle": str(bundle.path), "settings": settings.to_json()})
@@ -99,6 +103,7 @@ def run(
 
 def worker_app() -> Any:
     """The app of one worker process, built from what ``run`` put in the environment."""
+    gc.disable()  # until create_app freezes what it loaded: see there
     from .app import create_app
 
     spec = json.loads(os.environ[WORKER_VARIABLE])
@@ -120,7 +125,7 @@ def _announce(
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     while True:
         try:
-            with opener.open(f"{local}/healthz", timeout=2) as answer:
+            with opener.open(f"{local}/readyz", timeout=2) as answer:
                 if answer.status == 200:
                     break
         except OSError:

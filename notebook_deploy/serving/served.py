@@ -90,11 +90,18 @@ class ServedModel:
     bundle: Bundle
     predictor: Predictor
     settings: ServeSettings
-    sample_check: str
+    # Whether the model reproduces the stored sample ("match", "differs", "error"); None until the app,
+    # in the background once it answers requests, has run the sample: until then /readyz answers 503.
+    sample_check: str | None = None
     fast: dict[str, tuple[APIRoute, FastHandler]] = field(default_factory=dict)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     errors: dict[Callable[..., Any], ErrorShape] = field(default_factory=dict)  # endpoint -> its error shape
+
+    @property
+    def ready(self) -> bool:
+        """Whether the model has answered its stored sample: what /readyz and the OIP readiness calls say."""
+        return self.sample_check is not None
 
     def example(self) -> dict[str, Any]:
         """The request and answers the API docs show (``{"instances", "outputs"}``): the captured sample

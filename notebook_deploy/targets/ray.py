@@ -9,7 +9,9 @@ Each replica receives the bundle as the bytes of its archive (``Bundle.export``)
 folder and builds the app with ``create_app``, so replicas need no shared disk and the bundle lives in
 the deployment's own config: replicas that restart or scale up later get it, also after the Python that
 deployed it has exited. Ray Serve's ingress runs the app's lifespan (the predictor, with the app's own
-adaptive batching) in each replica, and its proxy routes ``ROUTE_PREFIX/...`` to them.
+adaptive batching) in each replica, and its proxy routes ``ROUTE_PREFIX/...`` to them. Ray routes to a
+replica once its lifespan has started, which does not wait for the stored sample: each replica's
+``/readyz`` (503 until its model has answered the sample) says when it has.
 
 ``ray`` is imported inside the functions, so importing this module does not import Ray.
 """

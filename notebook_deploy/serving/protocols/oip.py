@@ -220,6 +220,7 @@ class OipModel:
     """What REST and gRPC share: the model's identity and metadata, tensors ⇄ model data, and inference."""
 
     def __init__(self, served: ServedModel) -> None:
+        self.served = served
         self.bundle = served.bundle
         self.predictor = served.predictor
         self.schema: Schema = served.bundle.input_schema
@@ -496,8 +497,9 @@ def add_routes(served: ServedModel) -> None:
     async def live() -> Response:
         return json_response({"live": True})
 
+    # Not ready answers 400, as the protocol's health routes say false with a 4xx status.
     async def ready() -> Response:
-        return json_response({"ready": True})
+        return json_response({"ready": served.ready}, 200 if served.ready else 400)
 
     async def model_metadata(request: Request) -> Response:
         check(request)
@@ -505,7 +507,7 @@ def add_routes(served: ServedModel) -> None:
 
     async def model_ready(request: Request) -> Response:
         check(request)
-        return json_response({"name": model.name, "ready": True})
+        return json_response({"name": model.name, "ready": served.ready}, 200 if served.ready else 400)
 
     async def infer(request: Request) -> Response:
         check(request)

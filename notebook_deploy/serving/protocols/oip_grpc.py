@@ -124,11 +124,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self.model.served.ready)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         await _run(context, self.model.check, request.name, request.version)
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ModelReadyResponse(ready=self.model.served.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerMetadataResponse(**self.model.server_metadata())
