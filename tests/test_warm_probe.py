@@ -183,3 +183,27 @@ def test_a_model_that_fails_in_the_probe_gives_the_cold_error_on_the_warm_path(w
     # The same message and the same exception; the tracebacks differ only in how the probe was started.
     assert warm_error.splitlines()[-1] == cold_error.splitlines()[-1]
     assert warm_error.splitlines()[-1] == "RuntimeError: this model refuses to run outside its notebook"
+
+
+@pytest.mark.parametrize("warmed", [False, True])
+def test_notebook_deploy_itself_blocked_does_not_break_the_probe(logistic, iris, tmp_path, monkeypatch, warmed):
+    """Where notebook-deploy is an installed distribution (a fresh venv, not PYTHONPATH), the blocked list
+    names it: the probe's own import of it comes before the blocker, cold and warm."""
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(dump_model(logistic).data)
+    X, _ = iris
+    if warmed:
+        monkeypatch.delenv(warm.COLD_ENV, raising=False)
+        warm.stop()
+        key = warm.Key(warm.fingerprint(), ("notebook_deploy",), ("sklearn",), ("predict",))
+        warm.keep_warm(key, [])
+    else:
+        key = None
+    try:
+        modules, outputs = packages.probe(model_file, X[:3], ["predict"], ["notebook_deploy"], 120, key)
+        server = warm.current()
+        assert not warmed or (server is not None and server.jobs == 1)  # the warm path really ran
+    finally:
+        warm.stop()
+    assert outputs["predict"].tolist() == logistic.predict(X[:3]).tolist()
+    assert any(name.startswith("sklearn") for name in modules)

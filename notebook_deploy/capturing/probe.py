@@ -20,6 +20,10 @@ import pickle
 import sys
 from collections.abc import Mapping
 
+# Imported before any blocker is installed: where notebook-deploy is an installed distribution (not on
+# PYTHONPATH) the blocked list names it too, and a later import of it would fail in every probe.
+from notebook_deploy.methods import resolve_method
+
 
 class _Blocker(importlib.abc.MetaPathFinder):
     def __init__(self, blocked: set) -> None:
@@ -48,8 +52,6 @@ def run_job(
     ``preloaded`` (module → file) are modules that were imported before, on the model's behalf (the warm
     server's preload): they are in ``sys.modules`` already, so the snapshot cannot see them load, and they
     are reported as loaded."""
-    from notebook_deploy.methods import resolve_method
-
     before = set(sys.modules)
     with open(model_path, "rb") as f:
         model = pickle.load(f)
