@@ -274,3 +274,15 @@ def test_a_registry_without_the_referrers_api_is_asked_once_per_client(tmp_path)
         fresh = client_for(real)  # another client asks again
         assert fresh.put_referrer("models/iris", bodies[1], OCI_MANIFEST) is False
         assert fresh.get_manifest("models/iris", "sha256:" + hashlib.sha256(bodies[1]).hexdigest())[0] == bodies[1]
+
+
+def test_a_blob_pushed_without_the_check_is_uploaded_even_when_there(tmp_path):
+    """check=False (attachments of an image new to the repository) skips the HEAD; a blob that was there
+    after all is uploaded again and stays readable, once."""
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = client_for(real)
+        data = blob_of(b"an sbom")
+        assert client.push_blob("models/iris", data, check=False) == "uploaded"
+        assert client.push_blob("models/iris", data, check=False) == "uploaded"
+        assert client.push_blob("models/iris", data) == "exists"
+        assert client.get_blob("models/iris", data.digest) == data.data

@@ -90,11 +90,13 @@ def push_signature(registry: Registry, repository: str, digest: str, layer: Laye
     return tag
 
 
-def stage_signature(registry: Registry, repository: str, digest: str, layer: Layer) -> tuple[str, bytes]:
+def stage_signature(
+    registry: Registry, repository: str, digest: str, layer: Layer, fresh: bool = False
+) -> tuple[str, bytes]:
     """All of ``push_signature`` but its last step: read the signatures already there, push the layer and
     the config; return the tag and the manifest to put under it. Until that manifest is put, nothing
     names these blobs, so no one sees a signature: they may be pushed while the image's other
-    attachments are, and the tag put once those are there."""
+    attachments are, and the tag put once those are there. ``fresh`` as for ``push_attachment``."""
     tag = attachment_tag(digest, "sig")
     kept = [
         d
@@ -102,7 +104,7 @@ def stage_signature(registry: Registry, repository: str, digest: str, layer: Lay
         if (d.get("digest"), d.get("annotations")) != (layer.digest, layer.annotations or None)
     ]
     config, body = _manifest(kept + [layer.descriptor()])
-    _push_blobs(registry, repository, [layer], config)
+    _push_blobs(registry, repository, [layer], config, fresh)
     return tag, body
 
 
@@ -113,11 +115,14 @@ def push_attachment(
     suffix: Suffix,
     artifact_type: str,
     layers: list[Layer],
+    fresh: bool = False,
 ) -> str:
     """Attach ``layers`` to the image ``subject`` (its descriptor): through the referrers API where the
-    registry has it, else under the ``sha256-<hex>.SUFFIX`` tag. Returns where: ``referrers`` or the tag."""
+    registry has it, else under the ``sha256-<hex>.SUFFIX`` tag. Returns where: ``referrers`` or the tag.
+    ``fresh``: the image was not in the repository before this push, so neither are documents about it:
+    their blobs are uploaded without asking first."""
     config, body = _manifest([layer.descriptor() for layer in layers], subject, artifact_type)
-    _push_blobs(registry, repository, layers, config)
+    _push_blobs(registry, repository, layers, config, fresh)
     if registry.put_referrer(repository, body, OCI_MANIFEST):
         return "referrers"
     tag = attachment_tag(subject["digest"], suffix)
@@ -166,11 +171,12 @@ def _existing_layers(registry: Registry, repository: str, tag: str) -> list[dict
         raise
 
 
-def _push_blobs(registry: Registry, repository: str, layers: list[Layer], config: bytes) -> None:
-    """Push the layers and the config of one attachment, at once (before its manifest is put)."""
+def _push_blobs(registry: Registry, repository: str, layers: list[Layer], config: bytes, fresh: bool) -> None:
+    """Push the layers and the config of one attachment, at once (before its manifest is put); if
+    ``fresh``, without asking whether each is there."""
     blobs = [Blob(layer.digest, len(layer.data), layer.data) for layer in layers]
     blobs.append(Blob("sha256:" + hashlib.sha256(config).hexdigest(), len(config), config))
-    run_all([(blob.digest, functools.partial(registry.push_blob, repository, blob)) for blob in blobs])
+    run_all([(b.digest, functools.partial(registry.push_blob, repository, b, check=not fresh)) for b in blobs])
 
 
 def _manifest(

@@ -130,9 +130,12 @@ class Registry:
         mount_from: str | None = None,
         progress: Progress | None = None,
         chunk_size: int = CHUNK_SIZE,
+        check: bool = True,
     ) -> str:
-        """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``."""
-        if self.blob_exists(repository, blob.digest, for_push=True):
+        """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``.
+        ``check=False`` uploads without asking first whether it is there, for a blob that cannot be (one
+        round trip fewer); a blob uploaded again is stored once, so a wrong guess costs only the bytes."""
+        if check and self.blob_exists(repository, blob.digest, for_push=True):
             _report(progress, blob.size, blob.size)
             return "exists"
         if mount_from and mount_from != repository:

@@ -159,10 +159,14 @@ def attach(
     base: BaseImage,
     platform: str,
     key: SigningKey | None,
+    fresh: bool = False,
 ) -> Attached:
     """Attach the SBOM, the provenance and (with ``key``) the signature to the pushed image whose
-    manifest descriptor is ``subject``. The SBOM and the provenance are pushed at once, the signature
-    only after both are there. Raises if any step fails; nothing is signed before the rest is there."""
+    manifest descriptor is ``subject``. The SBOM and the provenance are pushed at once (with the
+    signature's blobs beside them), the signature's tag only after both are there. Raises if any step
+    fails; nothing is signed before the rest is there. ``fresh``: the image was not in the repository
+    before this push (a blob of it was uploaded), so the attachments' blobs are not there either and
+    are uploaded without asking first."""
     image = f"{target.registry}/{target.repository}"
     digest = subject["digest"]
     done = Attached(key_id=key.key_id if key else None)
@@ -180,13 +184,18 @@ def attach(
     if signed_bundle is not None:
         layers.append(Layer(compact_json(signed_bundle), DSSE, {"predicateType": SLSA_PROVENANCE}))
     jobs: list[tuple[str, Callable[[], Any]]] = [
-        ("sbom", partial(push_attachment, registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer])),
-        ("att", partial(push_attachment, registry, target.repository, subject, "att", IN_TOTO, layers)),
+        (
+            "sbom",
+            partial(
+                push_attachment, registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer], fresh
+            ),
+        ),
+        ("att", partial(push_attachment, registry, target.repository, subject, "att", IN_TOTO, layers, fresh)),
     ]
     if key is not None:  # its blobs go up beside the rest; its tag, which makes it a signature, only after
         payload = simple_signing_payload(image, digest, {KEY_ID_ANNOTATION: key.key_id})
         signature = Layer(payload, SIMPLE_SIGNING, {SIGNATURE_ANNOTATION: b64(key.sign(payload))})
-        jobs.append(("sig", partial(stage_signature, registry, target.repository, digest, signature)))
+        jobs.append(("sig", partial(stage_signature, registry, target.repository, digest, signature, fresh)))
     done_jobs = run_all(jobs)  # raises if any failed, and then no signature is put
     done.sbom, done.provenance = done_jobs["sbom"], done_jobs["att"]
     if key is not None:
