@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import threading
+import time
 
 import pytest
 from images import push_test_base
 from registries import Registry as RealRegistry
 
-from notebook_deploy.errors import NotebookDeployError
+from notebook_deploy.errors import NotebookDeployError, RegistryError
 from notebook_deploy.image.assemble import ImageSpec, assemble, push_image, resolve_base
 from notebook_deploy.image.layers import Entry, build_layer
 from notebook_deploy.image.outputs import write_image_tar, write_oci_layout
@@ -142,3 +145,64 @@ def test_oci_layout_and_image_tar_are_read_by_skopeo(registry, tmp_path):
         )
         assert found["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
         assert len(found["rootfs"]["diff_ids"]) == 3
+
+
+def _layers(tmp_path, count: int) -> list:
+    return [
+        build_layer([Entry(f"opt/bundle/part-{i}.bin", f"part {i} ".encode() * (i + 1))], tmp_path / f"part-{i}.tgz")
+        for i in range(count)
+    ]
+
+
+def test_blobs_pushed_at_once_keep_every_outcome_and_progress(registry, tmp_path):
+    """The blobs of a push go up on several threads: each still gets its outcome, its progress ends at its
+    size, and the progress callback is never entered by two threads at once."""
+    real, client = registry
+    base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:3.11"))
+    spec = _spec(tmp_path, b"model v1")
+    spec.layers += _layers(tmp_path, 8)
+    spec.history += [f"part {i}" for i in range(8)]
+    image = assemble(base, spec)
+    target = ImageReference.parse(f"{real.host}/models/iris:parts")
+    inside, overlapped, last = threading.Lock(), [], {}
+
+    def progress(digest: str, done: int, total: int) -> None:
+        if not inside.acquire(blocking=False):
+            overlapped.append(digest)
+            return
+        try:
+            time.sleep(0.01)  # long enough for another thread to arrive, were calls not serialised
+            last[digest] = (done, total)
+        finally:
+            inside.release()
+
+    outcome = push_image(client, image, target, progress)
+    layers = {layer.digest: layer.size for layer in image.layers}
+    assert list(outcome) == [d["digest"] for d in base.layers] + list(layers) + [image.config_digest]
+    assert {outcome[d] for d in layers} == {"uploaded"} and outcome[image.config_digest] == "uploaded"
+    assert {outcome[d["digest"]] for d in base.layers} == {"mounted"}
+    assert {d: last[d] for d in layers} == {d: (size, size) for d, size in layers.items()}
+    assert overlapped == []
+    assert client.get_manifest("models/iris", "parts")[0] == image.manifest
+    again = push_image(client, image, target.with_tag("parts-again"))
+    assert set(again.values()) == {"exists"} and list(again) == list(outcome)
+
+
+def test_a_push_whose_blob_upload_fails_puts_no_manifest(registry, tmp_path):
+    """One layer is refused (its bytes are not its digest's) while the others go up beside it: the error is
+    raised, and no manifest is put, so the tag does not name an image whose blobs are missing."""
+    real, client = registry
+    base = resolve_base(client, ImageReference.parse(f"{real.host}/base/python:3.11"))
+    spec = _spec(tmp_path, b"model v1")
+    parts = _layers(tmp_path, 6)
+    parts[3] = dataclasses.replace(parts[3], digest=parts[2].digest.replace(parts[2].digest[-4:], "0000"))
+    spec.layers += parts
+    spec.history += [f"part {i}" for i in range(6)]
+    image = assemble(base, spec)
+    target = ImageReference.parse(f"{real.host}/models/iris:broken")
+    with pytest.raises(RegistryError, match="DIGEST_INVALID|BLOB_UPLOAD_INVALID"):
+        push_image(client, image, target)
+    with pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
+        client.get_manifest("models/iris", "broken")
+    with pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
+        client.get_manifest("models/iris", image.digest)

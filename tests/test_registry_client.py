@@ -238,3 +238,51 @@ def test_credentials_go_to_a_token_realm_only_over_https_or_on_this_machine():
         with pytest.raises(RegistryAuthError, match="not https: the credentials .* are not sent there in the clear"):
             client.blob_exists("repo", blob_of(b"x").digest)
     assert refuse.sent == []
+
+
+def test_blobs_pushed_from_several_threads_share_one_token(tmp_path):
+    """Threads that meet the same 401 at once fetch one token between them, and every blob goes up."""
+    from notebook_deploy.image.registry import run_all
+
+    with RealRegistry("token", tmp_path / "registry") as real:
+        client = client_for(real)
+        blobs = [blob_of(f"layer {i}".encode()) for i in range(8)]
+        jobs = [(b.digest, lambda b=b: client.push_blob("models/iris", b)) for b in blobs]
+        assert run_all(jobs) == {b.digest: "uploaded" for b in blobs}
+        assert [t["subject"] for t in real.token_server.issued] == ["tester"]
+        assert run_all(jobs) == {b.digest: "exists" for b in blobs}
+
+
+def test_a_registry_without_the_referrers_api_is_asked_once_per_client(tmp_path):
+    """distribution 2.8 answers a manifest with a subject without OCI-Subject: the client stores the first
+    by its digest and learns the answer; later ones are left to the caller's tag, with no PUT of their own."""
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = client_for(real)
+        config, layer = blob_of(b"{}"), blob_of(b"an attached document")
+        client.push_blob("models/iris", config)
+        client.push_blob("models/iris", layer)
+        subject = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 2}
+        bodies = [
+            json.dumps({**json.loads(manifest_for(config, [layer])), "subject": subject, "artifactType": kind}).encode()
+            for kind in ("application/x-first", "application/x-second")
+        ]
+        assert client.put_referrer("models/iris", bodies[0], OCI_MANIFEST) is False
+        assert client.get_manifest("models/iris", "sha256:" + hashlib.sha256(bodies[0]).hexdigest())[0] == bodies[0]
+        assert client.put_referrer("models/iris", bodies[1], OCI_MANIFEST) is False
+        with pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
+            client.get_manifest("models/iris", "sha256:" + hashlib.sha256(bodies[1]).hexdigest())
+        fresh = client_for(real)  # another client asks again
+        assert fresh.put_referrer("models/iris", bodies[1], OCI_MANIFEST) is False
+        assert fresh.get_manifest("models/iris", "sha256:" + hashlib.sha256(bodies[1]).hexdigest())[0] == bodies[1]
+
+
+def test_a_blob_pushed_without_the_check_is_uploaded_even_when_there(tmp_path):
+    """check=False (attachments of an image new to the repository) skips the HEAD; a blob that was there
+    after all is uploaded again and stays readable, once."""
+    with RealRegistry("none", tmp_path / "registry") as real:
+        client = client_for(real)
+        data = blob_of(b"an sbom")
+        assert client.push_blob("models/iris", data, check=False) == "uploaded"
+        assert client.push_blob("models/iris", data, check=False) == "uploaded"
+        assert client.push_blob("models/iris", data) == "exists"
+        assert client.get_blob("models/iris", data.digest) == data.data

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from ..bundle import compact_json
 from ..errors import NotebookDeployError
 from .layers import DOCKER_LAYER, OCI_LAYER, Layer
 from .reference import ImageReference
-from .registry import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Blob, Progress, Registry
+from .registry import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Blob, Progress, Registry, run_all
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -158,32 +159,46 @@ def push_image(
     base_registry: Registry | None = None,
 ) -> dict[str, str]:
     """Push ``image`` to ``target``: the base's layers (mounted from the base's repository when it is on
-    the same registry, else copied from ``base_registry``), the new layers, the config, then the
-    manifest under the tag. Returns what happened to each blob: exists, mounted or uploaded."""
-    outcome: dict[str, str] = {}
+    the same registry, else copied from ``base_registry``), the new layers and the config, several at a
+    time, then, once every one of them is there, the manifest under the tag. Returns what happened to
+    each blob: exists, mounted or uploaded. If any blob fails, the manifest is not put (so no tag names
+    an image with blobs missing) and the first error is raised once the blobs under way have ended."""
     same = image.base.reference.registry == target.registry
     source = registry if same else base_registry
     if source is None:
         raise NotebookDeployError(f"the base {image.base.reference} is on another registry: pass base_registry=")
     base_repository = image.base.reference.repository
+    reported = _serialised(progress)
+    jobs: list[tuple[str, Callable[[], str]]] = []
     for base_layer in image.base.layers:  # read from the base's registry only if it must be uploaded
         blob = Blob(
             base_layer["digest"],
             base_layer["size"],
             fetch=functools.partial(source.get_blob, base_repository, base_layer["digest"]),
         )
-        outcome[base_layer["digest"]] = registry.push_blob(
-            target.repository,
-            blob,
-            mount_from=base_repository if same else None,
-            progress=_named(progress, base_layer["digest"]),
+        jobs.append(
+            (
+                blob.digest,
+                functools.partial(
+                    registry.push_blob,
+                    target.repository,
+                    blob,
+                    mount_from=base_repository if same else None,
+                    progress=_named(reported, blob.digest),
+                ),
+            )
         )
     for layer in image.layers:
-        outcome[layer.digest] = registry.push_blob(
-            target.repository, Blob(layer.digest, layer.size, path=layer.path), progress=_named(progress, layer.digest)
+        blob = Blob(layer.digest, layer.size, path=layer.path)
+        jobs.append(
+            (
+                blob.digest,
+                functools.partial(registry.push_blob, target.repository, blob, progress=_named(reported, blob.digest)),
+            )
         )
     config = Blob(image.config_digest, len(image.config), image.config)
-    outcome[config.digest] = registry.push_blob(target.repository, config)
+    jobs.append((config.digest, functools.partial(registry.push_blob, target.repository, config)))
+    outcome = run_all(jobs)
     registry.put_manifest(target.repository, target.tag or "latest", image.manifest, image.media_type)
     return outcome
 
@@ -201,6 +216,20 @@ def _platform_of(descriptor: dict[str, Any]) -> str:
     platform = descriptor.get("platform", {})
     text = f"{platform.get('os', 'unknown')}/{platform.get('architecture', 'unknown')}"
     return text + (f"/{platform['variant']}" if platform.get("variant") else "")
+
+
+def _serialised(progress: Callable[[str, int, int], None] | None) -> Callable[[str, int, int], None] | None:
+    """``progress``, called by one thread at a time: blobs are pushed on several, and a progress display
+    (tqdm, widgets) need not be thread-safe."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(digest: str, done: int, total: int) -> None:
+        with lock:
+            progress(digest, done, total)
+
+    return report
 
 
 def _named(progress: Callable[[str, int, int], None] | None, digest: str) -> Progress | None:

@@ -24,6 +24,7 @@ tag-based discovery (the one every verifier supports) and containers/image's
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any, Literal
 
 from ..bundle import compact_json
 from ..errors import NotebookDeployError, RegistryError
-from .registry import OCI_MANIFEST, Blob, Registry
+from .registry import OCI_MANIFEST, Blob, Registry, run_all
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -84,15 +85,27 @@ def simple_signing_payload(image: str, digest: str, optional: dict[str, str]) ->
 def push_signature(registry: Registry, repository: str, digest: str, layer: Layer) -> str:
     """Add ``layer`` (a payload and its signature) to the image's ``.sig`` manifest, keeping signatures
     already there (another key's); return the tag. The same signature twice is stored once."""
+    tag, body = stage_signature(registry, repository, digest, layer)
+    registry.put_manifest(repository, tag, body, OCI_MANIFEST)
+    return tag
+
+
+def stage_signature(
+    registry: Registry, repository: str, digest: str, layer: Layer, fresh: bool = False
+) -> tuple[str, bytes]:
+    """All of ``push_signature`` but its last step: read the signatures already there, push the layer and
+    the config; return the tag and the manifest to put under it. Until that manifest is put, nothing
+    names these blobs, so no one sees a signature: they may be pushed while the image's other
+    attachments are, and the tag put once those are there. ``fresh`` as for ``push_attachment``."""
     tag = attachment_tag(digest, "sig")
     kept = [
         d
         for d in _existing_layers(registry, repository, tag)
         if (d.get("digest"), d.get("annotations")) != (layer.digest, layer.annotations or None)
     ]
-    _push_layers(registry, repository, [layer])
-    registry.put_manifest(repository, tag, _manifest(registry, repository, kept + [layer.descriptor()]), OCI_MANIFEST)
-    return tag
+    config, body = _manifest(kept + [layer.descriptor()])
+    _push_blobs(registry, repository, [layer], config, fresh)
+    return tag, body
 
 
 def push_attachment(
@@ -102,11 +115,14 @@ def push_attachment(
     suffix: Suffix,
     artifact_type: str,
     layers: list[Layer],
+    fresh: bool = False,
 ) -> str:
     """Attach ``layers`` to the image ``subject`` (its descriptor): through the referrers API where the
-    registry has it, else under the ``sha256-<hex>.SUFFIX`` tag. Returns where: ``referrers`` or the tag."""
-    _push_layers(registry, repository, layers)
-    body = _manifest(registry, repository, [layer.descriptor() for layer in layers], subject, artifact_type)
+    registry has it, else under the ``sha256-<hex>.SUFFIX`` tag. Returns where: ``referrers`` or the tag.
+    ``fresh``: the image was not in the repository before this push, so neither are documents about it:
+    their blobs are uploaded without asking first."""
+    config, body = _manifest([layer.descriptor() for layer in layers], subject, artifact_type)
+    _push_blobs(registry, repository, layers, config, fresh)
     if registry.put_referrer(repository, body, OCI_MANIFEST):
         return "referrers"
     tag = attachment_tag(subject["digest"], suffix)
@@ -155,19 +171,20 @@ def _existing_layers(registry: Registry, repository: str, tag: str) -> list[dict
         raise
 
 
-def _push_layers(registry: Registry, repository: str, layers: list[Layer]) -> None:
-    for layer in layers:
-        registry.push_blob(repository, Blob(layer.digest, len(layer.data), layer.data))
+def _push_blobs(registry: Registry, repository: str, layers: list[Layer], config: bytes, fresh: bool) -> None:
+    """Push the layers and the config of one attachment, at once (before its manifest is put); if
+    ``fresh``, without asking whether each is there."""
+    blobs = [Blob(layer.digest, len(layer.data), layer.data) for layer in layers]
+    blobs.append(Blob("sha256:" + hashlib.sha256(config).hexdigest(), len(config), config))
+    run_all([(b.digest, functools.partial(registry.push_blob, repository, b, check=not fresh)) for b in blobs])
 
 
 def _manifest(
-    registry: Registry,
-    repository: str,
     layers: list[dict[str, Any]],
     subject: dict[str, Any] | None = None,
     artifact_type: str | None = None,
-) -> bytes:
-    """An OCI image manifest over ``layers``, with its config (pushed here) naming them as diff_ids."""
+) -> tuple[bytes, bytes]:
+    """The config and the OCI image manifest over ``layers``, the config naming them as diff_ids."""
     config = compact_json(
         {
             "architecture": "",
@@ -176,7 +193,6 @@ def _manifest(
             "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
         }
     )
-    registry.push_blob(repository, Blob("sha256:" + hashlib.sha256(config).hexdigest(), len(config), config))
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -191,7 +207,7 @@ def _manifest(
         manifest["artifactType"] = artifact_type
     if subject:
         manifest["subject"] = subject
-    return compact_json(manifest)
+    return config, compact_json(manifest)
 
 
 def b64(data: bytes) -> str:

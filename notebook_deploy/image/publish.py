@@ -152,9 +152,12 @@ def _push(
         history = [entry["created_by"] for entry in json.loads(built.config)["history"]]
         result.layers = list(zip(history[-len(built.layers) :], [layer.digest for layer in built.layers]))
         subject = {"mediaType": media_type, "digest": result.digest, "size": len(manifest)}
+        # a blob of the image was missing from the repository, so the image was not there (a registry
+        # refuses a manifest whose blobs it lacks), nor anything attached to it
+        fresh = "uploaded" in result.blobs.values()
         try:
             result.attached = attach(
-                registry, target, subject, bundle, dependency_packages(work), built.base, platform, key
+                registry, target, subject, bundle, dependency_packages(work), built.base, platform, key, fresh
             )
         except Exception as error:
             raise ImageAttachError(

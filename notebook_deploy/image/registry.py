@@ -12,6 +12,9 @@ containerregistry is unmaintained, and docker-py needs a daemon (../shared/notes
 - Manifests are sent as the exact bytes given, with their media type, and their digest checked.
 - Connection errors, 429 and 5xx are retried with exponential backoff (``Retry-After`` honoured), then
   reported with what to do next.
+- One client may be used from several threads at once (a push sends its blobs concurrently): requests'
+  connection pool is thread-safe, and what the client itself remembers (tokens, Basic, whether the
+  registry has the referrers API) is changed under a lock; see ``Registry.__init__``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urljoin, urlparse
 
 import requests
@@ -38,8 +43,12 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 CHUNK_SIZE = 16 * 1024 * 1024
+# Blobs a push sends at once: enough to overlap the round trips of a push's small requests (HEADs of
+# blobs already there, the config), few enough not to crowd a registry or a small machine.
+PUSH_THREADS = 4
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 class _Unreachable(Exception):
@@ -87,9 +96,21 @@ class Registry:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        # Shared by the threads of a push. A Session's connection pool (urllib3) is thread-safe, and
+        # its default pool keeps 10 connections per host, more than a push's threads. A session with
+        # cookies would not be safe to share, but registries do not set any.
         self._session = requests.Session()
         self._tokens: dict[tuple[str, ...], str] = {}
         self._basic = False
+        # Held while a 401 is answered (a token fetched, or Basic switched on): threads that meet the
+        # same challenge at once would otherwise each fetch a token for the same scopes; the later ones
+        # find the earlier one's token under the lock and use it (see _authenticate).
+        self._auth_lock = threading.Lock()
+        # Whether the registry indexes referrers (answers OCI-Subject to a manifest PUT with a subject):
+        # None until its first such answer. Held while that first answer is awaited, so that attachments
+        # pushed at once learn it from one PUT rather than each sending its own (see put_referrer).
+        self._referrers_api: bool | None = None
+        self._referrers_lock = threading.Lock()
 
     # -- blobs ------------------------------------------------------------------------------------
     def blob_exists(self, repository: str, digest: str, for_push: bool = False) -> bool:
@@ -109,9 +130,12 @@ class Registry:
         mount_from: str | None = None,
         progress: Progress | None = None,
         chunk_size: int = CHUNK_SIZE,
+        check: bool = True,
     ) -> str:
-        """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``."""
-        if self.blob_exists(repository, blob.digest, for_push=True):
+        """Make ``blob`` present in ``repository``: ``"exists"``, ``"mounted"`` or ``"uploaded"``.
+        ``check=False`` uploads without asking first whether it is there, for a blob that cannot be (one
+        round trip fewer); a blob uploaded again is stored once, so a wrong guess costs only the bytes."""
+        if check and self.blob_exists(repository, blob.digest, for_push=True):
             _report(progress, blob.size, blob.size)
             return "exists"
         if mount_from and mount_from != repository:
@@ -201,7 +225,25 @@ class Registry:
 
     def put_referrer(self, repository: str, body: bytes, media_type: str) -> bool:
         """Store a manifest that has a ``subject`` by its digest; return whether the registry indexed it
-        for the referrers API (it answers ``OCI-Subject``; a registry without the API does not)."""
+        for the referrers API (it answers ``OCI-Subject``; a registry without the API does not).
+
+        Once this registry has answered without ``OCI-Subject``, this client remembers it has no referrers
+        API: later calls store nothing and return False at once, since the caller then stores the same
+        manifest under a tag (which makes it readable by its digest too). So a push's later attachments
+        take one manifest PUT, not two. Calls made while the first answer is awaited wait for it."""
+        if self._referrers_api is False:
+            return False
+        if self._referrers_api is None:
+            with self._referrers_lock:
+                if self._referrers_api is None:  # the first: ask, and remember the answer
+                    indexed = self._put_referrer(repository, body, media_type)
+                    self._referrers_api = indexed
+                    return indexed
+            if self._referrers_api is False:  # learnt while this call waited
+                return False
+        return self._put_referrer(repository, body, media_type)
+
+    def _put_referrer(self, repository: str, body: bytes, media_type: str) -> bool:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return bool(self._put_manifest(repository, digest, body, media_type)[1].headers.get("OCI-Subject"))
 
@@ -267,10 +309,11 @@ class Registry:
                 # credentials go to the registry's own origin only: an upload Location elsewhere gets none
                 # (redirects that requests follows drop them on a change of host, port or scheme itself)
                 own = _origin(url) == _origin(self.base)
+                sent = self._auth(scopes) if own else {}
                 response = self._session.request(
                     method,
                     url,
-                    headers={**(headers or {}), **(self._auth(scopes) if own else {})},
+                    headers={**(headers or {}), **sent},
                     timeout=self.timeout,
                     allow_redirects=method in ("GET", "HEAD"),
                     **kwargs,
@@ -289,7 +332,7 @@ class Registry:
                 continue
             if response.status_code == 401 and not authenticated:
                 authenticated = True
-                self._authenticate(response, scopes)
+                self._authenticate(response, scopes, sent)
                 continue
             if response.status_code in (429, 500, 502, 503, 504) and attempt + 1 < attempts:
                 attempt += 1
@@ -308,7 +351,17 @@ class Registry:
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
         return {}
 
-    def _authenticate(self, response: requests.Response, scopes: list[str]) -> None:
+    def _authenticate(self, response: requests.Response, scopes: list[str], sent: dict[str, str] | None = None) -> None:
+        """Answer the 401 ``response`` to a request for ``scopes``. One thread at a time: if another has
+        changed what would be sent for ``scopes`` while this one waited (``sent`` is what this request
+        carried), that answer is used, and nothing is fetched again."""
+        with self._auth_lock:
+            current = self._auth(scopes)
+            if current and current != (sent or {}):
+                return
+            self._answer_challenge(response, scopes)
+
+    def _answer_challenge(self, response: requests.Response, scopes: list[str]) -> None:
         scheme, params = _challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
             if not self.credentials:
@@ -372,6 +425,26 @@ class Registry:
         except ValueError:
             pass
         return RegistryError(f"{self.host} answered {response.status_code} {doing}: {_message(response)}", code)
+
+
+def run_all(jobs: list[tuple[str, Callable[[], T]]], workers: int = PUSH_THREADS) -> dict[str, T]:
+    """Run ``jobs`` (key, call) on up to ``workers`` threads; return each key's result, in the jobs'
+    order. The same key twice (a blob named twice) runs once. If a job raises, the jobs not started
+    are dropped, those under way are waited for, and the first error (in the jobs' order) is raised."""
+    unique = list(dict(jobs).items())
+    if len(unique) <= 1 or workers <= 1:
+        return {key: call() for key, call in unique}
+    with ThreadPoolExecutor(max_workers=min(workers, len(unique)), thread_name_prefix="push") as pool:
+        futures = [(key, pool.submit(call)) for key, call in unique]
+        wait([f for _, f in futures], return_when=FIRST_EXCEPTION)
+        if any(f.done() and f.exception() is not None for _, f in futures):
+            for _, future in futures:
+                future.cancel()
+            wait([f for _, f in futures])  # those under way end before the error is raised
+            for _, future in futures:
+                if not future.cancelled() and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+        return {key: future.result() for key, future in futures}
 
 
 def registry_for(reference: ImageReference) -> Registry:

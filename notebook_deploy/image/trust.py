@@ -1,7 +1,7 @@
 """Trust in a pushed image: what ``push`` attaches to it (an SBOM, the in-toto provenance, a cosign
 signature) and what ``verify-image`` checks.
 
-Push attaches, in this order, so that a signature is only ever there once the rest is:
+Push attaches 1 and 2 at once, then 3, so that a signature is only ever there once the rest is:
 1. the CycloneDX SBOM of the image's Python packages (``sbom``);
 2. the provenance: an in-toto statement with a SLSA v1 predicate whose subject is the image's manifest
    digest and which names the bundle's digest (and the base image's), plus the SBOM's digest as a
@@ -20,7 +20,9 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +42,12 @@ from .attachments import (
     Layer,
     b64,
     push_attachment,
-    push_signature,
     read_attached,
     simple_signing_payload,
+    stage_signature,
 )
 from .reference import ImageReference
-from .registry import Registry, registry_for
+from .registry import OCI_MANIFEST, Registry, registry_for, run_all
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -157,16 +159,20 @@ def attach(
     base: BaseImage,
     platform: str,
     key: SigningKey | None,
+    fresh: bool = False,
 ) -> Attached:
     """Attach the SBOM, the provenance and (with ``key``) the signature to the pushed image whose
-    manifest descriptor is ``subject``. Raises if any step fails; nothing is signed before the rest is there."""
+    manifest descriptor is ``subject``. The SBOM and the provenance are pushed at once (with the
+    signature's blobs beside them), the signature's tag only after both are there. Raises if any step
+    fails; nothing is signed before the rest is there. ``fresh``: the image was not in the repository
+    before this push (a blob of it was uploaded), so the attachments' blobs are not there either and
+    are uploaded without asking first."""
     image = f"{target.registry}/{target.repository}"
     digest = subject["digest"]
     done = Attached(key_id=key.key_id if key else None)
     document = sbom.image_sbom(packages, image, digest, bundle.created)
     sbom_layer = Layer(document, sbom.MEDIA_TYPE)
     done.packages = len(json.loads(document)["components"])
-    done.sbom = push_attachment(registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer])
     statement = compact_json(image_provenance(bundle, image, digest, base, platform, sbom_layer))
     wrapped = (
         envelope(IN_TOTO, statement, key)
@@ -177,15 +183,25 @@ def attach(
     signed_bundle = signed_statement(bundle)  # the bundle's own statement, signed at capture: attached as it is
     if signed_bundle is not None:
         layers.append(Layer(compact_json(signed_bundle), DSSE, {"predicateType": SLSA_PROVENANCE}))
-    done.provenance = push_attachment(registry, target.repository, subject, "att", IN_TOTO, layers)
-    if key is not None:
+    jobs: list[tuple[str, Callable[[], Any]]] = [
+        (
+            "sbom",
+            partial(
+                push_attachment, registry, target.repository, subject, "sbom", sbom.MEDIA_TYPE, [sbom_layer], fresh
+            ),
+        ),
+        ("att", partial(push_attachment, registry, target.repository, subject, "att", IN_TOTO, layers, fresh)),
+    ]
+    if key is not None:  # its blobs go up beside the rest; its tag, which makes it a signature, only after
         payload = simple_signing_payload(image, digest, {KEY_ID_ANNOTATION: key.key_id})
-        done.signature = push_signature(
-            registry,
-            target.repository,
-            digest,
-            Layer(payload, SIMPLE_SIGNING, {SIGNATURE_ANNOTATION: b64(key.sign(payload))}),
-        )
+        signature = Layer(payload, SIMPLE_SIGNING, {SIGNATURE_ANNOTATION: b64(key.sign(payload))})
+        jobs.append(("sig", partial(stage_signature, registry, target.repository, digest, signature, fresh)))
+    done_jobs = run_all(jobs)  # raises if any failed, and then no signature is put
+    done.sbom, done.provenance = done_jobs["sbom"], done_jobs["att"]
+    if key is not None:
+        tag, body = done_jobs["sig"]
+        registry.put_manifest(target.repository, tag, body, OCI_MANIFEST)
+        done.signature = tag
     return done
 
 
