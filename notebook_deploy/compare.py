@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.utils import canonicalize_name
 
 from . import display
@@ -245,6 +244,8 @@ def _dependency_layers(before: Bundle, after: Bundle, store: Store, platform: st
 
 def read_policy(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The limits in a policy file (YAML, or JSON, which is YAML too), checked against ``POLICY_LIMITS``."""
+    import yaml  # here, not above: the CLI imports this module, and an image's runtime has no PyYAML
+
     try:
         policy = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as error:

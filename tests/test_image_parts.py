@@ -197,3 +197,36 @@ def test_the_runtime_layer_has_the_server_but_not_the_jupyter_adapters():
     paths = {entry.path.removeprefix(f"{SITE}/notebook_deploy/") for entry in runtime_entries()}
     assert {"__main__.py", "cli.py", "serving/app.py", "image/build.py"} <= paths
     assert not [p for p in paths if p.startswith(("jupyter/", "labextension/")) or p.endswith(".pyc")]
+
+
+def test_the_command_an_image_runs_imports_only_what_its_runtime_layer_installs():
+    """An image has the runtime's requirements (RUNTIME_REQUIREMENTS and what they require), not every
+    dependency of notebook-deploy: with every other distribution hidden, as the package probe hides them,
+    the CLI and the serving app must still import (a module-level `import yaml` in a module the CLI
+    imports once broke every container)."""
+    import json
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    from notebook_deploy.capturing.packages import _with_requirements
+    from notebook_deploy.image.build import RUNTIME_REQUIREMENTS
+
+    allowed = set(_with_requirements({canonicalize_name(n) for n in RUNTIME_REQUIREMENTS}))
+    hidden = sorted(
+        top
+        for top, names in metadata.packages_distributions().items()
+        if top != "notebook_deploy" and not any(canonicalize_name(n) in allowed for n in names)
+    )
+    code = (
+        "import json, sys\n"
+        "from notebook_deploy.capturing.probe import block\n"
+        f"block(json.loads({json.dumps(json.dumps(hidden))}))\n"
+        "import notebook_deploy.cli, notebook_deploy.serving.app\n"
+        "notebook_deploy.serving.app.create_app\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "yaml" in hidden  # the check hides what an image lacks
