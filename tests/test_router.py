@@ -193,7 +193,7 @@ def test_the_serve_options_are_checked(flowers, session_store, arguments, fragme
 
 
 @pytest.mark.integration
-def test_a_real_server_splits_requests_by_the_canary(flowers, session_store, tmp_path):
+def test_a_real_server_of_two_workers_splits_requests_by_the_canary(flowers, session_store, tmp_path):
     stable, canary, _, _ = flowers
     ready = tmp_path / "ready.json"
     command = [
@@ -206,6 +206,8 @@ def test_a_real_server_splits_requests_by_the_canary(flowers, session_store, tmp
         stable.ref,
         "--canary",
         f"{canary.ref}=30",
+        "--workers",
+        "2",
         "--port",
         "0",
         "--ready-file",
@@ -224,11 +226,25 @@ def test_a_real_server_splits_requests_by_the_canary(flowers, session_store, tmp
                 session.post(url + "/predict", json={"instances": ROWS}, timeout=30).headers[VERSION_HEADER]
                 for _ in range(count)
             ]
-        metrics = requests.get(url + "/metrics", timeout=30).text
+        expected = {canary.version: versions.count(canary.ref), stable.version: versions.count(stable.ref)}
+        deadline = time.monotonic() + 30  # the other worker's counts reach /metrics within a second or so
+        while (counted := _predictions_counted(url)) != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         process.terminate()
         process.communicate(timeout=30)
     assert set(versions) == {stable.ref, canary.ref}
     spread = 2.5758 * math.sqrt(count * share * (1 - share))
     assert abs(versions.count(canary.ref) - count * share) <= spread
-    assert f'version="{canary.version}"' in metrics and f'version="{stable.version}"' in metrics
+    assert counted == expected  # both workers' metrics, each version's, in one exposition
+
+
+def _predictions_counted(url: str) -> dict[str, float]:
+    metrics = requests.get(url + "/metrics", timeout=30).text
+    return {
+        s.labels["version"]: s.value
+        for f in text_string_to_metric_families(metrics)
+        if f.name == "notebook_deploy_requests"
+        for s in f.samples
+        if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
+    }
