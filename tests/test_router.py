@@ -99,6 +99,17 @@ def test_a_shadow_changes_no_answer_and_records_its_own(flowers, forest, monkeyp
     assert seen == count + 1  # the shadow got every copy, and its metrics counted each
 
 
+def test_a_body_over_the_limit_is_refused_and_not_copied_to_the_shadow(flowers):
+    stable, _, shadow, _ = flowers
+    settings = ServeSettings(max_body_bytes=1024)
+    with TestClient(VersionRouter(Deployment((stable,), shadow=(shadow,)), settings)) as client:
+        chunked = client.post("/predict", content=iter([b"[" * 800, b"[" * 800]))
+        declared = client.post("/predict", content=b"[" * 2000)
+        assert _requests_of(client, shadow.version) == 0
+    assert (chunked.status_code, declared.status_code) == (413, 413)
+    assert chunked.headers[VERSION_HEADER] == declared.headers[VERSION_HEADER] == stable.ref
+
+
 def _requests_of(client: TestClient, version: str) -> float:
     families = text_string_to_metric_families(client.get("/metrics").text)
     requests_family = next(f for f in families if f.name == "notebook_deploy_requests")

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..bundle import Bundle
 from ..errors import SettingError
+from .app import create_app, route_path
 from .settings import ServeSettings
 
 log = logging.getLogger("notebook_deploy.serving")
@@ -63,6 +64,9 @@ class Deployment:
     sticky_header: str | None = None
 
     def __post_init__(self) -> None:
+        for bundle, percent in self.canary:
+            if not 0 <= percent <= 100:
+                raise SettingError(CANARY, f"{bundle.ref}: the percent must be from 0 to 100, not {percent:g}")
         names = [bundle.name for bundle in self.stable]
         if not names:
             raise SettingError("refs", "give at least one bundle to serve")
@@ -84,9 +88,6 @@ class Deployment:
             total = sum(percent for bundle, percent in self.canary if bundle.name == name)
             if total > 100:
                 raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
-        for bundle, percent in self.canary:
-            if not 0 <= percent <= 100:
-                raise SettingError(CANARY, f"{bundle.ref}: the percent must be from 0 to 100, not {percent:g}")
 
     @classmethod
     def parse(
@@ -109,8 +110,6 @@ class Deployment:
                 share = float(percent)
             except ValueError:
                 raise SettingError(CANARY, f"{text!r}: {percent!r} is not a percent") from None
-            if not 0 <= share <= 100:
-                raise SettingError(CANARY, f"{text!r}: the percent must be from 0 to 100, not {percent}")
             canaries.append((_load(load, ref, CANARY), share))
         return cls(
             tuple(_load(load, ref, "refs") for ref in refs),
@@ -136,13 +135,11 @@ class Deployment:
         if self.single is None and settings.grpc_port is not None:
             raise SettingError("grpc_port", "gRPC serves one model: leave it off when serving several versions")
 
-    def app(self, settings: ServeSettings, *, seed: int | None = None) -> ASGIApp:
+    def app(self, settings: ServeSettings) -> ASGIApp:
         """The app that serves it: ``create_app``'s for a single bundle, else a ``VersionRouter``."""
-        from .app import create_app
-
         if self.single is not None:
             return create_app(self.single, settings)
-        return VersionRouter(self, settings, seed=seed)
+        return VersionRouter(self, settings)
 
     def to_json(self) -> str:
         """The deployment for worker processes: bundle folders, percents, header."""
@@ -209,10 +206,8 @@ class VersionRouter:
     """The ASGI app of a ``Deployment`` (see the module's docstring)."""
 
     def __init__(self, deployment: Deployment, settings: ServeSettings, *, seed: int | None = None) -> None:
-        from .app import create_app
-
         deployment.check(settings)
-        self.deployment = deployment
+        self.max_body_bytes = settings.max_body_bytes
         self.sticky = deployment.sticky_header.lower().encode() if deployment.sticky_header else None
         self.random = random.Random(seed)
         self.groups: dict[str, _Group] = {}
@@ -246,11 +241,9 @@ class VersionRouter:
             return
         if scope["type"] != "http":
             return
-        from .app import route_path
-
         path = route_path(scope)
         own = _OWN_ROUTES.get(path)
-        if own is not None and scope["method"] in ("GET", "HEAD"):
+        if own is not None and scope["method"] == "GET":
             status, body, content_type = await own(self, scope)
             await _answer(send, status, body, content_type)
             return
@@ -272,11 +265,12 @@ class VersionRouter:
             chosen = group.pick(self._point(scope))
         else:
             chosen = group.stable
-        if inference and group.shadows:
-            body = await _read_body(receive)
-            receive = _replay(body, receive)
-            for shadow in group.shadows:
-                self._copy(shadow, scope, body)
+        if inference and group.shadows and not self._declared_too_large(scope):
+            body, more = await _read_body(receive, self.max_body_bytes)
+            receive = _replay(body, receive, more=more)
+            if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
+                for shadow in group.shadows:
+                    self._copy(shadow, scope, body)
         await chosen.app(scope, receive, _labelled(send, chosen.header))
 
     def _group(self, path: str) -> tuple[_Group | None, str | None, str | None]:
@@ -288,6 +282,11 @@ class VersionRouter:
         if path in ("/v2", "/v2/health/live", "/v2/health/ready") or len(self.groups) == 1:
             return next(iter(self.groups.values())), None, None
         return None, None, None
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        """Whether the body declares a length over the limit: then it is refused unread, not copied."""
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        return declared.isdigit() and int(declared) > self.max_body_bytes
 
     def _point(self, scope: Scope) -> float:
         """A point on 0..100: from the sticky header's value when the request has it, else at random."""
@@ -462,19 +461,20 @@ def _labelled(send: Send, header: tuple[bytes, bytes]) -> Send:
     return labelled
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request's body, and whether more of it follows: reading stops once it passes ``limit``."""
     body, more = b"", True
-    while more:
+    while more and len(body) <= limit:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return body, False
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    return body
+    return body, more
 
 
-def _replay(body: bytes, then: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` once, then defers to ``then`` (a disconnect, or waiting)."""
+def _replay(body: bytes, then: Receive, *, more: bool = False) -> Receive:
+    """A ``receive`` that gives ``body`` (with ``more`` to come), then defers to ``then``."""
     given = False
 
     async def receive() -> Message:
@@ -482,15 +482,15 @@ def _replay(body: bytes, then: Receive) -> Receive:
         if given:
             return await then()
         given = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": more}
 
     return receive
 
 
 async def _never() -> Message:
     """What an internal call's app waits on after its body: nothing comes (it is cancelled if it listens)."""
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
+    waiting: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    return await waiting
 
 
 async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> None:
