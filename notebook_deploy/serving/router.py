@@ -100,7 +100,8 @@ class Deployment:
         load: Callable[[str], Bundle],
     ) -> Deployment:
         """The deployment the command line describes (``--canary REF=PERCENT``, ``--shadow REF``), with each
-        reference loaded by ``load``; a ``SettingError`` names the option and what was wrong."""
+        reference loaded by ``load``; a ``SettingError`` names the option and what was wrong (a canary or
+        shadow that does not load too; the stable REFs raise their own errors)."""
         canaries = []
         for text in canary:
             ref, equals, percent = text.rpartition("=")
@@ -112,7 +113,7 @@ class Deployment:
                 raise SettingError(CANARY, f"{text!r}: {percent!r} is not a percent") from None
             canaries.append((_load(load, ref, CANARY), share))
         return cls(
-            tuple(_load(load, ref, "refs") for ref in refs),
+            tuple(load(ref) for ref in refs),  # REF's own errors, as when one bundle is served
             tuple(canaries),
             tuple(_load(load, ref, SHADOW) for ref in shadow),
             sticky_header or None,
