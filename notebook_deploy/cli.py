@@ -189,6 +189,11 @@ Examples:
   notebook-deploy serve iris --workers 2 --grpc-port 8001
                                                    two processes; the Open Inference Protocol over gRPC too
   notebook-deploy serve iris --tls-cert cert.pem --tls-key key.pem    over HTTPS
+  notebook-deploy serve churn:prod --canary churn:3f2a=10 --sticky-header X-User
+                                                   10% of churn's requests to 3f2a, one user on one version
+  notebook-deploy serve churn:prod --shadow churn:9b1c    9b1c gets a copy of each request, answers nothing
+  notebook-deploy serve iris churn                 two models: /v2/models/iris/infer, /v2/models/churn/infer
+Each answer names the version that gave it in its X-Model-Version header.
 Then:
   curl -X POST http://127.0.0.1:8000/predict -H 'content-type: application/json' \\
        -d '{{"instances": [[5.1, 3.5, 1.4, 0.2]]}}'
@@ -201,7 +206,25 @@ In a container, options also come from the environment ([env var: ...] above), e
 'notebook-deploy k8s' writes them into a Kubernetes Deployment.
 {REF_HELP}"""
 )
-@click.argument("ref")
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.option(
+    "--canary",
+    multiple=True,
+    metavar="REF=PERCENT",
+    help="Send PERCENT of the inference requests of REF's model to REF, a version of a model served (repeatable).",
+)
+@click.option(
+    "--shadow",
+    multiple=True,
+    metavar="REF",
+    help="Send REF a copy of every inference request of its model; its answers are recorded, never returned "
+    "(repeatable).",
+)
+@click.option(
+    "--sticky-header",
+    metavar="NAME",
+    help="Requests with the same value of this header always reach the same version (with --canary).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -227,26 +250,41 @@ In a container, options also come from the environment ([env var: ...] above), e
 @_errors_as_messages
 def serve(
     store: Store,
-    ref: str,
+    refs: tuple[str, ...],
+    canary: tuple[str, ...],
+    shadow: tuple[str, ...],
+    sticky_header: str | None,
     host: str,
     port: int,
     ready_file: Path | None,
     loaded_by_parent: bool,
     **options: Any,
 ) -> None:
-    """Serve a bundle over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
+    """Serve bundles over HTTP until interrupted (Ctrl+C); SIGTERM finishes the requests in flight first.
 
-    The model answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
+    Several REFs serve several models, each under its name (/v2/models/NAME, /v1/models/NAME). The model
+    answers its own API (POST /predict ...), the Open Inference Protocol (/v2, as KServe,
     MLServer and Triton clients speak it), TF Serving's REST API (/v1/models/NAME:predict) and MLflow's
     /invocations; /metrics has Prometheus metrics and /docs the OpenAPI documentation."""
     from .api import load
     from .bundle import Bundle
+    from .errors import SettingError
+    from .serving.router import Deployment
     from .serving.runner import run
     from .serving.settings import ServeSettings
 
     # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
     # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
-    bundle = Bundle.open(Path(ref)) if loaded_by_parent else load(ref, store)
+    if loaded_by_parent:
+        deployment = Deployment((Bundle.open(Path(refs[0])),))
+    else:
+        try:
+            deployment = Deployment.parse(refs, canary, shadow, sticky_header, load=lambda ref: load(ref, store))
+        except SettingError as error:
+            hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
+            raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
+    if sticky_header and not deployment.canary:
+        raise click.UsageError("--sticky-header keeps callers on one version: it needs --canary")
     settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(
@@ -260,12 +298,14 @@ def serve(
     if not settings.allow_unsigned:  # refused here, before any worker starts (create_app checks again)
         from .provenance import check_trusted
 
-        check_trusted(bundle, settings.trust(), action="serve")
+        for bundle in deployment.bundles():
+            check_trusted(bundle, settings.trust(), action="serve")
 
     def announce(url: str) -> None:
-        click.echo(f"Serving {bundle.ref} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
+        served = ", ".join(bundle.ref for bundle in deployment.bundles())
+        click.echo(f"Serving {served} at {url}  (API docs: {url}/docs; Ctrl+C stops)", err=True)
 
-    run(bundle, host, port, settings, ready_file=ready_file, on_ready=announce)
+    run(deployment, host, port, settings, ready_file=ready_file, on_ready=announce)
 
 
 @cli.command(

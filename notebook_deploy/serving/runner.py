@@ -1,4 +1,4 @@
-"""Run the app of a bundle under uvicorn on a socket bound here (so that port 0 gives a free port), in
+"""Run the app of a bundle (or of a ``router.Deployment``: several versions) under uvicorn on a socket bound here (so that port 0 gives a free port), in
 this process or in ``settings.workers`` worker processes that share the socket."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -29,14 +29,17 @@ from ..store import Store
 from .limits import BoundedHead
 from .settings import ServeSettings
 
+if TYPE_CHECKING:
+    from .router import Deployment
+
 # Set by ``Server`` in the child's environment: the server stops when that process is gone.
 PARENT_PID_VARIABLE = "NOTEBOOK_DEPLOY_PARENT_PID"
-# What a worker process serves: {"bundle": path, "settings": ServeSettings as JSON}.
+# What a worker process serves: {"deployment": Deployment as JSON, "settings": ServeSettings as JSON}.
 WORKER_VARIABLE = "NOTEBOOK_DEPLOY_WORKER"
 
 
 def run(
-    bundle: Bundle,
+    bundle: Bundle | Deployment,
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: ServeSettings | None = None,
@@ -44,10 +47,14 @@ def run(
     ready_file: str | os.PathLike[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``bundle`` until interrupted; SIGTERM drains the requests in flight first. Once the server
-    is ready (``/readyz`` answers 200: the model has answered its stored sample), the URL is written to
-    ``ready_file`` (as JSON) and passed to ``on_ready``."""
+    """Serve ``bundle`` (or several versions: a ``Deployment``) until interrupted; SIGTERM drains the
+    requests in flight first. Once the server is ready (``/readyz`` answers 200: every version has
+    answered its stored sample), the URL is written to ``ready_file`` (as JSON) and passed to ``on_ready``."""
+    from .router import Deployment
+
+    deployment = bundle if isinstance(bundle, Deployment) else Deployment((bundle,))
     settings = settings or ServeSettings()
+    deployment.check(settings)
     if settings.grpc_host is None:
         settings = replace(settings, grpc_host=host)  # gRPC listens where HTTP does
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -72,9 +79,7 @@ def run(
     )
     if settings.workers <= 1:
         gc.disable()  # until create_app freezes what it loaded, as it does for the model: see there
-        from .app import create_app
-
-        server = uvicorn.Server(uvicorn.Config(create_app(bundle, settings), **options))
+        server = uvicorn.Server(uvicorn.Config(deployment.app(settings), **options))
         stop: Callable[[], None] = functools.partial(setattr, server, "should_exit", True)
         serve_forever: Callable[[], None] = functools.partial(server.run, sockets=[sock])
         metrics_dir = None
@@ -83,7 +88,7 @@ def run(
 
         metrics_dir = tempfile.mkdtemp(prefix="notebook-deploy-metrics-")
         os.environ[MULTIPROCESS_VARIABLE] = metrics_dir  # read by prometheus_client as each worker imports it
-        os.environ[WORKER_VARIABLE] = json.dumps({"bundle": str(bundle.path), "settings": settings.to_json()})
+        os.environ[WORKER_VARIABLE] = json.dumps({"deployment": deployment.to_json(), "settings": settings.to_json()})
         config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=settings.workers, **options)
         supervisor = Multiprocess(config, sockets=[sock])
         stop = supervisor.should_exit.set
@@ -92,9 +97,12 @@ def run(
     parent = os.environ.get(PARENT_PID_VARIABLE)
     if parent:
         threading.Thread(target=_exit_with_parent, args=(int(parent), stop), daemon=True).start()
-    store = Store.holding(bundle.path)
     try:
-        with store.serving(bundle, url) if store is not None else contextlib.nullcontext():
+        with contextlib.ExitStack() as pins:
+            for served in deployment.bundles():
+                store = Store.holding(served.path)
+                if store is not None:
+                    pins.enter_context(store.serving(served, url))
             serve_forever()
     finally:
         if metrics_dir is not None:
@@ -104,7 +112,7 @@ def run(
 def worker_app() -> Any:
     """The app of one worker process, built from what ``run`` put in the environment."""
     gc.disable()  # until create_app freezes what it loaded: see there
-    from .app import create_app
+    from .router import Deployment
 
     spec = json.loads(os.environ[WORKER_VARIABLE])
     supervisor = os.getppid()
@@ -112,8 +120,8 @@ def worker_app() -> Any:
     threading.Thread(
         target=_exit_with_parent, args=(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM)), daemon=True
     ).start()
-    # The supervisor loaded (and, for a folder from elsewhere, scanned) this bundle; each worker checks its files.
-    return create_app(Bundle.open(spec["bundle"]), ServeSettings.from_json(spec["settings"]))
+    # The supervisor loaded (and, for a folder from elsewhere, scanned) these bundles; each worker checks their files.
+    return Deployment.from_json(spec["deployment"]).app(ServeSettings.from_json(spec["settings"]))
 
 
 def _announce(

@@ -1,0 +1,500 @@
+"""Several versions, and several models, in one server: an ASGI app over one full ``create_app`` app per
+version, each with its own predictor, metrics, drift window and prediction log.
+
+Requests are dispatched by path: ``/v2/models/{name}/...`` and ``/v1/models/{name}...`` reach the versions
+of that model; the unnamed routes (``/predict``, ``/invocations``, ``/docs`` ...) reach the only model, or
+are refused with the names to use when there are several. Among the versions of one model an inference
+request (a POST) goes to the stable version or a canary, by the weights; with a sticky header, its value's
+sha256 picks, so that one caller always meets the same version. A path naming a version
+(``.../versions/{version}``) reaches that version, and other routes (docs, metadata, drift) the stable
+one. A shadow gets a copy of every POST to its model in the background: its answer is counted in its own
+metrics and logs, and neither its errors nor its latency reach the caller. Every answer names the version
+that gave it in ``X-Model-Version``. ``/metrics`` merges every version's metrics into one exposition;
+``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..bundle import Bundle
+from ..errors import SettingError
+from .app import create_app, route_path
+from .settings import ServeSettings
+
+log = logging.getLogger("notebook_deploy.serving")
+
+VERSION_HEADER = "X-Model-Version"
+SHADOW_IN_FLIGHT = 64  # copies to shadows under way at once; more are dropped, never queued
+LOG_EVERY = 1000  # a shadow's failures and drops are logged once per this many
+STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
+
+_NAMED = (
+    re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?"),
+    re.compile(r"^/v1/models/([^/:]+)(?:/versions/([^/:]+))?"),
+)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What one server serves: one stable version per model name, canaries (bundle, percent of that model's
+    inference requests), shadows, and the header whose value keeps a caller on one version. Checked when
+    made: a ``SettingError`` names the option (``canary``, ``shadow``, ``refs``) that is wrong."""
+
+    stable: tuple[Bundle, ...]
+    canary: tuple[tuple[Bundle, float], ...] = ()
+    shadow: tuple[Bundle, ...] = ()
+    sticky_header: str | None = None
+
+    def __post_init__(self) -> None:
+        for bundle, percent in self.canary:
+            if not 0 <= percent <= 100:
+                raise SettingError(CANARY, f"{bundle.ref}: the percent must be from 0 to 100, not {percent:g}")
+        names = [bundle.name for bundle in self.stable]
+        if not names:
+            raise SettingError("refs", "give at least one bundle to serve")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise SettingError(
+                "refs", f"{', '.join(twice)} given twice: serve one stable version per name, others with --canary"
+            )
+        for option, bundles in ((CANARY, [b for b, _ in self.canary]), (SHADOW, list(self.shadow))):
+            for bundle in bundles:
+                if bundle.name not in names:
+                    raise SettingError(
+                        option, f"{bundle.ref} is not a version of a model served here ({', '.join(names)})"
+                    )
+        for name in names:
+            refs = [b.ref for b in self.versions_of(name)] + [b.ref for b in self.shadow if b.name == name]
+            if len(set(refs)) != len(refs):
+                raise SettingError(CANARY, f"a version of {name} is given twice: {', '.join(refs)}")
+            total = sum(percent for bundle, percent in self.canary if bundle.name == name)
+            if total > 100:
+                raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
+
+    @classmethod
+    def parse(
+        cls,
+        refs: Sequence[str],
+        canary: Sequence[str] = (),
+        shadow: Sequence[str] = (),
+        sticky_header: str | None = None,
+        *,
+        load: Callable[[str], Bundle],
+    ) -> Deployment:
+        """The deployment the command line describes (``--canary REF=PERCENT``, ``--shadow REF``), with each
+        reference loaded by ``load``; a ``SettingError`` names the option and what was wrong (a canary or
+        shadow that does not load too; the stable REFs raise their own errors)."""
+        canaries = []
+        for text in canary:
+            ref, equals, percent = text.rpartition("=")
+            if not equals or not ref:
+                raise SettingError(CANARY, f"{text!r} is not REF=PERCENT (e.g. churn:3f2a=10)")
+            try:
+                share = float(percent)
+            except ValueError:
+                raise SettingError(CANARY, f"{text!r}: {percent!r} is not a percent") from None
+            canaries.append((_load(load, ref, CANARY), share))
+        return cls(
+            tuple(load(ref) for ref in refs),  # REF's own errors, as when one bundle is served
+            tuple(canaries),
+            tuple(_load(load, ref, SHADOW) for ref in shadow),
+            sticky_header or None,
+        )
+
+    def versions_of(self, name: str) -> list[Bundle]:
+        """The stable version of ``name`` and its canaries, in that order."""
+        return [b for b in self.stable if b.name == name] + [b for b, _ in self.canary if b.name == name]
+
+    @property
+    def single(self) -> Bundle | None:
+        """The one bundle served, when there is nothing to route: then the plain app serves it."""
+        return self.stable[0] if len(self.stable) == 1 and not self.canary and not self.shadow else None
+
+    def bundles(self) -> list[Bundle]:
+        return [*self.stable, *(b for b, _ in self.canary), *self.shadow]
+
+    def check(self, settings: ServeSettings) -> None:
+        """Refuse settings that one server of several versions cannot take, before any worker starts."""
+        if self.single is None and settings.grpc_port is not None:
+            raise SettingError("grpc_port", "gRPC serves one model: leave it off when serving several versions")
+
+    def app(self, settings: ServeSettings) -> ASGIApp:
+        """The app that serves it: ``create_app``'s for a single bundle, else a ``VersionRouter``."""
+        if self.single is not None:
+            return create_app(self.single, settings)
+        return VersionRouter(self, settings)
+
+    def to_json(self) -> str:
+        """The deployment for worker processes: bundle folders, percents, header."""
+        return json.dumps(
+            {
+                "stable": [str(b.path) for b in self.stable],
+                "canary": [[str(b.path), percent] for b, percent in self.canary],
+                "shadow": [str(b.path) for b in self.shadow],
+                "sticky_header": self.sticky_header,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        spec = json.loads(text)
+        return cls(
+            tuple(Bundle.open(Path(p)) for p in spec["stable"]),
+            tuple((Bundle.open(Path(p)), float(percent)) for p, percent in spec["canary"]),
+            tuple(Bundle.open(Path(p)) for p in spec["shadow"]),
+            spec["sticky_header"],
+        )
+
+
+def _load(load: Callable[[str], Bundle], ref: str, option: str) -> Bundle:
+    try:
+        return load(ref)
+    except Exception as error:  # noqa: BLE001 - any failure to load is a bad option value here
+        raise SettingError(option, f"{ref} does not load: {error}") from None
+
+
+@dataclass
+class _Version:
+    """One version's app, its role and the header that names it."""
+
+    bundle: Bundle
+    app: ASGIApp
+    role: str
+    header: tuple[bytes, bytes]
+
+
+class _Group:
+    """The versions of one model name: who answers an inference request, and who gets a copy."""
+
+    def __init__(self, stable: _Version, canaries: list[tuple[_Version, float]], shadows: list[_Version]) -> None:
+        self.stable, self.shadows = stable, shadows
+        self.versions = [stable, *(version for version, _ in canaries)]
+        # The upper bound of each version's share of 0..100: the stable version's is what canaries leave.
+        self.bounds = [100.0 - sum(percent for _, percent in canaries)]
+        for _, percent in canaries:
+            self.bounds.append(self.bounds[-1] + percent)
+
+    def pick(self, point: float) -> _Version:
+        """The version whose share holds ``point`` (0 <= point < 100)."""
+        for version, bound in zip(self.versions, self.bounds):
+            if point < bound:
+                return version
+        return self.stable
+
+    def pinned(self, version: str) -> _Version | None:
+        return next((v for v in [*self.versions, *self.shadows] if v.bundle.version == version), None)
+
+
+class VersionRouter:
+    """The ASGI app of a ``Deployment`` (see the module's docstring)."""
+
+    def __init__(self, deployment: Deployment, settings: ServeSettings, *, seed: int | None = None) -> None:
+        deployment.check(settings)
+        self.max_body_bytes = settings.max_body_bytes
+        self.sticky = deployment.sticky_header.lower().encode() if deployment.sticky_header else None
+        self.random = random.Random(seed)
+        self.groups: dict[str, _Group] = {}
+        self.all: list[_Version] = []
+
+        def version(bundle: Bundle, role: str) -> _Version:
+            made = _Version(bundle, create_app(bundle, _own_log(settings, bundle)), role, _header(bundle))
+            self.all.append(made)
+            return made
+
+        for stable in deployment.stable:
+            canaries = [(b, p) for b, p in deployment.canary if b.name == stable.name]
+            self.groups[stable.name] = _Group(
+                version(stable, STABLE),
+                [(version(b, CANARY), p) for b, p in canaries],
+                [version(b, SHADOW) for b in deployment.shadow if b.name == stable.name],
+            )
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.registry = CollectorRegistry()
+        self.shadow_dropped = Counter(
+            "notebook_deploy_shadow_dropped",
+            "Copies of requests not sent to a shadow version because too many were under way",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.shadow_failures = self.shadow_drops = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = route_path(scope)
+        own = _OWN_ROUTES.get(path)
+        if own is not None and scope["method"] == "GET":
+            status, body, content_type = await own(self, scope)
+            await _answer(send, status, body, content_type)
+            return
+        group, pinned, named = self._group(path)
+        if group is None:
+            served = ", ".join(self.groups)
+            if named is not None:
+                message = f"model '{named}' is not served here; this server serves {served}"
+                body = orjson.dumps({"error": message})
+            else:
+                message = f"this server serves several models ({served}): use /v2/models/NAME/infer or /v1/models/NAME"
+                body = orjson.dumps({"detail": message})
+            await _answer(send, 404, body, b"application/json")
+            return
+        inference = scope["method"] == "POST" and pinned is None
+        if pinned is not None:
+            chosen = group.pinned(pinned) or group.stable  # the stable version answers an unknown one with 404
+        elif inference:
+            chosen = group.pick(self._point(scope))
+        else:
+            chosen = group.stable
+        if inference and group.shadows and not self._declared_too_large(scope):
+            body, more = await _read_body(receive, self.max_body_bytes)
+            receive = _replay(body, receive, more=more)
+            if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
+                for shadow in group.shadows:
+                    self._copy(shadow, scope, body)
+        await chosen.app(scope, receive, _labelled(send, chosen.header))
+
+    def _group(self, path: str) -> tuple[_Group | None, str | None, str | None]:
+        """The group a path reaches, the version it names, and the model name it names."""
+        for pattern in _NAMED:
+            match = pattern.match(path)
+            if match:
+                return self.groups.get(match[1]), match[2], match[1]
+        if path in ("/v2", "/v2/health/live", "/v2/health/ready") or len(self.groups) == 1:
+            return next(iter(self.groups.values())), None, None
+        return None, None, None
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        """Whether the body declares a length over the limit: then it is refused unread, not copied."""
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        return declared.isdigit() and int(declared) > self.max_body_bytes
+
+    def _point(self, scope: Scope) -> float:
+        """A point on 0..100: from the sticky header's value when the request has it, else at random."""
+        if self.sticky is not None:
+            for name, value in scope["headers"]:
+                if name == self.sticky:
+                    digest = hashlib.sha256(value).digest()
+                    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+        return self.random.random() * 100
+
+    def _copy(self, shadow: _Version, scope: Scope, body: bytes) -> None:
+        """Send a copy of the request to ``shadow`` in the background, unless too many are under way."""
+        if len(self.shadow_tasks) >= SHADOW_IN_FLIGHT:
+            self.shadow_dropped.labels(model=shadow.bundle.name, version=shadow.bundle.version).inc()
+            self.shadow_drops += 1
+            if self.shadow_drops % LOG_EVERY == 1:
+                log.warning("shadows fall behind: %d copies of requests dropped so far", self.shadow_drops)
+            return
+        copy = {**scope, "headers": list(scope["headers"])}
+        task = asyncio.get_running_loop().create_task(self._shadow(shadow, copy, body))
+        self.shadow_tasks.add(task)
+        task.add_done_callback(self.shadow_tasks.discard)
+
+    async def _shadow(self, shadow: _Version, scope: Scope, body: bytes) -> None:
+        """Run one copy on the shadow, its answer going nowhere; its own metrics and logs record it."""
+        status, start = 500, time.perf_counter()
+
+        async def sink(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        try:
+            await shadow.app(scope, _replay(body, _never), sink)
+        except Exception:  # noqa: BLE001 - a shadow's failure must never reach a caller
+            status = 500
+        if status >= 500:
+            self.shadow_failures += 1
+            if self.shadow_failures % LOG_EVERY == 1:
+                log.warning(
+                    "shadow %s answered %d (%.1f ms); %d failures so far",
+                    shadow.bundle.ref,
+                    status,
+                    (time.perf_counter() - start) * 1000,
+                    self.shadow_failures,
+                )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Start every version's app (its predictor, background jobs) and stop them all at the end."""
+        await receive()  # lifespan.startup
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                for version in self.all:
+                    app: Any = version.app
+                    await stack.enter_async_context(app.router.lifespan_context(app))
+            except Exception as error:  # noqa: BLE001 - reported to the server, which stops
+                log.exception("starting %s failed", version.bundle.ref)
+                await send({"type": "lifespan.startup.failed", "message": str(error)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            for task in list(self.shadow_tasks):
+                task.cancel()
+            await asyncio.gather(*self.shadow_tasks, return_exceptions=True)
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # -- the routes answered for every version --------------------------------------------------------
+    async def _each(self, scope: Scope, path: str) -> list[tuple[_Version, int, bytes]]:
+        """GET ``path`` of every version's app with the request's headers (so each checks the API key)."""
+        asked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"", "method": "GET"}
+        answers = []
+        for version in self.all:
+            status, body = 500, b""
+
+            async def sink(message: Message) -> None:
+                nonlocal status, body
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                elif message["type"] == "http.response.body":
+                    body += message.get("body", b"")
+
+            await version.app(dict(asked), _replay(b"", _never), sink)
+            answers.append((version, status, body))
+        return answers
+
+    async def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        answers = await self._each(scope, "/metrics")
+        refused = next((a for a in answers if a[1] != 200), None)
+        if refused is not None:
+            return refused[1], refused[2], b"application/json"
+        texts = [body.decode() for _, _, body in answers] + [generate_latest(self.registry).decode()]
+        return 200, merge_expositions(texts), CONTENT_TYPE_LATEST.encode()
+
+    async def _metadata(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        answers = await self._each(scope, "/metadata")
+        refused = next((a for a in answers if a[1] != 200), None)
+        if refused is not None:
+            return refused[1], refused[2], b"application/json"
+        listed = [{"role": v.role, **orjson.loads(body)} for v, _, body in answers]
+        return 200, orjson.dumps(listed), b"application/json"
+
+    async def _readyz(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        answers = await self._each(scope, "/readyz")
+        ready = all(status == 200 for _, status, _ in answers)
+        versions = [{"role": v.role, "ready": status == 200, "model": v.bundle.ref} for v, status, _ in answers]
+        return 200 if ready else 503, orjson.dumps({"ready": ready, "versions": versions}), b"application/json"
+
+    async def _healthz(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        return 200, b'{"status":"ok"}', b"application/json"
+
+
+_OWN_ROUTES: dict[str, Callable[[VersionRouter, Scope], Any]] = {
+    "/metrics": VersionRouter._metrics,
+    "/metadata": VersionRouter._metadata,
+    "/readyz": VersionRouter._readyz,
+    "/healthz": VersionRouter._healthz,
+}
+
+
+def merge_expositions(texts: Iterable[str]) -> bytes:
+    """Prometheus text expositions as one: the families of one name merged into one (a repeated TYPE line
+    is refused by Prometheus), a sample given twice kept once (with several workers every version's app
+    exposes the whole process group's metrics)."""
+    families: dict[str, Metric] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in seen:
+                    seen.add(key)
+                    merged.samples.append(sample)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Families:
+    """A collector of families already made."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def _header(bundle: Bundle) -> tuple[bytes, bytes]:
+    return VERSION_HEADER.lower().encode(), bundle.ref.encode()
+
+
+def _own_log(settings: ServeSettings, bundle: Bundle) -> ServeSettings:
+    """The settings of one version: its own prediction log file (``PATH`` -> ``STEM.NAME-VERSION.SUFFIX``),
+    since each version's log rotates on its own."""
+    if not settings.prediction_log:
+        return settings
+    path = Path(settings.prediction_log)
+    return replace(
+        settings, prediction_log=str(path.with_name(f"{path.stem}.{bundle.name}-{bundle.version}{path.suffix}"))
+    )
+
+
+def _labelled(send: Send, header: tuple[bytes, bytes]) -> Send:
+    """``send`` with the version header added to the answer."""
+
+    async def labelled(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), header]}
+        await send(message)
+
+    return labelled
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request's body, and whether more of it follows: reading stops once it passes ``limit``."""
+    body, more = b"", True
+    while more and len(body) <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return body, False
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body, more
+
+
+def _replay(body: bytes, then: Receive, *, more: bool = False) -> Receive:
+    """A ``receive`` that gives ``body`` (with ``more`` to come), then defers to ``then``."""
+    given = False
+
+    async def receive() -> Message:
+        nonlocal given
+        if given:
+            return await then()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    return receive
+
+
+async def _never() -> Message:
+    """What an internal call's app waits on after its body: nothing comes (it is cancelled if it listens)."""
+    waiting: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    return await waiting
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
