@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from cli_server import cli_server
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
@@ -128,34 +126,11 @@ def test_every_command_help_teaches_by_example(store, command):
 @pytest.mark.integration
 def test_serve_command_answers_over_http(store, two_versions, tmp_path):
     old, new = two_versions
-    ready = tmp_path / "ready.json"
-    command = [
-        sys.executable,
-        "-m",
-        "notebook_deploy",
-        "--store",
-        str(store.root),
-        "serve",
-        "iris",
-        "--port",
-        "0",
-        "--ready-file",
-        str(ready),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-            time.sleep(0.05)
-        url = json.loads(ready.read_text())["url"]
+    with cli_server(store.root, "iris") as served:
         rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
-        answer = requests.post(url + "/predict", json={"instances": rows}).json()
+        answer = requests.post(served.url + "/predict", json={"instances": rows}).json()
         assert answer == {"predictions": new.predict(np.array(rows)).tolist()}
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
-    assert f"Serving iris:{new.version} at {url}" in stderr
+    assert f"Serving iris:{new.version} at {served.url}" in served.stderr
 
 
 def test_recipe_previews_the_cells_of_a_saved_notebook(store, tmp_path):

@@ -3,16 +3,14 @@ shadows that cannot hurt, the version header, per-model routes, merged metrics, 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import requests
+from cli_server import cli_server
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -206,44 +204,17 @@ def test_the_serve_options_are_checked(flowers, session_store, arguments, fragme
 @pytest.mark.integration
 def test_a_real_server_of_two_workers_splits_requests_by_the_canary(flowers, session_store, tmp_path):
     stable, canary, _, _ = flowers
-    ready = tmp_path / "ready.json"
-    command = [
-        sys.executable,
-        "-m",
-        "notebook_deploy",
-        "--store",
-        str(session_store.root),
-        "serve",
-        stable.ref,
-        "--canary",
-        f"{canary.ref}=30",
-        "--workers",
-        "2",
-        "--port",
-        "0",
-        "--ready-file",
-        str(ready),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-            time.sleep(0.05)
-        url = json.loads(ready.read_text())["url"]
+    with cli_server(session_store.root, stable.ref, "--canary", f"{canary.ref}=30", "--workers", "2") as served:
         count, share = 400, 0.30
         with requests.Session() as session:
             versions = [
-                session.post(url + "/predict", json={"instances": ROWS}, timeout=30).headers[VERSION_HEADER]
+                session.post(served.url + "/predict", json={"instances": ROWS}, timeout=30).headers[VERSION_HEADER]
                 for _ in range(count)
             ]
         expected = {canary.version: versions.count(canary.ref), stable.version: versions.count(stable.ref)}
         deadline = time.monotonic() + 30  # the other worker's counts reach /metrics within a second or so
-        while (counted := _predictions_counted(url)) != expected and time.monotonic() < deadline:
+        while (counted := _predictions_counted(served.url)) != expected and time.monotonic() < deadline:
             time.sleep(0.2)
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
     assert set(versions) == {stable.ref, canary.ref}
     spread = 2.5758 * math.sqrt(count * share * (1 - share))
     assert abs(versions.count(canary.ref) - count * share) <= spread
