@@ -74,3 +74,12 @@ export function compactJson(value: unknown): string {
   }
   return line(value) ?? String(value);
 }
+
+/** A share 0…1 as a percentage to a tenth, rounded down so that 99.96 % never reads as 100 %. */
+export function formatShare(fraction: number): string {
+  if (!isFinite(fraction)) {
+    return '';
+  }
+  const tenths = Math.floor(Math.min(1, Math.max(0, fraction)) * 1000);
+  return `${tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)}%`;
+}

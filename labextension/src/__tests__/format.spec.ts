@@ -1,6 +1,7 @@
 import {
   compactJson,
   formatBytes,
+  formatShare,
   percent,
   shortDigest,
   shortType
@@ -38,5 +39,15 @@ describe('format', () => {
     expect(shortType('sklearn.linear_model._logistic.LogisticRegression')).toBe(
       'LogisticRegression'
     );
+  });
+});
+
+describe('formatShare', () => {
+  it('shows a share to a tenth of a percent, never rounding up to 100 %', () => {
+    expect(formatShare(1)).toBe('100%');
+    expect(formatShare(14 / 15)).toBe('93.3%');
+    expect(formatShare(0.9996)).toBe('99.9%');
+    expect(formatShare(0.5)).toBe('50%');
+    expect(formatShare(0)).toBe('0%');
   });
 });
