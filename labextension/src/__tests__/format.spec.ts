@@ -4,6 +4,7 @@ import {
   formatShare,
   percent,
   shortDigest,
+  shortJson,
   shortType
 } from '../format';
 
@@ -49,5 +50,15 @@ describe('formatShare', () => {
     expect(formatShare(0.9996)).toBe('99.9%');
     expect(formatShare(0.5)).toBe('50%');
     expect(formatShare(0)).toBe('0%');
+  });
+});
+
+describe('shortJson', () => {
+  it('writes a value on one line, cut with an ellipsis', () => {
+    expect(shortJson([1, 'a'])).toBe('[1,"a"]');
+    expect(shortJson('refused: ' + 'x'.repeat(100), 20)).toBe(
+      '"refused: xxxxxxxxx…'
+    );
+    expect(shortJson(undefined)).toBe('undefined');
   });
 });

@@ -1,6 +1,6 @@
 import * as React from 'react';
 
-import { formatBytes, formatShare } from '../format';
+import { formatBytes, formatShare, shortJson } from '../format';
 import { IComparison, IReplay } from '../types';
 
 /** A version the shown one can be compared with. */
@@ -251,8 +251,8 @@ function Agreement(props: {
               <ul className="nd-Lock">
                 {replay.worst.slice(0, 3).map((d, i) => (
                   <li key={i}>
-                    {d.method}: was <code>{JSON.stringify(d.recorded)}</code>,
-                    now <code>{JSON.stringify(d.answered)}</code>
+                    {d.method}: was <code>{shortJson(d.recorded)}</code>, now{' '}
+                    <code>{shortJson(d.answered)}</code>
                   </li>
                 ))}
               </ul>
