@@ -1,7 +1,7 @@
 import * as React from 'react';
 
 import { formatBytes, formatShare, shortJson } from '../format';
-import { IComparison, IReplay } from '../types';
+import { IComparison, IFootprint, IReplay } from '../types';
 
 /** A version the shown one can be compared with. */
 export interface ICompareCandidate {
@@ -100,6 +100,7 @@ export function ComparisonView(props: {
   onMeasure: () => void;
 }): JSX.Element {
   const c = props.comparison;
+  const footprints = c.footprints;
   const lock = [
     ...c.lock.added.map(pin => `+${pin}`),
     ...c.lock.removed.map(pin => `−${pin}`),
@@ -171,42 +172,16 @@ export function ComparisonView(props: {
             </dd>
           </>
         ) : null}
-        {c.footprints ? (
-          <>
-            <dt>Start</dt>
-            <dd aria-label="Start">
-              {pair(
-                c.footprints.old.start_seconds,
-                c.footprints.new.start_seconds,
-                s => `${s.toFixed(2)} s`
-              )}
-            </dd>
-            <dt>Latency p50</dt>
-            <dd aria-label="Latency p50">
-              {pair(
-                c.footprints.old.latency_ms.p50,
-                c.footprints.new.latency_ms.p50,
-                ms => `${ms.toFixed(2)} ms`
-              )}
-            </dd>
-            <dt>Latency p99</dt>
-            <dd>
-              {pair(
-                c.footprints.old.latency_ms.p99,
-                c.footprints.new.latency_ms.p99,
-                ms => `${ms.toFixed(2)} ms`
-              )}
-            </dd>
-            <dt>Peak memory</dt>
-            <dd aria-label="Peak memory">
-              {pair(
-                c.footprints.old.peak_rss_bytes,
-                c.footprints.new.peak_rss_bytes,
-                formatBytes
-              )}
-            </dd>
-          </>
-        ) : null}
+        {footprints
+          ? SERVING.map(([label, figure, show]) => (
+              <React.Fragment key={label}>
+                <dt>{label}</dt>
+                <dd aria-label={label}>
+                  {pair(figure(footprints.old), figure(footprints.new), show)}
+                </dd>
+              </React.Fragment>
+            ))
+          : null}
       </dl>
       {c.footprints ? null : (
         <button
@@ -265,6 +240,17 @@ function Agreement(props: {
     </>
   );
 }
+
+const seconds = (s: number) => `${s.toFixed(2)} s`;
+const milliseconds = (ms: number) => `${ms.toFixed(2)} ms`;
+
+/** The serving figures of a measured comparison: label, figure of a footprint, how it is shown. */
+const SERVING: [string, (f: IFootprint) => number, (v: number) => string][] = [
+  ['Start', f => f.start_seconds, seconds],
+  ['Latency p50', f => f.latency_ms.p50, milliseconds],
+  ['Latency p99', f => f.latency_ms.p99, milliseconds],
+  ['Peak memory', f => f.peak_rss_bytes, formatBytes]
+];
 
 /** `old → new (1.20x)`. */
 function pair(
