@@ -33,6 +33,7 @@ from traitlets.config import Config
 import notebook_deploy as nd
 from notebook_deploy.bundle import seal_manifest
 from notebook_deploy.capturing.recipe import History
+from notebook_deploy.compare import compare
 from notebook_deploy.jupyter.server import AUTH_RESOURCE, NAMESPACE, ROUTES
 
 EXTENSION = "notebook_deploy.jupyter.server"
@@ -125,12 +126,18 @@ def jp_server_config(deploy_store, authorizer_class):
 def api(jp_fetch, jp_asyncio_loop):
     """``api("GET", "bundles")`` → (status, decoded JSON answer); a dict or list body is sent as JSON."""
 
-    def call(method: str, *parts: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def call(
+        method: str,
+        *parts: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         if body is None and method in ("POST", "PUT"):
             body = ""
         text = body if body is None or isinstance(body, str) else json.dumps(body)
         response = jp_asyncio_loop.run_until_complete(
-            jp_fetch(NAMESPACE, *parts, method=method, body=text, headers=headers, raise_error=False)
+            jp_fetch(NAMESPACE, *parts, method=method, body=text, headers=headers, params=params, raise_error=False)
         )
         return response.code, json.loads(response.body)
 
@@ -220,6 +227,53 @@ def test_deleting_a_version(api, forest_bundle, deploy_store):
     [forest] = [b for b in api("GET", "bundles")[1]["bundles"] if b["name"] == "forest"]
     assert forest_bundle.version not in [v["version"] for v in forest["versions"]]
     assert [b.version for b in deploy_store.list("forest")] == [v["version"] for v in forest["versions"]]
+
+
+# -- compare ---------------------------------------------------------------------------------------------
+def test_compare_two_versions_without_and_with_measuring(api, forest_bundle, deploy_store):
+    newer = deploy_store.get("forest:latest")
+    status, answer = api(
+        "GET", "compare", params={"old": f"forest:{forest_bundle.version[:6]}", "new": "forest:latest"}
+    )
+    assert status == 200, answer
+    direct = compare(forest_bundle.ref, newer.ref, store=deploy_store, measure_serving=False).to_dict()
+    assert {k: v for k, v in answer.items() if k != "sample"} == {k: v for k, v in direct.items() if k != "sample"}
+    assert answer["sample"].keys() == direct["sample"].keys()  # the replay's timings differ, nothing else
+    assert answer["old"] == forest_bundle.ref and answer["new"] == newer.ref
+    assert answer["breaking"] is False and answer["schema"] == []
+    assert answer["sample"]["agreement"] == 1.0 and answer["footprints"] is None
+    status, measured = api("GET", "compare", params={"old": forest_bundle.ref, "new": "forest:latest", "measure": "1"})
+    assert status == 200, measured
+    for side in ("old", "new"):
+        footprint = measured["footprints"][side]
+        assert footprint["start_seconds"] > 0 and footprint["peak_rss_bytes"] > 0
+        assert footprint["latency_ms"]["p99"] >= footprint["latency_ms"]["p50"] > 0
+    assert set(measured["ratios"]) >= {"size", "latency", "start", "memory"}
+
+
+def test_compare_names_a_breaking_change_first(api):
+    status, answer = api("GET", "compare", params={"old": "forest", "new": "customers"})
+    assert status == 200, answer
+    assert answer["breaking"] is True
+    assert answer["schema"][0]["breaking"] and answer["schema"][0]["what"].startswith("the input: ")
+    assert answer["sample"]["rows"] == 15 and answer["sample"]["agreement"] < 1  # forest's rows, refused
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "expected"),
+    [
+        ({"new": "forest"}, 400, "query 'old' is missing"),
+        ({"old": "forest", "new": ""}, 400, "query 'new' is missing"),
+        ({"old": "forest", "new": "forest", "measure": "yes"}, 400, "'measure' must be 0 or 1"),
+        ({"old": "../forest", "new": "forest"}, 400, "not a valid bundle name"),
+        ({"old": "nothing", "new": "forest"}, 404, "no bundle named 'nothing'"),
+        ({"old": "forest", "new": "forest:ffffffffffff"}, 404, "no tag or version 'ffffffffffff'"),
+    ],
+)
+def test_compare_refuses_missing_malformed_and_unknown_refs(api, query, status, expected):
+    found, answer = api("GET", "compare", params=query)
+    assert found == status, answer
+    assert expected in answer["message"]
 
 
 # -- errors ----------------------------------------------------------------------------------------------

@@ -23,8 +23,13 @@ from typing import Any
 import pytest
 import requests
 from node import LABEXTENSION, jlpm, jlpm_install
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import notebook_deploy as nd
+from notebook_deploy.compare import compare
 from notebook_deploy.jupyter.server import predict_answer
 from notebook_deploy.serving.process import Server
 from notebook_deploy.tasks import Task
@@ -67,7 +72,7 @@ TSCONFIG = {
 def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers: Any) -> dict[str, Any]:
     """One real resource of each type ``src/types.ts`` exports, as the handlers of
     ``notebook_deploy/jupyter/server.py`` answer it (the same store, server and task methods)."""
-    frame, _ = customers
+    frame, target = customers
     store = nd.Store(tmp_path_factory.mktemp("ts-store"))
     bundle = nd.capture(pipeline, name="customers", sample=frame.head(), reference=frame, store=store)
     store.tag(bundle.ref, "prod")
@@ -88,6 +93,10 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
     verify = Task("verify", bundle.ref)
     answer = requests.Response()  # the model server's answer, as Server.post returns it
     answer.status_code, answer._content = 200, json.dumps({"predictions": [0, 1]}).encode()
+    comparison = compare(bundle.ref, _without_income(frame, target, store).ref, store=store)  # GET compare&measure=1
+    compared = comparison.to_dict()
+    # the lock of both is this venv's: a changed pin, as to_dict writes one, for its type
+    comparison.lock_changed = [("scikit-learn", "1.6.1", "1.7.2")]
     return {
         "IBundleSummary": summaries[0],
         "IDamagedVersion": {"name": "customers", "version": "0000", "path": "/s/customers/0000", "reason": "bad"},
@@ -99,7 +108,25 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
         "ITask": push.to_dict(),
         "ITask_verify": verify.to_dict(),
         "ITaskLayer": push.to_dict()["layers"][0],
+        "IComparison": compared,
+        "IComparison_lock": comparison.to_dict(),
+        "ISchemaChange": compared["schema"][0],
+        "IReplay": compared["sample"],
+        "IMethodReplay": compared["sample"]["methods"]["predict"],
+        "IDisagreement": compared["sample"]["worst"][0],
+        "ILatencies": compared["sample"]["methods"]["predict"]["candidate_ms"],
+        "IFootprint": compared["footprints"]["new"],
+        "ILockChange": comparison.to_dict()["lock"]["changed"][0],
     }
+
+
+def _without_income(frame: Any, target: Any, store: nd.Store) -> nd.Bundle:
+    """A newer version of ``customers`` that no longer reads ``income``: a breaking change, other answers."""
+    preprocess = ColumnTransformer(
+        [("num", StandardScaler(), ["age"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]
+    )
+    model = make_pipeline(preprocess, LogisticRegression(C=0.01)).fit(frame[["age", "city"]], target)
+    return nd.capture(model, name="customers", sample=frame[["age", "city"]].head(), store=store)
 
 
 def _check_types(folder: Path, resources: dict[str, Any], node_modules: Path) -> subprocess.CompletedProcess[str]:
@@ -131,15 +158,20 @@ def test_the_rest_types_match_the_python_resources(
     assert found.returncode == 0, f"src/types.ts does not fit what Python answers:\n{found.stdout}{found.stderr}"
 
     # The check can fail: a required key dropped, a key added, and a type changed are each named by tsc.
+    comparison = resources["IComparison"]
+    assert comparison["breaking"] and comparison["schema"][0]["breaking"], comparison["schema"]  # what was checked
+    assert comparison["sample"]["worst"] and comparison["footprints"], comparison
     mutated = json.loads(json.dumps(resources))
     del mutated["IServer"]["docs_url"]
     mutated["IVersionSummary"]["size_bytes"] = mutated["IVersionSummary"].pop("size")
     mutated["ITask"]["progress"] = "10%"
+    mutated["IComparison"]["sizes"]["older"] = mutated["IComparison"]["sizes"].pop("old")
     found = _check_types(tmp_path / "mutated", mutated, node_modules)
     assert found.returncode != 0
     assert "'docs_url' is missing" in found.stdout, found.stdout
     assert '"size_bytes"' in found.stdout, found.stdout
     assert "'string' is not assignable to type 'number'" in found.stdout, found.stdout
+    assert '"older"' in found.stdout, found.stdout
 
 
 def _exported_interfaces() -> list[str]:

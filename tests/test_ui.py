@@ -38,6 +38,8 @@ SCREENSHOTS = [
     "07-tag-moved.png",
     "08-verify.png",
     "09-running-sidebar.png",
+    "10-compare.png",
+    "11-compare-measured.png",
     "01-panel.png",
     "02-panel-captured.png",
     "03-panel-answered.png",

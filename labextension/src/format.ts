@@ -74,3 +74,18 @@ export function compactJson(value: unknown): string {
   }
   return line(value) ?? String(value);
 }
+
+/** A share 0…1 as a percentage to a tenth, rounded down so that 99.96 % never reads as 100 %. */
+export function formatShare(fraction: number): string {
+  if (!isFinite(fraction)) {
+    return '';
+  }
+  const tenths = Math.floor(Math.min(1, Math.max(0, fraction)) * 1000);
+  return `${tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)}%`;
+}
+
+/** A value as JSON on one line, cut to `limit` characters with an ellipsis (a refusal's message is long). */
+export function shortJson(value: unknown, limit = 60): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > limit ? `${text.slice(0, limit - 1)}…` : text;
+}

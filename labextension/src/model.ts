@@ -1,3 +1,4 @@
+import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
@@ -8,6 +9,7 @@ import {
   FINISHED_STATES,
   IBundleDetails,
   IBundleSummary,
+  IComparison,
   IPredictAnswer,
   IServer,
   ITask,
@@ -100,6 +102,38 @@ export class DeploymentsModel implements IDisposable {
   /** The last answer to a test request sent to a server. */
   answer(serverId: string): IPredictAnswer | undefined {
     return this._answers.get(serverId);
+  }
+
+  /** The last comparison of moving from `old` to `next` (references as given to `compare`). */
+  comparison(old: string, next: string): IComparison | undefined {
+    return this._comparisons.get(comparisonKey(old, next));
+  }
+
+  /**
+   * Compare two versions (`GET compare`): schema changes, sample agreement, lock and sizes; with
+   * `measure`, also each version's start, latency and peak memory (seconds: two fresh Pythons).
+   * Busy as `compare:OLD>NEW` or `measure:OLD>NEW`.
+   */
+  async compare(
+    old: string,
+    next: string,
+    measure = false
+  ): Promise<IComparison | undefined> {
+    const key = comparisonKey(old, next);
+    const query: Record<string, string> = { old, new: next };
+    if (measure) {
+      query.measure = '1';
+    }
+    return this._action(
+      `${measure ? 'measure' : 'compare'}:${key}`,
+      async () => {
+        const comparison = await this._request<IComparison>(
+          `compare${URLExt.objectToQueryString(query)}`
+        );
+        this._comparisons.set(key, comparison);
+        return comparison;
+      }
+    );
   }
 
   /** Whether an action with this key (e.g. `serve:iris:v1`) is in flight. */
@@ -412,6 +446,7 @@ export class DeploymentsModel implements IDisposable {
   private _tasks: ITask[] = [];
   private _details = new Map<string, IBundleDetails>();
   private _answers = new Map<string, IPredictAnswer>();
+  private _comparisons = new Map<string, IComparison>();
   private _busy = new Set<string>();
   private _selected: string | null = null;
   private _loaded = false;
@@ -446,6 +481,11 @@ export function splitRef(ref: string): [string, string] {
   return colon === -1
     ? [ref, 'latest']
     : [ref.slice(0, colon), ref.slice(colon + 1)];
+}
+
+/** The key of a comparison of two references, as in the busy keys `compare:OLD>NEW`. */
+export function comparisonKey(old: string, next: string): string {
+  return `${old}>${next}`;
 }
 
 /** Newest first: by start time, then by id (ids count up; times are to the second). */

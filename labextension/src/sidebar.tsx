@@ -3,6 +3,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { BundleList } from './components/bundles';
+import { ICompareCandidate } from './components/compare';
 import { VersionDetails } from './components/details';
 import { ServerList } from './components/servers';
 import { TaskList } from './components/tasks';
@@ -113,6 +114,13 @@ export class DeploymentsSidebar extends ReactWidget {
               onPush={() => void this.push(selected)}
               onVerify={() => void model.verify(selected)}
               onMoveTag={() => void this.moveTag(selected)}
+              compare={{
+                candidates: this._otherVersions(selected),
+                comparison: (old, next) => model.comparison(old, next),
+                isBusy: key => model.isBusy(key),
+                onCompare: (old, next, measure) =>
+                  void model.compare(old, next, measure)
+              }}
             />
           </section>
         ) : null}
@@ -145,6 +153,15 @@ export class DeploymentsSidebar extends ReactWidget {
         ) : null}
       </div>
     );
+  }
+
+  /** The versions of the selected one's name other than it, newest first, with their tags. */
+  private _otherVersions(ref: string): ICompareCandidate[] {
+    const [name, version] = splitRef(ref);
+    const bundle = this.model.bundles.find(b => b.name === name);
+    return (bundle?.versions ?? [])
+      .filter(v => v.version !== version && v.ref !== ref)
+      .map(v => ({ ref: v.ref, version: v.version, tags: v.tags }));
   }
 
   private _lastPush(ref: string): Partial<IPushTarget> {

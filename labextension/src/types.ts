@@ -123,3 +123,87 @@ export type TaskRequest =
       base?: string;
     }
   | { kind: 'verify'; ref: string };
+
+/** The 50th and 99th percentiles of a method's latencies, in milliseconds. */
+export interface ILatencies {
+  p50: number;
+  p99: number;
+}
+
+/** What the replay of one method's rows found. */
+export interface IMethodReplay {
+  rows: number;
+  agreed: number;
+  refused: number;
+  /** Every recorded answer is a label (compared exactly), not a score. */
+  labels: boolean;
+  /** `[recorded, answered, rows]` for each pair of labels. */
+  confusion: [unknown, unknown, number][];
+  candidate_ms: ILatencies | null;
+  baseline_ms: ILatencies | null;
+}
+
+/** A row where the new version's answer departs from the recorded one. */
+export interface IDisagreement {
+  line: number;
+  method: string;
+  input: unknown;
+  recorded: unknown;
+  answered: unknown;
+  /** The largest absolute difference of the scores; `null` for labels and refusals. */
+  distance: number | null;
+}
+
+/** A replay of recorded answers against a version (`Replay.to_dict()`). */
+export interface IReplay {
+  candidate: string;
+  baseline: string | null;
+  recorded: string[];
+  rows: number;
+  /** The share of rows answered alike, from 0 to 1. */
+  agreement: number;
+  skipped_lines: number;
+  methods: Record<string, IMethodReplay>;
+  worst: IDisagreement[];
+}
+
+/** One difference between two versions' schemas. */
+export interface ISchemaChange {
+  what: string;
+  breaking: boolean;
+}
+
+/** A version's serving cost, measured in a fresh Python. */
+export interface IFootprint {
+  start_seconds: number;
+  latency_ms: ILatencies;
+  peak_rss_bytes: number;
+}
+
+/** A locked distribution at another version. */
+export interface ILockChange {
+  name: string;
+  old: string;
+  new: string;
+}
+
+/** The deployment diff of moving from `old` to `new` (`GET compare`, `Comparison.to_dict()`). */
+export interface IComparison {
+  old: string;
+  new: string;
+  /** Whether any schema change breaks callers of today. */
+  breaking: boolean;
+  /** Breaking changes first. */
+  schema: ISchemaChange[];
+  /** The new version answering the old one's sample; `null` when it has none of its methods. */
+  sample: IReplay | null;
+  traffic: IReplay | null;
+  lock: { added: string[]; removed: string[]; changed: ILockChange[] };
+  sizes: { old: number; new: number };
+  dependency_layers: { old: number; new: number } | null;
+  /** Only when measured (`measure=1`). */
+  footprints: { old: IFootprint; new: IFootprint } | null;
+  /** New over old: size, and dependency_layer, latency, start, memory when known. */
+  ratios: Record<string, number>;
+  notes: string[];
+}

@@ -29,6 +29,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Unicode, default
 from traitlets.config import Configurable
 
+from ..compare import compare
 from ..errors import (
     NotebookDeployError,
 )
@@ -195,6 +196,32 @@ class BundleHandler(DeployHandler):
         await self.answer(lambda: {"deleted": self.deploy.bundle_store.delete(f"{name}:{version}").ref})
 
 
+class CompareHandler(DeployHandler):
+    """``GET compare?old=REF&new=REF[&measure=1]``: the deployment diff of two versions (``compare``);
+    start, latency and peak memory only with ``measure=1``, since that runs each version in a fresh Python."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        old, new = (self.query_ref(name) for name in ("old", "new"))
+        measure = self.get_query_argument("measure", "0")
+        if measure not in ("0", "1"):
+            raise ApiError(400, f"query 'measure' must be 0 or 1, not {measure!r}")
+        store = self.deploy.bundle_store
+        await self.answer(
+            lambda: compare(
+                self.deploy.exact_ref(old), self.deploy.exact_ref(new), store=store, measure_serving=measure == "1"
+            ).to_dict()
+        )
+
+    def query_ref(self, name: str) -> str:
+        """The reference in the query argument ``name``; a 400 when it is missing or empty."""
+        ref = self.get_query_argument(name, "")
+        if not ref:
+            raise ApiError(400, f"query {name!r} is missing: GET compare?old=NAME:VERSION&new=NAME:VERSION")
+        return ref
+
+
 class TagHandler(DeployHandler):
     """``PUT`` (point at a version) and ``DELETE bundles/{name}/tags/{tag}``."""
 
@@ -333,6 +360,7 @@ _NAME = r"(?P<name>[^/]+)"
 ROUTES: list[tuple[str, type[DeployHandler]]] = [
     ("version", VersionHandler),
     ("bundles", BundlesHandler),
+    ("compare", CompareHandler),
     (f"bundles/{_NAME}/tags/(?P<tag>[^/]+)", TagHandler),
     (f"bundles/{_NAME}/(?P<version>[^/]+)", BundleHandler),
     ("servers", ServersHandler),

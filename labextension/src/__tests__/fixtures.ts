@@ -1,4 +1,10 @@
-import { IBundleDetails, IBundleSummary, IServer, ITask } from '../types';
+import {
+  IBundleDetails,
+  IBundleSummary,
+  IComparison,
+  IServer,
+  ITask
+} from '../types';
 
 export const iris: IBundleSummary = {
   name: 'iris',
@@ -46,6 +52,83 @@ export const irisDetails: IBundleDetails = {
   schema: { input: { description: 'rows of 4 numbers' } },
   sample: { instances: [[5.1, 3.5, 1.4, 0.2]] },
   reference: { rows: 150, features: [{ name: '0', kind: 'numeric' }] }
+};
+
+/** `GET compare?old=iris:20261120-0800-ffee00&new=iris:20261124-0930-ab12cd`, unmeasured. */
+export const comparison: IComparison = {
+  old: 'iris:20261120-0800-ffee00',
+  new: 'iris:20261124-0930-ab12cd',
+  breaking: true,
+  schema: [
+    {
+      what: "column 'petal_width' is gone: rows that send it are refused",
+      breaking: true
+    },
+    { what: 'method predict_proba is new', breaking: false }
+  ],
+  sample: {
+    candidate: 'iris:20261124-0930-ab12cd',
+    baseline: 'iris:20261120-0800-ffee00',
+    recorded: ['iris:20261120-0800-ffee00'],
+    rows: 15,
+    agreement: 14 / 15,
+    skipped_lines: 0,
+    methods: {
+      predict: {
+        rows: 15,
+        agreed: 14,
+        refused: 0,
+        labels: true,
+        confusion: [
+          [0, 0, 5],
+          [1, 2, 1]
+        ],
+        candidate_ms: { p50: 0.4, p99: 0.9 },
+        baseline_ms: { p50: 0.3, p99: 0.8 }
+      }
+    },
+    worst: [
+      {
+        line: 7,
+        method: 'predict',
+        input: [6.3, 2.5, 4.9, 1.5],
+        recorded: 1,
+        answered: 2,
+        distance: null
+      }
+    ]
+  },
+  traffic: null,
+  lock: {
+    added: ['joblib==1.5.2'],
+    removed: [],
+    changed: [{ name: 'scikit-learn', old: '1.6.1', new: '1.7.2' }]
+  },
+  sizes: { old: 2048, new: 123456 },
+  dependency_layers: null,
+  footprints: null,
+  ratios: { size: 60.28 },
+  notes: [
+    'the dependency layers for linux/amd64 are not both in the layer cache'
+  ]
+};
+
+/** The same comparison, measured (`measure=1`). */
+export const measuredComparison: IComparison = {
+  ...comparison,
+  footprints: {
+    old: {
+      start_seconds: 0.8,
+      latency_ms: { p50: 0.3, p99: 0.8 },
+      peak_rss_bytes: 150 * 1024 * 1024
+    },
+    new: {
+      start_seconds: 1.2,
+      latency_ms: { p50: 0.6, p99: 1.1 },
+      peak_rss_bytes: 180 * 1024 * 1024
+    }
+  },
+  ratios: { size: 60.28, start: 1.5, latency: 2, memory: 1.2 }
 };
 
 export const server: IServer = {

@@ -1,8 +1,10 @@
 import {
   compactJson,
   formatBytes,
+  formatShare,
   percent,
   shortDigest,
+  shortJson,
   shortType
 } from '../format';
 
@@ -38,5 +40,25 @@ describe('format', () => {
     expect(shortType('sklearn.linear_model._logistic.LogisticRegression')).toBe(
       'LogisticRegression'
     );
+  });
+});
+
+describe('formatShare', () => {
+  it('shows a share to a tenth of a percent, never rounding up to 100 %', () => {
+    expect(formatShare(1)).toBe('100%');
+    expect(formatShare(14 / 15)).toBe('93.3%');
+    expect(formatShare(0.9996)).toBe('99.9%');
+    expect(formatShare(0.5)).toBe('50%');
+    expect(formatShare(0)).toBe('0%');
+  });
+});
+
+describe('shortJson', () => {
+  it('writes a value on one line, cut with an ellipsis', () => {
+    expect(shortJson([1, 'a'])).toBe('[1,"a"]');
+    expect(shortJson('refused: ' + 'x'.repeat(100), 20)).toBe(
+      '"refused: xxxxxxxxx…'
+    );
+    expect(shortJson(undefined)).toBe('undefined');
   });
 });

@@ -4,9 +4,11 @@ import { DeploymentsModel, splitRef } from '../model';
 import { requestAPI } from '../request';
 import {
   ICall,
+  comparison,
   fakeRequestAPI,
   iris,
   irisDetails,
+  measuredComparison,
   Routes,
   server,
   task
@@ -280,6 +282,43 @@ describe('DeploymentsModel', () => {
       body: { version: 'v2' }
     });
     expect(calls.map(c => c.endPoint)).toContain('bundles');
+  });
+
+  it('compares two versions, then measures them on request', async () => {
+    const query =
+      'old=iris%3A20261120-0800-ffee00&new=iris%3A20261124-0930-ab12cd';
+    setUp({
+      [`GET compare?${query}`]: comparison,
+      [`GET compare?${query}&measure=1`]: measuredComparison
+    });
+    const [old, next] = [comparison.old, comparison.new];
+    expect(model.comparison(old, next)).toBeUndefined();
+    const pending = model.compare(old, next);
+    expect(model.isBusy(`compare:${old}>${next}`)).toBe(true);
+    expect(await pending).toEqual(comparison);
+    expect(model.comparison(old, next)).toEqual(comparison);
+    expect(model.comparison(next, old)).toBeUndefined();
+    const measuring = model.compare(old, next, true);
+    expect(model.isBusy(`measure:${old}>${next}`)).toBe(true);
+    await measuring;
+    expect(model.comparison(old, next)?.footprints?.new.start_seconds).toBe(
+      1.2
+    );
+    expect(calls.map(c => c.endPoint)).toEqual([
+      `compare?${query}`,
+      `compare?${query}&measure=1`
+    ]);
+  });
+
+  it("reports an unknown version's 404 when comparing", async () => {
+    setUp({
+      'GET compare?old=iris%3Anope&new=iris%3Alatest': responseError(
+        404,
+        "'iris' has no tag or version 'nope'"
+      )
+    });
+    expect(await model.compare('iris:nope', 'iris:latest')).toBeUndefined();
+    expect(errors).toEqual(["'iris' has no tag or version 'nope'"]);
   });
 
   it('encodes path segments', async () => {

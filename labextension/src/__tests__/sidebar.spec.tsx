@@ -6,9 +6,11 @@ import { requestAPI } from '../request';
 import { DeploymentsSidebar, SIDEBAR_ID } from '../sidebar';
 import {
   ICall,
+  comparison,
   fakeRequestAPI,
   iris,
   irisDetails,
+  measuredComparison,
   server,
   task,
   waitFor
@@ -20,6 +22,16 @@ jest.mock('../request', () => ({
 }));
 
 const mockedRequest = requestAPI as jest.MockedFunction<typeof requestAPI>;
+const COMPARE_QUERY =
+  'old=iris%3A20261120-0800-ffee00&new=iris%3A20261124-0930-ab12cd';
+const SWAPPED_QUERY =
+  'old=iris%3A20261124-0930-ab12cd&new=iris%3A20261120-0800-ffee00';
+
+/** Choose an option of a <select> as a user does (React listens for `change`). */
+function choose(select: HTMLSelectElement, value: string): void {
+  select.value = value;
+  select.dispatchEvent(new Event('change', { bubbles: true }));
+}
 
 describe('DeploymentsSidebar', () => {
   let model: DeploymentsModel;
@@ -51,6 +63,16 @@ describe('DeploymentsSidebar', () => {
           'POST servers/4242/predict': {
             status: 200,
             body: { predictions: [0] }
+          },
+          [`GET compare?${COMPARE_QUERY}`]: comparison,
+          [`GET compare?${COMPARE_QUERY}&measure=1`]: measuredComparison,
+          [`GET compare?${SWAPPED_QUERY}`]: {
+            ...comparison,
+            old: comparison.new,
+            new: comparison.old,
+            breaking: false,
+            schema: [],
+            sample: { ...comparison.sample, agreement: 1, worst: [] }
           },
           'GET servers/4242/logs': {
             logs: 'INFO:     Uvicorn running on http://127.0.0.1:40123'
@@ -185,5 +207,89 @@ describe('DeploymentsSidebar', () => {
       card.querySelector('[aria-label="Pushed image"]')!.textContent
     ).toContain('127.0.0.1:5000/iris:v1');
     expect(card.querySelector('[aria-label^="Cancel"]')).toBeNull();
+  });
+
+  it('compares the shown version with another: breaking changes first, agreement, lock, then measured', async () => {
+    await model.select('iris:20261124-0930-ab12cd');
+    const select = await (async () => {
+      await waitFor(
+        () =>
+          sidebar.node.querySelector('[aria-label^="Compare iris:"]') !== null
+      );
+      return sidebar.node.querySelector<HTMLSelectElement>(
+        '[aria-label^="Compare iris:"]'
+      )!;
+    })();
+    // the other version of the name, with its tag
+    const options = Array.from(select.options).map(o => o.textContent);
+    expect(options).toEqual(['Compare with…', '20261120-0800-ffee00 (prod)']);
+    choose(select, 'iris:20261120-0800-ffee00');
+    await waitFor(() => sidebar.node.querySelector('.nd-Comparison') !== null);
+    const view = sidebar.node.querySelector('.nd-Comparison')!;
+    expect(view.getAttribute('data-breaking')).toBe('true');
+    expect(view.querySelector('.nd-Card-head')!.textContent).toContain(
+      'iris:20261120-0800-ffee00 → iris:20261124-0930-ab12cd'
+    );
+    const changes = Array.from(
+      view.querySelectorAll('[aria-label="Schema changes"] li')
+    );
+    expect(changes[0].className).toBe('nd-mod-breaking');
+    expect(changes[0].textContent).toContain('breaks');
+    expect(changes[0].textContent).toContain("column 'petal_width' is gone");
+    expect(changes[1].className).toBe('');
+    const agreement = view.querySelector('[aria-label="Sample agreement"]')!;
+    expect(agreement.textContent).toContain('93.3% of 15 rows');
+    expect(agreement.textContent).toContain('predict: was 1, now 2');
+    const lock = view.querySelector('[aria-label="Lock changes"]')!;
+    expect(lock.textContent).toContain('+joblib==1.5.2');
+    expect(lock.textContent).toContain('scikit-learn 1.6.1 → 1.7.2');
+    expect(view.textContent).toContain('2.0 KB → 120.6 KB (60.28x)');
+    expect(view.querySelector('[aria-label="Start"]')).toBeNull();
+
+    // measuring refetches with measure=1 and shows start, latency and memory
+    view
+      .querySelector<HTMLButtonElement>(
+        '[aria-label="Measure start, latency, memory"]'
+      )!
+      .click();
+    await waitFor(
+      () => sidebar.node.querySelector('[aria-label="Start"]') !== null
+    );
+    const measured = sidebar.node.querySelector('.nd-Comparison')!;
+    expect(measured.querySelector('[aria-label="Start"]')!.textContent).toBe(
+      '0.80 s → 1.20 s (1.50x)'
+    );
+    expect(
+      measured.querySelector('[aria-label="Latency p50"]')!.textContent
+    ).toBe('0.30 ms → 0.60 ms (2.00x)');
+    expect(
+      measured.querySelector('[aria-label="Peak memory"]')!.textContent
+    ).toBe('150.0 MB → 180.0 MB (1.20x)');
+    expect(
+      measured.querySelector('[aria-label="Measure start, latency, memory"]')
+    ).toBeNull();
+
+    // swapped: the shown version is the old one
+    sidebar.node
+      .querySelector<HTMLButtonElement>('[aria-label="Swap old and new"]')!
+      .click();
+    await waitFor(
+      () =>
+        sidebar.node
+          .querySelector('.nd-Comparison')
+          ?.getAttribute('data-breaking') === 'false'
+    );
+    const swapped = sidebar.node.querySelector('.nd-Comparison')!;
+    expect(swapped.textContent).toContain('Schema unchanged.');
+    expect(
+      swapped.querySelector('[aria-label="Sample agreement"]')!.textContent
+    ).toContain('100% of 15 rows');
+    expect(
+      calls.map(c => c.endPoint).filter(e => e.startsWith('compare'))
+    ).toEqual([
+      `compare?${COMPARE_QUERY}`,
+      `compare?${COMPARE_QUERY}&measure=1`,
+      `compare?${SWAPPED_QUERY}`
+    ]);
   });
 });

@@ -2,6 +2,7 @@ import * as React from 'react';
 
 import { formatTime } from '../format';
 import { IBundleDetails } from '../types';
+import { CompareVersions, ICompareProps } from './compare';
 
 export interface IVersionDetailsProps {
   reference: string;
@@ -13,9 +14,14 @@ export interface IVersionDetailsProps {
   onPush: () => void;
   onVerify: () => void;
   onMoveTag: () => void;
+  /** The "Compare with…" control: the other versions and the comparisons fetched. */
+  compare: Omit<ICompareProps, 'reference'>;
 }
 
-/** One version in full: its actions, recipe, packages, schema and drift reference. */
+/**
+ * One version in full: its actions, the comparison with another version, recipe, packages, schema
+ * and drift reference.
+ */
 export function VersionDetails(props: IVersionDetailsProps): JSX.Element {
   const { details } = props;
   return (
@@ -53,6 +59,11 @@ export function VersionDetails(props: IVersionDetailsProps): JSX.Element {
           Move tag…
         </button>
       </div>
+      <CompareVersions
+        key={props.reference}
+        reference={props.reference}
+        {...props.compare}
+      />
       {details === null ? (
         <p className="nd-Empty">
           {props.loading ? 'Loading details…' : 'No details.'}

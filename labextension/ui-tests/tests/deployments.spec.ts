@@ -157,4 +157,60 @@ test.describe('Deployments sidebar', () => {
       timeout: 30 * 1000
     });
   });
+
+  test('compares two versions of a model', async ({
+    page,
+    tmpPath
+  }, testInfo) => {
+    test.setTimeout(4 * 60 * 1000);
+
+    // 1. a notebook captures two versions of "ui-compare"; the second no longer reads the petal width
+    await runNotebook(page, tmpPath, 'ui-compare.ipynb');
+    await expect(
+      page.locator('.jp-OutputArea-output', {
+        hasText: 'Captured ui-compare:'
+      })
+    ).toHaveCount(2, { timeout: 150 * 1000 });
+
+    // 2. the newest version's details: compare it with the other one
+    await page.sidebar.openTab('notebook-deploy-sidebar');
+    const sidebar = page.locator('#notebook-deploy-sidebar');
+    await page.sidebar.setWidth(420, 'left');
+    await sidebar.getByRole('button', { name: 'Refresh deployments' }).click();
+    const versions = sidebar.locator(
+      '.nd-Bundle[data-bundle="ui-compare"] .nd-Version'
+    );
+    await expect(versions).toHaveCount(2);
+    await versions.first().click();
+    const details = sidebar.locator('.nd-Details');
+    const choice = details.getByLabel(/^Compare ui-compare:\w+ with$/);
+    await expect(choice.locator('option')).toHaveCount(2); // "Compare with…" and the older version
+    await choice.selectOption({ index: 1 });
+
+    // 3. the breaking change comes first, marked; the old sample's agreement as a percentage
+    const view = details.locator('.nd-Comparison');
+    await expect(view).toHaveAttribute('data-breaking', 'true', {
+      timeout: 60 * 1000
+    });
+    const first = view.getByLabel('Schema changes').locator('li').first();
+    await expect(first).toHaveClass('nd-mod-breaking');
+    await expect(first).toContainText("column 'petal width (cm)' is gone");
+    await expect(
+      view.getByLabel('Sample agreement', { exact: true })
+    ).toHaveText(/^\d+(\.\d)?% of 20 rows/);
+    await screenshot(page, testInfo, '10-compare', view);
+
+    // 4. measured: each version started in a fresh Python, side by side
+    await view
+      .getByRole('button', { name: 'Measure start, latency, memory' })
+      .click();
+    await expect(view.getByLabel('Start', { exact: true })).toHaveText(
+      /^\d+\.\d\d s → \d+\.\d\d s/,
+      { timeout: 120 * 1000 }
+    );
+    await expect(view.getByLabel('Peak memory', { exact: true })).toContainText(
+      'MB'
+    );
+    await screenshot(page, testInfo, '11-compare-measured', view);
+  });
 });
