@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 from . import display
 from .api import load
 from .bundle import Bundle
+from .capturing.footprint import latency_ms
 from .errors import NotebookDeployError
 from .methods import resolve_methods
 from .schema import to_jsonable
@@ -331,13 +331,7 @@ def _hashable(value: Any) -> Any:
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float] | None:
-    if not seconds:
-        return None
-    ordered = sorted(seconds)
-    return {
-        "p50": round(statistics.median(ordered) * 1000, 3),
-        "p99": round(ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)] * 1000, 3),
-    }
+    return latency_ms(seconds) if seconds else None
 
 
 def _latencies(report: MethodReplay, baseline: str | None) -> str:

@@ -73,7 +73,8 @@ def test_a_server_never_runs_a_job_that_blocks_one_of_its_preloaded_modules(warm
     key = warm.Key(warm.fingerprint(), (), ("colorsys",), ("predict",))
     server = warm.WarmServer(key, ["colorsys"])
     try:
-        finished = server.run(tmp_path / "m.pkl", tmp_path / "i.pkl", ["predict"], ["colorsys"], str(tmp_path), 60)
+        job = warm.Key(key.fingerprint, ("colorsys",), key.referenced, key.methods)
+        finished = server.run(job, tmp_path / "m.pkl", tmp_path / "i.pkl", ["predict"], str(tmp_path), 60)
         assert finished is None  # the caller probes cold
         assert server.alive() and server.jobs == 0
     finally:
@@ -81,7 +82,8 @@ def test_a_server_never_runs_a_job_that_blocks_one_of_its_preloaded_modules(warm
 
 
 def test_a_server_that_answers_garbage_is_stopped_and_the_probe_runs_cold(warm_on, tmp_path):
-    server = warm.WarmServer(warm.Key(warm.fingerprint(), (), (), ("predict",)), [])
+    key = warm.Key(warm.fingerprint(), (), (), ("predict",))
+    server = warm.WarmServer(key, [])
     server.stop()
     server.process = subprocess.Popen(  # in the server's place, a process that answers no JSON
         [sys.executable, "-c", "print('not json', flush=True); import time; time.sleep(60)"],
@@ -89,7 +91,7 @@ def test_a_server_that_answers_garbage_is_stopped_and_the_probe_runs_cold(warm_o
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
-    assert server.run(tmp_path / "m.pkl", tmp_path / "i.pkl", ["predict"], [], str(tmp_path), 60) is None
+    assert server.run(key, tmp_path / "m.pkl", tmp_path / "i.pkl", ["predict"], str(tmp_path), 60) is None
     assert server.process.returncode is not None and server.jobs == 0  # stopped and reaped
 
 

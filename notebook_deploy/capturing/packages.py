@@ -114,12 +114,12 @@ def probe(
     """Unpickle and call the model in a fresh interpreter with this one's ``sys.path`` and ``blocked``
     top-level modules hidden; return the modules that loaded (name → file) and the outputs.
 
-    With ``key``, the warm server runs it when it serves that key; otherwise (or when the server cannot)
-    a new interpreter does. Both end the same way: the same files, the same errors."""
+    With ``key`` (whose ``blocked`` is this ``blocked``), the warm server runs it when it serves that key;
+    otherwise (or when the server cannot) a new interpreter does. Both end the same way: the same files, the same errors."""
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-probe-") as scratch:
         input_file = Path(scratch) / "input.pkl"
         input_file.write_bytes(pickle.dumps(model_input, protocol=5))
-        finished = warm.run(key, model_file, input_file, methods, blocked, scratch, timeout) if key else None
+        finished = warm.run(key, model_file, input_file, methods, scratch, timeout) if key else None
         if finished is None:
             finished = _cold_probe(model_file, input_file, methods, blocked, scratch, timeout)
         if finished.timed_out:

@@ -181,15 +181,10 @@ class WarmServer:
         return self.alive() and key.fingerprint == self.key.fingerprint and (not self.preload or key == self.key)
 
     def run(
-        self,
-        model_file: Path,
-        input_file: Path,
-        methods: list[str],
-        blocked: list[str],
-        report_dir: str,
-        timeout: float,
+        self, key: Key, model_file: Path, input_file: Path, methods: list[str], report_dir: str, timeout: float
     ) -> Finished | None:
-        """Run one probe job here; None when the server cannot take it (the caller probes cold)."""
+        """Run one probe job, with ``key``'s modules blocked, here; None when the server cannot take it
+        (the caller probes cold)."""
         if not self._busy.acquire(blocking=False):
             return None
         try:
@@ -206,7 +201,7 @@ class WarmServer:
                 "model": str(model_file),
                 "input": str(input_file),
                 "methods": methods,
-                "blocked": blocked,
+                "blocked": list(key.blocked),
                 "report": report_dir,
                 "timeout": timeout,
             }
@@ -283,19 +278,14 @@ def current() -> WarmServer | None:
 
 
 def run(
-    key: Key,
-    model_file: Path,
-    input_file: Path,
-    methods: list[str],
-    blocked: list[str],
-    report_dir: str,
-    timeout: float,
+    key: Key, model_file: Path, input_file: Path, methods: list[str], report_dir: str, timeout: float
 ) -> Finished | None:
-    """The probe run on the warm server when one serves ``key``; None means: probe cold."""
+    """The probe run on the warm server when one serves ``key`` (whose ``blocked`` it hides); None
+    means: probe cold."""
     server = _server
     if not enabled() or server is None or not server.serves(key):
         return None
-    return server.run(model_file, input_file, methods, blocked, report_dir, timeout)
+    return server.run(key, model_file, input_file, methods, report_dir, timeout)
 
 
 def keep_warm(key: Key, modules: list[str]) -> None:

@@ -37,6 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..bundle import Bundle
 from ..errors import SettingError
 from .app import create_app, route_path
+from .protocols import oip, tfserving
+from .served import DETAIL, ErrorShape
 from .settings import ServeSettings
 
 log = logging.getLogger("notebook_deploy.serving")
@@ -46,9 +48,10 @@ SHADOW_IN_FLIGHT = 64  # copies to shadows under way at once; more are dropped, 
 LOG_EVERY = 1000  # a shadow's failures and drops are logged once per this many
 STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
 
+# The routes that name their model (and may name a version), each with its protocol's error shape.
 _NAMED = (
-    re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?"),
-    re.compile(r"^/v1/models/([^/:]+)(?:/versions/([^/:]+))?"),
+    (re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?"), oip.ERRORS),
+    (re.compile(r"^/v1/models/([^/:]+)(?:/versions/([^/:]+))?"), tfserving.ERRORS),
 )
 
 
@@ -248,16 +251,14 @@ class VersionRouter:
             status, body, content_type = await own(self, scope)
             await _answer(send, status, body, content_type)
             return
-        group, pinned, named = self._group(path)
+        group, pinned, named, shape = self._group(path)
         if group is None:
             served = ", ".join(self.groups)
             if named is not None:
                 message = f"model '{named}' is not served here; this server serves {served}"
-                body = orjson.dumps({"error": message})
             else:
                 message = f"this server serves several models ({served}): use /v2/models/NAME/infer or /v1/models/NAME"
-                body = orjson.dumps({"detail": message})
-            await _answer(send, 404, body, b"application/json")
+            await _answer(send, 404, shape.payload(404, message), b"application/json")
             return
         inference = scope["method"] == "POST" and pinned is None
         if pinned is not None:
@@ -274,15 +275,16 @@ class VersionRouter:
                     self._copy(shadow, scope, body)
         await chosen.app(scope, receive, _labelled(send, chosen.header))
 
-    def _group(self, path: str) -> tuple[_Group | None, str | None, str | None]:
-        """The group a path reaches, the version it names, and the model name it names."""
-        for pattern in _NAMED:
+    def _group(self, path: str) -> tuple[_Group | None, str | None, str | None, ErrorShape]:
+        """The group a path reaches, the version and the model name it names, and the error shape of
+        its protocol."""
+        for pattern, shape in _NAMED:
             match = pattern.match(path)
             if match:
-                return self.groups.get(match[1]), match[2], match[1]
+                return self.groups.get(match[1]), match[2], match[1], shape
         if path in ("/v2", "/v2/health/live", "/v2/health/ready") or len(self.groups) == 1:
-            return next(iter(self.groups.values())), None, None
-        return None, None, None
+            return next(iter(self.groups.values())), None, None, DETAIL
+        return None, None, None, DETAIL
 
     def _declared_too_large(self, scope: Scope) -> bool:
         """Whether the body declares a length over the limit: then it is refused unread, not copied."""
