@@ -3,7 +3,10 @@
 A model is anything with a ``predict`` method (scikit-learn style) or any callable, which is then served
 as ``predict``. Other public inference methods of the scikit-learn family each get an endpoint of their own.
 A PyTorch module is served as ``predict`` too: rows go in as a tensor (floats in the dtype of the module's
-parameters), the call runs without gradients, and a tensor output comes back as a NumPy array.
+parameters), the call runs without gradients, and a tensor output comes back as a NumPy array. A Hugging
+Face ``transformers`` pipeline is served as ``predict`` alone (its scikit-learn ``predict``/``transform``
+are the same call and take no arrays): rows go in as a list (texts, chat messages, images), one answer
+comes back per row.
 
 Imports nothing at module level: the capture probe loads it before it watches what the model imports.
 """
@@ -35,8 +38,15 @@ def is_torch_module(value: Any) -> bool:
     return any(c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(value).__mro__)
 
 
+def is_transformers_pipeline(value: Any) -> bool:
+    """A ``transformers.Pipeline``, told without importing transformers."""
+    return any(c.__name__ == "Pipeline" and c.__module__ == "transformers.pipelines.base" for c in type(value).__mro__)
+
+
 def available_methods(model: Any) -> list[str]:
     """The inference methods ``model`` has, in a stable order; a plain callable offers ``predict``."""
+    if is_transformers_pipeline(model):
+        return ["predict"]
     # hasattr is enough: scikit-learn hides methods that do not apply (SVC.predict_proba without
     # probability=True) behind `available_if`, which makes hasattr False.
     found = [name for name in INFERENCE_METHODS if callable(getattr(model, name, None))]
@@ -47,6 +57,8 @@ def available_methods(model: Any) -> list[str]:
 
 def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
     """The callable behind method ``name`` of ``model``."""
+    if name == "predict" and is_transformers_pipeline(model):
+        return _pipeline_call(model)
     method = getattr(model, name, None)
     if callable(method):
         return method
@@ -75,5 +87,14 @@ def _torch_call(module: Any) -> Callable[[Any], Any]:
         with torch.no_grad():
             output = module(tensor)
         return output.cpu().numpy() if isinstance(output, torch.Tensor) else output
+
+    return predict
+
+
+def _pipeline_call(pipeline: Any) -> Callable[[Any], Any]:
+    def predict(data: Any) -> list[Any]:
+        rows = data.tolist() if hasattr(data, "tolist") else list(data)
+        # a pipeline answers one input with one answer, and a list of inputs with a list of answers
+        return list(pipeline(rows)) if rows else []
 
     return predict
