@@ -266,5 +266,7 @@ def test_an_image_classifier_takes_png_and_jpeg_bytes_as_json_files_and_tensors(
         ):
             tensor = module.InferInput("input-0", [len(files)], "BYTES").set_data_from_numpy(images, **binary)
             answer = client.infer("pets", [tensor])
-            assert _scores([orjson.loads(v) for v in answer.as_numpy("predict")]) == expected
+            rows = answer.as_numpy("predict")  # BYTES of shape [rows, 3]: each {label, score} as JSON text
+            assert rows.shape == (len(files), 3)
+            assert _scores([[orjson.loads(v) for v in row] for row in rows]) == expected
             client.close()
