@@ -18,7 +18,6 @@ The checks are vectorised with NumPy; rows are only walked one by one to word an
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as _dt
 import io
 import math
@@ -645,7 +644,7 @@ def _from_base64(row: Any, index: int, kind: ObjectKind) -> bytes:
         row = row.split(",", 1)[1]
     try:
         return base64.b64decode(row, validate=True)
-    except binascii.Error as error:
+    except ValueError as error:  # binascii.Error, or text that is not ASCII
         raise InputError(f"row {index}: expected {kind.expected} as base64 text; it is not base64 ({error})") from None
 
 

@@ -16,14 +16,19 @@ class FragileModel:
 
 
 def wav_headers(rows):
-    """An audio model's stand-in that takes bytes: each row's size, and what its WAV header says."""
+    """An audio model's stand-in that takes bytes: each row's size, and what its WAV header says (rate and
+    frames null for bytes that are not a WAV file)."""
     import io
     import wave
 
     answers = []
     for raw in rows:
-        with wave.open(io.BytesIO(raw)) as sound:
-            answers.append({"bytes": len(raw), "rate": sound.getframerate(), "frames": sound.getnframes()})
+        try:
+            with wave.open(io.BytesIO(raw)) as sound:
+                rate, frames = sound.getframerate(), sound.getnframes()
+        except (wave.Error, EOFError):
+            rate = frames = None
+        answers.append({"bytes": len(raw), "rate": rate, "frames": frames})
     return answers
 
 

@@ -84,6 +84,7 @@ def test_the_json_schema_says_base64_and_the_messages_shape():
     [
         ("image", 5, "row 0: expected an image file (PNG, JPEG, WebP...) as base64 text, got a number"),
         ("image", "not base64!", "row 0: expected an image file (PNG, JPEG, WebP...) as base64 text; it is not base64"),
+        ("bytes", "é", "row 0: expected bytes as base64 text; it is not base64"),
         ("image", _b64(b"GIF89a but cut"), "row 0: not an image file (PNG, JPEG, WebP...) (UnidentifiedImageError"),
         ("image", _b64(_file(_picture(0), "PNG")[:60]), "row 0: not an image file"),  # a truncated PNG
         ("bytes", ["a"], "row 0: expected bytes as base64 text, got a list"),
