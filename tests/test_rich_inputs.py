@@ -271,3 +271,29 @@ def test_an_image_classifier_takes_png_and_jpeg_bytes_as_json_files_and_tensors(
             assert rows.shape == (len(files), 3)
             assert _scores([[orjson.loads(v) for v in row] for row in rows]) == expected
             client.close()
+
+
+@pytest.mark.integration
+def test_a_text_generator_takes_chat_messages_as_rows(store):
+    import tiny_models as tm
+
+    generator = tm.text_generator()
+    chats = [
+        [{"role": "user", "content": "hello world"}],
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the quick brown fox"}],
+    ]
+
+    def reply(conversations):  # a few greedy tokens: the tiny model's positions end at 128
+        return generator(list(conversations), max_new_tokens=4, do_sample=False)
+
+    bundle = nd.capture(reply, "chat", chats, store=store)
+    assert bundle.input_schema.kind == "chat"
+    with TestClient(nd.create_app(bundle)) as client:
+        answer = client.post("/predict", json={"instances": chats[::-1]})
+        assert answer.json() == {"predictions": reply(chats[::-1])}
+        refused = client.post("/predict", json={"instances": [[{"content": "no role"}]]})
+        assert refused.status_code == 422 and refused.json()["detail"].startswith("row 0: expected a list of messages")
+        conversation = orjson.dumps(chats[0]).decode()  # over OIP, a conversation is a BYTES element of JSON text
+        body = {"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [1], "data": [conversation]}]}
+        (output,) = client.post("/v2/models/chat/infer", json=body).json()["outputs"]
+        assert [orjson.loads(v) for v in output["data"]] == reply(chats[:1])[0]
