@@ -132,6 +132,9 @@ def test_bytes_rows_come_as_base64_a_raw_body_or_file_parts(wav_client, wav_bund
     assert raw.json() == {"predictions": expected[1:]}
     data_url = wav_client.post("/predict", json={"instances": ["data:audio/wav;base64," + _b64(sounds[0])]})
     assert data_url.json() == {"predictions": expected[:1]}
+    for route in ("/v1/models/wav:predict", "/invocations"):  # TF Serving's and MLflow's JSON rows alike
+        answer = wav_client.post(route, json={"instances": [_b64(s) for s in sounds]})
+        assert answer.json() == {"predictions": expected}, route
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,15 @@ Tensors ⇄ model data:
 
 - a model captured on an array (``TensorSchema``) takes one input tensor, ``input-0`` of shape
   ``[-1, *row_shape]`` (any name is accepted for it); its datatype follows the array's dtype
-  (``FP64``, ``INT64``, ``BOOL``...; ``BYTES`` for text and objects);
+  (``FP64``, ``INT64``, ``BOOL``...; ``BYTES`` for text and objects). Rows of images or bytes are
+  ``BYTES`` elements of raw bytes (binary extension, gRPC) or base64 text (JSON); a chat row is the JSON
+  text of its messages;
 - a model captured on a DataFrame (``TableSchema``) takes one input per column, named after the column,
   of shape ``[-1]`` (``[-1, 1]`` is accepted too); text, categories and date-times travel as ``BYTES``
   (UTF-8; date-times in ISO 8601). The columns go through ``TableSchema.decode_columns``, so values that
   do not fit get the same 422 naming the feature as the native API;
-- each inference method is one output, named after it (``predict``, ``predict_proba``...). A request
+- each inference method is one output, named after it (``predict``, ``predict_proba``...); answers that
+  are not numbers or text (a pipeline's ``{label, score}``) are ``BYTES`` elements of JSON text. A request
   that names no outputs gets ``predict`` (the first method where there is none) — not every output, as
   the protocol would have it, so that a plain request costs one model call.
 
