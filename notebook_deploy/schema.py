@@ -101,10 +101,15 @@ def _open_image(raw: bytes) -> Any:
     return image
 
 
-def _png(image: Any) -> bytes:
-    """An image as PNG: lossless, so the model gets back exactly the pixels of the sample."""
+def _lossless(image: Any) -> bytes:
+    """An image as PNG, or TIFF for the modes PNG cannot hold (CMYK, YCbCr...): lossless either way, so the
+    model gets back exactly the pixels of the sample."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    try:
+        image.save(buffer, format="PNG")
+    except OSError:  # "cannot write mode CMYK as PNG"
+        buffer = io.BytesIO()
+        image.save(buffer, format="TIFF")
     return buffer.getvalue()
 
 
@@ -117,7 +122,7 @@ def _is_chat(value: Any) -> bool:
 
 
 OBJECT_KINDS = {
-    IMAGE: ObjectKind(IMAGE, "an image file (PNG, JPEG, WebP...)", _is_image, _open_image, _png),
+    IMAGE: ObjectKind(IMAGE, "an image file (PNG, JPEG, WebP...)", _is_image, _open_image, _lossless),
     BYTES: ObjectKind(BYTES, "bytes", lambda v: isinstance(v, (bytes, bytearray)), bytes, bytes),
     CHAT: ObjectKind(CHAT, 'a list of messages {"role": ..., "content": ...}', _is_chat),
 }

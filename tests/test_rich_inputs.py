@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -23,6 +24,7 @@ import notebook_deploy as nd
 from notebook_deploy.errors import InputError
 from notebook_deploy.schema import as_rows, infer_schema, schema_from_dict
 
+IMAGES = Path(__file__).parent / "data" / "images"  # real files from Pillow's tests (SOURCES.md there)
 TEXTS = ["hello world", "bad awful", "the quick brown fox", "good great fine nice"]
 
 
@@ -65,11 +67,11 @@ def test_images_bytes_and_chats_are_kinds_of_their_own_and_round_trip_through_bu
     assert schema_from_dict(old).to_dict() == old
 
 
-def test_a_jpeg_sample_is_kept_as_its_decoded_pixels():
-    jpeg = Image.open(io.BytesIO(_file(_picture(3), "JPEG")))
-    schema = infer_schema(as_rows([jpeg]))
-    (again,) = schema.decode(schema.encode(as_rows([jpeg])))
-    assert np.array_equal(np.asarray(again), np.asarray(jpeg))
+def test_real_image_files_in_a_sample_are_kept_as_their_decoded_pixels_and_mode():
+    images = [Image.open(IMAGES / name) for name in ("hopper.jpg", "pil_sample_cmyk.jpg", "hopper.gif")]
+    schema = infer_schema(as_rows(images))
+    for image, again in zip(images, schema.decode(schema.encode(as_rows(images)))):
+        assert again.mode == image.mode and np.array_equal(np.asarray(again), np.asarray(image))
 
 
 def test_the_json_schema_says_base64_and_the_messages_shape():
@@ -240,7 +242,9 @@ def test_a_text_classifier_is_served_and_tritonclient_sends_it_bytes_tensors_of_
 def test_an_image_classifier_takes_png_and_jpeg_bytes_as_json_files_and_tensors(store, image_classifier):
     bundle = nd.capture(image_classifier, "pets", [_picture(0), _picture(1)], store=store)
     assert bundle.input_schema.kind == "image"
-    files = [_file(_picture(7), "PNG"), _file(_picture(8), "JPEG"), _file(_picture(9, 48), "WEBP")]
+    files = [_file(_picture(7), "PNG"), _file(_picture(8), "JPEG"), _file(_picture(9, 48), "WEBP")] + [
+        (IMAGES / name).read_bytes() for name in ("hopper.jpg", "pil_sample_cmyk.jpg", "hopper.gif")
+    ]
     expected = _scores(image_classifier([Image.open(io.BytesIO(f)) for f in files]))
     port = free_port()
     with nd.serve(bundle, grpc_port=port) as server:
@@ -261,8 +265,16 @@ def test_an_image_classifier_takes_png_and_jpeg_bytes_as_json_files_and_tensors(
         ]
         for answer in answers:
             assert _scores(answer) == expected
-        refused = requests.post(url, data=b"\x89PNG but no", headers={"content-type": "application/octet-stream"})
-        assert refused.status_code == 422 and "row 0: not an image file" in refused.json()["detail"]
+        for bad, reason in (
+            (b"\x89PNG but no", "UnidentifiedImageError"),
+            (IMAGES / "truncated_jpeg.jpg", "truncated"),
+        ):
+            raw = bad if isinstance(bad, bytes) else bad.read_bytes()
+            refused = requests.post(url, data=raw, headers={"content-type": "application/octet-stream"}, timeout=60)
+            assert refused.status_code == 422, refused.text
+            assert (
+                refused.json()["detail"].startswith("row 0: not an image file") and reason in refused.json()["detail"]
+            )
         images = np.array(files, dtype=object)
         for module, client, binary in (
             (triton_http, triton_http.InferenceServerClient(server.url.split("://")[1]), {"binary_data": True}),
