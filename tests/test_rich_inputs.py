@@ -263,6 +263,7 @@ def test_an_image_classifier_takes_png_and_jpeg_bytes_as_json_files_and_tensors(
                 for f in files
             ],
         ]
+        answers.append(server.predict([Image.open(io.BytesIO(f)) for f in files]).tolist())  # sent as base64
         for answer in answers:
             assert _scores(answer) == expected
         for bad, reason in (
