@@ -68,7 +68,11 @@ def text_generator(seed: int = 0, width: int = 32) -> Any:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    return pipeline("text-generation", model=GPT2LMHeadModel(config).eval(), tokenizer=tok, device="cpu")
+    model = GPT2LMHeadModel(config).eval()
+    # greedy and short by default: the library's default of 256 new tokens runs past the 128 positions
+    model.generation_config.max_new_tokens = 12
+    model.generation_config.do_sample = False
+    return pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
 
 
 def text_classifier(seed: int = 0) -> Any:
