@@ -147,7 +147,8 @@ def test_bytes_rows_come_as_base64_a_raw_body_or_file_parts(wav_client, wav_bund
         (dict(content=b"", headers={"content-type": "multipart/form-data; boundary=x"}), 422, "no rows were sent"),
         (dict(content=b"x", headers={"content-type": "multipart/form-data"}), 400, "boundary"),
         (dict(content=wav(2), headers={"content-type": "application/octet-stream"}), 413, "the limit is 20000 bytes"),
-        (dict(content=b"raw", headers={"content-type": "text/plain"}), 400, "not valid JSON"),
+        (dict(content=b"raw", headers={"content-type": "text/plain"}), 400, "or send the raw bytes of one row with"),
+        (dict(json={"rows": []}), 422, "content-type application/octet-stream, or rows as files with multipart"),
     ],
 )
 def test_raw_bodies_that_do_not_fit_get_a_4xx_saying_why(wav_client, send, status, fragment):

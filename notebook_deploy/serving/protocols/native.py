@@ -57,14 +57,24 @@ def _endpoint(
     return endpoint
 
 
+_RAW_HINT = (
+    "; or send the raw bytes of one row with content-type application/octet-stream, or rows as files "
+    "with multipart/form-data (curl -F 'file=@cat.png')"
+)
+
+
 def _answer(served: ServedModel, method: str) -> FastHandler:
     decode = served.bundle.input_schema.decode
     predict = served.predictor.predict
+    hint = _RAW_HINT if _takes_raw(served) else ""
 
     async def answer(body: bytes) -> bytes:
-        payload = parse_json(body)
+        try:
+            payload = parse_json(body)
+        except RequestError as error:
+            raise RequestError(error.status, f"{error}{hint}") from None
         if not isinstance(payload, dict) or "instances" not in payload:
-            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}')
+            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}' + hint)
         return dumps({"predictions": await predict(method, decode(payload["instances"]))})
 
     return answer
