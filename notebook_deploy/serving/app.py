@@ -35,7 +35,7 @@ from .limits import BodySizeLimit
 from .metrics import Metrics
 from .predictor import Predictor
 from .protocols import PROTOCOLS
-from .served import ANSWERED, ServedModel, error_answer
+from .served import ANSWERED, RAW_BODIES, ServedModel, error_answer
 from .settings import ServeSettings
 
 log = logging.getLogger("notebook_deploy.serving")
@@ -62,8 +62,11 @@ class FastLane:
         entry = self.routes.get(route_path(scope))
         if entry is None:
             return False
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is None or not declared.isdigit() or int(declared) > self.max_body_bytes:
+            return False
+        if headers.get(b"content-type", b"").lower().startswith(RAW_BODIES):
             return False
         route, handler = entry
         scope["route"], scope["endpoint"] = route, route.endpoint
