@@ -62,11 +62,11 @@ class FastLane:
         entry = self.routes.get(route_path(scope))
         if entry is None:
             return False
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
+        request_headers = dict(scope["headers"])
+        declared = request_headers.get(b"content-length")
         if declared is None or not declared.isdigit() or int(declared) > self.max_body_bytes:
             return False
-        if headers.get(b"content-type", b"").lower().startswith(RAW_BODIES):
+        if request_headers.get(b"content-type", b"").lower().startswith(RAW_BODIES):
             return False
         route, handler = entry
         scope["route"], scope["endpoint"] = route, route.endpoint

@@ -81,7 +81,9 @@ def _answer(served: ServedModel, method: str) -> FastHandler:
 
 
 def _raw_answer(served: ServedModel, method: str) -> Callable[[Request, str], Awaitable[bytes]]:
-    decode_raw = served.bundle.input_schema.decode_raw
+    schema = served.bundle.input_schema
+    assert isinstance(schema, TensorSchema)  # only for rows that are bytes on the wire (_takes_raw)
+    decode_raw = schema.decode_raw
     predict = served.predictor.predict
 
     async def answer(request: Request, media: str) -> bytes:
