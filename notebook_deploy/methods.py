@@ -6,7 +6,8 @@ A PyTorch module is served as ``predict`` too: rows go in as a tensor (floats in
 parameters), the call runs without gradients, and a tensor output comes back as a NumPy array. A Hugging
 Face ``transformers`` pipeline is served as ``predict`` alone (its scikit-learn ``predict``/``transform``
 are the same call and take no arrays): rows go in as a list (texts, chat messages, images), one answer
-comes back per row.
+comes back per row. A ``sentence-transformers`` model (a torch module too) is served as ``encode``: a
+list of texts in, one vector per text out.
 
 Imports nothing at module level: the capture probe loads it before it watches what the model imports.
 """
@@ -43,10 +44,20 @@ def is_transformers_pipeline(value: Any) -> bool:
     return any(c.__name__ == "Pipeline" and c.__module__ == "transformers.pipelines.base" for c in type(value).__mro__)
 
 
+def is_sentence_transformer(value: Any) -> bool:
+    """A ``sentence_transformers.SentenceTransformer``, told without importing it."""
+    return any(
+        c.__name__ == "SentenceTransformer" and c.__module__.startswith("sentence_transformers.")
+        for c in type(value).__mro__
+    )
+
+
 def available_methods(model: Any) -> list[str]:
     """The inference methods ``model`` has, in a stable order; a plain callable offers ``predict``."""
     if is_transformers_pipeline(model):
         return ["predict"]
+    if is_sentence_transformer(model):
+        return ["encode"]
     # hasattr is enough: scikit-learn hides methods that do not apply (SVC.predict_proba without
     # probability=True) behind `available_if`, which makes hasattr False.
     found = [name for name in INFERENCE_METHODS if callable(getattr(model, name, None))]
@@ -58,7 +69,9 @@ def available_methods(model: Any) -> list[str]:
 def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
     """The callable behind method ``name`` of ``model``."""
     if name == "predict" and is_transformers_pipeline(model):
-        return _pipeline_call(model)
+        return _listed(model)
+    if name == "encode" and is_sentence_transformer(model):
+        return _listed(model.encode)
     method = getattr(model, name, None)
     if callable(method):
         return method
@@ -91,10 +104,12 @@ def _torch_call(module: Any) -> Callable[[Any], Any]:
     return predict
 
 
-def _pipeline_call(pipeline: Any) -> Callable[[Any], Any]:
-    def predict(data: Any) -> list[Any]:
+def _listed(call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``call`` on the rows as a Python list: pipelines and ``encode`` take lists of inputs, not arrays."""
+
+    def on_rows(data: Any) -> Any:
         rows = data.tolist() if hasattr(data, "tolist") else list(data)
         # a pipeline answers one input with one answer, and a list of inputs with a list of answers
-        return list(pipeline(rows)) if rows else []
+        return call(rows) if rows else []
 
-    return predict
+    return on_rows
