@@ -3,9 +3,12 @@ headless by nbclient with the widget state stored, as a browser would see it."""
 
 from __future__ import annotations
 
+import html
+import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import nbformat
 import numpy as np
@@ -324,3 +327,45 @@ def test_deploy_panel_magic_captures_with_the_recipe(tmp_path):
     assert widget_named(nb, "Code")["value"].endswith("%deploy clf --name clf --sample X")
     assert "recipe    1 cell(s) kept: [2]" in widgets_with_summary(nb)
     assert len(widgets_with_class(nb, "nd-panel")) == 1
+
+
+@pytest.mark.integration
+def test_a_model_of_images_is_tested_with_files_picked_in_the_panel(tmp_path):
+    pytest.importorskip("transformers")
+    import io
+
+    import tiny_models
+    from PIL import Image
+
+    vision = tiny_models.image_classifier()
+    images = [Image.new("RGB", (32, 32), color) for color in ("red", "navy")]
+    made = nd.panel({"vision": vision, "images": images}, store=tmp_path / "store")
+    try:
+        made.capture_button.click()
+        assert made.wait(300), made.status.value
+        made.serve_button.click()
+        assert made.wait(120), made.status.value
+        assert made.upload.layout.display is None and made.request_box.value == '{"instances": []}'
+        picked = Image.new("RGB", (32, 32), "green")
+        png = io.BytesIO()
+        picked.save(png, format="PNG")
+        content = png.getvalue()
+        made.upload.value = (
+            {
+                "name": "green.png",
+                "type": "image/png",
+                "size": len(content),
+                "content": memoryview(content),
+                "last_modified": datetime.now(timezone.utc),
+            },
+        )
+        made.send_button.click()
+        assert made.wait(60), made.status.value
+        assert made.http_status.value == "HTTP 200", made.response.value
+        expected = json.dumps({"predictions": [vision(Image.open(io.BytesIO(content)))]})
+        assert html.unescape(made.response.value) == f"<pre style='white-space:pre-wrap;margin:0;'>{expected}</pre>"
+        assert "open(\"green.png\", 'rb')" in made.code.value
+    finally:
+        made.wait(60)
+        if made.server is not None:
+            made.server.stop()

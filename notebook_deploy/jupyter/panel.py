@@ -9,6 +9,7 @@ the same in a cell, and each failure a message that says what to do next.
 
 from __future__ import annotations
 
+import base64
 import html
 import inspect
 import json
@@ -26,7 +27,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
 from ..methods import INFERENCE_METHODS, default_method, is_torch_module
-from ..schema import is_dataframe
+from ..schema import OBJECT_KINDS, is_dataframe
 from ..serving.process import Server, Servers
 from ..store import Store, name_from
 from ..tasks import CANCELLED, FAILED, SUCCEEDED, Task, Tasks
@@ -115,6 +116,8 @@ class DeployPanel(widgets.VBox):
             placeholder='{"instances": [[...], ...]}',
             layout=w.Layout(width="100%", height="5em"),
         )
+        # for a model of images or bytes: each file uploaded is a row, sent as base64 in place of the box
+        self.upload = w.FileUpload(description="Files", multiple=True, layout=w.Layout(display="none"))
         self.send_button = w.Button(description="Send", icon="paper-plane")
         self.http_status = w.Label()
         self.response = w.HTML()
@@ -162,7 +165,7 @@ class DeployPanel(widgets.VBox):
             heading("Local server"),
             w.HBox([self.serve_button, self.stop_button]),
             self.request_box,
-            w.HBox([self.method_dropdown, self.send_button, self.http_status]),
+            w.HBox([self.method_dropdown, self.upload, self.send_button, self.http_status]),
             self.response,
             self.server_log,
             heading("Container image"),
@@ -263,7 +266,13 @@ class DeployPanel(widgets.VBox):
             methods = self.server.bundle.methods
             self.method_dropdown.options = methods
             self.method_dropdown.value = default_method(methods)
-            self.request_box.value = json.dumps({"instances": self.server.bundle.sample["instances"][:2]})
+            files = takes_files(self.server.bundle)
+            self.upload.layout.display = None if files else "none"
+            self.upload.value = ()
+            # a sample of images is pages of base64: the files are sent instead, the box says so
+            sample = [] if files else self.server.bundle.sample["instances"][:2]
+            self.request_box.value = json.dumps({"instances": sample})
+            self.request_box.placeholder = "or pick files: each is a row" if files else '{"instances": [[...], ...]}'
             self._show_logs()
 
         self._start(
@@ -274,12 +283,18 @@ class DeployPanel(widgets.VBox):
         )
 
     def send(self) -> None:
-        """POST the Request box's JSON to the server's chosen method and show the answer."""
+        """POST the Request box's JSON (or the files picked, for a model of images or bytes) to the
+        server's chosen method and show the answer."""
         server, method = self.server, self.method_dropdown.value
         if server is None or not server.running:
             return self._show_error("No server is running: press Serve locally first.")
+        uploads = list(self.upload.value) if takes_files(server.bundle) else []
         try:
-            payload = json.loads(self.request_box.value)
+            payload = (
+                {"instances": [_base64(u["content"]) for u in uploads]}
+                if uploads
+                else json.loads(self.request_box.value)
+            )
         except ValueError as error:
             return self._show_error(f"The request is not JSON ({error}): write {{\"instances\": [row, ...]}}.")
 
@@ -297,7 +312,7 @@ class DeployPanel(widgets.VBox):
             "send",
             f"sending a request to {server.url}/{method}…",
             work,
-            f"server.post({json.dumps(method)}, {json.dumps(payload)}).json()",
+            f"server.post({json.dumps(method)}, {_request_code(payload, uploads)}).json()",
         )
 
     def stop(self) -> None:
@@ -469,6 +484,24 @@ def panel(
     return DeployPanel(
         namespace, shell=shell, store=Store(store) if isinstance(store, (str, os.PathLike)) else store, model=model
     )
+
+
+def takes_files(bundle: Bundle) -> bool:
+    """Whether the bundle's rows are files (images, bytes): the panel then offers an upload."""
+    kind = getattr(bundle.input_schema, "kind", None)
+    return kind in OBJECT_KINDS and OBJECT_KINDS[kind].binary
+
+
+def _base64(content: Any) -> str:
+    return base64.b64encode(bytes(content)).decode()
+
+
+def _request_code(payload: dict[str, Any], uploads: list[dict[str, Any]]) -> str:
+    """The request as code to paste: the files by name (read and base64'd) rather than pages of base64."""
+    if not uploads:
+        return json.dumps(payload)
+    rows = ", ".join(f"base64.b64encode(open({json.dumps(u['name'])}, 'rb').read()).decode()" for u in uploads)
+    return f'{{"instances": [{rows}]}}'
 
 
 def _shell() -> Any:
