@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..bundle import Bundle
 from ..errors import SettingError
 from .app import create_app, route_path
+from .follow import Follower, check_followable
 from .protocols import oip, tfserving
 from .served import DETAIL, ErrorShape
 from .settings import ServeSettings
@@ -58,13 +59,15 @@ _NAMED = (
 @dataclass(frozen=True)
 class Deployment:
     """What one server serves: one stable version per model name, canaries (bundle, percent of that model's
-    inference requests), shadows, and the header whose value keeps a caller on one version. Checked when
-    made: a ``SettingError`` names the option (``canary``, ``shadow``, ``refs``) that is wrong."""
+    inference requests), shadows, the header whose value keeps a caller on one version, and the references
+    (``churn:prod``, one per stable version) whose tags the server follows. Checked when made: a
+    ``SettingError`` names the option (``canary``, ``shadow``, ``refs``, ``follow``) that is wrong."""
 
     stable: tuple[Bundle, ...]
     canary: tuple[tuple[Bundle, float], ...] = ()
     shadow: tuple[Bundle, ...] = ()
     sticky_header: str | None = None
+    follow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for bundle, percent in self.canary:
@@ -91,6 +94,8 @@ class Deployment:
             total = sum(percent for bundle, percent in self.canary if bundle.name == name)
             if total > 100:
                 raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
+        if self.follow:
+            check_followable(self.stable, self.follow)
 
     @classmethod
     def parse(
@@ -101,10 +106,11 @@ class Deployment:
         sticky_header: str | None = None,
         *,
         load: Callable[[str], Bundle],
+        follow: bool = False,
     ) -> Deployment:
-        """The deployment the command line describes (``--canary REF=PERCENT``, ``--shadow REF``), with each
-        reference loaded by ``load``; a ``SettingError`` names the option and what was wrong (a canary or
-        shadow that does not load too; the stable REFs raise their own errors)."""
+        """The deployment the command line describes (``--canary REF=PERCENT``, ``--shadow REF``, ``--follow``),
+        with each reference loaded by ``load``; a ``SettingError`` names the option and what was wrong (a
+        canary or shadow that does not load too; the stable REFs raise their own errors)."""
         canaries = []
         for text in canary:
             ref, equals, percent = text.rpartition("=")
@@ -120,6 +126,7 @@ class Deployment:
             tuple(canaries),
             tuple(_load(load, ref, SHADOW) for ref in shadow),
             sticky_header or None,
+            tuple(refs) if follow else (),
         )
 
     def versions_of(self, name: str) -> list[Bundle]:
@@ -128,8 +135,9 @@ class Deployment:
 
     @property
     def single(self) -> Bundle | None:
-        """The one bundle served, when there is nothing to route: then the plain app serves it."""
-        return self.stable[0] if len(self.stable) == 1 and not self.canary and not self.shadow else None
+        """The one bundle served, when there is nothing to route or follow: then the plain app serves it."""
+        alone = len(self.stable) == 1 and not self.canary and not self.shadow and not self.follow
+        return self.stable[0] if alone else None
 
     def bundles(self) -> list[Bundle]:
         return [*self.stable, *(b for b, _ in self.canary), *self.shadow]
@@ -153,6 +161,7 @@ class Deployment:
                 "canary": [[str(b.path), percent] for b, percent in self.canary],
                 "shadow": [str(b.path) for b in self.shadow],
                 "sticky_header": self.sticky_header,
+                "follow": list(self.follow),
             }
         )
 
@@ -164,6 +173,7 @@ class Deployment:
             tuple((Bundle.open(Path(p)), float(percent)) for p, percent in spec["canary"]),
             tuple(Bundle.open(Path(p)) for p in spec["shadow"]),
             spec["sticky_header"],
+            tuple(spec.get("follow", ())),
         )
 
 
@@ -174,14 +184,17 @@ def _load(load: Callable[[str], Bundle], ref: str, option: str) -> Bundle:
         raise SettingError(option, f"{ref} does not load: {error}") from None
 
 
-@dataclass
+@dataclass(eq=False)  # kept in sets, as itself
 class _Version:
-    """One version's app, its role and the header that names it."""
+    """One version's app, its role, the header that names it, the requests it is answering, and what stops
+    its app (its lifespan, once started)."""
 
     bundle: Bundle
     app: ASGIApp
     role: str
     header: tuple[bytes, bytes]
+    in_flight: int = 0
+    running: contextlib.AsyncExitStack | None = None
 
 
 class _Group:
@@ -212,13 +225,14 @@ class VersionRouter:
     def __init__(self, deployment: Deployment, settings: ServeSettings, *, seed: int | None = None) -> None:
         deployment.check(settings)
         self.max_body_bytes = settings.max_body_bytes
+        self.settings = settings
         self.sticky = deployment.sticky_header.lower().encode() if deployment.sticky_header else None
         self.random = random.Random(seed)
         self.groups: dict[str, _Group] = {}
         self.all: list[_Version] = []
 
         def version(bundle: Bundle, role: str) -> _Version:
-            made = _Version(bundle, create_app(bundle, _own_log(settings, bundle)), role, _header(bundle))
+            made = self.build(bundle, role)
             self.all.append(made)
             return made
 
@@ -238,6 +252,11 @@ class VersionRouter:
             registry=self.registry,
         )
         self.shadow_failures = self.shadow_drops = 0
+        self.followers = {
+            bundle.name: Follower(self, bundle, ref, settings)
+            for bundle, ref in zip(deployment.stable, deployment.follow)
+        }
+        self.retiring: set[_Version] = set()  # versions replaced, finishing their requests before they stop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -267,13 +286,17 @@ class VersionRouter:
             chosen = group.pick(self._point(scope))
         else:
             chosen = group.stable
-        if inference and group.shadows and not self._declared_too_large(scope):
-            body, more = await _read_body(receive, self.max_body_bytes)
-            receive = _replay(body, receive, more=more)
-            if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
-                for shadow in group.shadows:
-                    self._copy(shadow, scope, body)
-        await chosen.app(scope, receive, _labelled(send, chosen.header))
+        chosen.in_flight += 1  # counted from the choice on: a version replaced meanwhile waits for it
+        try:
+            if inference and group.shadows and not self._declared_too_large(scope):
+                body, more = await _read_body(receive, self.max_body_bytes)
+                receive = _replay(body, receive, more=more)
+                if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
+                    for shadow in group.shadows:
+                        self._copy(shadow, scope, body)
+            await chosen.app(scope, receive, _labelled(send, chosen.header))
+        finally:
+            chosen.in_flight -= 1
 
     def _group(self, path: str) -> tuple[_Group | None, str | None, str | None, ErrorShape]:
         """The group a path reaches, the version and the model name it names, and the error shape of
@@ -338,42 +361,85 @@ class VersionRouter:
                 )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Start every version's app (its predictor, background jobs) and stop them all at the end."""
+        """Start every version's app (its predictor, background jobs) and the followers of tags, and stop
+        them all at the end."""
         await receive()  # lifespan.startup
-        async with contextlib.AsyncExitStack() as stack:
+        for version in self.all:
             try:
-                for version in self.all:
-                    app: Any = version.app
-                    await stack.enter_async_context(app.router.lifespan_context(app))
+                await self.start(version)
             except Exception as error:  # noqa: BLE001 - reported to the server, which stops
                 log.exception("starting %s failed", version.bundle.ref)
+                await self._stop_all()
                 await send({"type": "lifespan.startup.failed", "message": str(error)})
                 return
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
-            for task in list(self.shadow_tasks):
-                task.cancel()
-            await asyncio.gather(*self.shadow_tasks, return_exceptions=True)
+        followers = [asyncio.get_running_loop().create_task(f.run()) for f in self.followers.values()]
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        for task in [*followers, *self.shadow_tasks]:
+            task.cancel()
+        await asyncio.gather(*followers, *self.shadow_tasks, return_exceptions=True)
+        await self._stop_all()
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _stop_all(self) -> None:
+        for version in [*reversed(self.all), *self.retiring]:
+            await self.stop(version)
+
+    # -- a version's life: what a Follower uses to replace a stable version ----------------------------
+    def build(self, bundle: Bundle, role: str = STABLE) -> _Version:
+        """A version's app (the model loaded and checked as ``create_app`` does), not started yet."""
+        return _Version(bundle, create_app(bundle, _own_log(self.settings, bundle)), role, _header(bundle))
+
+    async def start(self, version: _Version) -> None:
+        """Start the version's app (its lifespan: predictor, background jobs, the stored sample's check)."""
+        app: Any = version.app
+        running = contextlib.AsyncExitStack()
+        await running.enter_async_context(app.router.lifespan_context(app))
+        version.running = running
+
+    async def stop(self, version: _Version) -> None:
+        """End the version's lifespan, if it runs."""
+        running, version.running = version.running, None
+        if running is not None:
+            await running.aclose()
+
+    async def sample_check(self, version: _Version, timeout: float) -> str:
+        """What the version's ``/readyz`` says of its stored sample once it has run it ("match", "differs",
+        "error"; "timeout" if it has not within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = await _get(version, _INTERNAL, "/readyz")
+            if status == 200:
+                return str(orjson.loads(body).get("sample_check"))
+            await asyncio.sleep(0.05)
+        return "timeout"
+
+    def switch(self, new: _Version) -> _Version:
+        """Make ``new`` the stable version of its model, and return the one it replaces: from now on no
+        request is given to that one (those it has already finish there)."""
+        group = self.groups[new.bundle.name]
+        old = group.stable
+        group.stable = group.versions[0] = new
+        self.all[self.all.index(old)] = new
+        self.retiring.add(old)
+        return old
+
+    async def retire(self, old: _Version, timeout: float) -> None:
+        """Stop a replaced version once its requests in flight are answered (at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while old.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if old.in_flight:
+            log.warning(
+                "%s still had %d requests in flight after %gs; stopping it", old.bundle.ref, old.in_flight, timeout
+            )
+        await self.stop(old)
+        self.retiring.discard(old)
 
     # -- the routes answered for every version --------------------------------------------------------
     async def _each(self, scope: Scope, path: str) -> list[tuple[_Version, int, bytes]]:
         """GET ``path`` of every version's app with the request's headers (so each checks the API key)."""
-        asked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"", "method": "GET"}
-        answers = []
-        for version in self.all:
-            status, body = 500, b""
-
-            async def sink(message: Message) -> None:
-                nonlocal status, body
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                elif message["type"] == "http.response.body":
-                    body += message.get("body", b"")
-
-            await version.app(dict(asked), _replay(b"", _never), sink)
-            answers.append((version, status, body))
-        return answers
+        return [(version, *await _get(version, scope, path)) for version in self.all]
 
     async def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
         answers = await self._each(scope, "/metrics")
@@ -388,7 +454,7 @@ class VersionRouter:
         refused = next((a for a in answers if a[1] != 200), None)
         if refused is not None:
             return refused[1], refused[2], b"application/json"
-        listed = [{"role": v.role, **orjson.loads(body)} for v, _, body in answers]
+        listed = [{"role": v.role, **orjson.loads(body), **self._following(v)} for v, _, body in answers]
         return 200, orjson.dumps(listed), b"application/json"
 
     async def _readyz(self, scope: Scope) -> tuple[int, bytes, bytes]:
@@ -396,6 +462,11 @@ class VersionRouter:
         ready = all(status == 200 for _, status, _ in answers)
         versions = [{"role": v.role, "ready": status == 200, "model": v.bundle.ref} for v, status, _ in answers]
         return 200 if ready else 503, orjson.dumps({"ready": ready, "versions": versions}), b"application/json"
+
+    def _following(self, version: _Version) -> dict[str, Any]:
+        """``{"follow": ...}``, the state of the tag followed, for the stable version of a followed model."""
+        follower = self.followers.get(version.bundle.name)
+        return {"follow": follower.status} if follower is not None and version.role == STABLE else {}
 
     async def _healthz(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b'{"status":"ok"}', b"application/json"
@@ -407,6 +478,26 @@ _OWN_ROUTES: dict[str, Callable[[VersionRouter, Scope], Any]] = {
     "/readyz": VersionRouter._readyz,
     "/healthz": VersionRouter._healthz,
 }
+
+
+# The scope of a request the router makes itself (a version's /readyz while it starts).
+_INTERNAL: Scope = {"type": "http", "http_version": "1.1", "scheme": "http", "root_path": "", "headers": []}
+
+
+async def _get(version: _Version, scope: Scope, path: str) -> tuple[int, bytes]:
+    """GET ``path`` of one version's app with the headers of ``scope``: the status and body of its answer."""
+    asked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"", "method": "GET"}
+    status, body = 500, b""
+
+    async def sink(message: Message) -> None:
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+
+    await version.app(asked, _replay(b"", _never), sink)
+    return status, body
 
 
 def merge_expositions(texts: Iterable[str]) -> bytes:

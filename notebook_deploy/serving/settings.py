@@ -184,6 +184,11 @@ class ServeSettings:
         (), "Public keys (PEM) trusted besides the trust store's", from_environment=False, command_line=False
     )
     log_level: str = _option("info", "How much the server logs", choices=LOG_LEVELS)
+    follow: bool = _option(
+        False,
+        "Follow the tag each REF names (e.g. churn:prod): when it moves, load the new version beside the old, "
+        "switch once it answers its stored sample, keep the old one if it does not",
+    )
 
     def __post_init__(self) -> None:
         for option in OPTIONS.values():
