@@ -292,6 +292,10 @@ def serve(
         raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
     if sticky_header and not deployment.canary:
         raise click.UsageError("--sticky-header keeps callers on one version: it needs --canary")
+    if not deployment.canary and any(
+        options.get(o) is not None for o in ("rollback_error_rate", "rollback_latency_ratio")
+    ):
+        raise click.UsageError("--rollback-error-rate and --rollback-latency-ratio judge canaries: they need --canary")
     settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(

@@ -10,7 +10,9 @@ sha256 picks, so that one caller always meets the same version. A path naming a 
 one. A shadow gets a copy of every POST to its model in the background: its answer is counted in its own
 metrics and logs, and neither its errors nor its latency reach the caller. Every answer names the version
 that gave it in ``X-Model-Version``. ``/metrics`` merges every version's metrics into one exposition;
-``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them.
+``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them. A stable version may be replaced while
+the server runs (``follow.Follower``, when its tag moves) and a canary taken out of rotation
+(``rollback.Rollback``); each replaced version finishes the requests it was given before its app stops.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +37,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import audit
 from ..bundle import Bundle
 from ..errors import SettingError
 from .app import create_app, route_path
 from .follow import Follower, check_followable
+from .rollback import Rollback
 from .protocols import oip, tfserving
 from .served import DETAIL, ErrorShape
 from .settings import ServeSettings
@@ -201,12 +206,26 @@ class _Group:
     """The versions of one model name: who answers an inference request, and who gets a copy."""
 
     def __init__(self, stable: _Version, canaries: list[tuple[_Version, float]], shadows: list[_Version]) -> None:
-        self.stable, self.shadows = stable, shadows
-        self.versions = [stable, *(version for version, _ in canaries)]
-        # The upper bound of each version's share of 0..100: the stable version's is what canaries leave.
-        self.bounds = [100.0 - sum(percent for _, percent in canaries)]
-        for _, percent in canaries:
+        self.stable, self.canaries, self.shadows = stable, canaries, shadows
+        self.rolled_back: list[dict[str, Any]] = []  # the canaries taken out of rotation, and why
+        self._place()
+
+    def _place(self) -> None:
+        """The versions that answer, and the upper bound of each one's share of 0..100 (the stable
+        version's is what canaries leave)."""
+        self.versions = [self.stable, *(version for version, _ in self.canaries)]
+        self.bounds = [100.0 - sum(percent for _, percent in self.canaries)]
+        for _, percent in self.canaries:
             self.bounds.append(self.bounds[-1] + percent)
+
+    def replace_stable(self, new: _Version) -> None:
+        self.stable = new
+        self._place()
+
+    def drop(self, canary: _Version) -> None:
+        """Take a canary out of rotation: its share goes to the stable version."""
+        self.canaries = [(version, percent) for version, percent in self.canaries if version is not canary]
+        self._place()
 
     def pick(self, point: float) -> _Version:
         """The version whose share holds ``point`` (0 <= point < 100)."""
@@ -257,6 +276,8 @@ class VersionRouter:
             for bundle, ref in zip(deployment.stable, deployment.follow)
         }
         self.retiring: set[_Version] = set()  # versions replaced, finishing their requests before they stop
+        self.rollback = Rollback.of(settings)
+        self.background: set[asyncio.Task[None]] = set()  # canaries rolled back, being retired
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -286,6 +307,9 @@ class VersionRouter:
             chosen = group.pick(self._point(scope))
         else:
             chosen = group.stable
+        respond = _labelled(send, chosen.header)
+        watched = _Watched(respond) if self.rollback is not None and inference and len(group.versions) > 1 else None
+        start = time.perf_counter()
         chosen.in_flight += 1  # counted from the choice on: a version replaced meanwhile waits for it
         try:
             if inference and group.shadows and not self._declared_too_large(scope):
@@ -294,9 +318,11 @@ class VersionRouter:
                 if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
                     for shadow in group.shadows:
                         self._copy(shadow, scope, body)
-            await chosen.app(scope, receive, _labelled(send, chosen.header))
+            await chosen.app(scope, receive, watched or respond)
         finally:
             chosen.in_flight -= 1
+            if watched is not None:
+                self._judge(group, chosen, watched.status >= 500, time.perf_counter() - start)
 
     def _group(self, path: str) -> tuple[_Group | None, str | None, str | None, ErrorShape]:
         """The group a path reaches, the version and the model name it names, and the error shape of
@@ -375,9 +401,9 @@ class VersionRouter:
         followers = [asyncio.get_running_loop().create_task(f.run()) for f in self.followers.values()]
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
-        for task in [*followers, *self.shadow_tasks]:
+        for task in [*followers, *self.shadow_tasks, *self.background]:
             task.cancel()
-        await asyncio.gather(*followers, *self.shadow_tasks, return_exceptions=True)
+        await asyncio.gather(*followers, *self.shadow_tasks, *self.background, return_exceptions=True)
         await self._stop_all()
         await send({"type": "lifespan.shutdown.complete"})
 
@@ -419,10 +445,43 @@ class VersionRouter:
         request is given to that one (those it has already finish there)."""
         group = self.groups[new.bundle.name]
         old = group.stable
-        group.stable = group.versions[0] = new
+        group.replace_stable(new)
         self.all[self.all.index(old)] = new
         self.retiring.add(old)
         return old
+
+    def _judge(self, group: _Group, version: _Version, failed: bool, seconds: float) -> None:
+        """Count an answered inference request, and roll its canary back if the thresholds say so."""
+        assert self.rollback is not None
+        now = time.monotonic()
+        self.rollback.record(version, failed, seconds, now)
+        if version is group.stable or version not in group.versions:
+            return
+        verdict = self.rollback.verdict(group.stable, version, now)
+        if verdict is None:
+            return
+        group.drop(version)
+        self.all.remove(version)
+        self.retiring.add(version)
+        self.rollback.forget(version)
+        moment = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        group.rolled_back.append({"model": version.bundle.ref, "time": moment, **verdict})
+        log.error(
+            "canary %s rolled back, %s answers in its place: %s",
+            version.bundle.ref,
+            group.stable.bundle.ref,
+            verdict["reason"],
+        )
+        audit.record(
+            "rollback",
+            audit_log=self.settings.audit_log,
+            canary=version.bundle.ref,
+            stable=group.stable.bundle.ref,
+            **verdict,
+        )
+        task = asyncio.get_running_loop().create_task(self.retire(version, self.settings.graceful_timeout))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def retire(self, old: _Version, timeout: float) -> None:
         """Stop a replaced version once its requests in flight are answered (at most ``timeout`` seconds)."""
@@ -454,7 +513,7 @@ class VersionRouter:
         refused = next((a for a in answers if a[1] != 200), None)
         if refused is not None:
             return refused[1], refused[2], b"application/json"
-        listed = [{"role": v.role, **orjson.loads(body), **self._following(v)} for v, _, body in answers]
+        listed = [{"role": v.role, **orjson.loads(body), **self._state(v)} for v, _, body in answers]
         return 200, orjson.dumps(listed), b"application/json"
 
     async def _readyz(self, scope: Scope) -> tuple[int, bytes, bytes]:
@@ -463,10 +522,16 @@ class VersionRouter:
         versions = [{"role": v.role, "ready": status == 200, "model": v.bundle.ref} for v, status, _ in answers]
         return 200 if ready else 503, orjson.dumps({"ready": ready, "versions": versions}), b"application/json"
 
-    def _following(self, version: _Version) -> dict[str, Any]:
-        """``{"follow": ...}``, the state of the tag followed, for the stable version of a followed model."""
-        follower = self.followers.get(version.bundle.name)
-        return {"follow": follower.status} if follower is not None and version.role == STABLE else {}
+    def _state(self, version: _Version) -> dict[str, Any]:
+        """What the stable version's metadata adds: the tag followed (``follow``), and the canaries rolled
+        back (``rolled_back``)."""
+        if version.role != STABLE:
+            return {}
+        follower, group = self.followers.get(version.bundle.name), self.groups[version.bundle.name]
+        return {
+            **({"follow": follower.status} if follower is not None else {}),
+            **({"rolled_back": group.rolled_back} if group.rolled_back else {}),
+        }
 
     async def _healthz(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b'{"status":"ok"}', b"application/json"
@@ -542,6 +607,20 @@ def _own_log(settings: ServeSettings, bundle: Bundle) -> ServeSettings:
     return replace(
         settings, prediction_log=str(path.with_name(f"{path.stem}.{bundle.name}-{bundle.version}{path.suffix}"))
     )
+
+
+class _Watched:
+    """A ``send`` that remembers the status it sent (``.status``; 500 until then: an app that raises
+    is answered 500 by the server)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
 
 
 def _labelled(send: Send, header: tuple[bytes, bytes]) -> Send:
