@@ -39,11 +39,9 @@ class _Slow:
 
 @pytest.fixture(scope="module")
 def canaries(forest, iris, session_store):
-    X, _ = iris
-    stable = nd.capture(forest, name="judged", sample=X[:5], store=session_store)
-    failing = nd.capture(_FailsOnAFifth(), name="judged", sample=X[:5], store=session_store)
-    slow = nd.capture(_Slow(), name="judged", sample=X[:5], store=session_store)
-    return stable, failing, slow
+    """Versions of "judged": the stable forest, a canary that fails a fifth of requests, a slow one."""
+    models = (forest, _FailsOnAFifth(), _Slow())
+    return tuple(nd.capture(model, name="judged", sample=iris[0][:5], store=session_store) for model in models)
 
 
 def _run(stable, canary, settings: ServeSettings, until_rolled_back: bool = True):

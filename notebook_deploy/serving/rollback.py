@@ -38,9 +38,11 @@ class _Outcomes:
             self.failed -= self.seen.popleft()[1]
 
     def error_rate(self) -> float:
+        """The share of failed requests in the window (0 with none)."""
         return self.failed / len(self.seen) if self.seen else 0.0
 
     def p99(self) -> float | None:
+        """The 99th percentile of the window's latencies, in seconds (None with no request)."""
         return float(np.percentile([s for _, _, s in self.seen], 99)) if self.seen else None
 
 
@@ -52,7 +54,7 @@ class Rollback:
         self.latency_ratio = settings.rollback_latency_ratio
         self.window = settings.rollback_window
         self.min_requests = settings.rollback_min_requests
-        self.outcomes: dict[int, _Outcomes] = {}  # id of a router's version -> its outcomes
+        self.outcomes: dict[object, _Outcomes] = {}  # a router's version -> its outcomes
 
     @classmethod
     def of(cls, settings: ServeSettings) -> Rollback | None:
@@ -62,15 +64,15 @@ class Rollback:
 
     def record(self, version: object, failed: bool, seconds: float, now: float) -> None:
         """Count one answered inference request of ``version``."""
-        self.outcomes.setdefault(id(version), _Outcomes()).add(now, failed, seconds, self.window)
+        self.outcomes.setdefault(version, _Outcomes()).add(now, failed, seconds, self.window)
 
     def verdict(self, stable: object, canary: object, now: float) -> dict[str, Any] | None:
         """Why ``canary`` must leave rotation, with the numbers (``{"reason", ...}``), or None."""
-        mine = self.outcomes.get(id(canary))
+        mine = self.outcomes.get(canary)
         if mine is None or len(mine.seen) < self.min_requests or now - mine.judged < CHECK_SECONDS:
             return None
         mine.judged = now
-        theirs = self.outcomes.get(id(stable), _Outcomes())
+        theirs = self.outcomes.get(stable, _Outcomes())
         theirs.prune(now, self.window)
         numbers = {
             "requests": len(mine.seen),
@@ -96,4 +98,5 @@ class Rollback:
         return None
 
     def forget(self, version: object) -> None:
-        self.outcomes.pop(id(version), None)
+        """Drop what is kept of a version that left the server."""
+        self.outcomes.pop(version, None)

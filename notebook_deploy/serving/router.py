@@ -219,6 +219,7 @@ class _Group:
             self.bounds.append(self.bounds[-1] + percent)
 
     def replace_stable(self, new: _Version) -> None:
+        """Give the stable version's share to ``new``."""
         self.stable = new
         self._place()
 
@@ -448,6 +449,8 @@ class VersionRouter:
         group.replace_stable(new)
         self.all[self.all.index(old)] = new
         self.retiring.add(old)
+        if self.rollback is not None:
+            self.rollback.forget(old)
         return old
 
     def _judge(self, group: _Group, version: _Version, failed: bool, seconds: float) -> None:
@@ -498,7 +501,7 @@ class VersionRouter:
     # -- the routes answered for every version --------------------------------------------------------
     async def _each(self, scope: Scope, path: str) -> list[tuple[_Version, int, bytes]]:
         """GET ``path`` of every version's app with the request's headers (so each checks the API key)."""
-        return [(version, *await _get(version, scope, path)) for version in self.all]
+        return [(version, *await _get(version, scope, path)) for version in list(self.all)]
 
     async def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
         answers = await self._each(scope, "/metrics")
