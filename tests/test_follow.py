@@ -90,7 +90,8 @@ def test_a_tag_moved_under_load_switches_without_dropping_a_request(versions):
         switched_seen.wait(300)
         yield json.dumps(ROWS).encode() + b"}"
 
-    with cli_server(store.root, "flowers:live", "--follow") as served:
+    # quiet: cli_server reads the server's standard error only at the end, and a full pipe would stall it
+    with cli_server(store.root, "flowers:live", "--follow", "--log-level", "warning") as served:
         with ThreadPoolExecutor(THREADS + 1) as pool:
             running = [pool.submit(load, served.url) for _ in range(THREADS)]
             _wait(lambda: count() >= 200)
@@ -122,7 +123,7 @@ def test_a_version_that_fails_is_refused_and_the_old_one_serves_on(versions, mon
     store.tag(first.ref, "checked")
     (damaged.path / "model.pkl").write_bytes((damaged.path / "model.pkl").read_bytes() + b"\0")
     monkeypatch.setenv("ND_TEST_FOLLOW_RAISE", "1")  # the server process inherits it
-    with cli_server(store.root, "flowers:checked", "--follow") as served:
+    with cli_server(store.root, "flowers:checked", "--follow", "--log-level", "warning") as served:
         refused = {}
         for bad in (raising, damaged):
             store.tag(bad.ref, "checked")
