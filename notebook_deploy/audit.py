@@ -12,6 +12,9 @@ processes (server workers, captures, CLI calls) never interleave.
 Store changes are recorded by the Store: ``import`` (archive, result, name, version or error), ``rm``
 (name, version), ``tag`` and ``untag`` (name, tag, version).
 
+A server records ``follow`` (ref, result ``switched`` or ``failed``, serving, to, reason) when the tag it
+follows moves, and ``rollback`` (canary, stable, reason and its numbers) when it takes a canary out.
+
 Refusals by a server's auth go through ``record_limited``: at most one line a second per client, event
 and status (401 and 403 apart) in each server process; the next line written for that client carries ``suppressed``, the number left out
 meanwhile, so a flood of bad keys cannot fill the disk and is still counted.

@@ -275,16 +275,27 @@ def serve(
 
     # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
     # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
-    if loaded_by_parent:
-        deployment = Deployment((Bundle.open(Path(refs[0])),))
-    else:
-        try:
-            deployment = Deployment.parse(refs, canary, shadow, sticky_header, load=lambda ref: load(ref, store))
-        except SettingError as error:
-            hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
-            raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
+    try:
+        if loaded_by_parent:
+            deployment = Deployment((Bundle.open(Path(refs[0])),), follow=refs if options.get("follow") else ())
+        else:
+            deployment = Deployment.parse(
+                refs,
+                canary,
+                shadow,
+                sticky_header,
+                load=lambda ref: load(ref, store),
+                follow=bool(options.get("follow")),
+            )
+    except SettingError as error:
+        hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
+        raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
     if sticky_header and not deployment.canary:
         raise click.UsageError("--sticky-header keeps callers on one version: it needs --canary")
+    if not deployment.canary and any(
+        options.get(o) is not None for o in ("rollback_error_rate", "rollback_latency_ratio")
+    ):
+        raise click.UsageError("--rollback-error-rate and --rollback-latency-ratio judge canaries: they need --canary")
     settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(

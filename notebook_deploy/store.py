@@ -198,6 +198,19 @@ class Store:
         except BundleReferenceError:
             return None
 
+    def stamp(self, name: str) -> tuple[tuple[int, int, int] | None, ...]:
+        """What changes when a tag of ``name`` moves or a version of it comes or goes (a stat of its tags
+        file, replaced on every change, and of its folder): cheap enough to read every second."""
+        found: builtins.list[tuple[int, int, int] | None] = []
+        for path in (self._bundles / name / "tags.json", self._bundles / name):
+            try:
+                status = path.stat()
+            except FileNotFoundError:
+                found.append(None)
+                continue
+            found.append((status.st_ino, status.st_mtime_ns, status.st_size))
+        return tuple(found)
+
     # -- writing ----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:

@@ -146,14 +146,16 @@ def serve(
     _WORKDIRS.append(workdir)
     ready_file = workdir / "ready.json"
     root = store.root if isinstance(store, Store) else store  # keys and audit log default to the store's
+    settings = (settings or ServeSettings()).with_options(**options)
+    # A tag to follow goes by its name (the child resolves it in the store), a bundle otherwise by its folder.
+    served = [str(ref)] if settings.follow and isinstance(ref, str) else [str(bundle.path), "--loaded-by-parent"]
     command = [
         sys.executable,
         "-m",
         "notebook_deploy",
         *(["--store", str(root)] if root is not None else []),
         "serve",
-        str(bundle.path),
-        "--loaded-by-parent",
+        *served,
         "--host",
         host,
         "--port",
@@ -161,7 +163,6 @@ def serve(
         "--ready-file",
         str(ready_file),
     ]
-    settings = (settings or ServeSettings()).with_options(**options)
     command += settings.arguments()
     env = dict(os.environ, **{PARENT_PID_VARIABLE: str(os.getpid())})
     with open(workdir / "server.log", "wb") as log:

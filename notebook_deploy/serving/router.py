@@ -10,7 +10,9 @@ sha256 picks, so that one caller always meets the same version. A path naming a 
 one. A shadow gets a copy of every POST to its model in the background: its answer is counted in its own
 metrics and logs, and neither its errors nor its latency reach the caller. Every answer names the version
 that gave it in ``X-Model-Version``. ``/metrics`` merges every version's metrics into one exposition;
-``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them.
+``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them. A stable version may be replaced while
+the server runs (``follow.Follower``, when its tag moves) and a canary taken out of rotation
+(``rollback.Rollback``); each replaced version finishes the requests it was given before its app stops.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +37,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import audit
 from ..bundle import Bundle
 from ..errors import SettingError
 from .app import create_app, route_path
+from .follow import Follower, check_followable
+from .rollback import Rollback
 from .protocols import oip, tfserving
 from .served import DETAIL, ErrorShape
 from .settings import ServeSettings
@@ -58,13 +64,15 @@ _NAMED = (
 @dataclass(frozen=True)
 class Deployment:
     """What one server serves: one stable version per model name, canaries (bundle, percent of that model's
-    inference requests), shadows, and the header whose value keeps a caller on one version. Checked when
-    made: a ``SettingError`` names the option (``canary``, ``shadow``, ``refs``) that is wrong."""
+    inference requests), shadows, the header whose value keeps a caller on one version, and the references
+    (``churn:prod``, one per stable version) whose tags the server follows. Checked when made: a
+    ``SettingError`` names the option (``canary``, ``shadow``, ``refs``, ``follow``) that is wrong."""
 
     stable: tuple[Bundle, ...]
     canary: tuple[tuple[Bundle, float], ...] = ()
     shadow: tuple[Bundle, ...] = ()
     sticky_header: str | None = None
+    follow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for bundle, percent in self.canary:
@@ -91,6 +99,8 @@ class Deployment:
             total = sum(percent for bundle, percent in self.canary if bundle.name == name)
             if total > 100:
                 raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
+        if self.follow:
+            check_followable(self.stable, self.follow)
 
     @classmethod
     def parse(
@@ -101,10 +111,11 @@ class Deployment:
         sticky_header: str | None = None,
         *,
         load: Callable[[str], Bundle],
+        follow: bool = False,
     ) -> Deployment:
-        """The deployment the command line describes (``--canary REF=PERCENT``, ``--shadow REF``), with each
-        reference loaded by ``load``; a ``SettingError`` names the option and what was wrong (a canary or
-        shadow that does not load too; the stable REFs raise their own errors)."""
+        """The deployment the command line describes (``--canary REF=PERCENT``, ``--shadow REF``, ``--follow``),
+        with each reference loaded by ``load``; a ``SettingError`` names the option and what was wrong (a
+        canary or shadow that does not load too; the stable REFs raise their own errors)."""
         canaries = []
         for text in canary:
             ref, equals, percent = text.rpartition("=")
@@ -120,6 +131,7 @@ class Deployment:
             tuple(canaries),
             tuple(_load(load, ref, SHADOW) for ref in shadow),
             sticky_header or None,
+            tuple(refs) if follow else (),
         )
 
     def versions_of(self, name: str) -> list[Bundle]:
@@ -128,8 +140,9 @@ class Deployment:
 
     @property
     def single(self) -> Bundle | None:
-        """The one bundle served, when there is nothing to route: then the plain app serves it."""
-        return self.stable[0] if len(self.stable) == 1 and not self.canary and not self.shadow else None
+        """The one bundle served, when there is nothing to route or follow: then the plain app serves it."""
+        alone = len(self.stable) == 1 and not self.canary and not self.shadow and not self.follow
+        return self.stable[0] if alone else None
 
     def bundles(self) -> list[Bundle]:
         return [*self.stable, *(b for b, _ in self.canary), *self.shadow]
@@ -153,6 +166,7 @@ class Deployment:
                 "canary": [[str(b.path), percent] for b, percent in self.canary],
                 "shadow": [str(b.path) for b in self.shadow],
                 "sticky_header": self.sticky_header,
+                "follow": list(self.follow),
             }
         )
 
@@ -164,6 +178,7 @@ class Deployment:
             tuple((Bundle.open(Path(p)), float(percent)) for p, percent in spec["canary"]),
             tuple(Bundle.open(Path(p)) for p in spec["shadow"]),
             spec["sticky_header"],
+            tuple(spec.get("follow", ())),
         )
 
 
@@ -174,26 +189,44 @@ def _load(load: Callable[[str], Bundle], ref: str, option: str) -> Bundle:
         raise SettingError(option, f"{ref} does not load: {error}") from None
 
 
-@dataclass
+@dataclass(eq=False)  # kept in sets, as itself
 class _Version:
-    """One version's app, its role and the header that names it."""
+    """One version's app, its role, the header that names it, the requests it is answering, and what stops
+    its app (its lifespan, once started)."""
 
     bundle: Bundle
     app: ASGIApp
     role: str
     header: tuple[bytes, bytes]
+    in_flight: int = 0
+    running: contextlib.AsyncExitStack | None = None
 
 
 class _Group:
     """The versions of one model name: who answers an inference request, and who gets a copy."""
 
     def __init__(self, stable: _Version, canaries: list[tuple[_Version, float]], shadows: list[_Version]) -> None:
-        self.stable, self.shadows = stable, shadows
-        self.versions = [stable, *(version for version, _ in canaries)]
-        # The upper bound of each version's share of 0..100: the stable version's is what canaries leave.
-        self.bounds = [100.0 - sum(percent for _, percent in canaries)]
-        for _, percent in canaries:
+        self.stable, self.canaries, self.shadows = stable, canaries, shadows
+        self.rolled_back: list[dict[str, Any]] = []  # the canaries taken out of rotation, and why
+        self._place()
+
+    def _place(self) -> None:
+        """The versions that answer, and the upper bound of each one's share of 0..100 (the stable
+        version's is what canaries leave)."""
+        self.versions = [self.stable, *(version for version, _ in self.canaries)]
+        self.bounds = [100.0 - sum(percent for _, percent in self.canaries)]
+        for _, percent in self.canaries:
             self.bounds.append(self.bounds[-1] + percent)
+
+    def replace_stable(self, new: _Version) -> None:
+        """Give the stable version's share to ``new``."""
+        self.stable = new
+        self._place()
+
+    def drop(self, canary: _Version) -> None:
+        """Take a canary out of rotation: its share goes to the stable version."""
+        self.canaries = [(version, percent) for version, percent in self.canaries if version is not canary]
+        self._place()
 
     def pick(self, point: float) -> _Version:
         """The version whose share holds ``point`` (0 <= point < 100)."""
@@ -212,13 +245,14 @@ class VersionRouter:
     def __init__(self, deployment: Deployment, settings: ServeSettings, *, seed: int | None = None) -> None:
         deployment.check(settings)
         self.max_body_bytes = settings.max_body_bytes
+        self.settings = settings
         self.sticky = deployment.sticky_header.lower().encode() if deployment.sticky_header else None
         self.random = random.Random(seed)
         self.groups: dict[str, _Group] = {}
         self.all: list[_Version] = []
 
         def version(bundle: Bundle, role: str) -> _Version:
-            made = _Version(bundle, create_app(bundle, _own_log(settings, bundle)), role, _header(bundle))
+            made = self.build(bundle, role)
             self.all.append(made)
             return made
 
@@ -238,6 +272,13 @@ class VersionRouter:
             registry=self.registry,
         )
         self.shadow_failures = self.shadow_drops = 0
+        self.followers = {
+            bundle.name: Follower(self, bundle, ref, settings)
+            for bundle, ref in zip(deployment.stable, deployment.follow)
+        }
+        self.retiring: set[_Version] = set()  # versions replaced, finishing their requests before they stop
+        self.rollback = Rollback.of(settings)
+        self.background: set[asyncio.Task[None]] = set()  # canaries rolled back, being retired
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -267,13 +308,22 @@ class VersionRouter:
             chosen = group.pick(self._point(scope))
         else:
             chosen = group.stable
-        if inference and group.shadows and not self._declared_too_large(scope):
-            body, more = await _read_body(receive, self.max_body_bytes)
-            receive = _replay(body, receive, more=more)
-            if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
-                for shadow in group.shadows:
-                    self._copy(shadow, scope, body)
-        await chosen.app(scope, receive, _labelled(send, chosen.header))
+        respond = _labelled(send, chosen.header)
+        watched = _Watched(respond) if self.rollback is not None and inference and len(group.versions) > 1 else None
+        start = time.perf_counter()
+        chosen.in_flight += 1  # counted from the choice on: a version replaced meanwhile waits for it
+        try:
+            if inference and group.shadows and not self._declared_too_large(scope):
+                body, more = await _read_body(receive, self.max_body_bytes)
+                receive = _replay(body, receive, more=more)
+                if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
+                    for shadow in group.shadows:
+                        self._copy(shadow, scope, body)
+            await chosen.app(scope, receive, watched or respond)
+        finally:
+            chosen.in_flight -= 1
+            if watched is not None:
+                self._judge(group, chosen, watched.status >= 500, time.perf_counter() - start)
 
     def _group(self, path: str) -> tuple[_Group | None, str | None, str | None, ErrorShape]:
         """The group a path reaches, the version and the model name it names, and the error shape of
@@ -338,42 +388,120 @@ class VersionRouter:
                 )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Start every version's app (its predictor, background jobs) and stop them all at the end."""
+        """Start every version's app (its predictor, background jobs) and the followers of tags, and stop
+        them all at the end."""
         await receive()  # lifespan.startup
-        async with contextlib.AsyncExitStack() as stack:
+        for version in self.all:
             try:
-                for version in self.all:
-                    app: Any = version.app
-                    await stack.enter_async_context(app.router.lifespan_context(app))
+                await self.start(version)
             except Exception as error:  # noqa: BLE001 - reported to the server, which stops
                 log.exception("starting %s failed", version.bundle.ref)
+                await self._stop_all()
                 await send({"type": "lifespan.startup.failed", "message": str(error)})
                 return
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
-            for task in list(self.shadow_tasks):
-                task.cancel()
-            await asyncio.gather(*self.shadow_tasks, return_exceptions=True)
+        followers = [asyncio.get_running_loop().create_task(f.run()) for f in self.followers.values()]
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        for task in [*followers, *self.shadow_tasks, *self.background]:
+            task.cancel()
+        await asyncio.gather(*followers, *self.shadow_tasks, *self.background, return_exceptions=True)
+        await self._stop_all()
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _stop_all(self) -> None:
+        for version in [*reversed(self.all), *self.retiring]:
+            await self.stop(version)
+
+    # -- a version's life: what a Follower uses to replace a stable version ----------------------------
+    def build(self, bundle: Bundle, role: str = STABLE) -> _Version:
+        """A version's app (the model loaded and checked as ``create_app`` does), not started yet."""
+        return _Version(bundle, create_app(bundle, _own_log(self.settings, bundle)), role, _header(bundle))
+
+    async def start(self, version: _Version) -> None:
+        """Start the version's app (its lifespan: predictor, background jobs, the stored sample's check)."""
+        app: Any = version.app
+        running = contextlib.AsyncExitStack()
+        await running.enter_async_context(app.router.lifespan_context(app))
+        version.running = running
+
+    async def stop(self, version: _Version) -> None:
+        """End the version's lifespan, if it runs."""
+        running, version.running = version.running, None
+        if running is not None:
+            await running.aclose()
+
+    async def sample_check(self, version: _Version, timeout: float) -> str:
+        """What the version's ``/readyz`` says of its stored sample once it has run it ("match", "differs",
+        "error"; "timeout" if it has not within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = await _get(version, _INTERNAL, "/readyz")
+            if status == 200:
+                return str(orjson.loads(body).get("sample_check"))
+            await asyncio.sleep(0.05)
+        return "timeout"
+
+    def switch(self, new: _Version) -> _Version:
+        """Make ``new`` the stable version of its model, and return the one it replaces: from now on no
+        request is given to that one (those it has already finish there)."""
+        group = self.groups[new.bundle.name]
+        old = group.stable
+        group.replace_stable(new)
+        self.all[self.all.index(old)] = new
+        self.retiring.add(old)
+        if self.rollback is not None:
+            self.rollback.forget(old)
+        return old
+
+    def _judge(self, group: _Group, version: _Version, failed: bool, seconds: float) -> None:
+        """Count an answered inference request, and roll its canary back if the thresholds say so."""
+        assert self.rollback is not None
+        now = time.monotonic()
+        self.rollback.record(version, failed, seconds, now)
+        if version is group.stable or version not in group.versions:
+            return
+        verdict = self.rollback.verdict(group.stable, version, now)
+        if verdict is None:
+            return
+        group.drop(version)
+        self.all.remove(version)
+        self.retiring.add(version)
+        self.rollback.forget(version)
+        moment = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        group.rolled_back.append({"model": version.bundle.ref, "time": moment, **verdict})
+        log.error(
+            "canary %s rolled back, %s answers in its place: %s",
+            version.bundle.ref,
+            group.stable.bundle.ref,
+            verdict["reason"],
+        )
+        audit.record(
+            "rollback",
+            audit_log=self.settings.audit_log,
+            canary=version.bundle.ref,
+            stable=group.stable.bundle.ref,
+            **verdict,
+        )
+        task = asyncio.get_running_loop().create_task(self.retire(version, self.settings.graceful_timeout))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def retire(self, old: _Version, timeout: float) -> None:
+        """Stop a replaced version once its requests in flight are answered (at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while old.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if old.in_flight:
+            log.warning(
+                "%s still had %d requests in flight after %gs; stopping it", old.bundle.ref, old.in_flight, timeout
+            )
+        await self.stop(old)
+        self.retiring.discard(old)
 
     # -- the routes answered for every version --------------------------------------------------------
     async def _each(self, scope: Scope, path: str) -> list[tuple[_Version, int, bytes]]:
         """GET ``path`` of every version's app with the request's headers (so each checks the API key)."""
-        asked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"", "method": "GET"}
-        answers = []
-        for version in self.all:
-            status, body = 500, b""
-
-            async def sink(message: Message) -> None:
-                nonlocal status, body
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                elif message["type"] == "http.response.body":
-                    body += message.get("body", b"")
-
-            await version.app(dict(asked), _replay(b"", _never), sink)
-            answers.append((version, status, body))
-        return answers
+        return [(version, *await _get(version, scope, path)) for version in list(self.all)]
 
     async def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
         answers = await self._each(scope, "/metrics")
@@ -388,7 +516,7 @@ class VersionRouter:
         refused = next((a for a in answers if a[1] != 200), None)
         if refused is not None:
             return refused[1], refused[2], b"application/json"
-        listed = [{"role": v.role, **orjson.loads(body)} for v, _, body in answers]
+        listed = [{"role": v.role, **orjson.loads(body), **self._state(v)} for v, _, body in answers]
         return 200, orjson.dumps(listed), b"application/json"
 
     async def _readyz(self, scope: Scope) -> tuple[int, bytes, bytes]:
@@ -396,6 +524,17 @@ class VersionRouter:
         ready = all(status == 200 for _, status, _ in answers)
         versions = [{"role": v.role, "ready": status == 200, "model": v.bundle.ref} for v, status, _ in answers]
         return 200 if ready else 503, orjson.dumps({"ready": ready, "versions": versions}), b"application/json"
+
+    def _state(self, version: _Version) -> dict[str, Any]:
+        """What the stable version's metadata adds: the tag followed (``follow``), and the canaries rolled
+        back (``rolled_back``)."""
+        if version.role != STABLE:
+            return {}
+        follower, group = self.followers.get(version.bundle.name), self.groups[version.bundle.name]
+        return {
+            **({"follow": follower.status} if follower is not None else {}),
+            **({"rolled_back": group.rolled_back} if group.rolled_back else {}),
+        }
 
     async def _healthz(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b'{"status":"ok"}', b"application/json"
@@ -407,6 +546,26 @@ _OWN_ROUTES: dict[str, Callable[[VersionRouter, Scope], Any]] = {
     "/readyz": VersionRouter._readyz,
     "/healthz": VersionRouter._healthz,
 }
+
+
+# The scope of a request the router makes itself (a version's /readyz while it starts).
+_INTERNAL: Scope = {"type": "http", "http_version": "1.1", "scheme": "http", "root_path": "", "headers": []}
+
+
+async def _get(version: _Version, scope: Scope, path: str) -> tuple[int, bytes]:
+    """GET ``path`` of one version's app with the headers of ``scope``: the status and body of its answer."""
+    asked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"", "method": "GET"}
+    status, body = 500, b""
+
+    async def sink(message: Message) -> None:
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+
+    await version.app(asked, _replay(b"", _never), sink)
+    return status, body
 
 
 def merge_expositions(texts: Iterable[str]) -> bytes:
@@ -451,6 +610,20 @@ def _own_log(settings: ServeSettings, bundle: Bundle) -> ServeSettings:
     return replace(
         settings, prediction_log=str(path.with_name(f"{path.stem}.{bundle.name}-{bundle.version}{path.suffix}"))
     )
+
+
+class _Watched:
+    """A ``send`` that remembers the status it sent (``.status``; 500 until then: an app that raises
+    is answered 500 by the server)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
 
 
 def _labelled(send: Send, header: tuple[bytes, bytes]) -> Send:

@@ -190,6 +190,32 @@ class ServeSettings:
         "Where a torch model runs: cpu, cuda (refused where torch sees no CUDA GPU), or auto: cuda where there is one",
         choices=DEVICES,
     )
+    follow: bool = _option(
+        False,
+        "Follow the tag each REF names (e.g. churn:prod): when it moves, load the new version beside the old, "
+        "switch once it answers its stored sample, keep the old one if it does not",
+    )
+    rollback_error_rate: float | None = _option(
+        None,
+        "Take a canary out of rotation when its share of 5xx answers exceeds the stable version's by more than "
+        "this (0.05: 5 points) over --rollback-window",
+        minimum=0,
+        maximum=1,
+        default_help="off",
+    )
+    rollback_latency_ratio: float | None = _option(
+        None,
+        "Take a canary out of rotation when its p99 latency exceeds this many times the stable version's over "
+        "--rollback-window",
+        minimum=1,
+        default_help="off",
+    )
+    rollback_window: float = _option(
+        60.0, "Seconds of requests over which a canary is compared with the stable version", minimum=1
+    )
+    rollback_min_requests: int = _option(
+        100, "Requests a canary must have answered within --rollback-window before it is judged", minimum=1
+    )
 
     def __post_init__(self) -> None:
         for option in OPTIONS.values():
