@@ -18,6 +18,7 @@ CORPUS = [
     "hello world from a tiny language model",
     "serving models is where projects die",
     "good great fine nice bad awful poor terrible",
+    "user : system : assistant :",  # the chat template's words, so a chat prompt has no unknown tokens
 ]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} \n{% endfor %}"
@@ -68,7 +69,11 @@ def text_generator(seed: int = 0, width: int = 32) -> Any:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    return pipeline("text-generation", model=GPT2LMHeadModel(config).eval(), tokenizer=tok, device="cpu")
+    generator = pipeline("text-generation", model=GPT2LMHeadModel(config).eval(), tokenizer=tok, device="cpu")
+    # the pipeline's default of 256 new tokens runs past the 128 positions: a random model rarely ends early
+    generator.model.generation_config.max_new_tokens = 24
+    generator.model.generation_config.do_sample = False  # greedy: the same text every time
+    return generator
 
 
 def text_classifier(seed: int = 0) -> Any:

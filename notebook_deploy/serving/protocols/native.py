@@ -1,18 +1,20 @@
 """notebook-deploy's own API: ``POST /{method}`` with ``{"instances": [row, ...]}``, answered with
-``{"predictions": [...]}``, one entry per row, described in OpenAPI from the bundle's schema."""
+``{"predictions": [...]}``, one entry per row, described in OpenAPI from the bundle's schema. A text
+generator also gets ``POST /generate``: one prompt in, its text streamed as Server-Sent Events."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
+from ... import generation
 from ...errors import RequestError
 from ...schema import dumps
 from .. import auth
-from ..served import DETAIL, parse_json
+from ..served import DETAIL, event, event_stream, parse_json
 
 if TYPE_CHECKING:
     from ..served import FastHandler, ServedModel
@@ -32,6 +34,81 @@ def add_routes(served: ServedModel) -> None:
             openapi_extra=_openapi_for(served, method),
             response_class=Response,
         )
+    if generation.kind(served.predictor.model) == generation.GENERATOR:
+        served.route(
+            "/generate",
+            _generate(served),
+            access=auth.PREDICT,
+            methods=["POST"],
+            summary="Generate text from a prompt, streamed as Server-Sent Events",
+            openapi_extra=GENERATE_OPENAPI,
+            response_class=Response,
+        )
+
+
+def _generate(served: ServedModel) -> Callable[[Request], Awaitable[Response]]:
+    model = served.predictor.model
+
+    async def generate(request: Request) -> Response:
+        payload = parse_json(await request.body())
+        if not isinstance(payload, dict):
+            raise RequestError(400, 'expected a JSON object {"prompt": text} or {"messages": [...]}')
+        prompt = generation.check_prompt(payload.get("messages", payload.get("prompt")), "prompt")
+        sampling = generation.Sampling.from_request(payload)
+
+        async def events() -> AsyncIterator[bytes]:
+            async for piece in served.predictor.stream("generate", generation.generate, model, prompt, sampling):
+                if isinstance(piece, str):
+                    yield event({"text": piece})
+                else:
+                    usage = {"prompt_tokens": piece.prompt_tokens, "completion_tokens": piece.completion_tokens}
+                    yield event({"finish_reason": piece.finish_reason, "usage": usage})
+
+        return await event_stream(events(), DETAIL)
+
+    return generate
+
+
+_SAMPLING = {
+    "max_tokens": {"type": "integer", "minimum": 1, "description": "At most this many new tokens"},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2, "description": "0 or absent: greedy"},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
+}
+GENERATE_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "prompt": {"type": "string"},
+                        "messages": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["role", "content"],
+                                "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+                            },
+                        },
+                        **_SAMPLING,
+                    },
+                },
+                "example": {"prompt": "hello world", "max_tokens": 8},
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": 'Server-Sent Events: `data: {"text": piece}` as the text is made, then '
+            '`data: {"finish_reason": "stop" | "length", "usage": {"prompt_tokens", "completion_tokens"}}`; '
+            'an error after the start comes as `data: {"detail": message}`',
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **DETAIL.responses(),
+    },
+}
 
 
 def _endpoint(answer: FastHandler, method: str) -> Callable[[Request], Awaitable[Response]]:
