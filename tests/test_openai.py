@@ -124,7 +124,9 @@ def test_a_client_that_goes_away_stops_the_generation(tmp_path):
         deadline = time.monotonic() + 30
         while "cut short" not in server.logs() and time.monotonic() < deadline:
             time.sleep(0.1)
-        made = int(re.search(r"generate cut short.*completion_tokens=(\d+)", server.logs()).group(1))
+        cut = re.search(r"generate cut short.*completion_tokens=(\d+)", server.logs())
+        assert cut, server.logs()[-3000:]
+        made = int(cut.group(1))
         assert made < 100
         # the server goes on: a whole generation after it
         events = httpx.post(server.url + "/generate", json={"prompt": "hello world", "max_tokens": 5}).text

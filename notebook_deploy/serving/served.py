@@ -202,6 +202,11 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(dumps(value), status, media_type="application/json")
 
 
+def json_request(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a required JSON body: its ``schema`` and an ``example``."""
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}
+
+
 def event(data: Any) -> bytes:
     """One Server-Sent Event carrying ``data`` as JSON."""
     return b"data: " + orjson.dumps(data) + b"\n\n"

@@ -14,7 +14,7 @@ from ... import generation
 from ...errors import RequestError
 from ...schema import dumps
 from .. import auth
-from ..served import DETAIL, event, event_stream, parse_json
+from ..served import DETAIL, event, event_stream, json_request, parse_json
 
 if TYPE_CHECKING:
     from ..served import FastHandler, ServedModel
@@ -75,30 +75,19 @@ _SAMPLING = {
     "top_p": {"type": "number", "minimum": 0, "maximum": 1},
     "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
 }
-GENERATE_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "prompt": {"type": "string"},
-                        "messages": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["role", "content"],
-                                "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
-                            },
-                        },
-                        **_SAMPLING,
-                    },
-                },
-                "example": {"prompt": "hello world", "max_tokens": 8},
-            }
-        },
+_MESSAGES = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
     },
+}
+GENERATE_OPENAPI: dict[str, Any] = {
+    "requestBody": json_request(
+        {"type": "object", "properties": {"prompt": {"type": "string"}, "messages": _MESSAGES, **_SAMPLING}},
+        {"prompt": "hello world", "max_tokens": 8},
+    ),
     "responses": {
         "200": {
             "description": 'Server-Sent Events: `data: {"text": piece}` as the text is made, then '

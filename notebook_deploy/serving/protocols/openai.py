@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from ... import generation
 from ...errors import RequestError
 from .. import auth
-from ..served import ErrorShape, event, event_stream, json_body, json_response
+from ..served import ErrorShape, event, event_stream, json_body, json_request, json_response
 
 if TYPE_CHECKING:
     from ..served import ServedModel
@@ -75,23 +75,17 @@ def add_routes(served: ServedModel) -> None:
     kind = generation.kind(served.predictor.model)
     if kind is None:
         return
-    names = {served.bundle.name, served.bundle.ref}
+    name = served.bundle.name
+    names = {name, served.bundle.ref}
     created = int(time.time())
 
-    def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], summary: str) -> None:
+    def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], summary: str, example: Any) -> None:
         responses = {"200": {"description": "OpenAI's answer, or its Server-Sent Event chunks with `stream: true`"}}
         responses.update(ERRORS.responses())
-        openapi = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
-        served.route(
-            path,
-            endpoint,
-            access=auth.PREDICT,
-            methods=["POST"],
-            errors=ERRORS,
-            summary=summary,
-            openapi_extra={**openapi, "responses": responses},
-            response_class=Response,
-        )
+        body = json_request({"type": "object", "required": ["model"]}, example)
+        openapi = {"requestBody": body, "responses": responses}
+        options = {"summary": summary, "openapi_extra": openapi, "response_class": Response}
+        served.route(path, endpoint, access=auth.PREDICT, methods=["POST"], errors=ERRORS, **options)
 
     async def models(request: Request) -> Response:
         model = {"id": served.bundle.name, "object": "model", "created": created, "owned_by": "notebook-deploy"}
@@ -99,10 +93,13 @@ def add_routes(served: ServedModel) -> None:
 
     served.route("/v1/models", models, access=auth.PREDICT, methods=["GET"], errors=ERRORS, summary="OpenAI: the model")
     if kind == generation.GENERATOR:
-        route("/v1/chat/completions", _completions(served, names, chat=True), "OpenAI: chat completion")
-        route("/v1/completions", _completions(served, names, chat=False), "OpenAI: text completion")
+        chat = {"model": name, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, "stream": True}
+        route("/v1/chat/completions", _completions(served, names, chat=True), "OpenAI: chat completion", chat)
+        text = {"model": name, "prompt": "hello", "max_tokens": 16}
+        route("/v1/completions", _completions(served, names, chat=False), "OpenAI: text completion", text)
     else:
-        route("/v1/embeddings", _embeddings(served, names), "OpenAI: embeddings (mean-pooled token vectors)")
+        example = {"model": name, "input": ["hello world"]}
+        route("/v1/embeddings", _embeddings(served, names), "OpenAI: embeddings (mean-pooled token vectors)", example)
 
 
 async def _request(request: Request, names: set[str]) -> dict[str, Any]:
