@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RequestError
-from .methods import is_transformers_pipeline
+from .methods import is_generator_function, is_transformers_pipeline
 
 GENERATOR = "text-generation"
 EMBEDDER = "feature-extraction"
@@ -26,7 +26,10 @@ Prompt = str | list[dict[str, str]]  # a text, or chat messages ({"role", "conte
 
 
 def kind(model: Any) -> str | None:
-    """``GENERATOR``, ``EMBEDDER`` or None: which generation routes a model gets (the pipeline's task)."""
+    """``GENERATOR``, ``EMBEDDER`` or None: which generation routes a model gets (a pipeline's task; a
+    generator function is a generator)."""
+    if is_generator_function(model):
+        return GENERATOR
     if is_transformers_pipeline(model) and getattr(model, "task", None) in (GENERATOR, EMBEDDER):
         return str(model.task)
     return None
@@ -101,7 +104,8 @@ class _Cutter:
 
     def __init__(self, stops: tuple[str, ...], emit: Callable[[str], None]) -> None:
         self.stops, self.emit = stops, emit
-        self.held, self.parts, self.done = "", [], False
+        self.held, self.done = "", False
+        self.parts: list[str] = []
 
     def feed(self, text: str) -> None:
         if self.done:
@@ -130,12 +134,14 @@ class _Cutter:
 def generate(
     pipeline: Any, prompt: Prompt, sampling: Sampling, emit: Callable[[str], None], cancelled: Callable[[], bool]
 ) -> Generated:
-    """Run a text-generation pipeline on ``prompt`` (blocking: call it in the model's thread), handing each
-    piece of text to ``emit`` as soon as it is decoded; the generation stops at the next token once
-    ``cancelled()`` is True (the client went away) or a stop string appeared."""
+    """Run a text-generation pipeline or a generator function on ``prompt`` (blocking: call it in the
+    model's thread), handing each piece of text to ``emit`` as soon as it is made; the generation stops at
+    the next token once ``cancelled()`` is True (the client went away) or a stop string appeared."""
+    cutter = _Cutter(sampling.stop, emit)
+    if is_generator_function(pipeline):
+        return _pieces(pipeline, prompt, sampling, cutter, cancelled)
     from transformers import StoppingCriteriaList, TextStreamer
 
-    cutter = _Cutter(sampling.stop, emit)
     streamer = TextStreamer(pipeline.tokenizer, skip_prompt=True, skip_special_tokens=True)
     streamer.on_finalized_text = lambda text, stream_end=False: cutter.feed(text)  # type: ignore[method-assign]
     tokens: list[list[int]] = []  # the prompt's, then each step's
@@ -158,6 +164,26 @@ def generate(
     ended = cutter.done or (bool(new) and new[-1] == pipeline.tokenizer.eos_token_id)
     prompt_tokens = len(tokens[0]) if tokens else 0
     return Generated("".join(cutter.parts), "stop" if ended else "length", prompt_tokens, len(new))
+
+
+def _pieces(
+    function: Callable[[Prompt], Any],
+    prompt: Prompt,
+    sampling: Sampling,
+    cutter: _Cutter,
+    cancelled: Callable[[], bool],
+) -> Generated:
+    """A generator function's pieces, each counted as a token (it has no tokenizer, nor sampling)."""
+    count, ran_out, pieces = 0, True, function(prompt)
+    for piece in pieces:
+        if cancelled() or cutter.done or count == sampling.max_tokens:
+            ran_out = False
+            break
+        cutter.feed(str(piece))
+        count += 1
+    pieces.close()
+    cutter.flush()
+    return Generated("".join(cutter.parts), "stop" if ran_out or cutter.done else "length", 0, count)
 
 
 @functools.cache

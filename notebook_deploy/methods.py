@@ -6,7 +6,8 @@ A PyTorch module is served as ``predict`` too: rows go in as a tensor (floats in
 parameters), the call runs without gradients, and a tensor output comes back as a NumPy array. A Hugging
 Face ``transformers`` pipeline is served as ``predict`` alone (its scikit-learn ``predict``/``transform``
 are the same call and take no arrays): rows go in as a list (texts, chat messages, images), one answer
-comes back per row.
+comes back per row. A generator function (``def model(prompt): yield piece``) is served as ``predict``
+too, one joined text per row.
 
 Imports nothing at module level: the capture probe loads it before it watches what the model imports.
 """
@@ -43,6 +44,14 @@ def is_transformers_pipeline(value: Any) -> bool:
     return any(c.__name__ == "Pipeline" and c.__module__ == "transformers.pipelines.base" for c in type(value).__mro__)
 
 
+def is_generator_function(value: Any) -> bool:
+    """A function that yields its answer piece by piece (``def model(prompt): yield piece``): served as
+    ``predict`` on whole texts, and streamed by the generation routes."""
+    import inspect
+
+    return inspect.isgeneratorfunction(value)
+
+
 def available_methods(model: Any) -> list[str]:
     """The inference methods ``model`` has, in a stable order; a plain callable offers ``predict``."""
     if is_transformers_pipeline(model):
@@ -59,6 +68,8 @@ def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
     """The callable behind method ``name`` of ``model``."""
     if name == "predict" and is_transformers_pipeline(model):
         return _pipeline_call(model)
+    if name == "predict" and is_generator_function(model):
+        return _joined_call(model)
     method = getattr(model, name, None)
     if callable(method):
         return method
@@ -93,8 +104,20 @@ def _torch_call(module: Any) -> Callable[[Any], Any]:
 
 def _pipeline_call(pipeline: Any) -> Callable[[Any], Any]:
     def predict(data: Any) -> list[Any]:
-        rows = data.tolist() if hasattr(data, "tolist") else list(data)
+        rows = _rows(data)
         # a pipeline answers one input with one answer, and a list of inputs with a list of answers
         return list(pipeline(rows)) if rows else []
 
     return predict
+
+
+def _joined_call(function: Any) -> Callable[[Any], Any]:
+    def predict(data: Any) -> list[str]:
+        return ["".join(function(row)) for row in _rows(data)]
+
+    return predict
+
+
+def _rows(data: Any) -> list[Any]:
+    """Rows as a list of Python values (texts, messages), as pipelines and plain functions take them."""
+    return data.tolist() if hasattr(data, "tolist") else list(data)

@@ -163,12 +163,12 @@ class Predictor:
                 log.warning("%s cut short, its client gone: %s", what, future.result())
 
         with self._admitted(what):
-            done = loop.run_in_executor(self._executor, call, *args, emit, stop.is_set)
+            done: asyncio.Future[T] = loop.run_in_executor(self._executor, call, *args, emit, stop.is_set)  # type: ignore[arg-type]
             done.add_done_callback(ended)
             try:
                 while not done.done() or not pieces.empty():
                     piece = loop.create_task(pieces.get())
-                    await asyncio.wait([piece, done], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((piece, done), return_when=asyncio.FIRST_COMPLETED)
                     if piece.done():
                         yield piece.result()
                     else:

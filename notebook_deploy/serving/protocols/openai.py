@@ -84,7 +84,7 @@ def add_routes(served: ServedModel) -> None:
         responses.update(ERRORS.responses())
         body = json_request({"type": "object", "required": ["model"]}, example)
         openapi = {"requestBody": body, "responses": responses}
-        options = {"summary": summary, "openapi_extra": openapi, "response_class": Response}
+        options: dict[str, Any] = {"summary": summary, "openapi_extra": openapi, "response_class": Response}
         served.route(path, endpoint, access=auth.PREDICT, methods=["POST"], errors=ERRORS, **options)
 
     async def models(request: Request) -> Response:
