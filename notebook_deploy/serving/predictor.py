@@ -165,6 +165,7 @@ class Predictor:
         with self._admitted(what):
             done: asyncio.Future[T] = loop.run_in_executor(self._executor, call, *args, emit, stop.is_set)  # type: ignore[arg-type]
             done.add_done_callback(ended)
+            piece: asyncio.Task[str] | None = None
             try:
                 while not done.done() or not pieces.empty():
                     piece = loop.create_task(pieces.get())
@@ -176,6 +177,8 @@ class Predictor:
                 yield await done
             finally:
                 stop.set()
+                if piece is not None:
+                    piece.cancel()
 
     @contextlib.contextmanager
     def _admitted(self, method: str) -> Iterator[None]:

@@ -165,9 +165,11 @@ async def _chunks(
         return event({**head, "object": kind, "choices": [choice]})
 
     for index, run in enumerate(runs):
-        if chat:
-            yield chunk(index, None, None)  # the role first, as OpenAI sends it
+        role = chat  # the role comes first, as OpenAI sends it; with the first text, so a refusal comes before
         async for piece in run:
+            if role:
+                role = False
+                yield chunk(index, None, None)
             if isinstance(piece, str):
                 yield chunk(index, piece, None)
             else:
