@@ -4,6 +4,7 @@ Layout::
 
     bundle.json        the manifest: identity, model, schema, requirements, sha256 of every file
     model.pkl          the model, serialized with cloudpickle
+    weights.safetensors  its torch tensors, which model.pkl refers to (notebook_deploy.weights)
     requirements.txt   the lock: every distribution the model needs, pinned to the captured version
     recipe.ipynb       the cells that rebuilt the model (when captured from a notebook), with
     recipe-requirements.txt  what those cells import beyond the lock, pinned, and data-* files they read
@@ -39,6 +40,7 @@ from .manifest import Manifest, RecipeSummary, ReferenceSummary, SampleInfo, Sch
 from .methods import resolve_method
 from .pickle_scan import PickleScan, check_pickle
 from .schema import Schema, schema_from_dict
+from .weights import load_model
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -195,13 +197,10 @@ class Bundle:
 
     @cached_property
     def model(self) -> Any:
-        """The model object, unpickled on first use."""
-        import pickle
-
+        """The model object, unpickled on first use (its tensors from the weights file, where it has one)."""
         import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
 
-        with open(self.path / MODEL_FILE, "rb") as f:
-            return pickle.load(f)
+        return load_model(self.path / MODEL_FILE)
 
     def check_pickle(self) -> PickleScan:
         """Scan model.pkl's opcodes and raise ``UnsafePickleError`` if loading it would import or call

@@ -835,6 +835,9 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 @click.option("--memory", default="512Mi", show_default=True, help="Memory request per pod.")
 @click.option("--cpu-limit", help="CPU limit per pod [default: none, so no throttling].")
 @click.option("--memory-limit", help="Memory limit per pod [default: the request].")
+@click.option(
+    "--gpus", default=0, show_default=True, type=int, help="NVIDIA GPUs per pod; the model is then served on cuda."
+)
 @click.option("--port", default=8000, show_default=True, type=int, help="The container's port.")
 @click.option("--min-replicas", type=int, help="The autoscaler's minimum [default: --replicas].")
 @click.option("--max-replicas", default=10, show_default=True, type=int, help="The autoscaler's maximum.")

@@ -51,6 +51,7 @@ def kubernetes_manifests(
     memory: str = "512Mi",
     cpu_limit: str | None = None,
     memory_limit: str | None = None,
+    gpus: int = 0,
     port: int = 8000,
     min_replicas: int | None = None,
     max_replicas: int = 10,
@@ -66,7 +67,8 @@ def kubernetes_manifests(
     request; or, with ``kserve=True``, one KServe InferenceService (KServe makes those three itself).
 
     ``name`` defaults to the bundle's name; ``memory_limit`` to ``memory``; there is no CPU limit unless
-    ``cpu_limit`` is given. ``api_keys_secret`` names an existing Secret whose ``keys.json`` is a key file
+    ``cpu_limit`` is given. ``gpus`` NVIDIA GPUs per pod (``nvidia.com/gpu``, the device plugin's resource)
+    serve the model on ``cuda`` unless ``device`` is set otherwise. ``api_keys_secret`` names an existing Secret whose ``keys.json`` is a key file
     (``notebook-deploy keys``): it is mounted and keys are required. ``serve_options`` are options of
     ``notebook-deploy serve`` passed as environment variables, e.g. ``workers=2``, ``max_batch_size=32``.
     Raises ``KubernetesError`` naming the option that is wrong."""
@@ -88,13 +90,21 @@ def kubernetes_manifests(
         cpu_limit=cpu_limit,
         memory_limit=memory_limit,
     )
+    if not isinstance(gpus, int) or gpus < 0:
+        raise KubernetesError("gpus", f"must be a whole number of GPUs per pod, 0 or more, not {gpus!r}")
     min_replicas = replicas if min_replicas is None else min_replicas
+    if gpus:
+        serve_options = {"device": "cuda", **serve_options}
     environment = _environment(serve_options, api_keys_secret)
     grpc_port = int(serve_options["grpc_port"]) if serve_options.get("grpc_port") is not None else None
     metadata = _metadata(name, namespace, bundle)
     resources = {
         "requests": {"cpu": cpu, "memory": memory},
-        "limits": {"memory": memory_limit or memory, **({"cpu": cpu_limit} if cpu_limit else {})},
+        "limits": {
+            "memory": memory_limit or memory,
+            **({"cpu": cpu_limit} if cpu_limit else {}),
+            **({"nvidia.com/gpu": str(gpus)} if gpus else {}),  # extended resources are limits only
+        },
     }
     if kserve:
         if grpc_port is not None:

@@ -26,11 +26,19 @@ class ModelInfo(TypedDict):
     batchable: NotRequired[bool]  # a batch call gives what row-by-row calls give (checked on the sample)
 
 
+class Weights(TypedDict):
+    file: str  # "weights.safetensors", beside model.pkl
+    format: str  # "safetensors"
+    tensors: int
+    bytes: int
+
+
 class Serialization(TypedDict):
     format: str  # "cloudpickle"
     cloudpickle: str
     protocol: int
     by_value_modules: list[str]  # local modules pickled by value
+    weights: NotRequired[Weights | None]  # the tensors the pickle refers to by persistent id; older bundles lack it
 
 
 class SchemaDocument(TypedDict):

@@ -6,8 +6,9 @@ A PyTorch module is served as ``predict`` too: rows go in as a tensor (floats in
 parameters), the call runs without gradients, and a tensor output comes back as a NumPy array. A Hugging
 Face ``transformers`` pipeline is served as ``predict`` alone (its scikit-learn ``predict``/``transform``
 are the same call and take no arrays): rows go in as a list (texts, chat messages, images), one answer
-comes back per row. A generator function (``def model(prompt): yield piece``) is served as ``predict``
-too, one joined text per row.
+comes back per row. A ``sentence-transformers`` model (a torch module too) is served as ``encode``: a
+list of texts in, one vector per text out. A generator function
+(``def model(prompt): yield piece``) is served as ``predict`` too, one joined text per row.
 
 Imports nothing at module level: the capture probe loads it before it watches what the model imports.
 """
@@ -52,10 +53,20 @@ def is_generator_function(value: Any) -> bool:
     return inspect.isgeneratorfunction(value)
 
 
+def is_sentence_transformer(value: Any) -> bool:
+    """A ``sentence_transformers.SentenceTransformer``, told without importing it."""
+    return any(
+        c.__name__ == "SentenceTransformer" and c.__module__.startswith("sentence_transformers.")
+        for c in type(value).__mro__
+    )
+
+
 def available_methods(model: Any) -> list[str]:
     """The inference methods ``model`` has, in a stable order; a plain callable offers ``predict``."""
     if is_transformers_pipeline(model):
         return ["predict"]
+    if is_sentence_transformer(model):
+        return ["encode"]
     # hasattr is enough: scikit-learn hides methods that do not apply (SVC.predict_proba without
     # probability=True) behind `available_if`, which makes hasattr False.
     found = [name for name in INFERENCE_METHODS if callable(getattr(model, name, None))]
@@ -67,9 +78,11 @@ def available_methods(model: Any) -> list[str]:
 def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
     """The callable behind method ``name`` of ``model``."""
     if name == "predict" and is_transformers_pipeline(model):
-        return _pipeline_call(model)
+        return _listed(model)
+    if name == "encode" and is_sentence_transformer(model):
+        return _listed(model.encode)
     if name == "predict" and is_generator_function(model):
-        return _joined_call(model)
+        return _listed(lambda rows: ["".join(model(row)) for row in rows])
     method = getattr(model, name, None)
     if callable(method):
         return method
@@ -102,22 +115,12 @@ def _torch_call(module: Any) -> Callable[[Any], Any]:
     return predict
 
 
-def _pipeline_call(pipeline: Any) -> Callable[[Any], Any]:
-    def predict(data: Any) -> list[Any]:
-        rows = _rows(data)
+def _listed(call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``call`` on the rows as a Python list: pipelines and ``encode`` take lists of inputs, not arrays."""
+
+    def on_rows(data: Any) -> Any:
+        rows = data.tolist() if hasattr(data, "tolist") else list(data)
         # a pipeline answers one input with one answer, and a list of inputs with a list of answers
-        return list(pipeline(rows)) if rows else []
+        return call(rows) if rows else []
 
-    return predict
-
-
-def _joined_call(function: Any) -> Callable[[Any], Any]:
-    def predict(data: Any) -> list[str]:
-        return ["".join(function(row)) for row in _rows(data)]
-
-    return predict
-
-
-def _rows(data: Any) -> list[Any]:
-    """Rows as a list of Python values (texts, messages), as pipelines and plain functions take them."""
-    return data.tolist() if hasattr(data, "tolist") else list(data)
+    return on_rows

@@ -5,6 +5,11 @@ Two shapes of data are known:
 - a *tensor*: a NumPy array whose first axis is the row (``TensorSchema``: dtype and per-row shape);
 - a *table*: a pandas DataFrame with named, typed columns (``TableSchema``).
 
+Rows beyond numbers and text (images, bytes, chat messages: what foundation models take) are a tensor of
+one object a row, of one of the ``OBJECT_KINDS``; each kind says once how it is told apart in a sample,
+its JSON Schema, and (images and bytes) how raw bytes become the model's value and back. In JSON, bytes
+travel as base64 text; the protocols that carry raw bytes hand them to ``TensorSchema.decode_raw``.
+
 ``decode`` turns the ``instances`` of a request into the exact type the model was captured with and
 raises ``InputError`` naming the row and feature that does not fit; ``encode`` goes the other way.
 The checks are vectorised with NumPy; rows are only walked one by one to word an error message.
@@ -12,8 +17,12 @@ The checks are vectorised with NumPy; rows are only walked one by one to word an
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import io
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +42,8 @@ FLOAT, INT, BOOL, STR, CATEGORY, DATETIME, ANY = (
     "any",
 )
 
+IMAGE, BYTES, CHAT = "image", "bytes", "chat"
+
 _JSON_TYPES: dict[str, dict[str, Any]] = {
     FLOAT: {"type": ["number", "null"]},
     INT: {"type": "integer"},
@@ -40,6 +51,80 @@ _JSON_TYPES: dict[str, dict[str, Any]] = {
     STR: {"type": ["string", "null"]},
     DATETIME: {"type": ["string", "null"], "format": "date-time"},
     ANY: {},
+    IMAGE: {
+        "type": "string",
+        "contentEncoding": "base64",
+        "contentMediaType": "image/*",
+        "description": "an image file (PNG, JPEG, WebP...), base64-encoded",
+    },
+    BYTES: {"type": "string", "contentEncoding": "base64", "description": "bytes (a file), base64-encoded"},
+    CHAT: {
+        "type": "array",
+        "minItems": 1,
+        "description": "a conversation: messages with a role and a content",
+        "items": {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class ObjectKind:
+    """Rows the model takes as one Python object each (a PIL image, bytes, a conversation): how such a
+    value is told apart in a sample, and, for the binary kinds, raw bytes to the model's value and back
+    (``None``: the kind travels as JSON only)."""
+
+    name: str
+    expected: str  # what a row of the kind is, as error messages say it
+    is_value: Callable[[Any], bool]
+    from_bytes: Callable[[bytes], Any] | None = None
+    to_bytes: Callable[[Any], bytes] | None = None
+
+    @property
+    def binary(self) -> bool:
+        return self.from_bytes is not None
+
+
+def _is_image(value: Any) -> bool:
+    module = sys.modules.get("PIL.Image")  # a sample of images has imported PIL already
+    return module is not None and isinstance(value, module.Image)
+
+
+def _open_image(raw: bytes) -> Any:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(raw))
+    image.load()  # decoded now, so that a truncated file is refused here rather than inside the model
+    return image
+
+
+def _lossless(image: Any) -> bytes:
+    """An image as PNG, or TIFF for the modes PNG cannot hold (CMYK, YCbCr...): lossless either way, so the
+    model gets back exactly the pixels of the sample."""
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format="PNG")
+    except OSError:  # "cannot write mode CMYK as PNG"
+        buffer = io.BytesIO()
+        image.save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def _is_chat(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and m.keys() >= {"role", "content"} for m in value)
+    )
+
+
+OBJECT_KINDS = {
+    IMAGE: ObjectKind(IMAGE, "an image file (PNG, JPEG, WebP...)", _is_image, _open_image, _lossless),
+    BYTES: ObjectKind(BYTES, "bytes", lambda v: isinstance(v, (bytes, bytearray)), bytes, bytes),
+    CHAT: ObjectKind(CHAT, 'a list of messages {"role": ..., "content": ...}', _is_chat),
 }
 
 
@@ -122,10 +207,37 @@ class TensorSchema:
     def decode(self, instances: Any) -> np.ndarray:
         """Turn JSON rows into the array the model expects, or raise ``InputError``."""
         _require_rows(instances)
+        if self.kind in OBJECT_KINDS:
+            return self._decode_objects(instances, OBJECT_KINDS[self.kind])
         array = _convert(_as_array(instances, self.shape), instances, self.kind, self.dtype, feature=None)
         if self.kind == FLOAT:
             self.domain.check(array, None)
         return array
+
+    def decode_raw(self, parts: list[bytes]) -> np.ndarray:
+        """Rows sent as raw bytes, one part a row (a file upload, an OIP ``BYTES`` tensor), as the model's
+        values (PIL images for an image model), or ``InputError`` naming the first part that is not one."""
+        kind = OBJECT_KINDS.get(self.kind)
+        if kind is None or kind.from_bytes is None:
+            raise InputError(f"this model takes {self.describe()}, not raw bytes: send JSON rows")
+        if not parts:
+            raise InputError("no rows were sent: send at least one")
+        values = []
+        for i, raw in enumerate(parts):
+            try:
+                values.append(kind.from_bytes(raw))
+            except Exception as error:  # noqa: BLE001 - decoders (Pillow's) raise many types on bad bytes
+                reason = str(error).split(" <")[0]  # Pillow names the BytesIO object: no news to the sender
+                raise InputError(f"row {i}: not {kind.expected} ({type(error).__name__}: {reason})") from None
+        return objects(values)
+
+    def _decode_objects(self, instances: list[Any], kind: ObjectKind) -> np.ndarray:
+        if kind.from_bytes is None:
+            for i, row in enumerate(instances):
+                if not kind.is_value(row):
+                    raise InputError(f"row {i}: expected {kind.expected}, got {_describe_value(row)}")
+            return objects(instances)
+        return self.decode_raw([_from_base64(row, i, kind) for i, row in enumerate(instances)])
 
     def decode_columns(self, columns: Any) -> np.ndarray:
         """Like ``decode``, for data sent by column: an object with one entry, the rows of the tensor."""
@@ -135,7 +247,10 @@ class TensorSchema:
 
     def encode(self, data: Any) -> list[Any]:
         """Turn model input rows into JSON-ready rows."""
-        return to_jsonable(np.asarray(data))
+        kind = OBJECT_KINDS.get(self.kind)
+        if kind is not None and kind.to_bytes is not None:
+            return [base64.b64encode(kind.to_bytes(value)).decode() for value in data]
+        return to_jsonable(list(data) if kind is not None else np.asarray(data))
 
     def example_rows(self, count: int = 2) -> list[Any]:
         """Rows made from the schema alone (no captured data): the API docs' example when keys are required."""
@@ -149,6 +264,8 @@ class TensorSchema:
         return item
 
     def describe(self) -> str:
+        if self.kind in OBJECT_KINDS:
+            return f"{self.kind} rows ({OBJECT_KINDS[self.kind].expected} each)"
         return f"{self.dtype} rows of shape {list(self.shape)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +477,8 @@ def as_rows(sample: Any) -> Any:
         import pandas as pd
 
         return pd.DataFrame.from_records(sample)
+    if isinstance(sample, (list, tuple)) and _object_kind(sample) is not None:
+        return objects(sample)  # NumPy would read images' pixels, make bytes fixed-width, chats a grid
     if isinstance(sample, (list, tuple)):
         return np.asarray(sample)
     raise InputError(
@@ -502,7 +621,36 @@ def _kind_of_array(array: np.ndarray) -> str:
         return DATETIME
     if code == "O" and all(isinstance(v, str) or v is None for v in array.ravel()):
         return STR
-    return ANY
+    kind = _object_kind(array) if code == "O" and array.ndim == 1 else None
+    return ANY if kind is None else kind
+
+
+def _object_kind(values: Any) -> str | None:
+    """The ``OBJECT_KINDS`` kind of all of ``values``, if they have one."""
+    for kind in OBJECT_KINDS.values():
+        if len(values) and all(kind.is_value(v) for v in values):
+            return kind.name
+    return None
+
+
+def objects(values: Any) -> np.ndarray:
+    """A one-dimensional object array of ``values``, one element each, whatever they are (lists too)."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
+def _from_base64(row: Any, index: int, kind: ObjectKind) -> bytes:
+    """The bytes of a row sent as base64 text (a ``data:`` URL's too, as browsers make them)."""
+    if not isinstance(row, str):
+        raise InputError(f"row {index}: expected {kind.expected} as base64 text, got {_describe_value(row)}")
+    if row.startswith("data:") and "," in row:
+        row = row.split(",", 1)[1]
+    try:
+        return base64.b64decode(row, validate=True)
+    except ValueError as error:  # binascii.Error, or text that is not ASCII
+        raise InputError(f"row {index}: expected {kind.expected} as base64 text; it is not base64 ({error})") from None
 
 
 def _numpy_dtype(column: Column) -> str:
@@ -593,7 +741,19 @@ def _placeholder(kind: str, categories: tuple[Any, ...] | None) -> Any:
     """A value of ``kind`` that says nothing about any captured row."""
     if kind == CATEGORY and categories:
         return to_jsonable(categories[0])  # the categories are in the published schema already
-    return {FLOAT: 0.0, INT: 0, BOOL: False, DATETIME: "2024-01-01T00:00:00"}.get(kind, "text")
+    return {
+        FLOAT: 0.0,
+        INT: 0,
+        BOOL: False,
+        DATETIME: "2024-01-01T00:00:00",
+        IMAGE: _ONE_PIXEL_PNG,
+        BYTES: "AAAA",
+        CHAT: [{"role": "user", "content": "text"}],
+    }.get(kind, "text")
+
+
+# A 1x1 white PNG, base64: the docs' example image when the captured sample may not be shown.
+_ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"
 
 
 def _nested(value: Any, shape: tuple[int, ...]) -> Any:

@@ -95,6 +95,14 @@ def pipeline_bundle(pipeline, customers, session_store) -> nd.Bundle:
     return nd.capture(pipeline, name="customers", sample=customers[0].head(), store=session_store)
 
 
+@pytest.fixture(scope="session")
+def wav_bundle(session_store) -> nd.Bundle:
+    """A function of audio bytes (WAV files), captured on two of them: a model of ``bytes`` rows."""
+    from models import wav, wav_headers
+
+    return nd.capture(wav_headers, name="wav", sample=[wav(0.1), wav(0.25, 16000)], store=session_store)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """For tests that run images: a registry holding a Debian Python 3.11 base, and a Docker daemon of

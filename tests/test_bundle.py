@@ -486,9 +486,9 @@ def bomb(captured, tmp_path_factory) -> Path:
 def test_a_small_archive_holding_a_huge_member_is_refused_without_unpacking_it(bomb, tmp_path):
     assert bomb.stat().st_size < 8 << 20
     script = (
-        "import resource, sys\nimport notebook_deploy as nd\nfrom notebook_deploy.errors import BundleIntegrityError\n"
+        "import sys\nimport notebook_deploy as nd\nfrom notebook_deploy.errors import BundleIntegrityError\n"
         "try:\n    nd.Store(sys.argv[2]).import_archive(sys.argv[1])\nexcept BundleIntegrityError as error:\n"
-        "    print(error)\nprint('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "    print(error)\nprint('maxrss', [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(bomb), str(tmp_path / "store")], capture_output=True, text=True, timeout=300
@@ -496,7 +496,9 @@ def test_a_small_archive_holding_a_huge_member_is_refused_without_unpacking_it(b
     assert result.returncode == 0, result.stderr
     message, peak = result.stdout.strip().rsplit("\n", 1)
     assert "weights.bin" in message and "over the limit for an archive of its size" in message
-    assert int(peak.split()[1]) < 400 * 1024  # KiB: the 1 GiB member was never read into memory
+    # KiB: the 1 GiB member was never read into memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    # from the forking process (pytest, large once torch is loaded) into the child
+    assert int(peak.split()[1]) < 400 * 1024
     assert not any((tmp_path / "store" / "tmp").iterdir()) and nd.Store(tmp_path / "store").names() == []
 
 

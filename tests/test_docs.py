@@ -75,6 +75,12 @@ NOT_RUN: dict[str, str] = {
     "cosign verify --key signer.pub.pem --insecure-ignore-tlog=true registry.example.com/models/churn:1": "cosign is not installable here (tests/test_image_trust.py checks the signature with openssl)",
     "cosign verify-attestation --key signer.pub.pem --insecure-ignore-tlog=true --type slsaprovenance1 "
     "registry.example.com/models/churn:1": "cosign is not installable here (tests/test_image_trust.py checks the DSSE signature with openssl)",
+    "curl -s localhost:8000/predict -H 'content-type: application/octet-stream' --data-binary @cat.png": "needs an "
+    "image model (torch and transformers, not in the docs' store) and image files; tests/test_rich_inputs.py::"
+    "test_an_image_classifier_takes_png_and_jpeg_bytes_as_json_files_and_tensors sends the same bodies to a served "
+    "image pipeline",
+    "curl -s localhost:8000/predict -F file=@cat.png -F file=@dog.jpg": "as the octet-stream curl above it: "
+    "tests/test_rich_inputs.py sends the same multipart body",
 }
 
 

@@ -30,6 +30,7 @@ REQUIRED = {
     "drift_monitoring.ipynb",
     "pytorch_model.ipynb",
     "push_to_registry.ipynb",
+    "foundation_models.ipynb",
 }
 # Notebooks another test file already runs top to bottom in a real kernel, with checks of its own:
 # not run a second time here.
@@ -103,7 +104,16 @@ def check_push(output: str, store: nd.Store, registry: Any) -> None:
     assert manifest.headers["Docker-Content-Digest"] == digest.group(1)
 
 
+def check_foundation(output: str, store: nd.Store, registry: Any) -> None:
+    assert "served equals in-process: True" in output, output
+    for name in ("reviews", "story"):
+        bundle = store.get(name)
+        assert bundle.manifest["serialization"]["weights"]["format"] == "safetensors"
+        assert {"torch", "transformers", "tokenizers"} <= {line.split("==")[0] for line in bundle.lock()}
+
+
 CHECKS: dict[str, Callable[[str, nd.Store, Any], None]] = {
+    "foundation_models.ipynb": check_foundation,
     "drift_monitoring.ipynb": check_drift,
     "pytorch_model.ipynb": check_pytorch,
     "push_to_registry.ipynb": check_push,

@@ -127,6 +127,8 @@ OPTION_SETS = {
     },
     "server options": {"workers": 2, "max_batch_size": 32, "batching": False, "grpc_port": 8001, "port": 9000},
     "kserve": {"kserve": True},
+    "gpus": {"gpus": 1},
+    "kserve with gpus": {"kserve": True, "gpus": 2},
     "kserve with keys": {"kserve": True, "api_keys_secret": "forest-keys", "namespace": "models"},
 }
 
@@ -543,3 +545,18 @@ def test_a_container_with_the_keys_secret_requires_keys_but_not_on_probes(
             assert requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
     finally:
         docker.docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.parametrize("kserve", [False, True])
+def test_gpus_are_limits_of_the_device_plugin_and_serve_on_cuda(forest_bundle, kserve):
+    manifest = nd.kubernetes_manifests(forest_bundle, IMAGE, gpus=2, kserve=kserve)[0]
+    (container,) = containers(manifest)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert environment(container)["NOTEBOOK_DEPLOY_DEVICE"] == "cuda"
+    chosen = nd.kubernetes_manifests(forest_bundle, IMAGE, gpus=1, device="auto")[0]
+    assert environment(containers(chosen)[0])["NOTEBOOK_DEPLOY_DEVICE"] == "auto"  # an explicit device wins
+    (plain,) = containers(nd.kubernetes_manifests(forest_bundle, IMAGE)[0])
+    assert "nvidia.com/gpu" not in plain["resources"]["limits"] and "NOTEBOOK_DEPLOY_DEVICE" not in environment(plain)
+    with pytest.raises(KubernetesError, match="gpus.*0 or more, not -1"):
+        nd.kubernetes_manifests(forest_bundle, IMAGE, gpus=-1)

@@ -17,9 +17,9 @@ import notebook_deploy as nd
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-@pytest.mark.parametrize("which", ["forest", "pipeline"])
-def test_no_route_answers_5xx_or_off_its_documented_schema(which, forest_bundle, pipeline_bundle):
-    bundle = {"forest": forest_bundle, "pipeline": pipeline_bundle}[which]
+@pytest.mark.parametrize("which", ["forest", "pipeline", "wav"])
+def test_no_route_answers_5xx_or_off_its_documented_schema(which, request):
+    bundle = request.getfixturevalue(f"{which}_bundle")
     schema = schemathesis.openapi.from_asgi("/openapi.json", nd.create_app(bundle))
     failures, tested = [], []
     for result in schema.get_all_operations():

@@ -22,6 +22,13 @@ def blob_of(data: bytes) -> Blob:
     return Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data)
 
 
+def file_blob_of(data: bytes, directory) -> Blob:
+    """A blob read from a file, as a built layer is: its chunks are streamed from the file."""
+    path = directory / hashlib.sha256(data).hexdigest()
+    path.write_bytes(data)
+    return Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), path=path)
+
+
 def client_for(real: RealRegistry, **options) -> Registry:
     credentials = Credentials(real.username, real.password) if real.username else None
     return Registry(real.host, scheme="http", credentials=credentials, **options)
@@ -54,7 +61,7 @@ def real(request, tmp_path):
 
 def test_push_blobs_and_a_manifest_then_skopeo_sees_them(real, tmp_path):
     client = client_for(real)
-    small, large = blob_of(b"x" * 1000), blob_of(os.urandom(3_000_000))
+    small, large = blob_of(b"x" * 1000), file_blob_of(os.urandom(3_000_000), tmp_path)
     seen: list[int] = []
     assert client.push_blob("models/iris", small) == "uploaded"
     assert (
@@ -74,7 +81,7 @@ def test_push_blobs_and_a_manifest_then_skopeo_sees_them(real, tmp_path):
     digest = client.put_manifest("models/iris", "v1", body, OCI_MANIFEST)
     assert digest == "sha256:" + hashlib.sha256(body).hexdigest()
     assert client.get_manifest("models/iris", "v1") == (body, OCI_MANIFEST)
-    assert client.get_blob("models/iris", large.digest) == large.data
+    assert client.get_blob("models/iris", large.digest) == large.path.read_bytes()
 
     creds = ["--creds", f"{real.username}:{real.password}"] if real.username else []
     inspected = subprocess.run(
@@ -114,12 +121,14 @@ def test_anonymous_pushes_are_refused_saying_how_to_log_in(mode, tmp_path):
             anonymous.push_blob("models/iris", blob_of(b"data"))
 
 
-def test_an_upload_survives_the_registry_going_down_mid_blob(tmp_path):
+@pytest.mark.parametrize("held", ["in memory", "in a file"])
+def test_an_upload_survives_the_registry_going_down_mid_blob(held, tmp_path):
     """The registry is killed after the first chunk and comes back a second later: the client asks
     where the upload stands and goes on from there."""
     with RealRegistry("none", tmp_path / "registry") as real:
         client = client_for(real, backoff=0.5)
-        data = blob_of(os.urandom(4_000_000))
+        content = os.urandom(4_000_000)
+        data = blob_of(content) if held == "in memory" else file_blob_of(content, tmp_path)
         restarted = threading.Event()
 
         def progress(done: int, total: int) -> None:
@@ -129,7 +138,7 @@ def test_an_upload_survives_the_registry_going_down_mid_blob(tmp_path):
 
         assert client.push_blob("models/big", data, chunk_size=1_000_000, progress=progress) == "uploaded"
         assert restarted.is_set()
-        assert client.get_blob("models/big", data.digest) == data.data
+        assert client.get_blob("models/big", data.digest) == content
 
 
 def test_a_registry_that_stays_down_gives_a_clear_error_and_a_later_push_completes(tmp_path):

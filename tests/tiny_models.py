@@ -69,11 +69,11 @@ def text_generator(seed: int = 0, width: int = 32) -> Any:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    generator = pipeline("text-generation", model=GPT2LMHeadModel(config).eval(), tokenizer=tok, device="cpu")
-    # the pipeline's default of 256 new tokens runs past the 128 positions: a random model rarely ends early
-    generator.model.generation_config.max_new_tokens = 24
-    generator.model.generation_config.do_sample = False  # greedy: the same text every time
-    return generator
+    model = GPT2LMHeadModel(config).eval()
+    # greedy and short by default: the library's default of 256 new tokens runs past the 128 positions
+    model.generation_config.max_new_tokens = 12
+    model.generation_config.do_sample = False
+    return pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
 
 
 def text_classifier(seed: int = 0) -> Any:
@@ -137,3 +137,27 @@ def image_classifier(seed: int = 0) -> Any:
     )
     processor = ViTImageProcessor(size={"height": 32, "width": 32})
     return pipeline("image-classification", model=ViTForImageClassification(config).eval(), image_processor=processor)
+
+
+def sentence_embedder(directory: Any, seed: int = 0) -> Any:
+    """A sentence-transformers model (a two-layer BERT and mean pooling) with 32-wide vectors; its
+    BERT is saved to ``directory`` first, since sentence-transformers loads its modules from a path."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    tok = tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+    )
+    BertModel(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    word = models.Transformer(str(directory))
+    return SentenceTransformer(modules=[word, models.Pooling(word.get_embedding_dimension())], device="cpu")

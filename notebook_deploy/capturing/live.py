@@ -37,6 +37,7 @@ from ..pickle_scan import PickleScan, scan_pickle
 from ..provenance import sign_own_capture
 from ..schema import Schema, as_rows, differences, dumps, head, infer_schema, take_rows, to_jsonable
 from ..store import Store, check_name, name_from
+from ..weights import WEIGHTS_FILE, TensorCollector
 from . import fits
 from .columns import probe_unused_columns
 from .domains import probe_domains
@@ -114,6 +115,8 @@ def capture(
     warnings += _pickle_warnings(pickled, pickle_scan)
     with store.staging() as staged:
         write_file(staged / MODEL_FILE, pickled.data)
+        if pickled.weights.tensors:
+            pickled.weights.write(staged / WEIGHTS_FILE)
         write_file(staged / SAMPLE_FILE, dumps({"instances": trial.instances, "outputs": trial.outputs}))
         if reference_statistics is not None:
             write_file(staged / REFERENCE_FILE, dumps(reference_statistics))
@@ -145,6 +148,7 @@ def capture(
                     "cloudpickle": cloudpickle.__version__,
                     "protocol": PROTOCOL,
                     "by_value_modules": list(pickled.by_value_modules),
+                    "weights": _weights_summary(pickled.weights),
                 },
                 "pickle_scan": pickle_scan.to_manifest(),
                 "schema": {"input": trial.schema.to_dict(), "outputs": trial.output_schemas},
@@ -218,6 +222,13 @@ def _refuse_secrets(
         [(f"data file {path}", path.read_bytes().decode("utf-8", errors="replace")) for _, path in data_files]
     )
     check_no_secrets(findings)
+
+
+def _weights_summary(weights: TensorCollector) -> dict[str, Any] | None:
+    """What bundle.json says of the weights file: its name, how many tensors and bytes it holds."""
+    if not weights.tensors:
+        return None
+    return {"file": WEIGHTS_FILE, "format": "safetensors", "tensors": len(weights.tensors), "bytes": weights.nbytes}
 
 
 def _pickle_warnings(pickled: PickledModel, pickle_scan: PickleScan) -> list[str]:

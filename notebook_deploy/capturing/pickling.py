@@ -4,6 +4,9 @@ cloudpickle already pickles ``__main__`` classes and functions by value. A modul
 standard library nor installed (a ``helpers.py`` next to the notebook, a ``sys.path.append("../src")``
 package, an editable install) would be pickled by reference and be missing where the bundle is served,
 so every such module the model reaches is registered for pickling by value and the model dumped again.
+
+Torch tensors are not written into the pickle: they are collected for the weights file beside it
+(``notebook_deploy.weights``), so the pickle of a large model stays small.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import cloudpickle
 
+from ..weights import TensorCollector
+
 PROTOCOL = 5
 
 
@@ -28,15 +33,18 @@ class PickledModel:
     by_value_modules: tuple[str, ...]
     referenced_modules: frozenset[str]  # the module of every class, function and instance in the pickle
     captured_globals: dict[str, Any]  # globals that functions pickled by value carry, by name
+    weights: TensorCollector  # the tensors the pickle refers to by persistent id
 
 
 class _ModuleRecordingPickler(cloudpickle.Pickler):
     """A cloudpickle Pickler that notes the module of every class, function and instance it writes."""
 
-    def __init__(self, file: io.BytesIO, modules: set[str], captured: dict[str, Any]) -> None:
+    def __init__(self, file: io.BytesIO, modules: set[str], captured: dict[str, Any], weights: TensorCollector) -> None:
         super().__init__(file, protocol=PROTOCOL)
         self._modules = modules
         self._captured = captured
+        if weights.active:  # the hook is called for every object pickled: only set where it can find tensors
+            self.persistent_id = weights.persistent_id
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.ModuleType):
@@ -56,12 +64,12 @@ def dump_model(model: Any) -> PickledModel:
     registered: list[types.ModuleType] = []
     try:
         for _ in range(10):  # each round may reach further local modules through the ones just added
-            buffer, modules, captured = io.BytesIO(), set[str](), dict[str, Any]()
-            _ModuleRecordingPickler(buffer, modules, captured).dump(model)
+            buffer, modules, captured, weights = io.BytesIO(), set[str](), dict[str, Any](), TensorCollector()
+            _ModuleRecordingPickler(buffer, modules, captured, weights).dump(model)
             local = [m for m in _top_level_modules(modules) if is_local_module(m) and m not in registered]
             if not local:
                 by_value = tuple(sorted(m.__name__ for m in registered))
-                return PickledModel(buffer.getvalue(), by_value, frozenset(modules), captured)
+                return PickledModel(buffer.getvalue(), by_value, frozenset(modules), captured, weights)
             for module in local:
                 cloudpickle.register_pickle_by_value(module)
                 registered.append(module)

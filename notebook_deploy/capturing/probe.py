@@ -7,7 +7,8 @@ as secrets.py, would shadow the standard library)
 
 BLOCKED_JSON lists top-level module names whose import must fail, so that packages a library merely
 tries to import when present (pandas from scikit-learn, for one) can be shown not to be needed.
-Only the standard library and notebook_deploy.methods (which imports nothing) load before the first
+Only the standard library, notebook_deploy.methods and notebook_deploy.weights (which import nothing
+else) load before the first
 snapshot of ``sys.modules``, so that everything loaded afterwards is the model's own doing.
 
 The warm probe server (``warm.py``) runs the same ``block`` and ``run_job`` in a child it forks, so the
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 # Imported before any blocker is installed: where notebook-deploy is an installed distribution (not on
 # PYTHONPATH) the blocked list names it too, and a later import of it would fail in every probe.
 from notebook_deploy.methods import resolve_method
+from notebook_deploy.weights import load_model
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
@@ -53,8 +55,7 @@ def run_job(
     server's preload): they are in ``sys.modules`` already, so the snapshot cannot see them load, and they
     are reported as loaded."""
     before = set(sys.modules)
-    with open(model_path, "rb") as f:
-        model = pickle.load(f)
+    model = load_model(model_path)
     with open(input_path, "rb") as f:
         data = pickle.load(f)
     outputs = {name: resolve_method(model, name)(data) for name in methods}

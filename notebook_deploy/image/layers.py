@@ -48,9 +48,10 @@ def build_layer(entries: Iterable[Entry], destination: Path, media_type: str = O
     """Write ``entries`` as a reproducible gzip'd tar at ``destination``."""
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", _EPOCH_1980))
     entries = sorted(entries, key=lambda e: _clean(e.path))
-    tar_digest = hashlib.sha256()
+    tar_digest, gzip_digest = hashlib.sha256(), hashlib.sha256()
     with open(destination, "wb") as raw:
-        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as compressed:
+        zipped = HashingWriter(raw, gzip_digest)
+        with gzip.GzipFile(filename="", fileobj=zipped, mode="wb", mtime=0, compresslevel=6) as compressed:
             hashing = HashingWriter(compressed, tar_digest)
             with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 written: set[str] = set()
@@ -60,12 +61,20 @@ def build_layer(entries: Iterable[Entry], destination: Path, media_type: str = O
                         if str(parent) not in written:
                             tar.addfile(_info(str(parent) + "/", tarfile.DIRTYPE, 0o755, 0, mtime))
                             written.add(str(parent))
-                    data = entry.content if isinstance(entry.content, bytes) else entry.content.read_bytes()
-                    tar.addfile(_info(path, tarfile.REGTYPE, entry.mode, len(data), mtime), io.BytesIO(data))
+                    if isinstance(entry.content, bytes):
+                        info = _info(path, tarfile.REGTYPE, entry.mode, len(entry.content), mtime)
+                        tar.addfile(info, io.BytesIO(entry.content))
+                    else:  # copied in pieces: a model's weights file may be larger than memory should hold
+                        with open(entry.content, "rb") as f:
+                            size = os.fstat(f.fileno()).st_size
+                            tar.addfile(_info(path, tarfile.REGTYPE, entry.mode, size, mtime), f)
                     written.add(path)
-    digest = hashlib.sha256(destination.read_bytes()).hexdigest()
     return Layer(
-        destination, f"sha256:{digest}", f"sha256:{tar_digest.hexdigest()}", destination.stat().st_size, media_type
+        destination,
+        f"sha256:{gzip_digest.hexdigest()}",
+        f"sha256:{tar_digest.hexdigest()}",
+        destination.stat().st_size,
+        media_type,
     )
 
 
@@ -79,9 +88,9 @@ def entries_from_directory(directory: Path, prefix: str) -> list[Entry]:
 
 
 class HashingWriter(io.RawIOBase):
-    """Passes bytes on to ``target`` and hashes them: the tar's digest without a second pass."""
+    """Passes bytes on to ``target`` and hashes them: the tar's and the gzip's digests without a second pass."""
 
-    def __init__(self, target: gzip.GzipFile, digest: hashlib._Hash) -> None:
+    def __init__(self, target: io.BufferedIOBase, digest: hashlib._Hash) -> None:
         self.target = target
         self.digest = digest
         self.position = 0

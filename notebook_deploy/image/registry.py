@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 import threading
 import time
@@ -65,6 +66,13 @@ class Blob:
     path: Path | None = None
     fetch: Callable[[], bytes] | None = None  # for a blob read only if it must be uploaded (a base layer)
 
+    def body(self, offset: int, length: int) -> bytes | FileSlice:
+        """``length`` bytes from ``offset`` to send: read from the file as they are sent where the blob
+        is a file (a chunk of a model's layer is not held in memory), else the bytes."""
+        if self.data is None and self.fetch is None and self.path is not None:
+            return FileSlice(self.path, offset, length)
+        return self.read(offset, length)
+
     def read(self, offset: int, length: int) -> bytes:
         if self.data is None and self.fetch is not None:
             object.__setattr__(self, "data", self.fetch())
@@ -75,6 +83,46 @@ class Blob:
         with open(self.path, "rb") as f:
             f.seek(offset)
             return f.read(length)
+
+
+class FileSlice(io.RawIOBase):
+    """Part of a file as a request body that requests streams (http.client reads it in blocks). Seeking
+    to 0 rewinds it, which ``Registry._request`` does before every attempt, so a retried or
+    re-authenticated request sends the whole part again."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")
+        self._offset, self._length, self._position = offset, length, 0
+        self._file.seek(offset)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, min(self._length, base + position))
+        self._file.seek(self._offset + self._position)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._position
+        data = self._file.read(left if size < 0 else min(size, left))
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 class Registry:
@@ -178,17 +226,21 @@ class Registry:
             return
         offset = 0
         while offset < blob.size:
-            chunk = blob.read(offset, min(chunk_size, blob.size - offset))
+            length = min(chunk_size, blob.size - offset)
             headers = {
                 "Content-Type": "application/octet-stream",
-                "Content-Length": str(len(chunk)),
-                "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                "Content-Length": str(length),
+                "Content-Range": f"{offset}-{offset + length - 1}",
             }
             patched: requests.Response | None
+            chunk = blob.body(offset, length)
             try:
                 patched = self._request("PATCH", location, scopes, data=chunk, headers=headers, retries=0)
             except _Unreachable:
                 patched = None
+            finally:
+                if isinstance(chunk, FileSlice):
+                    chunk.close()
             if patched is not None and patched.status_code == 202:
                 location = self._location(patched)
                 offset = _range_end(patched) + 1
@@ -310,6 +362,8 @@ class Registry:
                 # (redirects that requests follows drop them on a change of host, port or scheme itself)
                 own = _origin(url) == _origin(self.base)
                 sent = self._auth(scopes) if own else {}
+                if isinstance(kwargs.get("data"), FileSlice):
+                    kwargs["data"].seek(0)
                 response = self._session.request(
                     method,
                     url,

@@ -23,6 +23,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from .. import devices
 from ..api import load
 from ..bundle import Bundle
 from ..errors import NotebookDeployError
@@ -34,7 +35,7 @@ from .limits import BodySizeLimit
 from .metrics import Metrics
 from .predictor import Predictor
 from .protocols import PROTOCOLS
-from .served import ANSWERED, ServedModel, error_answer
+from .served import ANSWERED, RAW_BODIES, ServedModel, error_answer
 from .settings import ServeSettings
 
 log = logging.getLogger("notebook_deploy.serving")
@@ -61,8 +62,11 @@ class FastLane:
         entry = self.routes.get(route_path(scope))
         if entry is None:
             return False
-        declared = dict(scope["headers"]).get(b"content-length")
+        request_headers = dict(scope["headers"])
+        declared = request_headers.get(b"content-length")
         if declared is None or not declared.isdigit() or int(declared) > self.max_body_bytes:
+            return False
+        if request_headers.get(b"content-type", b"").lower().startswith(RAW_BODIES):
             return False
         route, handler = entry
         scope["route"], scope["endpoint"] = route, route.endpoint
@@ -125,6 +129,8 @@ def _create_app(bundle: Bundle, settings: ServeSettings | None, options: dict[st
     check_trusted(
         bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="serve", audit_log=settings.audit_log
     )  # before the Predictor unpickles the model
+    device = devices.choose(settings.device, bundle.model)
+    devices.place(bundle.model, device)
     predictor = Predictor(bundle, settings)
 
     @contextlib.asynccontextmanager
@@ -163,6 +169,8 @@ def _create_app(bundle: Bundle, settings: ServeSettings | None, options: dict[st
     from .drift import install_monitoring  # here, not with this module: only an app needs the drift modules
 
     install_monitoring(served, metrics)  # /monitor/drift, drift gauges, the prediction log
+    if device == "cuda":
+        metrics.add_gpu_memory(devices.memory_allocated)
     app.add_middleware(metrics.middleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.fast_lane = FastLane(served, metrics)
@@ -170,16 +178,17 @@ def _create_app(bundle: Bundle, settings: ServeSettings | None, options: dict[st
     for add_routes in PROTOCOLS:
         add_routes(served)
     metrics.add_routes()
-    _add_service_routes(served)
+    _add_service_routes(served, devices.describe(device))
     return app
 
 
-def _add_service_routes(served: ServedModel) -> None:
+def _add_service_routes(served: ServedModel, device: dict[str, Any]) -> None:
     bundle = served.bundle
     metadata = {
         key: bundle.manifest[key]
         for key in ("name", "version", "created", "model", "schema", "requirements", "labels", "python", "provenance")
     }
+    metadata["device"] = device
 
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -216,7 +225,7 @@ def _add_service_routes(served: ServedModel) -> None:
         metadata_endpoint,
         access=auth.ADMIN,
         methods=["GET"],
-        summary="The bundle's identity, model, schema and requirements",
+        summary="The bundle's identity, model, schema and requirements, and the device it runs on",
         responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
     )
     served.route("/", root, access=auth.OPEN, methods=["GET"], include_in_schema=False)

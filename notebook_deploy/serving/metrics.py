@@ -199,6 +199,28 @@ class Metrics:
             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
         )
 
+    def add_gpu_memory(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Report ``read()``, bytes of GPU memory held by tensors by GPU index, as
+        ``notebook_deploy_gpu_memory_bytes`` at every scrape (a server on ``cuda``)."""
+        gauge: Any = None
+
+        def update() -> None:
+            nonlocal gauge
+            if gauge is None:
+                from prometheus_client import Gauge
+
+                gauge = Gauge(
+                    "notebook_deploy_gpu_memory_bytes",
+                    "GPU memory held by tensors, by GPU",
+                    [*self._model, "gpu"],
+                    registry=self.registry,
+                    multiprocess_mode="livesum",
+                )
+            for gpu, used in read().items():
+                gauge.labels(**self._model, gpu=gpu).set(used)
+
+        self.before_exposition.append(update)
+
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format, summed over every worker when there are several."""
         for hook in self.before_exposition:

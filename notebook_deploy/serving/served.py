@@ -30,6 +30,8 @@ from .settings import ServeSettings
 log = logging.getLogger("notebook_deploy.serving")
 
 FastHandler = Callable[[bytes], Awaitable[bytes]]  # request body -> JSON answer body
+# Bodies that are not JSON (raw images, file uploads): the fast lane leaves them to the route's endpoint.
+RAW_BODIES = (b"application/octet-stream", b"multipart/form-data")
 
 
 @dataclass(frozen=True)

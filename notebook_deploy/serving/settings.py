@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..devices import DEVICES
 from ..errors import SettingError
 from .limits import DEFAULT_MAX_BODY_BYTES
 
@@ -184,6 +185,11 @@ class ServeSettings:
         (), "Public keys (PEM) trusted besides the trust store's", from_environment=False, command_line=False
     )
     log_level: str = _option("info", "How much the server logs", choices=LOG_LEVELS)
+    device: str = _option(
+        "auto",
+        "Where a torch model runs: cpu, cuda (refused where torch sees no CUDA GPU), or auto: cuda where there is one",
+        choices=DEVICES,
+    )
 
     def __post_init__(self) -> None:
         for option in OPTIONS.values():

@@ -1,6 +1,10 @@
 """notebook-deploy's own API: ``POST /{method}`` with ``{"instances": [row, ...]}``, answered with
-``{"predictions": [...]}``, one entry per row, described in OpenAPI from the bundle's schema. A text
-generator also gets ``POST /generate``: one prompt in, its text streamed as Server-Sent Events."""
+``{"predictions": [...]}``, one entry per row, described in OpenAPI from the bundle's schema.
+
+A model of image or bytes rows also takes them raw: an ``application/octet-stream`` body is one row, and a
+``multipart/form-data`` body one row per file part, in order (``curl -F file=@cat.png``).
+
+A text generator also gets ``POST /generate``: one prompt in, its text streamed as Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile
 
 from ... import generation
-from ...errors import RequestError
-from ...schema import dumps
+from ...errors import InputError, RequestError
+from ...schema import OBJECT_KINDS, TensorSchema, dumps
 from .. import auth
-from ..served import DETAIL, event, event_stream, json_request, parse_json
+from ..served import DETAIL, RAW_BODIES, event, event_stream, json_request, parse_json
 
 if TYPE_CHECKING:
     from ..served import FastHandler, ServedModel
@@ -25,7 +30,7 @@ def add_routes(served: ServedModel) -> None:
         answer = _answer(served, method)
         served.route(
             f"/{method}",
-            _endpoint(answer, method),
+            _endpoint(answer, _raw_answer(served, method) if _takes_raw(served) else None, method),
             access=auth.PREDICT,
             methods=["POST"],
             fast=answer,
@@ -100,23 +105,67 @@ GENERATE_OPENAPI: dict[str, Any] = {
 }
 
 
-def _endpoint(answer: FastHandler, method: str) -> Callable[[Request], Awaitable[Response]]:
+def _takes_raw(served: ServedModel) -> bool:
+    """Whether the model's rows are bytes on the wire (images, bytes), which may then come unwrapped."""
+    schema = served.bundle.input_schema
+    return isinstance(schema, TensorSchema) and schema.kind in OBJECT_KINDS and OBJECT_KINDS[schema.kind].binary
+
+
+def _endpoint(
+    answer: FastHandler, raw: Callable[[Request, str], Awaitable[bytes]] | None, method: str
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if raw is not None and media.encode() in RAW_BODIES:
+            return Response(await raw(request, media), media_type="application/json")
         return Response(await answer(await request.body()), media_type="application/json")
 
     endpoint.__name__ = method
     return endpoint
 
 
+_RAW_HINT = (
+    "; or send the raw bytes of one row with content-type application/octet-stream, or rows as files "
+    "with multipart/form-data (curl -F 'file=@cat.png')"
+)
+
+
 def _answer(served: ServedModel, method: str) -> FastHandler:
     decode = served.bundle.input_schema.decode
     predict = served.predictor.predict
+    hint = _RAW_HINT if _takes_raw(served) else ""
 
     async def answer(body: bytes) -> bytes:
-        payload = parse_json(body)
+        try:
+            payload = parse_json(body)
+        except RequestError as error:
+            raise RequestError(error.status, f"{error}{hint}") from None
         if not isinstance(payload, dict) or "instances" not in payload:
-            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}')
+            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}' + hint)
         return dumps({"predictions": await predict(method, decode(payload["instances"]))})
+
+    return answer
+
+
+def _raw_answer(served: ServedModel, method: str) -> Callable[[Request, str], Awaitable[bytes]]:
+    schema = served.bundle.input_schema
+    assert isinstance(schema, TensorSchema)  # only for rows that are bytes on the wire (_takes_raw)
+    decode_raw = schema.decode_raw
+    predict = served.predictor.predict
+
+    async def answer(request: Request, media: str) -> bytes:
+        if media == "application/octet-stream":
+            parts = [await request.body()]
+        else:
+            form = await request.form()  # python-multipart; a malformed body is answered 400 by Starlette
+            parts = []
+            for name, value in form.multi_items():
+                if not isinstance(value, UploadFile):
+                    raise InputError(
+                        f"form field '{name}' is not a file: send each row as a file part (curl -F 'file=@cat.png')"
+                    )
+                parts.append(await value.read())
+        return dumps({"predictions": await predict(method, decode_raw(parts))})
 
     return answer
 
@@ -136,7 +185,8 @@ def _openapi_for(served: ServedModel, method: str) -> dict[str, Any]:
                         "properties": {"instances": {"type": "array", "minItems": 1, "items": row}},
                     },
                     "example": {"instances": example["instances"]},
-                }
+                },
+                **(_raw_content() if _takes_raw(served) else {}),
             },
         },
         "responses": {
@@ -154,5 +204,20 @@ def _openapi_for(served: ServedModel, method: str) -> dict[str, Any]:
                 },
             },
             **DETAIL.responses(),
+        },
+    }
+
+
+def _raw_content() -> dict[str, Any]:
+    """The raw bodies an image or bytes model takes besides JSON."""
+    file = {"type": "string", "format": "binary"}
+    return {
+        "application/octet-stream": {"schema": file},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "description": "one row per file part, in order; any part names",
+                "properties": {"file": {"type": "array", "items": file}},
+            }
         },
     }

@@ -10,12 +10,15 @@ Tensors ⇄ model data:
 
 - a model captured on an array (``TensorSchema``) takes one input tensor, ``input-0`` of shape
   ``[-1, *row_shape]`` (any name is accepted for it); its datatype follows the array's dtype
-  (``FP64``, ``INT64``, ``BOOL``...; ``BYTES`` for text and objects);
+  (``FP64``, ``INT64``, ``BOOL``...; ``BYTES`` for text and objects). Rows of images or bytes are
+  ``BYTES`` elements of raw bytes (binary extension, gRPC) or base64 text (JSON); a chat row is the JSON
+  text of its messages;
 - a model captured on a DataFrame (``TableSchema``) takes one input per column, named after the column,
   of shape ``[-1]`` (``[-1, 1]`` is accepted too); text, categories and date-times travel as ``BYTES``
   (UTF-8; date-times in ISO 8601). The columns go through ``TableSchema.decode_columns``, so values that
   do not fit get the same 422 naming the feature as the native API;
-- each inference method is one output, named after it (``predict``, ``predict_proba``...). A request
+- each inference method is one output, named after it (``predict``, ``predict_proba``...); answers that
+  are not numbers or text (a pipeline's ``{label, score}``) are ``BYTES`` elements of JSON text. A request
   that names no outputs gets ``predict`` (the first method where there is none) — not every output, as
   the protocol would have it, so that a plain request costs one model call.
 
@@ -44,7 +47,20 @@ from fastapi.responses import Response
 
 from ...errors import InputError, RequestError
 from ...methods import default_method
-from ...schema import BOOL, CATEGORY, FLOAT, INT, TableSchema, TensorSchema, dumps, quoted, to_jsonable
+from ...schema import (
+    BOOL,
+    CATEGORY,
+    CHAT,
+    FLOAT,
+    INT,
+    OBJECT_KINDS,
+    TableSchema,
+    TensorSchema,
+    dumps,
+    objects,
+    quoted,
+    to_jsonable,
+)
 from ...version import __version__
 from .. import auth
 from ..served import DETAIL, ErrorShape, json_response, parse_json
@@ -115,7 +131,7 @@ def from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarr
     """The flat elements of a tensor sent as raw bytes; ``RequestError(400)`` when they do not add up."""
     count = element_count(shape)
     if datatype == BYTES:
-        values: list[str] = []
+        values: list[bytes] = []  # as sent: text or image bytes, as the model's schema decides (OipModel.decode)
         offset = 0
         while offset < len(raw):
             if offset + 4 > len(raw):
@@ -124,11 +140,11 @@ def from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarr
             offset += 4
             if offset + length > len(raw):
                 raise RequestError(400, f"input '{name}': element {len(values)} of its raw BYTES data is cut short")
-            values.append(_text(raw[offset : offset + length], name, len(values)))
+            values.append(raw[offset : offset + length])
             offset += length
         if len(values) != count:
             raise RequestError(400, f"input '{name}' has {len(values)} elements; its shape {shape} needs {count}")
-        return _objects(values)
+        return objects(values)
     dtype = np.dtype(NUMERIC[datatype]).newbyteorder("<")
     if len(raw) != count * dtype.itemsize:
         raise RequestError(
@@ -175,7 +191,7 @@ def from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarr
             return np.asarray(flat)
         except OverflowError:
             pass
-    return _objects(flat)
+    return objects(flat)
 
 
 def json_data(tensor: Tensor) -> Any:
@@ -200,17 +216,17 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
-def _objects(values: list[Any]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
-
-
 def _text(raw: bytes, name: str, index: int) -> str:
     try:
         return raw.decode()
     except UnicodeDecodeError:
         raise RequestError(400, f"input '{name}': element {index} is not UTF-8 text") from None
+
+
+def _as_text(tensor: Tensor) -> None:
+    """Raw ``BYTES`` elements (binary data, gRPC) as UTF-8 text, for a model that takes text, not bytes."""
+    if tensor.datatype == BYTES and any(isinstance(v, bytes) for v in tensor.data):
+        tensor.data = objects([_text(v, tensor.name, i) for i, v in enumerate(tensor.data)])
 
 
 # -- the model behind both transports -----------------------------------------------------------------
@@ -270,6 +286,10 @@ class OipModel:
         """The model input (an array or a DataFrame) that the input tensors carry."""
         if len({t.name for t in tensors}) != len(tensors):
             raise RequestError(400, "two inputs have the same name")
+        kind = OBJECT_KINDS.get(self.schema.kind) if isinstance(self.schema, TensorSchema) else None
+        if kind is None or not kind.binary:
+            for tensor in tensors:
+                _as_text(tensor)
         if isinstance(self.schema, TableSchema):
             return self._decode_table(self.schema, tensors)
         return self._decode_tensor(self.schema, tensors)
@@ -303,6 +323,8 @@ class OipModel:
         if shape[0] == 0:
             raise InputError(f"input '{tensor.name}' has no rows (shape {shape}): send at least one")
         array = tensor.data.reshape([shape[0], *row_shape])
+        if schema.kind in OBJECT_KINDS:
+            return _decode_objects(schema, array.tolist())
         code = array.dtype.kind
         if (
             (schema.kind == FLOAT and code in "fiub")
@@ -325,6 +347,19 @@ class OipModel:
                 )
             columns[tensor.name] = tensor.data.tolist()
         return schema.decode_columns(columns)
+
+
+def _decode_objects(schema: TensorSchema, values: list[Any]) -> Any:
+    """Rows of images or bytes (each element raw bytes, or base64 text in JSON), or of chats (each element
+    the JSON text of a conversation)."""
+    if values and all(isinstance(v, bytes) for v in values):
+        return schema.decode_raw(values)
+    if schema.kind == CHAT:
+        try:
+            values = [orjson.loads(v) if isinstance(v, str) else v for v in values]
+        except orjson.JSONDecodeError as error:
+            raise InputError(f"a conversation is not JSON text: {error}") from None
+    return schema.decode(values)
 
 
 def _inputs_metadata(schema: Schema) -> list[dict[str, Any]]:
@@ -378,10 +413,10 @@ def _output_array(result: Any) -> np.ndarray:
     if array.dtype.kind == "f":  # float128 and the like
         return array.astype("float64")
     if array.dtype.kind in "USMm":
-        return _objects(array.astype(str).ravel().tolist()).reshape(array.shape)
+        return objects(array.astype(str).ravel().tolist()).reshape(array.shape)
     values = to_jsonable(array.ravel().tolist())
     texts = [v if isinstance(v, str) else "" if v is None else orjson.dumps(v).decode() for v in values]
-    return _objects(texts).reshape(array.shape)
+    return objects(texts).reshape(array.shape)
 
 
 # -- REST ---------------------------------------------------------------------------------------------
@@ -830,6 +865,16 @@ def _example_request(bundle: Bundle, model: OipModel, example: dict[str, Any]) -
                 "data": to_jsonable(data[label[spec["name"]]]),
             }
             for spec in model.inputs
+        ]
+    elif bundle.input_schema.kind in OBJECT_KINDS:  # base64 text, or a conversation's JSON text
+        rows = example["instances"]
+        inputs = [
+            {
+                "name": TENSOR_INPUT,
+                "datatype": BYTES,
+                "shape": [len(rows)],
+                "data": [r if isinstance(r, str) else orjson.dumps(r).decode() for r in rows],
+            }
         ]
     else:
         array = np.asarray(data)

@@ -1,0 +1,132 @@
+"""A model with 100 MB of weights captured, served and pushed: how far each step's peak memory grows.
+
+Issue 17's target: no step grows its process's peak memory by more than the weights' size once. Each
+step runs in a fresh interpreter that first sets up what it needs (the live model, for a capture), then
+resets its peak (``/proc/self/clear_refs``), runs the step and reports how far ``VmHWM`` rose above the
+memory it held before. Side by side, in the same kind of process, the raw baselines: pickling the model
+into memory with cloudpickle (how a bundle held it before weights.safetensors) and ``torch.save`` to a
+file. The server is measured as its whole process against a server of a tiny torch model with the same
+lock. The push goes to a local registry started here (tests/registries.py) on the Debian Python base
+(tests/containers.py); its dependency layer (torch) is built once first with a small model, so the
+measured push builds and uploads the bundle layer.
+
+Run: .venv/bin/python benchmarks/weights_memory.py   (Linux only: it reads /proc)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from containers import push_python_base  # noqa: E402
+from registries import Registry as LocalRegistry  # noqa: E402
+
+WIDTH = 2500  # four 2500x2500 float32 matrices: 100 MB
+LAYERS = 4
+
+SETUP = f"""
+import os, sys, torch, notebook_deploy as nd
+torch.manual_seed(0)
+def make(width, layers):
+    return torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False) for _ in range(layers)]).eval()
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+def measure(step):
+    open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
+    before = kib("VmRSS")
+    step()
+    print((kib("VmHWM") - before) * 1024)
+WIDTH, LAYERS = {WIDTH}, {LAYERS}
+"""
+
+
+def grown(step: str, *args: str) -> int:
+    """Bytes the peak resident memory of a fresh interpreter grew by while it ran ``step``."""
+    code = SETUP + textwrap.dedent(step)
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def server_peak(code: str, *args: str) -> int:
+    """VmHWM in bytes of a server started by ``code`` (which prints its pid and waits on stdin)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SETUP + textwrap.dedent(code), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    pid = int(process.stdout.readline())
+    peak = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM:"))
+    process.stdin.close()
+    process.wait(timeout=120)
+    return peak * 1024
+
+
+def main() -> None:
+    weights = WIDTH * WIDTH * LAYERS * 4
+    with tempfile.TemporaryDirectory() as scratch, LocalRegistry("none", Path(scratch) / "registry") as registry:
+        store = str(Path(scratch) / "store")
+        rows = "torch.randn(3, WIDTH)"
+        capture = grown(
+            f"""
+            model = make(WIDTH, LAYERS)
+            measure(lambda: nd.capture(model, name="big", sample={rows}, store=sys.argv[1]))
+            """,
+            store,
+        )
+        grown("nd.capture(make(8, 1), name='small', sample=torch.randn(3, 8), store=sys.argv[1]); print(0)", store)
+        cloudpickled = grown(
+            """
+            import cloudpickle
+            model = make(WIDTH, LAYERS)
+            measure(lambda: cloudpickle.dumps(model))
+            """
+        )
+        saved = grown(
+            """
+            model = make(WIDTH, LAYERS)
+            measure(lambda: torch.save(model.state_dict(), sys.argv[1]))
+            """,
+            str(Path(scratch) / "state.pt"),
+        )
+        serve_code = """
+            server = nd.serve(sys.argv[2], store=sys.argv[1])
+            server.predict(__import__("numpy").zeros((1, int(sys.argv[3])), dtype="float32"))
+            print(server.pid, flush=True)
+            sys.stdin.read()
+            server.stop()
+            """
+        served_big = server_peak(serve_code, store, "big", str(WIDTH))
+        served_small = server_peak(serve_code, store, "small", "8")
+
+        base = push_python_base(registry.host)
+        push_code = """
+            measure(lambda: nd.push(sys.argv[2], sys.argv[3], base=sys.argv[4], backend="daemonless", store=sys.argv[1]))
+            """
+        grown(push_code, store, "small", f"{registry.host}/models/small:1", base)  # builds the torch layer once
+        pushed = grown(push_code, store, "big", f"{registry.host}/models/big:1", base)
+
+    def line(what: str, size: int) -> str:
+        return f"{what:<52} {size / 2**20:8.1f} MiB  {size / weights:5.2f}x the weights"
+
+    print(f"weights: {weights / 2**20:.1f} MiB ({LAYERS} x {WIDTH}x{WIDTH} float32)")
+    print(line("capture (nd.capture of the live model)", capture))
+    print(line("  baseline: cloudpickle.dumps of the model", cloudpickled))
+    print(line("  baseline: torch.save(state_dict) to a file", saved))
+    print(line("serve (server's peak over a tiny model's server)", served_big - served_small))
+    print(line("push (daemonless, the bundle layer built and sent)", pushed))
+    worst = max(capture, served_big - served_small, pushed) / weights
+    print(f"target: each step <= 1.00x the weights; worst {worst:.2f}x: {'PASS' if worst <= 1 else 'MISS'}")
+
+
+if __name__ == "__main__":
+    main()
