@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RequestError
-from .methods import is_generator_function, is_transformers_pipeline
+from .methods import is_generator_function, is_sentence_transformer, is_transformers_pipeline
 
 GENERATOR = "text-generation"
 EMBEDDER = "feature-extraction"
@@ -27,9 +27,11 @@ Prompt = str | list[dict[str, str]]  # a text, or chat messages ({"role", "conte
 
 def kind(model: Any) -> str | None:
     """``GENERATOR``, ``EMBEDDER`` or None: which generation routes a model gets (a pipeline's task; a
-    generator function is a generator)."""
+    generator function is a generator, a sentence-transformers model an embedder)."""
     if is_generator_function(model):
         return GENERATOR
+    if is_sentence_transformer(model):
+        return EMBEDDER
     if is_transformers_pipeline(model) and getattr(model, "task", None) in (GENERATOR, EMBEDDER):
         return str(model.task)
     return None
@@ -204,10 +206,14 @@ def _criterion() -> type:
 
 
 def embed(pipeline: Any, texts: list[str]) -> tuple[list[list[float]], int]:
-    """One vector per text from a feature-extraction pipeline, its token vectors mean-pooled, and the
-    number of tokens read (blocking: call it in the model's thread)."""
+    """One vector per text from a feature-extraction pipeline, its token vectors mean-pooled, or from a
+    sentence-transformers model's ``encode`` (its own pooling); and the number of tokens read (blocking:
+    call it in the model's thread)."""
     import numpy as np
 
+    if is_sentence_transformer(pipeline):
+        tokens = int(pipeline.tokenize(texts)["attention_mask"].sum())
+        return np.asarray(pipeline.encode(texts)).tolist(), tokens
     vectors, tokens = [], 0
     for text in texts:
         hidden = np.asarray(pipeline(text))[0]  # (tokens, width)

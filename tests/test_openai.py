@@ -197,3 +197,16 @@ def test_a_generator_function_is_served_joined_and_streamed(store):
         body = {"model": "words", "prompt": "x y", "stop": "Y"}
         answer = client.post("/v1/completions", json=body).json()["choices"][0]
         assert answer == {"index": 0, "text": "X ", "logprobs": None, "finish_reason": "stop"}
+
+
+@pytest.mark.integration
+def test_a_sentence_transformer_answers_embeddings(tmp_path):
+    embedder = tm.sentence_embedder(tmp_path / "bert")
+    bundle = nd.capture(embedder, "sentences", ["hello world"], store=nd.Store(tmp_path / "store"))
+    texts = ["hello world", "the quick brown fox"]
+    with nd.serve(bundle) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+        answer = client.embeddings.create(model="sentences", input=texts)
+        got = [item.embedding for item in answer.data]
+        np.testing.assert_allclose(got, embedder.encode(texts), rtol=1e-5, atol=1e-6)
+        assert answer.usage.prompt_tokens > 0
