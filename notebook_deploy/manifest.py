@@ -20,10 +20,16 @@ class PythonInfo(TypedDict):
     implementation: str  # "CPython"
 
 
+class TorchBuild(TypedDict):
+    version: str  # torch.__version__, with the build's local label (2.13.0+cpu)
+    cuda: str | None  # the CUDA version it was built for; None for a CPU build
+
+
 class ModelInfo(TypedDict):
     type: str  # "module.Class" of the model
     methods: list[str]  # the inference methods captured, in order
     batchable: NotRequired[bool]  # a batch call gives what row-by-row calls give (checked on the sample)
+    torch: NotRequired[TorchBuild]  # the torch build of a model with tensors
 
 
 class Weights(TypedDict):

@@ -61,3 +61,4 @@ def test_the_lock_records_the_torch_build(store):
     net = torch.nn.Linear(2, 1)
     bundle = nd.capture(net, name="lin", sample=np.zeros((2, 2), dtype=np.float32), store=store)
     assert _lock(bundle)["torch"] == torch.__version__  # the local label too: 2.13.0+cpu is a CPU build
+    assert bundle.manifest["model"]["torch"] == {"version": torch.__version__, "cuda": torch.version.cuda}

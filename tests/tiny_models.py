@@ -76,45 +76,38 @@ def text_generator(seed: int = 0, width: int = 32) -> Any:
     return pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
 
 
-def text_classifier(seed: int = 0) -> Any:
-    """A text-classification pipeline over a two-layer BERT with random weights and labels NEG/POS."""
+def bert_config(seed: int, **extra: Any) -> Any:
+    """The config of a two-layer, 32-wide BERT over ``tokenizer()``, torch seeded for its weights."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, pipeline
+    from transformers import BertConfig
 
-    tok = tokenizer()
     torch.manual_seed(seed)
-    config = BertConfig(
+    tok = tokenizer()
+    return BertConfig(
         vocab_size=len(tok),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=37,
         max_position_embeddings=128,
-        num_labels=2,
-        id2label={0: "NEG", 1: "POS"},
-        label2id={"NEG": 0, "POS": 1},
         pad_token_id=tok.pad_token_id,
+        **extra,
     )
-    return pipeline("text-classification", model=BertForSequenceClassification(config).eval(), tokenizer=tok)
+
+
+def text_classifier(seed: int = 0) -> Any:
+    """A text-classification pipeline over a two-layer BERT with random weights and labels NEG/POS."""
+    from transformers import BertForSequenceClassification, pipeline
+
+    config = bert_config(seed, num_labels=2, id2label={0: "NEG", 1: "POS"}, label2id={"NEG": 0, "POS": 1})
+    return pipeline("text-classification", model=BertForSequenceClassification(config).eval(), tokenizer=tokenizer())
 
 
 def embedder(seed: int = 0) -> Any:
     """A feature-extraction pipeline over a two-layer BERT: one vector per token of each text."""
-    import torch
-    from transformers import BertConfig, BertModel, pipeline
+    from transformers import BertModel, pipeline
 
-    tok = tokenizer()
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-    )
-    return pipeline("feature-extraction", model=BertModel(config).eval(), tokenizer=tok)
+    return pipeline("feature-extraction", model=BertModel(bert_config(seed)).eval(), tokenizer=tokenizer())
 
 
 def image_classifier(seed: int = 0) -> Any:
@@ -142,22 +135,10 @@ def image_classifier(seed: int = 0) -> Any:
 def sentence_embedder(directory: Any, seed: int = 0) -> Any:
     """A sentence-transformers model (a two-layer BERT and mean pooling) with 32-wide vectors; its
     BERT is saved to ``directory`` first, since sentence-transformers loads its modules from a path."""
-    import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    tok = tokenizer()
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-    )
-    BertModel(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
+    BertModel(bert_config(seed)).save_pretrained(directory)
+    tokenizer().save_pretrained(directory)
     word = models.Transformer(str(directory))
     return SentenceTransformer(modules=[word, models.Pooling(word.get_embedding_dimension())], device="cpu")

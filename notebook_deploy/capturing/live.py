@@ -142,6 +142,7 @@ def capture(
                     "type": f"{type(model).__module__}.{type(model).__qualname__}",
                     "methods": trial.methods,
                     "batchable": _batch_consistent(trial),
+                    **_torch_build(pickled.weights),
                 },
                 "serialization": {
                     "format": "cloudpickle",
@@ -222,6 +223,15 @@ def _refuse_secrets(
         [(f"data file {path}", path.read_bytes().decode("utf-8", errors="replace")) for _, path in data_files]
     )
     check_no_secrets(findings)
+
+
+def _torch_build(weights: TensorCollector) -> dict[str, Any]:
+    """``{"torch": {"version", "cuda"}}`` for a model with tensors: whether its torch is a CPU or a CUDA
+    build (PyPI's Linux wheels are CUDA builds without a local label), else nothing."""
+    torch = sys.modules.get("torch")
+    if not weights.tensors or torch is None:
+        return {}
+    return {"torch": {"version": torch.__version__, "cuda": torch.version.cuda}}
 
 
 def _weights_summary(weights: TensorCollector) -> dict[str, Any] | None:
