@@ -7,7 +7,8 @@ parameters), the call runs without gradients, and a tensor output comes back as 
 Face ``transformers`` pipeline is served as ``predict`` alone (its scikit-learn ``predict``/``transform``
 are the same call and take no arrays): rows go in as a list (texts, chat messages, images), one answer
 comes back per row. A ``sentence-transformers`` model (a torch module too) is served as ``encode``: a
-list of texts in, one vector per text out.
+list of texts in, one vector per text out. A generator function
+(``def model(prompt): yield piece``) is served as ``predict`` too, one joined text per row.
 
 Imports nothing at module level: the capture probe loads it before it watches what the model imports.
 """
@@ -44,6 +45,14 @@ def is_transformers_pipeline(value: Any) -> bool:
     return any(c.__name__ == "Pipeline" and c.__module__ == "transformers.pipelines.base" for c in type(value).__mro__)
 
 
+def is_generator_function(value: Any) -> bool:
+    """A function that yields its answer piece by piece (``def model(prompt): yield piece``): served as
+    ``predict`` on whole texts, and streamed by the generation routes."""
+    import inspect
+
+    return inspect.isgeneratorfunction(value)
+
+
 def is_sentence_transformer(value: Any) -> bool:
     """A ``sentence_transformers.SentenceTransformer``, told without importing it."""
     return any(
@@ -72,6 +81,8 @@ def resolve_method(model: Any, name: str) -> Callable[[Any], Any]:
         return _listed(model)
     if name == "encode" and is_sentence_transformer(model):
         return _listed(model.encode)
+    if name == "predict" and is_generator_function(model):
+        return _listed(lambda rows: ["".join(model(row)) for row in rows])
     method = getattr(model, name, None)
     if callable(method):
         return method

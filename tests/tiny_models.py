@@ -18,6 +18,7 @@ CORPUS = [
     "hello world from a tiny language model",
     "serving models is where projects die",
     "good great fine nice bad awful poor terrible",
+    "user : system : assistant :",  # the chat template's words, so a chat prompt has no unknown tokens
 ]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} \n{% endfor %}"

@@ -9,10 +9,12 @@ that it sees the same traffic whichever protocol carried it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -116,12 +118,9 @@ class Predictor:
     async def predict(self, method: str, data: Any) -> Any:
         """The model's ``method`` on ``data``. Raises ``Overloaded`` when the queue is full (nothing was
         accepted) and ``ModelError`` when the model raises."""
-        if self.pending >= self.settings.max_queue:
-            raise Overloaded(f"the server is at its limit of {self.settings.max_queue} waiting requests: retry shortly")
         if method not in self._calls:
             raise KeyError(method)
-        self.pending += 1
-        try:
+        with self._admitted(method):
             batcher = self._batchers.get(method)
             if batcher is not None:
                 result = await batcher.submit(data)
@@ -132,6 +131,64 @@ class Predictor:
                     self._timed_inline(method, time.thread_time() - cpu, time.perf_counter() - start)
                 else:
                     result = await asyncio.get_running_loop().run_in_executor(self._executor, self._calls[method], data)
+        for observer in self.observers:
+            try:
+                observer(method, data, result)
+            except Exception:  # noqa: BLE001 - monitoring must never fail a prediction
+                log.exception("an observer of %s failed", method)
+        return result
+
+    async def run(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)``, a model call other than a method on rows (embeddings), admitted and reported
+        as ``predict`` does (``Overloaded``, ``ModelError``), in the model's thread."""
+        with self._admitted(what):
+            return await self.in_model_thread(call, *args)
+
+    async def stream(self, what: str, call: Callable[..., T], *args: Any) -> AsyncIterator[str | T]:
+        """Run ``call(*args, emit, cancelled)`` in the model's thread (a generation) and yield each text
+        ``emit`` is given as it comes, then what ``call`` returned. Closing the iterator early (the client
+        went away) makes ``cancelled()`` True, so the call ends at its next step; calls after it wait for
+        it in the model's one thread."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        def ended(future: asyncio.Future[T]) -> None:
+            if future.cancelled() or future.exception() is not None:  # retrieved here, even if abandoned
+                return
+            if stop.is_set():
+                log.warning("%s cut short, its client gone: %s", what, future.result())
+
+        with self._admitted(what):
+            done: asyncio.Future[T] = loop.run_in_executor(self._executor, call, *args, emit, stop.is_set)  # type: ignore[arg-type]
+            done.add_done_callback(ended)
+            piece: asyncio.Task[str] | None = None
+            try:
+                while not done.done() or not pieces.empty():
+                    piece = loop.create_task(pieces.get())
+                    await asyncio.wait((piece, done), return_when=asyncio.FIRST_COMPLETED)
+                    if piece.done():
+                        yield piece.result()
+                    else:
+                        piece.cancel()
+                yield await done
+            finally:
+                stop.set()
+                if piece is not None:
+                    piece.cancel()
+
+    @contextlib.contextmanager
+    def _admitted(self, method: str) -> Iterator[None]:
+        """A model call counted in ``pending`` (refused with ``Overloaded`` when the queue is full), whose
+        errors are logged and raised as ``ModelError``."""
+        if self.pending >= self.settings.max_queue:
+            raise Overloaded(f"the server is at its limit of {self.settings.max_queue} waiting requests: retry shortly")
+        self.pending += 1
+        try:
+            yield
         except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
             log.error("%s of %s failed: %s: %s", method, self.bundle.ref, type(error).__name__, error, exc_info=error)
             if self.settings.debug_errors:
@@ -143,12 +200,6 @@ class Predictor:
             ) from error
         finally:
             self.pending -= 1
-        for observer in self.observers:
-            try:
-                observer(method, data, result)
-            except Exception:  # noqa: BLE001 - monitoring must never fail a prediction
-                log.exception("an observer of %s failed", method)
-        return result
 
     def _timed_inline(self, method: str, seconds: float, wall: float) -> None:
         """Count an inline call that took ``seconds`` of this thread's CPU and ``wall`` seconds in all; send

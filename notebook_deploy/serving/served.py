@@ -9,13 +9,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import request_response
@@ -202,3 +202,44 @@ async def json_body(request: Request) -> Any:
 def json_response(value: Any, status: int = 200) -> Response:
     """Model data (NumPy, pandas, plain values) as a JSON answer."""
     return Response(dumps(value), status, media_type="application/json")
+
+
+def json_request(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a required JSON body: its ``schema`` and an ``example``."""
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}
+
+
+def event(data: Any) -> bytes:
+    """One Server-Sent Event carrying ``data`` as JSON."""
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+class _EventStream(StreamingResponse):
+    """A stream of Server-Sent Events whose iterator is closed as soon as sending stops, a client gone
+    included (Starlette only drops it), so that what it runs (a generation) stops at once."""
+
+    async def stream_response(self, send: Any) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+async def event_stream(events: AsyncIterator[bytes], errors: ErrorShape) -> Response:
+    """Server-Sent Events from ``events``. The first event is awaited before answering, so that a request
+    refused or failing at once gets its status and error body as usual; an error after the answer has
+    begun is sent as a last event in the shape ``errors``."""
+    first = await anext(events)
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for data in events:
+                yield data
+        except ANSWERED as error:
+            status, message, _ = error_answer(error)
+            yield b"data: " + errors.payload(status, message) + b"\n\n"
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    return _EventStream(rest(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import mlflow, native, oip, tfserving
+from . import mlflow, native, oip, openai, tfserving
 
 if TYPE_CHECKING:
     from ..served import ServedModel
@@ -26,4 +26,5 @@ PROTOCOLS: list[Callable[[ServedModel], None]] = [
     _oip_grpc,
     tfserving.add_routes,
     mlflow.add_routes,
+    openai.add_routes,
 ]
