@@ -42,8 +42,8 @@ from ..bundle import Bundle
 from ..errors import SettingError
 from .app import create_app, route_path
 from .follow import Follower, check_followable
-from .rollback import Rollback
 from .protocols import oip, tfserving
+from .rollback import Rollback
 from .served import DETAIL, ErrorShape
 from .settings import ServeSettings
 
