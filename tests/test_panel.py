@@ -369,3 +369,38 @@ def test_a_model_of_images_is_tested_with_files_picked_in_the_panel(tmp_path):
         made.wait(60)
         if made.server is not None:
             made.server.stop()
+
+
+@pytest.mark.integration
+def test_a_text_generator_streams_its_answer_into_the_panel(tmp_path):
+    pytest.importorskip("transformers")
+    import tiny_models
+
+    writer = tiny_models.text_generator()
+    prompts = ["hello world", "the quick brown"]
+    made = nd.panel({"writer": writer, "prompts": prompts}, store=tmp_path / "store")
+    try:
+        made.capture_button.click()
+        assert made.wait(300), made.status.value
+        made.serve_button.click()
+        assert made.wait(120), made.status.value
+        assert made.method_dropdown.value == "generate" and "predict" in made.method_dropdown.options
+        assert json.loads(made.request_box.value) == {"prompt": "hello world"}
+        made.request_box.value = json.dumps({"prompt": "the quick brown", "max_tokens": 6})
+        made.send_button.click()
+        assert made.wait(60), made.status.value
+        expected = writer("the quick brown", max_new_tokens=6, return_full_text=False)[0]["generated_text"]
+        assert made.http_status.value == "done"
+        assert html.unescape(made.response.value) == f"<pre style='white-space:pre-wrap;margin:0;'>{expected}</pre>"
+        assert 'server.generate("the quick brown", max_tokens=6)' in made.code.value
+        pieces = list(made.server.generate("the quick brown", max_tokens=6))
+        assert len(pieces) > 1 and "".join(pieces) == expected  # streamed: several pieces, the same text
+
+        made.request_box.value = json.dumps({"prompt": "hello", "max_tokens": 0})
+        made.send_button.click()
+        assert made.wait(60)
+        assert made.http_status.value == "failed" and "max_tokens" in made.response.value
+    finally:
+        made.wait(60)
+        if made.server is not None:
+            made.server.stop()

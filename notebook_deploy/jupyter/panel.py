@@ -25,7 +25,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..bundle import Bundle
-from ..errors import NotebookDeployError
+from ..errors import NotebookDeployError, ServeError
 from ..methods import INFERENCE_METHODS, default_method, is_torch_module
 from ..schema import OBJECT_KINDS, is_dataframe
 from ..serving.process import Server, Servers
@@ -35,6 +35,7 @@ from .recorder import active_recorder
 from .variable import capture_variable
 from .variable import summary as capture_summary
 
+GENERATE = "generate"  # the Method that streams a text generator's answer (POST /generate)
 BACKENDS = ("auto", "daemonless", "docker")
 _LOG_TAIL = 4000
 
@@ -264,14 +265,16 @@ class DeployPanel(widgets.VBox):
                 self.server_log.value = _pre(str(error))
                 raise
             methods = self.server.bundle.methods
-            self.method_dropdown.options = methods
-            self.method_dropdown.value = default_method(methods)
+            generates = self.server.generates  # a text generator: its answer is streamed into the panel
+            self.method_dropdown.options = [GENERATE, *methods] if generates else methods
+            self.method_dropdown.value = GENERATE if generates else default_method(methods)
             files = takes_files(self.server.bundle)
             self.upload.layout.display = None if files else "none"
             self.upload.value = ()
             # a sample of images is pages of base64: the files are sent instead, the box says so
             sample = [] if files else self.server.bundle.sample["instances"][:2]
-            self.request_box.value = json.dumps({"instances": sample})
+            prompt = self.server.bundle.sample["instances"][0] if generates else None
+            self.request_box.value = json.dumps({"prompt": prompt} if generates else {"instances": sample})
             self.request_box.placeholder = "or pick files: each is a row" if files else '{"instances": [[...], ...]}'
             self._show_logs()
 
@@ -297,6 +300,9 @@ class DeployPanel(widgets.VBox):
             )
         except ValueError as error:
             return self._show_error(f"The request is not JSON ({error}): write {{\"instances\": [row, ...]}}.")
+
+        if method == GENERATE:
+            return self._generate(server, payload)
 
         def work() -> None:
             answer = server.post(method, payload)
@@ -359,6 +365,34 @@ class DeployPanel(widgets.VBox):
             self.task.cancel()
 
     # -- running and showing -----------------------------------------------------------------------
+    def _generate(self, server: Server, payload: Any) -> None:
+        """Stream a generator's answer into the response, piece by piece as the server sends it."""
+        if not isinstance(payload, dict) or not ({"prompt", "messages"} & payload.keys()):
+            return self._show_error('Write {"prompt": "..."} (or {"messages": [...]}) to generate text.')
+        fields = dict(payload)
+        prompt = fields.pop("messages", None) or fields.pop("prompt")
+
+        def work() -> None:
+            self.http_status.value = "streaming…"
+            text = ""
+            try:
+                for piece in server.generate(prompt, **fields):
+                    text += piece
+                    self.response.value = _pre(text)
+            except ServeError as error:
+                self.http_status.value = "failed"
+                self.response.value = _pre(f"{text}\n{error}" if text else str(error))
+                return
+            self.http_status.value = "done"
+
+        self._start(
+            "send",
+            f"generating at {server.url}/generate…",
+            work,
+            f"for piece in server.generate({json.dumps(prompt)}{''.join(f', {k}={v!r}' for k, v in fields.items())}):\n"
+            "    print(piece, end='')",
+        )
+
     def _start(self, action: str, doing: str, work: Callable[[], None], code: str) -> None:
         """Run ``work`` in a daemon thread; show ``doing`` meanwhile, then the outcome and ``code``."""
         future: futures.Future[None] = futures.Future()

@@ -7,6 +7,7 @@ answers ``predict`` the same way.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -40,6 +41,7 @@ class BundleClient:
         # TLS: the CA or certificate file to trust, or False. Passed per request, because a session's
         # verify loses to $REQUESTS_CA_BUNDLE (requests#3829).
         self._verify = None if verify is None else verify if isinstance(verify, bool) else str(verify)
+        self._generates: bool | None = None
 
     def predict(self, data: Any, method: str = "predict", timeout: float = 60) -> Any:
         """Send ``data`` (rows as for ``Bundle.predict``) over HTTP and decode the answer to the type the
@@ -61,6 +63,38 @@ class BundleClient:
             timeout=timeout,
             verify=self._verify,  # None is requests' own default: the session's setting
         )
+
+    @property
+    def generates(self) -> bool:
+        """Whether the server streams generated text (``POST /generate``): a text generator's does."""
+        if self._generates is None:
+            response = self._session.get(f"{self.url}/openapi.json", timeout=30, verify=self._verify)
+            self._generates = response.ok and "/generate" in response.json().get("paths", {})
+        return self._generates
+
+    def generate(self, prompt: str | list[dict[str, str]], timeout: float = 300, **sampling: Any) -> Iterator[str]:
+        """The text a generator makes from ``prompt`` (text, or chat messages), piece by piece as the
+        server streams it; ``sampling`` are /generate's fields (``max_tokens``, ``temperature``, ``stop``).
+        Raises ``ServeError`` with the server's message when it refuses or the model fails."""
+        body = {"messages" if isinstance(prompt, list) else "prompt": prompt, **sampling}
+        with self._session.post(
+            f"{self.url}/generate",
+            data=dumps(body),
+            headers={"content-type": "application/json"},
+            timeout=timeout,
+            verify=self._verify,
+            stream=True,
+        ) as response:
+            if response.status_code != 200:
+                raise ServeError(f"{self.url}/generate answered {response.status_code}: {_detail(response)}")
+            for line in response.iter_lines(decode_unicode=True):
+                if not line or not line.startswith("data:"):
+                    continue
+                event = orjson.loads(line.removeprefix("data:").strip())
+                if "detail" in event:  # the model failed after the stream had begun
+                    raise ServeError(f"{self.url}/generate failed: {event['detail']}")
+                if "text" in event:
+                    yield event["text"]
 
     @property
     def docs_url(self) -> str:
