@@ -3,12 +3,15 @@ headless by nbclient with the widget state stored, as a browser would see it."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import nbformat
 import numpy as np
@@ -329,6 +332,22 @@ def test_deploy_panel_magic_captures_with_the_recipe(tmp_path):
     assert len(widgets_with_class(nb, "nd-panel")) == 1
 
 
+@contextlib.contextmanager
+def served_panel(namespace: dict, store) -> Iterator[Any]:
+    """A panel over ``namespace`` whose model is captured and served, its server stopped at the end."""
+    made = nd.panel(namespace, store=store)
+    try:
+        made.capture_button.click()
+        assert made.wait(300), made.status.value
+        made.serve_button.click()
+        assert made.wait(120), made.status.value
+        yield made
+    finally:
+        made.wait(60)
+        if made.server is not None:
+            made.server.stop()
+
+
 @pytest.mark.integration
 def test_a_model_of_images_is_tested_with_files_picked_in_the_panel(tmp_path):
     pytest.importorskip("transformers")
@@ -339,12 +358,7 @@ def test_a_model_of_images_is_tested_with_files_picked_in_the_panel(tmp_path):
 
     vision = tiny_models.image_classifier()
     images = [Image.new("RGB", (32, 32), color) for color in ("red", "navy")]
-    made = nd.panel({"vision": vision, "images": images}, store=tmp_path / "store")
-    try:
-        made.capture_button.click()
-        assert made.wait(300), made.status.value
-        made.serve_button.click()
-        assert made.wait(120), made.status.value
+    with served_panel({"vision": vision, "images": images}, tmp_path / "store") as made:
         assert made.upload.layout.display is None and made.request_box.value == '{"instances": []}'
         picked = Image.new("RGB", (32, 32), "green")
         png = io.BytesIO()
@@ -365,10 +379,6 @@ def test_a_model_of_images_is_tested_with_files_picked_in_the_panel(tmp_path):
         expected = json.dumps({"predictions": [vision(Image.open(io.BytesIO(content)))]})
         assert html.unescape(made.response.value) == f"<pre style='white-space:pre-wrap;margin:0;'>{expected}</pre>"
         assert "open(\"green.png\", 'rb')" in made.code.value
-    finally:
-        made.wait(60)
-        if made.server is not None:
-            made.server.stop()
 
 
 @pytest.mark.integration
@@ -378,12 +388,7 @@ def test_a_text_generator_streams_its_answer_into_the_panel(tmp_path):
 
     writer = tiny_models.text_generator()
     prompts = ["hello world", "the quick brown"]
-    made = nd.panel({"writer": writer, "prompts": prompts}, store=tmp_path / "store")
-    try:
-        made.capture_button.click()
-        assert made.wait(300), made.status.value
-        made.serve_button.click()
-        assert made.wait(120), made.status.value
+    with served_panel({"writer": writer, "prompts": prompts}, tmp_path / "store") as made:
         assert made.method_dropdown.value == "generate" and "predict" in made.method_dropdown.options
         assert json.loads(made.request_box.value) == {"prompt": "hello world"}
         made.request_box.value = json.dumps({"prompt": "the quick brown", "max_tokens": 6})
@@ -400,7 +405,3 @@ def test_a_text_generator_streams_its_answer_into_the_panel(tmp_path):
         made.send_button.click()
         assert made.wait(60)
         assert made.http_status.value == "failed" and "max_tokens" in made.response.value
-    finally:
-        made.wait(60)
-        if made.server is not None:
-            made.server.stop()
