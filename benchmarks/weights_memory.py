@@ -123,6 +123,8 @@ def main() -> None:
     print(line("  baseline: cloudpickle.dumps of the model", cloudpickled))
     print(line("  baseline: torch.save(state_dict) to a file", saved))
     print(line("serve (server's peak over a tiny model's server)", served_big - served_small))
+    extra = served_big - served_small - weights
+    print(f"  of which beyond the weights held once: {extra / 2**20:+.1f} MiB (torch's working memory, buffers)")
     print(line("push (daemonless, the bundle layer built and sent)", pushed))
     worst = max(capture, served_big - served_small, pushed) / weights
     print(f"target: each step <= 1.00x the weights; worst {worst:.2f}x: {'PASS' if worst <= 1 else 'MISS'}")
