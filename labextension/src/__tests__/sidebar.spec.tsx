@@ -178,6 +178,62 @@ describe('DeploymentsSidebar', () => {
     });
   });
 
+  it('sends picked image files as base64 rows', async () => {
+    // every byte value, so a wrong encoding (text instead of binary, a kept data: prefix) shows
+    const bytes = Uint8Array.from({ length: 256 }, (_, i) => (i * 7) % 256);
+    const base64 = (data: Uint8Array) =>
+      btoa(String.fromCharCode(...Array.from(data)));
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(
+        {
+          'GET bundles/iris/20261124-0930-ab12cd': {
+            ...irisDetails,
+            manifest: {
+              schema: { input: { type: 'tensor', kind: 'image', shape: [] } }
+            },
+            sample: null
+          },
+          'POST servers/4242/predict': {
+            status: 200,
+            body: { predictions: ['cat'] }
+          }
+        },
+        calls
+      ) as unknown as typeof requestAPI
+    );
+    await waitFor(() => sidebar.node.querySelector('.nd-Server') !== null);
+    const card = sidebar.node.querySelector('.nd-Server')!;
+    expect(card.querySelector('input[type="file"]')).toBeNull();
+    await model.loadDetails(server.ref);
+    await waitFor(() => card.querySelector('input[type="file"]') !== null);
+    const input = card.querySelector<HTMLInputElement>('input[type="file"]')!;
+    expect(input.accept).toBe('image/*');
+    const files = [
+      new File([bytes], 'cat.png', { type: 'image/png' }),
+      new File([bytes.subarray(0, 10)], 'dog.png', { type: 'image/png' })
+    ];
+    Object.defineProperty(input, 'files', { value: files });
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+    await waitFor(
+      () => card.querySelector('[aria-label="Picked files"]') !== null
+    );
+    expect(card.querySelector('[aria-label="Picked files"]')!.textContent).toBe(
+      'cat.png, dog.png'
+    );
+    (
+      card.querySelector(
+        '[aria-label^="Send a test request"]'
+      ) as HTMLButtonElement
+    ).click();
+    await waitFor(
+      () => card.querySelector('[aria-label="Test answer"]') !== null
+    );
+    expect(calls.find(c => c.method === 'POST')!.body).toEqual({
+      method: 'predict',
+      instances: [base64(bytes), base64(bytes.subarray(0, 10))]
+    });
+  });
+
   it("shows a server's log when its log view is opened", async () => {
     await waitFor(
       () => sidebar.node.querySelector('.nd-Server details') !== null

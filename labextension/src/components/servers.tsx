@@ -1,6 +1,7 @@
 import * as React from 'react';
 
 import { compactJson } from '../format';
+import { FILE_KINDS, inputKind, readBase64 } from '../inputs';
 import { IBundleDetails, IPredictAnswer, IServer } from '../types';
 
 export interface IServerListProps {
@@ -79,6 +80,7 @@ function ServerCard(
         <TestRequest
           server={server}
           sample={props.details(server.ref)?.sample?.instances ?? null}
+          kind={inputKind(props.details(server.ref))}
           answer={props.answer(server.id)}
           sending={props.isBusy(`predict:${server.id}`)}
           onSend={(method, instances) =>
@@ -126,6 +128,8 @@ function ServerLog(props: {
 function TestRequest(props: {
   server: IServer;
   sample: unknown[] | null;
+  /** The input schema's kind: `image` and `bytes` rows are picked as files. */
+  kind: string | null;
   answer: IPredictAnswer | undefined;
   sending: boolean;
   onSend: (method: string, instances: unknown[]) => void;
@@ -136,11 +140,32 @@ function TestRequest(props: {
   const [method, setMethod] = React.useState(methods[0]);
   const [text, setText] = React.useState<string | null>(null);
   const [problem, setProblem] = React.useState<string | null>(null);
+  // rows read from picked files (base64), sent instead of the text body while there are any
+  const [files, setFiles] = React.useState<{ names: string[]; rows: string[] }>(
+    { names: [], rows: [] }
+  );
+  const takesFiles = props.kind !== null && FILE_KINDS.has(props.kind);
   // prefilled from the bundle's sample once its details are in, until the user types
   const shown =
     text ?? (props.sample ? compactJson({ instances: props.sample }) : '');
 
+  const pick = async (picked: FileList | null) => {
+    const chosen = Array.from(picked ?? []);
+    try {
+      const rows = await Promise.all(chosen.map(readBase64));
+      setFiles({ names: chosen.map(file => file.name), rows });
+      setProblem(null);
+    } catch (error) {
+      setProblem(`Cannot read the file: ${(error as Error).message}`);
+    }
+  };
+
   const send = () => {
+    if (files.rows.length) {
+      setProblem(null);
+      props.onSend(method, files.rows);
+      return;
+    }
     let instances: unknown;
     try {
       const parsed = JSON.parse(shown);
@@ -175,17 +200,33 @@ function TestRequest(props: {
         <button
           className="jp-Button jp-mod-styled jp-mod-accept"
           aria-label={`Send a test request to ${props.server.ref}`}
-          disabled={props.sending || !shown}
+          disabled={props.sending || !(shown || files.rows.length)}
           onClick={send}
         >
           {props.sending ? 'Sending…' : 'Send test request'}
         </button>
       </div>
+      {takesFiles ? (
+        <label className="nd-TestRequest-files">
+          {props.kind === 'image' ? 'Images' : 'Files'}, one row each:{' '}
+          <input
+            type="file"
+            multiple
+            accept={props.kind === 'image' ? 'image/*' : undefined}
+            aria-label={`${props.kind} files to send`}
+            onChange={event => void pick(event.target.files)}
+          />
+          {files.names.length ? (
+            <span aria-label="Picked files">{files.names.join(', ')}</span>
+          ) : null}
+        </label>
+      ) : null}
       <textarea
         className="nd-Code nd-TestRequest-body"
         aria-label="Test request body"
         rows={5}
         spellCheck={false}
+        hidden={files.rows.length > 0}
         value={shown}
         onChange={event => setText(event.target.value)}
       />
