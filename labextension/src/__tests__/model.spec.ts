@@ -66,6 +66,43 @@ describe('DeploymentsModel', () => {
     mockedRequest.mockReset();
   });
 
+  it('keeps the text made before a generation fails, and reports why', async () => {
+    setUp(lists);
+    const chunks = [
+      'data: {"text": "Once"}\n\n',
+      'data: {"detail": "CUDA out of memory"}\n\n'
+    ];
+    const encoder = new TextEncoder();
+    let next = 0;
+    const makeRequest = jest
+      .spyOn(ServerConnection, 'makeRequest')
+      .mockResolvedValue({
+        ok: true,
+        status: 200,
+        body: {
+          getReader: () => ({
+            read: async () =>
+              next < chunks.length
+                ? { done: false, value: encoder.encode(chunks[next++]) }
+                : { done: true }
+          })
+        }
+      } as unknown as Response);
+    try {
+      expect(await model.generate('4242', 'Tell a story')).toBeUndefined();
+    } finally {
+      makeRequest.mockRestore();
+    }
+    expect(model.generation('4242')).toEqual({
+      prompt: 'Tell a story',
+      text: 'Once',
+      finish_reason: null,
+      usage: null
+    });
+    expect(errors).toEqual(['The generation failed: CUDA out of memory']);
+    expect(model.isBusy('generate:4242')).toBe(false);
+  });
+
   it('loads bundles, servers and tasks on refresh', async () => {
     setUp({
       ...lists,

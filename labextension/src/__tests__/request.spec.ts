@@ -1,6 +1,6 @@
 import { ServerConnection } from '@jupyterlab/services';
 
-import { errorMessage, requestAPI } from '../request';
+import { errorMessage, requestAPI, streamAPI } from '../request';
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/lab-base/'
@@ -74,5 +74,84 @@ describe('requestAPI', () => {
     expect(errorMessage(error)).toBe(
       'Cannot reach the Jupyter server: Failed to fetch'
     );
+  });
+});
+
+describe('streamAPI', () => {
+  let makeRequest: jest.SpyInstance;
+
+  beforeEach(() => {
+    makeRequest = jest.spyOn(ServerConnection, 'makeRequest');
+  });
+
+  afterEach(() => {
+    makeRequest.mockRestore();
+  });
+
+  /** An event stream arriving in these chunks (cut anywhere, as the network does). */
+  function stream(chunks: string[]): Response {
+    const encoder = new TextEncoder();
+    let next = 0;
+    const body = {
+      getReader: () => ({
+        read: async () =>
+          next < chunks.length
+            ? { done: false, value: encoder.encode(chunks[next++]) }
+            : { done: true, value: undefined }
+      })
+    };
+    return { ok: true, status: 200, body } as unknown as Response;
+  }
+
+  it('hands over each event as it arrives, however the chunks cut it', async () => {
+    const seen: unknown[] = [];
+    const chunks = [
+      'data: {"text": "Hel',
+      'lo"}\n\ndata: {"text": " wörld"}\n',
+      '\ndata: {"finish_reason": "length", "usage": {"completion_tokens": 2}}\n\n'
+    ];
+    makeRequest.mockResolvedValue(stream(chunks));
+    await streamAPI('servers/1/generate', settings, { method: 'POST' }, data =>
+      seen.push(data)
+    );
+    expect(makeRequest.mock.calls[0][0]).toBe(
+      'http://localhost:8888/lab-base/notebook-deploy/servers/1/generate'
+    );
+    expect(seen).toEqual([
+      { text: 'Hello' },
+      { text: ' wörld' },
+      { finish_reason: 'length', usage: { completion_tokens: 2 } }
+    ]);
+  });
+
+  it('splits a character whose bytes come in two chunks', async () => {
+    const seen: unknown[] = [];
+    const bytes = new TextEncoder().encode('data: {"text": "é"}\n\n');
+    const cut = bytes.indexOf(0xc3) + 1; // inside the two bytes of é
+    const body = [bytes.slice(0, cut), bytes.slice(cut)];
+    let next = 0;
+    makeRequest.mockResolvedValue({
+      ok: true,
+      status: 200,
+      body: {
+        getReader: () => ({
+          read: async () =>
+            next < body.length
+              ? { done: false, value: body[next++] }
+              : { done: true, value: undefined }
+        })
+      }
+    });
+    await streamAPI('g', settings, {}, data => seen.push(data));
+    expect(seen).toEqual([{ text: 'é' }]);
+  });
+
+  it("throws the server's message when the route refuses", async () => {
+    makeRequest.mockResolvedValue(
+      answer(404, '{"message": "its model is not a text generator"}')
+    );
+    await expect(
+      streamAPI('servers/1/generate', settings, {}, () => undefined)
+    ).rejects.toThrow('its model is not a text generator');
   });
 });

@@ -234,6 +234,94 @@ describe('DeploymentsSidebar', () => {
     });
   });
 
+  it("shows a text generator's answer piece by piece as it streams", async () => {
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(
+        {
+          'GET bundles/iris/20261124-0930-ab12cd': {
+            ...irisDetails,
+            manifest: { schema: { input: { type: 'tensor', kind: 'str' } } }
+          }
+        },
+        calls
+      ) as unknown as typeof requestAPI
+    );
+    // the server's events, each released when the test says so
+    const encoder = new TextEncoder();
+    const events = [
+      'data: {"text": "Once"}\n\n',
+      'data: {"text": " upon"}\n\n',
+      'data: {"finish_reason": "length", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n'
+    ];
+    const released: (() => void)[] = [];
+    let next = 0;
+    const read = () =>
+      new Promise<{ done: boolean; value?: Uint8Array }>(resolve => {
+        if (next === events.length) {
+          resolve({ done: true });
+          return;
+        }
+        const event = events[next++];
+        released.push(() =>
+          resolve({ done: false, value: encoder.encode(event) })
+        );
+      });
+    const makeRequest = jest
+      .spyOn(ServerConnection, 'makeRequest')
+      .mockResolvedValue({
+        ok: true,
+        status: 200,
+        body: { getReader: () => ({ read }) }
+      } as unknown as Response);
+    try {
+      await waitFor(() => sidebar.node.querySelector('.nd-Server') !== null);
+      const card = sidebar.node.querySelector('.nd-Server')!;
+      expect(card.querySelector('[aria-label="Prompt"]')).toBeNull();
+      await model.loadDetails(server.ref);
+      await waitFor(() => card.querySelector('[aria-label="Prompt"]') !== null);
+      const prompt = card.querySelector<HTMLTextAreaElement>(
+        '[aria-label="Prompt"]'
+      )!;
+      // React tracks a textarea's value: set it the way the browser does, then tell React
+      Object.getOwnPropertyDescriptor(
+        HTMLTextAreaElement.prototype,
+        'value'
+      )!.set!.call(prompt, 'Tell a story');
+      prompt.dispatchEvent(new Event('input', { bubbles: true }));
+      const generate = () =>
+        card.querySelector<HTMLButtonElement>(
+          '[aria-label="Generate with iris:20261124-0930-ab12cd"]'
+        )!;
+      await waitFor(() => !generate().disabled);
+      generate().click();
+      const text = () =>
+        card.querySelector('[aria-label="Generated text"]')?.textContent;
+      await waitFor(() => released.length === 1);
+      released[0]();
+      await waitFor(() => text() === 'Once');
+      expect(generate().textContent).toBe('Generating…');
+      await waitFor(() => released.length === 2);
+      released[1]();
+      await waitFor(() => text() === 'Once upon');
+      await waitFor(() => released.length === 3);
+      released[2]();
+      await waitFor(
+        () =>
+          card.querySelector('[aria-label="Generation end"]')?.textContent ===
+          'length, 2 tokens'
+      );
+      expect(generate().textContent).toBe('Generate');
+      expect(makeRequest.mock.calls[0][0]).toContain(
+        'notebook-deploy/servers/4242/generate'
+      );
+      expect(JSON.parse(makeRequest.mock.calls[0][1].body as string)).toEqual({
+        prompt: 'Tell a story'
+      });
+    } finally {
+      makeRequest.mockRestore();
+    }
+  });
+
   it("shows a server's log when its log view is opened", async () => {
     await waitFor(
       () => sidebar.node.querySelector('.nd-Server details') !== null

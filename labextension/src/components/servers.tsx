@@ -1,8 +1,8 @@
 import * as React from 'react';
 
 import { compactJson } from '../format';
-import { FILE_KINDS, inputKind, readBase64 } from '../inputs';
-import { IBundleDetails, IPredictAnswer, IServer } from '../types';
+import { FILE_KINDS, PROMPT_KINDS, inputKind, readBase64 } from '../inputs';
+import { IBundleDetails, IGeneration, IPredictAnswer, IServer } from '../types';
 
 export interface IServerListProps {
   servers: readonly IServer[];
@@ -14,6 +14,9 @@ export interface IServerListProps {
   onPredict: (server: IServer, method: string, instances: unknown[]) => void;
   /** The server's log (its output), for the log view. */
   onLogs: (server: IServer) => Promise<string | undefined>;
+  /** The text generated for a server's last prompt, so far. */
+  generation: (serverId: string) => IGeneration | undefined;
+  onGenerate: (server: IServer, prompt: string) => void;
 }
 
 /** The model servers started from the sidebar: status, URL, and a test request form. */
@@ -32,6 +35,7 @@ function ServerCard(
 ): JSX.Element {
   const { server } = props;
   const running = server.status === 'running';
+  const kind = inputKind(props.details(server.ref));
   return (
     <li
       className="nd-Card nd-Server"
@@ -80,12 +84,20 @@ function ServerCard(
         <TestRequest
           server={server}
           sample={props.details(server.ref)?.sample?.instances ?? null}
-          kind={inputKind(props.details(server.ref))}
+          kind={kind}
           answer={props.answer(server.id)}
           sending={props.isBusy(`predict:${server.id}`)}
           onSend={(method, instances) =>
             props.onPredict(server, method, instances)
           }
+        />
+      ) : null}
+      {running && kind !== null && PROMPT_KINDS.has(kind) ? (
+        <Prompt
+          server={server}
+          generation={props.generation(server.id)}
+          generating={props.isBusy(`generate:${server.id}`)}
+          onGenerate={prompt => props.onGenerate(server, prompt)}
         />
       ) : null}
     </li>
@@ -250,5 +262,51 @@ function TestRequest(props: {
         </div>
       ) : null}
     </div>
+  );
+}
+
+/** A prompt for a text generator, its answer growing as the server streams it. */
+function Prompt(props: {
+  server: IServer;
+  generation: IGeneration | undefined;
+  generating: boolean;
+  onGenerate: (prompt: string) => void;
+}): JSX.Element {
+  const [prompt, setPrompt] = React.useState('');
+  const { generation } = props;
+  return (
+    <details className="nd-Section nd-Prompt">
+      <summary>Generate text (streamed)</summary>
+      <textarea
+        className="nd-Code"
+        aria-label="Prompt"
+        rows={3}
+        value={prompt}
+        onChange={event => setPrompt(event.target.value)}
+      />
+      <button
+        className="jp-Button jp-mod-styled jp-mod-accept"
+        aria-label={`Generate with ${props.server.ref}`}
+        disabled={props.generating || !prompt}
+        onClick={() => props.onGenerate(prompt)}
+      >
+        {props.generating ? 'Generating…' : 'Generate'}
+      </button>
+      {generation ? (
+        <div className="nd-Answer">
+          <pre className="nd-Code" aria-label="Generated text">
+            {generation.text}
+          </pre>
+          {generation.finish_reason ? (
+            <span className="nd-Badge" aria-label="Generation end">
+              {generation.finish_reason}
+              {generation.usage
+                ? `, ${generation.usage.completion_tokens} tokens`
+                : ''}
+            </span>
+          ) : null}
+        </div>
+      ) : null}
+    </details>
   );
 }
