@@ -16,12 +16,22 @@ import {
   IBundleDetails,
   IBundleSummary,
   IComparison,
-  IGeneration,
   IPredictAnswer,
   IServer,
   ITask,
   TaskRequest
 } from './types';
+
+/** A text generator's answer to a prompt, as it streams in (`POST servers/{id}/generate`),
+ * gathered from its events. */
+export interface IGeneration {
+  prompt: string;
+  /** The text so far. */
+  text: string;
+  /** `stop` or `length` once it has ended; null while it is being made. */
+  finish_reason: string | null;
+  usage: { prompt_tokens: number; completion_tokens: number } | null;
+}
 
 /** What a push needs beside the bundle. */
 export interface IPushOptions {

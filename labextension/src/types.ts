@@ -79,16 +79,6 @@ export interface IPredictAnswer {
   body: unknown;
 }
 
-/** A text generator's answer to a prompt, as it streams in (`POST servers/{id}/generate`). */
-export interface IGeneration {
-  prompt: string;
-  /** The text so far. */
-  text: string;
-  /** `stop` or `length` once it has ended; null while it is being made. */
-  finish_reason: string | null;
-  usage: { prompt_tokens: number; completion_tokens: number } | null;
-}
-
 export type TaskState = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export type TaskKind = 'push' | 'verify';

@@ -2,7 +2,8 @@ import * as React from 'react';
 
 import { compactJson } from '../format';
 import { FILE_KINDS, PROMPT_KINDS, inputKind, readBase64 } from '../inputs';
-import { IBundleDetails, IGeneration, IPredictAnswer, IServer } from '../types';
+import { IGeneration } from '../model';
+import { IBundleDetails, IPredictAnswer, IServer } from '../types';
 
 export interface IServerListProps {
   servers: readonly IServer[];
