@@ -5,6 +5,7 @@ import { requestAPI } from '../request';
 import {
   ICall,
   comparison,
+  eventStream,
   fakeRequestAPI,
   iris,
   irisDetails,
@@ -72,22 +73,9 @@ describe('DeploymentsModel', () => {
       'data: {"text": "Once"}\n\n',
       'data: {"detail": "CUDA out of memory"}\n\n'
     ];
-    const encoder = new TextEncoder();
-    let next = 0;
     const makeRequest = jest
       .spyOn(ServerConnection, 'makeRequest')
-      .mockResolvedValue({
-        ok: true,
-        status: 200,
-        body: {
-          getReader: () => ({
-            read: async () =>
-              next < chunks.length
-                ? { done: false, value: encoder.encode(chunks[next++]) }
-                : { done: true }
-          })
-        }
-      } as unknown as Response);
+      .mockResolvedValue(eventStream(chunks));
     try {
       expect(await model.generate('4242', 'Tell a story')).toBeUndefined();
     } finally {

@@ -1,6 +1,7 @@
 import { ServerConnection } from '@jupyterlab/services';
 
 import { errorMessage, requestAPI, streamAPI } from '../request';
+import { eventStream } from './fixtures';
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/lab-base/'
@@ -17,17 +18,17 @@ function answer(
   });
 }
 
+let makeRequest: jest.SpyInstance;
+
+beforeEach(() => {
+  makeRequest = jest.spyOn(ServerConnection, 'makeRequest');
+});
+
+afterEach(() => {
+  makeRequest.mockRestore();
+});
+
 describe('requestAPI', () => {
-  let makeRequest: jest.SpyInstance;
-
-  beforeEach(() => {
-    makeRequest = jest.spyOn(ServerConnection, 'makeRequest');
-  });
-
-  afterEach(() => {
-    makeRequest.mockRestore();
-  });
-
   it('calls the route under the base URL and parses JSON', async () => {
     makeRequest.mockResolvedValue(answer(200, '{"bundles": []}'));
     const data = await requestAPI<{ bundles: unknown[] }>('bundles', settings);
@@ -78,31 +79,6 @@ describe('requestAPI', () => {
 });
 
 describe('streamAPI', () => {
-  let makeRequest: jest.SpyInstance;
-
-  beforeEach(() => {
-    makeRequest = jest.spyOn(ServerConnection, 'makeRequest');
-  });
-
-  afterEach(() => {
-    makeRequest.mockRestore();
-  });
-
-  /** An event stream arriving in these chunks (cut anywhere, as the network does). */
-  function stream(chunks: string[]): Response {
-    const encoder = new TextEncoder();
-    let next = 0;
-    const body = {
-      getReader: () => ({
-        read: async () =>
-          next < chunks.length
-            ? { done: false, value: encoder.encode(chunks[next++]) }
-            : { done: true, value: undefined }
-      })
-    };
-    return { ok: true, status: 200, body } as unknown as Response;
-  }
-
   it('hands over each event as it arrives, however the chunks cut it', async () => {
     const seen: unknown[] = [];
     const chunks = [
@@ -110,7 +86,7 @@ describe('streamAPI', () => {
       'lo"}\n\ndata: {"text": " wörld"}\n',
       '\ndata: {"finish_reason": "length", "usage": {"completion_tokens": 2}}\n\n'
     ];
-    makeRequest.mockResolvedValue(stream(chunks));
+    makeRequest.mockResolvedValue(eventStream(chunks));
     await streamAPI('servers/1/generate', settings, { method: 'POST' }, data =>
       seen.push(data)
     );
@@ -128,20 +104,9 @@ describe('streamAPI', () => {
     const seen: unknown[] = [];
     const bytes = new TextEncoder().encode('data: {"text": "é"}\n\n');
     const cut = bytes.indexOf(0xc3) + 1; // inside the two bytes of é
-    const body = [bytes.slice(0, cut), bytes.slice(cut)];
-    let next = 0;
-    makeRequest.mockResolvedValue({
-      ok: true,
-      status: 200,
-      body: {
-        getReader: () => ({
-          read: async () =>
-            next < body.length
-              ? { done: false, value: body[next++] }
-              : { done: true, value: undefined }
-        })
-      }
-    });
+    makeRequest.mockResolvedValue(
+      eventStream([bytes.slice(0, cut), bytes.slice(cut)])
+    );
     await streamAPI('g', settings, {}, data => seen.push(data));
     expect(seen).toEqual([{ text: 'é' }]);
   });

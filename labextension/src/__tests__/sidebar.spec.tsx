@@ -33,6 +33,18 @@ function choose(select: HTMLSelectElement, value: string): void {
   select.dispatchEvent(new Event('change', { bubbles: true }));
 }
 
+/** Click a server card's send button and wait for the answer to show. */
+async function sendTestRequest(card: Element): Promise<void> {
+  (
+    card.querySelector(
+      '[aria-label^="Send a test request"]'
+    ) as HTMLButtonElement
+  ).click();
+  await waitFor(
+    () => card.querySelector('[aria-label="Test answer"]') !== null
+  );
+}
+
 describe('DeploymentsSidebar', () => {
   let model: DeploymentsModel;
   let sidebar: DeploymentsSidebar;
@@ -161,14 +173,7 @@ describe('DeploymentsSidebar', () => {
       ) as HTMLButtonElement
     ).click();
     expect(opened).toEqual(['http://127.0.0.1:40123/docs']);
-    (
-      card.querySelector(
-        '[aria-label^="Send a test request"]'
-      ) as HTMLButtonElement
-    ).click();
-    await waitFor(
-      () => card.querySelector('[aria-label="Test answer"]') !== null
-    );
+    await sendTestRequest(card);
     expect(
       card.querySelector('[aria-label="Test answer"]')!.textContent
     ).toContain('predictions');
@@ -220,14 +225,7 @@ describe('DeploymentsSidebar', () => {
     expect(card.querySelector('[aria-label="Picked files"]')!.textContent).toBe(
       'cat.png, dog.png'
     );
-    (
-      card.querySelector(
-        '[aria-label^="Send a test request"]'
-      ) as HTMLButtonElement
-    ).click();
-    await waitFor(
-      () => card.querySelector('[aria-label="Test answer"]') !== null
-    );
+    await sendTestRequest(card);
     expect(calls.find(c => c.method === 'POST')!.body).toEqual({
       method: 'predict',
       instances: [base64(bytes), base64(bytes.subarray(0, 10))]
