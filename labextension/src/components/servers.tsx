@@ -279,7 +279,7 @@ function Prompt(props: {
     <details className="nd-Section nd-Prompt">
       <summary>Generate text (streamed)</summary>
       <textarea
-        className="nd-Code"
+        className="nd-Code nd-TestRequest-body"
         aria-label="Prompt"
         rows={3}
         value={prompt}
