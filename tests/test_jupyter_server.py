@@ -24,10 +24,12 @@ from typing import Any
 import pytest
 import requests
 import test_tasks
+import tiny_models as tm
 from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
 from jupyter_server.utils import JupyterServerAuthWarning
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures: jp_fetch, jp_serverapp, ...
 from registries import free_port
+from test_openai import greedy
 from traitlets.config import Config
 
 import notebook_deploy as nd
@@ -291,6 +293,7 @@ def test_compare_refuses_missing_malformed_and_unknown_refs(api, query, status, 
         ("POST", ("servers",), {"ref": "forest", "api_key": "secret"}, "unknown field 'api_key'"),
         ("POST", ("servers",), {"ref": "../forest"}, "not a valid bundle name"),
         ("POST", ("servers", "1", "predict"), {"instances": {"a": 1}}, "'instances' must be a list, not dict"),
+        ("POST", ("servers", "1", "generate"), ["hi"], "must be a JSON object, not list"),
         ("POST", ("tasks",), {"ref": "forest"}, "'kind' must be one of 'push', 'verify', not None"),
         ("POST", ("tasks",), {"kind": "build", "ref": "forest"}, "not 'build'"),
         ("POST", ("tasks",), {"kind": "push", "ref": "forest"}, "needs 'image'"),
@@ -330,6 +333,7 @@ def test_malformed_requests_are_400_saying_what_was_wrong(api, method, parts, bo
         ("DELETE", ("servers", "1"), None, "no server '1'"),
         ("GET", ("servers", "1", "logs"), None, "no server '1'"),
         ("POST", ("servers", "1", "predict"), {"instances": [[1, 2, 3, 4]]}, "no server '1'"),
+        ("POST", ("servers", "1", "generate"), {"prompt": "hi"}, "no server '1'"),
         ("POST", ("tasks",), {"kind": "verify", "ref": "nothing"}, "no bundle named 'nothing'"),
         (
             "POST",
@@ -384,6 +388,7 @@ def test_a_read_only_authorizer_lists_but_changes_nothing(api, forest_bundle, de
         ("DELETE", ("bundles", "forest", "tags", "latest"), None),
         ("POST", ("servers",), {"ref": "forest"}),
         ("POST", ("servers", "1", "predict"), {"instances": [[1, 2, 3, 4]]}),
+        ("POST", ("servers", "1", "generate"), {"prompt": "hi"}),
         ("DELETE", ("servers", "1"), None),
         ("POST", ("tasks",), {"kind": "push", "ref": "forest", "image": "127.0.0.1:1/forest:1"}),
         ("DELETE", ("tasks", "1"), None),
@@ -431,12 +436,49 @@ def test_serve_predict_through_the_proxy_read_logs_and_stop(api, forest_bundle, 
         status, refused = api("POST", "servers", server["id"], "predict", body={"instances": [[1, 2]]})
         assert status == 200 and refused["status"] == 422 and "row 0" in refused["body"]["detail"]
         assert '"POST /predict HTTP/1.1" 422' in api("GET", "servers", server["id"], "logs")[1]["logs"]
+        status, refused = api("POST", "servers", server["id"], "generate", body={"prompt": "hi"})
+        assert status == 404 and "not a text generator" in refused["message"]
     finally:
         status, stopped = api("DELETE", "servers", server["id"])
     assert status == 200 and stopped["status"] == "stopped"
     assert api("GET", "servers")[1]["servers"][0]["status"] == "stopped"
     status, answer = api("POST", "servers", server["id"], "predict", body={"instances": rows})
     assert status == 409 and "has stopped" in answer["message"]
+
+
+@pytest.mark.integration
+def test_generate_passes_a_text_generators_events_on(api, jp_fetch, jp_asyncio_loop, deploy_store):
+    generator = tm.text_generator()
+    bundle = nd.capture(generator, "gen", ["hello world", "the quick"], store=deploy_store)
+    status, server = api("POST", "servers", body={"ref": bundle.ref})
+    assert status == 201, server
+    try:
+        chunks: list[bytes] = []
+        response = jp_asyncio_loop.run_until_complete(
+            jp_fetch(
+                NAMESPACE,
+                "servers",
+                server["id"],
+                "generate",
+                method="POST",
+                body=json.dumps({"prompt": "the quick brown fox", "max_tokens": 12}),
+                streaming_callback=chunks.append,
+                raise_error=False,
+            )
+        )
+        assert response.code == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+        lines = b"".join(chunks).decode().splitlines()
+        events = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+        assert len(events) > 2 and all(set(event) == {"text"} for event in events[:-1])
+        assert "".join(event["text"] for event in events[:-1]) == greedy(generator, "the quick brown fox", 12)
+        assert events[-1]["finish_reason"] == "length" and events[-1]["usage"]["completion_tokens"] == 12
+        status, refused = api("POST", "servers", server["id"], "generate", body={"prompt": 3})
+        assert status == 400 and "the model server answered 400" in refused["message"], refused
+        assert "'prompt'" in refused["message"]
+    finally:
+        api("DELETE", "servers", server["id"])
+    status, stopped = api("POST", "servers", server["id"], "generate", body={"prompt": "hi"})
+    assert status == 409 and "has stopped" in stopped["message"]
 
 
 @pytest.mark.integration

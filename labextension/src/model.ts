@@ -4,7 +4,13 @@ import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { errorMessage, jsonRequest, requestAPI, segment } from './request';
+import {
+  errorMessage,
+  jsonRequest,
+  requestAPI,
+  segment,
+  streamAPI
+} from './request';
 import {
   FINISHED_STATES,
   IBundleDetails,
@@ -15,6 +21,17 @@ import {
   ITask,
   TaskRequest
 } from './types';
+
+/** A text generator's answer to a prompt, as it streams in (`POST servers/{id}/generate`),
+ * gathered from its events. */
+export interface IGeneration {
+  prompt: string;
+  /** The text so far. */
+  text: string;
+  /** `stop` or `length` once it has ended; null while it is being made. */
+  finish_reason: string | null;
+  usage: { prompt_tokens: number; completion_tokens: number } | null;
+}
 
 /** What a push needs beside the bundle. */
 export interface IPushOptions {
@@ -102,6 +119,11 @@ export class DeploymentsModel implements IDisposable {
   /** The last answer to a test request sent to a server. */
   answer(serverId: string): IPredictAnswer | undefined {
     return this._answers.get(serverId);
+  }
+
+  /** The text a server generated for its last prompt, so far. */
+  generation(serverId: string): IGeneration | undefined {
+    return this._generations.get(serverId);
   }
 
   /** The last comparison of moving from `old` to `next` (references as given to `compare`). */
@@ -222,6 +244,54 @@ export class DeploymentsModel implements IDisposable {
       );
       this._answers.set(serverId, answer);
       return answer;
+    });
+  }
+
+  /**
+   * Send a prompt to a text generator; its text grows in `generation(serverId)` piece by piece
+   * as the server streams it (each piece a `changed` signal). An error after the start keeps
+   * the text made so far.
+   */
+  async generate(
+    serverId: string,
+    prompt: string
+  ): Promise<IGeneration | undefined> {
+    return this._action(`generate:${serverId}`, async () => {
+      let generation: IGeneration = {
+        prompt,
+        text: '',
+        finish_reason: null,
+        usage: null
+      };
+      const show = (next: IGeneration) => {
+        generation = next;
+        this._generations.set(serverId, generation);
+        this._changed.emit();
+      };
+      show(generation);
+      await streamAPI(
+        `servers/${segment(serverId)}/generate`,
+        this._serverSettings,
+        jsonRequest('POST', { prompt }),
+        data => {
+          const event = data as Partial<IGeneration> & {
+            detail?: unknown;
+          };
+          if (event.detail !== undefined) {
+            throw new Error(`The generation failed: ${String(event.detail)}`);
+          }
+          show(
+            event.finish_reason
+              ? {
+                  ...generation,
+                  finish_reason: event.finish_reason,
+                  usage: event.usage ?? null
+                }
+              : { ...generation, text: generation.text + (event.text ?? '') }
+          );
+        }
+      );
+      return generation;
     });
   }
 
@@ -446,6 +516,7 @@ export class DeploymentsModel implements IDisposable {
   private _tasks: ITask[] = [];
   private _details = new Map<string, IBundleDetails>();
   private _answers = new Map<string, IPredictAnswer>();
+  private _generations = new Map<string, IGeneration>();
   private _comparisons = new Map<string, IComparison>();
   private _busy = new Set<string>();
   private _selected: string | null = null;

@@ -15,22 +15,8 @@ export async function requestAPI<T>(
   serverSettings: ServerConnection.ISettings,
   init: RequestInit = {}
 ): Promise<T> {
-  const url = URLExt.join(serverSettings.baseUrl, NAMESPACE, endPoint);
-  let response: Response;
-  try {
-    response = await ServerConnection.makeRequest(url, init, serverSettings);
-  } catch (error) {
-    throw new ServerConnection.NetworkError(error as TypeError);
-  }
-  const text = await response.text();
-  let data: unknown = text;
-  if (text.length > 0) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      // not JSON: keep the text
-    }
-  }
+  const response = await fetchAPI(endPoint, serverSettings, init);
+  const data = parseBody(await response.text());
   if (!response.ok) {
     throw new ServerConnection.ResponseError(
       response,
@@ -38,6 +24,75 @@ export async function requestAPI<T>(
     );
   }
   return data as T;
+}
+
+/**
+ * Call a route that answers with Server-Sent Events, handing each event's JSON `data` to
+ * `onEvent` as it arrives (a text generator's pieces show while the rest is made). A non-2xx
+ * answer throws as `requestAPI` does.
+ */
+export async function streamAPI(
+  endPoint: string,
+  serverSettings: ServerConnection.ISettings,
+  init: RequestInit,
+  onEvent: (data: unknown) => void
+): Promise<void> {
+  const response = await fetchAPI(endPoint, serverSettings, init);
+  if (!response.ok || !response.body) {
+    const data = parseBody(await response.text());
+    throw new ServerConnection.ResponseError(
+      response,
+      answerMessage(data, response)
+    );
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
+    // events end with a blank line; the last part is an event still coming
+    const events = buffer.split(/\r?\n\r?\n/);
+    buffer = done ? '' : (events.pop() ?? '');
+    for (const event of events) {
+      const data = event
+        .split(/\r?\n/)
+        .filter(line => line.startsWith('data:'))
+        .map(line => line.slice(line.startsWith('data: ') ? 6 : 5))
+        .join('\n');
+      if (data) {
+        onEvent(parseBody(data));
+      }
+    }
+    if (done) {
+      return;
+    }
+  }
+}
+
+async function fetchAPI(
+  endPoint: string,
+  serverSettings: ServerConnection.ISettings,
+  init: RequestInit
+): Promise<Response> {
+  const url = URLExt.join(serverSettings.baseUrl, NAMESPACE, endPoint);
+  try {
+    return await ServerConnection.makeRequest(url, init, serverSettings);
+  } catch (error) {
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+}
+
+/** JSON text decoded; other text as it is. */
+function parseBody(text: string): unknown {
+  if (text.length > 0) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // not JSON: keep the text
+    }
+  }
+  return text;
 }
 
 /** A JSON request: the method and the body encoded. */

@@ -138,6 +138,10 @@ export class DeploymentsSidebar extends ReactWidget {
                 void model.predict(server.id, instances, method)
               }
               onLogs={(server: IServer) => model.logs(server.id)}
+              generation={id => model.generation(id)}
+              onGenerate={(server, prompt) =>
+                void model.generate(server.id, prompt)
+              }
             />
           </section>
         ) : null}

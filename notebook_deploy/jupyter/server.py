@@ -3,8 +3,8 @@
 REST routes under ``{base_url}notebook-deploy/`` (docs/jupyter-rest-api.md) that adapt the core calls
 (``Store``, ``Servers``, ``Tasks``) to JSON. Every route needs the Jupyter server's authentication and
 its authorizer's permission on the resource ``notebook_deploy`` (``read``, ``write`` or ``execute``);
-work that blocks (reading bundles, starting a server, the predict proxy) runs in a thread, so the
-server's event loop stays free. Errors are ``{"message": ...}`` with the error class's ``status`` (errors.py).
+work that blocks (reading bundles, starting a server, the predict and generate proxies) runs in a thread,
+so the server's event loop stays free. Errors are ``{"message": ...}`` with the error class's ``status`` (errors.py).
 The local servers started here stop when the Jupyter server's process exits (``serve``'s atexit hook),
 or, should it die without cleaning up, by themselves.
 
@@ -119,8 +119,8 @@ class DeployHandler(APIHandler):
     """The base of every route: the extension's state, JSON bodies, and answers computed in a thread."""
 
     # Jupyter's authorizer is asked for "read" (GET), "write" (POST, PUT, DELETE: delete, tag, start a
-    # server or a task, stop one) or "execute" (the predict proxy) on this resource, so a deployment can
-    # give a user the sidebar's lists without the power to change anything.
+    # server or a task, stop one) or "execute" (the predict and generate proxies) on this resource, so a
+    # deployment can give a user the sidebar's lists without the power to change anything.
     auth_resource = AUTH_RESOURCE
 
     @property
@@ -143,8 +143,14 @@ class DeployHandler(APIHandler):
 
     async def answer(self, work: Callable[[], Any], status: int = 200) -> None:
         """Run ``work`` in a thread and send what it returns as JSON; errors become ``{"message"}``."""
+        data = await self.in_thread(work)
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    async def in_thread(self, work: Callable[[], T]) -> T:
+        """``work()`` run in a thread; its errors as ``ApiError`` (a ``NotebookDeployError`` keeps its status)."""
         try:
-            data = await asyncio.to_thread(work)
+            return await asyncio.to_thread(work)
         except ApiError:
             raise
         except NotebookDeployError as error:
@@ -152,8 +158,6 @@ class DeployHandler(APIHandler):
         except Exception as error:
             self.log.exception("notebook-deploy: %s %s failed", self.request.method, self.request.path)
             raise ApiError(500, f"{type(error).__name__}: {error}") from error
-        self.set_status(status)
-        self.finish(json.dumps(data))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """``{"message": ...}`` for an ``ApiError``; Jupyter's own answer for anything else (403, ...)."""
@@ -307,6 +311,39 @@ class PredictHandler(DeployHandler):
         await self.answer(predict)
 
 
+class GenerateHandler(DeployHandler):
+    """``POST servers/{id}/generate``: a text generator's ``POST /generate`` (``{"prompt"}`` or
+    ``{"messages"}``), its Server-Sent Events passed on as they arrive, so the sidebar shows the text as
+    it is made. The model server's refusals (not a generator, a bad prompt) are ``{"message"}`` errors."""
+
+    @tornado.web.authenticated
+    @authorized("execute")  # it runs the model
+    async def post(self, server_id: str) -> None:
+        body = self.json_object()
+        server = _found("server", self.deploy.servers.get, server_id)
+        response = await self.in_thread(lambda: server.post("generate", body, stream=True))
+        with response:
+            if response.status_code != 200:
+                raise ApiError(response.status_code, _generate_refusal(server.bundle.ref, response))
+            self.set_header("Content-Type", "text/event-stream")
+            self.set_header("Cache-Control", "no-cache")
+            chunks = response.iter_content(chunk_size=None)
+            while chunk := await self.in_thread(lambda: next(chunks, b"")):
+                self.write(chunk)
+                await self.flush()
+        self.finish(set_content_type="text/event-stream")
+
+
+def _generate_refusal(ref: str, response: requests.Response) -> str:
+    """Why the model server refused a generation, in the words the sidebar shows."""
+    if response.status_code == 404:
+        return f"the server for {ref} has no POST /generate: its model is not a text generator"
+    detail = predict_answer(response)["body"]
+    if isinstance(detail, dict):
+        detail = detail.get("detail", detail)
+    return f"the model server answered {response.status_code}: {detail}"
+
+
 class TasksHandler(DeployHandler):
     """``GET tasks`` and ``POST tasks`` (start a push or a verify in the background)."""
 
@@ -367,6 +404,7 @@ ROUTES: list[tuple[str, type[DeployHandler]]] = [
     ("servers/(?P<server_id>[^/]+)", ServerHandler),
     ("servers/(?P<server_id>[^/]+)/logs", ServerLogsHandler),
     ("servers/(?P<server_id>[^/]+)/predict", PredictHandler),
+    ("servers/(?P<server_id>[^/]+)/generate", GenerateHandler),
     ("tasks", TasksHandler),
     ("tasks/(?P<task_id>[^/]+)", TaskHandler),
 ]

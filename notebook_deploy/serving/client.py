@@ -54,14 +54,16 @@ class BundleClient:
             raise ServeError(f"{self.url}/{method} answered {response.status_code}: {_detail(response)}")
         return self.bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
 
-    def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
-        """POST ``payload`` as JSON to ``path`` on this server and return the raw response."""
+    def post(self, path: str, payload: Any, timeout: float = 60, stream: bool = False) -> requests.Response:
+        """POST ``payload`` as JSON to ``path`` on this server and return the raw response; with
+        ``stream=True`` its body is read as it comes (``iter_content``), as for Server-Sent Events."""
         return self._session.post(
             f"{self.url}/{path.lstrip('/')}",
             data=dumps(payload),
             headers={"content-type": "application/json"},
             timeout=timeout,
             verify=self._verify,  # None is requests' own default: the session's setting
+            stream=stream,
         )
 
     @property

@@ -78,12 +78,12 @@ class Server(BundleClient):
             "methods": self.bundle.methods,
         }
 
-    def post(self, path: str, payload: Any, timeout: float = 60) -> requests.Response:
+    def post(self, path: str, payload: Any, timeout: float = 60, stream: bool = False) -> requests.Response:
         """POST ``payload`` as JSON to ``path`` on this server and return the raw response; raises
         ``ServerStoppedError`` when the server has stopped."""
         if not self.running:
             raise ServerStoppedError(f"the server for {self.bundle.ref} has stopped; start it again")
-        return super().post(path, payload, timeout)
+        return super().post(path, payload, timeout, stream)
 
     def logs(self) -> str:
         """Everything the server has written to its standard output and error."""

@@ -207,3 +207,27 @@ export async function waitFor(
     await new Promise(resolve => setTimeout(resolve, 10));
   }
 }
+
+/**
+ * A 200 answer whose body arrives in these chunks (cut anywhere, as the network does): what
+ * `ServerConnection.makeRequest` gives for an event stream. Node's Response here cannot be
+ * built over a stream, so it is the part of one that `streamAPI` reads.
+ */
+export function eventStream(chunks: (string | Uint8Array)[]): Response {
+  const encoder = new TextEncoder();
+  const bytes = chunks.map(c =>
+    typeof c === 'string' ? encoder.encode(c) : c
+  );
+  let next = 0;
+  const reader = {
+    read: async () =>
+      next < bytes.length
+        ? { done: false, value: bytes[next++] }
+        : { done: true, value: undefined }
+  };
+  return {
+    ok: true,
+    status: 200,
+    body: { getReader: () => reader }
+  } as unknown as Response;
+}

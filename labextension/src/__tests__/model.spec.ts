@@ -5,6 +5,7 @@ import { requestAPI } from '../request';
 import {
   ICall,
   comparison,
+  eventStream,
   fakeRequestAPI,
   iris,
   irisDetails,
@@ -64,6 +65,30 @@ describe('DeploymentsModel', () => {
   afterEach(() => {
     model.dispose();
     mockedRequest.mockReset();
+  });
+
+  it('keeps the text made before a generation fails, and reports why', async () => {
+    setUp(lists);
+    const chunks = [
+      'data: {"text": "Once"}\n\n',
+      'data: {"detail": "CUDA out of memory"}\n\n'
+    ];
+    const makeRequest = jest
+      .spyOn(ServerConnection, 'makeRequest')
+      .mockResolvedValue(eventStream(chunks));
+    try {
+      expect(await model.generate('4242', 'Tell a story')).toBeUndefined();
+    } finally {
+      makeRequest.mockRestore();
+    }
+    expect(model.generation('4242')).toEqual({
+      prompt: 'Tell a story',
+      text: 'Once',
+      finish_reason: null,
+      usage: null
+    });
+    expect(errors).toEqual(['The generation failed: CUDA out of memory']);
+    expect(model.isBusy('generate:4242')).toBe(false);
   });
 
   it('loads bundles, servers and tasks on refresh', async () => {

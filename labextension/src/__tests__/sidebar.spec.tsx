@@ -33,6 +33,18 @@ function choose(select: HTMLSelectElement, value: string): void {
   select.dispatchEvent(new Event('change', { bubbles: true }));
 }
 
+/** Click a server card's send button and wait for the answer to show. */
+async function sendTestRequest(card: Element): Promise<void> {
+  (
+    card.querySelector(
+      '[aria-label^="Send a test request"]'
+    ) as HTMLButtonElement
+  ).click();
+  await waitFor(
+    () => card.querySelector('[aria-label="Test answer"]') !== null
+  );
+}
+
 describe('DeploymentsSidebar', () => {
   let model: DeploymentsModel;
   let sidebar: DeploymentsSidebar;
@@ -161,14 +173,7 @@ describe('DeploymentsSidebar', () => {
       ) as HTMLButtonElement
     ).click();
     expect(opened).toEqual(['http://127.0.0.1:40123/docs']);
-    (
-      card.querySelector(
-        '[aria-label^="Send a test request"]'
-      ) as HTMLButtonElement
-    ).click();
-    await waitFor(
-      () => card.querySelector('[aria-label="Test answer"]') !== null
-    );
+    await sendTestRequest(card);
     expect(
       card.querySelector('[aria-label="Test answer"]')!.textContent
     ).toContain('predictions');
@@ -176,6 +181,143 @@ describe('DeploymentsSidebar', () => {
       method: 'predict',
       instances: [[5.1, 3.5, 1.4, 0.2]]
     });
+  });
+
+  it('sends picked image files as base64 rows', async () => {
+    // every byte value, so a wrong encoding (text instead of binary, a kept data: prefix) shows
+    const bytes = Uint8Array.from({ length: 256 }, (_, i) => (i * 7) % 256);
+    const base64 = (data: Uint8Array) =>
+      btoa(String.fromCharCode(...Array.from(data)));
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(
+        {
+          'GET bundles/iris/20261124-0930-ab12cd': {
+            ...irisDetails,
+            manifest: {
+              schema: { input: { type: 'tensor', kind: 'image', shape: [] } }
+            },
+            sample: null
+          },
+          'POST servers/4242/predict': {
+            status: 200,
+            body: { predictions: ['cat'] }
+          }
+        },
+        calls
+      ) as unknown as typeof requestAPI
+    );
+    await waitFor(() => sidebar.node.querySelector('.nd-Server') !== null);
+    const card = sidebar.node.querySelector('.nd-Server')!;
+    expect(card.querySelector('input[type="file"]')).toBeNull();
+    await model.loadDetails(server.ref);
+    await waitFor(() => card.querySelector('input[type="file"]') !== null);
+    const input = card.querySelector<HTMLInputElement>('input[type="file"]')!;
+    expect(input.accept).toBe('image/*');
+    const files = [
+      new File([bytes], 'cat.png', { type: 'image/png' }),
+      new File([bytes.subarray(0, 10)], 'dog.png', { type: 'image/png' })
+    ];
+    Object.defineProperty(input, 'files', { value: files });
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+    await waitFor(
+      () => card.querySelector('[aria-label="Picked files"]') !== null
+    );
+    expect(card.querySelector('[aria-label="Picked files"]')!.textContent).toBe(
+      'cat.png, dog.png'
+    );
+    await sendTestRequest(card);
+    expect(calls.find(c => c.method === 'POST')!.body).toEqual({
+      method: 'predict',
+      instances: [base64(bytes), base64(bytes.subarray(0, 10))]
+    });
+  });
+
+  it("shows a text generator's answer piece by piece as it streams", async () => {
+    mockedRequest.mockImplementation(
+      fakeRequestAPI(
+        {
+          'GET bundles/iris/20261124-0930-ab12cd': {
+            ...irisDetails,
+            manifest: { schema: { input: { type: 'tensor', kind: 'str' } } }
+          }
+        },
+        calls
+      ) as unknown as typeof requestAPI
+    );
+    // the server's events, each released when the test says so
+    const encoder = new TextEncoder();
+    const events = [
+      'data: {"text": "Once"}\n\n',
+      'data: {"text": " upon"}\n\n',
+      'data: {"finish_reason": "length", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n'
+    ];
+    const released: (() => void)[] = [];
+    let next = 0;
+    const read = () =>
+      new Promise<{ done: boolean; value?: Uint8Array }>(resolve => {
+        if (next === events.length) {
+          resolve({ done: true });
+          return;
+        }
+        const event = events[next++];
+        released.push(() =>
+          resolve({ done: false, value: encoder.encode(event) })
+        );
+      });
+    const makeRequest = jest
+      .spyOn(ServerConnection, 'makeRequest')
+      .mockResolvedValue({
+        ok: true,
+        status: 200,
+        body: { getReader: () => ({ read }) }
+      } as unknown as Response);
+    try {
+      await waitFor(() => sidebar.node.querySelector('.nd-Server') !== null);
+      const card = sidebar.node.querySelector('.nd-Server')!;
+      expect(card.querySelector('[aria-label="Prompt"]')).toBeNull();
+      await model.loadDetails(server.ref);
+      await waitFor(() => card.querySelector('[aria-label="Prompt"]') !== null);
+      const prompt = card.querySelector<HTMLTextAreaElement>(
+        '[aria-label="Prompt"]'
+      )!;
+      // React tracks a textarea's value: set it the way the browser does, then tell React
+      Object.getOwnPropertyDescriptor(
+        HTMLTextAreaElement.prototype,
+        'value'
+      )!.set!.call(prompt, 'Tell a story');
+      prompt.dispatchEvent(new Event('input', { bubbles: true }));
+      const generate = () =>
+        card.querySelector<HTMLButtonElement>(
+          '[aria-label="Generate with iris:20261124-0930-ab12cd"]'
+        )!;
+      await waitFor(() => !generate().disabled);
+      generate().click();
+      const text = () =>
+        card.querySelector('[aria-label="Generated text"]')?.textContent;
+      await waitFor(() => released.length === 1);
+      released[0]();
+      await waitFor(() => text() === 'Once');
+      expect(generate().textContent).toBe('Generating…');
+      await waitFor(() => released.length === 2);
+      released[1]();
+      await waitFor(() => text() === 'Once upon');
+      await waitFor(() => released.length === 3);
+      released[2]();
+      await waitFor(
+        () =>
+          card.querySelector('[aria-label="Generation end"]')?.textContent ===
+          'length, 2 tokens'
+      );
+      expect(generate().textContent).toBe('Generate');
+      expect(makeRequest.mock.calls[0][0]).toContain(
+        'notebook-deploy/servers/4242/generate'
+      );
+      expect(JSON.parse(makeRequest.mock.calls[0][1].body as string)).toEqual({
+        prompt: 'Tell a story'
+      });
+    } finally {
+      makeRequest.mockRestore();
+    }
   });
 
   it("shows a server's log when its log view is opened", async () => {

@@ -1,6 +1,8 @@
 import * as React from 'react';
 
 import { compactJson } from '../format';
+import { FILE_KINDS, PROMPT_KINDS, inputKind, readBase64 } from '../inputs';
+import { IGeneration } from '../model';
 import { IBundleDetails, IPredictAnswer, IServer } from '../types';
 
 export interface IServerListProps {
@@ -13,6 +15,9 @@ export interface IServerListProps {
   onPredict: (server: IServer, method: string, instances: unknown[]) => void;
   /** The server's log (its output), for the log view. */
   onLogs: (server: IServer) => Promise<string | undefined>;
+  /** The text generated for a server's last prompt, so far. */
+  generation: (serverId: string) => IGeneration | undefined;
+  onGenerate: (server: IServer, prompt: string) => void;
 }
 
 /** The model servers started from the sidebar: status, URL, and a test request form. */
@@ -31,6 +36,7 @@ function ServerCard(
 ): JSX.Element {
   const { server } = props;
   const running = server.status === 'running';
+  const kind = inputKind(props.details(server.ref));
   return (
     <li
       className="nd-Card nd-Server"
@@ -79,11 +85,20 @@ function ServerCard(
         <TestRequest
           server={server}
           sample={props.details(server.ref)?.sample?.instances ?? null}
+          kind={kind}
           answer={props.answer(server.id)}
           sending={props.isBusy(`predict:${server.id}`)}
           onSend={(method, instances) =>
             props.onPredict(server, method, instances)
           }
+        />
+      ) : null}
+      {running && kind !== null && PROMPT_KINDS.has(kind) ? (
+        <Prompt
+          server={server}
+          generation={props.generation(server.id)}
+          generating={props.isBusy(`generate:${server.id}`)}
+          onGenerate={prompt => props.onGenerate(server, prompt)}
         />
       ) : null}
     </li>
@@ -126,6 +141,8 @@ function ServerLog(props: {
 function TestRequest(props: {
   server: IServer;
   sample: unknown[] | null;
+  /** The input schema's kind: `image` and `bytes` rows are picked as files. */
+  kind: string | null;
   answer: IPredictAnswer | undefined;
   sending: boolean;
   onSend: (method: string, instances: unknown[]) => void;
@@ -136,11 +153,32 @@ function TestRequest(props: {
   const [method, setMethod] = React.useState(methods[0]);
   const [text, setText] = React.useState<string | null>(null);
   const [problem, setProblem] = React.useState<string | null>(null);
+  // rows read from picked files (base64), sent instead of the text body while there are any
+  const [files, setFiles] = React.useState<{ names: string[]; rows: string[] }>(
+    { names: [], rows: [] }
+  );
+  const takesFiles = props.kind !== null && FILE_KINDS.has(props.kind);
   // prefilled from the bundle's sample once its details are in, until the user types
   const shown =
     text ?? (props.sample ? compactJson({ instances: props.sample }) : '');
 
+  const pick = async (picked: FileList | null) => {
+    const chosen = Array.from(picked ?? []);
+    try {
+      const rows = await Promise.all(chosen.map(readBase64));
+      setFiles({ names: chosen.map(file => file.name), rows });
+      setProblem(null);
+    } catch (error) {
+      setProblem(`Cannot read the file: ${(error as Error).message}`);
+    }
+  };
+
   const send = () => {
+    if (files.rows.length) {
+      setProblem(null);
+      props.onSend(method, files.rows);
+      return;
+    }
     let instances: unknown;
     try {
       const parsed = JSON.parse(shown);
@@ -175,17 +213,33 @@ function TestRequest(props: {
         <button
           className="jp-Button jp-mod-styled jp-mod-accept"
           aria-label={`Send a test request to ${props.server.ref}`}
-          disabled={props.sending || !shown}
+          disabled={props.sending || !(shown || files.rows.length)}
           onClick={send}
         >
           {props.sending ? 'Sending…' : 'Send test request'}
         </button>
       </div>
+      {takesFiles ? (
+        <label className="nd-TestRequest-files">
+          {props.kind === 'image' ? 'Images' : 'Files'}, one row each:{' '}
+          <input
+            type="file"
+            multiple
+            accept={props.kind === 'image' ? 'image/*' : undefined}
+            aria-label={`${props.kind} files to send`}
+            onChange={event => void pick(event.target.files)}
+          />
+          {files.names.length ? (
+            <span aria-label="Picked files">{files.names.join(', ')}</span>
+          ) : null}
+        </label>
+      ) : null}
       <textarea
         className="nd-Code nd-TestRequest-body"
         aria-label="Test request body"
         rows={5}
         spellCheck={false}
+        hidden={files.rows.length > 0}
         value={shown}
         onChange={event => setText(event.target.value)}
       />
@@ -209,5 +263,51 @@ function TestRequest(props: {
         </div>
       ) : null}
     </div>
+  );
+}
+
+/** A prompt for a text generator, its answer growing as the server streams it. */
+function Prompt(props: {
+  server: IServer;
+  generation: IGeneration | undefined;
+  generating: boolean;
+  onGenerate: (prompt: string) => void;
+}): JSX.Element {
+  const [prompt, setPrompt] = React.useState('');
+  const { generation } = props;
+  return (
+    <details className="nd-Section nd-Prompt">
+      <summary>Generate text (streamed)</summary>
+      <textarea
+        className="nd-Code nd-TestRequest-body"
+        aria-label="Prompt"
+        rows={3}
+        value={prompt}
+        onChange={event => setPrompt(event.target.value)}
+      />
+      <button
+        className="jp-Button jp-mod-styled jp-mod-accept"
+        aria-label={`Generate with ${props.server.ref}`}
+        disabled={props.generating || !prompt}
+        onClick={() => props.onGenerate(prompt)}
+      >
+        {props.generating ? 'Generating…' : 'Generate'}
+      </button>
+      {generation ? (
+        <div className="nd-Answer">
+          <pre className="nd-Code" aria-label="Generated text">
+            {generation.text}
+          </pre>
+          {generation.finish_reason ? (
+            <span className="nd-Badge" aria-label="Generation end">
+              {generation.finish_reason}
+              {generation.usage
+                ? `, ${generation.usage.completion_tokens} tokens`
+                : ''}
+            </span>
+          ) : null}
+        </div>
+      ) : null}
+    </details>
   );
 }
