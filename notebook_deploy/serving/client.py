@@ -79,14 +79,7 @@ class BundleClient:
         server streams it; ``sampling`` are /generate's fields (``max_tokens``, ``temperature``, ``stop``).
         Raises ``ServeError`` with the server's message when it refuses or the model fails."""
         body = {"messages" if isinstance(prompt, list) else "prompt": prompt, **sampling}
-        with self._session.post(
-            f"{self.url}/generate",
-            data=dumps(body),
-            headers={"content-type": "application/json"},
-            timeout=timeout,
-            verify=self._verify,
-            stream=True,
-        ) as response:
+        with self.post("generate", body, timeout, stream=True) as response:
             if response.status_code != 200:
                 raise ServeError(f"{self.url}/generate answered {response.status_code}: {_detail(response)}")
             for line in response.iter_lines(decode_unicode=True):
