@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import RequestError
 from .methods import is_generator_function, is_sentence_transformer, is_transformers_pipeline
+from .schema import is_chat
 
 GENERATOR = "text-generation"
 EMBEDDER = "feature-extraction"
@@ -76,13 +77,7 @@ def check_prompt(prompt: Any, field: str) -> Prompt:
     """``prompt`` if it is a text or a list of chat messages with string contents, else a 400 naming ``field``."""
     if isinstance(prompt, str):
         return prompt
-    if (
-        isinstance(prompt, list)
-        and prompt
-        and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
-        )
-    ):
+    if is_chat(prompt):
         return [{"role": m["role"], "content": m["content"]} for m in prompt]
     raise RequestError(
         400, f"'{field}' must be a text or a non-empty list of messages {{'role': str, 'content': str}}, not {prompt!r}"

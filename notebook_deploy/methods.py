@@ -35,14 +35,23 @@ def default_method(methods: Sequence[str]) -> str:
     return "predict" if "predict" in methods else methods[0]
 
 
+def _is_instance(value: Any, module: str, name: str) -> bool:
+    """Whether ``value``'s class or a base is ``module.name`` (``module`` ending in "." for a package),
+    told without importing the library that defines it."""
+    return any(
+        c.__name__ == name and (c.__module__.startswith(module) if module.endswith(".") else c.__module__ == module)
+        for c in type(value).__mro__
+    )
+
+
 def is_torch_module(value: Any) -> bool:
-    """A ``torch.nn.Module``, told without importing torch."""
-    return any(c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(value).__mro__)
+    """A ``torch.nn.Module``."""
+    return _is_instance(value, "torch.nn.modules.module", "Module")
 
 
 def is_transformers_pipeline(value: Any) -> bool:
-    """A ``transformers.Pipeline``, told without importing transformers."""
-    return any(c.__name__ == "Pipeline" and c.__module__ == "transformers.pipelines.base" for c in type(value).__mro__)
+    """A ``transformers.Pipeline``."""
+    return _is_instance(value, "transformers.pipelines.base", "Pipeline")
 
 
 def is_generator_function(value: Any) -> bool:
@@ -54,11 +63,8 @@ def is_generator_function(value: Any) -> bool:
 
 
 def is_sentence_transformer(value: Any) -> bool:
-    """A ``sentence_transformers.SentenceTransformer``, told without importing it."""
-    return any(
-        c.__name__ == "SentenceTransformer" and c.__module__.startswith("sentence_transformers.")
-        for c in type(value).__mro__
-    )
+    """A ``sentence_transformers.SentenceTransformer``."""
+    return _is_instance(value, "sentence_transformers.", "SentenceTransformer")
 
 
 def available_methods(model: Any) -> list[str]:

@@ -71,6 +71,17 @@ _JSON_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
+def chat_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a conversation (``is_chat``), for the API documents that take one."""
+    return dict(_JSON_TYPES[CHAT])
+
+
+def takes_bytes(schema: Schema) -> bool:
+    """Whether rows of ``schema`` are bytes on the wire (images, bytes): sent as files or raw bodies too."""
+    kind = OBJECT_KINDS.get(schema.kind) if isinstance(schema, TensorSchema) else None
+    return kind is not None and kind.binary
+
+
 @dataclass(frozen=True)
 class ObjectKind:
     """Rows the model takes as one Python object each (a PIL image, bytes, a conversation): how such a
@@ -113,18 +124,21 @@ def _lossless(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _is_chat(value: Any) -> bool:
+def is_chat(value: Any) -> bool:
+    """A conversation: a non-empty list of messages, each with a text ``role`` and ``content``."""
     return (
         isinstance(value, list)
         and bool(value)
-        and all(isinstance(m, dict) and m.keys() >= {"role", "content"} for m in value)
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        )
     )
 
 
 OBJECT_KINDS = {
     IMAGE: ObjectKind(IMAGE, "an image file (PNG, JPEG, WebP...)", _is_image, _open_image, _lossless),
     BYTES: ObjectKind(BYTES, "bytes", lambda v: isinstance(v, (bytes, bytearray)), bytes, bytes),
-    CHAT: ObjectKind(CHAT, 'a list of messages {"role": ..., "content": ...}', _is_chat),
+    CHAT: ObjectKind(CHAT, 'a list of messages {"role": ..., "content": ...}', is_chat),
 }
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import NotebookDeployError, ServeError
 from ..methods import INFERENCE_METHODS, default_method, is_torch_module
-from ..schema import OBJECT_KINDS, is_dataframe
+from ..schema import is_dataframe, takes_bytes
 from ..serving.process import Server, Servers
 from ..store import Store, name_from
 from ..tasks import CANCELLED, FAILED, SUCCEEDED, Task, Tasks
@@ -268,7 +268,7 @@ class DeployPanel(widgets.VBox):
             generates = self.server.generates  # a text generator: its answer is streamed into the panel
             self.method_dropdown.options = [GENERATE, *methods] if generates else methods
             self.method_dropdown.value = GENERATE if generates else default_method(methods)
-            files = takes_files(self.server.bundle)
+            files = takes_bytes(self.server.bundle.input_schema)
             self.upload.layout.display = None if files else "none"
             self.upload.value = ()
             # a sample of images is pages of base64: the files are sent instead, the box says so
@@ -291,7 +291,7 @@ class DeployPanel(widgets.VBox):
         server, method = self.server, self.method_dropdown.value
         if server is None or not server.running:
             return self._show_error("No server is running: press Serve locally first.")
-        uploads = list(self.upload.value) if takes_files(server.bundle) else []
+        uploads = list(self.upload.value) if takes_bytes(server.bundle.input_schema) else []
         try:
             payload = (
                 {"instances": [_base64(u["content"]) for u in uploads]}
@@ -518,12 +518,6 @@ def panel(
     return DeployPanel(
         namespace, shell=shell, store=Store(store) if isinstance(store, (str, os.PathLike)) else store, model=model
     )
-
-
-def takes_files(bundle: Bundle) -> bool:
-    """Whether the bundle's rows are files (images, bytes): the panel then offers an upload."""
-    kind = getattr(bundle.input_schema, "kind", None)
-    return kind in OBJECT_KINDS and OBJECT_KINDS[kind].binary
 
 
 def _base64(content: Any) -> str:

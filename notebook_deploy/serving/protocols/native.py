@@ -17,9 +17,9 @@ from starlette.datastructures import UploadFile
 
 from ... import generation
 from ...errors import InputError, RequestError
-from ...schema import OBJECT_KINDS, TensorSchema, dumps
+from ...schema import TensorSchema, chat_json_schema, dumps, takes_bytes
 from .. import auth
-from ..served import DETAIL, RAW_BODIES, event, event_stream, json_request, parse_json
+from ..served import DETAIL, RAW_BODIES, event, event_stream, json_body, json_request, parse_json
 
 if TYPE_CHECKING:
     from ..served import FastHandler, ServedModel
@@ -30,7 +30,7 @@ def add_routes(served: ServedModel) -> None:
         answer = _answer(served, method)
         served.route(
             f"/{method}",
-            _endpoint(answer, _raw_answer(served, method) if _takes_raw(served) else None, method),
+            _endpoint(answer, _raw_answer(served, method) if takes_bytes(served.bundle.input_schema) else None, method),
             access=auth.PREDICT,
             methods=["POST"],
             fast=answer,
@@ -55,7 +55,7 @@ def _generate(served: ServedModel) -> Callable[[Request], Awaitable[Response]]:
     model = served.predictor.model
 
     async def generate(request: Request) -> Response:
-        payload = parse_json(await request.body())
+        payload = await json_body(request)
         if not isinstance(payload, dict):
             raise RequestError(400, 'expected a JSON object {"prompt": text} or {"messages": [...]}')
         prompt = generation.check_prompt(payload.get("messages", payload.get("prompt")), "prompt")
@@ -80,14 +80,7 @@ _SAMPLING = {
     "top_p": {"type": "number", "minimum": 0, "maximum": 1},
     "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
 }
-_MESSAGES = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["role", "content"],
-        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
-    },
-}
+_MESSAGES = chat_json_schema()
 GENERATE_OPENAPI: dict[str, Any] = {
     "requestBody": json_request(
         {"type": "object", "properties": {"prompt": {"type": "string"}, "messages": _MESSAGES, **_SAMPLING}},
@@ -103,12 +96,6 @@ GENERATE_OPENAPI: dict[str, Any] = {
         **DETAIL.responses(),
     },
 }
-
-
-def _takes_raw(served: ServedModel) -> bool:
-    """Whether the model's rows are bytes on the wire (images, bytes), which may then come unwrapped."""
-    schema = served.bundle.input_schema
-    return isinstance(schema, TensorSchema) and schema.kind in OBJECT_KINDS and OBJECT_KINDS[schema.kind].binary
 
 
 def _endpoint(
@@ -133,7 +120,7 @@ _RAW_HINT = (
 def _answer(served: ServedModel, method: str) -> FastHandler:
     decode = served.bundle.input_schema.decode
     predict = served.predictor.predict
-    hint = _RAW_HINT if _takes_raw(served) else ""
+    hint = _RAW_HINT if takes_bytes(served.bundle.input_schema) else ""
 
     async def answer(body: bytes) -> bytes:
         try:
@@ -149,7 +136,7 @@ def _answer(served: ServedModel, method: str) -> FastHandler:
 
 def _raw_answer(served: ServedModel, method: str) -> Callable[[Request, str], Awaitable[bytes]]:
     schema = served.bundle.input_schema
-    assert isinstance(schema, TensorSchema)  # only for rows that are bytes on the wire (_takes_raw)
+    assert isinstance(schema, TensorSchema)  # only for rows that are bytes on the wire (takes_bytes)
     decode_raw = schema.decode_raw
     predict = served.predictor.predict
 
@@ -186,7 +173,7 @@ def _openapi_for(served: ServedModel, method: str) -> dict[str, Any]:
                     },
                     "example": {"instances": example["instances"]},
                 },
-                **(_raw_content() if _takes_raw(served) else {}),
+                **(_raw_content() if takes_bytes(served.bundle.input_schema) else {}),
             },
         },
         "responses": {
