@@ -11,9 +11,10 @@ Imports nothing heavy at module level: torch and transformers are imported by th
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import RequestError
@@ -128,52 +129,194 @@ class _Cutter:
             self.emit(text)
 
 
-def generate(
-    pipeline: Any, prompt: Prompt, sampling: Sampling, emit: Callable[[str], None], cancelled: Callable[[], bool]
-) -> Generated:
-    """Run a text-generation pipeline or a generator function on ``prompt`` (blocking: call it in the
-    model's thread), handing each piece of text to ``emit`` as soon as it is made; the generation stops at
-    the next token once ``cancelled()`` is True (the client went away) or a stop string appeared."""
-    cutter = _Cutter(sampling.stop, emit)
-    if is_generator_function(pipeline):
-        return _pieces(pipeline, prompt, sampling, cutter, cancelled)
-    from transformers import StoppingCriteriaList, TextStreamer
+@dataclass(frozen=True)
+class Request:
+    """One generation asked of the model: its prompt and sampling, where its text goes as it is made
+    (``emit``), and whether its client has gone (``cancelled``)."""
 
-    streamer = TextStreamer(pipeline.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    streamer.on_finalized_text = lambda text, stream_end=False: cutter.feed(text)  # type: ignore[method-assign]
-    tokens: list[list[int]] = []  # the prompt's, then each step's
-    put = streamer.put
+    prompt: Prompt
+    sampling: Sampling
+    emit: Callable[[str], None]
+    cancelled: Callable[[], bool]
 
-    def counted(ids: Any) -> None:
-        tokens.append(ids.reshape(-1).tolist())
-        put(ids)
 
-    streamer.put = counted  # type: ignore[method-assign]
-    options: dict[str, Any] = {"return_full_text": False, "streamer": streamer, "do_sample": sampling.temperature > 0}
-    options["stopping_criteria"] = StoppingCriteriaList([_criterion()(lambda: cutter.done or cancelled())])
+def batchable(model: Any) -> bool:
+    """Whether generations of ``model`` can run several at a time: a text-generation pipeline's can (its
+    prompts padded on the left into one ``generate``); a generator function's cannot."""
+    return is_transformers_pipeline(model) and kind(model) == GENERATOR
+
+
+def generate_all(model: Any, requests: list[Request]) -> list[Generated | Exception]:
+    """Run the generations of ``requests`` (blocking: call it in the model's thread) and return each one's
+    result, or the error that ended it. A text-generation pipeline runs the requests of the same sampling
+    (``max_tokens``, ``temperature``, ``top_p``, text or chat) as one batch, each streamed and stopped on
+    its own; a batch that fails before it has emitted anything is run again request by request, so that
+    one bad prompt fails alone."""
+    results: dict[int, Generated | Exception] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, request in enumerate(requests):
+        sampling = request.sampling
+        key = (sampling.max_tokens, sampling.temperature, sampling.top_p, isinstance(request.prompt, str))
+        groups.setdefault(key if batchable(model) else (index,), []).append(index)
+    for indices in groups.values():
+        batch = [requests[index] for index in indices]
+        if len(batch) > 1:
+            watched = [replace(r, emit=_Watched(r.emit)) for r in batch]
+            try:
+                results.update(zip(indices, _generate_pipeline(model, watched)))
+                continue
+            except Exception as error:  # noqa: BLE001 - handed to each request, or each is run alone below
+                if any(r.emit.used for r in watched):  # type: ignore[attr-defined]
+                    results.update(dict.fromkeys(indices, error))
+                    continue
+        for index, request in zip(indices, batch):
+            try:
+                results[index] = generate(model, request)
+            except Exception as error:  # noqa: BLE001 - handed to the waiting request
+                results[index] = error
+    return [results[index] for index in range(len(requests))]
+
+
+class _Watched:
+    """An ``emit`` that remembers whether it was called: text already sent cannot be sent again."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit, self.used = emit, False
+
+    def __call__(self, text: str) -> None:
+        self.used = True
+        self.emit(text)
+
+
+def generate(model: Any, request: Request) -> Generated:
+    """Run a text-generation pipeline or a generator function on one request (blocking: call it in the
+    model's thread), handing each piece of text to ``request.emit`` as soon as it is made; the generation
+    stops at the next token once ``request.cancelled()`` is True (the client went away) or a stop string
+    appeared."""
+    if is_generator_function(model):
+        return _pieces(model, request)
+    return _generate_pipeline(model, [request])[0]
+
+
+class _Row:
+    """One request's share of a pipeline's generation: its text decoded as tokens come (a ``TextStreamer``
+    of its own, since the library's takes one row) and cut at stop strings, its token counts, and whether
+    it is done."""
+
+    def __init__(self, tokenizer: Any, request: Request) -> None:
+        from transformers import TextStreamer
+
+        self.request = request
+        self.cutter = _Cutter(request.sampling.stop, request.emit)
+        self.streamer = TextStreamer(tokenizer, skip_special_tokens=True)
+        self.streamer.on_finalized_text = lambda text, stream_end=False: self.cutter.feed(text)  # type: ignore[method-assign]
+        self.eos = tokenizer.eos_token_id
+        self.prompt_tokens = 0
+        self.new: list[int] = []
+        self.ended = False  # the model made its end token
+
+    @property
+    def done(self) -> bool:
+        return self.ended or self.cutter.done or self.request.cancelled()
+
+    def take(self, token: int) -> None:
+        if self.done:  # a row done while others go on gets padding: not its text
+            return
+        import torch
+
+        self.new.append(token)
+        self.streamer.put(torch.tensor([token]))
+        self.ended = token == self.eos
+
+    def result(self) -> Generated:
+        self.streamer.end()
+        self.cutter.flush()
+        reason = "stop" if self.ended or self.cutter.done else "length"
+        return Generated("".join(self.cutter.parts), reason, self.prompt_tokens, len(self.new))
+
+
+class _Rows:
+    """The streamer ``generate`` is given: the prompts once (skipped), then each step's tokens, a token
+    for each row, handed to the rows."""
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self.rows = rows
+        self.prompted = False
+
+    def put(self, ids: Any) -> None:
+        if not self.prompted:
+            self.prompted = True
+            return
+        for row, token in zip(self.rows, ids.reshape(-1).tolist()):
+            row.take(token)
+
+    def end(self) -> None:
+        pass  # each row ends in ``_Row.result``
+
+
+def _generate_pipeline(pipeline: Any, requests: list[Request]) -> list[Generated]:
+    """One ``generate`` of a text-generation pipeline over the prompts of ``requests`` (of the same
+    sampling), left-padded into one batch when there are several: the pipeline's own call, so each text is
+    the pipeline's own answer, with a streamer and a stopping criterion for each row."""
+    from transformers import StoppingCriteriaList
+
+    tokenizer = pipeline.tokenizer
+    rows = [_Row(tokenizer, request) for request in requests]
+    sampling = requests[0].sampling
+    options: dict[str, Any] = {
+        "return_full_text": False,
+        "streamer": _Rows(rows),
+        "do_sample": sampling.temperature > 0,
+    }
+    options["stopping_criteria"] = StoppingCriteriaList([_criterion()(lambda: [row.done for row in rows])])
     if sampling.max_tokens is not None:
         options["max_new_tokens"] = sampling.max_tokens
     if options["do_sample"]:
         options.update(temperature=sampling.temperature, top_p=sampling.top_p)
-    pipeline(prompt, **options)
-    cutter.flush()
-    new = [token for step in tokens[1:] for token in step]
-    ended = cutter.done or (bool(new) and new[-1] == pipeline.tokenizer.eos_token_id)
-    prompt_tokens = len(tokens[0]) if tokens else 0
-    return Generated("".join(cutter.parts), "stop" if ended else "length", prompt_tokens, len(new))
+    prompts = [request.prompt for request in requests]
+    with _counting_prompts(pipeline, rows), _padding(tokenizer):
+        pipeline(prompts[0] if len(prompts) == 1 else prompts, batch_size=len(prompts), **options)
+    return [row.result() for row in rows]
 
 
-def _pieces(
-    function: Callable[[Prompt], Any],
-    prompt: Prompt,
-    sampling: Sampling,
-    cutter: _Cutter,
-    cancelled: Callable[[], bool],
-) -> Generated:
+@contextlib.contextmanager
+def _counting_prompts(pipeline: Any, rows: list[_Row]) -> Iterator[None]:
+    """Record each row's prompt tokens as the pipeline's own ``preprocess`` makes them, in order: in a
+    padded batch the tokens ``generate`` is given do not tell where a prompt begins."""
+    own, made = pipeline.preprocess, iter(rows)
+
+    def preprocess(*args: Any, **kwargs: Any) -> Any:
+        inputs = own(*args, **kwargs)
+        next(made).prompt_tokens = int(inputs["input_ids"].shape[-1])
+        return inputs
+
+    pipeline.preprocess = preprocess
+    try:
+        yield
+    finally:
+        pipeline.preprocess = own
+
+
+@contextlib.contextmanager
+def _padding(tokenizer: Any) -> Iterator[None]:
+    """A pad token for the batch where the tokenizer has none (GPT-2's), its end token as transformers
+    advises; taken away again after."""
+    if tokenizer.pad_token_id is not None:
+        yield
+        return
+    tokenizer.pad_token_id = tokenizer.eos_token_id
+    try:
+        yield
+    finally:
+        tokenizer.pad_token_id = None
+
+
+def _pieces(function: Callable[[Prompt], Any], request: Request) -> Generated:
     """A generator function's pieces, each counted as a token (it has no tokenizer, nor sampling)."""
-    count, ran_out, pieces = 0, True, function(prompt)
+    cutter = _Cutter(request.sampling.stop, request.emit)
+    count, ran_out, pieces = 0, True, function(request.prompt)
     for piece in pieces:
-        if cancelled() or cutter.done or count == sampling.max_tokens:
+        if request.cancelled() or cutter.done or count == request.sampling.max_tokens:
             ran_out = False
             break
         cutter.feed(str(piece))
@@ -185,17 +328,17 @@ def _pieces(
 
 @functools.cache
 def _criterion() -> type:
-    """A transformers ``StoppingCriteria`` that stops when its check says so (made on first use, so that
-    importing this module does not import transformers)."""
+    """A transformers ``StoppingCriteria`` that stops each row when its check says so (``check()``: a flag
+    for each row; made on first use, so that importing this module does not import transformers)."""
     import torch
     from transformers import StoppingCriteria
 
     class Check(StoppingCriteria):
-        def __init__(self, check: Callable[[], bool]) -> None:
+        def __init__(self, check: Callable[[], list[bool]]) -> None:
             self.check = check
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), self.check(), dtype=torch.bool, device=input_ids.device)
+            return torch.tensor(self.check(), dtype=torch.bool, device=input_ids.device)
 
     return Check
 

@@ -512,7 +512,10 @@ def take_rows(data: Any, start: int, stop: int) -> Any:
 
 
 def concat_rows(parts: list[Any]) -> Any:
-    """Join model inputs of one schema into one batch: arrays along the first axis, DataFrames by rows."""
+    """Join model inputs of one schema into one batch: arrays along the first axis, DataFrames and lists
+    by rows."""
+    if isinstance(parts[0], list):
+        return [row for part in parts for row in part]
     if is_dataframe(parts[0]):
         import pandas as pd
 

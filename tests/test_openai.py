@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import openai
 import pytest
 import tiny_models as tm
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 import notebook_deploy as nd
+from notebook_deploy import generation
 from notebook_deploy.keys import KeyStore
 
 CHAT = [{"role": "user", "content": "the quick brown fox"}]
@@ -36,7 +41,6 @@ def greedy(generator, prompt, tokens):
 
 
 def test_generation_routes_exist_only_for_generators(generator_bundle, forest_bundle):
-    from fastapi.testclient import TestClient
 
     paths = nd.create_app(generator_bundle).openapi()["paths"]
     assert {"/generate", "/v1/chat/completions", "/v1/completions", "/v1/models"} <= set(paths)
@@ -108,6 +112,97 @@ def test_the_openai_client_against_a_served_generator(generator_bundle, generato
 
         streamed = client.completions.create(model="gen", prompt="the quick", max_tokens=10, stream=True)
         assert "".join(c.choices[0].text for c in streamed) == expected
+
+
+PROMPTS = ["hello world", "the quick brown fox jumps over", "a model", "serving models is where projects die"]
+
+
+def batches(metrics: str) -> tuple[float, float]:
+    """How many generation batches a server ran, and how many generations were in them."""
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.labels.get("method") == "generate"
+    }
+    return found["notebook_deploy_batch_size_count"], found["notebook_deploy_batch_size_sum"]
+
+
+@pytest.mark.parametrize("batching", [None, False])
+def test_the_prompts_of_a_request_are_generated_as_one_batch(generator_bundle, generator, batching):
+    """Prompts of different lengths, left-padded into one batch, each answer the pipeline's own alone;
+    with --no-batching they are generated one at a time."""
+    with TestClient(nd.create_app(generator_bundle, batching=batching)) as client:
+        body = {"model": "gen", "prompt": PROMPTS, "max_tokens": 12}
+        answer = client.post("/v1/completions", json=body).json()
+        assert [c["text"] for c in answer["choices"]] == [greedy(generator, p, 12) for p in PROMPTS]
+        assert [c["index"] for c in answer["choices"]] == [0, 1, 2, 3]
+        alone = [generator.tokenizer(p)["input_ids"] for p in PROMPTS]
+        assert answer["usage"]["prompt_tokens"] == sum(len(ids) for ids in alone)  # not the padded lengths
+        streamed = client.post("/v1/completions", json={**body, "stream": True}).text
+        texts = ["", "", "", ""]
+        for line in streamed.splitlines():
+            if line.startswith("data: {"):
+                choice = json.loads(line[6:])["choices"][0]
+                texts[choice["index"]] += choice["text"]
+        assert texts == [c["text"] for c in answer["choices"]]
+        count, generations = batches(client.get("/metrics").text)
+    assert generations == 8
+    assert count == (2 if batching is None else 8)
+
+
+def test_in_a_batch_each_generation_stops_and_fails_alone(generator):
+    """Run in the model's thread as the server does: one row cut by its stop string, one whose client
+    went away, one bad prompt; the others run to their end unchanged."""
+    full = greedy(generator, PROMPTS[1], 12)
+    stop = full.split()[2]
+    made: list[list[str]] = [[], [], [], []]
+    gone = [False]
+
+    def request(prompt, out, cancelled=lambda: False, **sampling):
+        return generation.Request(prompt, generation.Sampling(max_tokens=12, **sampling), out.append, cancelled)
+
+    def leaving(text):
+        made[2].append(text)
+        gone[0] = True  # the client goes away once it has read the first piece
+
+    requests = [
+        request(PROMPTS[0], made[0]),
+        request(PROMPTS[1], made[1], stop=(stop,)),
+        generation.Request(PROMPTS[2], generation.Sampling(max_tokens=12), leaving, lambda: gone[0]),
+        request(PROMPTS[3], made[3]),
+    ]
+    results = generation.generate_all(generator, requests)
+    assert results[0].text == "".join(made[0]) == greedy(generator, PROMPTS[0], 12)
+    assert results[1].text == full[: full.index(stop)] and results[1].finish_reason == "stop"
+    assert results[2].completion_tokens < 12 and len(made[2]) == 1
+    assert results[3].text == greedy(generator, PROMPTS[3], 12) and results[3].completion_tokens == 12
+
+    # a prompt longer than the model's 128 positions fails the batch before any text: each is run alone
+    results = generation.generate_all(generator, [request(PROMPTS[0], []), request("hello " * 200, [])])
+    assert results[0].text == greedy(generator, PROMPTS[0], 12)
+    assert isinstance(results[1], Exception)
+
+
+@pytest.mark.integration
+def test_clients_that_arrive_together_share_a_batch_and_each_get_their_own_stream(tmp_path):
+    slow = tm.text_generator(width=512)  # one generation takes long enough for the others to queue
+    bundle = nd.capture(slow, "slow", ["hello world"], store=nd.Store(tmp_path / "store"))
+    with nd.serve(bundle) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+        start = threading.Barrier(len(PROMPTS))
+
+        def chat(prompt):
+            start.wait()
+            messages = [{"role": "user", "content": prompt}]
+            stream = client.chat.completions.create(model="slow", messages=messages, max_tokens=40, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in stream)
+
+        with ThreadPoolExecutor(len(PROMPTS)) as pool:
+            answers = list(pool.map(chat, PROMPTS))
+        assert answers == [greedy(slow, [{"role": "user", "content": p}], 40) for p in PROMPTS]
+        count, generations = batches(httpx.get(server.url + "/metrics").text)
+    assert generations == len(PROMPTS) and count < generations
 
 
 @pytest.mark.integration

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .. import generation
 from ..bundle import Bundle
 from ..errors import ModelError, Overloaded
 from ..methods import resolve_method
@@ -71,6 +72,17 @@ class Predictor:
         self.pending = 0
         self.observers: list[Observer] = []
         self.batch_observers: list[Callable[[str, int], None]] = []
+        # Generations go through a batcher of their own, whatever ``batching`` says of rows: one at a time
+        # where they cannot be batched (a generator function, or --no-batching), else those that arrive
+        # while one runs are run together next.
+        together = settings.batching is not False and generation.batchable(self.model)
+        self._generations = Batcher(
+            functools.partial(generation.generate_all, self.model),
+            executor=self._executor,
+            max_batch_size=settings.max_batch_size if together else 1,
+            max_wait=settings.max_batch_wait_ms / 1000,
+            on_batch=functools.partial(self._on_batch, "generate"),
+        )
 
     @property
     def methods(self) -> list[str]:
@@ -95,6 +107,7 @@ class Predictor:
 
     async def start(self) -> None:
         """Start the batchers (needs the running event loop)."""
+        self._generations.start()
         if not self.batching:
             return
         for method, call in self._calls.items():
@@ -110,7 +123,7 @@ class Predictor:
 
     async def stop(self) -> None:
         """Answer every accepted request, then stop the batchers."""
-        for batcher in self._batchers.values():
+        for batcher in [*self._batchers.values(), self._generations]:
             await batcher.stop()
         self._batchers.clear()
         self._executor.shutdown(wait=True)
@@ -144,11 +157,12 @@ class Predictor:
         with self._admitted(what):
             return await self.in_model_thread(call, *args)
 
-    async def stream(self, what: str, call: Callable[..., T], *args: Any) -> AsyncIterator[str | T]:
-        """Run ``call(*args, emit, cancelled)`` in the model's thread (a generation) and yield each text
-        ``emit`` is given as it comes, then what ``call`` returned. Closing the iterator early (the client
-        went away) makes ``cancelled()`` True, so the call ends at its next step; calls after it wait for
-        it in the model's one thread."""
+    def generate(self, what: str, prompt: generation.Prompt, sampling: generation.Sampling) -> Generation:
+        """Start a generation of ``prompt`` now (so that the prompts of one request, and requests that
+        arrive together, are batched) and return it: iterate it for each piece of text as it is made,
+        then the ``Generated``; close it when the client goes away, and the model stops making its tokens.
+        Raises ``Overloaded`` when the queue is full; the iteration raises ``ModelError``."""
+        self._admit()
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
         stop = threading.Event()
@@ -156,37 +170,34 @@ class Predictor:
         def emit(text: str) -> None:
             loop.call_soon_threadsafe(pieces.put_nowait, text)
 
-        def ended(future: asyncio.Future[T]) -> None:
-            if future.cancelled() or future.exception() is not None:  # retrieved here, even if abandoned
-                return
-            if stop.is_set():
-                log.warning("%s cut short, its client gone: %s", what, future.result())
-
-        with self._admitted(what):
-            done: asyncio.Future[T] = loop.run_in_executor(self._executor, call, *args, emit, stop.is_set)  # type: ignore[arg-type]
-            done.add_done_callback(ended)
-            piece: asyncio.Task[str] | None = None
-            try:
-                while not done.done() or not pieces.empty():
-                    piece = loop.create_task(pieces.get())
-                    await asyncio.wait((piece, done), return_when=asyncio.FIRST_COMPLETED)
-                    if piece.done():
-                        yield piece.result()
-                    else:
-                        piece.cancel()
-                yield await done
-            finally:
-                stop.set()
-                if piece is not None:
-                    piece.cancel()
+        request = generation.Request(prompt, sampling, emit, stop.is_set)
+        done = asyncio.ensure_future(self._generations.submit([request]))
+        done.add_done_callback(lambda _: self._release())
+        return Generation(what, done, pieces, stop, functools.partial(self._reported, what))
 
     @contextlib.contextmanager
     def _admitted(self, method: str) -> Iterator[None]:
         """A model call counted in ``pending`` (refused with ``Overloaded`` when the queue is full), whose
         errors are logged and raised as ``ModelError``."""
+        self._admit()
+        try:
+            with self._reported(method):
+                yield
+        finally:
+            self._release()
+
+    def _admit(self) -> None:
+        """Count a model call in ``pending``, or refuse it with ``Overloaded`` when the queue is full."""
         if self.pending >= self.settings.max_queue:
             raise Overloaded(f"the server is at its limit of {self.settings.max_queue} waiting requests: retry shortly")
         self.pending += 1
+
+    def _release(self) -> None:
+        self.pending -= 1
+
+    @contextlib.contextmanager
+    def _reported(self, method: str) -> Iterator[None]:
+        """Whatever the model raises in the block, logged and raised as ``ModelError``."""
         try:
             yield
         except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
@@ -198,8 +209,6 @@ class Predictor:
                 f"the model's {method} raised an error; the server's log has it (serve with --debug-errors "
                 "to return it to callers)"
             ) from error
-        finally:
-            self.pending -= 1
 
     def _timed_inline(self, method: str, seconds: float, wall: float) -> None:
         """Count an inline call that took ``seconds`` of this thread's CPU and ``wall`` seconds in all; send
@@ -216,6 +225,53 @@ class Predictor:
     def _on_batch(self, method: str, rows: int) -> None:
         for observer in self.batch_observers:
             observer(method, rows)
+
+
+class Generation:
+    """A generation started by ``Predictor.generate``: iterating it gives each piece of text as the model
+    makes it, then the ``Generated``; ``close`` (the client went away) makes the model stop at its next
+    token."""
+
+    def __init__(
+        self,
+        what: str,
+        done: asyncio.Future[list[generation.Generated | Exception]],
+        pieces: asyncio.Queue[str],
+        stop: threading.Event,
+        reported: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> None:
+        self.what, self._done, self._pieces, self._stop, self._reported = what, done, pieces, stop, reported
+        done.add_done_callback(self._ended)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    async def __aiter__(self) -> AsyncIterator[str | generation.Generated]:
+        piece: asyncio.Task[str] | None = None
+        try:
+            while not self._done.done() or not self._pieces.empty():
+                piece = asyncio.get_running_loop().create_task(self._pieces.get())
+                await asyncio.wait((piece, self._done), return_when=asyncio.FIRST_COMPLETED)
+                if piece.done():
+                    yield piece.result()
+                else:
+                    piece.cancel()
+            with self._reported():
+                result = (await self._done)[0]
+                if isinstance(result, Exception):
+                    raise result
+            yield result
+        finally:
+            self.close()
+            if piece is not None:
+                piece.cancel()
+
+    def _ended(self, done: asyncio.Future[list[generation.Generated | Exception]]) -> None:
+        if done.cancelled() or done.exception() is not None:  # retrieved here, even if abandoned
+            return
+        result = done.result()[0]
+        if self._stop.is_set() and isinstance(result, generation.Generated):
+            log.warning("%s cut short, its client gone: %s", self.what, result)
 
 
 def _fast(call: Callable[[Any], Any], row: Any) -> bool:

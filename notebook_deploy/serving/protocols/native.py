@@ -52,8 +52,6 @@ def add_routes(served: ServedModel) -> None:
 
 
 def _generate(served: ServedModel) -> Callable[[Request], Awaitable[Response]]:
-    model = served.predictor.model
-
     async def generate(request: Request) -> Response:
         payload = await json_body(request)
         if not isinstance(payload, dict):
@@ -61,13 +59,18 @@ def _generate(served: ServedModel) -> Callable[[Request], Awaitable[Response]]:
         prompt = generation.check_prompt(payload.get("messages", payload.get("prompt")), "prompt")
         sampling = generation.Sampling.from_request(payload)
 
+        run = served.predictor.generate("generate", prompt, sampling)
+
         async def events() -> AsyncIterator[bytes]:
-            async for piece in served.predictor.stream("generate", generation.generate, model, prompt, sampling):
-                if isinstance(piece, str):
-                    yield event({"text": piece})
-                else:
-                    usage = {"prompt_tokens": piece.prompt_tokens, "completion_tokens": piece.completion_tokens}
-                    yield event({"finish_reason": piece.finish_reason, "usage": usage})
+            try:
+                async for piece in run:
+                    if isinstance(piece, str):
+                        yield event({"text": piece})
+                    else:
+                        usage = {"prompt_tokens": piece.prompt_tokens, "completion_tokens": piece.completion_tokens}
+                        yield event({"finish_reason": piece.finish_reason, "usage": usage})
+            finally:  # the client went away: the model stops
+                run.close()
 
         return await event_stream(events(), DETAIL)
 

@@ -6,8 +6,8 @@ Server-Sent Event chunks, ending with ``data: [DONE]``), a feature-extraction pi
 ``model`` must name the bundle (its name or reference). Sampling parameters are ``max_tokens``
 (``max_completion_tokens``), ``temperature`` (0 or absent: greedy), ``top_p`` and ``stop``; ``n`` other
 than 1, tools, ``response_format`` and log probabilities are refused with a 400, other fields ignored.
-Every generation is one call in the model's thread, in arrival order (``Predictor.stream``); requests
-are not batched together. Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+The prompts of a request, and requests that arrive while a generation runs, are generated together as
+one batch where they share their sampling (``Predictor.generate``). Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .. import auth
 from ..served import ErrorShape, event, event_stream, json_body, json_request, json_response
 
 if TYPE_CHECKING:
+    from ..predictor import Generation
     from ..served import ServedModel
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
@@ -118,39 +119,43 @@ async def _request(request: Request, names: set[str]) -> dict[str, Any]:
 
 
 def _completions(served: ServedModel, names: set[str], *, chat: bool) -> Callable[[Request], Awaitable[Response]]:
-    model, stream = served.predictor.model, served.predictor.stream
+    generate = served.predictor.generate
     kind = "chat.completion" if chat else "text_completion"
 
     async def endpoint(request: Request) -> Response:
         payload = await _request(request, names)
         field = "messages" if chat else "prompt"
         value = payload.get(field)
-        prompts = [value] if chat or not isinstance(value, list) else value
-        prompts = [generation.check_prompt(p, field) for p in prompts]
+        values = [value] if chat or not isinstance(value, list) else value
+        prompts = [generation.check_prompt(p, field) for p in values]
         if not chat and not all(isinstance(p, str) for p in prompts):
             raise RequestError(400, "'prompt' must be a text or a list of texts")
         sampling = generation.Sampling.from_request(payload)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time())}
         head["model"] = payload["model"]
-        runs = [stream(kind, generation.generate, model, prompt, sampling) for prompt in prompts]
+        runs = [generate(kind, prompt, sampling) for prompt in prompts]  # all started now, so batched
         if payload.get("stream"):
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
             return await event_stream(_chunks(runs, head, chat, include_usage), ERRORS)
         choices, usage = [], _Usage()
-        for index, run in enumerate(runs):
-            async for piece in run:
-                if isinstance(piece, generation.Generated):
-                    usage.add(piece)
-                    answer = {"role": "assistant", "content": piece.text} if chat else piece.text
-                    choice = {"index": index, "message" if chat else "text": answer, "logprobs": None}
-                    choices.append({**choice, "finish_reason": piece.finish_reason})
+        try:
+            for index, run in enumerate(runs):
+                async for piece in run:
+                    if isinstance(piece, generation.Generated):
+                        usage.add(piece)
+                        answer = {"role": "assistant", "content": piece.text} if chat else piece.text
+                        choice = {"index": index, "message" if chat else "text": answer, "logprobs": None}
+                        choices.append({**choice, "finish_reason": piece.finish_reason})
+        finally:
+            for run in runs:
+                run.close()
         return json_response({**head, "object": kind, "choices": choices, "usage": usage.body()})
 
     return endpoint
 
 
 async def _chunks(
-    runs: list[AsyncIterator[Any]], head: dict[str, Any], chat: bool, include_usage: bool
+    runs: list[Generation], head: dict[str, Any], chat: bool, include_usage: bool
 ) -> AsyncIterator[bytes]:
     """OpenAI's stream chunks of the runs, one after the other, each choice's text as it is made."""
     kind = "chat.completion.chunk" if chat else "text_completion"
@@ -164,17 +169,21 @@ async def _chunks(
             choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         return event({**head, "object": kind, "choices": [choice]})
 
-    for index, run in enumerate(runs):
-        role = chat  # the role comes first, as OpenAI sends it; with the first text, so a refusal comes before
-        async for piece in run:
-            if role:
-                role = False
-                yield chunk(index, None, None)
-            if isinstance(piece, str):
-                yield chunk(index, piece, None)
-            else:
-                usage.add(piece)
-                yield chunk(index, "", piece.finish_reason)
+    try:
+        for index, run in enumerate(runs):
+            role = chat  # the role comes first, as OpenAI sends it; with the first text, so a refusal comes first
+            async for piece in run:
+                if role:
+                    role = False
+                    yield chunk(index, None, None)
+                if isinstance(piece, str):
+                    yield chunk(index, piece, None)
+                else:
+                    usage.add(piece)
+                    yield chunk(index, "", piece.finish_reason)
+    finally:  # the client went away: the generations still running stop
+        for run in runs:
+            run.close()
     if include_usage:
         yield event({**head, "object": kind, "choices": [], "usage": usage.body()})
     yield DONE
