@@ -686,6 +686,12 @@ def replay(
         raise SystemExit(1)
 
 
+BASE_HELP = (
+    "The base image [default: python:3.X-slim, matching the bundle's Python]. A CUDA base (one that sets "
+    "CUDA_VERSION, as NVIDIA's do) gets the CUDA builds of what the lock pins as CPU builds (torch)."
+)
+
+
 @cli.command(
     epilog=f"""\b
 Examples:
@@ -702,7 +708,7 @@ the image in cosign's format when a signing key exists (see 'notebook-deploy ver
 )
 @click.argument("ref")
 @click.argument("image")
-@click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
+@click.option("--base", help=BASE_HELP)
 @click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
 @click.option(
     "--backend",
@@ -770,7 +776,7 @@ Examples:
 )
 @click.argument("ref")
 @click.argument("image")
-@click.option("--base", help="The base image [default: python:3.X-slim, matching the bundle's Python].")
+@click.option("--base", help=BASE_HELP)
 @click.option("--platform", default="linux/amd64", show_default=True, type=click.Choice(["linux/amd64", "linux/arm64"]))
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the image here instead of into a daemon.")
 @click.option("--layout", is_flag=True, help="Write an OCI layout folder rather than a tar.")

@@ -172,3 +172,50 @@ def test_push_to_a_bearer_token_registry(tmp_path, store, monkeypatch):
             == "mounted"
         )
         assert client.get_manifest("models/lr", "1")[0]  # tagged
+
+
+CUDA_ENV = [
+    "PATH=/usr/bin",
+    "CUDA_VERSION=12.8.1",
+    "NVIDIA_VISIBLE_DEVICES=all",
+    "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+]
+
+
+def test_on_a_cuda_base_the_image_keeps_its_settings_and_asks_for_cuda_builds(registry, docker_config, store, tmp_path):
+    """A CUDA base as NVIDIA's images describe themselves (``CUDA_VERSION``; the CUDA libraries themselves
+    cannot be pulled here, so the base is the test base with that config). The image keeps the base's
+    settings, so the NVIDIA container runtime gives it the GPUs; a model without torch needs nothing
+    else. A torch bundle captured with the CPU build asks for the CUDA build of the same version."""
+    real, _ = registry
+    client = Registry(real.host, scheme="http", credentials=None)
+    from notebook_deploy.image.credentials import Credentials
+
+    client.credentials = Credentials(real.username, real.password)
+    (tmp_path / "cuda").mkdir()
+    cuda_base = push_test_base(
+        client, tmp_path / "cuda", "base/cuda", overrides={"config": {"Env": CUDA_ENV, "Cmd": ["python3"]}}
+    )
+    bundle = _model(1.0, store)
+    nd.push(bundle, f"{real.host}/models/lr:cuda", base=cuda_base)
+    env = _config(real, f"{real.host}/models/lr:cuda")["config"]["Env"]
+    assert set(CUDA_ENV) <= set(env) and "PYTHONPATH=/opt/notebook-deploy/site-packages" in env
+    assert build.dependency_requirements(bundle, "linux/amd64", cuda=True) == build.dependency_requirements(
+        bundle, "linux/amd64"
+    )  # nothing of it has a CPU build
+
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
+    torched = nd.capture(model, name="tiny-torch", sample=torch.randn(2, 3), store=store)
+    cpu = [line for line in build.dependency_requirements(torched, "linux/amd64") if line.startswith("torch==")]
+    cuda = [
+        line for line in build.dependency_requirements(torched, "linux/amd64", cuda=True) if line.startswith("torch==")
+    ]
+    version = torch.__version__
+    assert cpu == [f"torch=={version}"]
+    if version.endswith("+cpu"):  # the test machines' torch: the CPU build
+        assert cuda == [f"torch=={version.removesuffix('+cpu')},!={version}"]
+    else:  # a CUDA build already
+        assert cuda == cpu
+    assert build.dependency_facts(torched, "linux/amd64", cuda=True) != build.dependency_facts(torched, "linux/amd64")

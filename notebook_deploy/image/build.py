@@ -73,6 +73,8 @@ _PLATFORM_TAGS = {
     ],
     "linux/arm64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64", "linux_aarch64"],
 }
+CUDA_VARIABLE = "CUDA_VERSION"
+CPU_LABEL = "+cpu"  # the local version label of PyTorch's CPU builds
 _HEALTHCHECK = [
     "python3",
     "-c",
@@ -80,15 +82,18 @@ _HEALTHCHECK = [
 ]
 
 
-def image_spec(bundle: Bundle, work: Path, platform: str = "linux/amd64", cache: LayerCache | None = None) -> ImageSpec:
-    """The three layers and the settings of the image that serves ``bundle``. With ``cache``, the
-    dependency and runtime layers are taken from it when their facts are unchanged, and kept there when
-    built; the packages of the dependency layer are written to ``work`` for the SBOM either way."""
+def image_spec(
+    bundle: Bundle, work: Path, platform: str = "linux/amd64", cache: LayerCache | None = None, cuda: bool = False
+) -> ImageSpec:
+    """The three layers and the settings of the image that serves ``bundle`` (for a CUDA base with
+    ``cuda``). With ``cache``, the dependency and runtime layers are taken from it when their facts are
+    unchanged, and kept there when built; the packages of the dependency layer are written to ``work``
+    for the SBOM either way."""
     python = python_minor(bundle)
     # The keys that signed the bundle, checked against the builder's trust store, become the image's:
     # so the image serves this bundle, and refuses another one mounted over it unless they signed it.
     trusted = signer_keys(bundle, action="build an image of")
-    deps = _dependency_layer(bundle, platform, work, cache)
+    deps = _dependency_layer(bundle, platform, work, cache, cuda)
     (work / PACKAGES_FILE).write_bytes(canonical_json(deps.packages))
     runtime = _runtime_layer(work, cache)
     payload = build_layer(
@@ -108,27 +113,27 @@ class _Built:
     packages: list[tuple[str, str]]
 
 
-def dependency_facts(bundle: Bundle, platform: str) -> dict[str, Any]:
+def dependency_facts(bundle: Bundle, platform: str, cuda: bool = False) -> dict[str, Any]:
     """What determines the dependency layer: the requirement set (the lock and the runtime's pins), the
     platform, the Python version and what is left out; a cached layer with the same facts is the same."""
     return {
         "kind": "dependencies",
-        "requirements": dependency_requirements(bundle, platform),
+        "requirements": dependency_requirements(bundle, platform, cuda),
         "python": python_minor(bundle),
         "platform": platform,
         "left_out": [sorted(LEFT_OUT_FOLDERS), list(LEFT_OUT_SUFFIXES)],
     }
 
 
-def _dependency_layer(bundle: Bundle, platform: str, work: Path, cache: LayerCache | None) -> _Built:
+def _dependency_layer(bundle: Bundle, platform: str, work: Path, cache: LayerCache | None, cuda: bool) -> _Built:
     """The dependency layer, from ``cache`` when one with the same facts was built before."""
-    facts = dependency_facts(bundle, platform)
+    facts = dependency_facts(bundle, platform, cuda)
     key = layer_key(facts)
     kept = cache.get(key) if cache is not None else None
     if kept is not None:
         return _Built(kept.layer, kept.packages)
     staging = work / "dependencies"
-    install_dependencies(bundle, platform, work / "wheels", staging)
+    install_dependencies(bundle, platform, work / "wheels", staging, cuda)
     entries = entries_from_directory(staging / "site", SITE) + entries_from_directory(staging / "bin", SCRIPTS)
     layer = build_layer([e for e in entries if not left_out(e.path)], work / "dependencies.tar.gz")
     packages = [(d.metadata["Name"], d.version) for d in metadata.distributions(path=[str(staging / "site")])]
@@ -179,7 +184,7 @@ def build(
 ) -> Image:
     """The image (config, manifest, layers in ``work`` or ``cache``) that serves ``bundle`` on ``base``."""
     _check_python(bundle, base)
-    return assemble(base, image_spec(bundle, work, platform, cache))
+    return assemble(base, image_spec(bundle, work, platform, cache, cuda=is_cuda_base(base.config)))
 
 
 def labels(bundle: Bundle) -> dict[str, str]:
@@ -222,18 +227,36 @@ def python_minor(bundle: Bundle) -> str:
     return bundle.python_minor
 
 
-def install_dependencies(bundle: Bundle, platform: str, wheels: Path, staging: Path) -> None:
+def install_dependencies(bundle: Bundle, platform: str, wheels: Path, staging: Path, cuda: bool = False) -> None:
     """Download the wheels of the bundle's lock and the serving runtime for the image's platform and
     Python, and install them with ``installer`` into ``staging/site`` and ``staging/bin``."""
-    requirements = dependency_requirements(bundle, platform)
+    requirements = dependency_requirements(bundle, platform, cuda)
     install_wheels(download_wheels(requirements, python_minor(bundle), platform, wheels), staging)
 
 
-def dependency_requirements(bundle: Bundle, platform: str) -> list[str]:
-    """What the dependency layer installs: the bundle's lock and the serving runtime's pins, sorted."""
+def dependency_requirements(bundle: Bundle, platform: str, cuda: bool = False) -> list[str]:
+    """What the dependency layer installs: the bundle's lock and the serving runtime's pins, sorted; for a
+    CUDA base (``cuda``), the CUDA builds of what the lock pins as CPU builds."""
     if platform not in _PLATFORM_TAGS:
         raise NotebookDeployError(f"cannot build for {platform}: known platforms are {', '.join(_PLATFORM_TAGS)}")
-    return sorted(set(runtime_requirements() + bundle.lock()))
+    lock = [cuda_build(line) for line in bundle.lock()] if cuda else bundle.lock()
+    return sorted(set(runtime_requirements() + lock))
+
+
+def is_cuda_base(config: dict[str, Any]) -> bool:
+    """Whether an image config is a CUDA base: NVIDIA's CUDA images, and those built on them (PyTorch's,
+    for one), set ``CUDA_VERSION``."""
+    return bool(config_env(config).get(CUDA_VARIABLE))
+
+
+def cuda_build(requirement: str) -> str:
+    """``torch==2.13.0,!=2.13.0+cpu`` for ``torch==2.13.0+cpu``: the same version, any build but the CPU
+    one (PyPI's Linux wheels of torch are its CUDA builds, with the CUDA libraries as ``nvidia-*`` wheels
+    beside it; the CPU build sorts above them, so the pin must exclude it); other pins unchanged."""
+    name, _, version = requirement.partition("==")
+    if not version.endswith(CPU_LABEL):
+        return requirement
+    return f"{name}=={version.removesuffix(CPU_LABEL)},!={version}"
 
 
 def download_wheels(requirements: list[str], python: str, platform: str, directory: Path) -> list[Path]:
