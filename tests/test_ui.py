@@ -40,6 +40,8 @@ SCREENSHOTS = [
     "09-running-sidebar.png",
     "10-compare.png",
     "11-compare-measured.png",
+    "12-generated.png",
+    "13-image-answer.png",
     "01-panel.png",
     "02-panel-captured.png",
     "03-panel-answered.png",
@@ -78,6 +80,7 @@ def test_galata_ui_tests(tmp_path):
             ND_UI_PORT=str(free_port()),
             ND_UI_REGISTRY=registry.host,
             ND_UI_BASE=base,
+            ND_UI_TESTS=str(ROOT / "tests"),  # the foundation notebook's tiny models and picture
             NOTEBOOK_DEPLOY_HOME=str(tmp_path / "store"),
             JUPYTERLAB_GALATA_ROOT_DIR=str(tmp_path / "lab"),
             JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),  # no user config of this machine
