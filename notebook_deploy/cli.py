@@ -69,6 +69,29 @@ def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _version_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``serve``'s --canary, --shadow and --sticky-header, declared once for every command that serves several
+    versions of a model (``serve``, ``k8s``, ``ray``); ``serving.router.Deployment.parse`` reads them."""
+    command = click.option(
+        "--sticky-header",
+        metavar="NAME",
+        help="Requests with the same value of this header always reach the same version (with --canary).",
+    )(command)
+    command = click.option(
+        "--shadow",
+        multiple=True,
+        metavar="REF",
+        help="Send REF a copy of every inference request of its model; its answers are recorded, never returned "
+        "(repeatable).",
+    )(command)
+    return click.option(
+        "--canary",
+        multiple=True,
+        metavar="REF=PERCENT",
+        help="Send PERCENT of the inference requests of REF's model to REF, a version of a model served (repeatable).",
+    )(command)
+
+
 def _whole(bound: float | None) -> int | None:
     return None if bound is None else int(bound)
 
@@ -207,24 +230,7 @@ In a container, options also come from the environment ([env var: ...] above), e
 {REF_HELP}"""
 )
 @click.argument("refs", metavar="REF...", nargs=-1, required=True)
-@click.option(
-    "--canary",
-    multiple=True,
-    metavar="REF=PERCENT",
-    help="Send PERCENT of the inference requests of REF's model to REF, a version of a model served (repeatable).",
-)
-@click.option(
-    "--shadow",
-    multiple=True,
-    metavar="REF",
-    help="Send REF a copy of every inference request of its model; its answers are recorded, never returned "
-    "(repeatable).",
-)
-@click.option(
-    "--sticky-header",
-    metavar="NAME",
-    help="Requests with the same value of this header always reach the same version (with --canary).",
-)
+@_version_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -290,8 +296,6 @@ def serve(
     except SettingError as error:
         hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
         raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
-    if sticky_header and not deployment.canary:
-        raise click.UsageError("--sticky-header keeps callers on one version: it needs --canary")
     if not deployment.canary and any(
         options.get(o) is not None for o in ("rollback_error_rate", "rollback_latency_ratio")
     ):
@@ -918,6 +922,8 @@ Examples:
   notebook-deploy ray iris --address ray://head:10001 --replicas 2 --num-cpus 0.5
   notebook-deploy ray iris --autoscale 1:4                    1 to 4 replicas, by requests in flight
   notebook-deploy ray iris --delete                           remove the application again
+  notebook-deploy ray churn:prod --canary churn:3f2a=10 --sticky-header X-User --shadow churn:9b1c
+                                  one application: a deployment per version behind an ingress
 Runs the bundle as a Ray Serve application named after it (--name), served by Ray Serve's proxy
 under /NAME with the API of 'notebook-deploy serve' (http://127.0.0.1:8000/iris/predict ...).
 The application outlives this command: the bundle travels inside its config, so replicas that
@@ -954,11 +960,15 @@ Python: notebook_deploy.targets.ray.deploy("iris", num_replicas=2).
 )
 @click.option("--pip-from-lock", is_flag=True, help="Install the bundle's pinned requirements in the replicas.")
 @click.option("--delete", is_flag=True, help="Remove the application named --name (or REF's name) instead.")
+@_version_options
 @click.pass_obj
 @_errors_as_messages
 def ray_command(
     store: Store,
     ref: str,
+    canary: tuple[str, ...],
+    shadow: tuple[str, ...],
+    sticky_header: str | None,
     address: str,
     name: str | None,
     route_prefix: str | None,
@@ -998,6 +1008,9 @@ def ray_command(
         pip_from_lock=pip_from_lock,
         http_port=http_port,
         store=store,
+        canary=canary,
+        shadow=shadow,
+        sticky_header=sticky_header,
     )
     click.echo(str(deployment))
 
