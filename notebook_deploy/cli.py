@@ -834,6 +834,9 @@ Examples:
   notebook-deploy k8s iris --image registry.example.com/iris:v1 --replicas 3 --cpu 1 --memory 1Gi \\
       --api-keys-secret iris-keys --set workers=2 -o k8s/        then: kubectl apply -f k8s/
   notebook-deploy k8s iris --image registry.example.com/iris:v1 --kserve
+  notebook-deploy k8s churn:prod --image registry.example.com/churn:prod --canary churn:3f2a=10 \
+      --version-image churn:3f2a=registry.example.com/churn:3f2a --sticky-header X-User
+                                     one Deployment whose server serves both versions
 Writes a Deployment (probes on /healthz and /readyz, non-root, read-only root filesystem), a Service
 on port 80 and a HorizontalPodAutoscaler on CPU; with --kserve, one KServe InferenceService instead.
 IMAGE is the bundle's image, from 'notebook-deploy push'. --api-keys-secret names an existing Secret
@@ -866,6 +869,15 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 )
 @click.option("--api-keys-secret", help="A Secret holding the API key file as keys.json; keys are then required.")
 @click.option("--kserve", is_flag=True, help="Write a KServe InferenceService (Open Inference Protocol) instead.")
+@_version_options
+@click.option(
+    "--version-image",
+    "version_images",
+    multiple=True,
+    metavar="REF=IMAGE",
+    help="The image of a --canary or --shadow REF (from 'notebook-deploy push'), whose bundle is copied into "
+    "the pod (repeatable).",
+)
 @click.option(
     "--set",
     "settings",
@@ -881,11 +893,28 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 )
 @click.pass_obj
 @_errors_as_messages
-def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: Path | None, **options: Any) -> None:
+def k8s(
+    store: Store,
+    ref: str,
+    image: str,
+    settings: tuple[str, ...],
+    version_images: tuple[str, ...],
+    output: Path | None,
+    **options: Any,
+) -> None:
     """Write Kubernetes manifests that serve a bundle's image."""
     from .errors import KubernetesError
     from .kubernetes import kubernetes_manifests, manifests_yaml, write_manifests
 
+    images: dict[str, str] = {}
+    for given in version_images:
+        version, equals, carrier = given.partition("=")
+        if not equals or not version or not carrier:
+            raise click.BadParameter(
+                f"{given!r} is not REF=IMAGE (e.g. churn:3f2a=registry.example.com/churn:3f2a)",
+                param_hint="'--version-image'",
+            )
+        images[version] = carrier
     serve_options: dict[str, str] = {}
     for setting in settings:
         option, equals, value = setting.partition("=")
@@ -901,7 +930,7 @@ def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: P
     # the server options reach kubernetes_manifests' **serve_options as the strings given
     arguments: dict[str, Any] = {**options, **serve_options}
     try:
-        manifests = kubernetes_manifests(ref, image, store=store, **arguments)
+        manifests = kubernetes_manifests(ref, image, store=store, version_images=images, **arguments)
     except KubernetesError as error:
         flags = {p.name: max(p.opts, key=len) for p in click.get_current_context().command.params}
         hint = flags.get(error.option) or f"--set {error.option.replace('_', '-')}"
