@@ -88,13 +88,7 @@ def kubernetes_manifests(
 
     bundle = load(ref, store)
     try:
-        versions = Deployment.parse(
-            [bundle.ref],
-            canary,
-            shadow,
-            sticky_header,
-            load=lambda given: bundle if given == bundle.ref else load(given, store),
-        )
+        versions = Deployment.around(bundle, canary, shadow, sticky_header, load=lambda given: load(given, store))
     except SettingError as error:
         raise KubernetesError(error.option, error.reason) from None
     name = _checked_name(name, bundle)

@@ -5,8 +5,6 @@ versions."""
 
 from __future__ import annotations
 
-import os
-import time
 
 import pytest
 import requests
@@ -14,7 +12,7 @@ from click.testing import CliRunner
 from registries import free_port
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from test_kubernetes import containers, pod_spec, probe_url, validate
+from test_kubernetes import containers, pod_spec, probe_url, run_as_the_pod_would, validate
 
 import notebook_deploy as nd
 from notebook_deploy.cli import cli
@@ -139,3 +137,55 @@ def test_the_cli_takes_the_options_of_serve(blooms):
     for command in ("serve", "k8s", "ray"):  # the same options, declared once
         shown = CliRunner().invoke(cli, [command, "--help"]).output
         assert "--canary REF=PERCENT" in shown and "--shadow REF" in shown and "--sticky-header NAME" in shown
+
+
+@pytest.mark.integration
+def test_a_pod_run_as_the_manifest_says_serves_both_versions(blooms, engine, tmp_path, iris):
+    """The init container copies the canary's bundle out of its image into the shared folder (an emptyDir:
+    world-writable, as Kubernetes makes it), then the server, from the stable version's image, serves both."""
+    registry, docker, base = engine
+    store, stable, canary, _ = blooms
+    images = {}
+    for role, bundle in (("prod", stable), ("canary", canary)):
+        tar = nd.export_image(bundle, tmp_path / f"{role}.tar", name=f"models/blooms:{role}", base=base)
+        docker.docker("load", "-i", str(tar))
+        images[role] = f"models/blooms:{role}"
+    (deployment, *_) = nd.kubernetes_manifests(
+        stable,
+        images["prod"],
+        store=store,
+        port=free_port(),
+        canary=[f"{canary.ref}=50"],
+        sticky_header="X-User",
+        version_images={canary.ref: images["canary"]},
+    )
+    versions = tmp_path / "versions"
+    versions.mkdir(mode=0o1777)
+    versions.chmod(0o1777)
+    (copy,) = pod_spec(deployment)["initContainers"]
+    security = copy["securityContext"]
+    docker.docker(
+        "run", "--rm", "--user", f"{security['runAsUser']}:{security['runAsGroup']}", "--read-only",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "-v", f"{versions}:{copy['volumeMounts'][0]['mountPath']}",
+        "--entrypoint", copy["command"][0], copy["image"], *copy["command"][1:],
+    )  # fmt: skip
+    assert (versions / canary.version / "bundle.json").is_file()
+    (server,) = containers(deployment)
+    name = run_as_the_pod_would(docker, images["prod"], deployment, {}, {"versions": versions})
+    try:
+        docker.wait_until_answers(name, probe_url(server, "readinessProbe"))
+        base_url = probe_url(server, "livenessProbe").removesuffix("/healthz")
+        rows = iris[0][50:52].tolist()
+        expected = {stable.ref: stable.predict(rows).tolist(), canary.ref: canary.predict(rows).tolist()}
+        reached: dict[str, set[str]] = {}
+        for user in range(30):
+            answer = requests.post(
+                f"{base_url}/predict", json={"instances": rows}, headers={"X-User": f"user-{user}"}, timeout=30
+            )
+            version = answer.headers[VERSION_HEADER]
+            assert answer.json() == {"predictions": expected[version]}
+            reached.setdefault(f"user-{user}", set()).add(version)
+        assert set().union(*reached.values()) == {stable.ref, canary.ref}
+    finally:
+        docker.docker("rm", "-f", name, check=False)

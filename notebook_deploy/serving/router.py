@@ -137,6 +137,22 @@ class Deployment:
             tuple(refs) if follow else (),
         )
 
+    @classmethod
+    def around(
+        cls,
+        stable: Bundle,
+        canary: Sequence[str],
+        shadow: Sequence[str],
+        sticky_header: str | None,
+        *,
+        load: Callable[[str], Bundle],
+    ) -> Deployment:
+        """The versions of one model around ``stable``, a bundle loaded already: what ``k8s`` and ``ray`` deploy
+        (one REF, given as a path or a Bundle there), parsed as ``parse`` does."""
+        return cls.parse(
+            [stable.ref], canary, shadow, sticky_header, load=lambda ref: stable if ref == stable.ref else load(ref)
+        )
+
     def versions_of(self, name: str) -> list[Bundle]:
         """The stable version of ``name`` and its canaries, in that order."""
         return [b for b in self.stable if b.name == name] + [b for b, _ in self.canary if b.name == name]

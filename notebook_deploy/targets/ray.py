@@ -276,13 +276,7 @@ def deploy(
     if unsupported:
         raise ServeError(f"{unsupported[0]} does not apply on Ray Serve: use {NOT_ON_RAY[unsupported[0]]}")
     bundle = load(ref, store)
-    versions = Deployment.parse(
-        [bundle.ref],
-        canary,
-        shadow,
-        sticky_header,
-        load=lambda given: bundle if given == bundle.ref else load(given, store),
-    )
+    versions = Deployment.around(bundle, canary, shadow, sticky_header, load=lambda given: load(given, store))
     settings = ServeSettings().with_options(**serve_options)
     # Checked here, against this user's trust store; the replicas check the archive against the keys
     # that signed it, passed in their settings (they have no trust store of their own).
