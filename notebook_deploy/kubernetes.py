@@ -13,6 +13,11 @@ profile; ``/tmp`` is an emptyDir, where the metrics of several workers and the a
 API keys come from an existing Secret holding the key file under ``keys.json``, mounted as a volume (not
 a subPath), so that ``keys revoke`` reaches running pods without a restart: the kubelet updates the file
 and the server re-reads it when it changes.
+
+With ``serve``'s canary, shadow and sticky options the one container serves every version: the image
+carries the stable version (at ``/opt/bundle``, as ``push`` builds it), and each canary and shadow comes
+from its own image, whose bundle an init container copies into an emptyDir (``/opt/versions``) before the
+server starts with ``--canary /opt/versions/VERSION=PERCENT ...`` after the image's command.
 """
 
 from __future__ import annotations

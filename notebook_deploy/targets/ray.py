@@ -13,6 +13,10 @@ adaptive batching) in each replica, and its proxy routes ``ROUTE_PREFIX/...`` to
 replica once its lifespan has started, which does not wait for the stored sample: each replica's
 ``/readyz`` (503 until its model has answered the sample) says when it has.
 
+With canaries or shadows (``deploy(ref, canary=["churn:3f2a=10"], shadow=[...], sticky_header=...)``) the
+application has one deployment of ``VersionReplica`` per version behind a ``VersionIngress``, which splits
+requests with the local server's own decision (``serving.split``).
+
 ``ray`` is imported inside the functions, so importing this module does not import Ray.
 """
 
