@@ -69,6 +69,29 @@ def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _version_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``serve``'s --canary, --shadow and --sticky-header, declared once for every command that serves several
+    versions of a model (``serve``, ``k8s``, ``ray``); ``serving.router.Deployment.parse`` reads them."""
+    command = click.option(
+        "--sticky-header",
+        metavar="NAME",
+        help="Requests with the same value of this header always reach the same version (with --canary).",
+    )(command)
+    command = click.option(
+        "--shadow",
+        multiple=True,
+        metavar="REF",
+        help="Send REF a copy of every inference request of its model; its answers are recorded, never returned "
+        "(repeatable).",
+    )(command)
+    return click.option(
+        "--canary",
+        multiple=True,
+        metavar="REF=PERCENT",
+        help="Send PERCENT of the inference requests of REF's model to REF, a version of a model served (repeatable).",
+    )(command)
+
+
 def _whole(bound: float | None) -> int | None:
     return None if bound is None else int(bound)
 
@@ -207,24 +230,7 @@ In a container, options also come from the environment ([env var: ...] above), e
 {REF_HELP}"""
 )
 @click.argument("refs", metavar="REF...", nargs=-1, required=True)
-@click.option(
-    "--canary",
-    multiple=True,
-    metavar="REF=PERCENT",
-    help="Send PERCENT of the inference requests of REF's model to REF, a version of a model served (repeatable).",
-)
-@click.option(
-    "--shadow",
-    multiple=True,
-    metavar="REF",
-    help="Send REF a copy of every inference request of its model; its answers are recorded, never returned "
-    "(repeatable).",
-)
-@click.option(
-    "--sticky-header",
-    metavar="NAME",
-    help="Requests with the same value of this header always reach the same version (with --canary).",
-)
+@_version_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -290,8 +296,6 @@ def serve(
     except SettingError as error:
         hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
         raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
-    if sticky_header and not deployment.canary:
-        raise click.UsageError("--sticky-header keeps callers on one version: it needs --canary")
     if not deployment.canary and any(
         options.get(o) is not None for o in ("rollback_error_rate", "rollback_latency_ratio")
     ):
@@ -836,6 +840,9 @@ Examples:
   notebook-deploy k8s iris --image registry.example.com/iris:v1 --replicas 3 --cpu 1 --memory 1Gi \\
       --api-keys-secret iris-keys --set workers=2 -o k8s/        then: kubectl apply -f k8s/
   notebook-deploy k8s iris --image registry.example.com/iris:v1 --kserve
+  notebook-deploy k8s churn:prod --image registry.example.com/churn:prod --canary churn:3f2a=10 \
+      --version-image churn:3f2a=registry.example.com/churn:3f2a --sticky-header X-User
+                                     one Deployment whose server serves both versions
 Writes a Deployment (probes on /healthz and /readyz, non-root, read-only root filesystem), a Service
 on port 80 and a HorizontalPodAutoscaler on CPU; with --kserve, one KServe InferenceService instead.
 IMAGE is the bundle's image, from 'notebook-deploy push'. --api-keys-secret names an existing Secret
@@ -868,6 +875,15 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 )
 @click.option("--api-keys-secret", help="A Secret holding the API key file as keys.json; keys are then required.")
 @click.option("--kserve", is_flag=True, help="Write a KServe InferenceService (Open Inference Protocol) instead.")
+@_version_options
+@click.option(
+    "--version-image",
+    "version_images",
+    multiple=True,
+    metavar="REF=IMAGE",
+    help="The image of a --canary or --shadow REF (from 'notebook-deploy push'), whose bundle is copied into "
+    "the pod (repeatable).",
+)
 @click.option(
     "--set",
     "settings",
@@ -883,11 +899,28 @@ whose keys.json is a key file ('notebook-deploy keys'); it is mounted and keys a
 )
 @click.pass_obj
 @_errors_as_messages
-def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: Path | None, **options: Any) -> None:
+def k8s(
+    store: Store,
+    ref: str,
+    image: str,
+    settings: tuple[str, ...],
+    version_images: tuple[str, ...],
+    output: Path | None,
+    **options: Any,
+) -> None:
     """Write Kubernetes manifests that serve a bundle's image."""
     from .errors import KubernetesError
     from .kubernetes import kubernetes_manifests, manifests_yaml, write_manifests
 
+    images: dict[str, str] = {}
+    for given in version_images:
+        version, equals, carrier = given.partition("=")
+        if not equals or not version or not carrier:
+            raise click.BadParameter(
+                f"{given!r} is not REF=IMAGE (e.g. churn:3f2a=registry.example.com/churn:3f2a)",
+                param_hint="'--version-image'",
+            )
+        images[version] = carrier
     serve_options: dict[str, str] = {}
     for setting in settings:
         option, equals, value = setting.partition("=")
@@ -903,7 +936,7 @@ def k8s(store: Store, ref: str, image: str, settings: tuple[str, ...], output: P
     # the server options reach kubernetes_manifests' **serve_options as the strings given
     arguments: dict[str, Any] = {**options, **serve_options}
     try:
-        manifests = kubernetes_manifests(ref, image, store=store, **arguments)
+        manifests = kubernetes_manifests(ref, image, store=store, version_images=images, **arguments)
     except KubernetesError as error:
         flags = {p.name: max(p.opts, key=len) for p in click.get_current_context().command.params}
         hint = flags.get(error.option) or f"--set {error.option.replace('_', '-')}"
@@ -924,6 +957,8 @@ Examples:
   notebook-deploy ray iris --address ray://head:10001 --replicas 2 --num-cpus 0.5
   notebook-deploy ray iris --autoscale 1:4                    1 to 4 replicas, by requests in flight
   notebook-deploy ray iris --delete                           remove the application again
+  notebook-deploy ray churn:prod --canary churn:3f2a=10 --sticky-header X-User --shadow churn:9b1c
+                                  one application: a deployment per version behind an ingress
 Runs the bundle as a Ray Serve application named after it (--name), served by Ray Serve's proxy
 under /NAME with the API of 'notebook-deploy serve' (http://127.0.0.1:8000/iris/predict ...).
 The application outlives this command: the bundle travels inside its config, so replicas that
@@ -960,11 +995,15 @@ Python: notebook_deploy.targets.ray.deploy("iris", num_replicas=2).
 )
 @click.option("--pip-from-lock", is_flag=True, help="Install the bundle's pinned requirements in the replicas.")
 @click.option("--delete", is_flag=True, help="Remove the application named --name (or REF's name) instead.")
+@_version_options
 @click.pass_obj
 @_errors_as_messages
 def ray_command(
     store: Store,
     ref: str,
+    canary: tuple[str, ...],
+    shadow: tuple[str, ...],
+    sticky_header: str | None,
     address: str,
     name: str | None,
     route_prefix: str | None,
@@ -1004,6 +1043,9 @@ def ray_command(
         pip_from_lock=pip_from_lock,
         http_port=http_port,
         store=store,
+        canary=canary,
+        shadow=shadow,
+        sticky_header=sticky_header,
     )
     click.echo(str(deployment))
 

@@ -13,6 +13,11 @@ profile; ``/tmp`` is an emptyDir, where the metrics of several workers and the a
 API keys come from an existing Secret holding the key file under ``keys.json``, mounted as a volume (not
 a subPath), so that ``keys revoke`` reaches running pods without a restart: the kubelet updates the file
 and the server re-reads it when it changes.
+
+With ``serve``'s canary, shadow and sticky options the one container serves every version: the image
+carries the stable version (at ``/opt/bundle``, as ``push`` builds it), and each canary and shadow comes
+from its own image, whose bundle an init container copies into an emptyDir (``/opt/versions``) before the
+server starts with ``--canary /opt/versions/VERSION=PERCENT ...`` after the image's command.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .bundle import Bundle
-from .errors import KubernetesError, SettingError
+from .errors import KubernetesError, NotebookDeployError, SettingError
+from .image.build import BUNDLE_DIR, image_settings
+from .serving.router import Deployment
 from .serving.settings import OPTIONS, environment
 from .store import Store
 
@@ -34,6 +42,7 @@ KEYS_DIRECTORY = "/etc/notebook-deploy/keys"
 KEYS_FILE = "keys.json"  # the key of the Secret, and the file name the server reads
 SCRATCH = "/tmp"  # the container's only writable folder (an emptyDir)
 DRAIN_SECONDS = 5  # before SIGTERM: Services stop sending new requests to a terminating pod meanwhile
+VERSIONS_DIRECTORY = "/opt/versions"  # an emptyDir: the canaries' and shadows' bundles, copied from their images
 KSERVE_CONTAINER = "kserve-container"  # the container name KServe expects in a custom predictor
 _QUANTITY = re.compile(r"(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # RFC 1035: Service and InferenceService names
@@ -59,6 +68,10 @@ def kubernetes_manifests(
     api_keys_secret: str | None = None,
     kserve: bool = False,
     store: Store | str | os.PathLike[str] | None = None,
+    canary: Sequence[str] = (),
+    shadow: Sequence[str] = (),
+    sticky_header: str | None = None,
+    version_images: Mapping[str, str] | None = None,
     **serve_options: Any,
 ) -> list[dict[str, Any]]:
     """The manifests that serve the bundle ``ref`` from ``image`` (built by ``push`` or ``build_image``):
@@ -71,10 +84,18 @@ def kubernetes_manifests(
     serve the model on ``cuda`` unless ``device`` is set otherwise. ``api_keys_secret`` names an existing Secret whose ``keys.json`` is a key file
     (``notebook-deploy keys``): it is mounted and keys are required. ``serve_options`` are options of
     ``notebook-deploy serve`` passed as environment variables, e.g. ``workers=2``, ``max_batch_size=32``.
-    Raises ``KubernetesError`` naming the option that is wrong."""
+
+    ``canary`` (``["churn:3f2a=10"]``), ``shadow`` (``["churn:9b1c"]``) and ``sticky_header`` are ``serve``'s
+    options: then the one container serves every version, and ``version_images`` gives the image of each
+    canary and shadow (REF -> image, each pushed like ``image``), whose bundle an init container copies
+    into the pod (see the module's docstring). Raises ``KubernetesError`` naming the option that is wrong."""
     from .api import load
 
     bundle = load(ref, store)
+    try:
+        versions = Deployment.around(bundle, canary, shadow, sticky_header, load=lambda given: load(given, store))
+    except SettingError as error:
+        raise KubernetesError(error.option, error.reason) from None
     name = _checked_name(name, bundle)
     _check_options(
         image,
@@ -106,7 +127,22 @@ def kubernetes_manifests(
             **({"nvidia.com/gpu": str(gpus)} if gpus else {}),  # extended resources are limits only
         },
     }
+    images: dict[str, str] = {}
+    for given, carrier in (version_images or {}).items():
+        try:
+            images[load(given, store).version] = carrier
+        except NotebookDeployError as error:
+            raise KubernetesError("version_images", f"{given} does not load: {error}") from None
+    others = _other_versions(versions, images)
+    if others and grpc_port is not None:
+        raise KubernetesError("grpc_port", "gRPC serves one model: leave it off when serving several versions")
     if kserve:
+        if others:
+            raise KubernetesError(
+                "kserve",
+                "KServe splits traffic itself: give the InferenceService canaryTrafficPercent, or leave --kserve "
+                "off for one Deployment that serves every version",
+            )
         if grpc_port is not None:
             raise KubernetesError(
                 "grpc_port", "a KServe predictor exposes one port: leave gRPC out, or use the Deployment (kserve off)"
@@ -146,13 +182,66 @@ def kubernetes_manifests(
     container["lifecycle"] = {
         "preStop": {"exec": {"command": ["python3", "-c", f"import time; time.sleep({DRAIN_SECONDS})"]}}
     }
+    copies = []
+    if others:
+        container["args"] = _version_arguments(versions)
+        container["volumeMounts"].append({"name": "versions", "mountPath": VERSIONS_DIRECTORY, "readOnly": True})
+        copies = [_copy_container(index, other, image_of) for index, (other, image_of) in enumerate(others, 1)]
     return _plain(
         [
-            _deployment(metadata, container, replicas, api_keys_secret),
+            _deployment(metadata, container, replicas, api_keys_secret, copies),
             _service(metadata, ports),
             _autoscaler(metadata, min_replicas, max_replicas, target_cpu_utilization),
         ]
     )
+
+
+def _other_versions(versions: Deployment, by_version: Mapping[str, str]) -> list[tuple[Bundle, str]]:
+    """Each canary and shadow with the image that carries it (``by_version``: version -> image); a
+    ``KubernetesError`` names one without."""
+    found = []
+    for other in [*(bundle for bundle, _ in versions.canary), *versions.shadow]:
+        image = by_version.get(other.version)
+        if image is None:
+            raise KubernetesError(
+                "version_images",
+                f"no image given for {other.ref}: pass {other.ref}=IMAGE, its image from 'notebook-deploy push'",
+            )
+        _check_image(image, "version_images")
+        found.append((other, image))
+    return found
+
+
+def _version_arguments(versions: Deployment) -> list[str]:
+    """The ``serve`` arguments, after the image's own command (which serves the stable version), that add
+    the canaries and shadows from the folders their init containers fill, and the sticky header."""
+    found: list[str] = []
+    for bundle, percent in versions.canary:
+        found += ["--canary", f"{VERSIONS_DIRECTORY}/{bundle.version}={percent:g}"]
+    for bundle in versions.shadow:
+        found += ["--shadow", f"{VERSIONS_DIRECTORY}/{bundle.version}"]
+    if versions.sticky_header:
+        found += ["--sticky-header", versions.sticky_header]
+    return found
+
+
+def _copy_container(index: int, bundle: Bundle, image: str) -> dict[str, Any]:
+    """An init container of ``bundle``'s image that copies the bundle it carries into the pod's versions
+    folder, with the image's own Python (every image this writes has it), as the server's user."""
+    return {
+        "name": f"bundle-{index}",
+        "image": image,
+        "command": [
+            "python3",
+            "-c",
+            "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])",
+            BUNDLE_DIR,
+            f"{VERSIONS_DIRECTORY}/{bundle.version}",
+        ],
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": _security(_image_user(bundle)),
+        "volumeMounts": [{"name": "versions", "mountPath": VERSIONS_DIRECTORY}],
+    }
 
 
 def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
@@ -195,6 +284,11 @@ def _checked_name(name: str | None, bundle: Bundle) -> str:
     return name
 
 
+def _check_image(image: str, option: str) -> None:
+    if not image or any(c.isspace() for c in image):
+        raise KubernetesError(option, f"{image!r} is not an image reference (like registry.example.com/iris:1)")
+
+
 def _check_options(
     image: str,
     namespace: str | None,
@@ -206,8 +300,7 @@ def _check_options(
     api_keys_secret: str | None,
     **quantities: str | None,
 ) -> None:
-    if not image or any(c.isspace() for c in image):
-        raise KubernetesError("image", f"{image!r} is not an image reference (like registry.example.com/iris:1)")
+    _check_image(image, "image")
     if namespace is not None and (not _DNS_SUBDOMAIN.fullmatch(namespace) or "." in namespace or len(namespace) > 63):
         raise KubernetesError(
             "namespace", f"{namespace!r} is not a namespace name: at most 63 lower case letters, digits and '-'"
@@ -293,18 +386,13 @@ def _container(
     """The server's container: the image's command, options as variables, probes on the health routes
     (at ``probe_port``, a number or a port's name), a non-root read-only root filesystem, /tmp (and the
     key file) mounted."""
-    from .image.build import image_settings
-
-    image_config = image_settings(bundle)
-    assert image_config.user is not None  # image_settings always names the (numeric) user
-    user = int(image_config.user)
     mounts: list[dict[str, str | bool]] = [{"name": "tmp", "mountPath": SCRATCH}]
     if keys_mounted:
         mounts.append({"name": "api-keys", "mountPath": KEYS_DIRECTORY, "readOnly": True})
     return {
         "name": container_name,
         "image": image,
-        "command": image_config.entrypoint,
+        "command": image_settings(bundle).entrypoint,
         "env": environment,
         "ports": [
             {"name": port_name, "containerPort": number, "protocol": "TCP"} for port_name, number in ports.items()
@@ -312,16 +400,28 @@ def _container(
         "resources": resources,
         "livenessProbe": _probe("/healthz", probe_port, period=10, failures=3),
         "readinessProbe": _probe("/readyz", probe_port, period=5, failures=2),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": user,
-            "runAsGroup": user,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security(_image_user(bundle)),
         "volumeMounts": mounts,
+    }
+
+
+def _image_user(bundle: Bundle) -> int:
+    """The numeric user the bundle's image runs as."""
+    user = image_settings(bundle).user
+    assert user is not None  # image_settings always names the (numeric) user
+    return int(user)
+
+
+def _security(user: int) -> dict[str, Any]:
+    """A container's security: ``user``, non-root, read-only root filesystem, no capabilities, seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": user,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -342,7 +442,11 @@ def _volumes(api_keys_secret: str | None) -> list[dict[str, Any]]:
 
 
 def _deployment(
-    metadata: dict[str, Any], container: dict[str, Any], replicas: int, api_keys_secret: str | None
+    metadata: dict[str, Any],
+    container: dict[str, Any],
+    replicas: int,
+    api_keys_secret: str | None,
+    copies: list[dict[str, Any]],
 ) -> dict[str, Any]:
     name = metadata["name"]
     return {
@@ -359,8 +463,9 @@ def _deployment(
                     "automountServiceAccountToken": False,  # the server never calls the Kubernetes API
                     # the drain before SIGTERM, the server's own drain of requests in flight, and a margin
                     "terminationGracePeriodSeconds": DRAIN_SECONDS + int(OPTIONS["graceful_timeout"].default) + 5,
+                    **({"initContainers": copies} if copies else {}),
                     "containers": [container],
-                    "volumes": _volumes(api_keys_secret),
+                    "volumes": _volumes(api_keys_secret) + ([{"name": "versions", "emptyDir": {}}] if copies else []),
                 },
             },
         },

@@ -179,6 +179,16 @@ CHECKS: dict[str, Callable[[Sandbox, str], object]] = {
     "notebook-deploy k8s churn --image registry.example.com/models/churn:1 --kserve": lambda sb, out: (
         _yaml_kinds(out) == ["InferenceService"]
     ),
+    "notebook-deploy k8s churn:9b1c --image registry.example.com/models/churn:1 --canary churn:3f2a=10 "
+    "--version-image churn:3f2a=registry.example.com/models/churn:3f2a --sticky-header X-User": lambda sb, out: (
+        [
+            c["args"]
+            for d in yaml.safe_load_all(out)
+            if d["kind"] == "Deployment"
+            for c in d["spec"]["template"]["spec"]["containers"]
+        ]
+        == [["--canary", f"/opt/versions/{sb.versions['old']}=10", "--sticky-header", "X-User"]]
+    ),
     "notebook-deploy k8s churn --image registry.example.com/models/churn:1 -o k8s": lambda sb, out: (
         len(list((sb.work / "k8s").glob("churn-*.yaml"))) == 3
     ),

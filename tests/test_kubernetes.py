@@ -447,10 +447,13 @@ def forest_image(engine, forest_bundle, tmp_path_factory):
     return docker, "models/forest:k8s"
 
 
-def run_as_the_pod_would(docker, image: str, manifest: dict[str, Any], secrets: dict[str, Path]) -> str:
+def run_as_the_pod_would(
+    docker, image: str, manifest: dict[str, Any], secrets: dict[str, Path], shared: dict[str, Path] | None = None
+) -> str:
     """Run the manifest's container under Docker with its command, environment, port, user and security
     settings (read-only root, no capabilities, no privilege escalation, the default seccomp profile); an
-    emptyDir becomes a tmpfs, a Secret volume the folder ``secrets`` gives for it. Returns the name."""
+    emptyDir becomes a tmpfs, or the folder ``shared`` gives for it (one its init containers filled), a
+    Secret volume the folder ``secrets`` gives for it. Returns the name."""
     (container,) = containers(manifest)
     volumes = {volume["name"]: volume for volume in pod_spec(manifest)["volumes"]}
     security = container["securityContext"]
@@ -474,7 +477,10 @@ def run_as_the_pod_would(docker, image: str, manifest: dict[str, Any], secrets: 
         arguments.append("--read-only")
     for mount in container["volumeMounts"]:
         volume = volumes[mount["name"]]
-        if "emptyDir" in volume:
+        if "emptyDir" in volume and mount["name"] in (shared or {}):
+            mode = "ro" if mount.get("readOnly") else "rw"
+            arguments += ["-v", f"{(shared or {})[mount['name']]}:{mount['mountPath']}:{mode}"]
+        elif "emptyDir" in volume:
             arguments += ["--tmpfs", f"{mount['mountPath']}:mode=1777"]
         else:
             arguments += ["-v", f"{secrets[volume['secret']['secretName']]}:{mount['mountPath']}:ro"]

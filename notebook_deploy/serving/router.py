@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import random
@@ -46,6 +45,7 @@ from .protocols import oip, tfserving
 from .rollback import Rollback
 from .served import DETAIL, ErrorShape
 from .settings import ServeSettings
+from .split import Split, point
 
 log = logging.getLogger("notebook_deploy.serving")
 
@@ -66,7 +66,8 @@ class Deployment:
     """What one server serves: one stable version per model name, canaries (bundle, percent of that model's
     inference requests), shadows, the header whose value keeps a caller on one version, and the references
     (``churn:prod``, one per stable version) whose tags the server follows. Checked when made: a
-    ``SettingError`` names the option (``canary``, ``shadow``, ``refs``, ``follow``) that is wrong."""
+    ``SettingError`` names the option (``canary``, ``shadow``, ``sticky_header``, ``refs``, ``follow``) that is
+    wrong."""
 
     stable: tuple[Bundle, ...]
     canary: tuple[tuple[Bundle, float], ...] = ()
@@ -99,6 +100,8 @@ class Deployment:
             total = sum(percent for bundle, percent in self.canary if bundle.name == name)
             if total > 100:
                 raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
+        if self.sticky_header and not self.canary:
+            raise SettingError("sticky_header", "keeps callers on one version: it needs --canary")
         if self.follow:
             check_followable(self.stable, self.follow)
 
@@ -132,6 +135,22 @@ class Deployment:
             tuple(_load(load, ref, SHADOW) for ref in shadow),
             sticky_header or None,
             tuple(refs) if follow else (),
+        )
+
+    @classmethod
+    def around(
+        cls,
+        stable: Bundle,
+        canary: Sequence[str],
+        shadow: Sequence[str],
+        sticky_header: str | None,
+        *,
+        load: Callable[[str], Bundle],
+    ) -> Deployment:
+        """The versions of one model around ``stable``, a bundle loaded already: what ``k8s`` and ``ray`` deploy
+        (one REF, given as a path or a Bundle there), parsed as ``parse`` does."""
+        return cls.parse(
+            [stable.ref], canary, shadow, sticky_header, load=lambda ref: stable if ref == stable.ref else load(ref)
         )
 
     def versions_of(self, name: str) -> list[Bundle]:
@@ -214,9 +233,7 @@ class _Group:
         """The versions that answer, and the upper bound of each one's share of 0..100 (the stable
         version's is what canaries leave)."""
         self.versions = [self.stable, *(version for version, _ in self.canaries)]
-        self.bounds = [100.0 - sum(percent for _, percent in self.canaries)]
-        for _, percent in self.canaries:
-            self.bounds.append(self.bounds[-1] + percent)
+        self.split = Split([percent for _, percent in self.canaries])
 
     def replace_stable(self, new: _Version) -> None:
         """Give the stable version's share to ``new``."""
@@ -230,10 +247,7 @@ class _Group:
 
     def pick(self, point: float) -> _Version:
         """The version whose share holds ``point`` (0 <= point < 100)."""
-        for version, bound in zip(self.versions, self.bounds):
-            if point < bound:
-                return version
-        return self.stable
+        return self.versions[self.split.pick(point)]
 
     def pinned(self, version: str) -> _Version | None:
         return next((v for v in [*self.versions, *self.shadows] if v.bundle.version == version), None)
@@ -343,12 +357,8 @@ class VersionRouter:
 
     def _point(self, scope: Scope) -> float:
         """A point on 0..100: from the sticky header's value when the request has it, else at random."""
-        if self.sticky is not None:
-            for name, value in scope["headers"]:
-                if name == self.sticky:
-                    digest = hashlib.sha256(value).digest()
-                    return int.from_bytes(digest[:8], "big") / 2**64 * 100
-        return self.random.random() * 100
+        value = next((value for name, value in scope["headers"] if name == self.sticky), None)
+        return point(value, self.random)
 
     def _copy(self, shadow: _Version, scope: Scope, body: bytes) -> None:
         """Send a copy of the request to ``shadow`` in the background, unless too many are under way."""
@@ -555,17 +565,24 @@ _INTERNAL: Scope = {"type": "http", "http_version": "1.1", "scheme": "http", "ro
 async def _get(version: _Version, scope: Scope, path: str) -> tuple[int, bytes]:
     """GET ``path`` of one version's app with the headers of ``scope``: the status and body of its answer."""
     asked = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"", "method": "GET"}
-    status, body = 500, b""
+    status, _, body = await answer(version.app, asked, b"")
+    return status, body
+
+
+async def answer(app: ASGIApp, scope: Scope, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Run one request (``scope`` and its whole ``body``) through ``app``: the status, headers and body of
+    its answer, gathered (a version behind a Ray Serve ingress answers this way)."""
+    status, headers, content = 500, [], b""
 
     async def sink(message: Message) -> None:
-        nonlocal status, body
+        nonlocal status, headers, content
         if message["type"] == "http.response.start":
-            status = message["status"]
+            status, headers = message["status"], list(message.get("headers", []))
         elif message["type"] == "http.response.body":
-            body += message.get("body", b"")
+            content += message.get("body", b"")
 
-    await version.app(asked, _replay(b"", _never), sink)
-    return status, body
+    await app(scope, _replay(body, _never), sink)
+    return status, headers, content
 
 
 def merge_expositions(texts: Iterable[str]) -> bytes:

@@ -13,15 +13,24 @@ adaptive batching) in each replica, and its proxy routes ``ROUTE_PREFIX/...`` to
 replica once its lifespan has started, which does not wait for the stored sample: each replica's
 ``/readyz`` (503 until its model has answered the sample) says when it has.
 
+With canaries or shadows (``deploy(ref, canary=["churn:3f2a=10"], shadow=[...], sticky_header=...)``) the
+application has one deployment of ``VersionReplica`` per version behind a ``VersionIngress``, which splits
+requests with the local server's own decision (``serving.split``).
+
 ``ray`` is imported inside the functions, so importing this module does not import Ray.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
+import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +41,16 @@ from ..bundle import Bundle
 from ..errors import ServeError
 from ..provenance import signer_keys
 from ..serving.client import BundleClient
+from ..serving.router import Deployment
 from ..serving.settings import ServeSettings
 from ..store import Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+log = logging.getLogger("notebook_deploy.serving")
 
 # autoscaling=True: between one and four replicas, adding one when replicas average over two requests.
 DEFAULT_AUTOSCALING = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}
@@ -72,6 +86,87 @@ class BundleReplica:
 
     def __del__(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+class VersionReplica(BundleReplica):
+    """One version behind a ``VersionIngress``, in each of its replicas. Not an ingress itself (Ray Serve
+    allows one per application), so it runs its app's lifespan (the predictor, the stored sample's check)
+    itself, from its constructor, which Ray Serve awaits; the lifespan ends with the replica's process."""
+
+    async def __init__(self, archive: bytes, settings_json: str) -> None:  # type: ignore[misc]
+        from ..serving.app import create_app
+
+        super().__init__(archive, settings_json)
+        self.app = create_app(self.bundle, self.settings)
+        self.running = contextlib.AsyncExitStack()
+        await self.running.enter_async_context(self.app.router.lifespan_context(self.app))
+
+    async def answer(self, scope: dict[str, Any], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Answer a request that the ingress forwards (its scope, without ``type``, and its body) through this
+        version's app: the status, headers and body."""
+        from ..serving.router import answer
+
+        return await answer(self.app, {**scope, "type": "http"}, body)
+
+
+class VersionIngress:
+    """The ingress of one model's versions on Ray Serve (``deploy(..., canary=, shadow=)``), each version a
+    deployment of ``BundleReplica``: an inference request (a POST) goes to the stable version or a canary as
+    the local server splits it (``serving.split``: the percents, the sticky header's hash), other routes to
+    the stable version; every shadow gets a copy in the background, whose answer and errors go nowhere. The
+    answer names the version that gave it in ``X-Model-Version``, as the local server's do."""
+
+    def __init__(
+        self, versions: list[Any], refs: list[str], percents: list[float], shadows: list[Any], sticky: str | None
+    ) -> None:
+        from ..serving.router import VERSION_HEADER
+        from ..serving.split import Split
+
+        self.versions, self.shadows = versions, shadows  # Ray Serve hands them over as DeploymentHandles
+        self.headers = [(VERSION_HEADER.lower().encode(), ref.encode()) for ref in refs]
+        self.split = Split(percents)
+        self.sticky = sticky.lower().encode() if sticky else None
+        self.random = random.Random()
+        self.copies: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        from ..serving.split import point
+
+        scope, body = request.scope, await request.body()
+        forwarded = {key: scope[key] for key in _FORWARDED if key in scope}
+        chosen = 0
+        if scope["method"] == "POST":
+            sticky = next((value for name, value in scope["headers"] if name == self.sticky), None)
+            chosen = self.split.pick(point(sticky, self.random))
+            for shadow in self.shadows:
+                self._copy(shadow, forwarded, body)
+        status, headers, content = await self.versions[chosen].answer.remote(forwarded, body)
+        response = Response(content, status_code=status)
+        response.raw_headers = [*headers, self.headers[chosen]]
+        return response
+
+    def _copy(self, shadow: Any, scope: dict[str, Any], body: bytes) -> None:
+        """Send a copy to ``shadow`` in the background, unless too many are under way (then it is dropped)."""
+        from ..serving.router import SHADOW_IN_FLIGHT
+
+        if len(self.copies) >= SHADOW_IN_FLIGHT:
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(shadow, scope, body))
+        self.copies.add(task)
+        task.add_done_callback(self.copies.discard)
+
+    @staticmethod
+    async def _shadow(shadow: Any, scope: dict[str, Any], body: bytes) -> None:
+        try:
+            await shadow.answer.remote(scope, body)
+        except Exception:  # noqa: BLE001 - a shadow's failure must never reach a caller; its replica logs it
+            log.debug("a copy to a shadow failed", exc_info=True)
+
+
+# What of a request's ASGI scope reaches the version's app (picklable; the ingress keeps the rest).
+_FORWARDED = ("method", "path", "raw_path", "root_path", "query_string", "headers", "http_version", "scheme")
 
 
 class RayDeployment(BundleClient):
@@ -154,6 +249,9 @@ def deploy(
     deployment_options: dict[str, Any] | None = None,
     store: Store | str | os.PathLike[str] | None = None,
     timeout: float = 300,
+    canary: Sequence[str] = (),
+    shadow: Sequence[str] = (),
+    sticky_header: str | None = None,
     **serve_options: Any,
 ) -> RayDeployment:
     """Run a bundle (a Bundle, a reference or a path) as a Ray Serve application with the same HTTP API
@@ -170,24 +268,33 @@ def deploy(
     ``runtime_env`` is the replicas' Ray runtime environment (default: the cluster's Python);
     ``pip_from_lock=True`` adds the bundle's pinned requirements (``bundle.lock()``) to its ``pip``.
     ``http_host``/``http_port`` apply when this call starts Ray Serve (default ``127.0.0.1:8000``).
-    ``serve_options`` are ``ServeSettings`` fields, as for ``serve`` (``batching=``, ``max_queue=``, ...)."""
+    ``serve_options`` are ``ServeSettings`` fields, as for ``serve`` (``batching=``, ``max_queue=``, ...).
+
+    ``canary`` (``["churn:3f2a=10"]``: REF=PERCENT), ``shadow`` (``["churn:9b1c"]``) and ``sticky_header``
+    are ``serve``'s ``--canary``, ``--shadow`` and ``--sticky-header``: then the application has one
+    deployment per version (``NAME-VERSION``, each with the replicas and options above) behind an ingress
+    deployment named ``NAME`` (``VersionIngress``) that splits the requests as the local server does."""
     from ray import serve
 
     unsupported = sorted(set(serve_options) & set(NOT_ON_RAY))
     if unsupported:
         raise ServeError(f"{unsupported[0]} does not apply on Ray Serve: use {NOT_ON_RAY[unsupported[0]]}")
     bundle = load(ref, store)
+    versions = Deployment.around(bundle, canary, shadow, sticky_header, load=lambda given: load(given, store))
     settings = ServeSettings().with_options(**serve_options)
     # Checked here, against this user's trust store; the replicas check the archive against the keys
     # that signed it, passed in their settings (they have no trust store of their own).
-    signers = signer_keys(bundle, settings.trust(), allow_unsigned=settings.allow_unsigned, action="deploy")
+    signers: dict[str, bytes] = {}
+    for each in versions.bundles():
+        signers.update(signer_keys(each, settings.trust(), allow_unsigned=settings.allow_unsigned, action="deploy"))
     settings = replace(settings, trusted_keys=tuple(pem.decode() for pem in signers.values()))
     name = name or bundle.name
     route_prefix = route_prefix or f"/{name}"
-    actor_options = dict(ray_actor_options or {})
-    environment = replica_environment(bundle, runtime_env, pip_from_lock)
-    if environment:
-        actor_options["runtime_env"] = environment
+
+    def actor_options(of: Bundle) -> dict[str, Any]:
+        environment = replica_environment(of, runtime_env, pip_from_lock)
+        return {**(ray_actor_options or {}), **({"runtime_env": environment} if environment else {})}
+
     scaling: dict[str, Any] = (
         {"autoscaling_config": DEFAULT_AUTOSCALING if autoscaling is True else autoscaling}
         if autoscaling
@@ -195,22 +302,30 @@ def deploy(
     )
     # Ray Serve's default of 5 requests at once per replica would cap the app's own batches at 5 rows.
     options = {"max_ongoing_requests": settings.max_batch_size, **scaling, **(deployment_options or {})}
-    # the decorator form: Ray types serve.deployment(cls, ...) as returning the decorator, not the Deployment
-    deployment = serve.deployment(
-        name=name,
-        ray_actor_options=actor_options,
-        **options,
-    )(serve.ingress()(BundleReplica))
+
+    def version(of: Bundle, deployment_name: str, served_by: Any) -> Any:
+        # the decorator form: Ray types serve.deployment(cls, ...) as returning the decorator, not the Deployment
+        made = serve.deployment(name=deployment_name, ray_actor_options=actor_options(of), **options)(served_by)
+        return made.bind(_archive_bytes(of), settings.to_json())
+
+    if versions.single is not None:
+        application = version(bundle, name, serve.ingress()(BundleReplica))
+    else:
+        answering = versions.versions_of(bundle.name)
+        application = serve.deployment(name=name, ray_actor_options=actor_options(bundle), **options)(
+            VersionIngress
+        ).bind(
+            [version(b, f"{name}-{b.version}", VersionReplica) for b in answering],
+            [b.ref for b in answering],
+            [percent for _, percent in versions.canary],
+            [version(b, f"{name}-{b.version}", VersionReplica) for b in versions.shadow],
+            versions.sticky_header,
+        )
     connect(address)
     http_options = {key: value for key, value in (("host", http_host), ("port", http_port)) if value is not None}
     serve.start(http_options=http_options)
     serve.run_many(
-        [
-            serve.RunTarget(
-                deployment.bind(_archive_bytes(bundle), settings.to_json()), name=name, route_prefix=route_prefix
-            )
-        ],
-        wait_for_applications_running=False,
+        [serve.RunTarget(application, name=name, route_prefix=route_prefix)], wait_for_applications_running=False
     )
     _wait_until_running(name, bundle, timeout)
     return RayDeployment(bundle, name, _application_url(route_prefix, address), route_prefix)
