@@ -214,8 +214,7 @@ def _load_pipeline(folder: str, descriptor: dict[str, Any]) -> Any:
     return pipeline(
         descriptor["task"],
         model=folder,
-        trust_remote_code=False,
-        local_files_only=True,
+        trust_remote_code=False,  # the folder exists, so nothing is looked up on the hub
         device="cpu",  # as a pickled model loads; serving places it (devices.py)
         dtype=descriptor.get("dtype", "float32"),
         model_kwargs={"use_safetensors": True},

@@ -163,14 +163,15 @@ def _store_model(
     kind = pretrained.library_format(model)
     stored = pretrained.save(model, kind, staged) if kind is not None else None
     if stored is not None:
-        state = _package_state(staged / pretrained.DESCRIPTOR, pickled, trial)
-        if state.reproduced:
+        try:
+            state = _package_state(staged / pretrained.DESCRIPTOR, pickled, trial)
+            failure = "did not answer the sample as it does here (an attribute its save does not keep was changed?)"
+        except CaptureError as error:
+            state, failure = None, f"failed: {error}"
+        if state is not None and state.reproduced:
             return {"format": kind, "pretrained": stored}, state
         pretrained.remove(staged)
-        warnings.append(
-            f"stored as a pickle: the model saved in its library's format ({kind}) and loaded again did not "
-            "answer the sample as it does here (an attribute its save does not keep was changed?)"
-        )
+        warnings.append(f"stored as a pickle: the model saved in its library's format ({kind}) and loaded again {failure}")
     write_file(staged / MODEL_FILE, pickled.data)
     if pickled.weights.tensors:
         pickled.weights.write(staged / WEIGHTS_FILE)
