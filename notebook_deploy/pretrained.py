@@ -134,10 +134,12 @@ def save(model: Any, kind: str, directory: Path) -> dict[str, Any] | None:
             return None
         if any((directory / name).exists() for name in files.values()):
             return None
-        for path, (relative, name) in zip(saved, files.items()):
+        for path, name in zip(saved, files.values()):
             os.replace(path, directory / name)
+            _sync(directory / name)  # on disk before the store renames the bundle into place, as bundle.write_file
     descriptor["files"] = files
     (directory / DESCRIPTOR).write_text(json.dumps(descriptor, indent=2, sort_keys=True) + "\n")
+    _sync(directory / DESCRIPTOR)
     summary = {k: v for k, v in descriptor.items() if k not in ("files", "arguments", "format")}
     return {
         "file": DESCRIPTOR,
@@ -145,6 +147,14 @@ def save(model: Any, kind: str, directory: Path) -> dict[str, Any] | None:
         "files": len(files),
         "bytes": sum((directory / name).stat().st_size for name in files.values()),
     }
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def remove(directory: Path) -> None:
