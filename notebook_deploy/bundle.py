@@ -5,6 +5,8 @@ Layout::
     bundle.json        the manifest: identity, model, schema, requirements, sha256 of every file
     model.pkl          the model, serialized with cloudpickle
     weights.safetensors  its torch tensors, which model.pkl refers to (notebook_deploy.weights)
+    pretrained.json    instead of those two, for a standard transformers pipeline or sentence transformer:
+    pretrained.*       its library's own files, loaded without unpickling (notebook_deploy.pretrained)
     requirements.txt   the lock: every distribution the model needs, pinned to the captured version
     recipe.ipynb       the cells that rebuilt the model (when captured from a notebook), with
     recipe-requirements.txt  what those cells import beyond the lock, pinned, and data-* files they read
@@ -40,7 +42,7 @@ from .manifest import Manifest, RecipeSummary, ReferenceSummary, SampleInfo, Sch
 from .methods import resolve_method
 from .pickle_scan import PickleScan, check_pickle
 from .schema import Schema, schema_from_dict
-from .weights import load_model
+from .pretrained import DESCRIPTOR, load_model
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -195,16 +197,26 @@ class Bundle:
             return None
         return orjson.loads((self.path / REFERENCE_FILE).read_bytes())
 
+    @property
+    def model_file(self) -> str:
+        """The file the model loads from: ``pretrained.json`` for a model in its library's format, else model.pkl."""
+        return DESCRIPTOR if DESCRIPTOR in self.manifest["files"] else MODEL_FILE
+
     @cached_property
     def model(self) -> Any:
-        """The model object, unpickled on first use (its tensors from the weights file, where it has one)."""
-        import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
+        """The model object, loaded on first use: with its library, or unpickled (its tensors from the
+        weights file, where it has one)."""
+        if self.model_file == MODEL_FILE:
+            import cloudpickle  # noqa: F401  (pickles made by cloudpickle need it importable)
 
-        return load_model(self.path / MODEL_FILE)
+        return load_model(self.path / self.model_file)
 
     def check_pickle(self) -> PickleScan:
         """Scan model.pkl's opcodes and raise ``UnsafePickleError`` if loading it would import or call
-        something dangerous: the check before the first unpickle of a bundle that came from elsewhere."""
+        something dangerous: the check before the first unpickle of a bundle that came from elsewhere.
+        A model in its library's format has no pickle: nothing to scan (``pretrained.load`` checks its files)."""
+        if self.model_file != MODEL_FILE:
+            return PickleScan()
         return check_pickle(self.path / MODEL_FILE, self.manifest.get("pickle_scan"))
 
     def predict(self, data: Any, method: str = "predict") -> Any:

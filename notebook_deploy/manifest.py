@@ -39,12 +39,25 @@ class Weights(TypedDict):
     bytes: int
 
 
+class Pretrained(TypedDict):
+    file: str  # "pretrained.json", which maps each pretrained.* file to its path in the library's folder
+    library: str  # "transformers" or "sentence-transformers"
+    version: str  # the library's version that saved it
+    task: NotRequired[str]  # a pipeline's task ("text-classification")
+    dtype: NotRequired[str]  # a pipeline's model's dtype ("float32")
+    files: int
+    bytes: int
+
+
 class Serialization(TypedDict):
-    format: str  # "cloudpickle"
-    cloudpickle: str
-    protocol: int
-    by_value_modules: list[str]  # local modules pickled by value
+    # "cloudpickle"; "transformers-pipeline" or "sentence-transformers" for a model stored in its
+    # library's format and loaded without unpickling (notebook_deploy.pretrained)
+    format: str
+    cloudpickle: NotRequired[str]  # the pickle's fields: cloudpickle, protocol, by_value_modules, weights
+    protocol: NotRequired[int]
+    by_value_modules: NotRequired[list[str]]  # local modules pickled by value
     weights: NotRequired[Weights | None]  # the tensors the pickle refers to by persistent id; older bundles lack it
+    pretrained: NotRequired[Pretrained]  # the library's files, for the formats other than cloudpickle
 
 
 class SchemaDocument(TypedDict):
@@ -107,7 +120,7 @@ class Manifest(TypedDict):
     schema: SchemaDocument
     requirements: list[str]  # the distributions the model uses, pinned
     serialization: NotRequired[Serialization]
-    pickle_scan: NotRequired[dict[str, Any]]  # pickle_scan.PickleScan.to_manifest()
+    pickle_scan: NotRequired[dict[str, Any]]  # pickle_scan.PickleScan.to_manifest(); none without a pickle
     sample: NotRequired[SampleInfo]
     provenance: NotRequired[Source | None]
     recipe: NotRequired[RecipeSummary | None]

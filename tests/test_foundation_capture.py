@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 import notebook_deploy as nd
-from notebook_deploy.weights import WEIGHTS_FILE
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -27,7 +26,7 @@ def test_a_sentence_transformer_is_served_as_encode(store, tmp_path):
     texts = ["hello world", "the lazy dog", "bad awful"]
     bundle = nd.capture(embedder, name="embed", sample=texts, store=store)
     assert bundle.methods == ["encode"]
-    assert (bundle.path / WEIGHTS_FILE).exists()
+    assert bundle.manifest["serialization"]["format"] == "sentence-transformers"  # its own format, no pickle
     lock = _lock(bundle)
     assert lock["sentence-transformers"] == metadata.version("sentence-transformers")
     with TestClient(nd.create_app(bundle)) as client:

@@ -129,18 +129,34 @@ def test_a_foreign_persistent_id_is_refused(tmp_path):
         load_model(path)
 
 
-def test_a_transformers_pipeline_is_captured_with_safetensors_and_answers_as_in_process(store):
+@pytest.mark.parametrize("subclassed", [False, True], ids=["pretrained", "pickled"])
+def test_a_transformers_pipeline_is_captured_with_safetensors_and_answers_as_in_process(store, subclassed):
+    """A standard pipeline goes in its library's format (notebook_deploy.pretrained); a subclass of one is
+    pickled, its tensors in the weights file. Either way the weights are safetensors and stay tied."""
     pytest.importorskip("transformers")
     import tiny_models
+    from transformers import TextGenerationPipeline
+
+    class Generator(TextGenerationPipeline):
+        pass
 
     generator = tiny_models.text_generator()
+    if subclassed:
+        generator = Generator(model=generator.model, tokenizer=generator.tokenizer, device="cpu")
     prompts = ["hello world", "the quick brown"]
     expected = generator(prompts)
     bundle = nd.capture(generator, name="gen", sample=prompts, store=store)
-    assert bundle.manifest["serialization"]["weights"]["tensors"] > 10
+    serialization = bundle.manifest["serialization"]
+    if subclassed:
+        assert serialization["format"] == "cloudpickle"
+        assert serialization["weights"]["tensors"] > 10
+    else:
+        assert serialization["format"] == "transformers-pipeline"
+        assert "pretrained.model.safetensors" in bundle.manifest["files"]
     lock = {line.split("==")[0].lower() for line in bundle.lock()}
     assert {"torch", "transformers", "tokenizers", "safetensors"} <= lock
     loaded = nd.Bundle.open(bundle.path).model
+    assert type(loaded) is type(generator)
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight  # still tied
     with TestClient(nd.create_app(bundle)) as client:
         answer = client.post("/predict", json={"instances": prompts})

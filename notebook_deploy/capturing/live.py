@@ -18,7 +18,7 @@ import cloudpickle
 import nbformat
 import numpy as np
 
-from .. import audit, drift, repeats
+from .. import audit, drift, pretrained, repeats
 from ..bundle import (
     ENVIRONMENT_FILE,
     LOCK_FILE,
@@ -42,7 +42,7 @@ from . import fits
 from .columns import probe_unused_columns
 from .domains import probe_domains
 from .fetched import keep_fetched as keep_fetched_bytes
-from .packages import environment_snapshot, package_state, replay_requirements
+from .packages import PackageState, environment_snapshot, package_state, replay_requirements
 from .pickling import PROTOCOL, PickledModel, dump_model
 from .recipe import History, Recipe, build_recipe
 from .recipe import include_data as include_data_files
@@ -114,19 +114,10 @@ def capture(
         _refuse_secrets(pickled, pickle_scan, recipe, data_files)
     warnings += _pickle_warnings(pickled, pickle_scan)
     with store.staging() as staged:
-        write_file(staged / MODEL_FILE, pickled.data)
-        if pickled.weights.tensors:
-            pickled.weights.write(staged / WEIGHTS_FILE)
         write_file(staged / SAMPLE_FILE, dumps({"instances": trial.instances, "outputs": trial.outputs}))
         if reference_statistics is not None:
             write_file(staged / REFERENCE_FILE, dumps(reference_statistics))
-        state = package_state(
-            staged / MODEL_FILE,
-            trial.model_input,
-            trial.methods,
-            referenced_modules=set(pickled.referenced_modules) | {type(trial.model_input).__module__},
-            expected_outputs=trial.outputs,
-        )
+        serialization, state = _store_model(model, pickled, trial, staged, warnings)
         write_file(staged / LOCK_FILE, state.lock_text().encode())
         write_file(staged / ENVIRONMENT_FILE, dumps(environment_snapshot()))
         if recipe is not None:
@@ -144,14 +135,8 @@ def capture(
                     "batchable": _batch_consistent(trial),
                     **_torch_build(pickled.weights),
                 },
-                "serialization": {
-                    "format": "cloudpickle",
-                    "cloudpickle": cloudpickle.__version__,
-                    "protocol": PROTOCOL,
-                    "by_value_modules": list(pickled.by_value_modules),
-                    "weights": _weights_summary(pickled.weights),
-                },
-                "pickle_scan": pickle_scan.to_manifest(),
+                "serialization": serialization,
+                **({"pickle_scan": pickle_scan.to_manifest()} if serialization["format"] == "cloudpickle" else {}),
                 "schema": {"input": trial.schema.to_dict(), "outputs": trial.output_schemas},
                 "sample": {"source": trial.source, "rows": len(trial.instances)},
                 "requirements": state.direct,
@@ -167,6 +152,47 @@ def capture(
         audit.record("capture", root=store, name=bundle.name, version=bundle.version)
         sign_own_capture(bundle, audit_log=audit.default_path(store))
         return bundle
+
+
+def _store_model(
+    model: Any, pickled: PickledModel, trial: Trial, staged: Path, warnings: list[str]
+) -> tuple[dict[str, Any], PackageState]:
+    """Write the model into ``staged``: in its library's format where it has one and the probe, loading it
+    in a fresh interpreter, gets the sample's outputs back; as the pickle and its weights otherwise.
+    Return the manifest's ``serialization`` and what the probe found."""
+    kind = pretrained.library_format(model)
+    stored = pretrained.save(model, kind, staged) if kind is not None else None
+    if stored is not None:
+        try:
+            state = _package_state(staged / pretrained.DESCRIPTOR, pickled, trial)
+            failure = "did not answer the sample as it does here (an attribute its save does not keep was changed?)"
+        except CaptureError as error:
+            state, failure = None, f"failed: {error}"
+        if state is not None and state.reproduced:
+            return {"format": kind, "pretrained": stored}, state
+        pretrained.remove(staged)
+        warnings.append(f"stored as a pickle: the model saved in its library's format ({kind}) and loaded again {failure}")
+    write_file(staged / MODEL_FILE, pickled.data)
+    if pickled.weights.tensors:
+        pickled.weights.write(staged / WEIGHTS_FILE)
+    serialization = {
+        "format": "cloudpickle",
+        "cloudpickle": cloudpickle.__version__,
+        "protocol": PROTOCOL,
+        "by_value_modules": list(pickled.by_value_modules),
+        "weights": _weights_summary(pickled.weights),
+    }
+    return serialization, _package_state(staged / MODEL_FILE, pickled, trial)
+
+
+def _package_state(model_file: Path, pickled: PickledModel, trial: Trial) -> PackageState:
+    return package_state(
+        model_file,
+        trial.model_input,
+        trial.methods,
+        referenced_modules=set(pickled.referenced_modules) | {type(trial.model_input).__module__},
+        expected_outputs=trial.outputs,
+    )
 
 
 @dataclass

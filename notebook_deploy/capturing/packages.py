@@ -46,6 +46,7 @@ class PackageState:
     lock: dict[str, str] = field(default_factory=dict)  # display name → version, every needed distribution
     direct: list[str] = field(default_factory=list)  # "name==version" for the distributions the model imports
     warnings: list[str] = field(default_factory=list)
+    reproduced: bool = True  # the model, loaded in a fresh interpreter, gave the outputs it gave here
 
     def lock_text(self) -> str:
         lines = [
@@ -84,9 +85,12 @@ def package_state(
         same = False
     if not same:
         key = warm.Key(environment, (), key.referenced, key.methods)
-        modules, _ = probe(model_file, model_input, methods, [], timeout, key)
+        modules, outputs = probe(model_file, model_input, methods, [], timeout, key)
+        same = to_jsonable(outputs) == expected_outputs
     warm.keep_warm(key, sorted(modules))
-    return state_from_modules(modules, owners)
+    state = state_from_modules(modules, owners)
+    state.reproduced = same
+    return state
 
 
 _owners_cache: tuple[str, Mapping[str, list[str]]] | None = None

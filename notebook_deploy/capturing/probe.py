@@ -1,14 +1,14 @@
-"""Run as a script in a fresh interpreter: load a pickled model, call its methods on a sample, and report
+"""Run as a script in a fresh interpreter: load a stored model (a pickle, or pretrained.json), call its methods on a sample, and report
 every module that loaded and the outputs (the MLflow approach to finding what a model really needs).
 
-Usage: python -m notebook_deploy.capturing.probe MODEL_PICKLE INPUT_PICKLE METHODS_JSON BLOCKED_JSON REPORT_DIR
+Usage: python -m notebook_deploy.capturing.probe MODEL_FILE INPUT_PICKLE METHODS_JSON BLOCKED_JSON REPORT_DIR
 (as a module, not a script path: a script's folder would go first on sys.path and its neighbours, such
 as secrets.py, would shadow the standard library)
 
 BLOCKED_JSON lists top-level module names whose import must fail, so that packages a library merely
 tries to import when present (pandas from scikit-learn, for one) can be shown not to be needed.
-Only the standard library, notebook_deploy.methods and notebook_deploy.weights (which import nothing
-else) load before the first
+Only the standard library, notebook_deploy.methods, .errors, .pretrained and .weights (which import
+nothing else) load before the first
 snapshot of ``sys.modules``, so that everything loaded afterwards is the model's own doing.
 
 The warm probe server (``warm.py``) runs the same ``block`` and ``run_job`` in a child it forks, so the
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 # Imported before any blocker is installed: where notebook-deploy is an installed distribution (not on
 # PYTHONPATH) the blocked list names it too, and a later import of it would fail in every probe.
 from notebook_deploy.methods import resolve_method
-from notebook_deploy.weights import load_model
+from notebook_deploy.pretrained import load_model
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
