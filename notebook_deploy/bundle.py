@@ -41,8 +41,8 @@ from .errors import BundleIntegrityError
 from .manifest import Manifest, RecipeSummary, ReferenceSummary, SampleInfo, SchemaDocument, Source
 from .methods import resolve_method
 from .pickle_scan import PickleScan, check_pickle
-from .schema import Schema, schema_from_dict
 from .pretrained import DESCRIPTOR, load_model
+from .schema import Schema, schema_from_dict
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"

@@ -66,6 +66,8 @@ def _is_standard_pipeline(model: Any) -> bool:
     except (KeyError, ValueError):
         return False
     impl = targeted.get("impl")  # the class, or its dotted name (transformers 5)
+    if impl is None:
+        return False
     if f"{type(model).__module__}.{type(model).__qualname__}" != (
         impl if isinstance(impl, str) else f"{impl.__module__}.{impl.__qualname__}"
     ):
@@ -127,7 +129,10 @@ def save(model: Any, kind: str, directory: Path) -> dict[str, Any] | None:
             model.save(scratch)
             descriptor.update(library="sentence-transformers", version=sys.modules["sentence_transformers"].__version__)
         saved = sorted(p for p in Path(scratch).rglob("*") if not p.is_dir())
-        files = {p.relative_to(scratch).as_posix(): PREFIX + p.relative_to(scratch).as_posix().replace("/", ".") for p in saved}
+        files = {
+            p.relative_to(scratch).as_posix(): PREFIX + p.relative_to(scratch).as_posix().replace("/", ".")
+            for p in saved
+        }
         if any(p.is_symlink() or not p.name.endswith(_SAFE_SUFFIXES) for p in saved) or len(set(files.values())) < len(
             files
         ):
@@ -186,7 +191,9 @@ def load(descriptor_file: Path) -> Any:
     except (ValueError, KeyError, TypeError) as error:
         raise BundleIntegrityError(str(descriptor_file), f"is not a description of a stored model ({error})") from None
     if kind not in (PIPELINE, SENTENCE_TRANSFORMERS):
-        raise BundleIntegrityError(str(descriptor_file), f"names the format {kind!r}, which this notebook-deploy does not load")
+        raise BundleIntegrityError(
+            str(descriptor_file), f"names the format {kind!r}, which this notebook-deploy does not load"
+        )
     for relative, name in files.items():
         _check_file(descriptor_file, directory, relative, name)
     with tempfile.TemporaryDirectory(prefix="notebook-deploy-pretrained-") as view:

@@ -5,7 +5,6 @@ versions."""
 
 from __future__ import annotations
 
-
 import pytest
 import requests
 from click.testing import CliRunner

@@ -171,7 +171,9 @@ def _store_model(
         if state is not None and state.reproduced:
             return {"format": kind, "pretrained": stored}, state
         pretrained.remove(staged)
-        warnings.append(f"stored as a pickle: the model saved in its library's format ({kind}) and loaded again {failure}")
+        warnings.append(
+            f"stored as a pickle: the model saved in its library's format ({kind}) and loaded again {failure}"
+        )
     write_file(staged / MODEL_FILE, pickled.data)
     if pickled.weights.tensors:
         pickled.weights.write(staged / WEIGHTS_FILE)
