@@ -34,18 +34,25 @@ test.describe('Foundation models in the sidebar', () => {
     const sidebar = page.locator('#notebook-deploy-sidebar');
     await page.sidebar.setWidth(420, 'left');
     await sidebar.getByRole('button', { name: 'Refresh deployments' }).click();
-    const details = sidebar.locator('.nd-Details');
+    /** Serve the newest version of `name` from its details; its running endpoint. */
+    const serve = async (name: string) => {
+      await sidebar
+        .locator(`.nd-Bundle[data-bundle="${name}"] .nd-Version`)
+        .first()
+        .click();
+      await sidebar
+        .locator('.nd-Details')
+        .getByRole('button', { name: new RegExp(`^Serve ${name}:`) })
+        .click();
+      const server = sidebar.locator('.nd-Server', { hasText: `${name}:` });
+      await expect(server.getByLabel('Server status')).toHaveText('running', {
+        timeout: 120 * 1000
+      });
+      return server;
+    };
 
     // 2. serve the generator; its answer to a prompt streams in and ends with its token count
-    await sidebar
-      .locator('.nd-Bundle[data-bundle="ui-gen"] .nd-Version')
-      .first()
-      .click();
-    await details.getByRole('button', { name: /^Serve ui-gen:/ }).click();
-    const generator = sidebar.locator('.nd-Server', { hasText: 'ui-gen:' });
-    await expect(generator.getByLabel('Server status')).toHaveText('running', {
-      timeout: 120 * 1000
-    });
+    const generator = await serve('ui-gen');
     await generator.locator('summary', { hasText: 'Generate text' }).click();
     await generator.getByLabel('Prompt').fill('hello world');
     await generator
@@ -60,15 +67,7 @@ test.describe('Foundation models in the sidebar', () => {
     await screenshot(page, testInfo, '12-generated', generator);
 
     // 3. serve the image classifier; a picture picked with the file input is its test request
-    await sidebar
-      .locator('.nd-Bundle[data-bundle="ui-pets"] .nd-Version')
-      .first()
-      .click();
-    await details.getByRole('button', { name: /^Serve ui-pets:/ }).click();
-    const pets = sidebar.locator('.nd-Server', { hasText: 'ui-pets:' });
-    await expect(pets.getByLabel('Server status')).toHaveText('running', {
-      timeout: 120 * 1000
-    });
+    const pets = await serve('ui-pets');
     await pets
       .getByLabel('image files to send')
       .setInputFiles(path.join(tests, 'data', 'images', 'hopper.jpg'));
