@@ -296,10 +296,12 @@ def serve(
     except SettingError as error:
         hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
         raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
-    if not deployment.canary and any(
-        options.get(o) is not None for o in ("rollback_error_rate", "rollback_latency_ratio")
-    ):
-        raise click.UsageError("--rollback-error-rate and --rollback-latency-ratio judge canaries: they need --canary")
+    thresholds = [
+        o for o in ("rollback_error_rate", "rollback_latency_ratio", "rollback_drift") if options.get(o) is not None
+    ]
+    if not deployment.canary and thresholds:
+        given = ", ".join("--" + o.replace("_", "-") for o in thresholds)
+        raise click.UsageError(f"{given} judge canaries: they need --canary")
     settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(

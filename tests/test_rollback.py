@@ -1,5 +1,6 @@
-"""Automatic rollback of canaries (serving/rollback.py): a canary that fails a fifth of its requests, or is
-much slower than the stable version, is taken out of rotation, logged and audited; a healthy one stays."""
+"""Automatic rollback of canaries (serving/rollback.py): a canary that fails a fifth of its requests, is
+much slower than the stable version, or drifts far more than it, is taken out of rotation, logged and
+audited; a healthy one stays."""
 
 from __future__ import annotations
 
@@ -106,4 +107,44 @@ def test_rollback_thresholds_need_a_canary(canaries, session_store):
     result = CliRunner().invoke(
         cli, ["--store", str(session_store.root), "serve", stable.ref, "--rollback-error-rate", "0.05"]
     )
-    assert result.exit_code == 2 and "they need --canary" in result.output
+    assert result.exit_code == 2 and "--rollback-error-rate judge canaries: they need --canary" in result.output
+    drift = ["--store", str(session_store.root), "serve", stable.ref, "--rollback-drift", "0"]
+    result = CliRunner().invoke(cli, drift)
+    assert result.exit_code == 2 and "--rollback-drift judge canaries" in result.output
+
+
+def _logistic(shift: float, seed: int, store) -> nd.Bundle:
+    """A model of "drifting" trained, and given its drift reference, on four features around ``shift``."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(shift, 1.0, (500, 4))
+    y = (X.sum(axis=1) > 4 * shift).astype(int)
+    model = LogisticRegression().fit(X, y)
+    return nd.capture(model, name="drifting", sample=X[:5], reference=X, store=store)
+
+
+@pytest.mark.parametrize("canary_shift", [0.0, 3.0])
+def test_a_canary_trained_on_data_unlike_the_traffic_is_rolled_back_for_drift(canary_shift, session_store, tmp_path):
+    """Traffic like the stable version's reference: a canary whose reference sits 3 standard deviations
+    away drifts far more than the stable version, and is rolled back; one trained like it stays."""
+    stable, canary = _logistic(0.0, 0, session_store), _logistic(canary_shift, 1, session_store)
+    log = tmp_path / "audit.log"
+    settings = ServeSettings(rollback_drift=0.2, rollback_min_requests=50, audit_log=str(log))
+    router = VersionRouter(Deployment((stable,), ((canary, 50),)), settings, seed=0)
+    rows = np.random.default_rng(7).normal(0.0, 1.0, (MOST, 4))
+    deadline = time.monotonic() + 20  # drift reports are computed every 5 s in the background
+    with TestClient(router) as client:
+        for row in rows:
+            assert client.post("/predict", json={"instances": [row.tolist()]}).status_code == 200
+            if router.groups["drifting"].rolled_back or time.monotonic() > deadline:
+                break
+        rolled_back = router.groups["drifting"].rolled_back
+    if canary_shift == 0.0:
+        assert rolled_back == []
+        return
+    (rolled,) = rolled_back
+    assert rolled["model"] == canary.ref and rolled["reason"].startswith("drift: largest PSI")
+    assert rolled["psi"] - rolled["stable_psi"] > 0.2
+    (line,) = [e for e in audit.read(log) if e["event"] == "rollback"]
+    assert line["canary"] == canary.ref and line["psi"] == rolled["psi"]

@@ -62,6 +62,7 @@ def install_monitoring(served: ServedModel, metrics: Metrics) -> None:
     """Add ``/monitor/drift``, the drift gauges and, if the settings ask for it, the prediction log."""
     reference = served.bundle.reference
     monitor = DriftMonitor(served, metrics, reference) if reference is not None else None
+    served.app.state.drift = monitor  # what the router's rollback reads of each version
     if monitor is not None:
         served.predictor.observers.append(monitor.observe)
         metrics.before_exposition.append(monitor.report)
@@ -206,6 +207,23 @@ class DriftMonitor:
             self._set_gauges(report)
             self._report = (changes, report)
             return report
+
+    def largest_psi(self) -> float | None:
+        """The largest PSI of the last report computed (in the background, every few seconds), over the
+        predictions and the inputs whose windows hold enough rows; None before there is one."""
+        with self._compute:
+            report = self._report[1] if self._report is not None else None
+        if report is None:
+            return None
+        groups = [report] + ([report["predictions"]] if report["predictions"] is not None else [])
+        found = [
+            entry["psi"]
+            for group in groups
+            if group["status"] == "ok"
+            for entry in group["features"].values()
+            if entry["psi"] is not None
+        ]
+        return max(found, default=None)
 
     def _build(
         self, rows: int, inputs: dict[str, np.ndarray], outputs: tuple[int, dict[str, np.ndarray]] | None

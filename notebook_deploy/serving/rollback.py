@@ -2,7 +2,11 @@
 keeps, per version, the outcome of each inference request over the last ``rollback_window`` seconds, and
 a canary whose share of 5xx answers exceeds the stable version's by more than ``rollback_error_rate``, or
 whose p99 latency exceeds ``rollback_latency_ratio`` times the stable version's, over that same window,
-is taken out of rotation once it has answered ``rollback_min_requests`` requests in it.
+is taken out of rotation once it has answered ``rollback_min_requests`` requests in it. So is a canary
+whose drift (the largest PSI of its drift monitor's last report, each version against its own bundle's
+reference, over the drift window's rows) exceeds the stable version's by more than ``rollback_drift``:
+a canary retrained on data unlike what production sends, or whose predictions no longer look like
+those it made on its reference.
 
 Each worker process judges the requests it answered (the same thresholds, on a share of the traffic).
 """
@@ -10,6 +14,7 @@ Each worker process judges the requests it answered (the same thresholds, on a s
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,18 +54,20 @@ class _Outcomes:
 class Rollback:
     """The thresholds of ``ServeSettings`` and the outcomes they are applied to (see the module's docstring)."""
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, drift_of: Callable[[object], float | None]) -> None:
         self.error_rate = settings.rollback_error_rate
         self.latency_ratio = settings.rollback_latency_ratio
+        self.drift = settings.rollback_drift
+        self.drift_of = drift_of  # a version's largest PSI now, or None
         self.window = settings.rollback_window
         self.min_requests = settings.rollback_min_requests
         self.outcomes: dict[object, _Outcomes] = {}  # a router's version -> its outcomes
 
     @classmethod
-    def of(cls, settings: ServeSettings) -> Rollback | None:
+    def of(cls, settings: ServeSettings, drift_of: Callable[[object], float | None]) -> Rollback | None:
         """The rollback the settings ask for, or None when they give no threshold."""
-        wanted = settings.rollback_error_rate is not None or settings.rollback_latency_ratio is not None
-        return cls(settings) if wanted else None
+        thresholds = (settings.rollback_error_rate, settings.rollback_latency_ratio, settings.rollback_drift)
+        return cls(settings, drift_of) if any(t is not None for t in thresholds) else None
 
     def record(self, version: object, failed: bool, seconds: float, now: float) -> None:
         """Count one answered inference request of ``version``."""
@@ -95,6 +102,15 @@ class Rollback:
                     "stable_p99_ms": round(stable_p99 * 1000, 3),
                     **numbers,
                 }
+        drift, stable_drift = self.drift_of(canary), self.drift_of(stable)
+        if self.drift is not None and drift is not None and drift - (stable_drift or 0.0) > self.drift:
+            return {
+                "reason": f"drift: largest PSI {drift:.3f} against the stable version's {stable_drift or 0.0:.3f}, "
+                f"each against its own reference: more than {self.drift:g} above it",
+                "psi": round(drift, 4),
+                "stable_psi": round(stable_drift or 0.0, 4),
+                **numbers,
+            }
         return None
 
     def forget(self, version: object) -> None:

@@ -291,7 +291,7 @@ class VersionRouter:
             for bundle, ref in zip(deployment.stable, deployment.follow)
         }
         self.retiring: set[_Version] = set()  # versions replaced, finishing their requests before they stop
-        self.rollback = Rollback.of(settings)
+        self.rollback = Rollback.of(settings, _largest_psi)
         self.background: set[asyncio.Task[None]] = set()  # canaries rolled back, being retired
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -690,3 +690,10 @@ async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> 
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _largest_psi(version: object) -> float | None:
+    """A version's largest PSI now (its app's drift monitor's), or None without a monitor or a report."""
+    assert isinstance(version, _Version)
+    monitor = getattr(getattr(version.app, "state", None), "drift", None)
+    return monitor.largest_psi() if monitor is not None else None

@@ -210,6 +210,14 @@ class ServeSettings:
         minimum=1,
         default_help="off",
     )
+    rollback_drift: float | None = _option(
+        None,
+        "Take a canary out of rotation when the largest PSI of its drift report (its predictions', where its "
+        "bundle has their reference, and its inputs') exceeds the stable version's by more than this (0.2: a "
+        "shift the drift monitor flags); each version is compared with its own bundle's reference",
+        minimum=0,
+        default_help="off",
+    )
     rollback_window: float = _option(
         60.0, "Seconds of requests over which a canary is compared with the stable version", minimum=1
     )
