@@ -249,7 +249,7 @@ class Running:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"{LABELS[self.launch.key]} exited with {self.process.returncode} before "
+                    f"{LABELS.get(self.launch.key, self.launch.key)} exited with {self.process.returncode} before "
                     f"answering; its log:\n{tail(self.log)}"
                 )
             try:
@@ -261,7 +261,7 @@ class Running:
                 last = repr(error)
             time.sleep(0.02)
         raise RuntimeError(
-            f"{LABELS[self.launch.key]} gave no prediction within {self.launch.timeout:.0f} s "
+            f"{LABELS.get(self.launch.key, self.launch.key)} gave no prediction within {self.launch.timeout:.0f} s "
             f"(last: {last}); its log:\n{tail(self.log)}"
         )
 

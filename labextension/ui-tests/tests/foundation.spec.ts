@@ -64,7 +64,7 @@ test.describe('Foundation models in the sidebar', () => {
     );
     // the text the server streamed, whole: the pipeline's own answer in the kernel
     await expect(generator.getByLabel('Generated text')).toHaveText(greedy);
-    await screenshot(page, testInfo, '12-generated', generator);
+    await screenshot(page, testInfo, '14-generated', generator);
 
     // 3. serve the image classifier; a picture picked with the file input is its test request
     const pets = await serve('ui-pets');
@@ -79,7 +79,7 @@ test.describe('Foundation models in the sidebar', () => {
       await expect(answer).toContainText(label);
     }
     await expect(pets.locator('.nd-Answer .nd-Badge')).toHaveText('HTTP 200');
-    await screenshot(page, testInfo, '13-image-answer', pets);
+    await screenshot(page, testInfo, '15-image-answer', pets);
 
     for (const [server, ref] of [
       [generator, 'ui-gen'],

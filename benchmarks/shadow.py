@@ -1,0 +1,126 @@
+"""A shadow must not hurt the callers: the same server under the same wrk load, without a shadow, with a
+shadow that raises on every copy, and with one that sleeps 50 ms per copy (issue 16's acceptance).
+
+Each configuration serves the stable model (a LogisticRegression, 20 features) with `notebook-deploy
+serve`, one worker, unbatched; the shadows get a copy of every request. The runs alternate (none, raising,
+sleeping, none, ...) for --rounds rounds, each after a warm-up that is not counted, so the spread of the
+runs without a shadow is the noise the others are held against. Before the load, the same request is
+sent to each server: its answer must be the stable model's, and with a shadow its X-Model-Version
+header must name the stable version.
+
+Prints requests/s, p50 and p99 per run, then per configuration the median p99 against the runs without a
+shadow and whether it is at most their highest p99 plus their spread (PASS) or not (MISS), and the
+non-2xx count (must be 0). wrk comes from Debian (apt-get install -y wrk).
+
+Run: .venv/bin/python benchmarks/shadow.py [--duration 10] [--rounds 3] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from serving import PYTHON, Launch, Running, free_port, post, wait_until_quiet, write_lua, wrk
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+import notebook_deploy as nd
+from notebook_deploy.serving.router import VERSION_HEADER
+
+
+class Raising:
+    """A shadow that raises on every row but those of its sample (its capture runs it on them)."""
+
+    def __init__(self, sample: np.ndarray) -> None:
+        self.sample = {tuple(row) for row in sample.tolist()}
+
+    def predict(self, rows):
+        if any(tuple(row) not in self.sample for row in np.asarray(rows).tolist()):
+            raise RuntimeError("the shadow fails")
+        return np.zeros(len(rows), dtype=int)
+
+
+class Sleeping:
+    """A shadow that takes 50 ms a call, then answers zeros."""
+
+    def predict(self, rows):
+        time.sleep(0.05)
+        return np.zeros(len(rows), dtype=int)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+
+    X, y = make_classification(n_samples=2000, n_features=20, random_state=0)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder, store = Path(scratch), nd.Store(Path(scratch) / "store")
+        stable = nd.capture(LogisticRegression(max_iter=500).fit(X, y), "shadowed", X[:5], store=store)
+        shadows = {
+            "raising": nd.capture(Raising(X[:5]), "shadowed", X[:5], store=store),
+            "sleeping": nd.capture(Sleeping(), "shadowed", X[:5], store=store),
+        }
+        row = X[100:101]  # not in the sample: the raising shadow raises on it
+        body = json.dumps({"instances": row.tolist()}).encode()
+        lua = write_lua(folder, body)
+        configurations = {"none": []} | {name: ["--shadow", bundle.ref] for name, bundle in shadows.items()}
+        runs: dict[str, list] = {name: [] for name in configurations}
+        for round_ in range(args.rounds):
+            for name, extra in configurations.items():
+                port = free_port()
+                command = [PYTHON, "-m", "notebook_deploy", "--store", str(store.root), "serve", stable.ref]
+                command += ["--port", str(port), "--no-batch", "--workers", "1", *extra]
+                with Running(Launch(f"shadow-{name}", command, "/predict"), port, folder) as server:
+                    answer = server.wait_for_prediction(body)
+                    expected = stable.model.predict(row).tolist()
+                    assert answer == expected, f"{name}: answered {answer}, the stable model says {expected}"
+                    request = urllib.request.Request(
+                        server.url, data=body, headers={"content-type": "application/json"}
+                    )
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        answered_by = response.headers[VERSION_HEADER]
+                    if extra:  # with several versions, the answer names the one that gave it
+                        assert stable.version in str(answered_by), f"{name}: answered by {answered_by}"
+                    wait_until_quiet()
+                    wrk(server.url, lua, args.connections, 2)  # warm-up, not counted
+                    load = wrk(server.url, lua, args.connections, args.duration, server.process.pid)
+                    status, _ = post(server.url, body)
+                    assert status == 200
+                runs[name].append(load)
+                print(
+                    f"round {round_ + 1} {name:<9} {load.requests_per_second:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
+                    f"  p99 {load.p99_ms:6.2f} ms  non-2xx {load.non_2xx}  other cpu {load.other_cpu:.2f}",
+                    flush=True,
+                )
+
+    base = [load.p99_ms for load in runs["none"]]
+    low, high = min(base), max(base)
+    spread = high - low
+    print(f"\nwithout a shadow: p99 {statistics.median(base):.2f} ms (runs from {low:.2f} to {high:.2f} ms)")
+    for name in shadows:
+        p99s = [load.p99_ms for load in runs[name]]
+        median = statistics.median(p99s)
+        errors = sum(load.errors for load in runs[name])
+        within = median <= high + spread  # no worse than the slowest run without a shadow, plus its spread
+        rate = statistics.median(load.requests_per_second for load in runs[name]) / statistics.median(
+            load.requests_per_second for load in runs["none"]
+        )
+        print(
+            f"shadow {name:<9} p99 {median:.2f} ms ({median / statistics.median(base):.2f}x), "
+            f"req/s {rate:.2f}x, errors {errors}: "
+            f"{'PASS' if within and errors == 0 else 'MISS'} (at most the no-shadow runs' highest p99 plus their spread)"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
