@@ -1,0 +1,107 @@
+"""The monitoring view's core (serving/watch.py): a real server's metrics sampled into per-version series,
+and the Vega-Lite charts made of them."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+import notebook_deploy as nd
+from notebook_deploy.errors import ServeError, ServerStoppedError
+from notebook_deploy.keys import KeyStore
+from notebook_deploy.serving import watch
+
+
+def test_quantile_interpolates_within_buckets_as_prometheus_does():
+    # 10 below 0.1, 10 more up to 0.2: the median is the top of the first bucket, p75 halfway up the second
+    buckets = {0.1: 10.0, 0.2: 20.0, math.inf: 20.0}
+    assert watch.quantile(0.5, buckets) == pytest.approx(0.1)
+    assert watch.quantile(0.75, buckets) == pytest.approx(0.15)
+    assert watch.quantile(0.99, {0.1: 0.0, math.inf: 5.0}) == 0.1  # the open top bucket: its lower edge
+    assert watch.quantile(0.5, {0.1: 0.0, math.inf: 0.0}) is None
+
+
+@pytest.fixture(scope="module")
+def served(forest, iris, tmp_path_factory):
+    store = nd.Store(tmp_path_factory.mktemp("watch-store"))
+    bundle = nd.capture(forest, name="watched", sample=iris[0][:5], reference=iris[0], store=store)
+    with nd.serve(bundle, drift_min_rows=50) as server:
+        yield server
+
+
+def _send(server, rows, times: int) -> None:
+    for _ in range(times):
+        assert server.post("predict", {"instances": rows}).status_code == 200
+
+
+def test_a_real_server_is_sampled_into_points_and_charts(served, iris):
+    X = np.asarray(iris[0])
+    shifted = X[:100].copy()
+    shifted[:, 2] += 3  # petal length far from the reference: feature "2" drifts
+    monitor = watch.Monitor(served, min_interval=0)
+    first = monitor.refresh()
+    assert first["points"] == 0 and first["charts"]["requests"]["data"]["values"] == []
+    _send(served, shifted.tolist(), 20)
+    time.sleep(0.3)
+    second = monitor.refresh()
+    values = second["charts"]["requests"]["data"]["values"]
+    assert [v["version"] for v in values] == [served.bundle.version]
+    (row,) = monitor.points
+    # 20 requests over the interval between the two scrapes, none of the monitor's own counted
+    interval = 20 / row["requests_per_second"]
+    assert 0.3 <= interval < 30
+    assert row["error_rate"] == 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+    latency = second["charts"]["latency"]["data"]["values"]
+    assert {v["series"] for v in latency} == {"p50", "p99"}
+    drift = second["charts"]["drift"]
+    bars = {b["feature"]: b["psi"] for b in drift["data"]["values"]}
+    assert bars["2"] > 0.2  # the shifted feature is above the threshold
+    assert drift["layer"][1]["data"]["values"] == [{"threshold": 0.2}]
+    assert second["drift"]["threshold"] == 0.2
+    _send(served, X[:10].tolist(), 3)
+    third = monitor.refresh()
+    assert len(third["charts"]["requests"]["data"]["values"]) == 2  # the series grows by a point a scrape
+
+
+def test_bad_requests_are_no_errors_but_a_failing_model_call_is(served):
+    monitor = watch.Monitor(served, min_interval=0)
+    monitor.refresh()
+    assert served.post("predict", {"instances": [[1, 2]]}).status_code == 422
+    monitor.refresh()
+    assert monitor.points[-1]["error_rate"] == 0
+
+
+def test_scrapes_closer_than_the_interval_are_one(served):
+    monitor = watch.Monitor(served, min_interval=60)
+    monitor.refresh()
+    monitor.refresh()
+    assert len(monitor.points) == 0
+
+
+def test_a_server_without_reference_says_how_to_get_one(forest, store):
+    bundle = nd.capture(forest, name="no-reference", store=store)  # no sample: no reference either
+    with nd.serve(bundle) as server:
+        charts = watch.Monitor(server).refresh()
+    assert charts["drift"]["threshold"] is None and "reference=X_train" in charts["drift"]["message"]
+    assert len(charts["charts"]["drift"]["layer"]) == 1  # no threshold rule without a threshold
+
+
+def test_a_server_that_needs_a_key_is_refused_with_what_to_do(forest_bundle, tmp_path):
+    keys = KeyStore(tmp_path / "keys.json", audit_log=tmp_path / "audit.log")
+    predict_key, _ = keys.create("predict", "client")
+    admin_key, _ = keys.create("admin", "ops")
+    with nd.serve(forest_bundle, auth=True, keys_file=str(tmp_path / "keys.json"), api_key=predict_key) as server:
+        with pytest.raises(ServeError, match="answered 403.*admin key"):
+            watch.Monitor(server).refresh()
+    with nd.serve(forest_bundle, auth=True, keys_file=str(tmp_path / "keys.json"), api_key=admin_key) as server:
+        assert watch.Monitor(server).refresh()["url"] == server.url
+
+
+def test_a_stopped_server_says_so(forest_bundle):
+    server = nd.serve(forest_bundle)
+    server.stop()
+    with pytest.raises(ServerStoppedError, match="has stopped"):
+        watch.Monitor(server).refresh()
