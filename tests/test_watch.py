@@ -3,8 +3,10 @@ and the Vega-Lite charts made of them."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ import notebook_deploy as nd
 from notebook_deploy.errors import ServeError, ServerStoppedError
 from notebook_deploy.keys import KeyStore
 from notebook_deploy.serving import watch
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quantile_interpolates_within_buckets_as_prometheus_does():
@@ -105,3 +109,17 @@ def test_a_stopped_server_says_so(forest_bundle):
     server.stop()
     with pytest.raises(ServerStoppedError, match="has stopped"):
         watch.Monitor(server).refresh()
+
+
+def test_the_sidebar_tests_draw_the_charts_these_builders_make():
+    # labextension/src/__tests__/monitor-charts.json feeds the Jest tests of the monitor view; its charts
+    # must be what the builders make of its points, so that the sidebar is tested on the real specs.
+    fixture = json.loads((ROOT / "labextension/src/__tests__/monitor-charts.json").read_text())
+    points, bars = fixture["points"], fixture["bars"]
+    assert fixture["charts"] == {
+        "requests": watch.requests_chart(points),
+        "latency": watch.latency_chart(points),
+        "errors": watch.errors_chart(points),
+        "batches": watch.batch_chart(points),
+        "drift": watch.drift_chart(bars, fixture["threshold"]),
+    }

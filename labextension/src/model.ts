@@ -237,7 +237,9 @@ export class DeploymentsModel implements IDisposable {
    * the monitor view polls and shows them in place.
    */
   monitor(serverId: string): Promise<IMonitorAnswer> {
-    return this._request<IMonitorAnswer>(`servers/${segment(serverId)}/monitor`);
+    return this._request<IMonitorAnswer>(
+      `servers/${segment(serverId)}/monitor`
+    );
   }
 
   /** Send rows to a model server; keeps its answer (errors of the model server included). */

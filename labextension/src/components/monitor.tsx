@@ -125,7 +125,9 @@ function Chart(props: {
   return (
     <figure className="nd-Chart" data-chart={props.name}>
       <div ref={node} aria-label={`Chart ${props.name}`} />
-      {problem ? <figcaption className="nd-Problem">{problem}</figcaption> : null}
+      {problem ? (
+        <figcaption className="nd-Problem">{problem}</figcaption>
+      ) : null}
     </figure>
   );
 }

@@ -3,7 +3,12 @@ import * as React from 'react';
 import { compactJson } from '../format';
 import { FILE_KINDS, PROMPT_KINDS, inputKind, readBase64 } from '../inputs';
 import { IGeneration } from '../model';
-import { IBundleDetails, IMonitorAnswer, IPredictAnswer, IServer } from '../types';
+import {
+  IBundleDetails,
+  IMonitorAnswer,
+  IPredictAnswer,
+  IServer
+} from '../types';
 import { MonitorView } from './monitor';
 
 export interface IServerListProps {
