@@ -123,3 +123,43 @@ def test_the_sidebar_tests_draw_the_charts_these_builders_make():
         "batches": watch.batch_chart(points),
         "drift": watch.drift_chart(bars, fixture["threshold"]),
     }
+
+
+def test_the_notebook_widget_shows_the_same_charts_and_refreshes_live(served, iris):
+    from notebook_deploy.jupyter.monitor import MonitorWidget
+
+    widget = MonitorWidget(served, interval=0.2)
+    assert "not read yet" in repr(widget)
+    widget.refresh()
+    assert [o["data"][watch.VEGA_LITE_MIME]["title"] for o in widget.output.outputs][0] == "Requests per second"
+    assert len(widget.output.outputs) == 5
+    widget.monitor.min_interval = 0
+    widget.live.value = True
+    try:
+        deadline = time.monotonic() + 30
+        while widget.answer is None or widget.answer["points"] < 2:
+            _send(served, np.asarray(iris[0])[:5].tolist(), 2)
+            assert time.monotonic() < deadline, repr(widget)
+            time.sleep(0.1)
+    finally:
+        widget.live.value = False
+    widget.monitor.min_interval = 3600  # no more reads: the charts stay those of the points now
+    widget.refresh()
+    spec = widget.output.outputs[0]["data"][watch.VEGA_LITE_MIME]
+    assert spec == watch.requests_chart(list(widget.monitor.points))  # the sidebar's chart, made by the same code
+    assert f"monitor of {served.url}:" in repr(widget) and "points" in repr(widget)
+    widget.close()
+
+
+def test_the_notebook_widget_says_when_its_server_stopped(forest_bundle):
+    from notebook_deploy.jupyter.monitor import MonitorWidget
+
+    server = nd.serve(forest_bundle)
+    widget = MonitorWidget(server)
+    server.stop()
+    widget.live.value = True
+    deadline = time.monotonic() + 10
+    while widget.live.value:  # Live turns itself off on a failure
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "has stopped" in repr(widget) and "has stopped" in widget.status.value

@@ -70,8 +70,9 @@ class NotebookDeploy(Configurable):
 
     def monitor(self, server_id: str) -> Monitor:
         """The monitor of a server started here, made at the first look, so that its series spans every
-        viewer's polls (a ``KeyError`` for an unknown id)."""
+        viewer's polls (a ``KeyError`` for an unknown id, ``ServerStoppedError`` for a stopped server)."""
         server = self.servers.get(server_id)
+        server.check_running()  # even when the last read is recent enough to answer from
         return self._monitors.setdefault(server_id, Monitor(server))
 
     def exact_ref(self, ref: str) -> str:
