@@ -1,10 +1,13 @@
 """The monitoring view's core (serving/watch.py): a real server's metrics sampled into per-version series,
-and the Vega-Lite charts made of them."""
+and the Vega-Lite charts made of them; and the notebook's MonitorWidget, which shows the same charts."""
 
 from __future__ import annotations
 
+import collections
 import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import notebook_deploy as nd
 from notebook_deploy.errors import ServeError, ServerStoppedError
 from notebook_deploy.keys import KeyStore
 from notebook_deploy.serving import watch
+from notebook_deploy.serving.client import BundleClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +45,7 @@ def _send(server, rows, times: int) -> None:
         assert server.post("predict", {"instances": rows}).status_code == 200
 
 
+@pytest.mark.integration
 def test_a_real_server_is_sampled_into_points_and_charts(served, iris):
     X = np.asarray(iris[0])
     shifted = X[:100].copy()
@@ -70,7 +75,8 @@ def test_a_real_server_is_sampled_into_points_and_charts(served, iris):
     assert len(third["charts"]["requests"]["data"]["values"]) == 2  # the series grows by a point a scrape
 
 
-def test_bad_requests_are_no_errors_but_a_failing_model_call_is(served):
+@pytest.mark.integration
+def test_a_refused_request_is_no_error(served):
     monitor = watch.Monitor(served, min_interval=0)
     monitor.refresh()
     assert served.post("predict", {"instances": [[1, 2]]}).status_code == 422
@@ -78,6 +84,7 @@ def test_bad_requests_are_no_errors_but_a_failing_model_call_is(served):
     assert monitor.points[-1]["error_rate"] == 0
 
 
+@pytest.mark.integration
 def test_scrapes_closer_than_the_interval_are_one(served):
     monitor = watch.Monitor(served, min_interval=60)
     monitor.refresh()
@@ -85,6 +92,7 @@ def test_scrapes_closer_than_the_interval_are_one(served):
     assert len(monitor.points) == 0
 
 
+@pytest.mark.integration
 def test_a_server_without_reference_says_how_to_get_one(forest, store):
     bundle = nd.capture(forest, name="no-reference", store=store)  # no sample: no reference either
     with nd.serve(bundle) as server:
@@ -93,6 +101,7 @@ def test_a_server_without_reference_says_how_to_get_one(forest, store):
     assert len(charts["charts"]["drift"]["layer"]) == 1  # no threshold rule without a threshold
 
 
+@pytest.mark.integration
 def test_a_server_that_needs_a_key_is_refused_with_what_to_do(forest_bundle, tmp_path):
     keys = KeyStore(tmp_path / "keys.json", audit_log=tmp_path / "audit.log")
     predict_key, _ = keys.create("predict", "client")
@@ -104,6 +113,7 @@ def test_a_server_that_needs_a_key_is_refused_with_what_to_do(forest_bundle, tmp
         assert watch.Monitor(server).refresh()["url"] == server.url
 
 
+@pytest.mark.integration
 def test_a_stopped_server_says_so(forest_bundle):
     server = nd.serve(forest_bundle)
     server.stop()
@@ -125,6 +135,7 @@ def test_the_sidebar_tests_draw_the_charts_these_builders_make():
     }
 
 
+@pytest.mark.integration
 def test_the_notebook_widget_shows_the_same_charts_and_refreshes_live(served, iris):
     from notebook_deploy.jupyter.monitor import MonitorWidget
 
@@ -151,6 +162,7 @@ def test_the_notebook_widget_shows_the_same_charts_and_refreshes_live(served, ir
     widget.close()
 
 
+@pytest.mark.integration
 def test_the_notebook_widget_says_when_its_server_stopped(forest_bundle):
     from notebook_deploy.jupyter.monitor import MonitorWidget
 
@@ -163,3 +175,52 @@ def test_the_notebook_widget_says_when_its_server_stopped(forest_bundle):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "has stopped" in repr(widget) and "has stopped" in widget.status.value
+
+
+class _FailsOnFirstAbove:
+    """Answers zeros, and raises (a 500) for a request with a first value above ``limit``."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def predict(self, rows):
+        if (np.asarray(rows)[:, 0] > self.limit).any():
+            raise RuntimeError("injected failure")
+        return np.zeros(len(rows), dtype=int)
+
+
+@pytest.mark.integration
+def test_a_canary_gets_its_own_line_in_every_chart(forest, iris, store, tmp_path):
+    X, y = iris
+    stable = nd.capture(forest, name="two", sample=X[:5], reference=X, store=store)
+    other = nd.capture(_FailsOnFirstAbove(7.5), name="two", sample=X[:5], store=store)
+    ready = tmp_path / "ready.json"
+    command = [sys.executable, "-m", "notebook_deploy", "--store", str(store.root), "serve", stable.ref]
+    command += ["--canary", f"{other.ref}=50", "--port", "0", "--ready-file", str(ready), "--drift-min-rows", "20"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        client = BundleClient(stable, json.loads(ready.read_text())["url"])
+        monitor = watch.Monitor(client, min_interval=0)
+        monitor.refresh()
+        statuses = collections.Counter()
+        for i in range(40):
+            rows = np.asarray(X)[:5].copy()
+            rows[:, 0] += 3 * (i % 2)  # every other request: a first value above 7.5, which the canary fails
+            statuses[client.post("predict", {"instances": rows.tolist()}).status_code] += 1
+        charts = monitor.refresh()["charts"]
+        client.close()
+    finally:
+        process.terminate()
+        process.wait(30)
+    for name in ("requests", "latency", "errors", "batches"):
+        assert {v["version"] for v in charts[name]["data"]["values"]} == {stable.version, other.version}, name
+    shares = {v["version"]: v["value"] for v in charts["requests"]["data"]["values"]}
+    assert all(share > 0 for share in shares.values())
+    errors = {v["version"]: v["value"] for v in charts["errors"]["data"]["values"]}
+    assert statuses[500] > 0 and errors[stable.version] == 0 and 0 < errors[other.version] < 1, (statuses, errors)
+    # drift per version: each compares its own window with its own reference (the canary's is its sample)
+    assert {bar["version"] for bar in charts["drift"]["data"]["values"]} == {stable.version, other.version}
