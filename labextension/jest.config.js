@@ -27,6 +27,11 @@ module.exports = {
     '!src/**/.ipynb_checkpoints/*'
   ],
   coverageReporters: ['lcov', 'text-summary'],
+  // vega-lite (the monitor view's charts) calls structuredClone, which jsdom lacks
+  setupFiles: [
+    ...baseConfig.setupFiles,
+    '<rootDir>/src/__tests__/structured-clone.ts'
+  ],
   testRegex: 'src/.*/.*.spec.ts[x]?$',
   transformIgnorePatterns: [`/node_modules/(?!${esModules}).+`]
 };

@@ -447,6 +447,28 @@ def test_serve_predict_through_the_proxy_read_logs_and_stop(api, forest_bundle, 
 
 
 @pytest.mark.integration
+def test_monitor_answers_charts_that_grow_with_traffic(api, forest_bundle, iris):
+    status, server = api("POST", "servers", body={"ref": f"forest:{forest_bundle.version}"})
+    assert status == 201, server
+    rows = iris[0][:3].tolist()
+    try:
+        status, first = api("GET", "servers", server["id"], "monitor")
+        assert status == 200, first
+        assert set(first["charts"]) == {"requests", "latency", "errors", "batches", "drift"}
+        for _ in range(5):
+            api("POST", "servers", server["id"], "predict", body={"instances": rows})
+        time.sleep(1.1)  # the route scrapes at most once a second
+        status, second = api("GET", "servers", server["id"], "monitor")
+        values = second["charts"]["requests"]["data"]["values"]
+        assert status == 200 and [v["version"] for v in values] == [forest_bundle.version] and values[0]["value"] > 0
+        assert api("GET", "servers", "12345678", "monitor")[0] == 404
+    finally:
+        api("DELETE", "servers", server["id"])
+    status, answer = api("GET", "servers", server["id"], "monitor")
+    assert status == 409 and "has stopped" in answer["message"]
+
+
+@pytest.mark.integration
 def test_generate_passes_a_text_generators_events_on(api, jp_fetch, jp_asyncio_loop, deploy_store):
     generator = tm.text_generator()
     bundle = nd.capture(generator, "gen", ["hello world", "the quick"], store=deploy_store)

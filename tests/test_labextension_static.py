@@ -32,6 +32,7 @@ import notebook_deploy as nd
 from notebook_deploy.compare import compare
 from notebook_deploy.jupyter.server import predict_answer
 from notebook_deploy.serving.process import Server
+from notebook_deploy.serving.watch import Monitor
 from notebook_deploy.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,7 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
     try:
         server = Server(bundle, process, "http://127.0.0.1:8123", tmp_path_factory.mktemp("server"))
         server_dict = server.to_dict()
+        monitored = Monitor(server).charts()  # GET servers/{id}/monitor answers refresh(), i.e. charts()
     finally:
         process.kill()
         process.wait()
@@ -105,6 +107,7 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
         "IRecipeCell": {"source": "clf.fit(X, y)", "execution_count": 3},
         "IServer": server_dict,
         "IPredictAnswer": predict_answer(answer),
+        "IMonitorAnswer": monitored,
         "ITask": push.to_dict(),
         "ITask_verify": verify.to_dict(),
         "ITaskLayer": push.to_dict()["layers"][0],

@@ -165,6 +165,8 @@ def test_serve_send_and_stop(panel, forest, iris):
     assert answer == '{"predictions": ' + str(forest.predict(iris[0][:3]).tolist()) + "}"
     assert panel.http_status.value == "HTTP 200" and "server.post(\"predict\"" in panel.code.value
     assert "Uvicorn running" in panel.server_log.value or "Started" in panel.server_log.value
+    (monitor,) = panel.monitor_box.children  # the running server's live charts
+    assert monitor.monitor.server is server
 
     panel.request_box.value = "{not json"
     panel.send_button.click()

@@ -40,6 +40,8 @@ SCREENSHOTS = [
     "09-running-sidebar.png",
     "10-compare.png",
     "11-compare-measured.png",
+    "12-monitor-live.png",
+    "13-monitor-grown.png",
     "14-generated.png",
     "15-image-answer.png",
     "01-panel.png",

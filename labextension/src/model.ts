@@ -16,6 +16,7 @@ import {
   IBundleDetails,
   IBundleSummary,
   IComparison,
+  IMonitorAnswer,
   IPredictAnswer,
   IServer,
   ITask,
@@ -229,6 +230,16 @@ export class DeploymentsModel implements IDisposable {
       );
       return answer.logs;
     });
+  }
+
+  /**
+   * A server's monitoring charts, sampled from its metrics now. Errors are thrown, not reported:
+   * the monitor view polls and shows them in place.
+   */
+  monitor(serverId: string): Promise<IMonitorAnswer> {
+    return this._request<IMonitorAnswer>(
+      `servers/${segment(serverId)}/monitor`
+    );
   }
 
   /** Send rows to a model server; keeps its answer (errors of the model server included). */

@@ -142,6 +142,7 @@ export class DeploymentsSidebar extends ReactWidget {
               onGenerate={(server, prompt) =>
                 void model.generate(server.id, prompt)
               }
+              monitor={id => model.monitor(id)}
             />
           </section>
         ) : null}

@@ -207,3 +207,15 @@ export interface IComparison {
   ratios: Record<string, number>;
   notes: string[];
 }
+
+/** `GET servers/{id}/monitor`: the monitoring view's Vega-Lite charts, made by the server extension. */
+export interface IMonitorAnswer {
+  url: string;
+  /** When the server's metrics were last read (ISO 8601), null before the first read. */
+  updated: string | null;
+  /** Points in the series (one per version and read). */
+  points: number;
+  drift: { threshold: number | null; message: string };
+  /** Vega-Lite v5 specs with their data inline, by chart name. */
+  charts: Record<string, Record<string, unknown>>;
+}

@@ -31,6 +31,7 @@ from ..schema import is_dataframe, takes_bytes
 from ..serving.process import Server, Servers
 from ..store import Store, name_from
 from ..tasks import CANCELLED, FAILED, SUCCEEDED, Task, Tasks
+from .monitor import MonitorWidget
 from .recorder import active_recorder
 from .variable import capture_variable
 from .variable import summary as capture_summary
@@ -124,6 +125,7 @@ class DeployPanel(widgets.VBox):
         self.response = w.HTML()
         self.response.add_class("nd-response")
         self.server_log = w.HTML()
+        self.monitor_box = w.VBox()  # the running server's live charts (a MonitorWidget)
         self.image_text = w.Text(description="Image", placeholder="registry.example.com/models/iris:1", layout=wide)
         self.backend_dropdown = w.Dropdown(description="Backend", options=BACKENDS, value="auto")
         self.base_text = w.Text(description="Base", placeholder="python:3.X-slim (default)")
@@ -169,6 +171,7 @@ class DeployPanel(widgets.VBox):
             w.HBox([self.method_dropdown, self.upload, self.send_button, self.http_status]),
             self.response,
             self.server_log,
+            self.monitor_box,
             heading("Container image"),
             w.HBox([self.image_text, self.backend_dropdown, self.base_text]),
             w.HTML(f"<small>{note}</small>"),
@@ -276,6 +279,9 @@ class DeployPanel(widgets.VBox):
             prompt = self.server.bundle.sample["instances"][0] if generates else None
             self.request_box.value = json.dumps({"prompt": prompt} if generates else {"instances": sample})
             self.request_box.placeholder = "or pick files: each is a row" if files else '{"instances": [[...], ...]}'
+            for old in self.monitor_box.children:
+                old.close()
+            self.monitor_box.children = [MonitorWidget(self.server)]
             self._show_logs()
 
         self._start(

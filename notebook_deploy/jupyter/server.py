@@ -36,6 +36,7 @@ from ..errors import (
 from ..files import default_root
 from ..image.reference import ImageReference
 from ..serving.process import Servers
+from ..serving.watch import Monitor
 from ..store import Store
 from ..tasks import Tasks
 from ..version import __version__
@@ -65,6 +66,14 @@ class NotebookDeploy(Configurable):
         self.bundle_store = Store(Path(self.store).expanduser())
         self.servers = Servers(self.bundle_store)
         self.tasks = Tasks(self.bundle_store)
+        self._monitors: dict[str, Monitor] = {}
+
+    def monitor(self, server_id: str) -> Monitor:
+        """The monitor of a server started here, made at the first look, so that its series spans every
+        viewer's polls (a ``KeyError`` for an unknown id, ``ServerStoppedError`` for a stopped server)."""
+        server = self.servers.get(server_id)
+        server.check_running()  # even when the last read is recent enough to answer from
+        return self._monitors.setdefault(server_id, Monitor(server))
 
     def exact_ref(self, ref: str) -> str:
         """``name:version`` for a reference to a bundle in the store (paths are refused)."""
@@ -287,6 +296,16 @@ class ServerLogsHandler(DeployHandler):
         await self.answer(lambda: {"logs": _found("server", self.deploy.servers.get, server_id).logs()})
 
 
+class MonitorHandler(DeployHandler):
+    """``GET servers/{id}/monitor``: the monitoring view's Vega-Lite charts, sampled from the server's own
+    metrics at each call (at most once a second, however many viewers poll)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        await self.answer(lambda: _found("server", self.deploy.monitor, server_id).refresh())
+
+
 def predict_answer(response: requests.Response) -> dict[str, Any]:
     """The REST API's PredictAnswer: the model server's status and its body (JSON, else the text)."""
     try:
@@ -403,6 +422,7 @@ ROUTES: list[tuple[str, type[DeployHandler]]] = [
     ("servers", ServersHandler),
     ("servers/(?P<server_id>[^/]+)", ServerHandler),
     ("servers/(?P<server_id>[^/]+)/logs", ServerLogsHandler),
+    ("servers/(?P<server_id>[^/]+)/monitor", MonitorHandler),
     ("servers/(?P<server_id>[^/]+)/predict", PredictHandler),
     ("servers/(?P<server_id>[^/]+)/generate", GenerateHandler),
     ("tasks", TasksHandler),

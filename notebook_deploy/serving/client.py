@@ -66,6 +66,10 @@ class BundleClient:
             stream=stream,
         )
 
+    def get(self, path: str, timeout: float = 60) -> requests.Response:
+        """GET ``path`` on this server (``/metrics``, ``/monitor/drift``) and return the raw response."""
+        return self._session.get(f"{self.url}/{path.lstrip('/')}", timeout=timeout, verify=self._verify)
+
     @property
     def generates(self) -> bool:
         """Whether the server streams generated text (``POST /generate``): a text generator's does."""

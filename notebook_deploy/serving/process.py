@@ -81,9 +81,18 @@ class Server(BundleClient):
     def post(self, path: str, payload: Any, timeout: float = 60, stream: bool = False) -> requests.Response:
         """POST ``payload`` as JSON to ``path`` on this server and return the raw response; raises
         ``ServerStoppedError`` when the server has stopped."""
+        self.check_running()
+        return super().post(path, payload, timeout, stream)
+
+    def get(self, path: str, timeout: float = 60) -> requests.Response:
+        """GET ``path`` on this server; raises ``ServerStoppedError`` when the server has stopped."""
+        self.check_running()
+        return super().get(path, timeout)
+
+    def check_running(self) -> None:
+        """Raise ``ServerStoppedError`` when the server has stopped."""
         if not self.running:
             raise ServerStoppedError(f"the server for {self.bundle.ref} has stopped; start it again")
-        return super().post(path, payload, timeout, stream)
 
     def logs(self) -> str:
         """Everything the server has written to its standard output and error."""

@@ -15,6 +15,7 @@ import {
   task,
   waitFor
 } from './fixtures';
+import monitorFixture from './monitor-charts.json';
 
 jest.mock('../request', () => ({
   ...jest.requireActual('../request'),
@@ -85,6 +86,13 @@ describe('DeploymentsSidebar', () => {
             breaking: false,
             schema: [],
             sample: { ...comparison.sample, agreement: 1, worst: [] }
+          },
+          'GET servers/4242/monitor': {
+            url: server.url,
+            updated: '2026-12-05T23:00:04+00:00',
+            points: 6,
+            drift: { threshold: 0.2, message: '400 rows in the window' },
+            charts: monitorFixture.charts
           },
           'GET servers/4242/logs': {
             logs: 'INFO:     Uvicorn running on http://127.0.0.1:40123'
@@ -333,6 +341,23 @@ describe('DeploymentsSidebar', () => {
     await waitFor(() => log() !== 'Loading…');
     expect(log()).toContain('Uvicorn running');
     expect(calls.map(c => c.endPoint)).toContain('servers/4242/logs');
+  });
+
+  it("draws a server's charts when its monitor view is opened", async () => {
+    await waitFor(
+      () => sidebar.node.querySelector('.nd-MonitorSection') !== null
+    );
+    const details =
+      sidebar.node.querySelector<HTMLDetailsElement>('.nd-MonitorSection')!;
+    expect(calls.map(c => c.endPoint)).not.toContain('servers/4242/monitor');
+    details.open = true;
+    details.dispatchEvent(new Event('toggle'));
+    await waitFor(
+      () => details.querySelectorAll('[data-chart] svg').length === 5,
+      8000
+    );
+    expect(calls.map(c => c.endPoint)).toContain('servers/4242/monitor');
+    expect(details.textContent).toContain('6 points');
   });
 
   it('shows a finished push at 100 %', async () => {

@@ -3,7 +3,13 @@ import * as React from 'react';
 import { compactJson } from '../format';
 import { FILE_KINDS, PROMPT_KINDS, inputKind, readBase64 } from '../inputs';
 import { IGeneration } from '../model';
-import { IBundleDetails, IPredictAnswer, IServer } from '../types';
+import {
+  IBundleDetails,
+  IMonitorAnswer,
+  IPredictAnswer,
+  IServer
+} from '../types';
+import { MonitorView } from './monitor';
 
 export interface IServerListProps {
   servers: readonly IServer[];
@@ -18,6 +24,8 @@ export interface IServerListProps {
   /** The text generated for a server's last prompt, so far. */
   generation: (serverId: string) => IGeneration | undefined;
   onGenerate: (server: IServer, prompt: string) => void;
+  /** A running server's monitoring charts now, for the monitor view (throws on failure). */
+  monitor: (serverId: string) => Promise<IMonitorAnswer>;
 }
 
 /** The model servers started from the sidebar: status, URL, and a test request form. */
@@ -81,6 +89,7 @@ function ServerCard(
         </button>
       </div>
       <ServerLog server={server} onLogs={props.onLogs} />
+      {running ? <ServerMonitor server={server} load={props.monitor} /> : null}
       {running ? (
         <TestRequest
           server={server}
@@ -102,6 +111,25 @@ function ServerCard(
         />
       ) : null}
     </li>
+  );
+}
+
+/** The "Monitor" section: its live charts exist (and poll) only while it is open. */
+function ServerMonitor(props: {
+  server: IServer;
+  load: (serverId: string) => Promise<IMonitorAnswer>;
+}): JSX.Element {
+  const [open, setOpen] = React.useState(false);
+  return (
+    <details
+      className="nd-Section nd-MonitorSection"
+      onToggle={event =>
+        setOpen((event.currentTarget as HTMLDetailsElement).open)
+      }
+    >
+      <summary aria-label={`Monitor ${props.server.ref}`}>Monitor</summary>
+      {open ? <MonitorView server={props.server} load={props.load} /> : null}
+    </details>
   );
 }
 
