@@ -1,14 +1,18 @@
-"""A shadow must not hurt the callers: the same server under the same wrk load, without a shadow, with a
-shadow that raises on every copy, and with one that sleeps 50 ms per copy (issue 16's acceptance).
+"""Several versions under wrk load (issue 16's acceptance): a shadow must not hurt the callers, and a
+canary gets its share. The same server under the same load, without a shadow, with a shadow that raises
+on every copy, with one that sleeps 50 ms per copy, and with a canary at 10%.
 
 Each configuration serves the stable model (a LogisticRegression, 20 features) with `notebook-deploy
 serve`, one worker, unbatched; the shadows get a copy of every request. The runs alternate (none, raising,
 sleeping, none, ...) for --rounds rounds, each after a warm-up that is not counted, so the spread of the
 runs without a shadow is the noise the others are held against. Before the load, the same request is
-sent to each server: its answer must be the stable model's, and with a shadow its X-Model-Version
-header must name the stable version.
+sent to each server 20 times: each answer must be the prediction of the version its X-Model-Version
+header names (with a shadow, always the stable one).
 
-Prints requests/s, p50 and p99 per run, then per configuration the median p99 against the runs without a
+The canary's share is read from the server's /metrics (answers per version, before and after the
+load) and held against a 99% binomial interval around 10%.
+
+Prints requests/s, p50 and p99 per run, the canary's share, then per shadow the median p99 against the runs without a
 shadow and whether it is at most their highest p99 plus their spread (PASS) or not (MISS), and the
 non-2xx count (must be 0). wrk comes from Debian (apt-get install -y wrk).
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -27,12 +32,15 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from serving import PYTHON, Launch, Running, free_port, post, wait_until_quiet, write_lua, wrk
+from serving import PYTHON, Launch, Running, free_port, wait_until_quiet, write_lua, wrk
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 import notebook_deploy as nd
 from notebook_deploy.serving.router import VERSION_HEADER
+from notebook_deploy.serving.watch import parse_metrics
+
+CANARY_PERCENT = 10
 
 
 class Raising:
@@ -55,6 +63,12 @@ class Sleeping:
         return np.zeros(len(rows), dtype=int)
 
 
+def answers(url: str) -> dict:
+    """The server's answers so far, per version, from its /metrics."""
+    with urllib.request.urlopen(url.replace("/predict", "/metrics"), timeout=10) as response:
+        return parse_metrics(response.read().decode())[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -70,32 +84,38 @@ def main() -> None:
             "raising": nd.capture(Raising(X[:5]), "shadowed", X[:5], store=store),
             "sleeping": nd.capture(Sleeping(), "shadowed", X[:5], store=store),
         }
+        canary = nd.capture(LogisticRegression(C=0.01).fit(X, y), "shadowed", X[:5], store=store)
         row = X[100:101]  # not in the sample: the raising shadow raises on it
         body = json.dumps({"instances": row.tolist()}).encode()
         lua = write_lua(folder, body)
         configurations = {"none": []} | {name: ["--shadow", bundle.ref] for name, bundle in shadows.items()}
+        configurations["canary"] = ["--canary", f"{canary.ref}={CANARY_PERCENT:g}"]
         runs: dict[str, list] = {name: [] for name in configurations}
+        shares: list[tuple[float, float]] = []  # the canary's answers, and all answers, of each canary run
         for round_ in range(args.rounds):
             for name, extra in configurations.items():
                 port = free_port()
                 command = [PYTHON, "-m", "notebook_deploy", "--store", str(store.root), "serve", stable.ref]
                 command += ["--port", str(port), "--no-batch", "--workers", "1", *extra]
                 with Running(Launch(f"shadow-{name}", command, "/predict"), port, folder) as server:
-                    answer = server.wait_for_prediction(body)
-                    expected = stable.model.predict(row).tolist()
-                    assert answer == expected, f"{name}: answered {answer}, the stable model says {expected}"
-                    request = urllib.request.Request(
-                        server.url, data=body, headers={"content-type": "application/json"}
-                    )
-                    with urllib.request.urlopen(request, timeout=10) as response:
-                        answered_by = response.headers[VERSION_HEADER]
-                    if extra:  # with several versions, the answer names the one that gave it
-                        assert stable.version in str(answered_by), f"{name}: answered by {answered_by}"
+                    server.wait_for_prediction(body)
+                    for _ in range(20):  # each answer is the prediction of the version its header names
+                        request = urllib.request.Request(
+                            server.url, data=body, headers={"content-type": "application/json"}
+                        )
+                        with urllib.request.urlopen(request, timeout=10) as response:
+                            answer, answered_by = json.loads(response.read()), response.headers[VERSION_HEADER]
+                        named = canary if answered_by and canary.version in answered_by else stable
+                        assert extra or answered_by is None, f"{name}: answered by {answered_by}"
+                        assert answer["predictions"] == named.model.predict(row).tolist(), f"{name}: {answer}"
                     wait_until_quiet()
                     wrk(server.url, lua, args.connections, 2)  # warm-up, not counted
+                    before = answers(server.url)
                     load = wrk(server.url, lua, args.connections, args.duration, server.process.pid)
-                    status, _ = post(server.url, body)
-                    assert status == 200
+                    after = answers(server.url)
+                    if name == "canary":
+                        counted = {v: after[v].requests - (before[v].requests if v in before else 0) for v in after}
+                        shares.append((counted.get(canary.version, 0.0), sum(counted.values())))
                 runs[name].append(load)
                 print(
                     f"round {round_ + 1} {name:<9} {load.requests_per_second:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
@@ -103,6 +123,14 @@ def main() -> None:
                     flush=True,
                 )
 
+    share = CANARY_PERCENT / 100
+    for answered, total in shares:
+        spread = 2.5758 * math.sqrt(total * share * (1 - share))  # a 99% interval (normal approximation)
+        inside = abs(answered - total * share) <= spread
+        print(
+            f"\ncanary at {CANARY_PERCENT:g}%: {answered:.0f} of {total:.0f} answers ({answered / total:.2%}); "
+            f"99% interval {total * share - spread:.0f} to {total * share + spread:.0f}: {'PASS' if inside else 'MISS'}"
+        )
     base = [load.p99_ms for load in runs["none"]]
     low, high = min(base), max(base)
     spread = high - low
