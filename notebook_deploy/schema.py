@@ -533,6 +533,10 @@ def differences(expected: Any, actual: Any, where: str, rtol: float, atol: float
             label = f"{where}, row {i}" if where.count(",") == 0 else f"{where}[{i}]"
             found += differences(e, a, label, rtol, atol)
         return found
+    if isinstance(expected, dict) and isinstance(actual, dict):  # a pipeline's rows: {"label", "score"}
+        if expected.keys() != actual.keys():
+            return [f"{where}: expected the keys {sorted(expected)}, got {sorted(actual)}"]
+        return [d for key in expected for d in differences(expected[key], actual[key], f"{where}[{key!r}]", rtol, atol)]
     numbers = (int, float)
     if isinstance(expected, numbers) and isinstance(actual, numbers) and not isinstance(expected, bool):
         if math.isclose(expected, actual, rel_tol=rtol, abs_tol=atol):

@@ -109,7 +109,9 @@ def check_foundation(output: str, store: nd.Store, registry: Any) -> None:
     assert re.search(r"\d+ pieces: \[", output), output
     for name in ("reviews", "story"):
         bundle = store.get(name)
-        assert bundle.manifest["serialization"]["weights"]["format"] == "safetensors"
+        # standard pipelines: stored in transformers' own format, its weights as safetensors, no pickle
+        assert bundle.manifest["serialization"]["format"] == "transformers-pipeline"
+        assert (bundle.path / "pretrained.model.safetensors").is_file() and not (bundle.path / "model.pkl").exists()
         assert {"torch", "transformers", "tokenizers"} <= {line.split("==")[0] for line in bundle.lock()}
 
 

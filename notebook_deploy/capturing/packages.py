@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..errors import CaptureError
-from ..schema import to_jsonable
+from ..schema import differences, to_jsonable
 from . import warm
 
 PROBE = "notebook_deploy.capturing.probe"
@@ -80,18 +80,27 @@ def package_state(
     key = warm.Key(environment, tuple(blocked), tuple(sorted(referenced_modules)), tuple(methods))
     try:
         modules, outputs = probe(model_file, model_input, methods, blocked, timeout, key)
-        same = to_jsonable(outputs) == expected_outputs
+        same = _same(outputs, expected_outputs)
     except CaptureError:
         same = False
     if not same:
         key = warm.Key(environment, (), key.referenced, key.methods)
         modules, outputs = probe(model_file, model_input, methods, [], timeout, key)
-        same = to_jsonable(outputs) == expected_outputs
+        same = _same(outputs, expected_outputs)
     warm.keep_warm(key, sorted(modules))
     state = state_from_modules(modules, owners)
     state.reproduced = same
     return state
 
+
+def _same(outputs: Any, expected: Any) -> bool:
+    """Whether the probe's outputs are the model's here: labels exactly, numbers within ``PROBE_RTOL`` and
+    ``PROBE_ATOL`` (float32 sums come out in another order with another thread count: a classifier's
+    scores then differ in their seventh digit)."""
+    return not differences(expected, to_jsonable(outputs), "outputs", PROBE_RTOL, PROBE_ATOL)
+
+
+PROBE_RTOL, PROBE_ATOL = 1e-5, 1e-7
 
 _owners_cache: tuple[str, Mapping[str, list[str]]] | None = None
 
