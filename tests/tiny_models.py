@@ -9,6 +9,7 @@ own answer in-process.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -26,10 +27,16 @@ CHAT_TEMPLATE = (
 )
 
 
-@functools.cache
 def tokenizer() -> Any:
     """A WordPiece tokenizer trained on ``CORPUS``, as a transformers fast tokenizer with a chat template.
-    WordPiece on whitespace decodes to whole words, so streamed text reads as words, not byte pieces."""
+    WordPiece on whitespace decodes to whole words, so streamed text reads as words, not byte pieces.
+    A copy each call: pipelines change their tokenizer (a text-generation pipeline pads on the left), and
+    one test's pipeline must not change another's."""
+    return copy.deepcopy(_trained_tokenizer())
+
+
+@functools.cache
+def _trained_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
