@@ -154,10 +154,11 @@ def generate_all(model: Any, requests: list[Request]) -> list[Generated | Except
     one bad prompt fails alone."""
     results: dict[int, Generated | Exception] = {}
     groups: dict[tuple[Any, ...], list[int]] = {}
+    together = batchable(model)
     for index, request in enumerate(requests):
         sampling = request.sampling
         key = (sampling.max_tokens, sampling.temperature, sampling.top_p, isinstance(request.prompt, str))
-        groups.setdefault(key if batchable(model) else (index,), []).append(index)
+        groups.setdefault(key if together else (index,), []).append(index)
     for indices in groups.values():
         batch = [requests[index] for index in indices]
         if len(batch) > 1:
@@ -204,8 +205,10 @@ class _Row:
     it is done."""
 
     def __init__(self, tokenizer: Any, request: Request) -> None:
+        import torch
         from transformers import TextStreamer
 
+        self.tensor = torch.tensor  # each token goes to the streamer as a one-token tensor
         self.request = request
         self.cutter = _Cutter(request.sampling.stop, request.emit)
         self.streamer = TextStreamer(tokenizer, skip_special_tokens=True)
@@ -222,10 +225,8 @@ class _Row:
     def take(self, token: int) -> None:
         if self.done:  # a row done while others go on gets padding: not its text
             return
-        import torch
-
         self.new.append(token)
-        self.streamer.put(torch.tensor([token]))
+        self.streamer.put(self.tensor([token]))
         self.ended = token == self.eos
 
     def result(self) -> Generated:
