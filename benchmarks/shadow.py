@@ -12,6 +12,11 @@ header names (with a shadow, always the stable one).
 The canary's share is read from the server's /metrics (answers per version, before and after the
 load) and held against a 99% binomial interval around 10%.
 
+Sticky callers under load: one server with a canary at 50% and --sticky-header X-User, loaded by 8 wrk
+processes at once, each sending as one caller (its own X-User) over 2 connections; a Lua response hook
+counts the versions each caller met. Each caller must meet one version only, and both versions must be
+met by some caller.
+
 Prints requests/s, p50 and p99 per run, the canary's share, then per shadow the median p99 against the runs without a
 shadow and whether it is at most their highest p99 plus their spread (PASS) or not (MISS), and the
 non-2xx count (must be 0). wrk comes from Debian (apt-get install -y wrk).
@@ -24,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +48,25 @@ from notebook_deploy.serving.router import VERSION_HEADER
 from notebook_deploy.serving.watch import parse_metrics
 
 CANARY_PERCENT = 10
+STICKY_CALLERS = 8
+
+# Counts, per wrk thread, the versions that answered; done() prints them as "version <ref> <count>".
+STICKY_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) versions = {} end
+function response(status, headers, body)
+  local version = headers["x-model-version"] or headers["X-Model-Version"] or ("status " .. status)
+  versions[version] = (versions[version] or 0) + 1
+end
+function done(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for version, count in pairs(thread:get("versions")) do total[version] = (total[version] or 0) + count end
+  end
+  for version, count in pairs(total) do io.write("version " .. version .. " " .. count .. "\\n") end
+end
+"""
 
 
 class Raising:
@@ -67,6 +93,24 @@ def answers(url: str) -> dict:
     """The server's answers so far, per version, from its /metrics."""
     with urllib.request.urlopen(url.replace("/predict", "/metrics"), timeout=10) as response:
         return parse_metrics(response.read().decode())[0]
+
+
+def sticky_callers(url: str, lua: Path, seconds: float) -> dict[str, dict[str, int]]:
+    """Load ``url`` with STICKY_CALLERS wrk processes at once, each one caller (its own X-User over two
+    connections); the versions each caller met, with their counts."""
+    running = {
+        caller: subprocess.Popen(
+            ["wrk", "-t1", "-c2", f"-d{seconds:g}s", "-H", f"X-User: {caller}", "-s", str(lua), url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for caller in (f"caller-{k}" for k in range(STICKY_CALLERS))
+    }
+    met = {}
+    for caller, process in running.items():
+        out, _ = process.communicate(timeout=seconds + 60)
+        met[caller] = {m[1]: int(m[2]) for m in re.finditer(r"^version (\S+(?: \d+)?) (\d+)$", out, re.M)}
+    return met
 
 
 def main() -> None:
@@ -122,6 +166,26 @@ def main() -> None:
                     f"  p99 {load.p99_ms:6.2f} ms  non-2xx {load.non_2xx}  other cpu {load.other_cpu:.2f}",
                     flush=True,
                 )
+
+        # sticky callers under load: each meets one version, and both versions are met
+        sticky_lua = folder / "sticky.lua"
+        sticky_lua.write_text(lua.read_text() + STICKY_LUA)
+        port = free_port()
+        command = [PYTHON, "-m", "notebook_deploy", "--store", str(store.root), "serve", stable.ref, "--port", str(port)]
+        command += ["--no-batch", "--workers", "1", "--canary", f"{canary.ref}=50", "--sticky-header", "X-User"]
+        with Running(Launch("shadow-sticky", command, "/predict"), port, folder) as server:
+            server.wait_for_prediction(body)
+            wait_until_quiet()
+            met = sticky_callers(server.url, sticky_lua, args.duration)
+    print()
+    for caller, versions in met.items():
+        print(f"sticky {caller}: " + ", ".join(f"{version} x{count}" for version, count in versions.items()))
+    one_each = all(len(versions) == 1 for versions in met.values())
+    both = {version for versions in met.values() for version in versions} == {stable.ref, canary.ref}
+    print(
+        f"sticky callers under load ({STICKY_CALLERS} at once, canary at 50%): each met one version: "
+        f"{'PASS' if one_each else 'MISS'}; both versions met: {'PASS' if both else 'MISS'}"
+    )
 
     share = CANARY_PERCENT / 100
     for answered, total in shares:

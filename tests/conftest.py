@@ -115,24 +115,57 @@ def engine(tmp_path_factory):
         yield registry, docker, push_python_base(registry.host)
 
 
+class _Ray:
+    """One local Ray instance with Ray Serve's proxy on a free port, shared by consecutive tests that
+    deploy to it (tests/test_ray.py and tests/test_ray_versions.py run one after the other): starting one
+    takes a quarter of a minute here. Its CPUs are logical slots (four, for the replicas of three
+    applications), not the machine's cores."""
+
+    address: str | None = None
+    temp_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def start(cls) -> str:
+        if cls.address is None:
+            import ray
+            from ray import serve
+            from registries import free_port
+
+            # Ray's socket paths must stay short: a folder of its own directly under /tmp
+            cls.temp_dir = tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp")
+            ray.init(num_cpus=4, include_dashboard=False, _temp_dir=cls.temp_dir.name, log_to_driver=False)
+            serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+            cls.address = ray.get_runtime_context().gcs_address
+        return cls.address
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.address is not None:
+            import ray
+            from ray import serve
+
+            try:
+                serve.shutdown()
+                ray.shutdown()
+            finally:
+                cls.address = None
+                if cls.temp_dir is not None:
+                    cls.temp_dir.cleanup()
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """For tests that deploy to Ray Serve: a local Ray instance with Ray Serve's proxy on a free port;
-    yields the cluster's address. Its CPUs are logical slots (four, for the replicas of three
-    applications), not the machine's cores."""
-    import ray
-    from ray import serve
-    from registries import free_port
+    """For tests that deploy to Ray Serve: the address of the local Ray instance (``_Ray``), started if
+    need be; it stops with the last module in a row that uses it."""
+    return _Ray.start()
 
-    # Ray's socket paths must stay short: a folder of its own directly under /tmp
-    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as temp_dir:
-        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-        try:
-            yield ray.get_runtime_context().gcs_address
-        finally:
-            serve.shutdown()
-            ray.shutdown()
+
+@pytest.hookimpl(trylast=True)  # after the teardown of the module's fixtures, which delete their deployments
+def pytest_runtest_teardown(item, nextitem):
+    """Stop Ray at the end of a module when the next module's tests do not deploy to it (a module may
+    ask for ``cluster`` from inside a test, as tests/test_docs.py does: its address stays valid there)."""
+    if nextitem is None or (nextitem.module is not item.module and "cluster" not in nextitem.fixturenames):
+        _Ray.stop()
 
 
 @pytest.fixture(scope="module")

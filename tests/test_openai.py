@@ -207,8 +207,17 @@ def test_clients_that_arrive_together_share_a_batch_and_each_get_their_own_strea
 
 @pytest.mark.integration
 def test_a_client_that_goes_away_stops_the_generation(tmp_path):
-    slow = tm.text_generator(width=512)  # slow enough that 100 tokens take a while on a CPU
+    from transformers import TextGenerationPipeline
+
+    class Slow(TextGenerationPipeline):  # of this test's own: captured as a pickle, hook and all
+        pass
+
+    base = tm.text_generator()
+    slow = Slow(task="text-generation", model=base.model, tokenizer=base.tokenizer, device="cpu")
+    # 20 ms a token: 100 tokens take 2 s at least, far longer than the server takes to see the client leave
+    slow.model.register_forward_hook(lambda module, inputs, output: time.sleep(0.02))
     bundle = nd.capture(slow, "slow", ["hello world"], store=nd.Store(tmp_path / "store"))
+    assert bundle.manifest["serialization"]["format"] == "cloudpickle"
     with nd.serve(bundle) as server:
         with httpx.stream(
             "POST", server.url + "/generate", json={"prompt": "hello world", "max_tokens": 100}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,12 +50,27 @@ def _pipelines():
     ]
 
 
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory) -> Callable[[Callable[[], Any], list[Any]], tuple[Any, nd.Bundle]]:
+    """Each pipeline built and captured once in this module, for the tests that read or damage a copy of
+    its bundle: ``captured(build, sample)`` is the live model and its bundle."""
+    store = nd.Store(tmp_path_factory.mktemp("store"))
+    made: dict[Callable[[], Any], tuple[Any, nd.Bundle]] = {}
+
+    def capture(build: Callable[[], Any], sample: list[Any]) -> tuple[Any, nd.Bundle]:
+        if build not in made:
+            model = build()
+            made[build] = (model, nd.capture(model, name="m", sample=sample, store=store))
+        return made[build]
+
+    return capture
+
+
 @pytest.mark.parametrize("build, sample, task", _pipelines())
 def test_a_standard_pipeline_is_stored_in_its_library_format_and_loads_without_unpickling(
-    store, monkeypatch, build, sample, task
+    captured, monkeypatch, build, sample, task
 ):
-    model = build()
-    bundle = nd.capture(model, name="m", sample=sample, store=store)
+    model, bundle = captured(build, sample)
     serialization = bundle.manifest["serialization"]
     assert serialization["format"] == "transformers-pipeline"
     assert serialization["pretrained"]["task"] == task
@@ -120,10 +137,9 @@ def test_a_pipeline_whose_round_trip_answers_otherwise_falls_back_to_the_pickle(
 
 
 @pytest.fixture(scope="module")
-def classifier_bundle(tmp_path_factory) -> nd.Bundle:
-    """A classifier captured once for the tests that damage a copy of it."""
-    store = nd.Store(tmp_path_factory.mktemp("store"))
-    return nd.capture(tiny_models.text_classifier(), name="m", sample=TEXTS, store=store)
+def classifier_bundle(captured) -> nd.Bundle:
+    """The classifier's bundle, for the tests that damage a copy of it."""
+    return captured(tiny_models.text_classifier, TEXTS)[1]
 
 
 def _copy(bundle: nd.Bundle, tmp_path) -> nd.Bundle:

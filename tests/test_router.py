@@ -134,6 +134,23 @@ def test_every_answer_names_its_version_even_an_error(flowers):
     assert docs.status_code == 200 and docs.headers[VERSION_HEADER] == stable.ref
 
 
+def test_a_version_query_reaches_that_versions_drift_and_docs(flowers):
+    stable, canary, shadow, _ = flowers
+    with _client(Deployment((stable,), ((canary, 50),), (shadow,))) as client:
+        answers = {v.ref: client.get(f"/monitor/drift?version={v.version}") for v in (stable, canary, shadow)}
+        plain = client.get("/monitor/drift")
+        docs = client.get(f"/openapi.json?version={canary.version}")
+        unknown = client.get("/monitor/drift?version=0000")
+    assert {ref: (a.status_code, a.headers[VERSION_HEADER]) for ref, a in answers.items()} == {
+        ref: (200, ref) for ref in answers
+    }
+    assert plain.headers[VERSION_HEADER] == stable.ref
+    assert docs.status_code == 200 and docs.headers[VERSION_HEADER] == canary.ref
+    assert unknown.status_code == 404
+    assert "version '0000' of flowers is not served here" in unknown.json()["detail"]
+    assert canary.version in unknown.json()["detail"] and shadow.version in unknown.json()["detail"]
+
+
 def test_two_models_each_under_its_name(flowers, forest, iris):
     stable, _, _, petals = flowers
     tensor = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": ROWS[0]}]}

@@ -7,7 +7,7 @@ are refused with the names to use when there are several. Among the versions of 
 request (a POST) goes to the stable version or a canary, by the weights; with a sticky header, its value's
 sha256 picks, so that one caller always meets the same version. A path naming a version
 (``.../versions/{version}``) reaches that version, and other routes (docs, metadata, drift) the stable
-one. A shadow gets a copy of every POST to its model in the background: its answer is counted in its own
+one, or the version a ``?version=V`` query names (``/monitor/drift?version=V``). A shadow gets a copy of every POST to its model in the background: its answer is counted in its own
 metrics and logs, and neither its errors nor its latency reach the caller. Every answer names the version
 that gave it in ``X-Model-Version``. ``/metrics`` merges every version's metrics into one exposition;
 ``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them. A stable version may be replaced while
@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -316,6 +317,13 @@ class VersionRouter:
             await _answer(send, 404, shape.payload(404, message), b"application/json")
             return
         inference = scope["method"] == "POST" and pinned is None
+        if pinned is None and not inference:
+            pinned = _asked_version(scope)
+            if pinned is not None and group.pinned(pinned) is None:
+                versions = ", ".join(v.bundle.version for v in [*group.versions, *group.shadows])
+                message = f"version '{pinned}' of {group.stable.bundle.name} is not served here; it serves {versions}"
+                await _answer(send, 404, shape.payload(404, message), b"application/json")
+                return
         if pinned is not None:
             chosen = group.pinned(pinned) or group.stable  # the stable version answers an unknown one with 404
         elif inference:
@@ -560,6 +568,12 @@ _OWN_ROUTES: dict[str, Callable[[VersionRouter, Scope], Any]] = {
 
 # The scope of a request the router makes itself (a version's /readyz while it starts).
 _INTERNAL: Scope = {"type": "http", "http_version": "1.1", "scheme": "http", "root_path": "", "headers": []}
+
+
+def _asked_version(scope: Scope) -> str | None:
+    """The version a GET asks for with ``?version=V`` (its docs, metadata or drift), or None."""
+    asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("version")
+    return asked[-1] if asked else None
 
 
 async def _get(version: _Version, scope: Scope, path: str) -> tuple[int, bytes]:
