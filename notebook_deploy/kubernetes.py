@@ -134,8 +134,6 @@ def kubernetes_manifests(
         except NotebookDeployError as error:
             raise KubernetesError("version_images", f"{given} does not load: {error}") from None
     others = _other_versions(versions, images)
-    if others and grpc_port is not None:
-        raise KubernetesError("grpc_port", "gRPC serves one model: leave it off when serving several versions")
     if kserve:
         if others:
             raise KubernetesError(

@@ -199,7 +199,7 @@ def test_auth_off_adds_no_dependency(tmp_path):
         app=SimpleNamespace(state=SimpleNamespace()), settings=ServeSettings(keys_file=str(tmp_path / "none.json"))
     )
     assert auth.dependencies(auth.PREDICT, served) == [] and auth.dependencies(auth.ADMIN, served) == []
-    assert auth.grpc_interceptors(served) == []
+    assert auth.grpc_interceptors(auth.guard_of(served)) == []
     with pytest.raises(ValueError, match="auth.OPEN"):
         auth.dependencies("everyone", served)
 
@@ -222,7 +222,7 @@ def test_grpc_calls_obey_the_same_keys(secured):
             yield b"ok:" + request
 
     async def scenario() -> list:
-        server = grpc.aio.server(interceptors=auth.grpc_interceptors(served))
+        server = grpc.aio.server(interceptors=auth.grpc_interceptors(auth.guard_of(served)))
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(echo) for name in ("ModelInfer", "ServerLive", "ModelStatistics")
         }

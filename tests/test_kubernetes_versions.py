@@ -93,7 +93,6 @@ def test_without_canary_or_shadow_the_manifests_are_unchanged(blooms):
     [
         ({"version_images": {}}, "version_images", "no image given for blooms:"),
         ({"kserve": True}, "kserve", "canaryTrafficPercent"),
-        ({"grpc_port": 9000}, "grpc_port", "gRPC serves one model"),
     ],
 )
 def test_what_several_versions_cannot_take_is_refused_naming_the_option(blooms, options, option, message):
@@ -106,6 +105,15 @@ def test_what_several_versions_cannot_take_is_refused_naming_the_option(blooms, 
     with pytest.raises(KubernetesError, match=message) as raised:
         nd.kubernetes_manifests(stable, IMAGE, store=store, **arguments)
     assert raised.value.option == option
+
+
+def test_several_versions_serve_grpc_on_the_port_given(blooms):
+    store, stable, canary, _ = blooms
+    arguments = {"canary": [f"{canary.ref}=10"], "version_images": {canary.ref: CANARY_IMAGE}}
+    deployment = nd.kubernetes_manifests(stable, IMAGE, store=store, grpc_port=9000, **arguments)[0]
+    (server,) = containers(deployment)
+    assert {"name": "grpc", "containerPort": 9000, "protocol": "TCP"} in server["ports"]
+    assert server["args"] == ["--canary", f"/opt/versions/{canary.version}=10"]
 
 
 def test_the_serve_checks_apply(blooms, forest_bundle, session_store):

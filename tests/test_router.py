@@ -147,7 +147,7 @@ def test_a_version_query_reaches_that_versions_drift_and_docs(flowers):
     assert plain.headers[VERSION_HEADER] == stable.ref
     assert docs.status_code == 200 and docs.headers[VERSION_HEADER] == canary.ref
     assert unknown.status_code == 404
-    assert "version '0000' of flowers is not served here" in unknown.json()["detail"]
+    assert "model 'flowers' has no version '0000' here" in unknown.json()["detail"]
     assert canary.version in unknown.json()["detail"] and shadow.version in unknown.json()["detail"]
 
 

@@ -175,9 +175,9 @@ def grpc_access(method: str) -> str:
     return PREDICT if name in GRPC_PREDICT else ADMIN
 
 
-def grpc_interceptors(served: ServedModel) -> list[Any]:
-    """The grpc.aio server interceptors that apply the same keys to gRPC calls (``authorization`` metadata)."""
-    guard = guard_of(served)
+def grpc_interceptors(guard: Guard) -> list[Any]:
+    """The grpc.aio server interceptors that apply the keys of ``guard`` (an app's: ``guard_of``) to gRPC calls
+    (``authorization`` metadata)."""
     if not guard.enabled:
         return []
     return [_grpc_interceptor(guard)]

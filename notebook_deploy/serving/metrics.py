@@ -90,10 +90,12 @@ class _Instruments:
 
 
 class Metrics:
-    """The server's metrics, the middleware that counts requests, and the ``/metrics`` route."""
+    """The server's metrics, the middleware that counts HTTP requests (``count``: gRPC calls), and the
+    ``/metrics`` route."""
 
     def __init__(self, served: ServedModel) -> None:
         self.served = served
+        served.metrics = self  # where the gRPC service counts its calls
         self._model = {"model": served.bundle.name, "version": served.bundle.version}
         self._instruments: _Instruments | None = None
         self._making = threading.Lock()
@@ -155,11 +157,15 @@ class Metrics:
         return counted
 
     def record(self, scope: Mapping[str, Any], status: int, start: float) -> None:
-        """Count a request that ``in_flight += 1`` announced and that was answered with ``status``; its
+        """Count an HTTP request that ``in_flight += 1`` announced and that was answered with ``status``; its
         route is ``scope["route"]`` (or ``unmatched``) and it started at ``start`` (``perf_counter``)."""
-        self.in_flight -= 1
         route = scope.get("route")
-        endpoint = route.path if route is not None else "unmatched"
+        self.count(route.path if route is not None else "unmatched", status, start)
+
+    def count(self, endpoint: str, status: int, start: float) -> None:
+        """Count a request to ``endpoint`` (a route, or a gRPC method) that ``in_flight += 1`` announced, answered
+        with ``status`` (the HTTP status; a gRPC call's is the one the same answer has over REST)."""
+        self.in_flight -= 1
         self._counts[endpoint, status] += 1
         self._durations[endpoint].append(time.perf_counter() - start)
         self._unflushed += 1

@@ -13,22 +13,31 @@ that gave it in ``X-Model-Version``. ``/metrics`` merges every version's metrics
 ``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them. A stable version may be replaced while
 the server runs (``follow.Follower``, when its tag moves) and a canary taken out of rotation
 (``rollback.Rollback``); each replaced version finishes the requests it was given before its app stops.
+
+With a gRPC port, one gRPC server (``oip_grpc.GrpcServer``, started and stopped with the router's lifespan;
+the versions' apps serve none) answers for every version through the same groups, found again at each
+call: a call names its model in ``model_name`` (none: the only model), a ``ModelInfer`` without
+``model_version`` is split by the same shares and sticky value (from the call's metadata) and copied to
+the shadows, one with a version reaches it, and the answer names its version in ``model_version`` and
+the trailing metadata ``x-model-version``. The split, the copies to shadows and the hold on a version while
+it answers (``pick``, ``copy``, ``answering``) are the same code for both protocols.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -39,18 +48,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import audit
 from ..bundle import Bundle
-from ..errors import SettingError
+from ..errors import RequestError, SettingError
+from . import auth
 from .app import create_app, route_path
 from .follow import Follower, check_followable
 from .protocols import oip, tfserving
 from .rollback import Rollback
-from .served import DETAIL, ErrorShape
+from .served import ANSWERED, DETAIL, VERSION_HEADER, ErrorShape, error_answer
 from .settings import ServeSettings
 from .split import Split, point
 
+if TYPE_CHECKING:
+    from .protocols.oip import OipModel
+    from .protocols.oip_grpc import Run
+
 log = logging.getLogger("notebook_deploy.serving")
 
-VERSION_HEADER = "X-Model-Version"
 SHADOW_IN_FLIGHT = 64  # copies to shadows under way at once; more are dropped, never queued
 LOG_EVERY = 1000  # a shadow's failures and drops are logged once per this many
 STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
@@ -167,11 +180,6 @@ class Deployment:
     def bundles(self) -> list[Bundle]:
         return [*self.stable, *(b for b, _ in self.canary), *self.shadow]
 
-    def check(self, settings: ServeSettings) -> None:
-        """Refuse settings that one server of several versions cannot take, before any worker starts."""
-        if self.single is None and settings.grpc_port is not None:
-            raise SettingError("grpc_port", "gRPC serves one model: leave it off when serving several versions")
-
     def app(self, settings: ServeSettings) -> ASGIApp:
         """The app that serves it: ``create_app``'s for a single bundle, else a ``VersionRouter``."""
         if self.single is not None:
@@ -221,6 +229,12 @@ class _Version:
     in_flight: int = 0
     running: contextlib.AsyncExitStack | None = None
 
+    @property
+    def oip(self) -> OipModel:
+        """The version's Open Inference Protocol model (its app's): what gRPC calls to it reach."""
+        model: OipModel = getattr(self.app, "state").oip  # noqa: B009 - an ASGIApp is not typed with a state
+        return model
+
 
 class _Group:
     """The versions of one model name: who answers an inference request, and who gets a copy."""
@@ -258,7 +272,6 @@ class VersionRouter:
     """The ASGI app of a ``Deployment`` (see the module's docstring)."""
 
     def __init__(self, deployment: Deployment, settings: ServeSettings, *, seed: int | None = None) -> None:
-        deployment.check(settings)
         self.max_body_bytes = settings.max_body_bytes
         self.settings = settings
         self.sticky = deployment.sticky_header.lower().encode() if deployment.sticky_header else None
@@ -294,6 +307,12 @@ class VersionRouter:
         self.retiring: set[_Version] = set()  # versions replaced, finishing their requests before they stop
         self.rollback = Rollback.of(settings, _largest_psi)
         self.background: set[asyncio.Task[None]] = set()  # canaries rolled back, being retired
+        self.grpc = None
+        if settings.grpc_port is not None:
+            from .protocols import oip_grpc  # only here: importing grpc costs a server without it its start-up
+
+            # every version's app reads the same key file: the first one's guard checks gRPC calls
+            self.grpc = oip_grpc.GrpcServer(_Grpc(self), settings, auth.guard_of(self.all[0].oip.served))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -309,43 +328,40 @@ class VersionRouter:
             return
         group, pinned, named, shape = self._group(path)
         if group is None:
-            served = ", ".join(self.groups)
             if named is not None:
-                message = f"model '{named}' is not served here; this server serves {served}"
+                message = self.not_served(named)
             else:
-                message = f"this server serves several models ({served}): use /v2/models/NAME/infer or /v1/models/NAME"
+                message = (
+                    f"this server serves several models ({', '.join(self.groups)}): use /v2/models/NAME/infer or "
+                    "/v1/models/NAME"
+                )
             await _answer(send, 404, shape.payload(404, message), b"application/json")
             return
         inference = scope["method"] == "POST" and pinned is None
         if pinned is None and not inference:
             pinned = _asked_version(scope)
-            if pinned is not None and group.pinned(pinned) is None:
-                versions = ", ".join(v.bundle.version for v in [*group.versions, *group.shadows])
-                message = f"version '{pinned}' of {group.stable.bundle.name} is not served here; it serves {versions}"
-                await _answer(send, 404, shape.payload(404, message), b"application/json")
-                return
+            if pinned is not None:
+                try:
+                    _pinned(group, pinned)
+                except RequestError as error:
+                    await _answer(send, 404, shape.payload(404, str(error)), b"application/json")
+                    return
         if pinned is not None:
             chosen = group.pinned(pinned) or group.stable  # the stable version answers an unknown one with 404
         elif inference:
-            chosen = group.pick(self._point(scope))
+            chosen = self.pick(group, self._sticky_value(scope))
         else:
             chosen = group.stable
         respond = _labelled(send, chosen.header)
-        watched = _Watched(respond) if self.rollback is not None and inference and len(group.versions) > 1 else None
-        start = time.perf_counter()
-        chosen.in_flight += 1  # counted from the choice on: a version replaced meanwhile waits for it
-        try:
+        with self.answering(group, chosen, inference) as outcome:
             if inference and group.shadows and not self._declared_too_large(scope):
                 body, more = await _read_body(receive, self.max_body_bytes)
                 receive = _replay(body, receive, more=more)
                 if len(body) <= self.max_body_bytes:  # a body over it is the version's to refuse (413), not copied
                     for shadow in group.shadows:
-                        self._copy(shadow, scope, body)
-            await chosen.app(scope, receive, watched or respond)
-        finally:
-            chosen.in_flight -= 1
-            if watched is not None:
-                self._judge(group, chosen, watched.status >= 500, time.perf_counter() - start)
+                        copy = {**scope, "headers": list(scope["headers"])}
+                        self.copy(shadow, functools.partial(_status_of, shadow.app, copy, body))
+            await chosen.app(scope, receive, _watched(respond, outcome) if outcome.judged else respond)
 
     def _group(self, path: str) -> tuple[_Group | None, str | None, str | None, ErrorShape]:
         """The group a path reaches, the version and the model name it names, and the error shape of
@@ -363,35 +379,55 @@ class VersionRouter:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         return declared.isdigit() and int(declared) > self.max_body_bytes
 
-    def _point(self, scope: Scope) -> float:
-        """A point on 0..100: from the sticky header's value when the request has it, else at random."""
-        value = next((value for name, value in scope["headers"] if name == self.sticky), None)
-        return point(value, self.random)
+    def _sticky_value(self, scope: Scope) -> bytes | None:
+        """The value of the sticky header, when the request has it."""
+        return next((value for name, value in scope["headers"] if name == self.sticky), None)
 
-    def _copy(self, shadow: _Version, scope: Scope, body: bytes) -> None:
-        """Send a copy of the request to ``shadow`` in the background, unless too many are under way."""
+    def not_served(self, name: str) -> str:
+        """What answers a request for a model not served here: the models that are."""
+        return f"model '{name}' is not served here; this server serves {', '.join(self.groups)}"
+
+    # -- what HTTP requests and gRPC calls share: the split, the copies to shadows, the outcomes ----------
+    def pick(self, group: _Group, sticky: bytes | None) -> _Version:
+        """The version of ``group`` that answers an inference request: stable or canary, by the shares, at
+        the point of the sticky value (its sha256), or at random without one."""
+        return group.pick(point(sticky, self.random))
+
+    @contextlib.contextmanager
+    def answering(self, group: _Group, chosen: _Version, inference: bool) -> Iterator[_Outcome]:
+        """Hold ``chosen`` while it answers a request (a version replaced meanwhile waits for it); an
+        inference request's outcome (its ``status``, set by the caller) is judged for rollback, when a
+        canary may be rolled back."""
+        outcome = _Outcome(judged=self.rollback is not None and inference and len(group.versions) > 1)
+        start = time.perf_counter()
+        chosen.in_flight += 1
+        try:
+            yield outcome
+        finally:
+            chosen.in_flight -= 1
+            if outcome.judged:
+                self._judge(group, chosen, outcome.status >= 500, time.perf_counter() - start)
+
+    def copy(self, shadow: _Version, send: Callable[[], Awaitable[int]]) -> None:
+        """Send a copy of a request to ``shadow`` in the background (``send``: it, to the shadow, giving the
+        status of the answer), unless too many are under way."""
         if len(self.shadow_tasks) >= SHADOW_IN_FLIGHT:
             self.shadow_dropped.labels(model=shadow.bundle.name, version=shadow.bundle.version).inc()
             self.shadow_drops += 1
             if self.shadow_drops % LOG_EVERY == 1:
                 log.warning("shadows fall behind: %d copies of requests dropped so far", self.shadow_drops)
             return
-        copy = {**scope, "headers": list(scope["headers"])}
-        task = asyncio.get_running_loop().create_task(self._shadow(shadow, copy, body))
+        task = asyncio.get_running_loop().create_task(self._shadow(shadow, send))
         self.shadow_tasks.add(task)
         task.add_done_callback(self.shadow_tasks.discard)
 
-    async def _shadow(self, shadow: _Version, scope: Scope, body: bytes) -> None:
+    async def _shadow(self, shadow: _Version, send: Callable[[], Awaitable[int]]) -> None:
         """Run one copy on the shadow, its answer going nowhere; its own metrics and logs record it."""
-        status, start = 500, time.perf_counter()
-
-        async def sink(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-
+        start = time.perf_counter()
         try:
-            await shadow.app(scope, _replay(body, _never), sink)
+            status = await send()
+        except ANSWERED as error:  # a gRPC copy raises what the caller's call would be answered with
+            status = error_answer(error)[0]
         except Exception:  # noqa: BLE001 - a shadow's failure must never reach a caller
             status = 500
         if status >= 500:
@@ -417,9 +453,18 @@ class VersionRouter:
                 await self._stop_all()
                 await send({"type": "lifespan.startup.failed", "message": str(error)})
                 return
+        if self.grpc is not None:
+            try:
+                await self.grpc.start()
+            except Exception as error:  # noqa: BLE001 - reported to the server, which stops
+                await self._stop_all()
+                await send({"type": "lifespan.startup.failed", "message": str(error)})
+                return
         followers = [asyncio.get_running_loop().create_task(f.run()) for f in self.followers.values()]
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        if self.grpc is not None:
+            await self.grpc.stop()  # gRPC calls in flight finish first, as HTTP requests have
         for task in [*followers, *self.shadow_tasks, *self.background]:
             task.cancel()
         await asyncio.gather(*followers, *self.shadow_tasks, *self.background, return_exceptions=True)
@@ -433,7 +478,7 @@ class VersionRouter:
     # -- a version's life: what a Follower uses to replace a stable version ----------------------------
     def build(self, bundle: Bundle, role: str = STABLE) -> _Version:
         """A version's app (the model loaded and checked as ``create_app`` does), not started yet."""
-        return _Version(bundle, create_app(bundle, _own_log(self.settings, bundle)), role, _header(bundle))
+        return _Version(bundle, create_app(bundle, _own_settings(self.settings, bundle)), role, _header(bundle))
 
     async def start(self, version: _Version) -> None:
         """Start the version's app (its lifespan: predictor, background jobs, the stored sample's check)."""
@@ -558,6 +603,72 @@ class VersionRouter:
         return 200, b'{"status":"ok"}', b"application/json"
 
 
+class _Grpc:
+    """The versions as the gRPC service reaches them (``oip_grpc.Models``): through the router's groups at
+    every call, so that a stable version switched (``Follower``) or a canary rolled back is seen at once, as
+    by HTTP requests. An inference call that names no version is split by the same shares (the sticky
+    header read from the call's metadata), copied to the shadows, held and judged as an HTTP request is."""
+
+    def __init__(self, router: VersionRouter) -> None:
+        self.router = router
+
+    def ready(self) -> bool:
+        return all(version.oip.served.ready for version in self.router.all)
+
+    def find(self, name: str, version: str) -> OipModel:
+        group = self._group(name)
+        return (_pinned(group, version) if version else group.stable).oip
+
+    @contextlib.asynccontextmanager
+    async def answering(
+        self, name: str, version: str, metadata: Mapping[str, str], run: Run
+    ) -> AsyncIterator[OipModel]:
+        router, group = self.router, self._group(name)
+        if version:
+            chosen = _pinned(group, version)
+        else:
+            sticky = metadata.get(router.sticky.decode()) if router.sticky is not None else None
+            chosen = router.pick(group, sticky.encode() if sticky is not None else None)
+            for shadow in group.shadows:
+                router.copy(shadow, functools.partial(_ran, run, shadow.oip))
+        with router.answering(group, chosen, inference=not version) as outcome:
+            try:
+                yield chosen.oip
+                outcome.status = 200
+            except ANSWERED as error:
+                outcome.status = error_answer(error)[0]
+                raise
+
+    def _group(self, name: str) -> _Group:
+        """The versions of model ``name`` (with no name, of the only model); a ``RequestError`` naming the
+        models served when there is no such model, or several to choose from."""
+        groups = self.router.groups
+        if not name and len(groups) == 1:
+            return next(iter(groups.values()))
+        if not name:
+            raise RequestError(400, f"this server serves several models ({', '.join(groups)}): name one in model_name")
+        group = groups.get(name)
+        if group is None:
+            raise RequestError(404, self.router.not_served(name))
+        return group
+
+
+def _pinned(group: _Group, version: str) -> _Version:
+    """The version of ``group`` named ``version`` (canary and shadow too); a 404 naming its versions if none."""
+    found = group.pinned(version)
+    if found is None:
+        versions = ", ".join(v.bundle.version for v in [*group.versions, *group.shadows])
+        name = group.stable.bundle.name
+        raise RequestError(404, f"model '{name}' has no version '{version}' here; its versions are {versions}")
+    return found
+
+
+async def _ran(run: Run, model: OipModel) -> int:
+    """The status of a gRPC inference copied to a shadow that answered (errors are raised)."""
+    await run(model)
+    return 200
+
+
 _OWN_ROUTES: dict[str, Callable[[VersionRouter, Scope], Any]] = {
     "/metrics": VersionRouter._metrics,
     "/metadata": VersionRouter._metadata,
@@ -632,9 +743,11 @@ def _header(bundle: Bundle) -> tuple[bytes, bytes]:
     return VERSION_HEADER.lower().encode(), bundle.ref.encode()
 
 
-def _own_log(settings: ServeSettings, bundle: Bundle) -> ServeSettings:
+def _own_settings(settings: ServeSettings, bundle: Bundle) -> ServeSettings:
     """The settings of one version: its own prediction log file (``PATH`` -> ``STEM.NAME-VERSION.SUFFIX``),
-    since each version's log rotates on its own."""
+    since each version's log rotates on its own; no gRPC port, since the router serves gRPC for all."""
+    if settings.grpc_port is not None:
+        settings = replace(settings, grpc_port=None)
     if not settings.prediction_log:
         return settings
     path = Path(settings.prediction_log)
@@ -643,18 +756,30 @@ def _own_log(settings: ServeSettings, bundle: Bundle) -> ServeSettings:
     )
 
 
-class _Watched:
-    """A ``send`` that remembers the status it sent (``.status``; 500 until then: an app that raises
-    is answered 500 by the server)."""
+@dataclass
+class _Outcome:
+    """How a request was answered: its status (500 until known: an app that raises is answered 500 by the
+    server), and whether it is judged for rollback."""
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.status = 500
+    judged: bool
+    status: int = 500
 
-    async def __call__(self, message: Message) -> None:
+
+def _watched(send: Send, outcome: _Outcome) -> Send:
+    """``send``, writing the status it sends in ``outcome``."""
+
+    async def watched(message: Message) -> None:
         if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self.send(message)
+            outcome.status = message["status"]
+        await send(message)
+
+    return watched
+
+
+async def _status_of(app: ASGIApp, scope: Scope, body: bytes) -> int:
+    """The status of ``app``'s answer to one request (a shadow's copy), the rest of it going nowhere."""
+    status, _, _ = await answer(app, scope, body)
+    return status
 
 
 def _labelled(send: Send, header: tuple[bytes, bytes]) -> Send:

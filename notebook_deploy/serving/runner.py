@@ -54,7 +54,6 @@ def run(
 
     deployment = bundle if isinstance(bundle, Deployment) else Deployment((bundle,))
     settings = settings or ServeSettings()
-    deployment.check(settings)
     if settings.grpc_host is None:
         settings = replace(settings, grpc_host=host)  # gRPC listens where HTTP does
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -27,8 +27,14 @@ from . import auth
 from .predictor import Predictor
 from .settings import ServeSettings
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 log = logging.getLogger("notebook_deploy.serving")
 
+# The header naming the version that answered, where one server serves several (router.py); gRPC sends it
+# as metadata, in lower case (oip_grpc.py).
+VERSION_HEADER = "X-Model-Version"
 FastHandler = Callable[[bytes], Awaitable[bytes]]  # request body -> JSON answer body
 # Bodies that are not JSON (raw images, file uploads): the fast lane leaves them to the route's endpoint.
 RAW_BODIES = (b"application/octet-stream", b"multipart/form-data")
@@ -99,6 +105,7 @@ class ServedModel:
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     errors: dict[Callable[..., Any], ErrorShape] = field(default_factory=dict)  # endpoint -> its error shape
+    metrics: Metrics = field(init=False, repr=False)  # set by Metrics(served)
 
     @property
     def ready(self) -> bool:

@@ -17,7 +17,7 @@ def _oip_grpc(served: ServedModel) -> None:
     if served.settings.grpc_port is not None:
         from . import oip_grpc
 
-        oip_grpc.attach(served, oip.OipModel(served))
+        oip_grpc.attach(served, served.app.state.oip)  # the REST routes' (oip.add_routes)
 
 
 PROTOCOLS: list[Callable[[ServedModel], None]] = [

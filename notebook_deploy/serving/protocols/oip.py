@@ -256,7 +256,8 @@ class OipModel:
                 404, f"model '{name}' has no version '{version}' here; the version served is '{self.version}'"
             )
 
-    def server_metadata(self) -> dict[str, Any]:
+    @staticmethod
+    def server_metadata() -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
     def metadata(self) -> dict[str, Any]:
@@ -521,7 +522,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[Tensor],
 
 
 def add_routes(served: ServedModel) -> None:
-    model = OipModel(served)
+    model = served.app.state.oip = OipModel(served)  # what gRPC serves (oip_grpc): this app's, or a router's
 
     def check(request: Request) -> None:
         model.check(request.path_params["name"], request.path_params.get("version", ""))

@@ -2,13 +2,20 @@
 ``grpc_predict_v2.proto``; the same names and field numbers as Triton's), served by grpc.aio in the event
 loop of the HTTP server, on ``ServeSettings.grpc_port``.
 
-It starts in the app's startup (``ServedModel.startup``) and stops in its shutdown, after the HTTP
-server has stopped taking requests: new calls are refused, calls in flight get up to
-``graceful_timeout`` seconds to finish. Tensors and errors are those of the REST routes (``oip``):
-inputs come as typed ``contents`` or as ``raw_input_contents``; outputs always go as
-``raw_output_contents``, which is what tritonclient's ``as_numpy`` and KServe's client read. Errors map to
-status codes: a request that does not fit → INVALID_ARGUMENT, an unknown model or version → NOT_FOUND,
-a full queue → UNAVAILABLE, a model that raised → INTERNAL.
+One ``Servicer`` answers the calls over ``Models``, which finds the model of each call: ``One``, the model
+of an app, or, where one server serves several versions and models, the router's (``router._Grpc``: split
+by the canaries' shares, copied to shadows, pinned by ``model_version``). Every inference answer names the
+bundle that gave it in the trailing metadata ``x-model-version`` (errors included), and is counted in that
+model's metrics under the endpoint ``/inference.GRPCInferenceService/ModelInfer``, with the status the same
+answer has over REST.
+
+The server (``GrpcServer``) starts in the app's startup (``ServedModel.startup``, or the router's
+lifespan) and stops in its shutdown, after the HTTP server has stopped taking requests: new calls are
+refused, calls in flight get up to ``graceful_timeout`` seconds to finish. Tensors and errors are those
+of the REST routes (``oip``): inputs come as typed ``contents`` or as ``raw_input_contents``; outputs
+always go as ``raw_output_contents``, which is what tritonclient's ``as_numpy`` and KServe's client read.
+Errors map to status codes: a request that does not fit → INVALID_ARGUMENT, an unknown model or version
+→ NOT_FOUND, a full queue → UNAVAILABLE, a model that raised → INTERNAL.
 
 Where it listens: the host the HTTP server is bound to (``ServeSettings.grpc_host``, which the runner
 sets to it; loopback when the app runs in-process), on ``grpc_port``; port 0 picks a free port, which is
@@ -35,23 +42,27 @@ tests/test_oip.py checks the generated descriptor against the .proto and Triton'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import numpy as np
 
 from ...errors import RequestError, ServeError
 from .. import auth
-from ..served import ANSWERED, error_answer
+from ..served import ANSWERED, VERSION_HEADER, error_answer
 from . import grpc_predict_v2_pb2 as pb
 from . import grpc_predict_v2_pb2_grpc as pb_grpc
 from .oip import BYTES, DATATYPES, NUMERIC, OipModel, Tensor, element_count, from_raw, to_raw
 
 if TYPE_CHECKING:
     from ..served import ServedModel
+    from ..settings import ServeSettings
 
 # uvicorn's own logger, so that the gRPC address is shown where uvicorn shows the HTTP one
 log = logging.getLogger("uvicorn.error")
@@ -71,24 +82,79 @@ CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+VERSION_KEY = VERSION_HEADER.lower()  # gRPC metadata keys are lower-case
+# ModelInfer's method, the endpoint its calls are counted under in the metrics
+INFER = f"/{pb.DESCRIPTOR.services_by_name['GRPCInferenceService'].full_name}/ModelInfer"
 _STATUS = {404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+
+
+Run = Callable[[OipModel], Awaitable[list[Tensor]]]  # an inference call's work, on a model given
+
+
+class Models(Protocol):
+    """The models the service reaches: the one model of an app (``One``), or the versions of several models
+    in one server (``router._Grpc``), found again at every call."""
+
+    def ready(self) -> bool:
+        """Whether every model served has answered its stored sample (``ServerReady``)."""
+
+    def find(self, name: str, version: str) -> OipModel:
+        """The model that answers the metadata and readiness of ``name`` (and of ``version``, where given);
+        a ``RequestError`` (404, or 400) naming what is served when there is none."""
+
+    def answering(
+        self, name: str, version: str, metadata: Mapping[str, str], run: Run
+    ) -> contextlib.AbstractAsyncContextManager[OipModel]:
+        """The model that answers an inference call (``metadata``: the call's, for a sticky caller), held
+        while it answers; ``run`` is the call's inference, for the copies shadows get."""
+
+
+class One:
+    """The one model of an app: any other name or version is answered NOT_FOUND."""
+
+    def __init__(self, model: OipModel) -> None:
+        self.model = model
+
+    def ready(self) -> bool:
+        return self.model.served.ready
+
+    def find(self, name: str, version: str) -> OipModel:
+        self.model.check(name, version)
+        return self.model
+
+    @contextlib.asynccontextmanager
+    async def answering(
+        self, name: str, version: str, metadata: Mapping[str, str], run: Run
+    ) -> AsyncIterator[OipModel]:
+        yield self.find(name, version)
 
 
 def attach(served: ServedModel, model: OipModel) -> None:
     """Serve ``model`` over gRPC on ``served.settings.grpc_port`` while the app runs."""
-    settings = served.settings
-    state: dict[str, Any] = {}
+    server = GrpcServer(One(model), served.settings, auth.guard_of(served))
+    served.startup.append(server.start)
+    served.shutdown.append(server.stop)
 
-    async def start() -> None:
+
+class GrpcServer:
+    """The service over ``models`` on ``settings.grpc_port``, with the keys ``guard`` checks: started and
+    stopped by the app that serves HTTP (its lifespan)."""
+
+    def __init__(self, models: Models, settings: ServeSettings, guard: auth.Guard) -> None:
+        self.models, self.settings, self.guard = models, settings, guard
+        self.server: Any = None
+
+    async def start(self) -> None:
+        settings = self.settings
         server = grpc.aio.server(
-            interceptors=auth.grpc_interceptors(served),
+            interceptors=auth.grpc_interceptors(self.guard),
             options=[
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(model), server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(self.models), server)
         host = settings.grpc_host or "127.0.0.1"
         address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
         try:
@@ -102,40 +168,38 @@ def attach(served: ServedModel, model: OipModel) -> None:
         except RuntimeError as error:
             raise ServeError(f"cannot serve gRPC on {address} (is the port in use?): {error}") from None
         await server.start()
-        state["server"] = server
+        self.server = server
         log.info("Open Inference Protocol over gRPC on %s (port %d, process %d)", address, port, os.getpid())
 
-    async def stop() -> None:
-        server = state.pop("server", None)
+    async def stop(self) -> None:
+        """Refuse new calls, and give those in flight up to ``graceful_timeout`` seconds."""
+        server, self.server = self.server, None
         if server is not None:
-            await server.stop(settings.graceful_timeout)
-
-    served.startup.append(start)
-    served.shutdown.append(stop)
+            await server.stop(self.settings.graceful_timeout)
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six calls of the service, over one ``OipModel``."""
+    """The six calls of the service, each over the model ``models`` finds for it."""
 
-    def __init__(self, model: OipModel) -> None:
-        self.model = model
+    def __init__(self, models: Models) -> None:
+        self.models = models
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the service's names
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerReadyResponse(ready=self.model.served.ready)
+        return pb.ServerReadyResponse(ready=self.models.ready())
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        await _run(context, self.model.check, request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.model.served.ready)
+        model = await _run(context, self.models.find, request.name, request.version)
+        return pb.ModelReadyResponse(ready=model.served.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerMetadataResponse(**self.model.server_metadata())
+        return pb.ServerMetadataResponse(**OipModel.server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        await _run(context, self.model.check, request.name, request.version)
-        metadata = self.model.metadata()
+        model = await _run(context, self.models.find, request.name, request.version)
+        metadata = model.metadata()
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=metadata["name"],
@@ -146,13 +210,31 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        model = self.model
+        names = [output.name for output in request.outputs]
 
-        async def infer() -> list[Tensor]:
-            model.check(request.model_name, request.model_version)
-            return await model.infer(_inputs(request), [output.name for output in request.outputs])
+        async def run(model: OipModel) -> list[Tensor]:
+            """The request's inference on ``model``, counted in its metrics (HTTP requests are counted by
+            their middleware), with the status the same answer has over REST."""
+            metrics = model.served.metrics
+            metrics.in_flight += 1
+            start, status = time.perf_counter(), 500
+            try:
+                outputs = await model.infer(_inputs(request), names)
+                status = 200
+                return outputs
+            except ANSWERED as error:
+                status = error_answer(error)[0]
+                raise
+            finally:
+                metrics.count(INFER, status, start)
 
-        outputs = await _run(context, infer)
+        async def infer() -> tuple[OipModel, list[Tensor]]:
+            metadata = dict(context.invocation_metadata() or ())
+            async with self.models.answering(request.model_name, request.model_version, metadata, run) as model:
+                context.set_trailing_metadata(((VERSION_KEY, model.bundle.ref),))  # errors included
+                return model, await run(model)
+
+        model, outputs = await _run(context, infer)
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for tensor in outputs:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
