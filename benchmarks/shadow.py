@@ -171,7 +171,17 @@ def main() -> None:
         sticky_lua = folder / "sticky.lua"
         sticky_lua.write_text(lua.read_text() + STICKY_LUA)
         port = free_port()
-        command = [PYTHON, "-m", "notebook_deploy", "--store", str(store.root), "serve", stable.ref, "--port", str(port)]
+        command = [
+            PYTHON,
+            "-m",
+            "notebook_deploy",
+            "--store",
+            str(store.root),
+            "serve",
+            stable.ref,
+            "--port",
+            str(port),
+        ]
         command += ["--no-batch", "--workers", "1", "--canary", f"{canary.ref}=50", "--sticky-header", "X-User"]
         with Running(Launch("shadow-sticky", command, "/predict"), port, folder) as server:
             server.wait_for_prediction(body)
