@@ -281,23 +281,16 @@ def serve(
     from .serving.runner import run
     from .serving.settings import ServeSettings
 
+    settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
     # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
     opened = (lambda ref: Bundle.open(Path(ref))) if loaded_by_parent else (lambda ref: load(ref, store))
     try:
-        deployment = Deployment.parse(
-            refs, canary, shadow, sticky_header, load=opened, follow=bool(options.get("follow"))
-        )
+        deployment = Deployment.parse(refs, canary, shadow, sticky_header, load=opened, follow=settings.follow)
+        deployment.check(settings)
     except SettingError as error:
         hint = "REF..." if error.option == "refs" else flag(error.option)
         raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
-    thresholds = [
-        o for o in ("rollback_error_rate", "rollback_latency_ratio", "rollback_drift") if options.get(o) is not None
-    ]
-    if not deployment.canary and thresholds:
-        given = ", ".join("--" + o.replace("_", "-") for o in thresholds)
-        raise click.UsageError(f"{given} judge canaries: they need --canary")
-    settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(
             "--tls-cert and --tls-key go together: give the certificate and its private key, or neither (plain HTTP)"

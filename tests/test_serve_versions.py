@@ -136,6 +136,7 @@ def test_two_models_each_answer_their_own_predictions_by_name(versions, iris, cu
         ({"shadow": ["flowers:0000dead"]}, "shadow", "flowers:0000dead does not load"),
         ({"sticky_header": "X-User"}, "sticky_header", "it needs --canary"),
         ({"canary": {"{canary}": 10}, "grpc_port": 0}, "grpc_port", "gRPC serves one model"),
+        ({"rollback_error_rate": 0.05}, "rollback_error_rate", "judges canaries: it needs --canary"),
         ({"refs": "{folder}", "follow": True}, "follow", "is a folder, not a tag of a store"),
     ],
 )

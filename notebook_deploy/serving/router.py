@@ -42,7 +42,7 @@ from ..errors import SettingError
 from .app import create_app, route_path
 from .follow import Follower, check_followable
 from .protocols import oip, tfserving
-from .rollback import Rollback
+from .rollback import THRESHOLDS, Rollback
 from .served import DETAIL, ErrorShape
 from .settings import ServeSettings, as_text, flag
 from .split import CANARY, SHADOW, STABLE, STICKY_HEADER, Split, point
@@ -179,9 +179,13 @@ class Deployment:
         return [*self.stable, *(b for b, _ in self.canary), *self.shadow]
 
     def check(self, settings: ServeSettings) -> None:
-        """Refuse settings that one server of several versions cannot take, before any worker starts."""
+        """Refuse settings that one server of several versions cannot take, or that need canaries it does not
+        have, before any worker starts."""
         if self.single is None and settings.grpc_port is not None:
             raise SettingError("grpc_port", "gRPC serves one model: leave it off when serving several versions")
+        judging = [name for name in THRESHOLDS if getattr(settings, name) is not None]
+        if judging and not self.canary:
+            raise SettingError(judging[0], f"judges canaries: it needs {flag(CANARY)}")
 
     def app(self, settings: ServeSettings) -> ASGIApp:
         """The app that serves it: ``create_app``'s for a single bundle, else a ``VersionRouter``."""
