@@ -42,10 +42,11 @@ def versions(forest, iris, pipeline, customers, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def split(versions):
-    """One server of "flowers": a canary at 30% (given as a Bundle), a shadow (by reference), sticky on X-User."""
+    """One server of "flowers": a canary at 30% (given as a Bundle), a shadow (one reference, not in a list),
+    sticky on X-User."""
     store, _, canary, shadow, _ = versions
     with nd.serve(
-        "flowers:prod", canary={canary: PERCENT}, shadow=[shadow.ref], sticky_header="X-User", store=store
+        "flowers:prod", canary={canary: PERCENT}, shadow=shadow.ref, sticky_header="X-User", store=store
     ) as server:
         yield server
 

@@ -44,7 +44,9 @@ _WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() stil
 
 class Server(BundleClient):
     """A running local server. Get one from ``notebook_deploy.serve``. ``bundle`` is the stable version of the
-    first model, ``deployment`` everything served: each model's stable version, canaries, shadows."""
+    first model, ``models`` each model's by name, ``deployment`` everything served: the stable versions, the
+    canaries with their percents, the shadows, the sticky header. Each answer's ``X-Model-Version`` header
+    (on the response ``post`` returns) names the version that gave it."""
 
     def __init__(
         self,
@@ -165,8 +167,8 @@ def serve(
     port: int = 0,
     host: str = "127.0.0.1",
     *,
-    canary: Mapping[Ref, float] | Sequence[str] = (),
-    shadow: Sequence[Ref] = (),
+    canary: Mapping[Ref, float] | str | Sequence[str] = (),
+    shadow: Ref | Sequence[Ref] = (),
     sticky_header: str | None = None,
     store: Store | str | os.PathLike[str] | None = None,
     timeout: float = 120,
@@ -181,7 +183,7 @@ def serve(
     Several versions and models, as ``notebook-deploy serve REF... --canary --shadow --sticky-header``: a list
     of refs serves several models, each under its name (``server.predict(X, model="iris")``); ``canary``
     (``{"churn:3f2a": 10}``, or ``["churn:3f2a=10"]``) sends that percent of its model's requests to each
-    version, ``shadow`` (``["churn:9b1c"]``) sends them a copy of every one, and ``sticky_header``
+    version, ``shadow`` (``"churn:9b1c"``, or a list) sends them a copy of every one, and ``sticky_header``
     (``"X-User"``) keeps the callers with one value of that header on one version. They are checked here,
     before the child starts: a ``SettingError`` names the option that is wrong.
 
@@ -201,12 +203,13 @@ def serve(
             return str(each.path)
         return os.fspath(each)
 
-    refs = [ref] if isinstance(ref, (str, os.PathLike, Bundle)) else list(ref)
-    canaries = [f"{text(r)}={percent}" for r, percent in canary.items()] if isinstance(canary, Mapping) else canary
+    canaries = (
+        [f"{text(r)}={percent}" for r, percent in canary.items()] if isinstance(canary, Mapping) else _listed(canary)
+    )
     deployment = Deployment.parse(
-        [text(r) for r in refs],
-        canaries,
-        [text(r) for r in shadow],
+        [text(r) for r in _listed(ref)],
+        [str(c) for c in canaries],
+        [text(r) for r in _listed(shadow)],
         sticky_header,
         load=lambda each: given[each] if each in given else load(each, store),
         follow=settings.follow,
@@ -256,6 +259,11 @@ def serve(
         time.sleep(0.02)
     url = json.loads(ready_file.read_text())["url"]
     return Server(deployment, process, url, workdir, api_key=api_key, verify=verify)
+
+
+def _listed(given: Ref | Sequence[Ref]) -> list[Ref]:
+    """One ref or several, as a list (a string is one ref, not a sequence of letters)."""
+    return [given] if isinstance(given, (str, os.PathLike, Bundle)) else list(given)
 
 
 class Servers:
