@@ -17,7 +17,8 @@ from .errors import NotebookDeployError
 from .image import BACKENDS
 from .keys import default_path as default_keys_file
 from .replay import ATOL, RTOL
-from .serving.settings import OPTIONS
+from .serving.settings import OPTIONS, flag
+from .serving.split import CANARY, SHADOW, STICKY_HEADER
 from .store import LATEST, Store
 from .version import __version__
 
@@ -73,19 +74,19 @@ def _version_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``serve``'s --canary, --shadow and --sticky-header, declared once for every command that serves several
     versions of a model (``serve``, ``k8s``, ``ray``); ``serving.router.Deployment.parse`` reads them."""
     command = click.option(
-        "--sticky-header",
+        flag(STICKY_HEADER),
         metavar="NAME",
         help="Requests with the same value of this header always reach the same version (with --canary).",
     )(command)
     command = click.option(
-        "--shadow",
+        flag(SHADOW),
         multiple=True,
         metavar="REF",
         help="Send REF a copy of every inference request of its model; its answers are recorded, never returned "
         "(repeatable).",
     )(command)
     return click.option(
-        "--canary",
+        flag(CANARY),
         multiple=True,
         metavar="REF=PERCENT",
         help="Send PERCENT of the inference requests of REF's model to REF, a version of a model served (repeatable).",
@@ -250,7 +251,8 @@ In a container, options also come from the environment ([env var: ...] above), e
     "--loaded-by-parent",
     is_flag=True,
     hidden=True,
-    help="REF is a bundle folder that notebook_deploy.serve loaded (and scanned, if from elsewhere).",
+    help="Each REF (and --canary, --shadow REF) is a bundle folder that notebook_deploy.serve loaded (and "
+    "scanned, if from elsewhere).",
 )
 @click.pass_obj
 @_errors_as_messages
@@ -279,30 +281,16 @@ def serve(
     from .serving.runner import run
     from .serving.settings import ServeSettings
 
+    settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     # A folder notebook_deploy.serve already loaded is only checked against its manifest here: its pickle
     # was scanned there if it came from elsewhere, and it may be a version of a store other than this one.
+    opened = (lambda ref: Bundle.open(Path(ref))) if loaded_by_parent else (lambda ref: load(ref, store))
     try:
-        if loaded_by_parent:
-            deployment = Deployment((Bundle.open(Path(refs[0])),), follow=refs if options.get("follow") else ())
-        else:
-            deployment = Deployment.parse(
-                refs,
-                canary,
-                shadow,
-                sticky_header,
-                load=lambda ref: load(ref, store),
-                follow=bool(options.get("follow")),
-            )
+        deployment = Deployment.parse(refs, canary, shadow, sticky_header, load=opened, follow=settings.follow)
+        deployment.check(settings)
     except SettingError as error:
-        hint = "REF..." if error.option == "refs" else f"--{error.option.replace('_', '-')}"
+        hint = "REF..." if error.option == "refs" else flag(error.option)
         raise click.BadParameter(error.reason, param_hint=f"'{hint}'") from None
-    thresholds = [
-        o for o in ("rollback_error_rate", "rollback_latency_ratio", "rollback_drift") if options.get(o) is not None
-    ]
-    if not deployment.canary and thresholds:
-        given = ", ".join("--" + o.replace("_", "-") for o in thresholds)
-        raise click.UsageError(f"{given} judge canaries: they need --canary")
-    settings = ServeSettings(**{name: value for name, value in options.items() if value is not None})
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError(
             "--tls-cert and --tls-key go together: give the certificate and its private key, or neither (plain HTTP)"

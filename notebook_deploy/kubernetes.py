@@ -182,7 +182,9 @@ def kubernetes_manifests(
     }
     copies = []
     if others:
-        container["args"] = _version_arguments(versions)
+        # after the image's own command (which serves the stable version): the canaries and shadows from the
+        # folders their init containers fill, and the sticky header
+        container["args"] = versions.arguments(lambda bundle: f"{VERSIONS_DIRECTORY}/{bundle.version}")
         container["volumeMounts"].append({"name": "versions", "mountPath": VERSIONS_DIRECTORY, "readOnly": True})
         copies = [_copy_container(index, other, image_of) for index, (other, image_of) in enumerate(others, 1)]
     return _plain(
@@ -207,19 +209,6 @@ def _other_versions(versions: Deployment, by_version: Mapping[str, str]) -> list
             )
         _check_image(image, "version_images")
         found.append((other, image))
-    return found
-
-
-def _version_arguments(versions: Deployment) -> list[str]:
-    """The ``serve`` arguments, after the image's own command (which serves the stable version), that add
-    the canaries and shadows from the folders their init containers fill, and the sticky header."""
-    found: list[str] = []
-    for bundle, percent in versions.canary:
-        found += ["--canary", f"{VERSIONS_DIRECTORY}/{bundle.version}={percent:g}"]
-    for bundle in versions.shadow:
-        found += ["--shadow", f"{VERSIONS_DIRECTORY}/{bundle.version}"]
-    if versions.sticky_header:
-        found += ["--sticky-header", versions.sticky_header]
     return found
 
 

@@ -108,10 +108,10 @@ def test_rollback_thresholds_need_a_canary(canaries, session_store):
     result = CliRunner().invoke(
         cli, ["--store", str(session_store.root), "serve", stable.ref, "--rollback-error-rate", "0.05"]
     )
-    assert result.exit_code == 2 and "--rollback-error-rate judge canaries: they need --canary" in result.output
+    assert result.exit_code == 2 and "'--rollback-error-rate': judges canaries: it needs --canary" in result.output
     drift = ["--store", str(session_store.root), "serve", stable.ref, "--rollback-drift", "0"]
     result = CliRunner().invoke(cli, drift)
-    assert result.exit_code == 2 and "--rollback-drift judge canaries" in result.output
+    assert result.exit_code == 2 and "'--rollback-drift': judges canaries" in result.output
 
 
 def _logistic(shift: float, seed: int, store) -> nd.Bundle:

@@ -34,6 +34,7 @@ class BundleClient:
         verify: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         self.bundle = bundle
+        self.models = {bundle.name: bundle}  # the stable version of each model served, by name
         self.url = url
         self._session = requests.Session()
         if api_key:  # sent with every request of predict and post
@@ -43,16 +44,29 @@ class BundleClient:
         self._verify = None if verify is None else verify if isinstance(verify, bool) else str(verify)
         self._generates: bool | None = None
 
-    def predict(self, data: Any, method: str = "predict", timeout: float = 60) -> Any:
+    def predict(self, data: Any, method: str = "predict", timeout: float = 60, *, model: str | None = None) -> Any:
         """Send ``data`` (rows as for ``Bundle.predict``) over HTTP and decode the answer to the type the
-        model returns (an array, or a DataFrame). A 422 raises ``InputError``, other errors ``ServeError``."""
-        instances = self.bundle.input_schema.encode(as_rows(data))
-        response = self.post(method, {"instances": instances}, timeout=timeout)
+        model returns (an array, or a DataFrame). A 422 raises ``InputError``, other errors ``ServeError``.
+
+        ``model`` names the model when the server serves several (its own route, ``/v1/models/NAME:predict``,
+        which takes the same rows): the unnamed ``/predict`` cannot say which one is meant."""
+        if model is None and len(self.models) > 1:
+            raise ServeError(f"this server serves several models ({', '.join(self.models)}): name one, model=...")
+        bundle = self.models.get(model or self.bundle.name)
+        if bundle is None:
+            raise ServeError(f"model {model!r} is not served here; this server serves {', '.join(self.models)}")
+        instances = bundle.input_schema.encode(as_rows(data))
+        path, body = (
+            (method, {"instances": instances})
+            if model is None
+            else (f"v1/models/{model}:predict", {"instances": instances, "signature_name": method})
+        )
+        response = self.post(path, body, timeout=timeout)
         if response.status_code == 422:
-            raise InputError(response.json()["detail"])
+            raise InputError(_detail(response))
         if response.status_code != 200:
-            raise ServeError(f"{self.url}/{method} answered {response.status_code}: {_detail(response)}")
-        return self.bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
+            raise ServeError(f"{self.url}/{path} answered {response.status_code}: {_detail(response)}")
+        return bundle.output_schema(method).decode(orjson.loads(response.content)["predictions"])
 
     def post(self, path: str, payload: Any, timeout: float = 60, stream: bool = False) -> requests.Response:
         """POST ``payload`` as JSON to ``path`` on this server and return the raw response; with
@@ -102,12 +116,16 @@ class BundleClient:
     def _summary(self) -> list[tuple[str, str]]:
         return [("url", self.url), ("docs", self.docs_url)]
 
+    def _subject(self) -> str:
+        """What the server serves, as its title names it."""
+        return self.bundle.ref
+
     def __str__(self) -> str:
-        return display.text_table(f"{self.title} {self.bundle.ref}", self._summary())
+        return display.text_table(f"{self.title} {self._subject()}", self._summary())
 
     def _repr_html_(self) -> str:
         link = f"<p><a href='{self.docs_url}' target='_blank'>Open the API docs</a></p>"
-        return display.html_table(f"{self.title} {self.bundle.ref}", self._summary()) + link
+        return display.html_table(f"{self.title} {self._subject()}", self._summary()) + link
 
     def close(self) -> None:
         """Close the HTTP connections kept open."""
@@ -115,7 +133,9 @@ class BundleClient:
 
 
 def _detail(response: requests.Response) -> str:
+    """The message of an error answer: ``detail`` in notebook-deploy's own routes, ``error`` in TF Serving's."""
     try:
-        return str(response.json()["detail"])
+        answer = response.json()
+        return str(answer["detail"] if "detail" in answer else answer["error"])
     except (ValueError, KeyError, TypeError):
         return response.text[:500]

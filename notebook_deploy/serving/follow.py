@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import audit
 from ..bundle import Bundle
-from ..errors import ServeError, SettingError
+from ..errors import BundleReferenceError, ServeError, SettingError
 from ..store import Store, parse_ref
 from .settings import ServeSettings
 
@@ -40,10 +40,18 @@ def check_followable(stable: Sequence[Bundle], refs: Sequence[str]) -> None:
     if len(refs) != len(stable):
         raise SettingError("follow", f"give one reference to follow per model served, not {len(refs)}")
     for bundle, ref in zip(stable, refs):
-        if Store.holding(bundle.path) is None or parse_ref(ref)[0] != bundle.name:
+        if Store.holding(bundle.path) is None or not _names(ref, bundle.name):
             raise SettingError(
                 "follow", f"{ref} is a folder, not a tag of a store: follow NAME:TAG (e.g. {bundle.name}:prod)"
             )
+
+
+def _names(ref: str, name: str) -> bool:
+    """Whether ``ref`` is a reference to the model ``name`` (a folder of a store's version is not one)."""
+    try:
+        return parse_ref(ref)[0] == name
+    except BundleReferenceError:
+        return False
 
 
 class Follower:

@@ -1,8 +1,10 @@
-"""A bundle served on localhost by a child process, and the handle to talk to it and stop it.
+"""A bundle served on localhost by a child process, and the handle to talk to it and stop it; or several
+models, and versions of each (canaries, shadows), served by one.
 
-The child is ``python -m notebook_deploy serve``, the same code path as the CLI. It is stopped when the
-handle's ``stop`` is called, when the ``with`` block ends, when the Python process that started it exits
-normally (atexit), and, should that process die without cleaning up, by the child itself.
+The child is ``python -m notebook_deploy serve``, the same code path as the CLI, given the same options,
+checked here first (``router.Deployment``) so that a bad one is refused in the notebook, naming it. It is
+stopped when the handle's ``stop`` is called, when the ``with`` block ends, when the Python process that
+started it exits normally (atexit), and, should that process die without cleaning up, by the child itself.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -28,17 +31,26 @@ from ..store import Store
 from .client import BundleClient
 from .runner import PARENT_PID_VARIABLE
 from .settings import ServeSettings
+from .split import CANARY, SHADOW, STABLE
+
+if TYPE_CHECKING:
+    from .router import Deployment
+
+Ref = str | os.PathLike[str] | Bundle  # what ``load`` takes
 
 _RUNNING: weakref.WeakSet[Server] = weakref.WeakSet()
 _WORKDIRS: list[Path] = []  # log folders, kept after a stop so that logs() still reads; removed at exit
 
 
 class Server(BundleClient):
-    """A running local server for one bundle. Get one from ``notebook_deploy.serve``."""
+    """A running local server. Get one from ``notebook_deploy.serve``. ``bundle`` is the stable version of the
+    first model, ``models`` each model's by name, ``deployment`` everything served: the stable versions, the
+    canaries with their percents, the shadows, the sticky header. Each answer's ``X-Model-Version`` header
+    (on the response ``post`` returns) names the version that gave it."""
 
     def __init__(
         self,
-        bundle: Bundle,
+        deployment: Deployment,
         process: subprocess.Popen[bytes],
         url: str,
         workdir: Path,
@@ -46,7 +58,9 @@ class Server(BundleClient):
         api_key: str | None = None,
         verify: bool | str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(bundle, url, api_key=api_key, verify=verify)
+        super().__init__(deployment.stable[0], url, api_key=api_key, verify=verify)
+        self.deployment = deployment
+        self.models = {bundle.name: bundle for bundle in deployment.stable}
         self._process = process
         self._workdir = workdir
         _RUNNING.add(self)
@@ -120,22 +134,42 @@ class Server(BundleClient):
         self.stop()
 
     def _summary(self) -> list[tuple[str, str]]:
+        deployment = self.deployment
+        if len(self.models) == 1:
+            routes = [("methods", ", ".join(f"POST /{m}" for m in self.bundle.methods))]
+        else:  # the unnamed routes are refused: each model answers under its name
+            routes = [("models", ", ".join(f"POST /v1/models/{name}:predict" for name in self.models))]
+        if deployment.canary or deployment.shadow:
+            roles = [
+                *((b, STABLE) for b in deployment.stable),
+                *((b, f"{CANARY} {percent:g}%") for b, percent in deployment.canary),
+                *((b, SHADOW) for b in deployment.shadow),
+            ]
+            routes.append(("versions", ", ".join(f"{bundle.ref} {role}" for bundle, role in roles)))
+        if deployment.sticky_header:
+            routes.append(("sticky header", deployment.sticky_header))
         return [
             *super()._summary(),
             ("status", "running" if self.running else f"stopped (exit code {self._process.returncode})"),
-            ("methods", ", ".join(f"POST /{m}" for m in self.bundle.methods)),
+            *routes,
             ("pid", str(self.pid)),
         ]
 
+    def _subject(self) -> str:
+        return ", ".join(bundle.ref for bundle in self.deployment.stable)
+
     def __repr__(self) -> str:
-        return f"<Server {self.bundle.ref} at {self.url} ({'running' if self.running else 'stopped'})>"
+        return f"<Server {self._subject()} at {self.url} ({'running' if self.running else 'stopped'})>"
 
 
 def serve(
-    ref: str | os.PathLike[str] | Bundle,
+    ref: Ref | Sequence[Ref],
     port: int = 0,
     host: str = "127.0.0.1",
     *,
+    canary: Mapping[Ref, float] | str | Sequence[str] = (),
+    shadow: Ref | Sequence[Ref] = (),
+    sticky_header: str | None = None,
     store: Store | str | os.PathLike[str] | None = None,
     timeout: float = 120,
     settings: ServeSettings | None = None,
@@ -146,18 +180,51 @@ def serve(
     """Serve a bundle (a Bundle, a reference or a path) on ``host:port`` in a child process and return
     once it answers; ``port=0`` picks a free port. Stop it with ``.stop()`` or a ``with`` block.
 
+    Several versions and models, as ``notebook-deploy serve REF... --canary --shadow --sticky-header``: a list
+    of refs serves several models, each under its name (``server.predict(X, model="iris")``); ``canary``
+    (``{"churn:3f2a": 10}``, or ``["churn:3f2a=10"]``) sends that percent of its model's requests to each
+    version, ``shadow`` (``"churn:9b1c"``, or a list) sends them a copy of every one, and ``sticky_header``
+    (``"X-User"``) keeps the callers with one value of that header on one version. They are checked here,
+    before the child starts: a ``SettingError`` names the option that is wrong.
+
     ``options`` are ``ServeSettings`` fields, e.g. ``workers=2``, ``batching=True``, ``max_batch_size=32``,
     ``grpc_port=0``, ``max_body_bytes=...``, ``tls_cert=``/``tls_key=`` files, ``auth=True``,
-    ``keys_file=...``. ``api_key`` is sent as ``Authorization: Bearer`` by the handle's ``predict`` and
-    ``post``; ``verify`` is the certificate (or CA) file they trust over TLS, or False."""
-    bundle = load(ref, store)
+    ``keys_file=...``, ``follow=True`` (each ref then names a tag: ``"churn:prod"``). ``api_key`` is sent as
+    ``Authorization: Bearer`` by the handle's ``predict`` and ``post``; ``verify`` is the certificate (or CA)
+    file they trust over TLS, or False."""
+    from .router import Deployment  # the app's whole framework: imported when a server is started
+
+    settings = (settings or ServeSettings()).with_options(**options)
+    given: dict[str, Bundle] = {}  # the bundles given as objects, by the folder they travel to the child as
+
+    def text(each: Ref) -> str:
+        if isinstance(each, Bundle):
+            given[str(each.path)] = each
+            return str(each.path)
+        return os.fspath(each)
+
+    canaries = (
+        [f"{text(r)}={percent}" for r, percent in canary.items()] if isinstance(canary, Mapping) else _listed(canary)
+    )
+    deployment = Deployment.parse(
+        [text(r) for r in _listed(ref)],
+        [str(c) for c in canaries],
+        [text(r) for r in _listed(shadow)],
+        sticky_header,
+        load=lambda each: given[each] if each in given else load(each, store),
+        follow=settings.follow,
+    )
+    deployment.check(settings)
     workdir = Path(tempfile.mkdtemp(prefix="notebook-deploy-server-"))
     _WORKDIRS.append(workdir)
     ready_file = workdir / "ready.json"
     root = store.root if isinstance(store, Store) else store  # keys and audit log default to the store's
-    settings = (settings or ServeSettings()).with_options(**options)
-    # A tag to follow goes by its name (the child resolves it in the store), a bundle otherwise by its folder.
-    served = [str(ref)] if settings.follow and isinstance(ref, str) else [str(bundle.path), "--loaded-by-parent"]
+    # A tag to follow goes by its name (the child resolves it in the store); the rest by the folders loaded here.
+    served = (
+        list(deployment.follow)
+        if deployment.follow
+        else [*(str(b.path) for b in deployment.stable), "--loaded-by-parent"]
+    )
     command = [
         sys.executable,
         "-m",
@@ -165,6 +232,7 @@ def serve(
         *(["--store", str(root)] if root is not None else []),
         "serve",
         *served,
+        *deployment.arguments(),
         "--host",
         host,
         "--port",
@@ -186,10 +254,16 @@ def serve(
             reason = (
                 "did not start in time" if process.returncode in (None, -9) else f"exited with {process.returncode}"
             )
-            raise ServeError(f"the server for {bundle.ref} {reason}. Its output:\n{log_text[-3000:]}")
+            served_refs = ", ".join(b.ref for b in deployment.bundles())
+            raise ServeError(f"the server for {served_refs} {reason}. Its output:\n{log_text[-3000:]}")
         time.sleep(0.02)
     url = json.loads(ready_file.read_text())["url"]
-    return Server(bundle, process, url, workdir, api_key=api_key, verify=verify)
+    return Server(deployment, process, url, workdir, api_key=api_key, verify=verify)
+
+
+def _listed(given: Ref | Sequence[Ref]) -> list[Ref]:
+    """One ref or several, as a list (a string is one ref, not a sequence of letters)."""
+    return [given] if isinstance(given, (str, os.PathLike, Bundle)) else list(given)
 
 
 class Servers:
@@ -200,8 +274,9 @@ class Servers:
         self.store = store
         self._servers: dict[str, Server] = {}
 
-    def start(self, ref: str | os.PathLike[str] | Bundle, port: int = 0, **options: Any) -> Server:
-        """Serve ``ref`` (see ``serve``) and keep its handle."""
+    def start(self, ref: Ref | Sequence[Ref], port: int = 0, **options: Any) -> Server:
+        """Serve ``ref`` (see ``serve``; ``options`` are its keywords: ``canary=``, ``workers=`` ...) and keep
+        its handle."""
         server = serve(ref, port, store=self.store, **options)
         self._servers[server.id] = server
         return server

@@ -22,6 +22,7 @@ import numpy as np
 from .settings import ServeSettings
 
 CHECK_SECONDS = 0.5  # a canary is judged at most this often (its p99 is a sort of the window)
+THRESHOLDS = ("rollback_error_rate", "rollback_latency_ratio", "rollback_drift")  # the settings that judge canaries
 
 
 class _Outcomes:
@@ -66,8 +67,7 @@ class Rollback:
     @classmethod
     def of(cls, settings: ServeSettings, drift_of: Callable[[object], float | None]) -> Rollback | None:
         """The rollback the settings ask for, or None when they give no threshold."""
-        thresholds = (settings.rollback_error_rate, settings.rollback_latency_ratio, settings.rollback_drift)
-        return cls(settings, drift_of) if any(t is not None for t in thresholds) else None
+        return cls(settings, drift_of) if any(getattr(settings, name) is not None for name in THRESHOLDS) else None
 
     def record(self, version: object, failed: bool, seconds: float, now: float) -> None:
         """Count one answered inference request of ``version``."""

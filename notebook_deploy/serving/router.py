@@ -53,10 +53,10 @@ from . import auth
 from .app import create_app, route_path
 from .follow import Follower, check_followable
 from .protocols import oip, tfserving
-from .rollback import Rollback
+from .rollback import THRESHOLDS, Rollback
 from .served import ANSWERED, DETAIL, VERSION_HEADER, ErrorShape, error_answer
-from .settings import ServeSettings
-from .split import Split, point
+from .settings import ServeSettings, as_text, flag
+from .split import CANARY, SHADOW, STABLE, STICKY_HEADER, Split, point
 
 if TYPE_CHECKING:
     from .protocols.oip import OipModel
@@ -66,7 +66,6 @@ log = logging.getLogger("notebook_deploy.serving")
 
 SHADOW_IN_FLIGHT = 64  # copies to shadows under way at once; more are dropped, never queued
 LOG_EVERY = 1000  # a shadow's failures and drops are logged once per this many
-STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
 
 # The routes that name their model (and may name a version), each with its protocol's error shape.
 _NAMED = (
@@ -115,7 +114,7 @@ class Deployment:
             if total > 100:
                 raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
         if self.sticky_header and not self.canary:
-            raise SettingError("sticky_header", "keeps callers on one version: it needs --canary")
+            raise SettingError(STICKY_HEADER, "keeps callers on one version: it needs --canary")
         if self.follow:
             check_followable(self.stable, self.follow)
 
@@ -167,6 +166,19 @@ class Deployment:
             [stable.ref], canary, shadow, sticky_header, load=lambda ref: stable if ref == stable.ref else load(ref)
         )
 
+    def arguments(self, where: Callable[[Bundle], str] = lambda bundle: str(bundle.path)) -> list[str]:
+        """The ``notebook-deploy serve`` options that give its canaries, shadows and sticky header, each version
+        named by ``where(bundle)`` (its folder by default): what ``serve()`` passes its child server, and a
+        Kubernetes container adds to its image's command. ``parse`` reads them back."""
+        found: list[str] = []
+        for bundle, percent in self.canary:
+            found += [flag(CANARY), f"{where(bundle)}={as_text(percent)}"]
+        for bundle in self.shadow:
+            found += [flag(SHADOW), where(bundle)]
+        if self.sticky_header:
+            found += [flag(STICKY_HEADER), self.sticky_header]
+        return found
+
     def versions_of(self, name: str) -> list[Bundle]:
         """The stable version of ``name`` and its canaries, in that order."""
         return [b for b in self.stable if b.name == name] + [b for b, _ in self.canary if b.name == name]
@@ -179,6 +191,12 @@ class Deployment:
 
     def bundles(self) -> list[Bundle]:
         return [*self.stable, *(b for b, _ in self.canary), *self.shadow]
+
+    def check(self, settings: ServeSettings) -> None:
+        """Refuse settings that need canaries the deployment does not have, before any worker starts."""
+        judging = [name for name in THRESHOLDS if getattr(settings, name) is not None]
+        if judging and not self.canary:
+            raise SettingError(judging[0], f"judges canaries: it needs {flag(CANARY)}")
 
     def app(self, settings: ServeSettings) -> ASGIApp:
         """The app that serves it: ``create_app``'s for a single bundle, else a ``VersionRouter``."""

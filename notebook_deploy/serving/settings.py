@@ -50,14 +50,16 @@ class Option:
     @property
     def flag(self) -> str:
         """``--name``, or ``--on/--off`` for a yes/no option."""
-        dashed = self.name.replace("_", "-")
         if self.kind is bool:
+            dashed = self.name.replace("_", "-")
             return self.switch or f"--{dashed}/--no-{dashed}"
-        return "--" + dashed
+        return flag(self.name)
 
     def described(self) -> str:
         """The help text with its default, as ``--help`` shows it."""
-        default = self.default_help or (None if self.default is None or self.default is False else _text(self.default))
+        default = self.default_help or (
+            None if self.default is None or self.default is False else as_text(self.default)
+        )
         return f"{self.help} [default: {default}]." if default else f"{self.help}."
 
     def check(self, value: Any) -> None:
@@ -67,9 +69,9 @@ class Option:
         if not self._of_kind(value):
             raise SettingError(self.name, f"must be {self.kind.__name__}, not {value!r}")
         if self.minimum is not None and float(value) < self.minimum:
-            raise SettingError(self.name, f"must be at least {_text(self.minimum)}, not {value!r}")
+            raise SettingError(self.name, f"must be at least {as_text(self.minimum)}, not {value!r}")
         if self.maximum is not None and float(value) > self.maximum:
-            raise SettingError(self.name, f"must be at most {_text(self.maximum)}, not {value!r}")
+            raise SettingError(self.name, f"must be at most {as_text(self.maximum)}, not {value!r}")
         if self.choices and value not in self.choices:
             raise SettingError(self.name, f"must be one of {', '.join(self.choices)}, not {value!r}")
 
@@ -95,7 +97,7 @@ class Option:
         if self.kind is bool:
             on, off = self.flag.split("/")
             return [on if value else off]
-        return [self.flag, _text(value)]
+        return [self.flag, as_text(value)]
 
 
 def _option(default: Any, help: str, **declared: Any) -> Any:
@@ -103,7 +105,12 @@ def _option(default: Any, help: str, **declared: Any) -> Any:
     return field(default=default, metadata={"option": (help, declared)})
 
 
-def _text(value: Any) -> str:
+def flag(name: str) -> str:
+    """The ``notebook-deploy serve`` flag of the option ``name`` (``sticky_header`` -> ``--sticky-header``)."""
+    return "--" + name.replace("_", "-")
+
+
+def as_text(value: Any) -> str:
     """A value as the server reads it back from a command line or an environment variable."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -279,7 +286,7 @@ def environment(values: Mapping[str, Any]) -> dict[str, str]:
         if isinstance(value, str) and option.kind is not str:
             value = option.parse(value)
         option.check(value)
-        variables[option.variable] = _text(value)
+        variables[option.variable] = as_text(value)
     return variables
 
 

@@ -9,6 +9,11 @@ import hashlib
 import random
 from collections.abc import Sequence
 
+# The options of ``serve`` that place versions, as a ``SettingError`` names them (the command line's flags,
+# ``--canary`` ..., are derived from them), and the roles of the versions: the stable one, and those placed.
+CANARY, SHADOW, STICKY_HEADER = "canary", "shadow", "sticky_header"
+STABLE = "stable"
+
 
 class Split:
     """The shares of one model's versions: the stable version (index 0) gets what the canaries' percents
