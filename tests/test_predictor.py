@@ -67,3 +67,56 @@ def test_one_very_slow_call_sends_the_method_to_the_model_thread_at_once(store):
 
 def test_a_call_blocked_without_the_cpu_sends_the_method_to_the_model_thread(store):
     assert _where(store, [np.full((1, 2), 11.0), np.zeros((1, 2))]) == [True, False]
+
+
+class _Failing:
+    """Raises ValueError on rows starting with 1, KeyError on rows starting with 2; answers its all-zero
+    sample."""
+
+    def predict(self, rows):
+        rows = np.asarray(rows)
+        if rows[0, 0] == 1:
+            raise ValueError("a one")
+        if rows[0, 0] == 2:
+            raise KeyError("a two")
+        return np.zeros(len(rows))
+
+
+def test_a_model_failing_alike_logs_its_traceback_once_then_counts(store, caplog, monkeypatch):
+    from notebook_deploy.errors import ModelError
+    from notebook_deploy.serving import predictor as predictor_module
+
+    bundle = nd.capture(_Failing(), name="failing", sample=np.zeros((3, 2)), store=store)
+    predictor = Predictor(bundle, ServeSettings(batching=False))
+
+    def logged() -> list[tuple[str, bool]]:
+        return [(r.getMessage(), r.exc_info is not None) for r in caplog.records if r.name == "notebook_deploy.serving"]
+
+    async def send(firsts: list[int]) -> None:
+        for first in firsts:
+            try:
+                await predictor.predict("predict", np.full((1, 2), float(first)))
+            except ModelError:
+                pass
+
+    async def scenario() -> list[tuple[str, bool]]:
+        await predictor.start()
+        try:
+            await send([1, 1, 1, 2, 1, 2])
+            first = logged()
+            caplog.clear()
+            monkeypatch.setattr(predictor_module, "FAILURE_LOG_SECONDS", 0.0)  # as if the interval had gone by
+            await send([1])
+            return first
+        finally:
+            await predictor.stop()
+
+    with caplog.at_level("ERROR", logger="notebook_deploy.serving"):
+        first = asyncio.run(scenario())
+    assert first == [
+        (f"predict of {bundle.ref} failed: ValueError: a one", True),
+        (f"predict of {bundle.ref} failed: KeyError: 'a two'", True),
+    ]
+    assert logged() == [
+        (f"predict of {bundle.ref} failed: ValueError: a one (3 more alike since the last one logged)", True)
+    ]

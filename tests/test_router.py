@@ -3,6 +3,7 @@ shadows that cannot hurt, the version header, per-model routes, merged metrics, 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -95,6 +96,35 @@ def test_a_shadow_changes_no_answer_and_records_its_own(flowers, forest, monkeyp
     assert {a.headers[VERSION_HEADER] for a in answers} == {stable.ref}
     assert bad.status_code == 422 and bad.headers[VERSION_HEADER] == stable.ref
     assert seen == count + 1  # the shadow got every copy, and its metrics counted each
+
+
+def test_copies_to_shadows_wait_until_no_caller_is_answered_and_run_one_at_a_time(flowers):
+    stable, _, shadow, _ = flowers
+    router = VersionRouter(Deployment((stable,), shadow=(shadow,)), ServeSettings())
+    group = router.groups["flowers"]
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def copy(number: int) -> int:
+        started.append(number)
+        await release.wait()
+        return 200
+
+    async def scenario() -> list[list[int]]:
+        seen = []
+        with router.answering(group, group.stable, inference=True):  # a caller's request under way
+            router.copy(group.shadows[0], lambda: copy(1))
+            router.copy(group.shadows[0], lambda: copy(2))
+            await asyncio.sleep(0.05)
+            seen.append(list(started))  # nothing ran beside the caller's request
+        await asyncio.sleep(0.05)
+        seen.append(list(started))  # the first copy runs once the server is idle, the second waits its turn
+        release.set()
+        await asyncio.gather(*router.shadow_tasks)
+        seen.append(list(started))
+        return seen
+
+    assert asyncio.run(scenario()) == [[], [1], [1, 2]]
 
 
 def test_a_body_over_the_limit_is_refused_and_not_copied_to_the_shadow(flowers):

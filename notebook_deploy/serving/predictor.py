@@ -46,8 +46,36 @@ INLINE_SLOW_CALLS = 3
 INLINE_SLOW_SHARE = 0.01
 INLINE_BLOCKED_SECONDS = 0.25
 
+# A model that fails alike again (the same method, the same exception type) within this many seconds has
+# the failure counted, not its traceback logged again: a model raising on every request under load would
+# flood the log, and formatting the tracebacks cost more than the requests (a shadow raising on every copy
+# took half the server's CPU).
+FAILURE_LOG_SECONDS = 10.0
+
 T = TypeVar("T")
 Observer = Callable[[str, Any, Any], None]  # (method, model input, model output)
+
+
+class _FailureLog:
+    """A model's failures in the server's log without a flood: the first of each kind (method and exception
+    type) with its traceback, then at most one a ``FAILURE_LOG_SECONDS``, with the count left unlogged."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self._lock = threading.Lock()  # the model thread and the event loop both report
+        self._logged: dict[tuple[str, str], float] = {}
+        self._unlogged: dict[tuple[str, str], int] = {}
+
+    def record(self, method: str, error: Exception) -> None:
+        kind, now = (method, type(error).__name__), time.monotonic()
+        with self._lock:
+            if now - self._logged.get(kind, -FAILURE_LOG_SECONDS) < FAILURE_LOG_SECONDS:
+                self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+                return
+            self._logged[kind] = now
+            unlogged = self._unlogged.pop(kind, 0)
+        since = f" ({unlogged} more alike since the last one logged)" if unlogged else ""
+        log.error("%s of %s failed: %s: %s%s", method, self.ref, kind[1], error, since, exc_info=error)
 
 
 class Predictor:
@@ -70,6 +98,7 @@ class Predictor:
         self._inline_calls: dict[str, int] = {}
         self._slow_calls: dict[str, int] = {}
         self.pending = 0
+        self._failures = _FailureLog(bundle.ref)
         self.observers: list[Observer] = []
         self.batch_observers: list[Callable[[str, int], None]] = []
         # Generations go through a batcher of their own, whatever ``batching`` says of rows: one at a time
@@ -201,7 +230,7 @@ class Predictor:
         try:
             yield
         except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
-            log.error("%s of %s failed: %s: %s", method, self.bundle.ref, type(error).__name__, error, exc_info=error)
+            self._failures.record(method, error)
             if self.settings.debug_errors:
                 raise ModelError(f"the model's {method} raised {type(error).__name__}: {error}") from error
             # its text may hold data, paths or code of the model's: callers get where to look, not what it said

@@ -7,8 +7,12 @@ are refused with the names to use when there are several. Among the versions of 
 request (a POST) goes to the stable version or a canary, by the weights; with a sticky header, its value's
 sha256 picks, so that one caller always meets the same version. A path naming a version
 (``.../versions/{version}``) reaches that version, and other routes (docs, metadata, drift) the stable
-one, or the version a ``?version=V`` query names (``/monitor/drift?version=V``). A shadow gets a copy of every POST to its model in the background: its answer is counted in its own
-metrics and logs, and neither its errors nor its latency reach the caller. Every answer names the version
+one, or the version a ``?version=V`` query names (``/monitor/drift?version=V``). A shadow gets a copy
+of every POST to its model in the background: its answer is counted in its own metrics and logs, and
+neither its errors nor its latency reach the caller. The copies use spare capacity only: they run one at
+a time, and only while no caller's request is being answered (the versions share this process's CPU, so
+a copy run beside callers' requests would slow them); at most ``SHADOW_IN_FLIGHT`` wait, more are
+dropped and counted. Every answer names the version
 that gave it in ``X-Model-Version``. ``/metrics`` merges every version's metrics into one exposition;
 ``/healthz``, ``/readyz`` and ``/metadata`` answer for all of them. A stable version may be replaced while
 the server runs (``follow.Follower``, when its tag moves) and a canary taken out of rotation
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("notebook_deploy.serving")
 
-SHADOW_IN_FLIGHT = 64  # copies to shadows under way at once; more are dropped, never queued
+SHADOW_IN_FLIGHT = 64  # copies to shadows waiting or running at once; more are dropped
 LOG_EVERY = 1000  # a shadow's failures and drops are logged once per this many
 
 # The routes that name their model (and may name a version), each with its protocol's error shape.
@@ -310,10 +314,14 @@ class VersionRouter:
                 [version(b, SHADOW) for b in deployment.shadow if b.name == stable.name],
             )
         self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.shadow_turn = asyncio.Lock()  # one copy to a shadow runs at a time
+        self.answering_now = 0  # callers' requests being answered, of every version
+        self.idle = asyncio.Event()  # set while answering_now is 0: when copies to shadows may run
+        self.idle.set()
         self.registry = CollectorRegistry()
         self.shadow_dropped = Counter(
             "notebook_deploy_shadow_dropped",
-            "Copies of requests not sent to a shadow version because too many were under way",
+            "Copies of requests not sent to a shadow version because too many were waiting for spare capacity",
             ["model", "version"],
             registry=self.registry,
         )
@@ -419,16 +427,21 @@ class VersionRouter:
         outcome = _Outcome(judged=self.rollback is not None and inference and len(group.versions) > 1)
         start = time.perf_counter()
         chosen.in_flight += 1
+        self.answering_now += 1
+        self.idle.clear()
         try:
             yield outcome
         finally:
             chosen.in_flight -= 1
+            self.answering_now -= 1
+            if not self.answering_now:
+                self.idle.set()
             if outcome.judged:
                 self._judge(group, chosen, outcome.status >= 500, time.perf_counter() - start)
 
     def copy(self, shadow: _Version, send: Callable[[], Awaitable[int]]) -> None:
-        """Send a copy of a request to ``shadow`` in the background (``send``: it, to the shadow, giving the
-        status of the answer), unless too many are under way."""
+        """Send a copy of a request to ``shadow`` in the background, when there is spare capacity (``send``:
+        it, to the shadow, giving the status of the answer), unless too many wait already."""
         if len(self.shadow_tasks) >= SHADOW_IN_FLIGHT:
             self.shadow_dropped.labels(model=shadow.bundle.name, version=shadow.bundle.version).inc()
             self.shadow_drops += 1
@@ -440,7 +453,13 @@ class VersionRouter:
         task.add_done_callback(self.shadow_tasks.discard)
 
     async def _shadow(self, shadow: _Version, send: Callable[[], Awaitable[int]]) -> None:
-        """Run one copy on the shadow, its answer going nowhere; its own metrics and logs record it."""
+        """Run one copy on the shadow, its answer going nowhere; its own metrics and logs record it. It waits
+        for its turn, then for a moment when no caller's request is being answered."""
+        async with self.shadow_turn:
+            await self.idle.wait()
+            await self._run_copy(shadow, send)
+
+    async def _run_copy(self, shadow: _Version, send: Callable[[], Awaitable[int]]) -> None:
         start = time.perf_counter()
         try:
             status = await send()
