@@ -3,7 +3,8 @@ canary gets its share. The same server under the same load, without a shadow, wi
 on every copy, with one that sleeps 50 ms per copy, and with a canary at 10%.
 
 Each configuration serves the stable model (a LogisticRegression, 20 features) with `notebook-deploy
-serve`, one worker, unbatched; the shadows get a copy of every request. The runs alternate (none, raising,
+serve`, one worker, unbatched; the shadows get a copy of every request, run as spare capacity allows
+(each round prints how many copies the shadow answered). The runs alternate (none, raising,
 sleeping, none, ...) for --rounds rounds, each after a warm-up that is not counted, so the spread of the
 runs without a shadow is the noise the others are held against. Before the load, the same request is
 sent to each server 20 times: each answer must be the prediction of the version its X-Model-Version
@@ -157,13 +158,20 @@ def main() -> None:
                     before = answers(server.url)
                     load = wrk(server.url, lua, args.connections, args.duration, server.process.pid)
                     after = answers(server.url)
+                    counted = {v: after[v].requests - (before[v].requests if v in before else 0) for v in after}
                     if name == "canary":
-                        counted = {v: after[v].requests - (before[v].requests if v in before else 0) for v in after}
                         shares.append((counted.get(canary.version, 0.0), sum(counted.values())))
                 runs[name].append(load)
+                # a shadow uses spare capacity only: under a load that keeps the server busy it sees a sample
+                copies = (
+                    f"  shadow answered {counted.get(shadows[name].version, 0):.0f} of "
+                    f"{counted.get(stable.version, 0):.0f} copies"
+                    if name in shadows
+                    else ""
+                )
                 print(
                     f"round {round_ + 1} {name:<9} {load.requests_per_second:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
-                    f"  p99 {load.p99_ms:6.2f} ms  non-2xx {load.non_2xx}  other cpu {load.other_cpu:.2f}",
+                    f"  p99 {load.p99_ms:6.2f} ms  non-2xx {load.non_2xx}  other cpu {load.other_cpu:.2f}{copies}",
                     flush=True,
                 )
 
