@@ -32,6 +32,7 @@ import notebook_deploy as nd
 from notebook_deploy.compare import compare
 from notebook_deploy.jupyter.server import predict_answer
 from notebook_deploy.serving.process import Server
+from notebook_deploy.serving.router import Deployment
 from notebook_deploy.serving.watch import Monitor
 from notebook_deploy.tasks import Task
 
@@ -82,7 +83,7 @@ def resources(tmp_path_factory: pytest.TempPathFactory, pipeline: Any, customers
     # A Server as Servers.start makes it, around a real (idle) child process: GET/POST/DELETE servers
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        server = Server(bundle, process, "http://127.0.0.1:8123", tmp_path_factory.mktemp("server"))
+        server = Server(Deployment((bundle,)), process, "http://127.0.0.1:8123", tmp_path_factory.mktemp("server"))
         server_dict = server.to_dict()
         monitored = Monitor(server).charts()  # GET servers/{id}/monitor answers refresh(), i.e. charts()
     finally:
