@@ -15,6 +15,7 @@ from cli_server import cli_server
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from served_metrics import predictions_counted
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
@@ -260,20 +261,9 @@ def test_a_real_server_of_two_workers_splits_requests_by_the_canary(flowers, ses
             ]
         expected = {canary.version: versions.count(canary.ref), stable.version: versions.count(stable.ref)}
         deadline = time.monotonic() + 30  # the other worker's counts reach /metrics within a second or so
-        while (counted := _predictions_counted(served.url)) != expected and time.monotonic() < deadline:
+        while (counted := predictions_counted(served.url)) != expected and time.monotonic() < deadline:
             time.sleep(0.2)
     assert set(versions) == {stable.ref, canary.ref}
     spread = 2.5758 * math.sqrt(count * share * (1 - share))
     assert abs(versions.count(canary.ref) - count * share) <= spread
     assert counted == expected  # both workers' metrics, each version's, in one exposition
-
-
-def _predictions_counted(url: str) -> dict[str, float]:
-    metrics = requests.get(url + "/metrics", timeout=30).text
-    return {
-        s.labels["version"]: s.value
-        for f in text_string_to_metric_families(metrics)
-        if f.name == "notebook_deploy_requests"
-        for s in f.samples
-        if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
-    }

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
+from served_metrics import predictions_counted
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
@@ -55,7 +55,7 @@ def test_the_canary_gets_its_share_and_the_shadow_a_copy_of_every_request(versio
     _, stable, canary, shadow, _ = versions
     rows = iris[0][::10]  # 15 rows, on which the two forests do not all agree
     by_ref = {stable.ref: stable, canary.ref: canary}
-    before = _predictions_counted(split.url).get(shadow.version, 0)
+    before = predictions_counted(split.url).get(shadow.version, 0)
     count = 300
     answers = [split.post("predict", {"instances": rows.tolist()}) for _ in range(count)]
     assert {a.status_code for a in answers} == {200}
@@ -67,7 +67,7 @@ def test_the_canary_gets_its_share_and_the_shadow_a_copy_of_every_request(versio
     spread = 2.5758 * math.sqrt(count * share * (1 - share))  # a 99% binomial interval
     assert abs(named.count(canary.ref) - count * share) <= spread
     deadline = time.monotonic() + 60  # the copies run in the background
-    while _predictions_counted(split.url).get(shadow.version, 0) - before < count:
+    while predictions_counted(split.url).get(shadow.version, 0) - before < count:
         assert time.monotonic() < deadline, "the shadow did not get a copy of every request"
         time.sleep(0.1)
 
@@ -169,15 +169,3 @@ def _servers_started_here() -> set[str]:
         ["pgrep", "-P", str(os.getpid()), "-f", "notebook_deploy .*serve"], capture_output=True, text=True
     )
     return set(found.stdout.split())
-
-
-def _predictions_counted(url: str) -> dict[str, float]:
-    """The ``/predict`` requests each version has answered, by version, from ``/metrics``."""
-    metrics = requests.get(url + "/metrics", timeout=30).text
-    return {
-        s.labels["version"]: s.value
-        for f in text_string_to_metric_families(metrics)
-        if f.name == "notebook_deploy_requests"
-        for s in f.samples
-        if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
-    }
