@@ -115,14 +115,12 @@ def main() -> None:
             """,
             str(Path(scratch) / "weights.safetensors"),
         )
-        raw_loaded = grown(
+        raw_loaded = grown(  # the file the step above wrote
             """
-            import gc, safetensors.torch
-            safetensors.torch.save_file(make(WIDTH, LAYERS).state_dict(), sys.argv[1])
-            gc.collect()
+            import safetensors.torch
             measure(lambda: safetensors.torch.load_file(sys.argv[1]))
             """,
-            str(Path(scratch) / "weights-only.safetensors"),
+            str(Path(scratch) / "weights.safetensors"),
         )
         serve_code = """
             server = nd.serve(sys.argv[2], store=sys.argv[1])

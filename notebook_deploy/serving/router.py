@@ -118,7 +118,7 @@ class Deployment:
             if total > 100:
                 raise SettingError(CANARY, f"the canaries of {name} get {total:g}% of its requests; at most 100")
         if self.sticky_header and not self.canary:
-            raise SettingError(STICKY_HEADER, "keeps callers on one version: it needs --canary")
+            raise SettingError(STICKY_HEADER, f"keeps callers on one version: it needs {flag(CANARY)}")
         if self.follow:
             check_followable(self.stable, self.follow)
 
@@ -364,15 +364,14 @@ class VersionRouter:
             await _answer(send, 404, shape.payload(404, message), b"application/json")
             return
         inference = scope["method"] == "POST" and pinned is None
-        if pinned is None and not inference:
-            pinned = _asked_version(scope)
-            if pinned is not None:
-                try:
-                    _pinned(group, pinned)
-                except RequestError as error:
-                    await _answer(send, 404, shape.payload(404, str(error)), b"application/json")
-                    return
-        if pinned is not None:
+        asked = None if inference or pinned is not None else _asked_version(scope)
+        if asked is not None:
+            try:
+                chosen = _pinned(group, asked)
+            except RequestError as error:
+                await _answer(send, 404, shape.payload(404, str(error)), b"application/json")
+                return
+        elif pinned is not None:
             chosen = group.pinned(pinned) or group.stable  # the stable version answers an unknown one with 404
         elif inference:
             chosen = self.pick(group, self._sticky_value(scope))
@@ -457,16 +456,13 @@ class VersionRouter:
         for its turn, then for a moment when no caller's request is being answered."""
         async with self.shadow_turn:
             await self.idle.wait()
-            await self._run_copy(shadow, send)
-
-    async def _run_copy(self, shadow: _Version, send: Callable[[], Awaitable[int]]) -> None:
-        start = time.perf_counter()
-        try:
-            status = await send()
-        except ANSWERED as error:  # a gRPC copy raises what the caller's call would be answered with
-            status = error_answer(error)[0]
-        except Exception:  # noqa: BLE001 - a shadow's failure must never reach a caller
-            status = 500
+            start = time.perf_counter()
+            try:
+                status = await send()
+            except ANSWERED as error:  # a gRPC copy raises what the caller's call would be answered with
+                status = error_answer(error)[0]
+            except Exception:  # noqa: BLE001 - a shadow's failure must never reach a caller
+                status = 500
         if status >= 500:
             self.shadow_failures += 1
             if self.shadow_failures % LOG_EVERY == 1:
