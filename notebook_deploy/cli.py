@@ -72,7 +72,7 @@ def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _version_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``serve``'s --canary, --shadow and --sticky-header, declared once for every command that serves several
-    versions of a model (``serve``, ``k8s``, ``ray``); ``serving.router.Deployment.parse`` reads them."""
+    versions of a model (``serve``, ``k8s``, ``ray``); ``serving.deployment.Deployment.parse`` reads them."""
     command = click.option(
         flag(STICKY_HEADER),
         metavar="NAME",
@@ -277,7 +277,7 @@ def serve(
     from .api import load
     from .bundle import Bundle
     from .errors import SettingError
-    from .serving.router import Deployment
+    from .serving.deployment import Deployment
     from .serving.runner import run
     from .serving.settings import ServeSettings
 

@@ -32,7 +32,7 @@ from typing import Any
 from .bundle import Bundle
 from .errors import KubernetesError, NotebookDeployError, SettingError
 from .image.build import BUNDLE_DIR, image_settings
-from .serving.router import Deployment
+from .serving.deployment import Deployment
 from .serving.settings import OPTIONS, environment
 from .store import Store
 

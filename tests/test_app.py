@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import numpy as np
 import orjson
@@ -14,6 +15,7 @@ from models import FragileModel
 from readiness import wait_until_ready
 
 import notebook_deploy as nd
+from notebook_deploy.keys import KeyStore
 
 
 def test_predictions_over_http_equal_in_process(forest_client, forest, iris):
@@ -136,17 +138,17 @@ def test_string_labels_and_health_endpoints(store, iris):
 
 
 def test_readyz_answers_503_until_the_model_has_answered_its_sample(forest_bundle, iris, monkeypatch):
-    from notebook_deploy.serving import app as serving_app
+    from notebook_deploy.serving import core
 
     entered, release = threading.Event(), threading.Event()
-    check_sample = serving_app._check_sample
+    check_sample = core._check_sample
 
     def held(bundle, model):  # the background sample check, held until the test releases it
         entered.set()
         assert release.wait(30)
         return check_sample(bundle, model)
 
-    monkeypatch.setattr(serving_app, "_check_sample", held)
+    monkeypatch.setattr(core, "_check_sample", held)
     with TestClient(nd.create_app(forest_bundle)) as client:
         assert entered.wait(30)
         answer = client.get("/readyz")
@@ -161,21 +163,107 @@ def test_readyz_answers_503_until_the_model_has_answered_its_sample(forest_bundl
         assert wait_until_ready(client) == {"ready": True, "model": forest_bundle.ref, "sample_check": "match"}
 
 
-def test_importing_the_app_leaves_grpc_prometheus_and_drift_unimported(forest_bundle):
-    """The start of a server pays only for what it uses: gRPC with a gRPC port, prometheus_client when
-    metrics are first folded (a second in) or drift gauges are made, the drift modules when an app is built."""
-    later = ["grpc", "prometheus_client", "notebook_deploy.drift", "notebook_deploy.serving.drift"]
+def test_a_loaded_model_leaves_the_framework_grpc_and_prometheus_unimported(forest_bundle):
+    """The start of a server pays only for what answers its first predictions: FastAPI, Starlette and
+    pydantic are imported when the app's routes are built (in the background, StartingApp), gRPC with a
+    gRPC port, prometheus_client when metrics are first folded (a second in) or drift gauges are made."""
+    later = ["fastapi", "starlette", "pydantic", "grpc", "prometheus_client"]
     script = (
         "import sys\n"
-        "from notebook_deploy.serving.app import create_app\n"
-        f"later = {later!r}\n"
-        "print([m for m in later if m in sys.modules])\n"
-        f"create_app({str(forest_bundle.path)!r})\n"  # no reference statistics, no gRPC port
-        "print([m for m in later[:2] if m in sys.modules])\n"
+        "from notebook_deploy.serving.core import load_served\n"
+        f"load_served({str(forest_bundle.path)!r})\n"  # no reference statistics, no gRPC port
+        f"print([m for m in {later!r} if m in sys.modules])\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split("\n")[:2] == ["[]", "[]"]
+    assert run.stdout.strip() == "[]"
+
+
+STARTING = """
+import asyncio, json, sys, threading
+
+import httpx
+
+from notebook_deploy.serving import runner
+from notebook_deploy.serving.deployment import Deployment
+from notebook_deploy.serving.settings import ServeSettings
+from notebook_deploy.store import Store
+
+release = threading.Event()
+build = runner._build_app
+
+def held(served):  # the background build of FastAPI's app, held until the predictions are in
+    assert release.wait(60)
+    return build(served)
+
+runner._build_app = held
+keys = sys.argv[5] == "keys"
+if keys:
+    release.set()  # the app is built before the server starts: nothing to hold
+bundle = Store(sys.argv[1]).get(sys.argv[2])
+app = runner.serving_app(Deployment((bundle,)), ServeSettings(keys_file=sys.argv[3]))
+rows = json.loads(sys.argv[4])
+
+async def main():
+    inbox, outbox = asyncio.Queue(), asyncio.Queue()
+    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    started = (await outbox.get())["type"]
+    built_at_start = app.app is not None
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+        first = await client.post("/predict", json={"instances": rows})
+        bad = await client.post("/predict", json={"rows": rows})
+        before = "fastapi" in sys.modules
+        docs = asyncio.create_task(client.get("/openapi.json"))
+        await asyncio.sleep(0.2)
+        waiting = not docs.done()
+        release.set()
+        after = (await client.post("/predict", json={"instances": rows})).status_code
+        paths = sorted((await docs).json()["paths"])
+        metrics = (await client.get("/metrics")).text
+    await inbox.put({"type": "lifespan.shutdown"})
+    stopped = (await outbox.get())["type"]
+    await lifespan
+    counted = [line for line in metrics.splitlines() if line.startswith("notebook_deploy_requests_total") and '"/predict"' in line]
+    print(json.dumps({"built_at_start": built_at_start, "after": after, "started": started, "first": [first.status_code, first.json()], "bad": [bad.status_code, bad.json()],
+                      "fastapi_before": before, "waiting": waiting, "paths": paths, "counted": counted, "stopped": stopped}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("keys", [False, True], ids=["no-keys", "keys"])
+def test_a_server_answers_predictions_while_its_app_is_built(forest_bundle, iris, tmp_path, keys):
+    """A server (runner.serving_app) answers the native API's predictions, errors included and counted in the
+    metrics, before FastAPI is imported; other routes wait for the app built in the background, then answer.
+    With API keys every request needs the app's key check, so the app is built before the server starts."""
+    keys_file = tmp_path / "keys.json"
+    if keys:
+        KeyStore(keys_file).create("predict")
+    rows = iris[0][:2].tolist()
+    store, ref = str(forest_bundle.path.parents[2]), forest_bundle.ref
+    run = subprocess.run(
+        [sys.executable, "-c", STARTING, store, ref, str(keys_file), orjson.dumps(rows).decode(), "keys" * keys],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    seen = orjson.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["built_at_start"] is keys
+    if keys:
+        assert seen["first"][0] == 401 and seen["after"] == 401 and seen["fastapi_before"] is True
+        return
+    assert seen["after"] == 200
+    assert seen["started"] == "lifespan.startup.complete" and seen["stopped"] == "lifespan.shutdown.complete"
+    assert seen["first"] == [200, {"predictions": forest_bundle.predict(iris[0][:2]).tolist()}]
+    assert seen["bad"][0] == 422 and "instances" in seen["bad"][1]["detail"]
+    assert seen["fastapi_before"] is False
+    assert seen["waiting"] is True  # /openapi.json waited for the app
+    assert {"/predict", "/readyz", "/metrics", "/v2/models/{name}/infer"} <= set(seen["paths"])
+    assert any('status="200"' in line and line.endswith(" 2.0") for line in seen["counted"])
+    assert any('status="422"' in line and line.endswith(" 1.0") for line in seen["counted"])
 
 
 def test_the_metrics_content_type_is_prometheus_clients():
@@ -202,14 +290,14 @@ def test_the_fast_lane_answers_below_a_root_path(forest_bundle, iris):
     """Mounted under a prefix (Ray Serve's route prefix sets ``root_path``), POST /predict still takes
     the fast lane."""
     app = nd.create_app(forest_bundle)
-    route, handler = app.fast_lane.routes["/predict"]
+    fast = app.fast_lane.routes["/predict"]
     bodies = []
 
     async def counted(body: bytes) -> bytes:
         bodies.append(body)
-        return await handler(body)
+        return await fast.answer(body)
 
-    app.fast_lane.routes["/predict"] = (route, counted)
+    app.fast_lane.routes["/predict"] = replace(fast, answer=counted)
     with TestClient(app, root_path="/forest") as client:
         answer = client.post("/forest/predict", json={"instances": iris[0][:2].tolist()})
     assert answer.json() == {"predictions": forest_bundle.predict(iris[0][:2]).tolist()}

@@ -19,7 +19,7 @@ import notebook_deploy as nd
 from notebook_deploy import audit
 from notebook_deploy.errors import ServeError
 from notebook_deploy.keys import KeyStore
-from notebook_deploy.serving import auth
+from notebook_deploy.serving import auth, web
 from notebook_deploy.serving.settings import ServeSettings
 
 ROWS = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
@@ -195,20 +195,18 @@ def test_with_auth_on_the_docs_show_no_captured_rows(forest_bundle, secured):
 
 
 def test_auth_off_adds_no_dependency(tmp_path):
-    served = SimpleNamespace(
-        app=SimpleNamespace(state=SimpleNamespace()), settings=ServeSettings(keys_file=str(tmp_path / "none.json"))
-    )
-    assert auth.dependencies(auth.PREDICT, served) == [] and auth.dependencies(auth.ADMIN, served) == []
+    served = SimpleNamespace(guard=None, settings=ServeSettings(keys_file=str(tmp_path / "none.json")))
+    assert web.key_dependencies(auth.PREDICT, served) == [] and web.key_dependencies(auth.ADMIN, served) == []
     assert auth.grpc_interceptors(auth.guard_of(served)) == []
     with pytest.raises(ValueError, match="auth.OPEN"):
-        auth.dependencies("everyone", served)
+        web.key_dependencies("everyone", served)
 
 
 # -- gRPC -----------------------------------------------------------------------------------------------
 
 
 def test_grpc_calls_obey_the_same_keys(secured):
-    served = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()), settings=ServeSettings(**secured.settings))
+    served = SimpleNamespace(guard=None, settings=ServeSettings(**secured.settings))
     assert auth.grpc_access("/inference.GRPCInferenceService/ServerLive") == auth.OPEN
     assert auth.grpc_access("/inference.GRPCInferenceService/ModelMetadata") == auth.PREDICT
     assert auth.grpc_access("/inference.GRPCInferenceService/RepositoryModelLoad") == auth.ADMIN

@@ -22,7 +22,8 @@ from sklearn.linear_model import LogisticRegression
 import notebook_deploy as nd
 from notebook_deploy import audit
 from notebook_deploy.cli import cli
-from notebook_deploy.serving.router import VERSION_HEADER, Deployment
+from notebook_deploy.serving.deployment import Deployment
+from notebook_deploy.serving.router import VERSION_HEADER
 from notebook_deploy.serving.settings import ServeSettings
 
 ROWS = [[5.1, 3.5, 1.4, 0.2]]

@@ -31,8 +31,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import notebook_deploy as nd
 from notebook_deploy.compare import compare
 from notebook_deploy.jupyter.server import predict_answer
+from notebook_deploy.serving.deployment import Deployment
 from notebook_deploy.serving.process import Server
-from notebook_deploy.serving.router import Deployment
 from notebook_deploy.serving.watch import Monitor
 from notebook_deploy.tasks import Task
 

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 import notebook_deploy as nd
 from notebook_deploy import audit
 from notebook_deploy.cli import cli
-from notebook_deploy.serving.router import VERSION_HEADER, Deployment, VersionRouter
+from notebook_deploy.serving.deployment import Deployment
+from notebook_deploy.serving.router import VERSION_HEADER, VersionRouter
 from notebook_deploy.serving.settings import ServeSettings
 
 MOST = 2000  # requests sent at most, whatever happens

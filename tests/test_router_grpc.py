@@ -23,10 +23,11 @@ from tritonclient.utils import InferenceServerException
 
 import notebook_deploy as nd
 from notebook_deploy.keys import KeyStore
+from notebook_deploy.serving.deployment import Deployment
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2 as pb
 from notebook_deploy.serving.protocols import grpc_predict_v2_pb2_grpc as pb_grpc
 from notebook_deploy.serving.protocols.oip_grpc import INFER, VERSION_KEY
-from notebook_deploy.serving.router import VERSION_HEADER, Deployment, VersionRouter
+from notebook_deploy.serving.router import VERSION_HEADER, VersionRouter
 from notebook_deploy.serving.settings import ServeSettings
 
 ROWS = np.array([[5.9, 3.0, 4.2, 1.5], [6.3, 2.8, 5.1, 1.5]])  # near the classes' borders: the versions differ

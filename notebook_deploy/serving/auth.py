@@ -10,6 +10,8 @@ Auth is on when ``settings.auth`` is True, or when it is None (the default) and 
 start, even with no key left in it: revoking the last key must not open the server. The server logs at
 start whether auth is on, and why. When it is off, routes get no dependency at all, so the request path costs nothing more.
 The key file is read once at start and again whenever it changes, so revocations apply at once.
+The HTTP check is a FastAPI dependency (``web.key_dependencies``), the gRPC one an interceptor; this module
+imports neither framework at import time.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPBearer
 
 from .. import audit
 from ..keys import KeyStore, parse
@@ -126,45 +125,10 @@ class Guard:
 
 
 def guard_of(served: ServedModel) -> Guard:
-    """The app's one Guard, made (and the key file read) on first use, as routes are added."""
-    state = served.app.state
-    guard = getattr(state, "auth_guard", None)
-    if guard is None:
-        guard = state.auth_guard = Guard(served.settings)
-    return guard
-
-
-def dependencies(access: str, served: ServedModel) -> list[Any]:
-    """The FastAPI dependencies that guard a route of ``access``: none when keys are not required."""
-    if access == OPEN:
-        return []
-    if access not in ROLES_FOR:
-        raise ValueError(f"access must be auth.OPEN, auth.PREDICT or auth.ADMIN, not {access!r}")
-    guard = guard_of(served)
-    if not guard.enabled:
-        return []
-
-    # Only so that the OpenAPI document declares the scheme (and /docs has its Authorize button); the
-    # header is read below, with this module's own messages.
-    bearer = HTTPBearer(
-        auto_error=False,
-        scheme_name="APIKey",
-        description="An API key: 'notebook-deploy keys create --role predict|admin'",
-    )
-
-    async def require_key(request: Request, _declared: Any = Depends(bearer)) -> None:
-        path = request.url.path
-        refusal = guard.check(request.headers.get("authorization"), access, path)
-        if refusal is None:
-            return
-        guard.record(refusal, path, request.client.host if request.client else None, "http")
-        if refusal.status == 401:
-            challenge = 'Bearer error="invalid_token"' if refusal.reason == "invalid_key" else "Bearer"
-        else:
-            challenge = 'Bearer error="insufficient_scope"'
-        raise HTTPException(refusal.status, refusal.message, headers={"WWW-Authenticate": challenge})
-
-    return [Depends(require_key)]
+    """The served model's one Guard, made (and the key file read) on first use."""
+    if served.guard is None:
+        served.guard = Guard(served.settings)
+    return served.guard
 
 
 def grpc_access(method: str) -> str:

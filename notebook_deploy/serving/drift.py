@@ -17,6 +17,7 @@ dominate the maximum with noise.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
@@ -30,14 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from .. import drift as statistics
-from ..errors import RequestError, ServeError
+from ..errors import ServeError
 from ..schema import concat_rows, dumps, take_rows, to_jsonable
-from . import auth
-from .served import DETAIL
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -59,15 +56,14 @@ PREDICTION_PREFIX = "prediction:"
 
 
 def install_monitoring(served: ServedModel, metrics: Metrics) -> None:
-    """Add ``/monitor/drift``, the drift gauges and, if the settings ask for it, the prediction log."""
+    """Watch the predictions from the first one: the drift window and gauges and, if the settings ask for
+    it, the prediction log (``/monitor/drift`` is among app.py's service routes)."""
     reference = served.bundle.reference
-    monitor = DriftMonitor(served, metrics, reference) if reference is not None else None
-    served.app.state.drift = monitor  # what the router's rollback reads of each version
+    monitor = served.drift = DriftMonitor(served, metrics, reference) if reference is not None else None
     if monitor is not None:
         served.predictor.observers.append(monitor.observe)
         metrics.before_exposition.append(monitor.report)
-        served.every(REFRESH_SECONDS, lambda: run_in_threadpool(monitor.report), "computing drift statistics")
-    _add_route(served, monitor)
+        served.every(REFRESH_SECONDS, lambda: asyncio.to_thread(monitor.report), "computing drift statistics")
     settings = served.settings
     if settings.prediction_log and settings.prediction_log_sample > 0:
         prediction_log = PredictionLog(
@@ -288,35 +284,6 @@ class DriftMonitor:
                 gauges.detected.labels(**labels).set(1 if entry["drifted"] else 0)
 
 
-def _add_route(served: ServedModel, monitor: DriftMonitor | None) -> None:
-    async def monitor_drift() -> Response:
-        if monitor is None:
-            raise RequestError(404, NO_REFERENCE)
-        return Response(dumps(await run_in_threadpool(monitor.report)), media_type="application/json")
-
-    errors = DETAIL.responses()
-    served.route(
-        "/monitor/drift",
-        monitor_drift,
-        access=auth.ADMIN,
-        methods=["GET"],
-        response_class=Response,
-        summary="Drift: PSI and KS of each feature's live window against the bundle's reference statistics",
-        responses={
-            200: {
-                "description": "The drift report of this worker's window",
-                "content": {"application/json": {"schema": REPORT_SCHEMA}},
-            },
-            401: errors["401"],
-            403: errors["403"],
-            404: {
-                "description": "The bundle has no reference statistics: capture with reference=X_train",
-                "content": {"application/json": {"schema": DETAIL.schema}},
-            },
-        },
-    )
-
-
 _NUMBER = {"type": ["number", "null"]}
 _FEATURE_SCHEMA = {
     "type": "object",
@@ -451,7 +418,7 @@ class PredictionLog:
         self._thread = None
 
     async def aclose(self) -> None:
-        await run_in_threadpool(self.close)
+        await asyncio.to_thread(self.close)
 
     def _run(self) -> None:
         try:

@@ -16,10 +16,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastapi.responses import Response
-
-from . import auth
-
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Histogram
 
@@ -190,20 +186,6 @@ class Metrics:
 
     async def _flush_job(self) -> None:
         self.flush()
-
-    def add_routes(self) -> None:
-        async def metrics() -> Response:
-            return Response(self.exposition(), media_type=CONTENT_TYPE)
-
-        self.served.route(
-            "/metrics",
-            metrics,
-            access=auth.ADMIN,
-            methods=["GET"],
-            response_class=Response,
-            summary="Prometheus metrics: requests, latency, batch sizes, queue depth, drift",
-            responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
-        )
 
     def add_gpu_memory(self, read: Callable[[], Mapping[str, int]]) -> None:
         """Report ``read()``, bytes of GPU memory held by tensors by GPU index, as

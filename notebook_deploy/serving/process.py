@@ -2,7 +2,7 @@
 models, and versions of each (canaries, shadows), served by one.
 
 The child is ``python -m notebook_deploy serve``, the same code path as the CLI, given the same options,
-checked here first (``router.Deployment``) so that a bad one is refused in the notebook, naming it. It is
+checked here first (``deployment.Deployment``) so that a bad one is refused in the notebook, naming it. It is
 stopped when the handle's ``stop`` is called, when the ``with`` block ends, when the Python process that
 started it exits normally (atexit), and, should that process die without cleaning up, by the child itself.
 """
@@ -34,7 +34,7 @@ from .settings import ServeSettings
 from .split import CANARY, SHADOW, STABLE
 
 if TYPE_CHECKING:
-    from .router import Deployment
+    from .deployment import Deployment
 
 Ref = str | os.PathLike[str] | Bundle  # what ``load`` takes
 
@@ -192,7 +192,7 @@ def serve(
     ``keys_file=...``, ``follow=True`` (each ref then names a tag: ``"churn:prod"``). ``api_key`` is sent as
     ``Authorization: Bearer`` by the handle's ``predict`` and ``post``; ``verify`` is the certificate (or CA)
     file they trust over TLS, or False."""
-    from .router import Deployment  # the app's whole framework: imported when a server is started
+    from .deployment import Deployment
 
     settings = (settings or ServeSettings()).with_options(**options)
     given: dict[str, Bundle] = {}  # the bundles given as objects, by the folder they travel to the child as

@@ -1,4 +1,4 @@
-"""Run the app of a bundle (or of a ``router.Deployment``: several versions) under uvicorn on a socket bound here (so that port 0 gives a free port), in
+"""Run the app of a bundle (or of a ``deployment.Deployment``: several versions) under uvicorn on a socket bound here (so that port 0 gives a free port), in
 this process or in ``settings.workers`` worker processes that share the socket."""
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ from uvicorn.supervisors import Multiprocess
 
 from ..bundle import Bundle
 from ..store import Store
+from .core import StartingApp, load_served
+from .deployment import Deployment
 from .limits import BoundedHead
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
-    from .router import Deployment
+    from starlette.types import ASGIApp
+
+    from .served import ServedModel
 
 # Set by ``Server`` in the child's environment: the server stops when that process is gone.
 PARENT_PID_VARIABLE = "NOTEBOOK_DEPLOY_PARENT_PID"
@@ -50,8 +54,6 @@ def run(
     """Serve ``bundle`` (or several versions: a ``Deployment``) until interrupted; SIGTERM drains the
     requests in flight first. Once the server is ready (``/readyz`` answers 200: every version has
     answered its stored sample), the URL is written to ``ready_file`` (as JSON) and passed to ``on_ready``."""
-    from .router import Deployment
-
     deployment = bundle if isinstance(bundle, Deployment) else Deployment((bundle,))
     settings = settings or ServeSettings()
     if settings.grpc_host is None:
@@ -77,8 +79,8 @@ def run(
         http=BoundedHead,
     )
     if settings.workers <= 1:
-        gc.disable()  # until create_app freezes what it loaded, as it does for the model: see there
-        server = uvicorn.Server(uvicorn.Config(deployment.app(settings), **options))
+        gc.disable()  # until load_served freezes what it loaded: see there
+        server = uvicorn.Server(uvicorn.Config(serving_app(deployment, settings), **options))
         stop: Callable[[], None] = functools.partial(setattr, server, "should_exit", True)
         serve_forever: Callable[[], None] = functools.partial(server.run, sockets=[sock])
         metrics_dir = None
@@ -110,9 +112,7 @@ def run(
 
 def worker_app() -> Any:
     """The app of one worker process, built from what ``run`` put in the environment."""
-    gc.disable()  # until create_app freezes what it loaded: see there
-    from .router import Deployment
-
+    gc.disable()  # until load_served freezes what it loaded: see there
     spec = json.loads(os.environ[WORKER_VARIABLE])
     supervisor = os.getppid()
     # A worker whose supervisor was killed stops too, rather than serving on as an orphan.
@@ -120,7 +120,23 @@ def worker_app() -> Any:
         target=_exit_with_parent, args=(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM)), daemon=True
     ).start()
     # The supervisor loaded (and, for a folder from elsewhere, scanned) these bundles; each worker checks their files.
-    return Deployment.from_json(spec["deployment"]).app(ServeSettings.from_json(spec["settings"]))
+    return serving_app(Deployment.from_json(spec["deployment"]), ServeSettings.from_json(spec["settings"]))
+
+
+def serving_app(deployment: Deployment, settings: ServeSettings) -> ASGIApp:
+    """The app that serves ``deployment``: for a single bundle a ``core.StartingApp``, which answers
+    predictions while FastAPI's app is built in the background; else a ``router.VersionRouter``."""
+    if deployment.single is not None:
+        return StartingApp(load_served(deployment.single, settings), _build_app)
+    from .router import VersionRouter
+
+    return VersionRouter(deployment, settings)
+
+
+def _build_app(served: ServedModel) -> ASGIApp:
+    from .app import build_app  # FastAPI and the protocols: imported in StartingApp's background thread
+
+    return build_app(served)
 
 
 def _announce(

@@ -1,33 +1,31 @@
-"""What every protocol module builds its routes on, below the app that assembles them: ``ServedModel``
-(the app, the bundle, the predictor; ``route`` with its access level and error shape), ``ErrorShape``
-(how a protocol's clients expect an error, body and OpenAPI schema, declared once per protocol), and the
-JSON helpers of request bodies and answers. Nothing here imports a protocol or the app."""
+"""What every protocol module builds on, below the app that assembles them and below the web framework:
+``ServedModel`` (the bundle, the predictor, the settings, what the fast lane answers; the app once its
+routes are built), ``ErrorShape`` (how a protocol's clients expect an error, body and OpenAPI schema,
+declared once per protocol), the errors answered and the JSON helpers of bodies. Nothing here imports a
+protocol, the app or FastAPI: a server answers its first predictions before FastAPI is imported (core.py);
+the framework's side of a route is in web.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
-from starlette.routing import request_response
 
 from ..bundle import Bundle
 from ..errors import InputError, ModelError, NotebookDeployError, Overloaded, RequestError
-from ..schema import dumps
 from . import auth
 from .predictor import Predictor
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .drift import DriftMonitor
     from .metrics import Metrics
 
 log = logging.getLogger("notebook_deploy.serving")
@@ -77,35 +75,36 @@ DETAIL = ErrorShape(
 )
 
 
-class _LeanRoute(APIRoute):
-    """An APIRoute whose endpoint, if it takes only the ``Request`` and has no dependencies (no keys to
-    check), is called straight by Starlette, skipping FastAPI's dependency solving and exit stacks: about
-    25 µs less per request, on a path whose whole budget is a few hundred. FastAPI still documents it."""
+@dataclass(frozen=True)
+class FastRoute:
+    """A POST route that ``core.FastLane`` answers in front of the framework: the answer as a function of
+    the body's bytes, and the shape of its errors."""
 
-    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        super().__init__(path, endpoint, **options)
-        parameters = list(inspect.signature(endpoint).parameters.values())
-        takes_request = len(parameters) == 1 and parameters[0].annotation in (Request, "Request")
-        if takes_request and not self.dependant.dependencies:
-            self.app = request_response(endpoint)
+    answer: FastHandler
+    errors: ErrorShape = DETAIL
 
 
 @dataclass
 class ServedModel:
-    """What every protocol module needs to add its routes: the app, the bundle and the predictor."""
+    """A loaded model and what answers for it: the bundle, the predictor, the settings, the routes the fast
+    lane answers (``fast``: path -> its handler and error shape), the hooks run while the server runs, the
+    metrics and drift monitor; and ``app``, the FastAPI app, once its routes are built (app.py)."""
 
-    app: FastAPI
     bundle: Bundle
     predictor: Predictor
     settings: ServeSettings
+    device: str = "cpu"  # where the model runs (devices.py)
     # Whether the model reproduces the stored sample ("match", "differs", "error"); None until the app,
     # in the background once it answers requests, has run the sample: until then /readyz answers 503.
     sample_check: str | None = None
-    fast: dict[str, tuple[APIRoute, FastHandler]] = field(default_factory=dict)
+    fast: dict[str, FastRoute] = field(default_factory=dict)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     errors: dict[Callable[..., Any], ErrorShape] = field(default_factory=dict)  # endpoint -> its error shape
     metrics: Metrics = field(init=False, repr=False)  # set by Metrics(served)
+    drift: DriftMonitor | None = None  # set by drift.install_monitoring: what the router's rollback reads
+    guard: auth.Guard | None = None  # the API keys' check, made on first use (auth.guard_of)
+    app: FastAPI = field(init=False, repr=False)  # set by app.build_app
 
     @property
     def ready(self) -> bool:
@@ -122,34 +121,6 @@ class ServedModel:
             "instances": self.bundle.input_schema.example_rows(),
             "outputs": {m: self.bundle.output_schema(m).example_rows() for m in self.bundle.methods},
         }
-
-    def route(
-        self,
-        path: str,
-        endpoint: Callable[..., Awaitable[Any]],
-        *,
-        access: str,
-        methods: list[str],
-        errors: ErrorShape = DETAIL,
-        fast: FastHandler | None = None,
-        **options: Any,
-    ) -> None:
-        """Add a route that only callers with ``access`` reach (``auth.OPEN``, ``auth.PREDICT`` or
-        ``auth.ADMIN``); errors raised in it are answered in the shape ``errors``. A POST route may also give
-        ``fast``, the same answer as a function of the body bytes, which ``FastLane`` calls directly when
-        no key is needed."""
-        self.errors[endpoint] = errors
-        dependencies = auth.dependencies(access, self)
-        self.app.router.add_api_route(
-            path,
-            endpoint,
-            methods=methods,
-            dependencies=dependencies,
-            route_class_override=_LeanRoute,
-            **options,
-        )
-        if fast is not None and not dependencies:
-            self.fast[path] = (self.app.router.routes[-1], fast)  # type: ignore[assignment]
 
     def error_shape(self, endpoint: Any) -> ErrorShape:
         """The error shape of the route whose endpoint is ``endpoint`` (``DETAIL`` for any other)."""
@@ -182,15 +153,21 @@ class ServedModel:
         self.shutdown.append(stop)
 
 
-# The exceptions answered as errors, whichever route or protocol raised them.
-ANSWERED = (HTTPException, RequestError, InputError, Overloaded, ModelError)
+# This package's exceptions answered as errors, whichever route or protocol raised them; with the web
+# framework's HTTPException (web.ANSWERED), every exception answered.
+ANSWERED_ERRORS = (RequestError, InputError, Overloaded, ModelError)
 
 
-def error_answer(error: HTTPException | NotebookDeployError) -> tuple[int, str, dict[str, str]]:
-    """The status, message and headers that answer one of the ``ANSWERED`` exceptions."""
-    if isinstance(error, HTTPException):  # raised by auth, or by routing (404, 405)
-        return error.status_code, str(error.detail), dict(error.headers or {})
-    return error.status, str(error), dict(error.headers)  # the status each error class declares (errors.py)
+def error_answer(error: Exception) -> tuple[int, str, dict[str, str]]:
+    """The status, message and headers that answer one of the ``web.ANSWERED`` exceptions."""
+    if isinstance(error, NotebookDeployError):
+        return error.status, str(error), dict(error.headers)  # the status each error class declares (errors.py)
+    # Else Starlette's HTTPException, raised by auth or by routing (404, 405): imported here, where one was
+    # raised (so Starlette is loaded already), so that the fast lane answers without the framework.
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(error, HTTPException), error
+    return error.status_code, str(error.detail), dict(error.headers or {})
 
 
 def parse_json(body: bytes) -> Any:
@@ -201,16 +178,6 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, f"the request body is not valid JSON: {error}") from None
 
 
-async def json_body(request: Request) -> Any:
-    """The request's body parsed as JSON, or a 400 that says why it is not JSON."""
-    return parse_json(await request.body())
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    """Model data (NumPy, pandas, plain values) as a JSON answer."""
-    return Response(dumps(value), status, media_type="application/json")
-
-
 def json_request(schema: dict[str, Any], example: Any) -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of a required JSON body: its ``schema`` and an ``example``."""
     return {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}
@@ -219,34 +186,3 @@ def json_request(schema: dict[str, Any], example: Any) -> dict[str, Any]:
 def event(data: Any) -> bytes:
     """One Server-Sent Event carrying ``data`` as JSON."""
     return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-class _EventStream(StreamingResponse):
-    """A stream of Server-Sent Events whose iterator is closed as soon as sending stops, a client gone
-    included (Starlette only drops it), so that what it runs (a generation) stops at once."""
-
-    async def stream_response(self, send: Any) -> None:
-        try:
-            await super().stream_response(send)
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
-
-
-async def event_stream(events: AsyncIterator[bytes], errors: ErrorShape) -> Response:
-    """Server-Sent Events from ``events``. The first event is awaited before answering, so that a request
-    refused or failing at once gets its status and error body as usual; an error after the answer has
-    begun is sent as a last event in the shape ``errors``."""
-    first = await anext(events)
-
-    async def rest() -> AsyncIterator[bytes]:
-        try:
-            yield first
-            async for data in events:
-                yield data
-        except ANSWERED as error:
-            status, message, _ = error_answer(error)
-            yield b"data: " + errors.payload(status, message) + b"\n\n"
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-
-    return _EventStream(rest(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

@@ -41,7 +41,7 @@ from ..bundle import Bundle
 from ..errors import ServeError
 from ..provenance import signer_keys
 from ..serving.client import BundleClient
-from ..serving.router import Deployment
+from ..serving.deployment import Deployment
 from ..serving.settings import ServeSettings
 from ..store import Store
 

@@ -19,7 +19,8 @@ from ...errors import RequestError
 from ...methods import default_method
 from ...version import __version__
 from .. import auth
-from ..served import ErrorShape, json_body, json_response
+from ..served import ErrorShape
+from ..web import json_body, json_response, route
 
 if TYPE_CHECKING:
     from ...schema import Schema
@@ -82,7 +83,8 @@ def add_routes(served: ServedModel) -> None:
             "params": {"type": "object"},
         },
     }
-    served.route(
+    route(
+        served,
         "/invocations",
         invocations,
         access=auth.PREDICT,
@@ -118,7 +120,8 @@ def add_routes(served: ServedModel) -> None:
         ("/health", ping, "MLflow: the model is loaded"),
         ("/version", version, "MLflow: the server's version"),
     ):
-        served.route(
+        route(
+            served,
             path,
             endpoint,
             access=auth.OPEN,

@@ -19,7 +19,9 @@ from ... import generation
 from ...errors import InputError, RequestError
 from ...schema import TensorSchema, chat_json_schema, dumps, takes_bytes
 from .. import auth
-from ..served import DETAIL, RAW_BODIES, event, event_stream, json_body, json_request, parse_json
+from ..core import predictions
+from ..served import DETAIL, RAW_BODIES, event, json_request
+from ..web import event_stream, json_body, route
 
 if TYPE_CHECKING:
     from ..served import FastHandler, ServedModel
@@ -27,20 +29,21 @@ if TYPE_CHECKING:
 
 def add_routes(served: ServedModel) -> None:
     for method in served.bundle.methods:
-        answer = _answer(served, method)
-        served.route(
+        answer = predictions(served, method)  # what the fast lane answers too, where it may (core.py)
+        route(
+            served,
             f"/{method}",
             _endpoint(answer, _raw_answer(served, method) if takes_bytes(served.bundle.input_schema) else None, method),
             access=auth.PREDICT,
             methods=["POST"],
-            fast=answer,
             name=method,
             summary=f"Call the model's {method} on a batch of rows",
             openapi_extra=_openapi_for(served, method),
             response_class=Response,
         )
     if generation.kind(served.predictor.model) == generation.GENERATOR:
-        served.route(
+        route(
+            served,
             "/generate",
             _generate(served),
             access=auth.PREDICT,
@@ -112,29 +115,6 @@ def _endpoint(
 
     endpoint.__name__ = method
     return endpoint
-
-
-_RAW_HINT = (
-    "; or send the raw bytes of one row with content-type application/octet-stream, or rows as files "
-    "with multipart/form-data (curl -F 'file=@cat.png')"
-)
-
-
-def _answer(served: ServedModel, method: str) -> FastHandler:
-    decode = served.bundle.input_schema.decode
-    predict = served.predictor.predict
-    hint = _RAW_HINT if takes_bytes(served.bundle.input_schema) else ""
-
-    async def answer(body: bytes) -> bytes:
-        try:
-            payload = parse_json(body)
-        except RequestError as error:
-            raise RequestError(error.status, f"{error}{hint}") from None
-        if not isinstance(payload, dict) or "instances" not in payload:
-            raise RequestError(422, 'expected a JSON object {"instances": [row, ...]}' + hint)
-        return dumps({"predictions": await predict(method, decode(payload["instances"]))})
-
-    return answer
 
 
 def _raw_answer(served: ServedModel, method: str) -> Callable[[Request, str], Awaitable[bytes]]:

@@ -63,7 +63,8 @@ from ...schema import (
 )
 from ...version import __version__
 from .. import auth
-from ..served import DETAIL, ErrorShape, json_response, parse_json
+from ..served import DETAIL, ErrorShape, parse_json
+from ..web import json_response, route
 
 if TYPE_CHECKING:
     from ...bundle import Bundle
@@ -664,7 +665,8 @@ def _add(
         ("/v2/health/live", live, "OIP: the server is live", flag, {"live": True}),
         ("/v2/health/ready", ready, "OIP: the server is ready", flag, {"ready": True}),
     ):
-        served.route(
+        route(
+            served,
             path,
             endpoint,
             access=auth.OPEN,
@@ -680,7 +682,8 @@ def _add(
         ("/v2/models/{name}", [name]),
         ("/v2/models/{name}/versions/{version}", [name, version]),
     ):
-        served.route(
+        route(
+            served,
             prefix,
             model_metadata,
             access=auth.PREDICT,
@@ -700,7 +703,8 @@ def _add(
                 },
             },
         )
-        served.route(
+        route(
+            served,
             prefix + "/ready",
             model_ready,
             access=auth.OPEN,
@@ -724,7 +728,8 @@ def _add(
                 },
             },
         )
-        served.route(
+        route(
+            served,
             prefix + "/infer",
             infer,
             access=auth.PREDICT,

@@ -55,7 +55,8 @@ import numpy as np
 
 from ...errors import RequestError, ServeError
 from .. import auth
-from ..served import ANSWERED, VERSION_HEADER, error_answer
+from ..served import VERSION_HEADER, error_answer
+from ..web import ANSWERED
 from . import grpc_predict_v2_pb2 as pb
 from . import grpc_predict_v2_pb2_grpc as pb_grpc
 from .oip import BYTES, DATATYPES, NUMERIC, OipModel, Tensor, element_count, from_raw, to_raw

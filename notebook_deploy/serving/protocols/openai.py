@@ -25,7 +25,8 @@ from fastapi.responses import Response
 from ... import generation
 from ...errors import RequestError
 from .. import auth
-from ..served import ErrorShape, event, event_stream, json_body, json_request, json_response
+from ..served import ErrorShape, event, json_request
+from ..web import event_stream, json_body, json_response, route
 
 if TYPE_CHECKING:
     from ..predictor import Generation
@@ -80,27 +81,29 @@ def add_routes(served: ServedModel) -> None:
     names = {name, served.bundle.ref}
     created = int(time.time())
 
-    def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], summary: str, example: Any) -> None:
+    def post(path: str, endpoint: Callable[[Request], Awaitable[Response]], summary: str, example: Any) -> None:
         responses = {"200": {"description": "OpenAI's answer, or its Server-Sent Event chunks with `stream: true`"}}
         responses.update(ERRORS.responses())
         body = json_request({"type": "object", "required": ["model"]}, example)
         openapi = {"requestBody": body, "responses": responses}
         options: dict[str, Any] = {"summary": summary, "openapi_extra": openapi, "response_class": Response}
-        served.route(path, endpoint, access=auth.PREDICT, methods=["POST"], errors=ERRORS, **options)
+        route(served, path, endpoint, access=auth.PREDICT, methods=["POST"], errors=ERRORS, **options)
 
     async def models(request: Request) -> Response:
         model = {"id": served.bundle.name, "object": "model", "created": created, "owned_by": "notebook-deploy"}
         return json_response({"object": "list", "data": [model]})
 
-    served.route("/v1/models", models, access=auth.PREDICT, methods=["GET"], errors=ERRORS, summary="OpenAI: the model")
+    route(
+        served, "/v1/models", models, access=auth.PREDICT, methods=["GET"], errors=ERRORS, summary="OpenAI: the model"
+    )
     if kind == generation.GENERATOR:
         chat = {"model": name, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, "stream": True}
-        route("/v1/chat/completions", _completions(served, names, chat=True), "OpenAI: chat completion", chat)
+        post("/v1/chat/completions", _completions(served, names, chat=True), "OpenAI: chat completion", chat)
         text = {"model": name, "prompt": "hello", "max_tokens": 16}
-        route("/v1/completions", _completions(served, names, chat=False), "OpenAI: text completion", text)
+        post("/v1/completions", _completions(served, names, chat=False), "OpenAI: text completion", text)
     else:
         example = {"model": name, "input": ["hello world"]}
-        route("/v1/embeddings", _embeddings(served, names), "OpenAI: embeddings (mean-pooled token vectors)", example)
+        post("/v1/embeddings", _embeddings(served, names), "OpenAI: embeddings (mean-pooled token vectors)", example)
 
 
 async def _request(request: Request, names: set[str]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from fastapi.responses import Response
 from ...errors import RequestError
 from ...methods import default_method
 from .. import auth
-from ..served import ErrorShape, json_body, json_response
+from ..served import ErrorShape
+from ..web import json_body, json_response, route
 
 if TYPE_CHECKING:
     from ..served import ServedModel
@@ -110,7 +111,8 @@ def add_routes(served: ServedModel) -> None:
         ("/v1/models/{name}/versions/{version}", [name, version]),
         ("/v1/models/{name}/labels/{label}", [name, label]),
     ):
-        served.route(
+        route(
+            served,
             prefix + ":predict",
             predict,
             access=auth.PREDICT,
@@ -121,7 +123,8 @@ def add_routes(served: ServedModel) -> None:
             tags=["TF Serving"],
             openapi_extra={"parameters": parameters, "requestBody": body, "responses": {"200": answer, **errors}},
         )
-    served.route(
+    route(
+        served,
         "/v1/models/{name}",
         status,
         access=auth.OPEN,
@@ -132,7 +135,8 @@ def add_routes(served: ServedModel) -> None:
         tags=["TF Serving"],
         openapi_extra={"parameters": [name], "responses": {"200": _object("The model's version status"), **errors}},
     )
-    served.route(
+    route(
+        served,
         "/v1/models/{name}/metadata",
         metadata,
         access=auth.ADMIN,
