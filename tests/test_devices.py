@@ -61,14 +61,12 @@ def test_a_pipeline_placed_on_the_cpu_sends_its_inputs_there():
 
 
 def test_gpu_memory_is_exported_at_each_scrape(net_bundle):
-    from fastapi import FastAPI
-
     from notebook_deploy.serving.metrics import Metrics
     from notebook_deploy.serving.predictor import Predictor
     from notebook_deploy.serving.served import ServedModel
 
     settings = nd.ServeSettings()
-    metrics = Metrics(ServedModel(FastAPI(), net_bundle, Predictor(net_bundle, settings), settings))
+    metrics = Metrics(ServedModel(net_bundle, Predictor(net_bundle, settings), settings))
     # torch.cuda cannot run here (no GPU on these machines): a stand-in reader plays
     # devices.memory_allocated, to check that the gauge is made and labelled per GPU
     metrics.add_gpu_memory(lambda: {"0": 1234, "1": 0})
