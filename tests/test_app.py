@@ -266,6 +266,44 @@ def test_a_server_answers_predictions_while_its_app_is_built(forest_bundle, iris
     assert any('status="422"' in line and line.endswith(" 1.0") for line in seen["counted"])
 
 
+def test_a_server_whose_app_fails_to_build_answers_predictions_and_a_json_500(forest_bundle, iris, caplog):
+    """If building the app's routes fails (a bug), the fast lane still answers predictions; every other
+    request gets a JSON 500 that says where to look, and the failure is logged once."""
+    import asyncio
+
+    import httpx
+
+    from notebook_deploy.serving.core import StartingApp, load_served
+
+    def broken(served):
+        raise RuntimeError("no routes today")
+
+    app = StartingApp(load_served(forest_bundle), broken)
+    rows = iris[0][:2].tolist()
+
+    async def main():
+        inbox, outbox = asyncio.Queue(), asyncio.Queue()
+        lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put))
+        await inbox.put({"type": "lifespan.startup"})
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://server") as client:
+            predicted = await client.post("/predict", json={"instances": rows})
+            metadata = await client.get("/metadata")
+            again = await client.get("/readyz")
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await lifespan
+        return predicted, metadata, again
+
+    predicted, metadata, again = asyncio.run(main())
+    assert predicted.status_code == 200
+    assert predicted.json() == {"predictions": forest_bundle.predict(iris[0][:2]).tolist()}
+    assert metadata.status_code == again.status_code == 500
+    assert metadata.json() == {"detail": "the server failed to build its routes: see its log"}
+    failures = [r for r in caplog.records if "building the app's routes failed" in r.getMessage()]
+    assert len(failures) == 1 and "no routes today" in str(failures[0].exc_info[1])
+
+
 def test_the_metrics_content_type_is_prometheus_clients():
     from prometheus_client import CONTENT_TYPE_LATEST
 
