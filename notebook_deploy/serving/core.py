@@ -172,7 +172,8 @@ class FastLane:
 class StartingApp:
     """The ASGI app a server starts with. Once the model is loaded and the server listens, the fast lane
     answers at once, while the whole app (``build(served)``: FastAPI's, with every protocol, the docs, the
-    health and metrics routes) is built in a background thread; the other requests wait for it, then
+    health and metrics routes) is built in a background thread, once the model's methods are timed; the
+    other requests wait for it, then
     every request goes to it. Built first, before serving, when the lane has nothing to answer (keys are
     on) or when the app adds what must start with the server (a gRPC port)."""
 
@@ -181,7 +182,7 @@ class StartingApp:
         self.build = build
         self.lane = FastLane(served)
         self.app: ASGIApp | None = None
-        self._built: asyncio.Future[ASGIApp] | None = None
+        self._built: asyncio.Task[ASGIApp] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -210,12 +211,23 @@ class StartingApp:
             await send({"type": "lifespan.startup.failed", "message": str(error)})
             raise
         if self.app is None:
-            self._built = loop.run_in_executor(None, self.build, self.served)
+            self._built = loop.create_task(self._build_in_background())
             self._built.add_done_callback(_log_failure)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        if self._built is not None:
+            self._built.cancel()  # a build not begun yet (or done: then nothing happens)
         await running.aclose()
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _build_in_background(self) -> ASGIApp:
+        # After the warm-up has timed the model's methods: a build beside that timing holds the GIL, and
+        # a method whose calls it slowed past predictor.INLINE_SECONDS would run in the model thread, the
+        # slower path, for the server's whole life.
+        await self.served.methods_timed.wait()
+        app = await asyncio.get_running_loop().run_in_executor(None, self.build, self.served)
+        gc.freeze()  # what the build made lives as long as the server too: see load_served
+        return app
 
 
 def _log_failure(built: asyncio.Future[Any]) -> None:
@@ -250,7 +262,10 @@ async def _warm_up(served: ServedModel) -> None:
     once the server answers: the first requests need neither, and ``/readyz`` says ready only after."""
     predictor = served.predictor
     try:
-        await predictor.in_model_thread(predictor.time_methods)
+        try:
+            await predictor.in_model_thread(predictor.time_methods)
+        finally:
+            served.methods_timed.set()
         served.sample_check = await predictor.in_model_thread(_check_sample, served.bundle, predictor.model)
     except Exception:  # noqa: BLE001 - the server goes on serving; readiness says the check failed
         log.exception("checking the stored sample of %s failed", served.bundle.ref)

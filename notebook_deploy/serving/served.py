@@ -97,6 +97,9 @@ class ServedModel:
     # Whether the model reproduces the stored sample ("match", "differs", "error"); None until the app,
     # in the background once it answers requests, has run the sample: until then /readyz answers 503.
     sample_check: str | None = None
+    # Set once the warm-up has timed the model's methods (which run inline): what the app's background
+    # build waits for, so that it does not slow that timing (core.StartingApp).
+    methods_timed: asyncio.Event = field(default_factory=asyncio.Event)
     fast: dict[str, FastRoute] = field(default_factory=dict)
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
