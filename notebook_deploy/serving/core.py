@@ -204,7 +204,7 @@ class StartingApp:
         loop = asyncio.get_running_loop()
         try:
             if not self.served.fast or self.served.settings.grpc_port is not None:
-                self.app = await loop.run_in_executor(None, self.build, self.served)
+                self.app = await self._build()
             running = contextlib.AsyncExitStack()
             await running.enter_async_context(serving(self.served))
         except BaseException as error:
@@ -225,8 +225,13 @@ class StartingApp:
         # a method whose calls it slowed past predictor.INLINE_SECONDS would run in the model thread, the
         # slower path, for the server's whole life.
         await self.served.methods_timed.wait()
+        return await self._build()
+
+    async def _build(self) -> ASGIApp:
+        """The app, built in a thread; what the build made lives as long as the server, so it is frozen
+        out of the garbage collector as the model is (load_served)."""
         app = await asyncio.get_running_loop().run_in_executor(None, self.build, self.served)
-        gc.freeze()  # what the build made lives as long as the server too: see load_served
+        gc.freeze()
         return app
 
 
