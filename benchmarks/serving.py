@@ -364,7 +364,7 @@ def wrk(url: str, lua: Path, connections: int, seconds: float, group: int | None
         "wrk",
         "-t2",
         f"-c{connections}",
-        f"-d{seconds:g}s",
+        f"-d{max(1, round(seconds))}s",  # wrk takes whole seconds
         "--timeout",
         "10s",
         "--latency",

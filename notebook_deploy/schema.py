@@ -163,6 +163,8 @@ class Domain:
         """Raise ``InputError`` at the first value of a float array outside this domain. Infinities are
         never in it: no protocol's JSON can carry them, so one that arrives (a binary tensor, gRPC, CSV's
         ``inf``) is refused on every protocol alike rather than handed to the model."""
+        if self.limit is None and math.isfinite(array.sum()):
+            return  # no infinity and no NaN: one pass over the values, where finding the first bad one takes two
         _refuse_first(array, np.isinf(array), "a finite number", feature)
         if not self.nullable:
             _refuse_first(array, np.isnan(array), "a number (this model does not take missing values)", feature)

@@ -32,6 +32,26 @@ def _session_signing_key(tmp_path_factory):
         yield folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_layer_cache(tmp_path_factory):
+    """One layer cache for every store of the session (as a CI job would keep one): the first push builds
+    the dependency and runtime layers, later ones take them from here. A test of the cache itself, or of
+    a first build, gives its store its own cache with ``own_layer_cache``."""
+    from notebook_deploy.image.cache import LAYER_CACHE_VARIABLE
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LAYER_CACHE_VARIABLE, str(tmp_path_factory.mktemp("layer-cache")))
+        yield
+
+
+@pytest.fixture
+def own_layer_cache(monkeypatch):
+    """Each store builds into its own ``cache/layers`` in this test, as without ``$NOTEBOOK_DEPLOY_LAYER_CACHE``."""
+    from notebook_deploy.image.cache import LAYER_CACHE_VARIABLE
+
+    monkeypatch.delenv(LAYER_CACHE_VARIABLE)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     """No test touches the user's own store. Probes run cold unless a test turns the warm server on

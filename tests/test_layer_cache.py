@@ -73,7 +73,7 @@ def test_prune_older_than_keeps_what_was_used_recently(tmp_path):
     assert cache.prune()[0] == 1 and cache.entries() == []
 
 
-def test_the_cli_lists_and_prunes_the_store_cache(tmp_path):
+def test_the_cli_lists_and_prunes_the_store_cache(tmp_path, own_layer_cache):
     from notebook_deploy.image.publish import layer_cache
 
     store = tmp_path / "store"
@@ -89,3 +89,17 @@ def test_the_cli_lists_and_prunes_the_store_cache(tmp_path):
     pruned = runner.invoke(cli, ["--store", str(store), "cache", "prune"])
     assert pruned.exit_code == 0 and pruned.output.startswith("Removed 1 layer(s)")
     assert cache.entries() == []
+
+
+def test_the_layer_cache_variable_gives_every_store_one_cache(tmp_path, monkeypatch):
+    from notebook_deploy.image.cache import LAYER_CACHE_VARIABLE
+    from notebook_deploy.image.publish import layer_cache
+
+    monkeypatch.setenv(LAYER_CACHE_VARIABLE, str(tmp_path / "shared"))
+    key = layer_key({"kind": "runtime", "files": "shared"})
+    layer_cache(str(tmp_path / "one")).put(key, _layer(tmp_path, b"shared"), [], {"kind": "runtime"})
+    found = layer_cache(str(tmp_path / "two")).get(key)
+    assert found is not None and found.layer.path.is_relative_to(tmp_path / "shared")
+    assert not (tmp_path / "one" / "cache").exists()
+    listed = CliRunner().invoke(cli, ["--store", str(tmp_path / "two"), "cache", "ls"])
+    assert listed.exit_code == 0 and "1 layer(s)" in listed.output, listed.output

@@ -67,7 +67,7 @@ def _config(real, image: str) -> dict:
 
 
 def test_push_builds_a_labelled_image_and_a_model_change_uploads_only_the_bundle(
-    registry, docker_config, store, monkeypatch
+    registry, docker_config, store, monkeypatch, own_layer_cache
 ):
     real, base = registry
     first = _model(1.0, store)

@@ -557,3 +557,20 @@ def test_an_optional_column_may_be_left_out_of_object_rows_and_columns_and_is_fi
     with pytest.raises(InputError, match="row 1 has 1 values, expected 2"):
         schema.decode([[1.0, 2], [1.0]])  # rows as lists still give every column, in order
     assert schema.json_schema()["anyOf"][0]["required"] == ["x"]
+
+
+def test_the_float_domain_takes_finite_values_whose_sum_overflows_and_refuses_the_rest():
+    """Domain.check accepts on one sum when it is finite; a sum that overflows says nothing by itself."""
+    from notebook_deploy.schema import Domain
+
+    strict = TensorSchema("float", "float64", (2,), Domain(nullable=False))
+    assert strict.decode([[1e308, 1e308]]).tolist() == [[1e308, 1e308]]  # the sum is inf, the values are not
+    with pytest.raises(InputError, match="row 0, position 1: expected a number .*got null"):
+        strict.decode([[1.0, None]])
+    nullable = TensorSchema("float", "float64", (2,), Domain(nullable=True))
+    assert np.isnan(nullable.decode([[1.0, None]])[0, 1])
+    with pytest.raises(InputError, match="expected a finite number"):
+        nullable.decode(np.array([[1.0, np.inf]]).tolist())
+    bounded = TensorSchema("float", "float64", (2,), Domain(limit=10.0))
+    with pytest.raises(InputError, match="expected a number within ±10"):
+        bounded.decode([[1.0, 11.0]])

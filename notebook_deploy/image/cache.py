@@ -7,7 +7,7 @@ produced and the packages it holds (which the SBOM lists): a second push of a bu
 change takes the layer from here, and builds only the bundle layer. The same entries serve push, export
 and the Docker back end, since all of them build through ``build.image_spec``.
 
-Layout, under ``<store root>/cache/layers``::
+Layout, under ``<store root>/cache/layers`` (or ``$NOTEBOOK_DEPLOY_LAYER_CACHE``, shared by every store)::
 
     KEY/layer.tar.gz   the layer's bytes
     KEY/entry.json     digest, diff_id, size, media type, packages, the facts hashed, when made and last used
@@ -37,6 +37,8 @@ from .layers import Layer
 # layer built the old way is reused.
 FORMAT = 1
 LAYER_FILE = "layer.tar.gz"
+# A folder that holds the layers of every store instead of each store's own ``cache/layers``.
+LAYER_CACHE_VARIABLE = "NOTEBOOK_DEPLOY_LAYER_CACHE"
 ENTRY_FILE = "entry.json"
 
 

@@ -21,7 +21,7 @@ from ..store import Store
 from . import BACKENDS
 from .assemble import Image, push_image, resolve_base
 from .build import build, dependency_packages
-from .cache import LayerCache
+from .cache import LAYER_CACHE_VARIABLE, LayerCache
 from .docker_backend import docker_client, load_image, push_from_daemon
 from .outputs import write_image_tar, write_oci_layout
 from .reference import ImageReference
@@ -241,7 +241,12 @@ def _daemon(backend: str) -> Any:
 
 
 def layer_cache(store: Store | str | os.PathLike[str] | None = None) -> LayerCache:
-    """The layer cache of a store (``ROOT/cache/layers``), which every build from it shares."""
+    """The layer cache of a store (``ROOT/cache/layers``), which every build from it shares; or, when
+    ``$NOTEBOOK_DEPLOY_LAYER_CACHE`` names a folder, that one, shared by every store (a CI job's stores,
+    a team's machines): entries are keyed by what determines them, so one store's layer is right for any."""
+    shared = os.environ.get(LAYER_CACHE_VARIABLE)
+    if shared:
+        return LayerCache(Path(shared))
     return LayerCache((store if isinstance(store, Store) else Store(store)).root / "cache" / "layers")
 
 

@@ -173,9 +173,9 @@ class StartingApp:
     """The ASGI app a server starts with. Once the model is loaded and the server listens, the fast lane
     answers at once, while the whole app (``build(served)``: FastAPI's, with every protocol, the docs, the
     health and metrics routes) is built in a background thread, once the model's methods are timed; the
-    other requests wait for it, then
-    every request goes to it. Built first, before serving, when the lane has nothing to answer (keys are
-    on) or when the app adds what must start with the server (a gRPC port)."""
+    other requests wait for it, then go to it (the lane keeps answering its own). Built first, before
+    serving, when the lane has nothing to answer (keys are on) or when the app adds what must start with
+    the server (a gRPC port)."""
 
     def __init__(self, served: ServedModel, build: Callable[[ServedModel], ASGIApp]) -> None:
         self.served = served
@@ -185,12 +185,14 @@ class StartingApp:
         self._built: asyncio.Task[ASGIApp] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The lane answers first, built app or not: the app's own lane (app.py) would answer the same
+        # routes, two calls further down.
+        if await self.lane(scope, receive, send):
+            return
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         if self.app is None:
-            if await self.lane(scope, receive, send):
-                return
             assert self._built is not None  # set at startup, before the server accepts a connection
             try:
                 self.app = await asyncio.shield(self._built)

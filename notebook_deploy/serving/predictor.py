@@ -160,19 +160,24 @@ class Predictor:
     async def predict(self, method: str, data: Any) -> Any:
         """The model's ``method`` on ``data``. Raises ``Overloaded`` when the queue is full (nothing was
         accepted) and ``ModelError`` when the model raises."""
-        if method not in self._calls:
-            raise KeyError(method)
-        with self._admitted(method):
+        call = self._calls[method]  # KeyError for a method the bundle does not have
+        # What _admitted does, written out: this is every request's path, where the two generator-based
+        # context managers cost about 5 µs of a 150 µs request of a small model.
+        self._admit()
+        try:
             batcher = self._batchers.get(method)
             if batcher is not None:
                 result = await batcher.submit(data)
+            elif method in self._inline and len(data) <= INLINE_MAX_ROWS:
+                start, cpu = time.perf_counter(), time.thread_time()
+                result = call(data)
+                self._timed_inline(method, time.thread_time() - cpu, time.perf_counter() - start)
             else:
-                if method in self._inline and len(data) <= INLINE_MAX_ROWS:
-                    start, cpu = time.perf_counter(), time.thread_time()
-                    result = self._calls[method](data)
-                    self._timed_inline(method, time.thread_time() - cpu, time.perf_counter() - start)
-                else:
-                    result = await asyncio.get_running_loop().run_in_executor(self._executor, self._calls[method], data)
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, call, data)
+        except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
+            raise self._model_error(method, error) from error
+        finally:
+            self._release()
         for observer in self.observers:
             try:
                 observer(method, data, result)
@@ -230,14 +235,18 @@ class Predictor:
         try:
             yield
         except Exception as error:  # noqa: BLE001 - whatever the model raises is reported, and serving goes on
-            self._failures.record(method, error)
-            if self.settings.debug_errors:
-                raise ModelError(f"the model's {method} raised {type(error).__name__}: {error}") from error
-            # its text may hold data, paths or code of the model's: callers get where to look, not what it said
-            raise ModelError(
-                f"the model's {method} raised an error; the server's log has it (serve with --debug-errors "
-                "to return it to callers)"
-            ) from error
+            raise self._model_error(method, error) from error
+
+    def _model_error(self, method: str, error: Exception) -> ModelError:
+        """``error``, raised by the model's ``method``, logged, and what the caller is told of it."""
+        self._failures.record(method, error)
+        if self.settings.debug_errors:
+            return ModelError(f"the model's {method} raised {type(error).__name__}: {error}")
+        # its text may hold data, paths or code of the model's: callers get where to look, not what it said
+        return ModelError(
+            f"the model's {method} raised an error; the server's log has it (serve with --debug-errors "
+            "to return it to callers)"
+        )
 
     def _timed_inline(self, method: str, seconds: float, wall: float) -> None:
         """Count an inline call that took ``seconds`` of this thread's CPU and ``wall`` seconds in all; send
