@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -93,14 +94,20 @@ def image_spec(
     # The keys that signed the bundle, checked against the builder's trust store, become the image's:
     # so the image serves this bundle, and refuses another one mounted over it unless they signed it.
     trusted = signer_keys(bundle, action="build an image of")
-    deps = _dependency_layer(bundle, platform, work, cache, cuda)
-    (work / PACKAGES_FILE).write_bytes(canonical_json(deps.packages))
-    runtime = _runtime_layer(work, cache)
-    payload = build_layer(
-        [Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
-        + [Entry(f"{TRUST_DIR}/{key_id}.pem", pem) for key_id, pem in trusted.items()],
-        work / "bundle.tar.gz",
-    )
+    # The bundle layer is gzip'd in a thread (zlib lets go of the GIL) while the other two layers' keys
+    # are worked out and looked up: on a re-push after a model-only change, those two steps are most of
+    # what is not the bundle layer itself.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-layer") as gzipping:
+        bundle_layer = gzipping.submit(
+            build_layer,
+            [Entry(f"{BUNDLE_DIR}/{f.name}", f) for f in sorted(bundle.path.iterdir())]
+            + [Entry(f"{TRUST_DIR}/{key_id}.pem", pem) for key_id, pem in trusted.items()],
+            work / "bundle.tar.gz",
+        )
+        deps = _dependency_layer(bundle, platform, work, cache, cuda)
+        (work / PACKAGES_FILE).write_bytes(canonical_json(deps.packages))
+        runtime = _runtime_layer(work, cache)
+        payload = bundle_layer.result()
     spec = image_settings(bundle)
     spec.layers = [deps.layer, runtime.layer, payload]
     spec.history = [f"python {python} dependencies for {platform}", "notebook-deploy runtime", f"bundle {bundle.ref}"]
