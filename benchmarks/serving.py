@@ -599,6 +599,10 @@ def paired_rounds(
                 f"{rates[second]:.0f} req/s: {ratios[-1]:.2f}x",
                 flush=True,
             )
+        for server in servers:  # what a server said while measured (a method moved off the event loop, say)
+            said = [line for line in server.log.read_text(errors="replace").splitlines() if "WARNING" in line]
+            if said:
+                print(f"  {LABELS[server.launch.key]} logged: " + "\n    ".join(said[-5:]), flush=True)
     return ratios
 
 

@@ -56,9 +56,15 @@ def test_a_lone_slow_call_keeps_the_method_on_the_loop(store):
     assert _where(store, [np.zeros((1, 2))] * 200 + [slow, np.zeros((1, 2))]) == [True] * 202
 
 
-def test_repeatedly_slow_calls_send_the_method_to_the_model_thread(store):
+def test_repeatedly_slow_calls_send_the_method_to_the_model_thread(store, caplog):
     slow = np.full((1, 2), 9.0)
-    assert _where(store, [slow, slow, slow, np.zeros((1, 2))])[-1] is False
+    with caplog.at_level("WARNING", logger="notebook_deploy.serving"):
+        assert _where(store, [slow, slow, slow, slow, np.zeros((1, 2))])[-1] is False
+    moved = [r.getMessage() for r in caplog.records if "model thread" in r.getMessage()]
+    assert len(moved) == 1, moved  # said once, when it moved, not at each slow call after
+    assert moved[0].startswith("predict of where:") and moved[0].endswith(
+        "runs in the model thread from now on: 3 of 3 calls took over 1 ms of CPU"
+    ), moved
 
 
 def test_one_very_slow_call_sends_the_method_to_the_model_thread_at_once(store):

@@ -253,12 +253,18 @@ class Predictor:
         the method to the model thread when calls turn out slow."""
         calls = self._inline_calls[method] = self._inline_calls[method] + 1
         if wall > INLINE_BLOCKED_SECONDS:  # the model waited on something else, with the loop stopped
-            self._inline.discard(method)
+            self._to_thread(method, f"a call held the event loop for {wall * 1000:.0f} ms")
         if seconds <= INLINE_SECONDS:
             return
         slow = self._slow_calls[method] = self._slow_calls[method] + 1
         if seconds > INLINE_LONGEST_SECONDS or (slow >= INLINE_SLOW_CALLS and slow > INLINE_SLOW_SHARE * calls):
-            self._inline.discard(method)  # slower than at start (its input matters): use the thread
+            # slower than at start (its input matters): use the thread
+            self._to_thread(method, f"{slow} of {calls} calls took over {INLINE_SECONDS * 1000:g} ms of CPU")
+
+    def _to_thread(self, method: str, why: str) -> None:
+        if method in self._inline:
+            self._inline.discard(method)
+            log.warning("%s of %s runs in the model thread from now on: %s", method, self.bundle.ref, why)
 
     def _on_batch(self, method: str, rows: int) -> None:
         for observer in self.batch_observers:
