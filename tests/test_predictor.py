@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -67,8 +68,11 @@ def test_repeatedly_slow_calls_send_the_method_to_the_model_thread(store, caplog
     ), moved
 
 
-def test_one_very_slow_call_sends_the_method_to_the_model_thread_at_once(store):
-    assert _where(store, [np.full((1, 2), 10.0), np.zeros((1, 2))]) == [True, False]
+def test_one_very_slow_call_sends_the_method_to_the_model_thread_at_once(store, caplog):
+    with caplog.at_level("WARNING", logger="notebook_deploy.serving"):
+        assert _where(store, [np.full((1, 2), 10.0), np.zeros((1, 2))]) == [True, False]
+    said = re.findall(r"runs in the model thread from now on: a call took (\d+) ms of CPU", caplog.text)
+    assert len(said) == 1 and int(said[0]) >= 50, caplog.text  # the call burns 60 ms of CPU
 
 
 def test_a_call_blocked_without_the_cpu_sends_the_method_to_the_model_thread(store):

@@ -257,8 +257,10 @@ class Predictor:
         if seconds <= INLINE_SECONDS:
             return
         slow = self._slow_calls[method] = self._slow_calls[method] + 1
-        if seconds > INLINE_LONGEST_SECONDS or (slow >= INLINE_SLOW_CALLS and slow > INLINE_SLOW_SHARE * calls):
-            # slower than at start (its input matters): use the thread
+        # slower than at start (its input matters): use the thread
+        if seconds > INLINE_LONGEST_SECONDS:
+            self._to_thread(method, f"a call took {seconds * 1000:.0f} ms of CPU")
+        elif slow >= INLINE_SLOW_CALLS and slow > INLINE_SLOW_SHARE * calls:
             self._to_thread(method, f"{slow} of {calls} calls took over {INLINE_SECONDS * 1000:g} ms of CPU")
 
     def _to_thread(self, method: str, why: str) -> None:
