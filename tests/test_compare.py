@@ -203,7 +203,8 @@ def test_start_latency_and_memory_are_measured_side_by_side_in_fresh_pythons(sto
     assert np.isfinite(comparison.ratios()["memory"])
 
 
-def test_the_dependency_layers_are_compared_when_the_layer_cache_has_both(versions, tmp_path):
+def test_the_dependency_layers_are_compared_when_the_layer_cache_has_both(versions, tmp_path, own_layer_cache):
+    # its own cache: the layer it puts there under the real facts is a stand-in, which no image may take
     store, prod, retrained, _, _ = versions
     comparison = compare(prod.ref, retrained.ref, store=store, measure_serving=False)
     assert comparison.dependency_layers is None and "not both in the layer cache" in comparison.notes[0]
