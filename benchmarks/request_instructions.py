@@ -31,12 +31,11 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sklearn.datasets import make_classification
-from sklearn.linear_model import LogisticRegression
-
 import notebook_deploy as nd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from serving import make_models  # noqa: E402 - the same cheap model serving.py drives
 
 # The child: load one app, start it, answer `count` requests in-process.
 CHILD = r"""
@@ -117,8 +116,7 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is missing: install it with `apt-get install -y valgrind` (Debian), then run this again.")
         return 2
-    X, y = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
-    model = LogisticRegression(max_iter=1000).fit(X, y)
+    _, model, X = make_models()["cheap"]
     body = json.dumps({"instances": X[:1].tolist()}).encode()
     with tempfile.TemporaryDirectory(prefix="nd-bench-instructions-") as scratch:
         folder = Path(scratch)
